@@ -1,0 +1,64 @@
+//! Agents: what runs a phase in an issue's worktree and returns its final message.
+//!
+//! The engine validates every reply against the phase's schema ([`output`]), whoever produced it,
+//! so the simulated agent and the real one are held to the same contract.
+
+pub mod output;
+pub mod sim;
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::journal::PlannedIssue;
+use crate::machine::Phase;
+
+/// Everything an agent is told about a phase: explicit inputs, nothing to infer.
+#[derive(Clone, Debug)]
+pub struct PhaseRequest<'a> {
+    pub run_id: &'a str,
+    pub milestone: &'a str,
+    pub issue: &'a PlannedIssue,
+    pub phase: Phase,
+    /// For fix: the fix cycle (1-based). For review: fixes done so far. For dev: 0.
+    pub cycle: u32,
+    pub attempt: u32,
+    pub worktree: &'a Path,
+    /// The previous review's raw output (fix phases).
+    pub last_review: Option<&'a str>,
+    pub timeout: Duration,
+}
+
+/// A finished phase.
+#[derive(Clone, Debug, Default)]
+pub struct PhaseReply {
+    /// The final message, verbatim; the engine validates it.
+    pub output: String,
+    pub exit_code: Option<i32>,
+    pub duration: Duration,
+    /// What else is worth journaling (a commit id, a thread id).
+    pub note: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the {phase} agent exited with {status}: {stderr}")]
+    Crashed { phase: Phase, status: String, exit_code: Option<i32>, stderr: String },
+    #[error("the {phase} agent timed out after {secs}s; its process group was killed")]
+    TimedOut { phase: Phase, secs: u64 },
+    #[error("the {phase} agent was interrupted")]
+    Interrupted { phase: Phase },
+    #[error("the {phase} agent could not run: {source}")]
+    Setup { phase: Phase, #[source] source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+/// Runs phases. Implementations must honour `req.timeout` and [`crate::proc::is_cancelled`].
+pub trait Agent: Send + Sync {
+    fn name(&self) -> &str;
+    fn run(&self, req: &PhaseRequest<'_>) -> Result<PhaseReply, AgentError>;
+}
+
+/// The last few lines of a stream, for one-line error messages.
+pub fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    v[v.len().saturating_sub(lines)..].join(" | ")
+}

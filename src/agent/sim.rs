@@ -1,0 +1,260 @@
+//! The simulated agent: does real work in the worktree (writes and commits files) and answers
+//! with outputs of exactly the real agent's shape, scripted by a scenario. It lets the whole loop
+//! run with no model and no network, and lets tests force every outcome, crashes and hangs included.
+//!
+//! Invariant: its behaviour depends only on the request and the scenario, so a phase re-run
+//! after a crash does the same thing again (idempotent file contents, commit only if changed).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Agent, AgentError, PhaseReply, PhaseRequest};
+use crate::clock::Clock;
+use crate::machine::Phase;
+use crate::proc::{self, Cmd};
+use crate::workspace::{git, sanitize};
+
+/// What one issue's phases do, from `--sim-scenario`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimScript {
+    #[serde(default)]
+    pub dev: Option<String>,
+    #[serde(default)]
+    pub fix: Option<String>,
+    #[serde(default)]
+    pub reviews: Vec<String>,
+}
+
+const WORK_OUTCOMES: &[&str] = &["pass", "failed", "deferred", "crash", "hang", "garbage", "invalid"];
+const REVIEW_OUTCOMES: &[&str] = &["pass", "changes_required", "blocked", "crash", "hang", "garbage", "invalid"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{source_name}: not a valid scenario: {detail}")]
+    Parse { source_name: String, detail: String },
+    #[error("{source_name}: issue {issue}: {field} is {value:?}; expected one of {allowed}")]
+    Value { source_name: String, issue: String, field: String, value: String, allowed: String },
+    #[error("{source_name}: names issue {issue}, which is not in this milestone")]
+    UnknownIssue { source_name: String, issue: String },
+}
+
+/// Parses and checks a scenario against the run's issue ids.
+pub fn parse_scenario(
+    text: &str,
+    source_name: &str,
+    issue_ids: &[&str],
+) -> Result<BTreeMap<String, SimScript>, ScenarioError> {
+    let map: BTreeMap<String, SimScript> = serde_json::from_str(text)
+        .map_err(|e| ScenarioError::Parse { source_name: source_name.into(), detail: e.to_string() })?;
+    for (issue, script) in &map {
+        if !issue_ids.contains(&issue.as_str()) {
+            return Err(ScenarioError::UnknownIssue { source_name: source_name.into(), issue: issue.clone() });
+        }
+        let check = |field: &str, v: &str, allowed: &[&str]| {
+            if allowed.contains(&v) {
+                Ok(())
+            } else {
+                Err(ScenarioError::Value {
+                    source_name: source_name.into(),
+                    issue: issue.clone(),
+                    field: field.into(),
+                    value: v.into(),
+                    allowed: allowed.join("|"),
+                })
+            }
+        };
+        if let Some(d) = &script.dev {
+            check("dev", d, WORK_OUTCOMES)?;
+        }
+        if let Some(f) = &script.fix {
+            check("fix", f, WORK_OUTCOMES)?;
+        }
+        for r in &script.reviews {
+            check("reviews", r, REVIEW_OUTCOMES)?;
+        }
+    }
+    Ok(map)
+}
+
+pub struct SimAgent {
+    scenario: BTreeMap<String, SimScript>,
+    clock: Clock,
+}
+
+impl SimAgent {
+    pub fn new(scenario: BTreeMap<String, SimScript>, clock: Clock) -> SimAgent {
+        SimAgent { scenario, clock }
+    }
+
+    fn outcome(&self, req: &PhaseRequest<'_>) -> String {
+        let script = self.scenario.get(&req.issue.id).cloned().unwrap_or_default();
+        match req.phase {
+            Phase::Dev => script.dev.unwrap_or_else(|| "pass".into()),
+            Phase::Fix => script.fix.unwrap_or_else(|| "pass".into()),
+            Phase::Review => script.reviews.get(req.cycle as usize).cloned().unwrap_or_else(|| "pass".into()),
+        }
+    }
+
+    /// Commits everything in the worktree as the simulated agent, deterministically dated when
+    /// the clock is fixed. Returns the new commit id, or None when nothing changed.
+    fn commit(&self, wt: &Path, message: &str) -> Result<Option<String>, String> {
+        let t = Duration::from_secs(60);
+        let add = git(wt, &["add", "-A"], t).map_err(|e| e.to_string())?;
+        if !add.success() {
+            return Err(format!("git add failed: {}", add.stderr_text().trim()));
+        }
+        let staged = git(wt, &["diff", "--cached", "--quiet"], t).map_err(|e| e.to_string())?;
+        if staged.code == Some(0) {
+            return Ok(None);
+        }
+        let date = self.clock.now().format("%Y-%m-%dT%H:%M:%S+0000").to_string();
+        let cmd = Cmd::new("git")
+            .arg("-C")
+            .arg(wt)
+            .args(["-c", "user.name=loop sim agent", "-c", "user.email=sim@loop.invalid", "-c", "commit.gpgsign=false"])
+            .args(["commit", "-q", "--no-verify", "-m", message])
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .timeout(t);
+        let out = proc::run(&cmd).map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(format!("git commit failed: {}", out.stderr_text().trim()));
+        }
+        let head = git(wt, &["rev-parse", "HEAD"], t).map_err(|e| e.to_string())?;
+        Ok(Some(head.stdout_text().trim().to_string()))
+    }
+
+    fn work(&self, req: &PhaseRequest<'_>) -> Result<Option<String>, String> {
+        let dir = req.worktree.join("loop-sim");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = sanitize(&req.issue.id);
+        let (file, text, message) = match req.phase {
+            Phase::Dev => (
+                dir.join(format!("{name}.md")),
+                format!("# {}\n\n{}\n\nImplemented by the simulated dev agent.\n", req.issue.id, req.issue.title),
+                format!("{}: dev (simulated)", req.issue.id),
+            ),
+            _ => {
+                let actions = req
+                    .last_review
+                    .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                    .and_then(|v| v.get("required_actions").cloned())
+                    .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+                    .unwrap_or_default();
+                let mut text = String::new();
+                for c in 1..=req.cycle {
+                    text.push_str(&format!("fix cycle {c}\n"));
+                }
+                for a in actions {
+                    text.push_str(&format!("- addressed: {a}\n"));
+                }
+                (
+                    dir.join(format!("{name}.fixes")),
+                    text,
+                    format!("{}: fix cycle {} (simulated)", req.issue.id, req.cycle),
+                )
+            }
+        };
+        std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+        self.commit(req.worktree, &message)
+    }
+}
+
+impl Agent for SimAgent {
+    fn name(&self) -> &str {
+        "sim"
+    }
+
+    fn run(&self, req: &PhaseRequest<'_>) -> Result<PhaseReply, AgentError> {
+        let start = Instant::now();
+        let outcome = self.outcome(req);
+        let phase = req.phase;
+        match outcome.as_str() {
+            "crash" => {
+                return Err(AgentError::Crashed {
+                    phase,
+                    status: "exit code 3".into(),
+                    exit_code: Some(3),
+                    stderr: "simulated crash".into(),
+                })
+            }
+            "hang" => {
+                let out = proc::run(&Cmd::new("sleep").arg("3600").timeout(req.timeout))
+                    .map_err(|e| AgentError::Setup { phase, source: Box::new(e) })?;
+                if out.cancelled {
+                    return Err(AgentError::Interrupted { phase });
+                }
+                return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
+            }
+            "garbage" => {
+                return Ok(PhaseReply {
+                    output: "I could not decide; here is some prose instead of JSON.".into(),
+                    exit_code: Some(0),
+                    duration: start.elapsed(),
+                    note: None,
+                })
+            }
+            "invalid" => {
+                return Ok(PhaseReply {
+                    output: json!({"status": "perhaps"}).to_string(),
+                    exit_code: Some(0),
+                    duration: start.elapsed(),
+                    note: None,
+                })
+            }
+            _ => {}
+        }
+        let output = match phase {
+            Phase::Dev | Phase::Fix => {
+                let commit = if outcome == "pass" {
+                    self.work(req).map_err(|e| AgentError::Crashed {
+                        phase,
+                        status: "exit code 1".into(),
+                        exit_code: Some(1),
+                        stderr: e,
+                    })?
+                } else {
+                    None
+                };
+                let reply = json!({
+                    "status": outcome,
+                    "branch": req.issue.branch,
+                    "worktree": req.worktree.display().to_string(),
+                    "stack_branches": [],
+                    "draft_prs": [],
+                    "tests_run": [{"command": "true", "status": "pass", "notes": "simulated"}],
+                    "docs_updated": [],
+                    "deferred": if outcome == "deferred" { vec!["simulated deferral"] } else { vec![] },
+                    "open_questions": [],
+                });
+                return Ok(PhaseReply {
+                    output: reply.to_string(),
+                    exit_code: Some(0),
+                    duration: start.elapsed(),
+                    note: commit.map(|c| format!("commit {c}")),
+                });
+            }
+            Phase::Review => {
+                let changes = outcome == "changes_required";
+                json!({
+                    "status": outcome,
+                    "summary": format!("simulated review {} of {}", req.cycle + 1, req.issue.id),
+                    "issues": if changes {
+                        vec![json!({"severity": "medium", "title": "simulated finding", "details": format!("cycle {}", req.cycle), "evidence": [format!("loop-sim/{}.md:1", sanitize(&req.issue.id))]})]
+                    } else { vec![] },
+                    "required_actions": if changes { vec![format!("address finding of review {}", req.cycle + 1)] } else { vec![] },
+                    "followups": [],
+                    "review_doc_path": null,
+                    "review_entry_written": false,
+                    "confidence": "high",
+                })
+            }
+        };
+        Ok(PhaseReply { output: output.to_string(), exit_code: Some(0), duration: start.elapsed(), note: None })
+    }
+}

@@ -1,0 +1,180 @@
+//! `loop demo`: a throwaway git repo with sample issue docs, driven end to end by the simulated
+//! agent, then replayed from its journal to prove the record is complete.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::json;
+
+use super::run::{start, Progress, RunInputs};
+use super::{exit, CliError};
+use crate::clock::Clock;
+use crate::journal::AgentSpec;
+use crate::machine::Rules;
+use crate::proc::{self, Cmd};
+use crate::render;
+use crate::runs::StateDir;
+
+const DOCS: &[(&str, &str)] = &[
+    ("docs/projects/orbit/milestones/M1-core.md", include_str!("demo_docs/milestone.md")),
+    ("docs/projects/orbit/issues/ORB-1.md", include_str!("demo_docs/ORB-1.md")),
+    ("docs/projects/orbit/issues/ORB-2.md", include_str!("demo_docs/ORB-2.md")),
+    ("docs/projects/orbit/issues/ORB-3.md", include_str!("demo_docs/ORB-3.md")),
+    ("docs/projects/orbit/issues/ORB-4.md", include_str!("demo_docs/ORB-4.md")),
+    ("docs/projects/orbit/issues/ORB-5.md", include_str!("demo_docs/ORB-5.md")),
+];
+const SCENARIO: &str = include_str!("demo_docs/scenario.json");
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Build the demo repo here (must not exist yet) and keep it, instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the temporary demo repo and print its path.
+    #[arg(long)]
+    pub keep: bool,
+    /// Also export the run's journal to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Writes the sample repo: docs committed on `main`.
+pub fn write_sample_repo(dir: &Path) -> Result<(), CliError> {
+    for (rel, text) in DOCS {
+        let p = dir.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| CliError::io(parent, e))?;
+        }
+        std::fs::write(&p, text).map_err(|e| CliError::io(&p, e))?;
+    }
+    std::fs::write(dir.join("README.md"), "# orbit\n\nSample repository for `loop demo`.\n")
+        .map_err(|e| CliError::io(dir, e))?;
+    let date = Clock::from_env().now().format("%Y-%m-%dT%H:%M:%S+0000").to_string();
+    let git = |args: &[&str]| -> Result<(), CliError> {
+        let cmd = Cmd::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=loop demo", "-c", "user.email=demo@loop.invalid", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .timeout(Duration::from_secs(60));
+        let out = proc::run(&cmd).map_err(|e| CliError::Usage(format!("git is needed for the demo: {e}")))?;
+        if !out.success() {
+            return Err(CliError::Usage(format!("git {}: {}", args.join(" "), out.stderr_text().trim())));
+        }
+        Ok(())
+    };
+    git(&["init", "-q", "-b", "main"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "-q", "-m", "orbit: sample issue docs"])?;
+    Ok(())
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        dir_size(&path)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+pub fn run(args: DemoArgs) -> Result<i32, CliError> {
+    let started = Instant::now();
+    let (repo, _guard) = match &args.dir {
+        Some(d) => {
+            if d.exists() {
+                return Err(CliError::Usage(format!("--dir {}: already exists; give a new path", d.display())));
+            }
+            std::fs::create_dir_all(d).map_err(|e| CliError::io(d, e))?;
+            (std::path::absolute(d).map_err(|e| CliError::io(d, e))?, None)
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("loop-demo-").tempdir().map_err(|e| CliError::io(Path::new("/tmp"), e))?;
+            let path = t.path().to_path_buf();
+            if args.keep {
+                (t.keep(), None)
+            } else {
+                (path, Some(t))
+            }
+        }
+    };
+    let repo = std::fs::canonicalize(&repo).map_err(|e| CliError::io(&repo, e))?;
+    write_sample_repo(&repo)?;
+    let state = StateDir::new(repo.join(".loop"));
+    if !args.quiet && !args.json {
+        eprintln!("loop demo: sample repo at {}", repo.display());
+    }
+    let mut progress = Progress { quiet: args.quiet || args.json, json_events: false, start: Instant::now() };
+    let inputs = RunInputs {
+        repo: repo.clone(),
+        state: state.clone(),
+        milestone: Some("M1-core".into()),
+        agent: AgentSpec { kind: "sim".into(), scenario: Some(SCENARIO.to_string()) },
+        scenario_source: "the demo scenario".into(),
+        rules: Rules::default(),
+        phase_timeout_secs: 60,
+    };
+    let (code, view) = start(inputs, &mut progress)?;
+    let run_secs = started.elapsed().as_secs_f64();
+    if code == exit::INTERRUPTED {
+        return Ok(code);
+    }
+
+    // Replay from the journal alone and check it agrees with what the run decided.
+    let snapshot = state.snapshot(&view.run_id)?;
+    let verdict = super::replay::replay_store(&snapshot, |_| {}, false);
+    let replay_ok = match (&verdict.error, &verdict.view) {
+        (None, Some(v)) => v.issues.iter().zip(&view.issues).all(|(a, b)| a.state == b.state),
+        _ => false,
+    };
+    let journal_bytes = dir_size(&state.journal_path(&view.run_id));
+    if let Some(out) = &args.export {
+        let mut f = std::fs::File::create(out).map_err(|e| CliError::io(out, e))?;
+        crate::journal::export(&snapshot, &mut f)?;
+    }
+    if args.json {
+        let mut v = render::status_json(&view, Some(&repo));
+        v["demo"] = json!({
+            "replay_verified": replay_ok,
+            "seconds": run_secs,
+            "journal_records": verdict.records,
+            "journal_bytes_on_disk": journal_bytes,
+        });
+        println!("{v}");
+    } else if !args.quiet {
+        eprint!("\n{}", render::status_text(&view, false));
+        eprintln!(
+            "replay: {} ({} records re-derived from the journal alone, chain verified)",
+            if replay_ok { "ok" } else { "FAILED" },
+            verdict.records
+        );
+        eprintln!("took {run_secs:.2}s; journal {} records, {journal_bytes} bytes on disk", verdict.records);
+        if args.keep || args.dir.is_some() {
+            eprintln!("kept: {} (try `loop status --repo {}`)", repo.display(), repo.display());
+        }
+    }
+    if !replay_ok {
+        let why = verdict.error.map(|e| e.1).unwrap_or_else(|| "replayed states differ from the run".into());
+        eprintln!("loop demo: replay check failed: {why}");
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,193 @@
+//! The command line: one file per subcommand, and the mapping from every error to an exit code.
+
+pub mod demo;
+pub mod export;
+pub mod plan;
+pub mod replay;
+pub mod resume;
+pub mod run;
+pub mod runs;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::agent::sim::ScenarioError;
+use crate::docs::DocError;
+use crate::engine::EngineError;
+use crate::journal::view::Divergence;
+use crate::journal::JournalError;
+use crate::plan::PlanError;
+use crate::runs::{RunsError, StateDir};
+use crate::workspace::{GitWorkspace, WorkspaceError};
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const BAD_INPUT: i32 = 2;
+    pub const NOT_ALL_DONE: i32 = 3;
+    pub const CORRUPT: i32 = 4;
+    pub const DIVERGED: i32 = 5;
+    pub const LOCKED: i32 = 6;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loop",
+    version,
+    about = "Drive coding agents through milestone → issue → dev → review → fix, durably.",
+    long_about = "loop reads a milestone's issue docs (docs/projects/<project>/issues/*.md), orders them as a \
+dependency DAG, and runs each issue through dev → review → fix (at most 2 fix cycles) in a git worktree of its \
+own. Every transition is journaled before the next step acts, so `loop resume` continues after a crash or \
+Ctrl-C and `loop replay` re-derives and verifies every state.\n\nStart with `loop demo`.",
+    after_help = "Exit codes: 0 all issues Done; 1 error; 2 bad input; 3 finished with Capped/Blocked/Failed issues; \
+4 journal corrupt; 5 journal and code disagree; 6 run locked; 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole loop on a throwaway repo with sample issue docs and the simulated agent.
+    Demo(demo::DemoArgs),
+    /// Show a milestone's dependency order and parallel waves.
+    Plan(plan::PlanArgs),
+    /// Run a milestone's issues through dev → review → fix.
+    Run(run::RunArgs),
+    /// Continue an interrupted or crashed run exactly where it stopped.
+    Resume(resume::ResumeArgs),
+    /// Re-derive every state from the journal alone, verify the hash chain, print the timeline.
+    Replay(replay::ReplayArgs),
+    /// Show where each issue of a run stands (default: the newest run).
+    Status(status::StatusArgs),
+    /// List the runs recorded in this repository.
+    Runs(runs::RunsArgs),
+    /// Write a run's journal to a portable file (replay it with `loop replay --file`).
+    Export(export::ExportArgs),
+}
+
+/// Where the repository and loop's state are.
+#[derive(Args, Debug, Clone)]
+pub struct RepoArgs {
+    /// The repository (any directory inside it).
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Where loop keeps journals, worktrees and logs [default: <repo>/.loop]
+    #[arg(long, value_name = "DIR", env = "LOOP_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    /// The repository root, made absolute.
+    pub fn repo_root(&self) -> Result<PathBuf, CliError> {
+        let dir = std::path::absolute(&self.repo).map_err(|e| CliError::io(&self.repo, e))?;
+        if !dir.is_dir() {
+            return Err(CliError::Usage(format!("--repo {}: no such directory", self.repo.display())));
+        }
+        Ok(GitWorkspace::toplevel(&dir)?)
+    }
+
+    /// The state dir. Read-only commands do not need a git repository, only the state dir.
+    pub fn state(&self) -> Result<StateDir, CliError> {
+        if let Some(s) = &self.state_dir {
+            return Ok(StateDir::new(std::path::absolute(s).map_err(|e| CliError::io(s, e))?));
+        }
+        let root = match self.repo_root() {
+            Ok(r) => r,
+            Err(_) => std::path::absolute(&self.repo).map_err(|e| CliError::io(&self.repo, e))?,
+        };
+        Ok(StateDir::new(root.join(".loop")))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Docs(#[from] DocError),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Runs(#[from] RunsError),
+    #[error("{0}")]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Workspace(#[from] WorkspaceError),
+    #[error("{0}")]
+    Scenario(#[from] ScenarioError),
+    #[error("journal and code disagree at {0}")]
+    Diverged(#[from] Divergence),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl CliError {
+    pub fn io(path: &Path, source: std::io::Error) -> CliError {
+        CliError::Io { path: path.display().to_string(), source }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Docs(_) | CliError::Plan(_) | CliError::Scenario(_) | CliError::Usage(_) => exit::BAD_INPUT,
+            CliError::Runs(RunsError::NoSuchRun(_) | RunsError::Ambiguous { .. }) => exit::BAD_INPUT,
+            CliError::Runs(RunsError::Locked { .. }) => exit::LOCKED,
+            CliError::Runs(RunsError::Journal(j)) | CliError::Journal(j) => journal_code(j),
+            CliError::Engine(EngineError::Journal(j)) => journal_code(j),
+            CliError::Diverged(_) | CliError::Engine(EngineError::Divergence(_)) => exit::DIVERGED,
+            CliError::Workspace(WorkspaceError::NotARepo(_)) => exit::BAD_INPUT,
+            _ => exit::ERROR,
+        }
+    }
+}
+
+fn journal_code(j: &JournalError) -> i32 {
+    match j {
+        JournalError::Corrupt { .. } | JournalError::File { .. } | JournalError::Empty => exit::CORRUPT,
+        JournalError::Store(_) => exit::ERROR,
+    }
+}
+
+/// The exit code for a finished or stopped run.
+pub fn run_exit_code(view: &crate::journal::view::RunView, outcome: crate::engine::Outcome) -> i32 {
+    if outcome == crate::engine::Outcome::Interrupted {
+        return exit::INTERRUPTED;
+    }
+    if view.issues.iter().all(|i| matches!(i.state, crate::machine::State::Done { .. })) {
+        exit::OK
+    } else {
+        exit::NOT_ALL_DONE
+    }
+}
+
+/// Ctrl-C and SIGTERM stop running phases and journal the interruption; a second Ctrl-C exits
+/// at once (the journal is consistent after every append, so nothing is lost).
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if crate::proc::is_cancelled() {
+            std::process::exit(exit::INTERRUPTED);
+        }
+        eprintln!("loop: interrupted; stopping running phases (Ctrl-C again to exit at once)");
+        crate::proc::cancel();
+    });
+}
+
+pub fn run(cli: Cli) -> Result<i32, CliError> {
+    match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Resume(a) => resume::run(a),
+        Command::Replay(a) => replay::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Runs(a) => runs::run(a),
+        Command::Export(a) => export::run(a),
+    }
+}

@@ -1,0 +1,46 @@
+//! `loop plan`: a milestone's dependency order and waves, as text, JSON, dot or mermaid.
+
+use clap::{Args, ValueEnum};
+
+use super::{CliError, RepoArgs};
+use crate::{docs, plan};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The milestone (optional when the docs name exactly one).
+    #[arg(long, short)]
+    pub milestone: Option<String>,
+    /// Same as --format json.
+    #[arg(long)]
+    pub json: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+pub fn run(args: PlanArgs) -> Result<i32, CliError> {
+    let repo = args.repo.repo_root().or_else(|_| {
+        std::path::absolute(&args.repo.repo).map_err(|e| CliError::io(&args.repo.repo, e))
+    })?;
+    let docs = docs::load(&repo)?;
+    let milestone = plan::choose_milestone(&docs, args.milestone.as_deref())?;
+    let plan = plan::build(&docs, &milestone)?;
+    let format = if args.json { Format::Json } else { args.format };
+    match format {
+        Format::Text => print!("{}", plan.to_text()),
+        Format::Json => println!("{}", plan.to_json()),
+        Format::Dot => print!("{}", plan.to_dot()),
+        Format::Mermaid => print!("{}", plan.to_mermaid()),
+    }
+    Ok(0)
+}

@@ -1,0 +1,215 @@
+//! `loop run`: plan a milestone, journal the run's inputs, and drive it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use super::{exit, CliError, RepoArgs};
+use crate::agent::sim::{parse_scenario, SimAgent};
+use crate::agent::Agent;
+use crate::clock::{self, Clock};
+use crate::engine::{Engine, Observer, Outcome};
+use crate::journal::view::{Applied, RunView};
+use crate::journal::{AgentSpec, Body, Journal, PlannedIssue, Record, RunStart};
+use crate::machine::Rules;
+use crate::runs::StateDir;
+use crate::workspace::{sanitize, GitWorkspace, Workspace};
+use crate::{docs, plan, render};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The milestone to run (optional when the docs name exactly one).
+    #[arg(long, short)]
+    pub milestone: Option<String>,
+    /// Which agent runs the phases.
+    #[arg(long, default_value = "sim", value_parser = ["sim"])]
+    pub agent: String,
+    /// JSON file scripting the simulated agent: {"ISSUE": {"dev": "pass", "reviews": ["changes_required", "pass"]}}.
+    #[arg(long, value_name = "FILE")]
+    pub sim_scenario: Option<PathBuf>,
+    /// Fix cycles allowed before an issue ends Capped.
+    #[arg(long, default_value_t = crate::machine::DEFAULT_MAX_FIX_CYCLES)]
+    pub max_fix_cycles: u32,
+    /// Seconds one agent phase may take before its process group is killed.
+    #[arg(long, default_value_t = 1800, value_name = "SECS")]
+    pub phase_timeout: u64,
+    /// Print the final status as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Stream every journal record as a JSON line on stdout.
+    #[arg(long, conflicts_with = "json")]
+    pub json_events: bool,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Prints each record as it becomes durable.
+pub struct Progress {
+    pub quiet: bool,
+    pub json_events: bool,
+    pub start: Instant,
+}
+
+impl Observer for Progress {
+    fn record(&mut self, rec: &Record, applied: &Applied, _view: &RunView) {
+        if self.json_events {
+            let line = render::record_json(rec, applied);
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        if !self.quiet {
+            eprintln!("[{:>7.2}s] {}", self.start.elapsed().as_secs_f64(), render::timeline_line(rec, applied));
+        }
+    }
+}
+
+/// Builds the agent a run was recorded with.
+pub fn agent_for(spec: &AgentSpec, ids: &[&str], clock: &Clock, source: &str) -> Result<Box<dyn Agent>, CliError> {
+    match spec.kind.as_str() {
+        "sim" => {
+            let scenario = match &spec.scenario {
+                Some(text) => parse_scenario(text, source, ids)?,
+                None => Default::default(),
+            };
+            Ok(Box::new(SimAgent::new(scenario, clock.clone())))
+        }
+        other => Err(CliError::Usage(format!("this loop does not know agent '{other}'"))),
+    }
+}
+
+/// Everything needed to start a run, already checked.
+pub struct RunInputs {
+    pub repo: PathBuf,
+    pub state: StateDir,
+    pub milestone: Option<String>,
+    pub agent: AgentSpec,
+    /// How to name the scenario in errors (its file path).
+    pub scenario_source: String,
+    pub rules: Rules,
+    pub phase_timeout_secs: u64,
+}
+
+/// Plans the milestone, journals `run_started`, and drives the run. Returns the exit code.
+pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView), CliError> {
+    let RunInputs { repo, state, milestone, agent, scenario_source, rules, phase_timeout_secs } = inputs;
+    let docs = docs::load(&repo)?;
+    let milestone = plan::choose_milestone(&docs, milestone.as_deref())?;
+    let plan = plan::build(&docs, &milestone)?;
+    let ids: Vec<&str> = plan.order.iter().map(|p| p.id.as_str()).collect();
+    // Check the scenario before anything is written.
+    let clock = Clock::from_env();
+    let agent_impl = agent_for(&agent, &ids, &clock, &scenario_source)?;
+
+    let ws = GitWorkspace::new(&repo);
+    if state.root.starts_with(&repo) {
+        if let Ok(rel) = state.root.strip_prefix(&repo) {
+            ws.exclude(&format!("/{}/", rel.display()))?;
+        }
+    }
+    let base_commit = ws.head_commit().map_err(|e| {
+        CliError::Usage(format!("{}: the repository needs at least one commit to branch from ({e})", repo.display()))
+    })?;
+    let wt_root = state.worktrees_dir().join(sanitize(&milestone));
+    let issues: Vec<PlannedIssue> = plan
+        .order
+        .iter()
+        .map(|p| PlannedIssue {
+            id: p.id.clone(),
+            title: p.title.clone(),
+            doc: p.doc.clone(),
+            blocked_by: p.blocked_by.clone(),
+            branch: format!("loop/{}/{}", sanitize(&milestone), sanitize(&p.id)),
+            worktree: wt_root.join(sanitize(&p.id)).display().to_string(),
+        })
+        .collect();
+
+    let run_id = clock::new_run_id(&clock);
+    if state.journal_path(&run_id).exists() {
+        return Err(CliError::Usage(format!("run {run_id} already exists")));
+    }
+    let _lock = state.lock(&run_id)?;
+    let store = state.open_store(&run_id)?;
+    let mut journal = Journal::create(Box::new(store), &run_id, clock.clone());
+    let start = RunStart {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        milestone: milestone.clone(),
+        repo: repo.display().to_string(),
+        base_commit,
+        rules,
+        agent,
+        phase_timeout_secs,
+        issues,
+    };
+    let first = journal.append(Body::RunStarted(start))?;
+    let view = RunView::new(&first)?;
+    let applied = Applied { issue: None, from: None, to: None };
+    progress.record(&first, &applied, &view);
+    super::install_interrupt_handler();
+    drive(journal, view, agent_impl.as_ref(), &ws, progress)
+}
+
+/// Drives a journaled run to its end or to an interruption.
+pub fn drive(
+    journal: Journal,
+    view: RunView,
+    agent: &dyn Agent,
+    ws: &dyn Workspace,
+    progress: &mut Progress,
+) -> Result<(i32, RunView), CliError> {
+    let mut engine = Engine::new(journal, view, agent, ws, progress);
+    let outcome = engine.drive()?;
+    let view = engine.view().clone();
+    let code = super::run_exit_code(&view, outcome);
+    if outcome == Outcome::Interrupted {
+        eprintln!("loop: run {} interrupted; continue with `loop resume {}`", view.run_id, view.run_id);
+    }
+    Ok((code, view))
+}
+
+pub fn finish_output(view: &RunView, json: bool, repo: &Path, quiet: bool) {
+    if json {
+        println!("{}", render::status_json(view, Some(repo)));
+    } else if !quiet {
+        eprint!("{}", render::status_text(view, false));
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<i32, CliError> {
+    let repo = args.repo.repo_root()?;
+    let state = args.repo.state()?;
+    let scenario = match &args.sim_scenario {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| CliError::io(p, e))?),
+        None => None,
+    };
+    if args.max_fix_cycles > 100 {
+        return Err(CliError::Usage("--max-fix-cycles must be at most 100".into()));
+    }
+    if args.phase_timeout == 0 {
+        return Err(CliError::Usage("--phase-timeout must be at least 1 second".into()));
+    }
+    // A scenario file is checked against the milestone's ids inside `start`; its parse errors
+    // name the file, so check the syntax here where the path is known.
+    if let (Some(text), Some(p)) = (&scenario, &args.sim_scenario) {
+        serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| CliError::Usage(format!("{}: not valid JSON: {e}", p.display())))?;
+    }
+    let mut progress = Progress { quiet: args.quiet, json_events: args.json_events, start: Instant::now() };
+    let inputs = RunInputs {
+        repo: repo.clone(),
+        state,
+        milestone: args.milestone,
+        agent: AgentSpec { kind: args.agent, scenario },
+        scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        rules: Rules { max_fix_cycles: args.max_fix_cycles },
+        phase_timeout_secs: args.phase_timeout,
+    };
+    let (code, view) = start(inputs, &mut progress)?;
+    finish_output(&view, args.json, &repo, args.quiet);
+    Ok(if code == exit::OK { exit::OK } else { code })
+}

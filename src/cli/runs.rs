@@ -1,0 +1,58 @@
+//! `loop runs`: the runs recorded in this repository, ids shown by shortest unique prefix.
+
+use clap::Args;
+use serde_json::json;
+
+use super::{CliError, RepoArgs};
+use crate::journal::view::RunView;
+use crate::render;
+use crate::runs::shortest_prefixes;
+
+#[derive(Args, Debug)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// One JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: RunsArgs) -> Result<i32, CliError> {
+    let state = args.repo.state()?;
+    let ids = state.list()?;
+    let prefixes = shortest_prefixes(&ids, 4);
+    let mut rows = Vec::new();
+    for (id, prefix) in ids.iter().zip(&prefixes) {
+        let live = state.is_locked(id);
+        let row = match state.read(id).map_err(CliError::from).and_then(|r| Ok(RunView::fold(&r)?)) {
+            Ok(view) => json!({
+                "run_id": id,
+                "prefix": prefix,
+                "milestone": view.start.milestone,
+                "state": if live { "running" } else if view.finished { "finished" } else { "stopped" },
+                "summary": render::summary(&view),
+            }),
+            Err(e) => json!({"run_id": id, "prefix": prefix, "state": "unreadable", "error": e.to_string()}),
+        };
+        rows.push(row);
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("no runs yet in {}", state.root.display());
+    }
+    for r in &rows {
+        let prefix = r["prefix"].as_str().unwrap_or("");
+        let id = r["run_id"].as_str().unwrap_or("");
+        println!(
+            "{prefix}{}  {:<10} {:<12} {}",
+            &id[prefix.len()..].chars().map(|_| ' ').collect::<String>(),
+            r["state"].as_str().unwrap_or(""),
+            r["milestone"].as_str().unwrap_or("-"),
+            r["summary"].as_str().or(r["error"].as_str()).unwrap_or("")
+        );
+    }
+    Ok(0)
+}

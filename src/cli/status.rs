@@ -1,0 +1,39 @@
+//! `loop status`: where each issue of a run stands, from the journal alone.
+
+use clap::Args;
+
+use super::{CliError, RepoArgs};
+use crate::journal::view::RunView;
+use crate::render;
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The run id or a unique prefix [default: the newest run].
+    pub run_id: Option<String>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// `{"run_id": ..., "issues": [{"id", "state", "fix_cycles", ...}]}` on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: StatusArgs) -> Result<i32, CliError> {
+    let state = args.repo.state()?;
+    let run_id = match &args.run_id {
+        Some(p) => state.resolve(p)?,
+        None => state.latest()?.ok_or_else(|| {
+            CliError::Usage(format!("no runs in {} yet; start one with `loop run`", state.root.display()))
+        })?,
+    };
+    let live = state.is_locked(&run_id);
+    let records = state.read(&run_id)?;
+    let view = RunView::fold(&records)?;
+    if args.json {
+        let mut v = render::status_json(&view, None);
+        v["live"] = serde_json::json!(live);
+        println!("{v}");
+    } else {
+        print!("{}", render::status_text(&view, live));
+    }
+    Ok(0)
+}

@@ -1,0 +1,18 @@
+//! `loop`: drives coding agents through milestone → issue → dev → review → fix, durably.
+//!
+//! Data flows one way: [`docs`] → [`plan`] → [`engine`] ⇄ [`machine`]; the engine writes the
+//! [`journal`] and calls out to [`agent`] and [`workspace`]. Read-only commands need only the
+//! journal, and render through [`render`] exactly as a live run does.
+
+pub mod agent;
+pub mod cli;
+pub mod clock;
+pub mod docs;
+pub mod engine;
+pub mod journal;
+pub mod machine;
+pub mod plan;
+pub mod proc;
+pub mod render;
+pub mod runs;
+pub mod workspace;

@@ -1,0 +1,178 @@
+//! Turning records and views into text and JSON. A live run, `status` and `replay` all render
+//! through these functions, so what a user saw live is what replay shows later.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::journal::view::{Applied, RunView};
+use crate::journal::{Body, Record};
+use crate::machine::{Event, State};
+
+/// A state as shown to people: `Review`, `Fix(2)`, `Capped(2)`.
+pub fn state_short(s: &State) -> String {
+    match s {
+        State::Fix { cycle } => format!("Fix({cycle})"),
+        State::Review { fix_cycles } if *fix_cycles > 0 => format!("Review(after {fix_cycles} fix)"),
+        other => other.name().to_string(),
+    }
+}
+
+fn event_detail(e: &Event) -> String {
+    match e {
+        Event::DependencyNotDone { dependency, dependency_state } => format!("{dependency} ended {dependency_state}"),
+        Event::WorktreeIntent { branch, .. } => format!("branch {branch}"),
+        Event::WorktreeCreated { path, .. } => path.clone(),
+        Event::WorktreeFailed { reason } => reason.clone(),
+        Event::PhaseStarted { phase, attempt } => {
+            if *attempt > 1 {
+                format!("{phase} (attempt {attempt})")
+            } else {
+                phase.to_string()
+            }
+        }
+        Event::WorkFinished { phase, status } => format!("{phase} {}", json!(status).as_str().unwrap_or("?")),
+        Event::ReviewFinished { verdict } => json!(verdict).as_str().unwrap_or("?").to_string(),
+        Event::PhaseFailed { phase, reason } => format!("{phase}: {reason}"),
+        Event::Interrupted => String::new(),
+        Event::WorktreeRemoved { path } => path.clone(),
+        Event::WorktreeKept { reason, .. } => reason.clone(),
+    }
+}
+
+/// One timeline line for a record.
+pub fn timeline_line(rec: &Record, applied: &Applied) -> String {
+    let c = &rec.content;
+    let head = format!("#{:<4} {}", c.seq, c.time.format("%H:%M:%S"));
+    match &c.body {
+        Body::RunStarted(s) => format!(
+            "{head} run {} started: milestone {}, {} issue(s), agent {}",
+            c.run_id,
+            s.milestone,
+            s.issues.len(),
+            s.agent.kind
+        ),
+        Body::RunResumed => format!("{head} run resumed"),
+        Body::RunInterrupted { reason } => format!("{head} run interrupted ({reason})"),
+        Body::RunFinished => format!("{head} run finished"),
+        Body::Issue { issue, event, .. } => {
+            let (from, to) = (applied.from.as_ref(), applied.to.as_ref());
+            let change = match (from, to) {
+                (Some(f), Some(t)) if f != t => format!("  {} → {}", state_short(f), state_short(t)),
+                _ => String::new(),
+            };
+            let detail = event_detail(event);
+            let detail = if detail.is_empty() { String::new() } else { format!(" {detail}") };
+            format!("{head} {issue:<12} {}{detail}{change}", event.name())
+        }
+    }
+}
+
+/// The JSON form of a record with what it did, for `replay --json` and `--json-events`.
+pub fn record_json(rec: &Record, applied: &Applied) -> Value {
+    let c = &rec.content;
+    json!({
+        "seq": c.seq,
+        "time": c.time.to_rfc3339(),
+        "run_id": c.run_id,
+        "hash": rec.hash.hex(),
+        "body": c.body,
+        "from": applied.from.as_ref().map(|s| s.name()),
+        "to": applied.to.as_ref().map(|s| s.name()),
+    })
+}
+
+/// `{"run_id", "issues": [{"id", "state", "fix_cycles", ...}]}`: `status --json` and the end of
+/// `run --json`.
+pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
+    let issues: Vec<Value> = view
+        .issues
+        .iter()
+        .map(|i| {
+            let wt = i.worktree.as_ref().map(|w| {
+                json!({
+                    "path": w.path,
+                    "branch": w.branch,
+                    "exists": Path::new(&w.path).exists(),
+                    "removed": w.removed,
+                    "kept": w.kept,
+                })
+            });
+            json!({
+                "id": i.id,
+                "state": i.state.name(),
+                "fix_cycles": i.state.fix_cycles(),
+                "reason": i.state.reason(),
+                "worktree": wt,
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "run_id": view.run_id,
+        "milestone": view.start.milestone,
+        "finished": view.finished,
+        "interrupted": view.interrupted,
+        "records": view.records,
+        "issues": issues,
+    });
+    if let Some(r) = repo {
+        v["repo"] = json!(r.display().to_string());
+    }
+    v
+}
+
+/// Counts of terminal outcomes: "3 Done, 1 Capped".
+pub fn summary(view: &RunView) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for i in &view.issues {
+        let n = i.state.name();
+        match counts.iter_mut().find(|(k, _)| *k == n) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((n, 1)),
+        }
+    }
+    counts.iter().map(|(k, c)| format!("{c} {k}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The human status table.
+pub fn status_text(view: &RunView, live: bool) -> String {
+    let mut out = String::new();
+    let phase = if live {
+        "in progress (locked by a running loop)"
+    } else if view.finished {
+        "finished"
+    } else if view.interrupted {
+        "interrupted — continue with `loop resume`"
+    } else {
+        "stopped before finishing — continue with `loop resume`"
+    };
+    out.push_str(&format!("run {}  milestone {}  {phase}\n", view.run_id, view.start.milestone));
+    let w = view.issues.iter().map(|i| i.id.len()).max().unwrap_or(5).max(5);
+    out.push_str(&format!("{:<w$}  {:<10} {:>3}  {}\n", "ISSUE", "STATE", "FIX", "NOTES"));
+    for i in &view.issues {
+        let mut notes = Vec::new();
+        if let Some(r) = i.state.reason() {
+            notes.push(r.to_string());
+        }
+        if let Some(wt) = &i.worktree {
+            if wt.removed {
+                notes.push("worktree removed".into());
+            } else if let Some(k) = &wt.kept {
+                let exists = if Path::new(&wt.path).exists() { "" } else { " (since deleted)" };
+                notes.push(format!("worktree kept at {}{exists}: {k}", wt.path));
+            } else if wt.created {
+                let exists = if Path::new(&wt.path).exists() { "" } else { " (missing)" };
+                notes.push(format!("worktree {}{exists}", wt.path));
+            }
+        }
+        out.push_str(&format!(
+            "{:<w$}  {:<10} {:>3}  {}\n",
+            i.id,
+            i.state.name(),
+            i.state.fix_cycles(),
+            notes.join("; ")
+        ));
+    }
+    out.push_str(&format!("summary: {}\n", summary(view)));
+    out
+}

@@ -1,0 +1,266 @@
+//! Git worktrees, one per issue, and the names they get.
+//!
+//! Invariants:
+//! - `loop` creates, reuses and removes only worktrees whose intent it journaled; the engine holds
+//!   that licence and passes `adopt` only when the journal shows a previous attempt of its own.
+//! - Removal never forces: a worktree with uncommitted changes, or whose HEAD left its branch, is
+//!   kept and the reason reported. Branches are never deleted.
+//! - Issue ids pass through [`sanitize`] before they become a branch or a path.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::proc::{self, Cmd, Output};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("git {args}: {detail}")]
+    Git { args: String, detail: String },
+    #[error(transparent)]
+    Proc(#[from] proc::ProcError),
+    #[error("{path} already exists and was not created by loop; move it away or use another --state-dir")]
+    PathTaken { path: String },
+    #[error("branch {branch} already exists and loop did not create it in this run; delete or rename it first")]
+    BranchTaken { branch: String },
+    #[error("{path} is a worktree on {actual}, not on {expected}")]
+    WrongBranch { path: String, expected: String, actual: String },
+    #[error("{0} is not inside a git repository")]
+    NotARepo(String),
+}
+
+/// What happened when loop tried to remove a worktree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    Kept(String),
+    AlreadyGone,
+}
+
+/// The effects on git the engine needs.
+pub trait Workspace: Send + Sync {
+    /// The commit the run starts from (HEAD of the main checkout).
+    fn head_commit(&self) -> Result<String, WorkspaceError>;
+    /// The tip of a local branch, if it exists.
+    fn branch_tip(&self, branch: &str) -> Result<Option<String>, WorkspaceError>;
+    /// Creates the worktree on a new branch at `base`; with `adopt`, a worktree or branch left by
+    /// an earlier attempt of the same run is reused.
+    fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<(), WorkspaceError>;
+    /// Removes a finished issue's worktree if nothing would be lost.
+    fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError>;
+}
+
+pub struct GitWorkspace {
+    repo: PathBuf,
+    timeout: Duration,
+}
+
+/// Runs git with an argument vector, no prompts, no inherited repository overrides.
+pub fn git(dir: &Path, args: &[&str], timeout: Duration) -> Result<Output, WorkspaceError> {
+    let cmd = Cmd::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .timeout(timeout);
+    Ok(proc::run(&cmd)?)
+}
+
+/// Like [`git`], but a non-zero exit is an error carrying git's message.
+pub fn git_ok(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, WorkspaceError> {
+    let out = git(dir, args, timeout)?;
+    if !out.success() {
+        let msg = out.stderr_text();
+        let detail = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+        return Err(WorkspaceError::Git {
+            args: args.join(" "),
+            detail: if detail.is_empty() { out.describe() } else { detail },
+        });
+    }
+    Ok(out.stdout_text().trim_end().to_string())
+}
+
+impl GitWorkspace {
+    pub fn new(repo: &Path) -> GitWorkspace {
+        GitWorkspace { repo: repo.to_path_buf(), timeout: Duration::from_secs(120) }
+    }
+
+    /// The top of the repository containing `dir`.
+    pub fn toplevel(dir: &Path) -> Result<PathBuf, WorkspaceError> {
+        git_ok(dir, &["rev-parse", "--show-toplevel"], Duration::from_secs(30))
+            .map(PathBuf::from)
+            .map_err(|_| WorkspaceError::NotARepo(dir.display().to_string()))
+    }
+
+    /// Adds a pattern to the repository's `info/exclude` (shared by all worktrees) once.
+    pub fn exclude(&self, pattern: &str) -> Result<(), WorkspaceError> {
+        let common = git_ok(&self.repo, &["rev-parse", "--git-common-dir"], self.timeout)?;
+        let common = self.repo.join(common);
+        let info = common.join("info");
+        let file = info.join("exclude");
+        let existing = std::fs::read_to_string(&file).unwrap_or_default();
+        if existing.lines().any(|l| l.trim() == pattern) {
+            return Ok(());
+        }
+        let io = |e: std::io::Error| WorkspaceError::Git { args: "info/exclude".into(), detail: e.to_string() };
+        std::fs::create_dir_all(&info).map_err(io)?;
+        let mut text = existing;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(pattern);
+        text.push('\n');
+        std::fs::write(&file, text).map_err(io)
+    }
+
+    /// `(path, branch)` of every registered worktree.
+    fn worktrees(&self) -> Result<Vec<(PathBuf, Option<String>)>, WorkspaceError> {
+        let text = git_ok(&self.repo, &["worktree", "list", "--porcelain"], self.timeout)?;
+        let mut out = Vec::new();
+        let mut cur: Option<(PathBuf, Option<String>)> = None;
+        for line in text.lines() {
+            if let Some(p) = line.strip_prefix("worktree ") {
+                if let Some(c) = cur.take() {
+                    out.push(c);
+                }
+                cur = Some((PathBuf::from(p), None));
+            } else if let Some(b) = line.strip_prefix("branch ") {
+                if let Some(c) = &mut cur {
+                    c.1 = Some(b.trim_start_matches("refs/heads/").to_string());
+                }
+            }
+        }
+        out.extend(cur);
+        Ok(out)
+    }
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canon(a) == canon(b)
+}
+
+impl Workspace for GitWorkspace {
+    fn head_commit(&self) -> Result<String, WorkspaceError> {
+        git_ok(&self.repo, &["rev-parse", "--verify", "HEAD^{commit}"], self.timeout)
+    }
+
+    fn branch_tip(&self, branch: &str) -> Result<Option<String>, WorkspaceError> {
+        let refname = format!("refs/heads/{branch}");
+        let out = git(&self.repo, &["rev-parse", "--verify", "--quiet", &refname], self.timeout)?;
+        Ok(out.success().then(|| out.stdout_text().trim().to_string()))
+    }
+
+    fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<(), WorkspaceError> {
+        let shown = path.display().to_string();
+        if let Some((_, on)) = self.worktrees()?.into_iter().find(|(p, _)| same_path(p, path)) {
+            if !adopt {
+                return Err(WorkspaceError::PathTaken { path: shown });
+            }
+            return match on {
+                Some(b) if b == branch => Ok(()),
+                other => Err(WorkspaceError::WrongBranch {
+                    path: shown,
+                    expected: branch.to_string(),
+                    actual: other.unwrap_or_else(|| "a detached HEAD".into()),
+                }),
+            };
+        }
+        if path.exists() {
+            let empty = std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
+            if !(adopt && empty) {
+                return Err(WorkspaceError::PathTaken { path: shown });
+            }
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
+        }
+        let p = path.to_string_lossy();
+        if self.branch_tip(branch)?.is_some() {
+            if !adopt {
+                return Err(WorkspaceError::BranchTaken { branch: branch.to_string() });
+            }
+            git_ok(&self.repo, &["worktree", "add", &p, branch], self.timeout)?;
+        } else {
+            git_ok(&self.repo, &["worktree", "add", "-b", branch, &p, base], self.timeout)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError> {
+        if !path.exists() {
+            // Already gone (removed by hand): let git forget it, nothing else to protect.
+            let _ = git(&self.repo, &["worktree", "prune"], self.timeout);
+            return Ok(Removal::AlreadyGone);
+        }
+        let status = git_ok(path, &["status", "--porcelain", "--untracked-files=all"], self.timeout)?;
+        if !status.is_empty() {
+            let n = status.lines().count();
+            return Ok(Removal::Kept(format!("{n} uncommitted change(s) in the worktree")));
+        }
+        let head = git(path, &["symbolic-ref", "-q", "HEAD"], self.timeout)?;
+        let on = head.stdout_text().trim().trim_start_matches("refs/heads/").to_string();
+        if !head.success() || on != branch {
+            let at = if head.success() { on } else { "a detached HEAD".into() };
+            return Ok(Removal::Kept(format!("worktree is on {at}, not {branch}; its commits could be lost")));
+        }
+        let p = path.to_string_lossy();
+        git_ok(&self.repo, &["worktree", "remove", &p], self.timeout)?;
+        Ok(Removal::Removed)
+    }
+}
+
+/// Turns an issue or milestone id into a safe branch component and directory name.
+///
+/// Keeps `[A-Za-z0-9._-]`, maps everything else to `-`, never yields `.`/`..`, a leading `-` or
+/// `.`, or a `.lock` suffix. When anything had to change, a short hash of the original id is
+/// appended so two different ids can never collide.
+pub fn sanitize(id: &str) -> String {
+    let mut s: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .collect();
+    while s.contains("..") {
+        s = s.replace("..", ".");
+    }
+    while s.contains("--") {
+        s = s.replace("--", "-");
+    }
+    let trimmed = s.trim_matches(|c| c == '-' || c == '.').to_string();
+    let mut out: String = trimmed.chars().take(60).collect();
+    if out.ends_with(".lock") {
+        out.push('-');
+    }
+    if out != id || out.is_empty() {
+        let h = blake3::hash(id.as_bytes()).to_hex();
+        let tag = &h.as_str()[..8];
+        out = if out.is_empty() { format!("id-{tag}") } else { format!("{out}-{tag}") };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_ids_pass_through() {
+        assert_eq!(sanitize("ORB-3"), "ORB-3");
+        assert_eq!(sanitize("M2-engine"), "M2-engine");
+    }
+
+    #[test]
+    fn hostile_ids_are_tamed_and_distinct() {
+        for id in ["../etc", "a b", "a;rm -rf /", "-x", ".hidden", "x.lock", "é", "a/b", "", "..", "a\nb"] {
+            let s = sanitize(id);
+            assert!(!s.is_empty(), "{id:?}");
+            assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{id:?} -> {s}");
+            assert!(!s.starts_with(['-', '.']) && !s.contains("..") && !s.ends_with(".lock"), "{id:?} -> {s}");
+        }
+        assert_ne!(sanitize("a b"), sanitize("a-b"));
+        assert_ne!(sanitize("a/b"), sanitize("a b"));
+    }
+}
