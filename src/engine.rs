@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::agent::{output, Agent, AgentError, PhaseRequest};
+use crate::agent::{output, Agent, AgentError, PhaseRequest, Signal};
 use crate::journal::view::{Applied, Divergence, RunView};
 use crate::journal::{Body, Evidence, Journal, JournalError, PlannedIssue, Record};
 use crate::machine::{self, Event, IllegalTransition, Phase, State};
@@ -51,6 +51,7 @@ pub struct Engine<'a> {
     agent: &'a dyn Agent,
     workspace: &'a dyn Workspace,
     observer: &'a mut dyn Observer,
+    clock_fixed: bool,
 }
 
 enum Step {
@@ -66,7 +67,8 @@ impl<'a> Engine<'a> {
         workspace: &'a dyn Workspace,
         observer: &'a mut dyn Observer,
     ) -> Engine<'a> {
-        Engine { journal, view, agent, workspace, observer }
+        let clock_fixed = std::env::var_os("LOOP_NOW").is_some();
+        Engine { journal, view, agent, workspace, observer, clock_fixed }
     }
 
     pub fn view(&self) -> &RunView {
@@ -221,17 +223,32 @@ impl<'a> Engine<'a> {
             _ => 0,
         };
         let req = PhaseRequest {
-            run_id: &self.view.run_id,
-            milestone: &self.view.start.milestone,
-            issue: planned,
+            run_id: self.view.run_id.clone(),
+            milestone: self.view.start.milestone.clone(),
+            issue: planned.clone(),
             phase,
             cycle,
             attempt: issue_view.attempts.max(1),
-            worktree: &worktree,
-            last_review: issue_view.last_review.as_deref(),
+            worktree: worktree.clone(),
+            last_review: issue_view.last_review.clone(),
+            resume_session: issue_view.session.clone(),
             timeout: Duration::from_secs(self.view.start.phase_timeout_secs),
         };
-        let reply = match self.agent.run(&req) {
+        let agent = self.agent;
+        let mut journal_failure: Option<EngineError> = None;
+        let result = agent.run(&req, &mut |signal| match signal {
+            Signal::SessionStarted { session } => {
+                if journal_failure.is_none() {
+                    if let Err(e) = self.event(id, Event::SessionStarted { phase, session }, None) {
+                        journal_failure = Some(e);
+                    }
+                }
+            }
+        });
+        if let Some(e) = journal_failure {
+            return Err(e);
+        }
+        let reply = match result {
             Ok(r) => r,
             Err(AgentError::Interrupted { .. }) => return Ok(Step::Stop),
             Err(e) => {
@@ -247,15 +264,33 @@ impl<'a> Engine<'a> {
                 return Ok(Step::Continue);
             }
         };
-        let evidence = Evidence {
+        let mut evidence = Evidence {
             exit_code: reply.exit_code,
             duration_ms: reply.duration.as_millis() as u64,
             output: Some(reply.output.clone()),
+            session: reply.session.clone(),
+            tokens: reply.tokens,
+            commit: None,
             note: reply.note.clone(),
         };
         let event = match phase {
             Phase::Dev | Phase::Fix => match output::parse_work(phase, &reply.output) {
-                Ok(out) => Event::WorkFinished { phase, status: out.status },
+                Ok(out) => {
+                    let what = if phase == Phase::Dev { "dev".to_string() } else { format!("fix cycle {cycle}") };
+                    let message = format!("{id}: {what}\n\nCommitted by loop (run {}).", self.view.run_id);
+                    let date = self.journal_clock_date();
+                    match self.workspace.commit_all(&worktree, &message, date.as_deref()) {
+                        Ok(Some(c)) => {
+                            evidence.commit = Some(c);
+                            Event::WorkFinished { phase, status: out.status }
+                        }
+                        Ok(None) => {
+                            evidence.note = Some("the agent changed nothing".into());
+                            Event::WorkFinished { phase, status: out.status }
+                        }
+                        Err(e) => Event::PhaseFailed { phase, reason: format!("committing the agent's changes: {e}") },
+                    }
+                }
                 Err(e) => Event::PhaseFailed { phase, reason: e.to_string() },
             },
             Phase::Review => match output::parse_review(&reply.output) {
@@ -263,8 +298,20 @@ impl<'a> Engine<'a> {
                 Err(e) => Event::PhaseFailed { phase, reason: e.to_string() },
             },
         };
+        let used = self.view.issue(id).map(|v| v.tokens).unwrap_or(0) + reply.tokens.map(|t| t.total()).unwrap_or(0);
         self.event(id, event, Some(evidence))?;
+        if let Some(limit) = self.view.start.max_tokens_per_issue {
+            let now = self.view.state_of(id).cloned().unwrap_or(State::Pending);
+            if used > limit && !now.is_terminal() {
+                self.event(id, Event::BudgetExceeded { used, limit }, None)?;
+            }
+        }
         Ok(Step::Continue)
+    }
+
+    /// Commit dates follow the journal's clock, so a fixed test clock gives fixed commit ids.
+    fn journal_clock_date(&self) -> Option<String> {
+        self.clock_fixed.then(|| self.journal.now().format("%Y-%m-%dT%H:%M:%S+0000").to_string())
     }
 
     /// After an issue ends: Done and Capped worktrees are removed when nothing would be lost;

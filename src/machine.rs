@@ -159,6 +159,11 @@ pub enum Event {
     WorktreeFailed { reason: String },
     /// An agent phase is starting (again, after a crash or interruption, if already started).
     PhaseStarted { phase: Phase, attempt: u32 },
+    /// The agent's session for the running phase exists (journaled the moment it is known, so
+    /// resume can continue it).
+    SessionStarted { phase: Phase, session: String },
+    /// The issue used more tokens than its budget allows.
+    BudgetExceeded { used: u64, limit: u64 },
     /// Dev or fix finished with this status.
     WorkFinished { phase: Phase, status: WorkStatus },
     /// A review finished with this verdict.
@@ -181,6 +186,8 @@ impl Event {
             Event::WorktreeCreated { .. } => "worktree_created",
             Event::WorktreeFailed { .. } => "worktree_failed",
             Event::PhaseStarted { .. } => "phase_started",
+            Event::SessionStarted { .. } => "session_started",
+            Event::BudgetExceeded { .. } => "budget_exceeded",
             Event::WorkFinished { .. } => "work_finished",
             Event::ReviewFinished { .. } => "review_finished",
             Event::PhaseFailed { .. } => "phase_failed",
@@ -217,6 +224,17 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<State, 
             S::Review { fix_cycles: *fix_cycles }
         }
         (S::Fix { cycle }, E::PhaseStarted { phase: Phase::Fix, .. }) => S::Fix { cycle: *cycle },
+
+        (S::Dev, E::SessionStarted { phase: Phase::Dev, .. })
+        | (S::Review { .. }, E::SessionStarted { phase: Phase::Review, .. })
+        | (S::Fix { .. }, E::SessionStarted { phase: Phase::Fix, .. }) => state.clone(),
+
+        (S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. }, E::BudgetExceeded { used, limit }) => {
+            S::Capped {
+                fix_cycles: state.fix_cycles(),
+                reason: format!("token budget exceeded: {used} used, limit {limit}"),
+            }
+        }
 
         (S::Dev, E::WorkFinished { phase: Phase::Dev, status }) => match status {
             WorkStatus::Pass => S::Review { fix_cycles: 0 },
@@ -276,6 +294,8 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<State, 
             | E::WorktreeCreated { .. }
             | E::WorktreeFailed { .. }
             | E::PhaseStarted { .. }
+            | E::SessionStarted { .. }
+            | E::BudgetExceeded { .. }
             | E::WorkFinished { .. }
             | E::ReviewFinished { .. }
             | E::PhaseFailed { .. }

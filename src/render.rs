@@ -31,6 +31,8 @@ fn event_detail(e: &Event) -> String {
                 phase.to_string()
             }
         }
+        Event::SessionStarted { phase, session } => format!("{phase} session {session}"),
+        Event::BudgetExceeded { used, limit } => format!("{used} tokens used, limit {limit}"),
         Event::WorkFinished { phase, status } => format!("{phase} {}", json!(status).as_str().unwrap_or("?")),
         Event::ReviewFinished { verdict } => json!(verdict).as_str().unwrap_or("?").to_string(),
         Event::PhaseFailed { phase, reason } => format!("{phase}: {reason}"),

@@ -45,6 +45,9 @@ pub trait Workspace: Send + Sync {
     /// Creates the worktree on a new branch at `base`; with `adopt`, a worktree or branch left by
     /// an earlier attempt of the same run is reused.
     fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<(), WorkspaceError>;
+    /// Commits everything in the worktree (the agent's sandbox cannot write `.git`, so loop
+    /// commits for it). Returns the new commit, or None when nothing changed.
+    fn commit_all(&self, worktree: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError>;
     /// Removes a finished issue's worktree if nothing would be lost.
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError>;
 }
@@ -188,6 +191,29 @@ impl Workspace for GitWorkspace {
             git_ok(&self.repo, &["worktree", "add", "-b", branch, &p, base], self.timeout)?;
         }
         Ok(())
+    }
+
+    fn commit_all(&self, wt: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError> {
+        git_ok(wt, &["add", "-A"], self.timeout)?;
+        let staged = git(wt, &["diff", "--cached", "--quiet"], self.timeout)?;
+        if staged.code == Some(0) {
+            return Ok(None);
+        }
+        // Use the user's identity when git has one; otherwise commit as loop rather than fail.
+        let has_identity = git(wt, &["config", "user.email"], self.timeout)?.success();
+        let mut cmd = Cmd::new("git").arg("-C").arg(wt).env("GIT_TERMINAL_PROMPT", "0").timeout(self.timeout);
+        if !has_identity {
+            cmd = cmd.args(["-c", "user.name=loop", "-c", "user.email=loop@localhost"]);
+        }
+        cmd = cmd.args(["-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message]);
+        if let Some(d) = date {
+            cmd = cmd.env("GIT_AUTHOR_DATE", d).env("GIT_COMMITTER_DATE", d);
+        }
+        let out = proc::run(&cmd)?;
+        if !out.success() {
+            return Err(WorkspaceError::Git { args: "commit".into(), detail: out.stderr_text().trim().to_string() });
+        }
+        Ok(Some(git_ok(wt, &["rev-parse", "HEAD"], self.timeout)?))
     }
 
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError> {

@@ -6,7 +6,9 @@
 pub mod output;
 pub mod sim;
 
-use std::path::Path;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::journal::PlannedIssue;
@@ -14,18 +16,42 @@ use crate::machine::Phase;
 
 /// Everything an agent is told about a phase: explicit inputs, nothing to infer.
 #[derive(Clone, Debug)]
-pub struct PhaseRequest<'a> {
-    pub run_id: &'a str,
-    pub milestone: &'a str,
-    pub issue: &'a PlannedIssue,
+pub struct PhaseRequest {
+    pub run_id: String,
+    pub milestone: String,
+    pub issue: PlannedIssue,
     pub phase: Phase,
     /// For fix: the fix cycle (1-based). For review: fixes done so far. For dev: 0.
     pub cycle: u32,
     pub attempt: u32,
-    pub worktree: &'a Path,
+    pub worktree: PathBuf,
     /// The previous review's raw output (fix phases).
-    pub last_review: Option<&'a str>,
+    pub last_review: Option<String>,
+    /// A session the agent started for this phase before an interruption, to continue.
+    pub resume_session: Option<String>,
     pub timeout: Duration,
+}
+
+/// Token usage as the agent reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub input: u64,
+    pub cached_input: u64,
+    pub output: u64,
+    pub reasoning_output: u64,
+}
+
+impl Tokens {
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}
+
+/// What an agent reports while a phase runs; the engine journals it at once.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Signal {
+    /// The agent's session (codex thread) exists: journaled so resume can continue it.
+    SessionStarted { session: String },
 }
 
 /// A finished phase.
@@ -35,7 +61,9 @@ pub struct PhaseReply {
     pub output: String,
     pub exit_code: Option<i32>,
     pub duration: Duration,
-    /// What else is worth journaling (a commit id, a thread id).
+    pub session: Option<String>,
+    pub tokens: Option<Tokens>,
+    /// What else is worth journaling.
     pub note: Option<String>,
 }
 
@@ -54,7 +82,8 @@ pub enum AgentError {
 /// Runs phases. Implementations must honour `req.timeout` and [`crate::proc::is_cancelled`].
 pub trait Agent: Send + Sync {
     fn name(&self) -> &str;
-    fn run(&self, req: &PhaseRequest<'_>) -> Result<PhaseReply, AgentError>;
+    /// Runs one phase in `req.worktree`. `signal` must be called as soon as a session exists.
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError>;
 }
 
 /// The last few lines of a stream, for one-line error messages.

@@ -6,17 +6,15 @@
 //! after a crash does the same thing again (idempotent file contents, commit only if changed).
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Agent, AgentError, PhaseReply, PhaseRequest};
-use crate::clock::Clock;
+use super::{Agent, AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::machine::Phase;
 use crate::proc::{self, Cmd};
-use crate::workspace::{git, sanitize};
+use crate::workspace::sanitize;
 
 /// What one issue's phases do, from `--sim-scenario`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -83,15 +81,14 @@ pub fn parse_scenario(
 
 pub struct SimAgent {
     scenario: BTreeMap<String, SimScript>,
-    clock: Clock,
 }
 
 impl SimAgent {
-    pub fn new(scenario: BTreeMap<String, SimScript>, clock: Clock) -> SimAgent {
-        SimAgent { scenario, clock }
+    pub fn new(scenario: BTreeMap<String, SimScript>) -> SimAgent {
+        SimAgent { scenario }
     }
 
-    fn outcome(&self, req: &PhaseRequest<'_>) -> String {
+    fn outcome(&self, req: &PhaseRequest) -> String {
         let script = self.scenario.get(&req.issue.id).cloned().unwrap_or_default();
         match req.phase {
             Phase::Dev => script.dev.unwrap_or_else(|| "pass".into()),
@@ -100,48 +97,19 @@ impl SimAgent {
         }
     }
 
-    /// Commits everything in the worktree as the simulated agent, deterministically dated when
-    /// the clock is fixed. Returns the new commit id, or None when nothing changed.
-    fn commit(&self, wt: &Path, message: &str) -> Result<Option<String>, String> {
-        let t = Duration::from_secs(60);
-        let add = git(wt, &["add", "-A"], t).map_err(|e| e.to_string())?;
-        if !add.success() {
-            return Err(format!("git add failed: {}", add.stderr_text().trim()));
-        }
-        let staged = git(wt, &["diff", "--cached", "--quiet"], t).map_err(|e| e.to_string())?;
-        if staged.code == Some(0) {
-            return Ok(None);
-        }
-        let date = self.clock.now().format("%Y-%m-%dT%H:%M:%S+0000").to_string();
-        let cmd = Cmd::new("git")
-            .arg("-C")
-            .arg(wt)
-            .args(["-c", "user.name=loop sim agent", "-c", "user.email=sim@loop.invalid", "-c", "commit.gpgsign=false"])
-            .args(["commit", "-q", "--no-verify", "-m", message])
-            .env("GIT_AUTHOR_DATE", &date)
-            .env("GIT_COMMITTER_DATE", &date)
-            .timeout(t);
-        let out = proc::run(&cmd).map_err(|e| e.to_string())?;
-        if !out.success() {
-            return Err(format!("git commit failed: {}", out.stderr_text().trim()));
-        }
-        let head = git(wt, &["rev-parse", "HEAD"], t).map_err(|e| e.to_string())?;
-        Ok(Some(head.stdout_text().trim().to_string()))
-    }
-
-    fn work(&self, req: &PhaseRequest<'_>) -> Result<Option<String>, String> {
+    fn work(&self, req: &PhaseRequest) -> Result<(), String> {
         let dir = req.worktree.join("loop-sim");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let name = sanitize(&req.issue.id);
-        let (file, text, message) = match req.phase {
+        let (file, text) = match req.phase {
             Phase::Dev => (
                 dir.join(format!("{name}.md")),
                 format!("# {}\n\n{}\n\nImplemented by the simulated dev agent.\n", req.issue.id, req.issue.title),
-                format!("{}: dev (simulated)", req.issue.id),
             ),
             _ => {
                 let actions = req
                     .last_review
+                    .as_deref()
                     .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
                     .and_then(|v| v.get("required_actions").cloned())
                     .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
@@ -153,15 +121,10 @@ impl SimAgent {
                 for a in actions {
                     text.push_str(&format!("- addressed: {a}\n"));
                 }
-                (
-                    dir.join(format!("{name}.fixes")),
-                    text,
-                    format!("{}: fix cycle {} (simulated)", req.issue.id, req.cycle),
-                )
+                (dir.join(format!("{name}.fixes")), text)
             }
         };
-        std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
-        self.commit(req.worktree, &message)
+        std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))
     }
 }
 
@@ -170,7 +133,7 @@ impl Agent for SimAgent {
         "sim"
     }
 
-    fn run(&self, req: &PhaseRequest<'_>) -> Result<PhaseReply, AgentError> {
+    fn run(&self, req: &PhaseRequest, _signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
         let start = Instant::now();
         let outcome = self.outcome(req);
         let phase = req.phase;
@@ -196,7 +159,7 @@ impl Agent for SimAgent {
                     output: "I could not decide; here is some prose instead of JSON.".into(),
                     exit_code: Some(0),
                     duration: start.elapsed(),
-                    note: None,
+                    ..Default::default()
                 })
             }
             "invalid" => {
@@ -204,23 +167,21 @@ impl Agent for SimAgent {
                     output: json!({"status": "perhaps"}).to_string(),
                     exit_code: Some(0),
                     duration: start.elapsed(),
-                    note: None,
+                    ..Default::default()
                 })
             }
             _ => {}
         }
         let output = match phase {
             Phase::Dev | Phase::Fix => {
-                let commit = if outcome == "pass" {
+                if outcome == "pass" {
                     self.work(req).map_err(|e| AgentError::Crashed {
                         phase,
                         status: "exit code 1".into(),
                         exit_code: Some(1),
                         stderr: e,
-                    })?
-                } else {
-                    None
-                };
+                    })?;
+                }
                 let reply = json!({
                     "status": outcome,
                     "branch": req.issue.branch,
@@ -236,7 +197,7 @@ impl Agent for SimAgent {
                     output: reply.to_string(),
                     exit_code: Some(0),
                     duration: start.elapsed(),
-                    note: commit.map(|c| format!("commit {c}")),
+                    ..Default::default()
                 });
             }
             Phase::Review => {
@@ -255,6 +216,6 @@ impl Agent for SimAgent {
                 })
             }
         };
-        Ok(PhaseReply { output: output.to_string(), exit_code: Some(0), duration: start.elapsed(), note: None })
+        Ok(PhaseReply { output: output.to_string(), exit_code: Some(0), duration: start.elapsed(), ..Default::default() })
     }
 }

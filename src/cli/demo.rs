@@ -127,7 +127,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
         repo: repo.clone(),
         state: state.clone(),
         milestone: Some("M1-core".into()),
-        agent: AgentSpec { kind: "sim".into(), scenario: Some(SCENARIO.to_string()) },
+        agent: AgentSpec { kind: "sim".into(), scenario: Some(SCENARIO.to_string()), settings: None },
         scenario_source: "the demo scenario".into(),
         rules: Rules::default(),
         phase_timeout_secs: 60,

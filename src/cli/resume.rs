@@ -38,7 +38,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let view = RunView::fold(&records)?;
     let repo = std::path::PathBuf::from(&view.start.repo);
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
-    let agent = agent_for(&view.start.agent, &ids, &clock, "the recorded scenario")?;
+    let agent = agent_for(&view.start.agent, &ids, "the recorded scenario")?;
     let ws = GitWorkspace::new(&repo);
     let mut progress = Progress { quiet: args.quiet, json_events: args.json_events, start: Instant::now() };
     let mut engine_journal = journal;

@@ -70,14 +70,14 @@ impl Observer for Progress {
 }
 
 /// Builds the agent a run was recorded with.
-pub fn agent_for(spec: &AgentSpec, ids: &[&str], clock: &Clock, source: &str) -> Result<Box<dyn Agent>, CliError> {
+pub fn agent_for(spec: &AgentSpec, ids: &[&str], source: &str) -> Result<Box<dyn Agent>, CliError> {
     match spec.kind.as_str() {
         "sim" => {
             let scenario = match &spec.scenario {
                 Some(text) => parse_scenario(text, source, ids)?,
                 None => Default::default(),
             };
-            Ok(Box::new(SimAgent::new(scenario, clock.clone())))
+            Ok(Box::new(SimAgent::new(scenario)))
         }
         other => Err(CliError::Usage(format!("this loop does not know agent '{other}'"))),
     }
@@ -104,7 +104,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
     let ids: Vec<&str> = plan.order.iter().map(|p| p.id.as_str()).collect();
     // Check the scenario before anything is written.
     let clock = Clock::from_env();
-    let agent_impl = agent_for(&agent, &ids, &clock, &scenario_source)?;
+    let agent_impl = agent_for(&agent, &ids, &scenario_source)?;
 
     let ws = GitWorkspace::new(&repo);
     if state.root.starts_with(&repo) {
@@ -144,6 +144,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
         rules,
         agent,
         phase_timeout_secs,
+        max_tokens_per_issue: None,
         issues,
     };
     let first = journal.append(Body::RunStarted(start))?;
@@ -204,7 +205,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         repo: repo.clone(),
         state,
         milestone: args.milestone,
-        agent: AgentSpec { kind: args.agent, scenario },
+        agent: AgentSpec { kind: args.agent, scenario, settings: None },
         scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         rules: Rules { max_fix_cycles: args.max_fix_cycles },
         phase_timeout_secs: args.phase_timeout,

@@ -119,6 +119,8 @@ pub struct RunStart {
     pub rules: Rules,
     pub agent: AgentSpec,
     pub phase_timeout_secs: u64,
+    /// Tokens one issue may use before it ends Capped.
+    pub max_tokens_per_issue: Option<u64>,
     /// Issues in plan order.
     pub issues: Vec<PlannedIssue>,
 }
@@ -128,6 +130,8 @@ pub struct AgentSpec {
     pub kind: String,
     /// The simulated agent's scenario, verbatim, so resume behaves exactly as the first run.
     pub scenario: Option<String>,
+    /// The agent's settings as JSON (binary, model, sandbox, overrides), for resume.
+    pub settings: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,7 +153,13 @@ pub struct Evidence {
     pub duration_ms: u64,
     /// The agent's final message, verbatim.
     pub output: Option<String>,
-    /// Free-form detail: the commit made, why a phase failed, what git said.
+    /// The agent session (codex thread id) the phase ran in.
+    pub session: Option<String>,
+    /// Tokens this phase used.
+    pub tokens: Option<crate::agent::Tokens>,
+    /// The commit loop made of the agent's changes.
+    pub commit: Option<String>,
+    /// Free-form detail: why a phase failed, what git said.
     pub note: Option<String>,
 }
 
@@ -211,6 +221,9 @@ mod tests {
                     exit_code: Some(0),
                     duration_ms: 12,
                     output: Some("{\"status\":\"pass\"}".into()),
+                    session: None,
+                    tokens: None,
+                    commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
                     note: None,
                 }),
             },
@@ -221,7 +234,7 @@ mod tests {
     #[test]
     fn golden_record_hash() {
         let (bytes, hash) = seal(&sample());
-        assert_eq!(hash.hex(), "GOLDEN");
+        assert_eq!(hash.hex(), "591389e8d6b5e1d6b235c34c30c5e9a441f61f1d00f1ca136917ac0340a2971f");
         assert_eq!(open(&bytes).unwrap().content, sample());
     }
 

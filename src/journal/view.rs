@@ -35,6 +35,10 @@ pub struct IssueView {
     /// The latest review's raw output (the fix agent's input).
     pub last_review: Option<String>,
     pub interruptions: u32,
+    /// The session of the current phase attempt, if the agent reported one.
+    pub session: Option<String>,
+    /// Tokens used by all of this issue's phases.
+    pub tokens: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -99,6 +103,8 @@ impl RunView {
                 attempts: 0,
                 last_review: None,
                 interruptions: 0,
+                session: None,
+                tokens: 0,
             })
             .collect();
         let index = issues.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
@@ -205,9 +211,14 @@ impl RunView {
                         view.last_review = evidence.as_ref().and_then(|e| e.output.clone());
                     }
                     Event::Interrupted => view.interruptions += 1,
+                    Event::SessionStarted { session, .. } => view.session = Some(session.clone()),
                     _ => {}
                 }
+                if let Some(t) = evidence.as_ref().and_then(|e| e.tokens) {
+                    view.tokens += t.total();
+                }
                 if computed != from {
+                    view.session = None;
                     view.attempts = u32::from(matches!(event, Event::PhaseStarted { .. }));
                 }
                 view.state = computed;
