@@ -52,12 +52,12 @@ impl State {
         )
     }
 
-    /// Fix cycles used so far.
+    /// Fix cycles entered so far (a fix in progress counts).
     pub fn fix_cycles(&self) -> u32 {
         match self {
             State::Pending | State::WorktreeReady | State::Dev => 0,
-            State::Fix { cycle } => cycle.saturating_sub(1),
-            State::Review { fix_cycles }
+            State::Fix { cycle: fix_cycles }
+            | State::Review { fix_cycles }
             | State::Done { fix_cycles }
             | State::Capped { fix_cycles, .. }
             | State::Blocked { fix_cycles, .. }

@@ -1,0 +1,354 @@
+//! End-to-end tests of the core loop with the real binary on temporary git repos.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn run_demo_scenario(repo: &std::path::Path, run_id: &str) -> std::process::Output {
+    loop_cmd(repo)
+        .args(["run", "--milestone", "M1-core", "--agent", "sim", "--sim-scenario", "scenario.json", "--json", "-q"])
+        .env("LOOP_RUN_ID", run_id)
+        .output()
+        .expect("loop runs")
+}
+
+fn expected_final() -> Vec<(String, String, u64)> {
+    [("ORB-1", "Done", 0), ("ORB-2", "Done", 1), ("ORB-3", "Done", 0), ("ORB-5", "Done", 0), ("ORB-4", "Capped", 2)]
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), *c))
+        .collect()
+}
+
+/// The state-changing transitions per issue, from `replay --json`: what must be identical
+/// between an interrupted-and-resumed run and an uninterrupted one.
+fn transitions(repo: &std::path::Path, run: &str) -> Vec<(String, String, String)> {
+    let out = loop_cmd(repo).args(["replay", run, "--json"]).output().expect("replay");
+    assert_eq!(out.status.code(), Some(0), "replay failed: {:?}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["verified"], true);
+    v["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|r| r["from"] != r["to"] && r["to"].is_string())
+        .map(|r| {
+            (
+                r["body"]["issue"].as_str().unwrap_or("").to_string(),
+                r["from"].as_str().unwrap_or("").to_string(),
+                r["to"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn full_run_reaches_expected_states_and_commits() {
+    let (_t, repo) = demo_repo();
+    let out = run_demo_scenario(&repo, "full");
+    assert_eq!(out.status.code(), Some(3), "one issue is Capped: {:?}", text(&out));
+    let status = json(&out);
+    assert_eq!(status["run_id"], "full");
+    assert_eq!(states(&status), expected_final());
+    // Worktrees of Done/Capped issues are removed, branches stay with the agent's commits.
+    assert!(!repo.join(".loop/worktrees/M1-core/ORB-1").exists());
+    let log = git(&repo, &["log", "--format=%s", "loop/M1-core/ORB-2"]);
+    assert!(log.contains("ORB-2: fix cycle 1"), "{log}");
+    assert!(log.contains("ORB-2: dev"), "{log}");
+    // ORB-2 builds on ORB-1's branch (its only dependency).
+    let base = git(&repo, &["merge-base", "--is-ancestor", "loop/M1-core/ORB-1", "loop/M1-core/ORB-2"]);
+    assert_eq!(base, "");
+    // The main checkout is untouched, .loop is ignored.
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+    // status agrees with run --json.
+    let st = loop_cmd(&repo).args(["status", "--json"]).output().unwrap();
+    assert_eq!(states(&json(&st)), expected_final());
+}
+
+#[test]
+fn crash_after_every_append_then_resume_matches_uninterrupted_run() {
+    let (_t, clean_repo) = demo_repo();
+    assert_eq!(run_demo_scenario(&clean_repo, "clean").status.code(), Some(3));
+    let reference = transitions(&clean_repo, "clean");
+    let replay = loop_cmd(&clean_repo).args(["replay", "clean", "--json"]).output().unwrap();
+    let total = json(&replay)["records"].as_u64().unwrap();
+    assert!(total > 40, "the demo scenario journals {total} records");
+
+    for n in 1..total {
+        let (_t, repo) = demo_repo();
+        let crashed = loop_cmd(&repo)
+            .args(["run", "--milestone", "M1-core", "--sim-scenario", "scenario.json", "-q"])
+            .env("LOOP_RUN_ID", "r")
+            .env("LOOP_FAULT_AFTER_APPEND", n.to_string())
+            .output()
+            .unwrap();
+        assert_eq!(crashed.status.code(), None, "n={n}: the fault must abort the process: {:?}", text(&crashed));
+        let resumed = loop_cmd(&repo).args(["resume", "r", "--json", "-q"]).output().unwrap();
+        assert_eq!(resumed.status.code(), Some(3), "n={n}: {:?}", text(&resumed));
+        assert_eq!(states(&json(&resumed)), expected_final(), "n={n}");
+        assert_eq!(transitions(&repo, "r"), reference, "n={n}: transitions differ from the uninterrupted run");
+        assert_eq!(git(&repo, &["status", "--porcelain"]), "", "n={n}");
+        let wts = git(&repo, &["worktree", "list", "--porcelain"]);
+        assert_eq!(wts.matches("worktree ").count(), 1, "n={n}: leftover worktrees: {wts}");
+    }
+}
+
+#[test]
+fn replay_detects_a_flipped_byte_in_the_store_and_in_an_export() {
+    let (_t, repo) = demo_repo();
+    run_demo_scenario(&repo, "flip");
+    let export = repo.join("flip.loopj");
+    let out = loop_cmd(&repo).args(["export", "flip", "--out"]).arg(&export).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let ok = loop_cmd(&repo).args(["replay", "--file"]).arg(&export).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{:?}", text(&ok));
+
+    // Every single-byte flip of the export is caught, by framing or by hash.
+    let bytes = std::fs::read(&export).unwrap();
+    for i in (0..bytes.len()).step_by(97) {
+        let mut b = bytes.clone();
+        b[i] ^= 0x20;
+        let p = repo.join("bad.loopj");
+        std::fs::write(&p, &b).unwrap();
+        let out = loop_cmd(&repo).args(["replay", "-q", "--file"]).arg(&p).output().unwrap();
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(4), "flip at byte {i} went unnoticed: {err}");
+        assert!(err.contains("record") || err.contains("header"), "flip at {i}: message names no record: {err}");
+    }
+
+    // Edit one stored record inside sled itself: replay names its sequence number.
+    {
+        let db = sled::open(repo.join(".loop/runs/flip/journal")).unwrap();
+        let tree = db.open_tree("records").unwrap();
+        let key = 7u64.to_be_bytes();
+        let mut v = tree.get(key).unwrap().unwrap().to_vec();
+        let mid = v.len() / 2;
+        v[mid] ^= 0x01;
+        tree.insert(key, v).unwrap();
+        db.flush().unwrap();
+    }
+    let out = loop_cmd(&repo).args(["replay", "flip"]).output().unwrap();
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("corrupt at record 7"), "{err}");
+    // The timeline up to the damage is still shown.
+    assert!(stdout.contains("#6 "), "{stdout}");
+    let st = loop_cmd(&repo).args(["status", "flip"]).output().unwrap();
+    assert_eq!(st.status.code(), Some(4), "status refuses a corrupt journal: {:?}", text(&st));
+}
+
+#[test]
+fn golden_journal_replays() {
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/journals/demo-golden.loopj");
+    let out = Command::new(loop_bin()).args(["replay", "--json", "--file", golden]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["run_id"], "golden-demo");
+    assert_eq!(states(&v["status"]), expected_final());
+}
+
+#[test]
+fn second_process_on_a_running_run_is_refused_and_ctrl_c_is_resumable() {
+    let (_t, repo) = demo_repo();
+    std::fs::write(repo.join("hang.json"), r#"{"ORB-1": {"dev": "hang"}}"#).unwrap();
+    let mut child = loop_cmd(&repo)
+        .args(["run", "--milestone", "M1-core", "--sim-scenario", "hang.json", "--phase-timeout", "60", "-q"])
+        .env("LOOP_RUN_ID", "busy")
+        .spawn()
+        .unwrap();
+    // Wait until the dev phase of ORB-1 is running.
+    let mut running = false;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let st = loop_cmd(&repo).args(["status", "busy", "--json"]).output().unwrap();
+        if st.status.success() && json(&st)["issues"][0]["state"] == "Dev" {
+            running = true;
+            break;
+        }
+    }
+    assert!(running, "the run never reached Dev");
+    let st = json(&loop_cmd(&repo).args(["status", "busy", "--json"]).output().unwrap());
+    assert_eq!(st["live"], true);
+    let second = loop_cmd(&repo).args(["resume", "busy"]).output().unwrap();
+    let (_, err) = text(&second);
+    assert_eq!(second.status.code(), Some(6), "{err}");
+    assert!(err.contains("run busy is locked") && err.contains("pid"), "{err}");
+
+    // Ctrl-C: the hanging phase is stopped, the interruption journaled, exit 130.
+    unsafe_kill(child.id(), 2);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let st = json(&loop_cmd(&repo).args(["status", "busy", "--json"]).output().unwrap());
+    assert_eq!(st["interrupted"], true);
+    assert_eq!(st["issues"][0]["state"], "Dev");
+    // No sleeping child survived.
+    let ps = Command::new("pgrep").args(["-f", "sleep 3600"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&ps.stdout).trim().is_empty(), "the agent's process group survived Ctrl-C");
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn resume_reruns_an_interrupted_phase_and_finishes() {
+    let (_t, repo) = demo_repo();
+    // Crash mid-run at a phase start: the phase is run again on resume with attempt 2.
+    let out = loop_cmd(&repo)
+        .args(["run", "-m", "M1-core", "--sim-scenario", "scenario.json", "-q"])
+        .env("LOOP_RUN_ID", "again")
+        .env("LOOP_FAULT_AFTER_APPEND", "4")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None);
+    let resumed = loop_cmd(&repo).args(["resume", "again", "--json", "-q"]).output().unwrap();
+    assert_eq!(states(&json(&resumed)), expected_final());
+    let replay = loop_cmd(&repo).args(["replay", "again"]).output().unwrap();
+    let (tl, _) = text(&replay);
+    assert!(tl.contains("run resumed"), "{tl}");
+    assert!(tl.contains("dev (attempt 2)"), "{tl}");
+    // A finished run resumes to the same answer without appending anything.
+    let before = json(&loop_cmd(&repo).args(["status", "again", "--json"]).output().unwrap())["records"].clone();
+    let again = loop_cmd(&repo).args(["resume", "again", "--json", "-q"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(3));
+    let after = json(&loop_cmd(&repo).args(["status", "again", "--json"]).output().unwrap())["records"].clone();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn agent_failures_end_in_failed_with_reasons_and_dependents_blocked() {
+    let (_t, repo) = demo_repo();
+    let scenario = r#"{"ORB-1": {"reviews": ["garbage"]}, "ORB-5": {"dev": "crash"}, "ORB-3": {"dev": "hang"}}"#;
+    std::fs::write(repo.join("bad.json"), scenario).unwrap();
+    let out = loop_cmd(&repo)
+        .args(["run", "-m", "M1-core", "--sim-scenario", "bad.json", "--phase-timeout", "1", "--json", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    let v = json(&out);
+    let by_id = |id: &str| v["issues"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone();
+    assert_eq!(by_id("ORB-1")["state"], "Failed");
+    assert!(by_id("ORB-1")["reason"].as_str().unwrap().contains("not JSON"), "{v}");
+    assert_eq!(by_id("ORB-5")["state"], "Failed");
+    assert!(by_id("ORB-5")["reason"].as_str().unwrap().contains("exit code 3"), "{v}");
+    // ORB-1 failed, so ORB-2 and ORB-3 never start.
+    assert_eq!(by_id("ORB-2")["state"], "Blocked");
+    assert!(by_id("ORB-2")["reason"].as_str().unwrap().contains("ORB-1"), "{v}");
+    assert_eq!(by_id("ORB-4")["state"], "Blocked");
+    // The failed issue's worktree is kept for inspection.
+    assert!(repo.join(".loop/worktrees/M1-core/ORB-1").exists());
+}
+
+#[test]
+fn phase_timeout_kills_a_hanging_agent() {
+    let (_t, repo) = demo_repo();
+    std::fs::write(repo.join("hang.json"), r#"{"ORB-5": {"dev": "hang"}}"#).unwrap();
+    let start = std::time::Instant::now();
+    let out = loop_cmd(&repo)
+        .args(["run", "-m", "M1-core", "--sim-scenario", "hang.json", "--phase-timeout", "1", "--json", "-q"])
+        .output()
+        .unwrap();
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
+    let v = json(&out);
+    let orb5 = v["issues"].as_array().unwrap().iter().find(|i| i["id"] == "ORB-5").unwrap().clone();
+    assert_eq!(orb5["state"], "Failed");
+    assert!(orb5["reason"].as_str().unwrap().contains("timed out"), "{orb5}");
+}
+
+fn bad_repo(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
+    repo_with(files)
+}
+
+fn expect_bad(files: &[(&str, &str)], needle: &str) {
+    let (_t, repo) = bad_repo(files);
+    for cmd in [&["plan"][..], &["run", "-q"][..]] {
+        let out = loop_cmd(&repo).args(cmd).output().unwrap();
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(err.contains(needle), "{cmd:?}: expected {needle:?} in: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    assert!(!repo.join(".loop/runs").exists(), "bad input must not start a run");
+}
+
+const I: &str = "docs/projects/p/issues";
+
+#[test]
+fn bad_docs_exit_2_naming_file_and_line() {
+    expect_bad(&[(&format!("{I}/a.md"), "no front matter\n")], &format!("{I}/a.md:1: no front matter"));
+    expect_bad(&[(&format!("{I}/a.md"), "---\nid: [unclosed\n---\n")], &format!("{I}/a.md:"));
+    expect_bad(&[(&format!("{I}/a.md"), "---\ntitle: x\nmilestone: M\n---\n")], "missing required field 'id'");
+    expect_bad(
+        &[(&format!("{I}/a.md"), "---\nid: A\nmilestone: M\n---\n"), (&format!("{I}/b.md"), "---\nid: A\nmilestone: M\n---\n")],
+        &format!("{I}/b.md:2: duplicate issue id 'A'"),
+    );
+    expect_bad(
+        &[(&format!("{I}/a.md"), "---\nid: A\nmilestone: M\nblocked_by: [ZZ-9]\n---\n")],
+        &format!("{I}/a.md:4: blocked_by names unknown issue 'ZZ-9'"),
+    );
+    expect_bad(
+        &[
+            (&format!("{I}/a.md"), "---\nid: A\nmilestone: M\nblocked_by: [C]\n---\n"),
+            (&format!("{I}/b.md"), "---\nid: B\nmilestone: M\nblocked_by: [A]\n---\n"),
+            (&format!("{I}/c.md"), "---\nid: C\nmilestone: M\nblocked_by: [B]\n---\n"),
+        ],
+        "dependency cycle: A → C → B → A",
+    );
+    expect_bad(
+        &[(&format!("{I}/a.md"), "---\nid: A\nmilestone: M\nblocked_by: [A]\n---\n")],
+        "dependency cycle: A → A",
+    );
+}
+
+#[test]
+fn unknown_milestone_and_unknown_run_are_bad_input() {
+    let (_t, repo) = demo_repo();
+    let out = loop_cmd(&repo).args(["plan", "-m", "M9"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("unknown milestone 'M9' (known: M1-core)"), "{:?}", text(&out));
+    let out = loop_cmd(&repo).args(["resume", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("no run matches 'nope'"));
+    std::fs::write(repo.join("s.json"), r#"{"ORB-77": {"dev": "pass"}}"#).unwrap();
+    let out = loop_cmd(&repo).args(["run", "--sim-scenario", "s.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("s.json: names issue ORB-77"), "{:?}", text(&out));
+}
+
+#[test]
+fn plan_prints_order_waves_and_graphs() {
+    let (_t, repo) = demo_repo();
+    let out = loop_cmd(&repo).args(["plan", "--json"]).output().unwrap();
+    let v = json(&out);
+    assert_eq!(v["order"], serde_json::json!(["ORB-1", "ORB-2", "ORB-3", "ORB-5", "ORB-4"]));
+    assert_eq!(v["waves"], serde_json::json!([["ORB-1", "ORB-5"], ["ORB-2", "ORB-3"], ["ORB-4"]]));
+    let dot = text(&loop_cmd(&repo).args(["plan", "--format", "dot"]).output().unwrap()).0;
+    assert!(dot.starts_with("digraph") && dot.contains("ORB-5"), "{dot}");
+    let mm = text(&loop_cmd(&repo).args(["plan", "--format", "mermaid"]).output().unwrap()).0;
+    assert!(mm.starts_with("flowchart") && mm.contains("-->"), "{mm}");
+}
+
+#[test]
+fn runs_lists_ids_by_shortest_unique_prefix() {
+    let (_t, repo) = demo_repo();
+    assert_eq!(run_demo_scenario(&repo, "20260101-000000-aaaa11").status.code(), Some(3));
+    // A second run of the same milestone finds the branches of the first and refuses to reuse
+    // them (loop never takes over a branch its run did not create).
+    let second = run_demo_scenario(&repo, "20260101-000000-aabb22");
+    assert_eq!(second.status.code(), Some(3));
+    let v = json(&second);
+    assert!(v["issues"][0]["reason"].as_str().unwrap().contains("already exists"), "{v}");
+    let out = loop_cmd(&repo).args(["runs", "--json"]).output().unwrap();
+    let v = json(&out);
+    assert_eq!(v[0]["prefix"], "20260101-000000-aaa");
+    assert_eq!(v[1]["prefix"], "20260101-000000-aab");
+    assert_eq!(v[0]["state"], "finished");
+    let st = loop_cmd(&repo).args(["status", "20260101-000000-aab", "--json"]).output().unwrap();
+    assert_eq!(json(&st)["run_id"], "20260101-000000-aabb22");
+    let amb = loop_cmd(&repo).args(["status", "2026"]).output().unwrap();
+    assert_eq!(amb.status.code(), Some(2));
+    assert!(text(&amb).1.contains("matches several runs"));
+}

@@ -1,0 +1,102 @@
+//! Shared helpers for integration tests: temporary repos with issue docs, and running the real
+//! `loop` binary with a fixed clock.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const NOW: &str = "2026-01-01T00:00:00Z";
+
+pub const DEMO_DOCS: &[(&str, &str)] = &[
+    ("docs/projects/orbit/milestones/M1-core.md", include_str!("../../src/cli/demo_docs/milestone.md")),
+    ("docs/projects/orbit/issues/ORB-1.md", include_str!("../../src/cli/demo_docs/ORB-1.md")),
+    ("docs/projects/orbit/issues/ORB-2.md", include_str!("../../src/cli/demo_docs/ORB-2.md")),
+    ("docs/projects/orbit/issues/ORB-3.md", include_str!("../../src/cli/demo_docs/ORB-3.md")),
+    ("docs/projects/orbit/issues/ORB-4.md", include_str!("../../src/cli/demo_docs/ORB-4.md")),
+    ("docs/projects/orbit/issues/ORB-5.md", include_str!("../../src/cli/demo_docs/ORB-5.md")),
+];
+pub const DEMO_SCENARIO: &str = include_str!("../../src/cli/demo_docs/scenario.json");
+
+pub fn loop_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_loop")
+}
+
+/// A command for the real binary with a deterministic environment.
+pub fn loop_cmd(repo: &Path) -> Command {
+    let mut c = Command::new(loop_bin());
+    c.current_dir(repo)
+        .env("LOOP_NOW", NOW)
+        .env_remove("LOOP_FAULT_AFTER_APPEND")
+        .env_remove("LOOP_RUN_ID")
+        .env_remove("LOOP_STATE_DIR")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00+0000")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00+0000")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A temporary git repo holding `files`, committed on main.
+pub fn repo_with(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::Builder::new().prefix("loop-test-").tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(t.path()).expect("canonical");
+    git(&root, &["init", "-q", "-b", "main"]);
+    for (rel, text) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+    }
+    std::fs::write(root.join("README.md"), "test repo\n").expect("write");
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-q", "-m", "docs"]);
+    (t, root)
+}
+
+pub fn demo_repo() -> (tempfile::TempDir, PathBuf) {
+    let (t, root) = repo_with(DEMO_DOCS);
+    std::fs::write(root.join("scenario.json"), DEMO_SCENARIO).expect("write scenario");
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-q", "-m", "scenario"]);
+    (t, root)
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    let (out, err) = text(o);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\nstderr: {err}"))
+}
+
+/// `[(id, state, fix_cycles)]` from a status object.
+pub fn states(status: &serde_json::Value) -> Vec<(String, String, u64)> {
+    status["issues"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().expect("id").to_string(),
+                i["state"].as_str().expect("state").to_string(),
+                i["fix_cycles"].as_u64().expect("fix_cycles"),
+            )
+        })
+        .collect()
+}
