@@ -11,7 +11,9 @@
 //! - Cancellation (Ctrl-C) is journaled as `interrupted` for the issue in flight and
 //!   `run_interrupted` for the run.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use crate::agent::{output, Agent, AgentError, PhaseRequest, Signal};
@@ -29,6 +31,8 @@ pub enum EngineError {
     Illegal(#[from] IllegalTransition),
     #[error("internal: the engine's own journal does not fold: {0}")]
     Divergence(#[from] Divergence),
+    #[error("internal: the journal writer stopped")]
+    WriterGone,
 }
 
 /// How a drive ended.
@@ -40,9 +44,129 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// Receives every record right after it became durable (progress output, `--json-events`).
-pub trait Observer {
+/// Receives every record right after it became durable (progress output, `--json-events`), and
+/// a tick now and then so live displays can update elapsed times.
+pub trait Observer: Send {
     fn record(&mut self, rec: &Record, applied: &Applied, view: &RunView);
+    fn tick(&mut self, _view: &RunView) {}
+}
+
+/// A request to the journal writer. Each waits for its own durable acknowledgement, so one
+/// issue's events are never reordered; requests from different issues that arrive together are
+/// committed as one group (one fsync).
+enum WriteReq {
+    Issue { issue: String, event: Event, evidence: Option<Evidence>, reply: mpsc::Sender<Result<State, EngineError>> },
+    Run { body: Body, reply: mpsc::Sender<Result<State, EngineError>> },
+}
+
+/// The single owner of the journal: decides each transition against the folded view, appends
+/// the group durably, applies it to the shared view, and only then acknowledges.
+struct Writer<'o> {
+    journal: Journal,
+    view: Arc<Mutex<RunView>>,
+    observer: Arc<Mutex<&'o mut dyn Observer>>,
+}
+
+impl Writer<'_> {
+    fn serve(mut self, rx: mpsc::Receiver<WriteReq>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<WriteReq>) {
+        let (rules, mut pending): (_, Vec<(Body, mpsc::Sender<Result<State, EngineError>>, State)>) = {
+            let view = lock(&self.view);
+            (view.start.rules, Vec::new())
+        };
+        // Decide every transition first, against the view plus the earlier members of the group.
+        let mut scratch: std::collections::HashMap<String, State> = std::collections::HashMap::new();
+        for req in batch {
+            match req {
+                WriteReq::Issue { issue, event, evidence, reply } => {
+                    let from = scratch
+                        .get(&issue)
+                        .cloned()
+                        .or_else(|| lock(&self.view).state_of(&issue).cloned())
+                        .unwrap_or(State::Pending);
+                    match machine::transition(&from, &event, &rules) {
+                        Ok(to) => {
+                            scratch.insert(issue.clone(), to.clone());
+                            pending.push((Body::Issue { issue, event, to: to.clone(), evidence }, reply, to));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.into()));
+                        }
+                    }
+                }
+                WriteReq::Run { body, reply } => pending.push((body, reply, State::Pending)),
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let bodies: Vec<Body> = pending.iter().map(|(b, _, _)| b.clone()).collect();
+        match self.journal.append_group(bodies) {
+            Ok(records) => {
+                let mut view = lock(&self.view);
+                let mut observer = lock(&self.observer);
+                for (rec, (_, reply, to)) in records.iter().zip(pending) {
+                    let result = view.apply(rec).map_err(EngineError::from);
+                    if let Ok(applied) = &result {
+                        observer.record(rec, applied, &view);
+                    }
+                    let _ = reply.send(result.map(|_| to));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let mut first = Some(e);
+                for (_, reply, _) in pending {
+                    let err = first.take().map(EngineError::from).unwrap_or_else(|| {
+                        EngineError::Journal(JournalError::Corrupt { seq: 0, reason: msg.clone() })
+                    });
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking worker must not wedge the run: the data under the lock stays consistent
+    // because every update is a complete fold step.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A handle to the writer, cheap to clone into each worker.
+#[derive(Clone)]
+struct Handle {
+    tx: mpsc::Sender<WriteReq>,
+    view: Arc<Mutex<RunView>>,
+}
+
+impl Handle {
+    fn event(&self, issue: &str, event: Event, evidence: Option<Evidence>) -> Result<State, EngineError> {
+        let (reply, rx) = mpsc::channel();
+        self.tx
+            .send(WriteReq::Issue { issue: issue.to_string(), event, evidence, reply })
+            .map_err(|_| EngineError::WriterGone)?;
+        rx.recv().map_err(|_| EngineError::WriterGone)?
+    }
+
+    fn run_record(&self, body: Body) -> Result<(), EngineError> {
+        let (reply, rx) = mpsc::channel();
+        self.tx.send(WriteReq::Run { body, reply }).map_err(|_| EngineError::WriterGone)?;
+        rx.recv().map_err(|_| EngineError::WriterGone)?.map(|_| ())
+    }
+
+    fn view(&self) -> std::sync::MutexGuard<'_, RunView> {
+        lock(&self.view)
+    }
 }
 
 pub struct Engine<'a> {
@@ -51,13 +175,16 @@ pub struct Engine<'a> {
     agent: &'a dyn Agent,
     workspace: &'a dyn Workspace,
     observer: &'a mut dyn Observer,
-    clock_fixed: bool,
+    jobs: usize,
 }
 
 enum Step {
     Continue,
     Stop,
 }
+
+/// What a worker reports when its issue is done (or stopped).
+type Done = (String, Result<Step, EngineError>);
 
 impl<'a> Engine<'a> {
     pub fn new(
@@ -67,66 +194,147 @@ impl<'a> Engine<'a> {
         workspace: &'a dyn Workspace,
         observer: &'a mut dyn Observer,
     ) -> Engine<'a> {
+        Engine { journal, view, agent, workspace, observer, jobs: 1 }
+    }
+
+    /// How many issues may run at once.
+    pub fn jobs(mut self, n: usize) -> Self {
+        self.jobs = n.max(1);
+        self
+    }
+
+    /// Runs every issue to a terminal state. An issue starts as soon as all its dependencies are
+    /// terminal (it is Blocked at once if one of them is not Done); up to `jobs` run at a time,
+    /// picked in plan order, so `--jobs 1` is the plan order exactly.
+    pub fn drive(self) -> Result<(Outcome, RunView), EngineError> {
+        let Engine { journal, view, agent, workspace, observer, jobs } = self;
+        let order: Vec<PlannedIssue> = view.start.issues.clone();
+        let shared = Arc::new(Mutex::new(view));
+        let observer: Arc<Mutex<&mut dyn Observer>> = Arc::new(Mutex::new(observer));
+        let (tx, rx) = mpsc::channel::<WriteReq>();
         let clock_fixed = std::env::var_os("LOOP_NOW").is_some();
-        Engine { journal, view, agent, workspace, observer, clock_fixed }
-    }
+        let writer = Writer { journal, view: shared.clone(), observer: observer.clone() };
 
-    pub fn view(&self) -> &RunView {
-        &self.view
-    }
-
-    /// Appends a run-level record.
-    pub fn append_run(&mut self, body: Body) -> Result<(), EngineError> {
-        let rec = self.journal.append(body)?;
-        let applied = self.view.apply(&rec)?;
-        self.observer.record(&rec, &applied, &self.view);
-        Ok(())
-    }
-
-    /// Decides an issue's next state, journals it, and only then returns it.
-    fn event(&mut self, issue: &str, event: Event, evidence: Option<Evidence>) -> Result<State, EngineError> {
-        let from = self.view.state_of(issue).cloned().unwrap_or(State::Pending);
-        let to = machine::transition(&from, &event, &self.view.start.rules)?;
-        let rec = self.journal.append(Body::Issue { issue: issue.to_string(), event, to: to.clone(), evidence })?;
-        let applied = self.view.apply(&rec)?;
-        self.observer.record(&rec, &applied, &self.view);
-        Ok(to)
-    }
-
-    /// Runs every issue to a terminal state, in plan order.
-    pub fn drive(&mut self) -> Result<Outcome, EngineError> {
-        let order: Vec<PlannedIssue> = self.view.start.issues.clone();
-        for planned in &order {
-            if let Step::Stop = self.drive_issue(planned)? {
-                return self.interrupt(Some(&planned.id));
+        let outcome = std::thread::scope(|scope| -> Result<Outcome, EngineError> {
+            // The handle (and its clones in workers) are the writer's only senders: when this
+            // closure returns they are all gone and the writer's loop ends.
+            let handle = Handle { tx, view: shared.clone() };
+            scope.spawn(move || writer.serve(rx));
+            let (done_tx, done_rx) = mpsc::channel::<Done>();
+            let mut running: HashSet<String> = HashSet::new();
+            let mut settled: HashSet<String> = HashSet::new();
+            let mut failure: Option<EngineError> = None;
+            let mut stopped = false;
+            loop {
+                let cancelled = proc::is_cancelled() || stopped || failure.is_some();
+                if !cancelled {
+                    let view = handle.view().clone();
+                    for planned in &order {
+                        if running.len() >= jobs {
+                            break;
+                        }
+                        if running.contains(&planned.id) || settled.contains(&planned.id) {
+                            continue;
+                        }
+                        let Some(iv) = view.issue(&planned.id) else { continue };
+                        let needs_cleanup = iv
+                            .worktree
+                            .as_ref()
+                            .is_some_and(|w| w.created && !w.removed && w.kept.is_none());
+                        if iv.state.is_terminal() && !needs_cleanup {
+                            settled.insert(planned.id.clone());
+                            continue;
+                        }
+                        let deps_ready = planned
+                            .blocked_by
+                            .iter()
+                            .all(|d| view.state_of(d).is_none_or(|s| s.is_terminal()));
+                        if !deps_ready {
+                            continue;
+                        }
+                        running.insert(planned.id.clone());
+                        let driver = IssueDriver { handle: handle.clone(), agent, workspace, clock_fixed };
+                        let done_tx = done_tx.clone();
+                        let planned = planned.clone();
+                        scope.spawn(move || {
+                            let result = driver.drive_issue(&planned);
+                            let _ = done_tx.send((planned.id.clone(), result));
+                        });
+                    }
+                }
+                if running.is_empty() {
+                    break;
+                }
+                match done_rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok((id, result)) => {
+                        running.remove(&id);
+                        match result {
+                            Ok(Step::Continue) => {
+                                settled.insert(id);
+                            }
+                            Ok(Step::Stop) => stopped = true,
+                            Err(e) => {
+                                failure.get_or_insert(e);
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        let view = handle.view();
+                        lock(&observer).tick(&view);
+                    }
+                }
             }
-        }
-        if !self.view.finished {
-            self.append_run(Body::RunFinished)?;
-        }
-        Ok(Outcome::Finished)
-    }
-
-    fn interrupt(&mut self, issue: Option<&str>) -> Result<Outcome, EngineError> {
-        if let Some(id) = issue {
-            if self.view.state_of(id).is_some_and(|s| !s.is_terminal()) {
-                self.event(id, Event::Interrupted, None)?;
+            if let Some(e) = failure {
+                return Err(e);
             }
-        }
-        self.append_run(Body::RunInterrupted { reason: "interrupted by signal".into() })?;
-        Ok(Outcome::Interrupted)
+            if stopped || proc::is_cancelled() {
+                handle.run_record(Body::RunInterrupted { reason: "interrupted by signal".into() })?;
+                return Ok(Outcome::Interrupted);
+            }
+            let finished = {
+                let v = handle.view();
+                v.finished || !v.all_terminal()
+            };
+            if !finished {
+                handle.run_record(Body::RunFinished)?;
+            }
+            Ok(Outcome::Finished)
+        });
+        // The writer ends when the last handle is gone; the scope joined it.
+        let view = lock(&shared).clone();
+        outcome.map(|o| (o, view))
+    }
+}
+
+/// Drives one issue: decides events, sends them to the writer, waits until each is durable,
+/// and only then performs the next effect.
+struct IssueDriver<'a> {
+    handle: Handle,
+    agent: &'a dyn Agent,
+    workspace: &'a dyn Workspace,
+    clock_fixed: bool,
+}
+
+impl IssueDriver<'_> {
+    fn event(&self, issue: &str, event: Event, evidence: Option<Evidence>) -> Result<State, EngineError> {
+        self.handle.event(issue, event, evidence)
     }
 
-    fn drive_issue(&mut self, planned: &PlannedIssue) -> Result<Step, EngineError> {
+    fn state(&self, id: &str) -> State {
+        self.handle.view().state_of(id).cloned().unwrap_or(State::Pending)
+    }
+
+    fn drive_issue(&self, planned: &PlannedIssue) -> Result<Step, EngineError> {
         let id = planned.id.as_str();
         let mut started_here = false;
         loop {
-            let state = self.view.state_of(id).cloned().unwrap_or(State::Pending);
+            let state = self.state(id);
             if state.is_terminal() {
                 self.finish_worktree(planned)?;
                 return Ok(Step::Continue);
             }
             if proc::is_cancelled() {
+                self.event(id, Event::Interrupted, None)?;
                 return Ok(Step::Stop);
             }
             match state {
@@ -138,11 +346,12 @@ impl<'a> Engine<'a> {
                 State::Dev | State::Review { .. } | State::Fix { .. } => {
                     let phase = state.phase().expect("a phase state");
                     if !started_here {
-                        let attempt = self.view.issue(id).map(|v| v.attempts).unwrap_or(0) + 1;
+                        let attempt = self.handle.view().issue(id).map(|v| v.attempts).unwrap_or(0) + 1;
                         self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
                     }
                     started_here = false;
                     if let Step::Stop = self.run_phase(planned, &state, phase)? {
+                        self.event(id, Event::Interrupted, None)?;
                         return Ok(Step::Stop);
                     }
                 }
@@ -154,20 +363,20 @@ impl<'a> Engine<'a> {
     }
 
     /// Pending: check dependencies, then create (or adopt) the worktree.
-    fn prepare(&mut self, planned: &PlannedIssue) -> Result<(), EngineError> {
+    fn prepare(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
         let id = planned.id.as_str();
-        for dep in &planned.blocked_by {
-            match self.view.state_of(dep) {
-                Some(State::Done { .. }) | None => {}
-                Some(s) => {
-                    let event =
-                        Event::DependencyNotDone { dependency: dep.clone(), dependency_state: s.name().to_string() };
-                    self.event(id, event, None)?;
-                    return Ok(());
-                }
-            }
+        let not_done = {
+            let view = self.handle.view();
+            planned.blocked_by.iter().find_map(|dep| match view.state_of(dep) {
+                Some(State::Done { .. }) | None => None,
+                Some(s) => Some((dep.clone(), s.name().to_string())),
+            })
+        };
+        if let Some((dependency, dependency_state)) = not_done {
+            self.event(id, Event::DependencyNotDone { dependency, dependency_state }, None)?;
+            return Ok(());
         }
-        let existing = self.view.issue(id).and_then(|v| v.worktree.clone());
+        let existing = self.handle.view().issue(id).and_then(|v| v.worktree.clone());
         let (path, branch, base, adopt) = match existing {
             Some(wt) if wt.intended => (wt.path, wt.branch, wt.base, true),
             _ => {
@@ -200,21 +409,36 @@ impl<'a> Engine<'a> {
     /// An issue with exactly one dependency builds on that dependency's branch, so its work is
     /// there; otherwise it starts from the run's base commit.
     fn base_for(&self, planned: &PlannedIssue) -> Result<String, String> {
-        if let [dep] = planned.blocked_by.as_slice() {
-            if let Some(dep_plan) = self.view.start.issues.iter().find(|p| &p.id == dep) {
-                match self.workspace.branch_tip(&dep_plan.branch) {
-                    Ok(Some(tip)) => return Ok(tip),
-                    Ok(None) => {}
-                    Err(e) => return Err(format!("reading branch {}: {e}", dep_plan.branch)),
-                }
+        let (dep_branch, base_commit) = {
+            let view = self.handle.view();
+            let dep_branch = match planned.blocked_by.as_slice() {
+                [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
+                _ => None,
+            };
+            (dep_branch, view.start.base_commit.clone())
+        };
+        if let Some(branch) = dep_branch {
+            match self.workspace.branch_tip(&branch) {
+                Ok(Some(tip)) => return Ok(tip),
+                Ok(None) => {}
+                Err(e) => return Err(format!("reading branch {branch}: {e}")),
             }
         }
-        Ok(self.view.start.base_commit.clone())
+        Ok(base_commit)
     }
 
-    fn run_phase(&mut self, planned: &PlannedIssue, state: &State, phase: Phase) -> Result<Step, EngineError> {
+    fn run_phase(&self, planned: &PlannedIssue, state: &State, phase: Phase) -> Result<Step, EngineError> {
         let id = planned.id.as_str();
-        let issue_view = self.view.issue(id).cloned().expect("planned issue has a view");
+        let (issue_view, run_id, milestone, timeout_secs, budget) = {
+            let view = self.handle.view();
+            (
+                view.issue(id).cloned().expect("planned issue has a view"),
+                view.run_id.clone(),
+                view.start.milestone.clone(),
+                view.start.phase_timeout_secs,
+                view.start.max_tokens_per_issue,
+            )
+        };
         let worktree: PathBuf =
             issue_view.worktree.as_ref().map(|w| PathBuf::from(&w.path)).unwrap_or_else(|| planned.worktree.clone().into());
         let cycle = match state {
@@ -223,8 +447,8 @@ impl<'a> Engine<'a> {
             _ => 0,
         };
         let req = PhaseRequest {
-            run_id: self.view.run_id.clone(),
-            milestone: self.view.start.milestone.clone(),
+            run_id: run_id.clone(),
+            milestone,
             issue: planned.clone(),
             phase,
             cycle,
@@ -232,7 +456,7 @@ impl<'a> Engine<'a> {
             worktree: worktree.clone(),
             last_review: issue_view.last_review.clone(),
             resume_session: issue_view.session.clone(),
-            timeout: Duration::from_secs(self.view.start.phase_timeout_secs),
+            timeout: Duration::from_secs(timeout_secs),
         };
         let agent = self.agent;
         let mut journal_failure: Option<EngineError> = None;
@@ -277,7 +501,7 @@ impl<'a> Engine<'a> {
             Phase::Dev | Phase::Fix => match output::parse_work(phase, &reply.output) {
                 Ok(out) => {
                     let what = if phase == Phase::Dev { "dev".to_string() } else { format!("fix cycle {cycle}") };
-                    let message = format!("{id}: {what}\n\nCommitted by loop (run {}).", self.view.run_id);
+                    let message = format!("{id}: {what}\n\nCommitted by loop (run {run_id}).");
                     let date = self.journal_clock_date();
                     match self.workspace.commit_all(&worktree, &message, date.as_deref()) {
                         Ok(Some(c)) => {
@@ -298,10 +522,9 @@ impl<'a> Engine<'a> {
                 Err(e) => Event::PhaseFailed { phase, reason: e.to_string() },
             },
         };
-        let used = self.view.issue(id).map(|v| v.tokens).unwrap_or(0) + reply.tokens.map(|t| t.total()).unwrap_or(0);
-        self.event(id, event, Some(evidence))?;
-        if let Some(limit) = self.view.start.max_tokens_per_issue {
-            let now = self.view.state_of(id).cloned().unwrap_or(State::Pending);
+        let used = issue_view.tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
+        let now = self.event(id, event, Some(evidence))?;
+        if let Some(limit) = budget {
             if used > limit && !now.is_terminal() {
                 self.event(id, Event::BudgetExceeded { used, limit }, None)?;
             }
@@ -311,14 +534,14 @@ impl<'a> Engine<'a> {
 
     /// Commit dates follow the journal's clock, so a fixed test clock gives fixed commit ids.
     fn journal_clock_date(&self) -> Option<String> {
-        self.clock_fixed.then(|| self.journal.now().format("%Y-%m-%dT%H:%M:%S+0000").to_string())
+        self.clock_fixed.then(|| crate::clock::Clock::from_env().now().format("%Y-%m-%dT%H:%M:%S+0000").to_string())
     }
 
     /// After an issue ends: Done and Capped worktrees are removed when nothing would be lost;
     /// any other worktree is kept for inspection. Done once per issue.
-    fn finish_worktree(&mut self, planned: &PlannedIssue) -> Result<(), EngineError> {
+    fn finish_worktree(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
         let id = planned.id.as_str();
-        let Some(iv) = self.view.issue(id).cloned() else { return Ok(()) };
+        let Some(iv) = self.handle.view().issue(id).cloned() else { return Ok(()) };
         let Some(wt) = iv.worktree else { return Ok(()) };
         if !wt.created || wt.removed || wt.kept.is_some() {
             return Ok(());

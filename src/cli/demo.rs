@@ -37,6 +37,9 @@ pub struct DemoArgs {
     /// Also export the run's journal to FILE.
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
+    /// How many issues may run at once.
+    #[arg(long, short, default_value_t = 1)]
+    pub jobs: usize,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -131,6 +134,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
         scenario_source: "the demo scenario".into(),
         rules: Rules::default(),
         phase_timeout_secs: 60,
+        jobs: args.jobs,
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();

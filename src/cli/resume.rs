@@ -17,6 +17,9 @@ pub struct ResumeArgs {
     pub run_id: String,
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// How many issues may run at once.
+    #[arg(long, short, default_value_t = 1)]
+    pub jobs: usize,
     /// Print the final status as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -50,7 +53,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         progress.record(&rec, &applied, &view);
         super::install_interrupt_handler();
     }
-    let (code, view) = drive(engine_journal, view, agent.as_ref(), &ws, &mut progress)?;
+    let (code, view) = drive(engine_journal, view, agent.as_ref(), &ws, &mut progress, args.jobs)?;
     finish_output(&view, args.json, &repo, args.quiet);
     Ok(code)
 }

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Seconds one agent phase may take before its process group is killed.
     #[arg(long, default_value_t = 1800, value_name = "SECS")]
     pub phase_timeout: u64,
+    /// How many issues may run at once (each in its own worktree).
+    #[arg(long, short, default_value_t = 1)]
+    pub jobs: usize,
     /// Print the final status as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -93,11 +96,12 @@ pub struct RunInputs {
     pub scenario_source: String,
     pub rules: Rules,
     pub phase_timeout_secs: u64,
+    pub jobs: usize,
 }
 
 /// Plans the milestone, journals `run_started`, and drives the run. Returns the exit code.
 pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView), CliError> {
-    let RunInputs { repo, state, milestone, agent, scenario_source, rules, phase_timeout_secs } = inputs;
+    let RunInputs { repo, state, milestone, agent, scenario_source, rules, phase_timeout_secs, jobs } = inputs;
     let docs = docs::load(&repo)?;
     let milestone = plan::choose_milestone(&docs, milestone.as_deref())?;
     let plan = plan::build(&docs, &milestone)?;
@@ -152,7 +156,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
     let applied = Applied { issue: None, from: None, to: None };
     progress.record(&first, &applied, &view);
     super::install_interrupt_handler();
-    drive(journal, view, agent_impl.as_ref(), &ws, progress)
+    drive(journal, view, agent_impl.as_ref(), &ws, progress, jobs)
 }
 
 /// Drives a journaled run to its end or to an interruption.
@@ -162,10 +166,9 @@ pub fn drive(
     agent: &dyn Agent,
     ws: &dyn Workspace,
     progress: &mut Progress,
+    jobs: usize,
 ) -> Result<(i32, RunView), CliError> {
-    let mut engine = Engine::new(journal, view, agent, ws, progress);
-    let outcome = engine.drive()?;
-    let view = engine.view().clone();
+    let (outcome, view) = Engine::new(journal, view, agent, ws, progress).jobs(jobs).drive()?;
     let code = super::run_exit_code(&view, outcome);
     if outcome == Outcome::Interrupted {
         eprintln!("loop: run {} interrupted; continue with `loop resume {}`", view.run_id, view.run_id);
@@ -191,6 +194,9 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     if args.max_fix_cycles > 100 {
         return Err(CliError::Usage("--max-fix-cycles must be at most 100".into()));
     }
+    if args.jobs == 0 || args.jobs > 64 {
+        return Err(CliError::Usage("--jobs must be between 1 and 64".into()));
+    }
     if args.phase_timeout == 0 {
         return Err(CliError::Usage("--phase-timeout must be at least 1 second".into()));
     }
@@ -209,6 +215,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         rules: Rules { max_fix_cycles: args.max_fix_cycles },
         phase_timeout_secs: args.phase_timeout,
+        jobs: args.jobs,
     };
     let (code, view) = start(inputs, &mut progress)?;
     finish_output(&view, args.json, &repo, args.quiet);
