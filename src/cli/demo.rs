@@ -131,6 +131,9 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
         scenario_source: "the demo scenario".into(),
         rules: Rules::default(),
         phase_timeout_secs: 60,
+        max_tokens_per_issue: None,
+        review_doc: false,
+        issues: Vec::new(),
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();

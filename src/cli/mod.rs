@@ -1,12 +1,16 @@
 //! The command line: one file per subcommand, and the mapping from every error to an exit code.
 
+pub mod codex_args;
 pub mod demo;
+pub mod dryrun;
 pub mod export;
 pub mod plan;
+pub mod prompts;
 pub mod replay;
 pub mod resume;
 pub mod run;
 pub mod runs;
+pub mod select;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +73,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Write a run's journal to a portable file (replay it with `loop replay --file`).
     Export(export::ExportArgs),
+    /// List, show or install the dev-auto-* prompt templates.
+    Prompts(prompts::PromptsArgs),
 }
 
 /// Where the repository and loop's state are.
@@ -189,5 +195,6 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Status(a) => status::run(a),
         Command::Runs(a) => runs::run(a),
         Command::Export(a) => export::run(a),
+        Command::Prompts(a) => prompts::run(a),
     }
 }
