@@ -278,9 +278,15 @@ output schema you were given — no prose, no code fence. Do not redo the work; 
     )
 }
 
-const CONTINUE_MESSAGE: &str = "loop was interrupted while this phase was running and has restarted. Continue the task \
-from the instructions above in this same thread and finish it, then reply with ONLY the JSON object the output schema \
-requires.";
+/// Sent when continuing an interrupted attempt's thread. The instructions are repeated because a
+/// crash can come before codex stored the first prompt in the thread (it dies with loop's pipe).
+fn continue_message(prompt: &str) -> String {
+    format!(
+        "loop was interrupted while this phase was running and has restarted it in this same thread. If you already \
+did part of the work above, continue from there instead of starting over; then reply with ONLY the JSON object the \
+output schema requires. The phase's instructions, repeated:\n\n{prompt}"
+    )
+}
 
 impl Agent for CodexAgent {
     fn name(&self) -> &str {
@@ -299,7 +305,7 @@ impl Agent for CodexAgent {
         let mut notes = Vec::new();
         let (mut summary, mut out) = match &req.resume_session {
             Some(thread) => {
-                let cmd = self.resume_cmd(req, thread, CONTINUE_MESSAGE);
+                let cmd = self.resume_cmd(req, thread, &continue_message(&prompt));
                 match self.invoke(req, cmd, &format!("{stem}-resume"), deadline, signal) {
                     Ok(r) => {
                         notes.push(format!("continued codex thread {thread} of an interrupted attempt"));

@@ -12,16 +12,21 @@ use crate::prompts::{self, BUILTIN};
 pub struct PromptsArgs {
     #[command(subcommand)]
     pub command: PromptsCommand,
-    #[command(flatten)]
-    pub repo: RepoArgs,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum PromptsCommand {
     /// Name, phase and source (built-in or the loop.toml prompts dir) of each template.
-    List,
+    List {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
     /// Print a template as loop would use it (before its inputs are filled in).
-    Show { name: String },
+    Show {
+        name: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
     /// Write the templates to $CODEX_HOME/prompts/ and ~/.claude/commands/.
     Install {
         /// Codex's home [default: $CODEX_HOME or ~/.codex]; prompts go to its prompts/ dir.
@@ -30,6 +35,8 @@ pub enum PromptsCommand {
         /// Claude Code's commands dir [default: ~/.claude/commands].
         #[arg(long, value_name = "DIR")]
         claude_dir: Option<PathBuf>,
+        #[command(flatten)]
+        repo: RepoArgs,
     },
 }
 
@@ -41,17 +48,19 @@ fn user_dir(repo: &RepoArgs) -> Result<Option<PathBuf>, CliError> {
 }
 
 pub fn run(args: PromptsArgs) -> Result<i32, CliError> {
-    let dir = user_dir(&args.repo)?;
+    let (PromptsCommand::List { repo } | PromptsCommand::Show { repo, .. } | PromptsCommand::Install { repo, .. }) =
+        &args.command;
+    let dir = user_dir(repo)?;
     let load = |name: &str| prompts::load(name, dir.as_deref()).map_err(|e| CliError::Usage(e.to_string()));
     match args.command {
-        PromptsCommand::List => {
+        PromptsCommand::List { .. } => {
             for (name, _, phase) in BUILTIN {
                 let t = load(name)?;
                 println!("{name:<24} {:<7} {}", phase.as_str(), t.source);
             }
         }
-        PromptsCommand::Show { name } => print!("{}", load(&name)?.text),
-        PromptsCommand::Install { codex_home, claude_dir } => {
+        PromptsCommand::Show { name, .. } => print!("{}", load(&name)?.text),
+        PromptsCommand::Install { codex_home, claude_dir, .. } => {
             for target in prompts::install_targets(codex_home, claude_dir) {
                 std::fs::create_dir_all(&target).map_err(|e| CliError::io(&target, e))?;
                 for (name, _, _) in BUILTIN {
