@@ -286,7 +286,11 @@ impl<'a> Engine<'a> {
                             Event::WorkFinished { phase, status: out.status }
                         }
                         Ok(None) => {
-                            evidence.note = Some("the agent changed nothing".into());
+                            let nothing = "the agent changed nothing".to_string();
+                            evidence.note = Some(match evidence.note.take() {
+                                Some(n) => format!("{nothing}; {n}"),
+                                None => nothing,
+                            });
                             Event::WorkFinished { phase, status: out.status }
                         }
                         Err(e) => Event::PhaseFailed { phase, reason: format!("committing the agent's changes: {e}") },

@@ -106,6 +106,10 @@ fn full_milestone_dev_review_fix_with_real_codex() {
     let reviews = events(&records, "review_finished");
     assert!(reviews.iter().all(|r| r["body"]["evidence"]["note"].as_str().unwrap().contains("review_entry_written=true")));
     assert!(reviews.iter().all(|r| r["body"]["evidence"]["commit"].is_string()));
+    for r in events(&records, "work_finished").iter().chain(&reviews) {
+        let b = &r["body"];
+        eprintln!("TIMING mocked phase {} {}: {} ms", b["issue"], b["event"]["phase"].as_str().unwrap_or("review"), b["evidence"]["duration_ms"]);
+    }
     let works = events(&records, "work_finished");
     assert!(works.iter().all(|w| w["body"]["evidence"]["commit"].is_string() && w["body"]["evidence"]["tokens"]["input"].as_u64() > Some(0)));
     let logs = r.path.join(".loop/logs/e2e/ORB-1");
