@@ -123,7 +123,10 @@ mod tests {
 
     #[test]
     fn path_is_beside_the_issues_dir() {
-        assert_eq!(doc_path("docs/projects/orbit/issues/ORB-1.md", "M1-core"), "docs/projects/orbit/reviews/REVIEW-M1-core.md");
+        assert_eq!(
+            doc_path("docs/projects/orbit/issues/ORB-1.md", "M1-core"),
+            "docs/projects/orbit/reviews/REVIEW-M1-core.md"
+        );
         assert_eq!(doc_path("ORB-1.md", "M1"), "docs/reviews/REVIEW-M1.md");
     }
 
@@ -138,11 +141,14 @@ mod tests {
         let e2 = Entry { run_id: "R", issue: "I-1", review: 2, fix_cycles: 1, result: &r2 };
         let text = write(d.path(), rel, "M", &e2).unwrap();
         assert!(text.starts_with("# Reviews: M\n"));
-        assert!(text.contains(
-            "<!-- loop-review run=R issue=I-1 review=1 -->\n## I-1 — review 1: changes_required\n\n- Run: R\n\
+        assert!(
+            text.contains(
+                "<!-- loop-review run=R issue=I-1 review=1 -->\n## I-1 — review 1: changes_required\n\n- Run: R\n\
 - Fix cycles before this review: 0\n- Confidence: high\n- Summary: looks fine\n\n### Findings\n\
 - **[high] t** — d\n  - Evidence: `a.rs:1`\n\n### Required actions\n- fix a\n\n### Follow-ups\n- none\n"
-        ), "{text}");
+            ),
+            "{text}"
+        );
         // The same review written again (a re-run after a crash) replaces its own section.
         let again = write(d.path(), rel, "M", &e1).unwrap();
         assert_eq!(again, text);

@@ -54,7 +54,9 @@ fn full_milestone_dev_review_fix_with_real_codex() {
             ("ORB-1", "dev", true) => message(&work_reply("pass", "loop/M1/ORB-1", "cat hello.txt")),
             ("ORB-1", "review", _) if review_no == 1 => message(&review_reply("changes_required", &["add fixed.txt"])),
             // fix applies a patch
-            ("ORB-1", "fix", false) => patch("call_fix", "*** Begin Patch\n*** Add File: fixed.txt\n+fixed by the fix agent\n*** End Patch\n"),
+            ("ORB-1", "fix", false) => {
+                patch("call_fix", "*** Begin Patch\n*** Add File: fixed.txt\n+fixed by the fix agent\n*** End Patch\n")
+            }
             ("ORB-1", "fix", true) => message(&work_reply("pass", "loop/M1/ORB-1", "cat fixed.txt")),
             ("ORB-2", "dev", false) => shell("call_dev2", "ls fixed.txt && printf 'two\\n' > two.txt"),
             ("ORB-2", "dev", true) => message(&work_reply("pass", "loop/M1/ORB-2", "ls")),
@@ -75,18 +77,30 @@ fn full_milestone_dev_review_fix_with_real_codex() {
     assert_eq!(one["state"], "Done", "{status}");
     assert_eq!(one["fix_cycles"], 1);
     assert_eq!(issue_state(&status, "ORB-2")["state"], "Done");
-    assert!(one["tokens"].as_u64().unwrap() > 0 && status["tokens"].as_u64().unwrap() > one["tokens"].as_u64().unwrap());
+    assert!(
+        one["tokens"].as_u64().unwrap() > 0 && status["tokens"].as_u64().unwrap() > one["tokens"].as_u64().unwrap()
+    );
 
     // Commits: loop's own, naming issue and phase; files are the agent's real work.
     let log = git(&r.path, &["log", "--format=%s", "loop/M1/ORB-1"]);
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
-        ["ORB-1: review 2 (pass)", "ORB-1: fix cycle 1", "ORB-1: review 1 (changes_required)", "ORB-1: dev", "loop.toml", "init"]
+        [
+            "ORB-1: review 2 (pass)",
+            "ORB-1: fix cycle 1",
+            "ORB-1: review 1 (changes_required)",
+            "ORB-1: dev",
+            "loop.toml",
+            "init"
+        ]
     );
     assert_eq!(git(&r.path, &["show", "loop/M1/ORB-1:hello.txt"]), "hello");
     assert_eq!(git(&r.path, &["show", "loop/M1/ORB-1:fixed.txt"]), "fixed by the fix agent");
     let log2 = git(&r.path, &["log", "--format=%s", "loop/M1/ORB-2"]);
-    assert_eq!(log2.lines().take(3).collect::<Vec<_>>(), ["ORB-2: review 1 (pass)", "ORB-2: dev", "ORB-1: review 2 (pass)"]);
+    assert_eq!(
+        log2.lines().take(3).collect::<Vec<_>>(),
+        ["ORB-2: review 1 (pass)", "ORB-2: dev", "ORB-1: review 2 (pass)"]
+    );
 
     // The review doc, written by loop in the issue's branch.
     let doc = git(&r.path, &["show", "loop/M1/ORB-1:docs/projects/orbit/reviews/REVIEW-M1.md"]);
@@ -104,14 +118,24 @@ fn full_milestone_dev_review_fix_with_real_codex() {
     let sessions = events(&records, "session_started");
     assert_eq!(sessions.len(), 6, "one codex thread per phase");
     let reviews = events(&records, "review_finished");
-    assert!(reviews.iter().all(|r| r["body"]["evidence"]["note"].as_str().unwrap().contains("review_entry_written=true")));
+    assert!(reviews
+        .iter()
+        .all(|r| r["body"]["evidence"]["note"].as_str().unwrap().contains("review_entry_written=true")));
     assert!(reviews.iter().all(|r| r["body"]["evidence"]["commit"].is_string()));
     for r in events(&records, "work_finished").iter().chain(&reviews) {
         let b = &r["body"];
-        eprintln!("TIMING mocked phase {} {}: {} ms", b["issue"], b["event"]["phase"].as_str().unwrap_or("review"), b["evidence"]["duration_ms"]);
+        eprintln!(
+            "TIMING mocked phase {} {}: {} ms",
+            b["issue"],
+            b["event"]["phase"].as_str().unwrap_or("review"),
+            b["evidence"]["duration_ms"]
+        );
     }
     let works = events(&records, "work_finished");
-    assert!(works.iter().all(|w| w["body"]["evidence"]["commit"].is_string() && w["body"]["evidence"]["tokens"]["input"].as_u64() > Some(0)));
+    assert!(works
+        .iter()
+        .all(|w| w["body"]["evidence"]["commit"].is_string()
+            && w["body"]["evidence"]["tokens"]["input"].as_u64() > Some(0)));
     let logs = r.path.join(".loop/logs/e2e/ORB-1");
     let dev_log = std::fs::read_to_string(logs.join("dev-attempt1.jsonl")).unwrap();
     assert!(dev_log.starts_with("{\"type\":\"thread.started\""), "{dev_log}");
@@ -131,7 +155,10 @@ fn model_http_500_fails_the_issue_with_the_message() {
     assert_eq!(s["state"], "Failed");
     let reason = s["reason"].as_str().unwrap();
     // codex words a 5xx its own way; loop passes its message through.
-    assert!(reason.contains("the dev agent exited with exit code 1: We’re currently experiencing high demand"), "{reason}");
+    assert!(
+        reason.contains("the dev agent exited with exit code 1: We’re currently experiencing high demand"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -157,7 +184,10 @@ fn unusable_replies_get_one_resume_retry_then_fail() {
     assert!(s["reason"].as_str().unwrap().contains("breaks dev.schema.json"), "{s}");
     let failed = &events(&r.records("retry"), "phase_failed")[0];
     let note = failed["body"]["evidence"]["note"].as_str().unwrap();
-    assert!(note.contains("asked again via `codex exec resume") && note.contains("still unusable after 1 retry"), "{note}");
+    assert!(
+        note.contains("asked again via `codex exec resume") && note.contains("still unusable after 1 retry"),
+        "{note}"
+    );
     assert!(r.path.join(".loop/logs/retry/ORB-1/dev-attempt1-retry1.jsonl").exists());
 }
 
@@ -261,7 +291,10 @@ fn dry_run_changes_nothing_and_shows_argv_and_prompts() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(snapshot(&r), before);
     assert!(!r.path.join(".loop").exists(), "dry run created the state dir");
-    assert!(text.contains("warning: codex is not installed") && text.contains("npm install -g @openai/codex"), "{text}");
+    assert!(
+        text.contains("warning: codex is not installed") && text.contains("npm install -g @openai/codex"),
+        "{text}"
+    );
     assert!(text.contains("branch    loop/M1/ORB-2"), "{text}");
     let wt = r.path.join(".loop/worktrees/M1/ORB-1");
     assert!(text.contains(&format!(
@@ -304,7 +337,10 @@ fn prompts_list_show_install() {
     let r = repo(M, &[("ORB-1", "Say hello", &[])]);
     let out = r.run(&["prompts", "list"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("dev-auto-parallel") && text.contains("dev-auto-fix-review") && text.contains("built-in"), "{text}");
+    assert!(
+        text.contains("dev-auto-parallel") && text.contains("dev-auto-fix-review") && text.contains("built-in"),
+        "{text}"
+    );
     // A team template in the loop.toml prompts dir overrides the built-in one.
     std::fs::create_dir_all(r.path.join("team")).unwrap();
     std::fs::write(r.path.join("team/dev-auto-parallel.md"), "team dev prompt for {{issue_id}}\n").unwrap();
@@ -313,7 +349,8 @@ fn prompts_list_show_install() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "team dev prompt for {{issue_id}}\n");
     let home = r.path.parent().unwrap().join("home");
     let (cx, cl) = (home.join("codex"), home.join("claude"));
-    let out = r.run(&["prompts", "install", "--codex-home", cx.to_str().unwrap(), "--claude-dir", cl.to_str().unwrap()], &[]);
+    let out =
+        r.run(&["prompts", "install", "--codex-home", cx.to_str().unwrap(), "--claude-dir", cl.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(cx.join("prompts/dev-auto-review-linear.md").exists() && cl.join("dev-auto-fix-review.md").exists());
     // A bad loop.toml names the file and line.

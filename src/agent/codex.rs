@@ -90,7 +90,8 @@ pub fn check_installed(bin: &str) -> Result<PathBuf, String> {
             .unwrap_or(None)
     };
     found.ok_or_else(|| {
-        let looked = if bin.contains('/') { format!("{bin} does not exist") } else { format!("`{bin}` is not on PATH") };
+        let looked =
+            if bin.contains('/') { format!("{bin} does not exist") } else { format!("`{bin}` is not on PATH") };
         format!("codex is not installed ({looked}); {INSTALL_HINT}")
     })
 }
@@ -186,7 +187,13 @@ impl CodexAgent {
 
     /// `codex exec ... resume --output-schema F THREAD -- MESSAGE`.
     pub fn resume_cmd(&self, req: &PhaseRequest, thread: &str, message: &str) -> Cmd {
-        self.base(req).arg("resume").arg("--output-schema").arg(self.schema_path(req)).arg(thread).arg("--").arg(message)
+        self.base(req)
+            .arg("resume")
+            .arg("--output-schema")
+            .arg(self.schema_path(req))
+            .arg(thread)
+            .arg("--")
+            .arg(message)
     }
 
     fn setup_err(phase: Phase, msg: String) -> AgentError {
@@ -225,7 +232,10 @@ impl CodexAgent {
         let out = match result {
             Ok(o) => o,
             Err(ProcError::NotFound { program, .. }) => {
-                return Err(Self::setup_err(phase, format!("`{program}` was not found: codex is not installed; {INSTALL_HINT}")))
+                return Err(Self::setup_err(
+                    phase,
+                    format!("`{program}` was not found: codex is not installed; {INSTALL_HINT}"),
+                ))
             }
             Err(e) => return Err(AgentError::Setup { phase, source: Box::new(e) }),
         };
@@ -242,7 +252,11 @@ impl CodexAgent {
         if out.code != Some(0) {
             let why = if summary.errors.is_empty() {
                 let t = tail(&out.stderr_text(), 3);
-                if t.is_empty() { "no message on stdout or stderr".to_string() } else { t }
+                if t.is_empty() {
+                    "no message on stdout or stderr".to_string()
+                } else {
+                    t
+                }
             } else {
                 summary.errors.join("; ")
             };
@@ -259,7 +273,8 @@ impl CodexAgent {
     fn prepare(&self, req: &PhaseRequest) -> Result<String, AgentError> {
         let phase = req.phase;
         let dir = self.log_dir(req);
-        std::fs::create_dir_all(&dir).map_err(|e| Self::setup_err(phase, format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Self::setup_err(phase, format!("creating {}: {e}", dir.display())))?;
         let schema = self.schema_path(req);
         if let Some(parent) = schema.parent() {
             std::fs::create_dir_all(parent)
@@ -314,7 +329,9 @@ impl Agent for CodexAgent {
                     // E.g. the thread never reached codex's session store: nothing to continue, so the
                     // phase starts over rather than failing on a technicality.
                     Err(AgentError::Crashed { stderr, .. }) => {
-                        notes.push(format!("could not continue codex thread {thread} ({stderr}); started the phase afresh"));
+                        notes.push(format!(
+                            "could not continue codex thread {thread} ({stderr}); started the phase afresh"
+                        ));
                         self.invoke(req, self.fresh_cmd(req, &prompt), &stem, deadline, signal)?
                     }
                     Err(e) => return Err(e),

@@ -90,9 +90,9 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
                 .unwrap_or_default();
             Event::TurnCompleted { usage }
         }
-        "turn.failed" => Event::TurnFailed {
-            message: v.get("error").map(|e| str_of(e, "message")).unwrap_or_default(),
-        },
+        "turn.failed" => {
+            Event::TurnFailed { message: v.get("error").map(|e| str_of(e, "message")).unwrap_or_default() }
+        }
         "error" => Event::Error { message: str_of(&v, "message") },
         "item.started" => Event::ItemStarted(item_of()),
         "item.updated" => Event::ItemUpdated(item_of()),
@@ -132,10 +132,8 @@ impl Summary {
         match &ev {
             Event::ThreadStarted { thread_id } => self.thread_id = Some(thread_id.clone()),
             Event::TurnCompleted { usage } => self.usage = Some(*usage),
-            Event::TurnFailed { message } | Event::Error { message } => {
-                if !self.errors.contains(message) {
-                    self.errors.push(message.clone());
-                }
+            Event::TurnFailed { message } | Event::Error { message } if !self.errors.contains(message) => {
+                self.errors.push(message.clone())
             }
             Event::ItemCompleted(Item::AgentMessage { text }) => self.final_message = Some(text.clone()),
             Event::ItemCompleted(Item::CommandExecution { command, exit_code, .. }) => {
@@ -190,7 +188,10 @@ mod tests {
     fn unknown_types_are_kept_not_fatal() {
         let s = Summary::of(UNKNOWN);
         assert_eq!(s.final_message.as_deref(), Some("{}"));
-        assert_eq!(s.unknown, ["event thread.renamed", "item todo_list", "item web_search", "non-JSON line: not json at all"]);
+        assert_eq!(
+            s.unknown,
+            ["event thread.renamed", "item todo_list", "item web_search", "non-JSON line: not json at all"]
+        );
         assert_eq!(parse_line(r#"{"type":"x.y","z":1}"#), Ok(Event::Unknown { kind: "x.y".into() }));
     }
 }

@@ -56,20 +56,26 @@ impl CodexArgs {
         s.model = self.model.clone().or_else(|| c.model.clone());
         s.profile = self.codex_profile.clone().or_else(|| c.profile.clone());
         let file = crate::config::FILE_NAME;
-        for (phase, v) in [(Phase::Dev, &c.sandbox.dev), (Phase::Review, &c.sandbox.review), (Phase::Fix, &c.sandbox.fix)] {
+        for (phase, v) in
+            [(Phase::Dev, &c.sandbox.dev), (Phase::Review, &c.sandbox.review), (Phase::Fix, &c.sandbox.fix)]
+        {
             if let Some(mode) = v {
                 *sandbox_mut(&mut s, phase) = check_sandbox(mode, &format!("{file} [codex.sandbox] {phase}"))?;
             }
         }
         for spec in &self.sandbox {
-            let (phase, mode) = spec
-                .split_once('=')
-                .ok_or_else(|| CliError::Usage(format!("--sandbox {spec}: expected PHASE=MODE, e.g. review=read-only")))?;
+            let (phase, mode) = spec.split_once('=').ok_or_else(|| {
+                CliError::Usage(format!("--sandbox {spec}: expected PHASE=MODE, e.g. review=read-only"))
+            })?;
             let phase = match phase {
                 "dev" => Phase::Dev,
                 "review" => Phase::Review,
                 "fix" => Phase::Fix,
-                other => return Err(CliError::Usage(format!("--sandbox {spec}: unknown phase {other:?} (dev, review, fix)"))),
+                other => {
+                    return Err(CliError::Usage(format!(
+                        "--sandbox {spec}: unknown phase {other:?} (dev, review, fix)"
+                    )))
+                }
             };
             *sandbox_mut(&mut s, phase) = check_sandbox(mode, &format!("--sandbox {spec}"))?;
         }

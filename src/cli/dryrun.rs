@@ -59,7 +59,11 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<i32, Cl
             out.push_str("(the simulated agent runs no command)\n");
             continue;
         };
-        for (phase, cycle, label) in [(Phase::Dev, 0, "dev".to_string()), (Phase::Review, 0, "review 1".into()), (Phase::Fix, 1, "fix cycle 1".into())] {
+        for (phase, cycle, label) in [
+            (Phase::Dev, 0, "dev".to_string()),
+            (Phase::Review, 0, "review 1".into()),
+            (Phase::Fix, 1, "fix cycle 1".into()),
+        ] {
             let req = PhaseRequest {
                 run_id: run_id.clone(),
                 milestone: milestone.clone(),
@@ -83,7 +87,10 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<i32, Cl
                 argv.truncate(cut);
                 argv.push_str(" -- <prompt>");
             }
-            out.push_str(&format!("{argv}\n(cwd {}, stdin null, timeout {}s)\n", issue.worktree, inputs.phase_timeout_secs));
+            out.push_str(&format!(
+                "{argv}\n(cwd {}, stdin null, timeout {}s)\n",
+                issue.worktree, inputs.phase_timeout_secs
+            ));
             out.push_str(&format!("-- {label}: prompt\n{}\n", prompt.trim_end()));
         }
     }

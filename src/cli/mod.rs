@@ -62,7 +62,7 @@ pub enum Command {
     /// Show a milestone's dependency order and parallel waves.
     Plan(plan::PlanArgs),
     /// Run a milestone's issues through dev → review → fix.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Continue an interrupted or crashed run exactly where it stopped.
     Resume(resume::ResumeArgs),
     /// Re-derive every state from the journal alone, verify the hash chain, print the timeline.
@@ -189,7 +189,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Plan(a) => plan::run(a),
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => run::run(*a),
         Command::Resume(a) => resume::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),

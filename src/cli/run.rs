@@ -95,7 +95,8 @@ pub fn agent_for(spec: &AgentSpec, ids: &[&str], source: &str) -> Result<Box<dyn
             Ok(Box::new(SimAgent::new(scenario)))
         }
         "codex" => {
-            let text = spec.settings.as_deref().ok_or_else(|| CliError::Usage("the run recorded no codex settings".into()))?;
+            let text =
+                spec.settings.as_deref().ok_or_else(|| CliError::Usage("the run recorded no codex settings".into()))?;
             let settings: CodexSettings = serde_json::from_str(text)
                 .map_err(|e| CliError::Usage(format!("the run's recorded codex settings do not parse: {e}")))?;
             Ok(Box::new(CodexAgent::new(settings)))

@@ -231,7 +231,10 @@ pub fn repo(milestone: &str, issues: &[(&str, &str, &[&str])]) -> Repo {
             ),
         )
         .unwrap();
-        map.push_str(&format!("| [{id}](../issues/{id}.md) | {title} | {} |\n", if deps.is_empty() { "—".to_string() } else { deps_list }));
+        map.push_str(&format!(
+            "| [{id}](../issues/{id}.md) | {title} | {} |\n",
+            if deps.is_empty() { "—".to_string() } else { deps_list }
+        ));
     }
     std::fs::write(
         path.join(format!("docs/projects/orbit/milestones/{milestone}.md")),
@@ -275,7 +278,8 @@ stream_idle_timeout_ms = 10000
         )
         .unwrap();
         // loop.toml at the repo root, as a team would have it.
-        std::fs::write(self.path.join("loop.toml"), "[codex]\nmodel = \"gpt-5.5\"\n\n[run]\nphase_timeout = 120\n").unwrap();
+        std::fs::write(self.path.join("loop.toml"), "[codex]\nmodel = \"gpt-5.5\"\n\n[run]\nphase_timeout = 120\n")
+            .unwrap();
         git(&self.path, &["add", "loop.toml"]);
         git(&self.path, &["-c", "commit.gpgsign=false", "commit", "-q", "-m", "loop.toml"]);
         self.codex = Some(codex);
@@ -316,7 +320,8 @@ stream_idle_timeout_ms = 10000
     /// Every journal record of the newest run, as JSON (`loop replay --json`).
     pub fn records(&self, run: &str) -> Vec<Value> {
         let out = self.run(&["replay", run, "--json"], &[]);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("replay --json: {e}: {}", show(&out)));
+        let v: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("replay --json: {e}: {}", show(&out)));
         assert_eq!(v["verified"], true, "{v}");
         v["timeline"].as_array().cloned().unwrap_or_default()
     }
