@@ -359,3 +359,22 @@ fn prompts_list_show_install() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loop.toml:2: unknown field `modle`"), "{}", show(&out));
 }
+
+#[test]
+fn token_budget_caps_the_issue() {
+    let Some(codex) = codex_bin() else { return };
+    let mock = Mock::start(|_, _| message(&work_reply("pass", "loop/M1/ORB-1", "true")));
+    let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
+    r.use_mock(&mock, codex);
+    // The mock reports 100 input + 20 output tokens per response.
+    let out = r.run(&["run", "--json", "--max-tokens-per-issue", "50"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let status = r.status();
+    let s = issue_state(&status, "ORB-1");
+    assert_eq!(s["state"], "Capped");
+    assert_eq!(s["reason"], "token budget exceeded: 120 used, limit 50");
+    assert_eq!(s["tokens"], 120);
+    assert_eq!(status["tokens"], 120);
+    let text = String::from_utf8_lossy(&r.run(&["status"], &[]).stdout).to_string();
+    assert!(text.contains("120 tokens") && text.contains("tokens: 120 in total"), "{text}");
+}
