@@ -371,3 +371,59 @@ impl Agent for CodexAgent {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::PlannedIssue;
+
+    fn req(phase: Phase) -> PhaseRequest {
+        PhaseRequest {
+            run_id: "R".into(),
+            milestone: "M1".into(),
+            issue: PlannedIssue {
+                id: "ORB-1".into(),
+                title: "t".into(),
+                doc: "docs/projects/p/issues/ORB-1.md".into(),
+                blocked_by: vec![],
+                branch: "loop/M1/ORB-1".into(),
+                worktree: "/w".into(),
+            },
+            phase,
+            cycle: 1,
+            attempt: 1,
+            worktree: "/w".into(),
+            last_review: Some(r#"{"required_actions":["do a","do b"]}"#.into()),
+            resume_session: None,
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn argv_per_phase() {
+        let mut s = CodexSettings::new(Path::new("/s/logs"));
+        s.model = Some("gpt-5.5".into());
+        s.config = vec!["a=1".into()];
+        let agent = CodexAgent::new(s);
+        let dev = agent.fresh_cmd(&req(Phase::Dev), "P").display();
+        assert_eq!(
+            dev,
+            "codex exec --json -C /w -s workspace-write -m gpt-5.5 -c sandbox_workspace_write.exclude_slash_tmp=true \
+-c sandbox_workspace_write.exclude_tmpdir_env_var=true -c a=1 --output-schema /s/logs/R/schemas/dev.schema.json -- P"
+        );
+        let review = agent.resume_cmd(&req(Phase::Review), "T", "again").display();
+        assert_eq!(
+            review,
+            "codex exec --json -C /w -s read-only -m gpt-5.5 -c a=1 resume --output-schema \
+/s/logs/R/schemas/review.schema.json T -- again"
+        );
+    }
+
+    #[test]
+    fn fix_prompt_carries_the_required_actions() {
+        let agent = CodexAgent::new(CodexSettings::new(Path::new("/s/logs")));
+        let p = agent.prompt(&req(Phase::Fix)).unwrap();
+        assert!(p.contains("- do a\n- do b"), "{p}");
+        assert!(p.contains("docs/projects/p/reviews/REVIEW-M1.md") && p.contains("fix cycle 1"), "{p}");
+    }
+}

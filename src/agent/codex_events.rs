@@ -177,6 +177,20 @@ mod tests {
         assert!(s.errors.is_empty() && s.unknown.is_empty(), "{s:?}");
     }
 
+    /// Recorded from codex 0.169.0 (`exec --json`, a mocked model that ran one shell command).
+    const RECORDED: &str = include_str!("../../tests/fixtures/codex/recorded-0.169.0-dev.jsonl");
+
+    #[test]
+    fn recorded_stream_of_the_real_cli_parses() {
+        let s = Summary::of(RECORDED);
+        assert_eq!(s.thread_id.as_deref(), Some("01a21024-df2e-72a0-9324-6017e7891bdf"));
+        assert_eq!(s.final_message.as_deref(), Some("{\"status\":\"pass\"}"));
+        assert_eq!(s.commands.len(), 1);
+        assert!(s.commands[0].0.contains("hello.txt") && s.commands[0].1 == Some(0));
+        assert_eq!(s.usage, Some(Tokens { input: 200, cached_input: 0, output: 40, reasoning_output: 0 }));
+        assert!(s.errors.is_empty() && s.unknown.is_empty(), "{s:?}");
+    }
+
     #[test]
     fn failure_stream_keeps_the_message() {
         let s = Summary::of(FAILURE);
