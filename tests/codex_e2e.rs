@@ -272,6 +272,41 @@ fn crash_after_thread_started_resumes_the_same_thread() {
     assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Done");
 }
 
+/// The crash comes right after the first `thread.started` (codex dies with loop's pipe before its
+/// first request): resume reopens that same thread and the phase completes there.
+#[test]
+fn crash_right_after_first_thread_started_continues_that_thread() {
+    let Some(codex) = codex_bin() else { return };
+    let mock = Mock::start(|_, body| match phase_of(body) {
+        "dev" => message(&work_reply("pass", "loop/M1/ORB-1", "true")),
+        _ => message(&review_reply("pass", &[])),
+    });
+    let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
+    r.use_mock(&mock, codex);
+    let out = r.run(&["run"], &[("LOOP_RUN_ID", "crash5"), ("LOOP_FAULT_AFTER_APPEND", "5")]);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(r.wait_no_codex(Duration::from_secs(20)), "orphaned codex: {:?}", r.codex_processes());
+    let before = events(&r.records("crash5"), "session_started");
+    assert_eq!(before.len(), 1);
+    let thread = before[0]["body"]["event"]["session"].as_str().unwrap().to_string();
+
+    let out = r.run(&["resume", "crash5"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let after = r.records("crash5");
+    let dev: Vec<Value> =
+        events(&after, "session_started").into_iter().filter(|s| s["body"]["event"]["phase"] == "dev").collect();
+    assert_eq!(dev.len(), 2);
+    assert_eq!(dev[1]["body"]["event"]["session"], thread.as_str());
+    let resumed = (0..mock.count())
+        .map(|i| mock.request(i))
+        .find(|b| texts(b, "user").join("").contains("loop was interrupted"))
+        .expect("a request continuing the thread");
+    assert!(texts(&resumed, "user").iter().any(|t| t.contains("# dev-auto-parallel")));
+    let note = events(&after, "work_finished")[0]["body"]["evidence"]["note"].as_str().unwrap().to_string();
+    assert!(note.contains(&format!("continued codex thread {thread}")), "{note}");
+    assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Done");
+}
+
 #[test]
 fn dry_run_changes_nothing_and_shows_argv_and_prompts() {
     let mut r = repo(M, &[("ORB-1", "Say hello", &[]), ("ORB-2", "Build on hello", &["ORB-1"])]);

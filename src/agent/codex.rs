@@ -321,14 +321,20 @@ impl Agent for CodexAgent {
         let (mut summary, mut out) = match &req.resume_session {
             Some(thread) => {
                 let cmd = self.resume_cmd(req, thread, &continue_message(&prompt));
-                match self.invoke(req, cmd, &format!("{stem}-resume"), deadline, signal) {
+                let mut reopened = false;
+                let mut watch = |s: Signal| {
+                    reopened = true;
+                    signal(s)
+                };
+                match self.invoke(req, cmd, &format!("{stem}-resume"), deadline, &mut watch) {
                     Ok(r) => {
                         notes.push(format!("continued codex thread {thread} of an interrupted attempt"));
                         r
                     }
-                    // E.g. the thread never reached codex's session store: nothing to continue, so the
-                    // phase starts over rather than failing on a technicality.
-                    Err(AgentError::Crashed { stderr, .. }) => {
+                    // codex could not reopen the thread (it never reached codex's session store):
+                    // nothing to continue, so the phase starts over rather than failing on a
+                    // technicality. A thread that reopened and then failed is a real failure.
+                    Err(AgentError::Crashed { stderr, .. }) if !reopened => {
                         notes.push(format!(
                             "could not continue codex thread {thread} ({stderr}); started the phase afresh"
                         ));
