@@ -37,7 +37,7 @@ pub struct RunArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub codex: super::codex_args::CodexArgs,
-    /// JSON file scripting the simulated agent: {"ISSUE": {"dev": "pass", "reviews": ["changes_required", "pass"]}}.
+    /// JSON file scripting the simulated agent (implies --agent sim): {"ISSUE": {"dev": "pass", "reviews": ["changes_required", "pass"]}}.
     #[arg(long, value_name = "FILE")]
     pub sim_scenario: Option<PathBuf>,
     /// Fix cycles allowed before an issue ends Capped [default: 2, or loop.toml].
@@ -247,7 +247,10 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| CliError::Usage(format!("{}: not valid JSON: {e}", p.display())))?;
     }
-    let codex = match args.agent.as_str() {
+    // A scenario only means something to the simulated agent; scripts written when sim was the
+    // default keep working.
+    let agent_kind = if args.sim_scenario.is_some() { "sim".to_string() } else { args.agent.clone() };
+    let codex = match agent_kind.as_str() {
         "codex" => Some(args.codex.settings(&cfg, &repo, &state)?),
         _ => None,
     };
@@ -256,7 +259,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         repo: repo.clone(),
         state,
         milestone: args.milestone,
-        agent: AgentSpec { kind: args.agent, scenario, settings },
+        agent: AgentSpec { kind: agent_kind, scenario, settings },
         scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         rules: Rules { max_fix_cycles },
         phase_timeout_secs: phase_timeout,
