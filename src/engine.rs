@@ -21,6 +21,7 @@ use crate::journal::view::{Applied, Divergence, RunView};
 use crate::journal::{Body, Evidence, Journal, JournalError, PlannedIssue, Record};
 use crate::machine::{self, Event, IllegalTransition, Phase, State};
 use crate::proc;
+use crate::reviewdoc;
 use crate::workspace::{Removal, Workspace};
 
 #[derive(Debug, thiserror::Error)]
@@ -509,7 +510,11 @@ impl IssueDriver<'_> {
                             Event::WorkFinished { phase, status: out.status }
                         }
                         Ok(None) => {
-                            evidence.note = Some("the agent changed nothing".into());
+                            let nothing = "the agent changed nothing".to_string();
+                            evidence.note = Some(match evidence.note.take() {
+                                Some(n) => format!("{nothing}; {n}"),
+                                None => nothing,
+                            });
                             Event::WorkFinished { phase, status: out.status }
                         }
                         Err(e) => Event::PhaseFailed { phase, reason: format!("committing the agent's changes: {e}") },
@@ -518,7 +523,10 @@ impl IssueDriver<'_> {
                 Err(e) => Event::PhaseFailed { phase, reason: e.to_string() },
             },
             Phase::Review => match output::parse_review(&reply.output) {
-                Ok(out) => Event::ReviewFinished { verdict: out.status },
+                Ok(out) => match self.write_review_doc(planned, &worktree, cycle, &out, &mut evidence) {
+                    Ok(()) => Event::ReviewFinished { verdict: out.status },
+                    Err(reason) => Event::PhaseFailed { phase, reason },
+                },
                 Err(e) => Event::PhaseFailed { phase, reason: e.to_string() },
             },
         };
@@ -530,6 +538,53 @@ impl IssueDriver<'_> {
             }
         }
         Ok(Step::Continue)
+    }
+
+    /// After a review validated: loop itself appends it to the milestone's review doc in the
+    /// worktree and commits that, recording where in the evidence (the agent's output stays verbatim).
+    fn write_review_doc(
+        &self,
+        planned: &PlannedIssue,
+        worktree: &Path,
+        fix_cycles: u32,
+        review: &output::ReviewOutput,
+        evidence: &mut Evidence,
+    ) -> Result<(), String> {
+        let (enabled, milestone, run_id) = {
+            let view = self.handle.view();
+            (view.start.review_doc, view.start.milestone.clone(), view.run_id.clone())
+        };
+        if !enabled {
+            return Ok(());
+        }
+        let rel = reviewdoc::doc_path(&planned.doc, &milestone);
+        let entry = reviewdoc::Entry {
+            run_id: &run_id,
+            issue: &planned.id,
+            review: fix_cycles + 1,
+            fix_cycles,
+            result: review,
+        };
+        reviewdoc::write(worktree, &rel, &milestone, &entry).map_err(|e| e.to_string())?;
+        let message = format!(
+            "{}: review {} ({})\n\nReview entry appended by loop (run {}).",
+            planned.id,
+            fix_cycles + 1,
+            serde_json::to_value(review.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            run_id
+        );
+        let date = self.journal_clock_date();
+        let commit = self
+            .workspace
+            .commit_all(worktree, &message, date.as_deref())
+            .map_err(|e| format!("committing the review doc {rel}: {e}"))?;
+        evidence.commit = commit;
+        let written = format!("review_doc_path={rel}; review_entry_written=true");
+        evidence.note = Some(match evidence.note.take() {
+            Some(n) => format!("{written}; {n}"),
+            None => written,
+        });
+        Ok(())
     }
 
     /// Commit dates follow the journal's clock, so a fixed test clock gives fixed commit ids.

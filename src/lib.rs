@@ -7,12 +7,15 @@
 pub mod agent;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod docs;
 pub mod engine;
 pub mod journal;
 pub mod machine;
 pub mod plan;
 pub mod proc;
+pub mod prompts;
 pub mod render;
+pub mod reviewdoc;
 pub mod runs;
 pub mod workspace;

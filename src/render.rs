@@ -105,6 +105,7 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                 "state": i.state.name(),
                 "fix_cycles": i.state.fix_cycles(),
                 "reason": i.state.reason(),
+                "tokens": i.tokens,
                 "worktree": wt,
             })
         })
@@ -115,6 +116,7 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
         "finished": view.finished,
         "interrupted": view.interrupted,
         "records": view.records,
+        "tokens": view.issues.iter().map(|i| i.tokens).sum::<u64>(),
         "issues": issues,
     });
     if let Some(r) = repo {
@@ -156,6 +158,9 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         if let Some(r) = i.state.reason() {
             notes.push(r.to_string());
         }
+        if i.tokens > 0 {
+            notes.push(format!("{} tokens", i.tokens));
+        }
         if let Some(wt) = &i.worktree {
             if wt.removed {
                 notes.push("worktree removed".into());
@@ -176,5 +181,9 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         ));
     }
     out.push_str(&format!("summary: {}\n", summary(view)));
+    let total: u64 = view.issues.iter().map(|i| i.tokens).sum();
+    if total > 0 {
+        out.push_str(&format!("tokens: {total} in total\n"));
+    }
     out
 }

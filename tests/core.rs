@@ -264,7 +264,7 @@ fn bad_repo(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
 
 fn expect_bad(files: &[(&str, &str)], needle: &str) {
     let (_t, repo) = bad_repo(files);
-    for cmd in [&["plan"][..], &["run", "-q"][..]] {
+    for cmd in [&["plan"][..], &["run", "-q", "--agent", "sim"][..]] {
         let out = loop_cmd(&repo).args(cmd).output().unwrap();
         let (_, err) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");

@@ -3,6 +3,8 @@
 //! The engine validates every reply against the phase's schema ([`output`]), whoever produced it,
 //! so the simulated agent and the real one are held to the same contract.
 
+pub mod codex;
+pub mod codex_events;
 pub mod output;
 pub mod sim;
 

@@ -134,6 +134,9 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
         scenario_source: "the demo scenario".into(),
         rules: Rules::default(),
         phase_timeout_secs: 60,
+        max_tokens_per_issue: None,
+        review_doc: false,
+        issues: Vec::new(),
         jobs: args.jobs,
     };
     let (code, view) = start(inputs, &mut progress)?;

@@ -1,12 +1,16 @@
 //! The command line: one file per subcommand, and the mapping from every error to an exit code.
 
+pub mod codex_args;
 pub mod demo;
+pub mod dryrun;
 pub mod export;
 pub mod plan;
+pub mod prompts;
 pub mod replay;
 pub mod resume;
 pub mod run;
 pub mod runs;
+pub mod select;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -58,7 +62,7 @@ pub enum Command {
     /// Show a milestone's dependency order and parallel waves.
     Plan(plan::PlanArgs),
     /// Run a milestone's issues through dev → review → fix.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Continue an interrupted or crashed run exactly where it stopped.
     Resume(resume::ResumeArgs),
     /// Re-derive every state from the journal alone, verify the hash chain, print the timeline.
@@ -69,6 +73,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Write a run's journal to a portable file (replay it with `loop replay --file`).
     Export(export::ExportArgs),
+    /// List, show or install the dev-auto-* prompt templates.
+    Prompts(prompts::PromptsArgs),
 }
 
 /// Where the repository and loop's state are.
@@ -183,11 +189,12 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Plan(a) => plan::run(a),
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => run::run(*a),
         Command::Resume(a) => resume::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),
         Command::Runs(a) => runs::run(a),
         Command::Export(a) => export::run(a),
+        Command::Prompts(a) => prompts::run(a),
     }
 }

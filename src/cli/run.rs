@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::{exit, CliError, RepoArgs};
+use crate::agent::codex::{CodexAgent, CodexSettings};
 use crate::agent::sim::{parse_scenario, SimAgent};
 use crate::agent::Agent;
 use crate::clock::{self, Clock};
@@ -26,17 +27,31 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub milestone: Option<String>,
     /// Which agent runs the phases.
-    #[arg(long, default_value = "sim", value_parser = ["sim"])]
+    #[arg(long, env = "LOOP_AGENT", default_value = "codex", value_parser = ["codex", "sim"])]
     pub agent: String,
-    /// JSON file scripting the simulated agent: {"ISSUE": {"dev": "pass", "reviews": ["changes_required", "pass"]}}.
+    /// Run only these issues (repeatable); their dependencies must be given too or be Done in an earlier run.
+    #[arg(long = "issue", value_name = "ID")]
+    pub issues: Vec<String>,
+    /// Show the plan, worktree and branch names, rendered prompts and exact codex argv; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub codex: super::codex_args::CodexArgs,
+    /// JSON file scripting the simulated agent (implies --agent sim): {"ISSUE": {"dev": "pass", "reviews": ["changes_required", "pass"]}}.
     #[arg(long, value_name = "FILE")]
     pub sim_scenario: Option<PathBuf>,
-    /// Fix cycles allowed before an issue ends Capped.
-    #[arg(long, default_value_t = crate::machine::DEFAULT_MAX_FIX_CYCLES)]
-    pub max_fix_cycles: u32,
-    /// Seconds one agent phase may take before its process group is killed.
-    #[arg(long, default_value_t = 1800, value_name = "SECS")]
-    pub phase_timeout: u64,
+    /// Fix cycles allowed before an issue ends Capped [default: 2, or loop.toml].
+    #[arg(long)]
+    pub max_fix_cycles: Option<u32>,
+    /// Seconds one agent phase may take before its process group is killed [default: 1800, or loop.toml].
+    #[arg(long, value_name = "SECS")]
+    pub phase_timeout: Option<u64>,
+    /// Tokens one issue may use; over it the issue ends Capped [default: unlimited, or loop.toml].
+    #[arg(long, value_name = "N")]
+    pub max_tokens_per_issue: Option<u64>,
+    /// Do not append reviews to docs/projects/<project>/reviews/REVIEW-<milestone>.md.
+    #[arg(long)]
+    pub no_review_doc: bool,
     /// How many issues may run at once (each in its own worktree).
     #[arg(long, short, default_value_t = 1)]
     pub jobs: usize,
@@ -82,6 +97,13 @@ pub fn agent_for(spec: &AgentSpec, ids: &[&str], source: &str) -> Result<Box<dyn
             };
             Ok(Box::new(SimAgent::new(scenario)))
         }
+        "codex" => {
+            let text =
+                spec.settings.as_deref().ok_or_else(|| CliError::Usage("the run recorded no codex settings".into()))?;
+            let settings: CodexSettings = serde_json::from_str(text)
+                .map_err(|e| CliError::Usage(format!("the run's recorded codex settings do not parse: {e}")))?;
+            Ok(Box::new(CodexAgent::new(settings)))
+        }
         other => Err(CliError::Usage(format!("this loop does not know agent '{other}'"))),
     }
 }
@@ -96,15 +118,32 @@ pub struct RunInputs {
     pub scenario_source: String,
     pub rules: Rules,
     pub phase_timeout_secs: u64,
+    pub max_tokens_per_issue: Option<u64>,
+    pub review_doc: bool,
+    /// Only these issues (empty: the whole milestone).
+    pub issues: Vec<String>,
     pub jobs: usize,
 }
 
 /// Plans the milestone, journals `run_started`, and drives the run. Returns the exit code.
 pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView), CliError> {
-    let RunInputs { repo, state, milestone, agent, scenario_source, rules, phase_timeout_secs, jobs } = inputs;
+    let RunInputs {
+        repo,
+        state,
+        milestone,
+        agent,
+        scenario_source,
+        rules,
+        phase_timeout_secs,
+        max_tokens_per_issue,
+        review_doc,
+        issues: only,
+        jobs,
+    } = inputs;
     let docs = docs::load(&repo)?;
     let milestone = plan::choose_milestone(&docs, milestone.as_deref())?;
-    let plan = plan::build(&docs, &milestone)?;
+    let mut plan = plan::build(&docs, &milestone)?;
+    super::select::only_issues(&mut plan, &only, &state)?;
     let ids: Vec<&str> = plan.order.iter().map(|p| p.id.as_str()).collect();
     // Check the scenario before anything is written.
     let clock = Clock::from_env();
@@ -119,19 +158,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
     let base_commit = ws.head_commit().map_err(|e| {
         CliError::Usage(format!("{}: the repository needs at least one commit to branch from ({e})", repo.display()))
     })?;
-    let wt_root = state.worktrees_dir().join(sanitize(&milestone));
-    let issues: Vec<PlannedIssue> = plan
-        .order
-        .iter()
-        .map(|p| PlannedIssue {
-            id: p.id.clone(),
-            title: p.title.clone(),
-            doc: p.doc.clone(),
-            blocked_by: p.blocked_by.clone(),
-            branch: format!("loop/{}/{}", sanitize(&milestone), sanitize(&p.id)),
-            worktree: wt_root.join(sanitize(&p.id)).display().to_string(),
-        })
-        .collect();
+    let issues = planned_issues(&plan, &state, &milestone);
 
     let run_id = clock::new_run_id(&clock);
     if state.journal_path(&run_id).exists() {
@@ -148,7 +175,8 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
         rules,
         agent,
         phase_timeout_secs,
-        max_tokens_per_issue: None,
+        max_tokens_per_issue,
+        review_doc,
         issues,
     };
     let first = journal.append(Body::RunStarted(start))?;
@@ -157,6 +185,22 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
     progress.record(&first, &applied, &view);
     super::install_interrupt_handler();
     drive(journal, view, agent_impl.as_ref(), &ws, progress, jobs)
+}
+
+/// The plan's issues with the branch and worktree names loop gives them.
+pub fn planned_issues(plan: &plan::Plan, state: &StateDir, milestone: &str) -> Vec<PlannedIssue> {
+    let wt_root = state.worktrees_dir().join(sanitize(milestone));
+    plan.order
+        .iter()
+        .map(|p| PlannedIssue {
+            id: p.id.clone(),
+            title: p.title.clone(),
+            doc: p.doc.clone(),
+            blocked_by: p.blocked_by.clone(),
+            branch: format!("loop/{}/{}", sanitize(milestone), sanitize(&p.id)),
+            worktree: wt_root.join(sanitize(&p.id)).display().to_string(),
+        })
+        .collect()
 }
 
 /// Drives a journaled run to its end or to an interruption.
@@ -187,17 +231,21 @@ pub fn finish_output(view: &RunView, json: bool, repo: &Path, quiet: bool) {
 pub fn run(args: RunArgs) -> Result<i32, CliError> {
     let repo = args.repo.repo_root()?;
     let state = args.repo.state()?;
+    let cfg = crate::config::load(&repo).map_err(|e| CliError::Usage(e.to_string()))?;
     let scenario = match &args.sim_scenario {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| CliError::io(p, e))?),
         None => None,
     };
-    if args.max_fix_cycles > 100 {
+    let max_fix_cycles =
+        args.max_fix_cycles.or(cfg.run.max_fix_cycles).unwrap_or(crate::machine::DEFAULT_MAX_FIX_CYCLES);
+    let phase_timeout = args.phase_timeout.or(cfg.run.phase_timeout).unwrap_or(1800);
+    if max_fix_cycles > 100 {
         return Err(CliError::Usage("--max-fix-cycles must be at most 100".into()));
     }
     if args.jobs == 0 || args.jobs > 64 {
         return Err(CliError::Usage("--jobs must be between 1 and 64".into()));
     }
-    if args.phase_timeout == 0 {
+    if phase_timeout == 0 {
         return Err(CliError::Usage("--phase-timeout must be at least 1 second".into()));
     }
     // A scenario file is checked against the milestone's ids inside `start`; its parse errors
@@ -206,17 +254,34 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| CliError::Usage(format!("{}: not valid JSON: {e}", p.display())))?;
     }
-    let mut progress = Progress { quiet: args.quiet, json_events: args.json_events, start: Instant::now() };
+    // A scenario only means something to the simulated agent; scripts written when sim was the
+    // default keep working.
+    let agent_kind = if args.sim_scenario.is_some() { "sim".to_string() } else { args.agent.clone() };
+    let codex = match agent_kind.as_str() {
+        "codex" => Some(args.codex.settings(&cfg, &repo, &state)?),
+        _ => None,
+    };
+    let settings = codex.as_ref().map(|c| serde_json::to_string(c).expect("settings serialize"));
     let inputs = RunInputs {
         repo: repo.clone(),
         state,
         milestone: args.milestone,
-        agent: AgentSpec { kind: args.agent, scenario, settings: None },
+        agent: AgentSpec { kind: agent_kind, scenario, settings },
         scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        rules: Rules { max_fix_cycles: args.max_fix_cycles },
-        phase_timeout_secs: args.phase_timeout,
+        rules: Rules { max_fix_cycles },
+        phase_timeout_secs: phase_timeout,
+        max_tokens_per_issue: args.max_tokens_per_issue.or(cfg.run.max_tokens_per_issue),
+        review_doc: !args.no_review_doc && cfg.run.review_doc.unwrap_or(true),
+        issues: args.issues,
         jobs: args.jobs,
     };
+    if args.dry_run {
+        return super::dryrun::show(&inputs, codex.as_ref());
+    }
+    if let Some(c) = &codex {
+        crate::agent::codex::check_installed(&c.bin).map_err(CliError::Usage)?;
+    }
+    let mut progress = Progress { quiet: args.quiet, json_events: args.json_events, start: Instant::now() };
     let (code, view) = start(inputs, &mut progress)?;
     finish_output(&view, args.json, &repo, args.quiet);
     Ok(if code == exit::OK { exit::OK } else { code })

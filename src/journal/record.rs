@@ -121,6 +121,9 @@ pub struct RunStart {
     pub phase_timeout_secs: u64,
     /// Tokens one issue may use before it ends Capped.
     pub max_tokens_per_issue: Option<u64>,
+    /// loop appends each review to the milestone's review doc (absent in older journals: off).
+    #[serde(default)]
+    pub review_doc: bool,
     /// Issues in plan order.
     pub issues: Vec<PlannedIssue>,
 }

@@ -1,0 +1,435 @@
+//! The real agent: one `codex exec --json` per phase, in the issue's worktree.
+//!
+//! Invariants:
+//! - codex runs from an argument vector with stdin null, in its own process group, with the
+//!   phase's deadline ([`crate::proc`]); expiry kills the group and the phase fails as timed out.
+//! - `thread.started` is signalled the moment it is read, so the engine journals the thread id
+//!   before anything else happens; a later `loop resume` continues that thread
+//!   (`codex exec resume <id>`) instead of starting the phase over.
+//! - codex does not enforce `--output-schema`, so the final message is validated here; an unusable
+//!   one is asked for again through `exec resume` at most `retries` times, then returned as is for
+//!   the engine to fail the phase on. Nothing is guessed from it.
+//! - Every invocation's raw stdout is kept verbatim under `<logs>/<run>/<issue>/`, stderr beside it.
+//! - Dev and fix run in `workspace-write` with /tmp and $TMPDIR excluded from the writable roots
+//!   (otherwise a repo under /tmp would be writable outside the worktree); review is read-only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::codex_events::{Event, Summary};
+use super::output::{self, OutputError};
+use super::{tail, Agent, AgentError, PhaseReply, PhaseRequest, Signal};
+use crate::machine::Phase;
+use crate::proc::{self, Cmd, ProcError};
+use crate::prompts;
+use crate::workspace::sanitize;
+
+pub const DEFAULT_BIN: &str = "codex";
+pub const INSTALL_HINT: &str =
+    "install it with `npm install -g @openai/codex@0.169.0` (or `brew install codex`), then log in with `codex login`; \
+or point LOOP_CODEX_BIN or `[codex] bin` in loop.toml at the binary";
+
+/// Everything the codex agent needs, recorded as JSON in the run's `AgentSpec.settings` so a
+/// resumed run drives codex exactly as the first one did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodexSettings {
+    pub bin: String,
+    pub model: Option<String>,
+    pub profile: Option<String>,
+    pub sandbox_dev: String,
+    pub sandbox_review: String,
+    pub sandbox_fix: String,
+    /// Extra `-c key=value` overrides, in order.
+    pub config: Vec<String>,
+    /// Re-asks for an unusable final message (via `exec resume`).
+    pub retries: u32,
+    /// `<state>/logs`; streams go to `<logs>/<run>/<issue>/`.
+    pub logs_root: String,
+    /// The user's prompt templates, overriding the built-in ones by name.
+    pub prompts_dir: Option<String>,
+}
+
+impl CodexSettings {
+    pub fn new(logs_root: &Path) -> CodexSettings {
+        CodexSettings {
+            bin: DEFAULT_BIN.into(),
+            model: None,
+            profile: None,
+            sandbox_dev: "workspace-write".into(),
+            sandbox_review: "read-only".into(),
+            sandbox_fix: "workspace-write".into(),
+            config: Vec::new(),
+            retries: 1,
+            logs_root: logs_root.display().to_string(),
+            prompts_dir: None,
+        }
+    }
+
+    pub fn sandbox(&self, phase: Phase) -> &str {
+        match phase {
+            Phase::Dev => &self.sandbox_dev,
+            Phase::Review => &self.sandbox_review,
+            Phase::Fix => &self.sandbox_fix,
+        }
+    }
+}
+
+pub const SANDBOXES: &[&str] = &["read-only", "workspace-write", "danger-full-access"];
+
+/// Is the binary there? `Err` is a message that says how to install it.
+pub fn check_installed(bin: &str) -> Result<PathBuf, String> {
+    let found = if bin.contains('/') {
+        Some(PathBuf::from(bin)).filter(|p| p.is_file())
+    } else {
+        std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).map(|d| d.join(bin)).find(|p| p.is_file()))
+            .unwrap_or(None)
+    };
+    found.ok_or_else(|| {
+        let looked =
+            if bin.contains('/') { format!("{bin} does not exist") } else { format!("`{bin}` is not on PATH") };
+        format!("codex is not installed ({looked}); {INSTALL_HINT}")
+    })
+}
+
+pub struct CodexAgent {
+    pub settings: CodexSettings,
+}
+
+/// The review doc a review is appended to, relative to the repo (see [`crate::reviewdoc`]).
+fn review_doc_for(req: &PhaseRequest) -> String {
+    crate::reviewdoc::doc_path(&req.issue.doc, &req.milestone)
+}
+
+fn required_actions(last_review: Option<&str>) -> String {
+    let actions: Vec<String> = last_review
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .and_then(|v| v.get("required_actions").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    if actions.is_empty() {
+        "- (the review listed none; see its findings in the review doc)".into()
+    } else {
+        actions.iter().map(|a| format!("- {a}")).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl CodexAgent {
+    pub fn new(settings: CodexSettings) -> CodexAgent {
+        CodexAgent { settings }
+    }
+
+    /// `<logs>/<run>/<issue>/`.
+    pub fn log_dir(&self, req: &PhaseRequest) -> PathBuf {
+        Path::new(&self.settings.logs_root).join(sanitize(&req.run_id)).join(sanitize(&req.issue.id))
+    }
+
+    pub fn schema_path(&self, req: &PhaseRequest) -> PathBuf {
+        Path::new(&self.settings.logs_root)
+            .join(sanitize(&req.run_id))
+            .join("schemas")
+            .join(output::schema_file_name(req.phase))
+    }
+
+    /// The phase's prompt, rendered from its template with explicit inputs.
+    pub fn prompt(&self, req: &PhaseRequest) -> Result<String, prompts::PromptError> {
+        let t = prompts::load(prompts::name_for(req.phase), self.settings.prompts_dir.as_deref().map(Path::new))?;
+        let values = [
+            ("run_id", req.run_id.clone()),
+            ("issue_id", req.issue.id.clone()),
+            ("issue_title", req.issue.title.clone()),
+            ("issue_doc", req.issue.doc.clone()),
+            ("milestone", req.milestone.clone()),
+            ("branch", req.issue.branch.clone()),
+            ("worktree", req.worktree.display().to_string()),
+            ("cycle", req.cycle.to_string()),
+            ("review_number", (req.cycle + 1).to_string()),
+            ("required_actions", required_actions(req.last_review.as_deref())),
+            ("review_doc", review_doc_for(req)),
+            ("schema", output::schema_file_name(req.phase).to_string()),
+        ];
+        prompts::render(&t, &values)
+    }
+
+    /// The argv shared by fresh and resumed invocations: everything up to the subcommand.
+    fn base(&self, req: &PhaseRequest) -> Cmd {
+        let s = &self.settings;
+        let sandbox = s.sandbox(req.phase);
+        let mut cmd = Cmd::new(&s.bin).arg("exec").arg("--json").arg("-C").arg(&req.worktree).args(["-s", sandbox]);
+        if let Some(m) = &s.model {
+            cmd = cmd.args(["-m", m]);
+        }
+        if let Some(p) = &s.profile {
+            cmd = cmd.args(["-p", p]);
+        }
+        if sandbox == "workspace-write" {
+            cmd = cmd.args([
+                "-c",
+                "sandbox_workspace_write.exclude_slash_tmp=true",
+                "-c",
+                "sandbox_workspace_write.exclude_tmpdir_env_var=true",
+            ]);
+        }
+        for c in &s.config {
+            cmd = cmd.args(["-c", c]);
+        }
+        cmd.cwd(&req.worktree)
+    }
+
+    /// `codex exec ... --output-schema F -- PROMPT`.
+    pub fn fresh_cmd(&self, req: &PhaseRequest, prompt: &str) -> Cmd {
+        self.base(req).arg("--output-schema").arg(self.schema_path(req)).arg("--").arg(prompt)
+    }
+
+    /// `codex exec ... resume --output-schema F THREAD -- MESSAGE`.
+    pub fn resume_cmd(&self, req: &PhaseRequest, thread: &str, message: &str) -> Cmd {
+        self.base(req)
+            .arg("resume")
+            .arg("--output-schema")
+            .arg(self.schema_path(req))
+            .arg(thread)
+            .arg("--")
+            .arg(message)
+    }
+
+    fn setup_err(phase: Phase, msg: String) -> AgentError {
+        AgentError::Setup { phase, source: msg.into() }
+    }
+
+    /// Runs one codex invocation, logging its stream to `<stem>.jsonl` and `<stem>.stderr`.
+    fn invoke(
+        &self,
+        req: &PhaseRequest,
+        cmd: Cmd,
+        stem: &str,
+        deadline: Instant,
+        signal: &mut dyn FnMut(Signal),
+    ) -> Result<(Summary, proc::Output), AgentError> {
+        let phase = req.phase;
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
+        }
+        let dir = self.log_dir(req);
+        let log_path = dir.join(format!("{stem}.jsonl"));
+        let mut log = std::fs::File::create(&log_path)
+            .map_err(|e| Self::setup_err(phase, format!("creating {}: {e}", log_path.display())))?;
+        let cmd = cmd.timeout(deadline - now);
+        let mut summary = Summary::default();
+        let mut log_failed = None;
+        let result = proc::run_streaming(&cmd, &mut |line| {
+            if let Err(e) = writeln!(log, "{line}") {
+                log_failed.get_or_insert(e);
+            }
+            if let Some(Event::ThreadStarted { thread_id }) = summary.absorb(line) {
+                signal(Signal::SessionStarted { session: thread_id });
+            }
+        });
+        let out = match result {
+            Ok(o) => o,
+            Err(ProcError::NotFound { program, .. }) => {
+                return Err(Self::setup_err(
+                    phase,
+                    format!("`{program}` was not found: codex is not installed; {INSTALL_HINT}"),
+                ))
+            }
+            Err(e) => return Err(AgentError::Setup { phase, source: Box::new(e) }),
+        };
+        let _ = std::fs::write(dir.join(format!("{stem}.stderr")), &out.stderr);
+        if let Some(e) = log_failed {
+            return Err(Self::setup_err(phase, format!("writing {}: {e}", log_path.display())));
+        }
+        if out.cancelled {
+            return Err(AgentError::Interrupted { phase });
+        }
+        if out.timed_out {
+            return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
+        }
+        if out.code != Some(0) {
+            let why = if summary.errors.is_empty() {
+                let t = tail(&out.stderr_text(), 3);
+                if t.is_empty() {
+                    "no message on stdout or stderr".to_string()
+                } else {
+                    t
+                }
+            } else {
+                summary.errors.join("; ")
+            };
+            return Err(AgentError::Crashed {
+                phase,
+                status: out.describe(),
+                exit_code: out.code,
+                stderr: format!("{why} (log: {})", log_path.display()),
+            });
+        }
+        Ok((summary, out))
+    }
+
+    fn prepare(&self, req: &PhaseRequest) -> Result<String, AgentError> {
+        let phase = req.phase;
+        let dir = self.log_dir(req);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Self::setup_err(phase, format!("creating {}: {e}", dir.display())))?;
+        let schema = self.schema_path(req);
+        if let Some(parent) = schema.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Self::setup_err(phase, format!("creating {}: {e}", parent.display())))?;
+        }
+        std::fs::write(&schema, output::schema_text(phase))
+            .map_err(|e| Self::setup_err(phase, format!("writing the schema file {}: {e}", schema.display())))?;
+        self.prompt(req).map_err(|e| AgentError::Setup { phase, source: Box::new(e) })
+    }
+}
+
+fn retry_message(err: &OutputError) -> String {
+    format!(
+        "loop could not use your final message: {err}\n\nReply again with ONLY a JSON object that validates against the \
+output schema you were given — no prose, no code fence. Do not redo the work; just report it."
+    )
+}
+
+/// Sent when continuing an interrupted attempt's thread. The instructions are repeated because a
+/// crash can come before codex stored the first prompt in the thread (it dies with loop's pipe).
+fn continue_message(prompt: &str) -> String {
+    format!(
+        "loop was interrupted while this phase was running and has restarted it in this same thread. If you already \
+did part of the work above, continue from there instead of starting over; then reply with ONLY the JSON object the \
+output schema requires. The phase's instructions, repeated:\n\n{prompt}"
+    )
+}
+
+impl Agent for CodexAgent {
+    fn name(&self) -> &str {
+        "codex"
+    }
+
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
+        let start = Instant::now();
+        let deadline = start + req.timeout;
+        let prompt = self.prepare(req)?;
+        let stem = match req.phase {
+            Phase::Dev => format!("dev-attempt{}", req.attempt),
+            Phase::Review => format!("review{}-attempt{}", req.cycle + 1, req.attempt),
+            Phase::Fix => format!("fix{}-attempt{}", req.cycle, req.attempt),
+        };
+        let mut notes = Vec::new();
+        let (mut summary, mut out) = match &req.resume_session {
+            Some(thread) => {
+                let cmd = self.resume_cmd(req, thread, &continue_message(&prompt));
+                let mut reopened = false;
+                let mut watch = |s: Signal| {
+                    reopened = true;
+                    signal(s)
+                };
+                match self.invoke(req, cmd, &format!("{stem}-resume"), deadline, &mut watch) {
+                    Ok(r) => {
+                        notes.push(format!("continued codex thread {thread} of an interrupted attempt"));
+                        r
+                    }
+                    // codex could not reopen the thread (it never reached codex's session store):
+                    // nothing to continue, so the phase starts over rather than failing on a
+                    // technicality. A thread that reopened and then failed is a real failure.
+                    Err(AgentError::Crashed { stderr, .. }) if !reopened => {
+                        notes.push(format!(
+                            "could not continue codex thread {thread} ({stderr}); started the phase afresh"
+                        ));
+                        self.invoke(req, self.fresh_cmd(req, &prompt), &stem, deadline, signal)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => self.invoke(req, self.fresh_cmd(req, &prompt), &stem, deadline, signal)?,
+        };
+        let mut tokens = summary.usage;
+        let mut final_message = summary.final_message.clone().unwrap_or_default();
+        let mut retries = 0;
+        while let Err(e) = output::validate(req.phase, &final_message) {
+            let Some(thread) = summary.thread_id.clone() else { break };
+            if retries >= self.settings.retries {
+                notes.push(format!("final message still unusable after {retries} retry(ies): {e}"));
+                break;
+            }
+            retries += 1;
+            notes.push(format!("final message unusable ({e}); asked again via `codex exec resume {thread}`"));
+            let cmd = self.resume_cmd(req, &thread, &retry_message(&e));
+            let (s, o) = self.invoke(req, cmd, &format!("{stem}-retry{retries}"), deadline, signal)?;
+            // turn.completed usage accumulates over a thread: the latest is the phase's total.
+            tokens = s.usage.or(tokens);
+            final_message = s.final_message.clone().unwrap_or_default();
+            summary = s;
+            out = o;
+        }
+        if !summary.unknown.is_empty() {
+            notes.push(format!("ignored unknown stream entries: {}", summary.unknown.join(", ")));
+        }
+        Ok(PhaseReply {
+            output: final_message,
+            exit_code: out.code,
+            duration: start.elapsed(),
+            session: summary.thread_id.clone(),
+            tokens,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::PlannedIssue;
+
+    fn req(phase: Phase) -> PhaseRequest {
+        PhaseRequest {
+            run_id: "R".into(),
+            milestone: "M1".into(),
+            issue: PlannedIssue {
+                id: "ORB-1".into(),
+                title: "t".into(),
+                doc: "docs/projects/p/issues/ORB-1.md".into(),
+                blocked_by: vec![],
+                branch: "loop/M1/ORB-1".into(),
+                worktree: "/w".into(),
+            },
+            phase,
+            cycle: 1,
+            attempt: 1,
+            worktree: "/w".into(),
+            last_review: Some(r#"{"required_actions":["do a","do b"]}"#.into()),
+            resume_session: None,
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn argv_per_phase() {
+        let mut s = CodexSettings::new(Path::new("/s/logs"));
+        s.model = Some("gpt-5.5".into());
+        s.config = vec!["a=1".into()];
+        let agent = CodexAgent::new(s);
+        let dev = agent.fresh_cmd(&req(Phase::Dev), "P").display();
+        assert_eq!(
+            dev,
+            "codex exec --json -C /w -s workspace-write -m gpt-5.5 -c sandbox_workspace_write.exclude_slash_tmp=true \
+-c sandbox_workspace_write.exclude_tmpdir_env_var=true -c a=1 --output-schema /s/logs/R/schemas/dev.schema.json -- P"
+        );
+        let review = agent.resume_cmd(&req(Phase::Review), "T", "again").display();
+        assert_eq!(
+            review,
+            "codex exec --json -C /w -s read-only -m gpt-5.5 -c a=1 resume --output-schema \
+/s/logs/R/schemas/review.schema.json T -- again"
+        );
+    }
+
+    #[test]
+    fn fix_prompt_carries_the_required_actions() {
+        let agent = CodexAgent::new(CodexSettings::new(Path::new("/s/logs")));
+        let p = agent.prompt(&req(Phase::Fix)).unwrap();
+        assert!(p.contains("- do a\n- do b"), "{p}");
+        assert!(p.contains("docs/projects/p/reviews/REVIEW-M1.md") && p.contains("fix cycle 1"), "{p}");
+    }
+}

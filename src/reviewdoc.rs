@@ -1,0 +1,157 @@
+//! The review doc: loop (not the agent) appends each validated review's result to
+//! `docs/projects/<project>/reviews/REVIEW-<milestone>.md` in the issue's worktree.
+//!
+//! Invariants:
+//! - The format is stable: one section per review, opened by a marker line
+//!   `<!-- loop-review run=R issue=I review=N -->` and an `## I — review N: status` heading, then
+//!   run, fix cycles, confidence, summary, findings (severity, title, details, evidence), required
+//!   actions and follow-ups, always in that order.
+//! - Writing is idempotent per (run, issue, review): a review re-run after a crash replaces its own
+//!   section instead of adding a second one.
+//! - Only this module writes the file; the engine commits it with loop's own commit.
+
+use std::path::Path;
+
+use crate::agent::output::ReviewOutput;
+use crate::workspace::sanitize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewDocError {
+    #[error("review doc {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// The review doc for an issue doc `docs/projects/<project>/issues/X.md`, relative to the repo:
+/// `docs/projects/<project>/reviews/REVIEW-<milestone>.md` (a sibling `reviews/` of the issue dir).
+pub fn doc_path(issue_doc: &str, milestone: &str) -> String {
+    let project_dir = Path::new(issue_doc).parent().and_then(Path::parent).filter(|p| !p.as_os_str().is_empty());
+    let base = project_dir.map(|p| p.to_path_buf()).unwrap_or_else(|| Path::new("docs").to_path_buf());
+    base.join("reviews").join(format!("REVIEW-{}.md", sanitize(milestone))).display().to_string()
+}
+
+/// One review's identity in the doc.
+pub struct Entry<'a> {
+    pub run_id: &'a str,
+    pub issue: &'a str,
+    /// 1-based review number (fix cycles before it + 1).
+    pub review: u32,
+    pub fix_cycles: u32,
+    pub result: &'a ReviewOutput,
+}
+
+fn marker(e: &Entry) -> String {
+    format!("<!-- loop-review run={} issue={} review={} -->", e.run_id, e.issue, e.review)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The section text for one review.
+pub fn section(e: &Entry) -> String {
+    let r = e.result;
+    let status = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let mut s = format!("{}\n## {} — review {}: {status}\n\n", marker(e), e.issue, e.review);
+    s.push_str(&format!("- Run: {}\n", e.run_id));
+    s.push_str(&format!("- Fix cycles before this review: {}\n", e.fix_cycles));
+    s.push_str(&format!("- Confidence: {}\n", r.confidence));
+    s.push_str(&format!("- Summary: {}\n\n### Findings\n", one_line(&r.summary)));
+    if r.issues.is_empty() {
+        s.push_str("- none\n");
+    }
+    for f in &r.issues {
+        s.push_str(&format!("- **[{}] {}** — {}\n", f.severity, one_line(&f.title), one_line(&f.details)));
+        if !f.evidence.is_empty() {
+            let ev: Vec<String> = f.evidence.iter().map(|x| format!("`{}`", one_line(x))).collect();
+            s.push_str(&format!("  - Evidence: {}\n", ev.join(", ")));
+        }
+    }
+    for (title, items) in [("Required actions", &r.required_actions), ("Follow-ups", &r.followups)] {
+        s.push_str(&format!("\n### {title}\n"));
+        if items.is_empty() {
+            s.push_str("- none\n");
+        }
+        for a in items.iter() {
+            s.push_str(&format!("- {}\n", one_line(a)));
+        }
+    }
+    s
+}
+
+/// Appends (or replaces) the entry in `<worktree>/<rel>`; returns the new file text.
+pub fn write(worktree: &Path, rel: &str, milestone: &str, e: &Entry) -> Result<String, ReviewDocError> {
+    let path = worktree.join(rel);
+    let io = |source| ReviewDocError::Io { path: rel.to_string(), source };
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => format!(
+            "# Reviews: {milestone}\n\nAppended by loop after each review, one section per review. \
+Keep the `loop-review` marker lines: loop finds its entries by them.\n"
+        ),
+        Err(err) => return Err(io(err)),
+    };
+    let new_section = section(e);
+    let m = marker(e);
+    let text = match existing.find(&m) {
+        Some(at) => {
+            let after = at + m.len();
+            let end = existing[after..].find("<!-- loop-review ").map(|i| after + i).unwrap_or(existing.len());
+            let tail = &existing[end..];
+            format!("{}{}{}{}", &existing[..at], new_section, if tail.is_empty() { "" } else { "\n" }, tail)
+        }
+        None => format!("{}\n{}", existing.trim_end_matches('\n').to_string() + "\n", new_section),
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(&path, &text).map_err(io)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::output::parse_review;
+
+    fn review(status: &str) -> ReviewOutput {
+        parse_review(&format!(
+            r#"{{"status":"{status}","summary":"looks\nfine","issues":[{{"severity":"high","title":"t","details":"d","evidence":["a.rs:1"]}}],
+            "required_actions":["fix a"],"followups":[],"review_doc_path":null,"review_entry_written":false,"confidence":"high"}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn path_is_beside_the_issues_dir() {
+        assert_eq!(
+            doc_path("docs/projects/orbit/issues/ORB-1.md", "M1-core"),
+            "docs/projects/orbit/reviews/REVIEW-M1-core.md"
+        );
+        assert_eq!(doc_path("ORB-1.md", "M1"), "docs/reviews/REVIEW-M1.md");
+    }
+
+    #[test]
+    fn entries_append_in_a_stable_format_and_rewrites_replace() {
+        let d = tempfile::tempdir().unwrap();
+        let rel = "docs/projects/p/reviews/REVIEW-M.md";
+        let r1 = review("changes_required");
+        let e1 = Entry { run_id: "R", issue: "I-1", review: 1, fix_cycles: 0, result: &r1 };
+        write(d.path(), rel, "M", &e1).unwrap();
+        let r2 = review("pass");
+        let e2 = Entry { run_id: "R", issue: "I-1", review: 2, fix_cycles: 1, result: &r2 };
+        let text = write(d.path(), rel, "M", &e2).unwrap();
+        assert!(text.starts_with("# Reviews: M\n"));
+        assert!(
+            text.contains(
+                "<!-- loop-review run=R issue=I-1 review=1 -->\n## I-1 — review 1: changes_required\n\n- Run: R\n\
+- Fix cycles before this review: 0\n- Confidence: high\n- Summary: looks fine\n\n### Findings\n\
+- **[high] t** — d\n  - Evidence: `a.rs:1`\n\n### Required actions\n- fix a\n\n### Follow-ups\n- none\n"
+            ),
+            "{text}"
+        );
+        // The same review written again (a re-run after a crash) replaces its own section.
+        let again = write(d.path(), rel, "M", &e1).unwrap();
+        assert_eq!(again, text);
+        assert_eq!(again.matches("<!-- loop-review").count(), 2);
+    }
+}

@@ -1,0 +1,386 @@
+//! Test support: a scripted mock of the model API (the OpenAI Responses streaming endpoint) on
+//! 127.0.0.1, isolated codex homes, temporary repos with issue docs, and a runner for the real
+//! `loop` binary.
+//!
+//! The mock speaks just enough HTTP/1.1 for codex: one request per connection
+//! (`connection: close`), a JSON body with content-length, and either an SSE stream, an error
+//! status, or silence (the connection is held open and never answered).
+
+#![allow(dead_code, reason = "each test binary uses a different part of this module")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// How the mock answers one request.
+pub enum Reply {
+    /// `200 text/event-stream` with these events (each `{"type": ...}`), then close.
+    Sse(Vec<Value>),
+    /// An HTTP error status with a JSON error body.
+    Status(u16, String),
+    /// Never answer; hold the connection open.
+    Hang,
+}
+
+type Handler = dyn Fn(usize, &Value) -> Reply + Send + Sync;
+
+pub struct Mock {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Mock {
+    /// Starts the mock; `handler(n, body)` decides the reply to the n-th request (0-based).
+    pub fn start(handler: impl Fn(usize, &Value) -> Reply + Send + Sync + 'static) -> Mock {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let reqs = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (reqs, handler) = (reqs.clone(), handler.clone());
+                std::thread::spawn(move || serve(stream, &reqs, &*handler));
+            }
+        });
+        Mock { port, requests }
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn request(&self, n: usize) -> Value {
+        self.requests.lock().unwrap()[n].clone()
+    }
+}
+
+fn serve(stream: TcpStream, reqs: &Mutex<Vec<Value>>, handler: &Handler) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let n = {
+        let mut r = reqs.lock().unwrap();
+        r.push(body.clone());
+        r.len() - 1
+    };
+    let mut out = stream;
+    match handler(n, &body) {
+        Reply::Sse(events) => {
+            let mut text = String::from(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n",
+            );
+            for e in events {
+                text.push_str(&format!("event: {}\ndata: {}\n\n", e["type"].as_str().unwrap_or("message"), e));
+            }
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        Reply::Status(code, message) => {
+            let body = json!({"error": {"message": message, "type": "server_error", "code": null}}).to_string();
+            let text = format!(
+                "HTTP/1.1 {code} Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = out.write_all(text.as_bytes());
+        }
+        Reply::Hang => {
+            std::thread::sleep(Duration::from_secs(600));
+        }
+    }
+}
+
+fn completed(id: &str) -> Value {
+    json!({"type": "response.completed", "response": {"id": id, "usage": {
+        "input_tokens": 100, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 120}}})
+}
+
+/// A final assistant message.
+pub fn message(text: &str) -> Reply {
+    Reply::Sse(vec![
+        json!({"type": "response.output_item.done", "item": {"type": "message", "role": "assistant", "id": "msg_1",
+            "content": [{"type": "output_text", "text": text}]}}),
+        completed("resp_msg"),
+    ])
+}
+
+/// A shell command the agent runs (codex's `exec_command` tool).
+pub fn shell(call_id: &str, cmd: &str) -> Reply {
+    Reply::Sse(vec![
+        json!({"type": "response.output_item.done", "item": {"type": "function_call", "call_id": call_id,
+            "name": "exec_command", "arguments": json!({"cmd": cmd}).to_string()}}),
+        completed("resp_shell"),
+    ])
+}
+
+/// A patch the agent applies (codex's `apply_patch` tool).
+pub fn patch(call_id: &str, patch: &str) -> Reply {
+    Reply::Sse(vec![
+        json!({"type": "response.output_item.done", "item": {"type": "custom_tool_call", "call_id": call_id,
+            "name": "apply_patch", "input": patch}}),
+        completed("resp_patch"),
+    ])
+}
+
+/// Every text of the request's input messages with this role, in order.
+pub fn texts(body: &Value, role: &str) -> Vec<String> {
+    body["input"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|i| i["type"] == "message" && i["role"] == role)
+                .flat_map(|i| i["content"].as_array().cloned().unwrap_or_default())
+                .filter_map(|c| c["text"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The request's whole input, as text (for "does it contain ..." checks).
+pub fn input_text(body: &Value) -> String {
+    body["input"].to_string()
+}
+
+/// The type of the last input item (`function_call_output` after a tool ran).
+pub fn last_item_type(body: &Value) -> String {
+    body["input"].as_array().and_then(|a| a.last()).and_then(|i| i["type"].as_str()).unwrap_or("").to_string()
+}
+
+/// The real codex binary for tests: `LOOP_TEST_CODEX_BIN` (set by scripts/test.sh). On CI its
+/// absence is a failure, never a skip.
+pub fn codex_bin() -> Option<PathBuf> {
+    match std::env::var_os("LOOP_TEST_CODEX_BIN") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            if std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false) {
+                panic!("LOOP_TEST_CODEX_BIN is unset on CI: run the tests through scripts/test.sh");
+            }
+            eprintln!("skipping: LOOP_TEST_CODEX_BIN is unset (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// A temporary git repo with a milestone's issue docs, plus an isolated CODEX_HOME.
+pub struct Repo {
+    pub tmp: tempfile::TempDir,
+    pub path: PathBuf,
+    pub codex_home: PathBuf,
+    pub codex: Option<PathBuf>,
+}
+
+pub const GIT_ENV: &[(&str, &str)] = &[
+    ("GIT_AUTHOR_NAME", "loop test"),
+    ("GIT_AUTHOR_EMAIL", "test@loop.invalid"),
+    ("GIT_COMMITTER_NAME", "loop test"),
+    ("GIT_COMMITTER_EMAIL", "test@loop.invalid"),
+];
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).envs(GIT_ENV.iter().copied()).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// `issues`: (id, title, blocked_by).
+pub fn repo(milestone: &str, issues: &[(&str, &str, &[&str])]) -> Repo {
+    let tmp = tempfile::Builder::new().prefix("loop-codex-test-").tempdir().unwrap();
+    let path = std::fs::canonicalize(tmp.path()).unwrap().join("repo");
+    let codex_home = path.parent().unwrap().join("codex-home");
+    std::fs::create_dir_all(path.join("docs/projects/orbit/issues")).unwrap();
+    std::fs::create_dir_all(path.join("docs/projects/orbit/milestones")).unwrap();
+    std::fs::create_dir_all(&codex_home).unwrap();
+    let mut map = String::from("| ID | Title | Blocked by |\n|----|-------|------------|\n");
+    for (id, title, deps) in issues {
+        let deps_list = deps.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+        std::fs::write(
+            path.join(format!("docs/projects/orbit/issues/{id}.md")),
+            format!(
+                "---\nid: {id}\ntitle: {title}\nmilestone: {milestone}\nblocked_by: [{deps_list}]\n---\n\n# {id}: {title}\n\n## Acceptance\n- [ ] it works\n"
+            ),
+        )
+        .unwrap();
+        map.push_str(&format!(
+            "| [{id}](../issues/{id}.md) | {title} | {} |\n",
+            if deps.is_empty() { "—".to_string() } else { deps_list }
+        ));
+    }
+    std::fs::write(
+        path.join(format!("docs/projects/orbit/milestones/{milestone}.md")),
+        format!("---\nid: {milestone}\ntitle: test milestone\n---\n\n# {milestone}\n\n## Issue Map\n\n{map}"),
+    )
+    .unwrap();
+    std::fs::write(path.join("README.md"), "# orbit\n").unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    git(&path, &["add", "-A"]);
+    git(&path, &["-c", "commit.gpgsign=false", "commit", "-q", "-m", "init"]);
+    Repo { tmp, path, codex_home, codex: None }
+}
+
+impl Repo {
+    /// Points codex (through CODEX_HOME) at the mock; nothing leaves 127.0.0.1.
+    pub fn use_mock(&mut self, mock: &Mock, codex: PathBuf) {
+        std::fs::write(
+            self.codex_home.join("config.toml"),
+            format!(
+                r#"model_provider = "mock"
+check_for_update_on_startup = false
+
+[analytics]
+enabled = false
+
+[features]
+plugins = false
+apps = false
+
+[model_providers.mock]
+name = "mock"
+base_url = "http://127.0.0.1:{}/v1"
+env_key = "MOCK_KEY"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+stream_idle_timeout_ms = 10000
+"#,
+                mock.port
+            ),
+        )
+        .unwrap();
+        // loop.toml at the repo root, as a team would have it.
+        std::fs::write(self.path.join("loop.toml"), "[codex]\nmodel = \"gpt-5.5\"\n\n[run]\nphase_timeout = 120\n")
+            .unwrap();
+        git(&self.path, &["add", "loop.toml"]);
+        git(&self.path, &["-c", "commit.gpgsign=false", "commit", "-q", "-m", "loop.toml"]);
+        self.codex = Some(codex);
+    }
+
+    pub fn loop_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_loop"));
+        c.args(args)
+            .arg("--repo")
+            .arg(&self.path)
+            .current_dir(&self.path)
+            .stdin(Stdio::null())
+            .env("CODEX_HOME", &self.codex_home)
+            .env("MOCK_KEY", "test-key")
+            .env("LOOP_NOW", "2026-01-02T03:04:05Z")
+            .env_remove("LOOP_AGENT")
+            .env_remove("LOOP_FAULT_AFTER_APPEND")
+            .env_remove("LOOP_STATE_DIR")
+            .envs(GIT_ENV.iter().copied());
+        match &self.codex {
+            Some(b) => c.env("LOOP_CODEX_BIN", b),
+            None => c.env_remove("LOOP_CODEX_BIN"),
+        };
+        c
+    }
+
+    pub fn run(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let mut c = self.loop_cmd(args);
+        c.envs(extra_env.iter().copied());
+        c.output().expect("run loop")
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.run(&["status", "--json"], &[]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {}", show(&out)))
+    }
+
+    /// Every journal record of the newest run, as JSON (`loop replay --json`).
+    pub fn records(&self, run: &str) -> Vec<Value> {
+        let out = self.run(&["replay", run, "--json"], &[]);
+        let v: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("replay --json: {e}: {}", show(&out)));
+        assert_eq!(v["verified"], true, "{v}");
+        v["timeline"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Processes whose environment names this repo's CODEX_HOME (codex and its children).
+    pub fn codex_processes(&self) -> Vec<u32> {
+        let needle = format!("CODEX_HOME={}", self.codex_home.display());
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            if let Ok(env) = std::fs::read(e.path().join("environ")) {
+                let has = env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes());
+                let is_loop = std::fs::read_link(e.path().join("exe"))
+                    .map(|p| p.file_name().is_some_and(|n| n == "loop"))
+                    .unwrap_or(false);
+                if has && !is_loop {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    pub fn wait_no_codex(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if self.codex_processes().is_empty() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A valid dev/fix reply.
+pub fn work_reply(status: &str, branch: &str, test_cmd: &str) -> String {
+    json!({"status": status, "branch": branch, "worktree": null, "stack_branches": [], "draft_prs": [],
+        "tests_run": [{"command": test_cmd, "status": "pass", "notes": ""}], "docs_updated": [], "deferred": [],
+        "open_questions": []})
+    .to_string()
+}
+
+/// A valid review reply.
+pub fn review_reply(status: &str, actions: &[&str]) -> String {
+    let issues: Vec<Value> = actions
+        .iter()
+        .map(|a| json!({"severity": "high", "title": format!("needs: {a}"), "details": "found in review", "evidence": ["hello.txt:1"]}))
+        .collect();
+    json!({"status": status, "summary": format!("review says {status}"), "issues": issues, "required_actions": actions,
+        "followups": [], "review_doc_path": null, "review_entry_written": false, "confidence": "high"})
+    .to_string()
+}
