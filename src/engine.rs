@@ -52,6 +52,7 @@ pub struct Engine<'a> {
     workspace: &'a dyn Workspace,
     observer: &'a mut dyn Observer,
     clock_fixed: bool,
+    guard: Option<&'a crate::guard::Guard>,
 }
 
 enum Step {
@@ -68,7 +69,12 @@ impl<'a> Engine<'a> {
         observer: &'a mut dyn Observer,
     ) -> Engine<'a> {
         let clock_fixed = std::env::var_os("LOOP_NOW").is_some();
-        Engine { journal, view, agent, workspace, observer, clock_fixed }
+        Engine { journal, view, agent, workspace, observer, clock_fixed, guard: None }
+    }
+
+    /// Turns on the guardrails (docs/safety.md) for this drive.
+    pub fn set_guard(&mut self, guard: &'a crate::guard::Guard) {
+        self.guard = Some(guard);
     }
 
     pub fn view(&self) -> &RunView {
@@ -189,6 +195,12 @@ impl<'a> Engine<'a> {
                 let note = adopt.then(|| "adopted the worktree of an interrupted attempt".to_string());
                 let evidence = note.map(|n| Evidence { note: Some(n), ..Default::default() });
                 self.event(id, Event::WorktreeCreated { path, branch, base }, evidence)?;
+                // guard: Graphite stack tracking (--stack graphite)
+                if let Some(g) = self.guard {
+                    if let Some(e) = g.after_worktree_created(planned, &self.view) {
+                        self.event(id, e, None)?;
+                    }
+                }
             }
             Err(e) => {
                 self.event(id, Event::WorktreeFailed { reason: format!("worktree: {e}") }, None)?;
@@ -233,6 +245,22 @@ impl<'a> Engine<'a> {
             last_review: issue_view.last_review.clone(),
             resume_session: issue_view.session.clone(),
             timeout: Duration::from_secs(self.view.start.phase_timeout_secs),
+            env: Vec::new(),
+        };
+        let mut req = req;
+        // guard: before-phase check (journaled); shims for the agent's shell
+        let guard_before = match self.guard {
+            Some(g) => {
+                let before = g.before_phase(planned, &worktree, phase, &self.view);
+                let failed = matches!(before.event, Event::GuardChecked { ok: false, .. });
+                self.event(id, before.event, None)?;
+                if failed {
+                    return Ok(Step::Continue);
+                }
+                req.env = before.env;
+                before.snapshot
+            }
+            None => None,
         };
         let agent = self.agent;
         let mut journal_failure: Option<EngineError> = None;
@@ -247,6 +275,19 @@ impl<'a> Engine<'a> {
         });
         if let Some(e) = journal_failure {
             return Err(e);
+        }
+        // guard: shim decisions, then the after-phase check (a violation fails the phase)
+        if let (Some(g), Some(before)) = (self.guard, &guard_before) {
+            if !matches!(result, Err(AgentError::Interrupted { .. })) {
+                let (decisions, violation) = g.after_phase(planned, &worktree, phase, before);
+                for d in decisions {
+                    self.event(id, d, None)?;
+                }
+                if let Some(v) = violation {
+                    self.event(id, v, None)?;
+                    return Ok(Step::Continue);
+                }
+            }
         }
         let reply = match result {
             Ok(r) => r,
@@ -324,6 +365,12 @@ impl<'a> Engine<'a> {
             return Ok(());
         }
         let path = wt.path.clone();
+        // guard: draft submission at Done (--submit draft)
+        if let (Some(g), State::Done { .. }) = (self.guard, &iv.state) {
+            if let Some(e) = g.at_done(planned, Path::new(&path)) {
+                self.event(id, e, None)?;
+            }
+        }
         let event = match &iv.state {
             State::Done { .. } | State::Capped { .. } => {
                 match self.workspace.remove(Path::new(&path), &wt.branch) {

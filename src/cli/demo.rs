@@ -131,6 +131,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
         scenario_source: "the demo scenario".into(),
         rules: Rules::default(),
         phase_timeout_secs: 60,
+        guard: Some(Default::default()),
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();

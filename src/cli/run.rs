@@ -46,6 +46,8 @@ pub struct RunArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub guard: crate::guard::GuardArgs,
 }
 
 /// Prints each record as it becomes durable.
@@ -93,11 +95,13 @@ pub struct RunInputs {
     pub scenario_source: String,
     pub rules: Rules,
     pub phase_timeout_secs: u64,
+    /// Guardrails (docs/safety.md); `None` runs unguarded.
+    pub guard: Option<crate::guard::GuardArgs>,
 }
 
 /// Plans the milestone, journals `run_started`, and drives the run. Returns the exit code.
 pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView), CliError> {
-    let RunInputs { repo, state, milestone, agent, scenario_source, rules, phase_timeout_secs } = inputs;
+    let RunInputs { repo, state, milestone, agent, scenario_source, rules, phase_timeout_secs, guard } = inputs;
     let docs = docs::load(&repo)?;
     let milestone = plan::choose_milestone(&docs, milestone.as_deref())?;
     let plan = plan::build(&docs, &milestone)?;
@@ -146,6 +150,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
         phase_timeout_secs,
         max_tokens_per_issue: None,
         issues,
+        guard: guard.map(|g| g.spec(&state.logs_dir(&run_id))),
     };
     let first = journal.append(Body::RunStarted(start))?;
     let view = RunView::new(&first)?;
@@ -163,7 +168,14 @@ pub fn drive(
     ws: &dyn Workspace,
     progress: &mut Progress,
 ) -> Result<(i32, RunView), CliError> {
+    let guard = view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, Path::new(&view.start.repo)));
+    if let Some(w) = view.start.guard.as_ref().and_then(|g| g.config.sandbox.warning()) {
+        eprintln!("loop: {w}");
+    }
     let mut engine = Engine::new(journal, view, agent, ws, progress);
+    if let Some(g) = &guard {
+        engine.set_guard(g);
+    }
     let outcome = engine.drive()?;
     let view = engine.view().clone();
     let code = super::run_exit_code(&view, outcome);
@@ -209,6 +221,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         rules: Rules { max_fix_cycles: args.max_fix_cycles },
         phase_timeout_secs: args.phase_timeout,
+        guard: Some(args.guard),
     };
     let (code, view) = start(inputs, &mut progress)?;
     finish_output(&view, args.json, &repo, args.quiet);

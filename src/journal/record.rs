@@ -123,6 +123,9 @@ pub struct RunStart {
     pub max_tokens_per_issue: Option<u64>,
     /// Issues in plan order.
     pub issues: Vec<PlannedIssue>,
+    /// Guardrails (absent in journals written before they existed: no guard).
+    #[serde(default)]
+    pub guard: Option<crate::guard::GuardSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
