@@ -43,9 +43,14 @@ pub struct Gt {
 }
 
 impl Gt {
-    /// The gt binary: `LOOP_GT_BIN`, else `gt` on PATH.
+    /// The gt binary: `LOOP_GT_BIN`, else `gt` on PATH; `LOOP_GT_TIMEOUT_SECS` bounds each call.
     pub fn from_env(timeout: Duration) -> Gt {
         let bin = std::env::var_os("LOOP_GT_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("gt"));
+        let timeout = std::env::var("LOOP_GT_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(timeout);
         Gt { bin, timeout }
     }
 

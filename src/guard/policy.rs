@@ -416,8 +416,10 @@ fn classify_git(argv: &[String], ctx: &PolicyContext) -> Decision {
         let value = if GIT_GLOBAL_VALUE.contains(&name.as_str()) && !attached {
             i += 1;
             argv.get(i).cloned()
+        } else if !a.starts_with("--") {
+            a.get(2..).map(String::from)
         } else {
-            a.split_once('=').map(|(_, v)| v.to_string()).or_else(|| a.get(2..).map(String::from))
+            a.split_once('=').map(|(_, v)| v.to_string())
         };
         if (name == "c" || a.starts_with("-c")) && value.as_deref().is_some_and(|v| v.to_ascii_lowercase().starts_with("alias.")) {
             return refuse("git-inline-alias", "`git -c alias.…` hides the real command; refused");
