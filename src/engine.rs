@@ -177,6 +177,7 @@ pub struct Engine<'a> {
     workspace: &'a dyn Workspace,
     observer: &'a mut dyn Observer,
     jobs: usize,
+    guard: Option<&'a crate::guard::Guard>,
 }
 
 enum Step {
@@ -195,7 +196,12 @@ impl<'a> Engine<'a> {
         workspace: &'a dyn Workspace,
         observer: &'a mut dyn Observer,
     ) -> Engine<'a> {
-        Engine { journal, view, agent, workspace, observer, jobs: 1 }
+        Engine { journal, view, agent, workspace, observer, jobs: 1, guard: None }
+    }
+
+    /// Turns on the guardrails (docs/safety.md) for this drive.
+    pub fn set_guard(&mut self, guard: &'a crate::guard::Guard) {
+        self.guard = Some(guard);
     }
 
     /// How many issues may run at once.
@@ -208,7 +214,7 @@ impl<'a> Engine<'a> {
     /// terminal (it is Blocked at once if one of them is not Done); up to `jobs` run at a time,
     /// picked in plan order, so `--jobs 1` is the plan order exactly.
     pub fn drive(self) -> Result<(Outcome, RunView), EngineError> {
-        let Engine { journal, view, agent, workspace, observer, jobs } = self;
+        let Engine { journal, view, agent, workspace, observer, jobs, guard } = self;
         let order: Vec<PlannedIssue> = view.start.issues.clone();
         let shared = Arc::new(Mutex::new(view));
         let observer: Arc<Mutex<&mut dyn Observer>> = Arc::new(Mutex::new(observer));
@@ -254,7 +260,7 @@ impl<'a> Engine<'a> {
                             continue;
                         }
                         running.insert(planned.id.clone());
-                        let driver = IssueDriver { handle: handle.clone(), agent, workspace, clock_fixed };
+                        let driver = IssueDriver { handle: handle.clone(), agent, workspace, clock_fixed, guard };
                         let done_tx = done_tx.clone();
                         let planned = planned.clone();
                         scope.spawn(move || {
@@ -314,6 +320,7 @@ struct IssueDriver<'a> {
     agent: &'a dyn Agent,
     workspace: &'a dyn Workspace,
     clock_fixed: bool,
+    guard: Option<&'a crate::guard::Guard>,
 }
 
 impl IssueDriver<'_> {
@@ -399,6 +406,13 @@ impl IssueDriver<'_> {
                 let note = adopt.then(|| "adopted the worktree of an interrupted attempt".to_string());
                 let evidence = note.map(|n| Evidence { note: Some(n), ..Default::default() });
                 self.event(id, Event::WorktreeCreated { path, branch, base }, evidence)?;
+                // guard: Graphite stack tracking (--stack graphite)
+                if let Some(g) = self.guard {
+                    let tracked = g.after_worktree_created(planned, &self.handle.view());
+                    if let Some(e) = tracked {
+                        self.event(id, e, None)?;
+                    }
+                }
             }
             Err(e) => {
                 self.event(id, Event::WorktreeFailed { reason: format!("worktree: {e}") }, None)?;
@@ -458,6 +472,22 @@ impl IssueDriver<'_> {
             last_review: issue_view.last_review.clone(),
             resume_session: issue_view.session.clone(),
             timeout: Duration::from_secs(timeout_secs),
+            env: Vec::new(),
+        };
+        let mut req = req;
+        // guard: before-phase check (journaled); shims for the agent's shell
+        let guard_before = match self.guard {
+            Some(g) => {
+                let before = g.before_phase(planned, &worktree, phase, &self.handle.view());
+                let failed = matches!(before.event, Event::GuardChecked { ok: false, .. });
+                self.event(id, before.event, None)?;
+                if failed {
+                    return Ok(Step::Continue);
+                }
+                req.env = before.env;
+                before.snapshot
+            }
+            None => None,
         };
         let agent = self.agent;
         let mut journal_failure: Option<EngineError> = None;
@@ -472,6 +502,19 @@ impl IssueDriver<'_> {
         });
         if let Some(e) = journal_failure {
             return Err(e);
+        }
+        // guard: shim decisions, then the after-phase check (a violation fails the phase)
+        if let (Some(g), Some(before)) = (self.guard, &guard_before) {
+            if !matches!(result, Err(AgentError::Interrupted { .. })) {
+                let (decisions, violation) = g.after_phase(planned, &worktree, phase, before);
+                for d in decisions {
+                    self.event(id, d, None)?;
+                }
+                if let Some(v) = violation {
+                    self.event(id, v, None)?;
+                    return Ok(Step::Continue);
+                }
+            }
         }
         let reply = match result {
             Ok(r) => r,
@@ -602,6 +645,12 @@ impl IssueDriver<'_> {
             return Ok(());
         }
         let path = wt.path.clone();
+        // guard: draft submission at Done (--submit draft)
+        if let (Some(g), State::Done { .. }) = (self.guard, &iv.state) {
+            if let Some(e) = g.at_done(planned, Path::new(&path)) {
+                self.event(id, e, None)?;
+            }
+        }
         let event = match &iv.state {
             State::Done { .. } | State::Capped { .. } => {
                 match self.workspace.remove(Path::new(&path), &wt.branch) {

@@ -176,6 +176,16 @@ pub enum Event {
     WorktreeRemoved { path: String },
     /// The worktree was kept after the issue ended, with the reason.
     WorktreeKept { path: String, reason: String },
+    /// The guard's before-phase check (main checkout, worktree ownership and branch).
+    GuardChecked { phase: Phase, ok: bool, details: Vec<String> },
+    /// After the phase, things outside the issue's branch and worktree had changed.
+    GuardViolation { phase: Phase, changes: Vec<String> },
+    /// A git/gt shim or the Claude Code hook classified a command the agent ran.
+    CommandDecided { phase: Phase, tool: String, argv: Vec<String>, allowed: bool, rule: String },
+    /// `gt track` of the new worktree's branch onto its parent (`--stack graphite`).
+    StackTracked { parent: String, error: Option<String> },
+    /// `gt submit --draft` at Done (`--submit draft`); a failure is reported, the issue stays Done.
+    StackSubmitted { ok: bool, detail: String },
 }
 
 impl Event {
@@ -194,6 +204,11 @@ impl Event {
             Event::Interrupted => "interrupted",
             Event::WorktreeRemoved { .. } => "worktree_removed",
             Event::WorktreeKept { .. } => "worktree_kept",
+            Event::GuardChecked { .. } => "guard_checked",
+            Event::GuardViolation { .. } => "guard_violation",
+            Event::CommandDecided { .. } => "command_decided",
+            Event::StackTracked { .. } => "stack_tracked",
+            Event::StackSubmitted { .. } => "stack_submitted",
         }
     }
 }
@@ -279,6 +294,30 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<State, 
             state.clone()
         }
 
+        (S::Dev, E::GuardChecked { phase: Phase::Dev, ok, details })
+        | (S::Review { .. }, E::GuardChecked { phase: Phase::Review, ok, details })
+        | (S::Fix { .. }, E::GuardChecked { phase: Phase::Fix, ok, details }) => {
+            if *ok {
+                state.clone()
+            } else {
+                S::Failed { fix_cycles: state.fix_cycles(), reason: format!("guard: {}", details.join("; ")) }
+            }
+        }
+        (S::Dev, E::GuardViolation { phase: Phase::Dev, changes })
+        | (S::Review { .. }, E::GuardViolation { phase: Phase::Review, changes })
+        | (S::Fix { .. }, E::GuardViolation { phase: Phase::Fix, changes }) => S::Failed {
+            fix_cycles: state.fix_cycles(),
+            reason: format!("guard: the agent changed things outside its worktree: {}", changes.join("; ")),
+        },
+        (S::Dev, E::CommandDecided { phase: Phase::Dev, .. })
+        | (S::Review { .. }, E::CommandDecided { phase: Phase::Review, .. })
+        | (S::Fix { .. }, E::CommandDecided { phase: Phase::Fix, .. }) => state.clone(),
+        (S::WorktreeReady, E::StackTracked { parent, error }) => match error {
+            None => S::WorktreeReady,
+            Some(e) => S::Failed { fix_cycles: 0, reason: format!("gt track -p {parent}: {e}") },
+        },
+        (S::Done { .. }, E::StackSubmitted { .. }) => state.clone(),
+
         (
             S::Pending
             | S::WorktreeReady
@@ -301,7 +340,12 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<State, 
             | E::PhaseFailed { .. }
             | E::Interrupted
             | E::WorktreeRemoved { .. }
-            | E::WorktreeKept { .. },
+            | E::WorktreeKept { .. }
+            | E::GuardChecked { .. }
+            | E::GuardViolation { .. }
+            | E::CommandDecided { .. }
+            | E::StackTracked { .. }
+            | E::StackSubmitted { .. },
         ) => {
             return Err(IllegalTransition { state: format!("{state:?}"), event: event.name().to_string() });
         }
@@ -344,6 +388,28 @@ mod tests {
         assert_eq!(run(&ev).unwrap(), State::Review { fix_cycles: 2 });
         ev.push(Event::ReviewFinished { verdict: Verdict::ChangesRequired });
         assert!(matches!(run(&ev).unwrap(), State::Capped { fix_cycles: 2, .. }));
+    }
+
+    #[test]
+    fn guard_failures_fail_the_phase_and_decisions_do_not_move_it() {
+        let mut ev = wt()[..2].to_vec();
+        let decided = Event::CommandDecided {
+            phase: Phase::Dev,
+            tool: "gt".into(),
+            argv: vec!["sync".into()],
+            allowed: false,
+            rule: "gt-sync-restack".into(),
+        };
+        ev.push(Event::GuardChecked { phase: Phase::Dev, ok: true, details: vec![] });
+        ev.push(decided);
+        assert_eq!(run(&ev).unwrap(), State::Dev);
+        ev.push(Event::GuardViolation { phase: Phase::Dev, changes: vec!["ref refs/heads/x created".into()] });
+        let s = run(&ev).unwrap();
+        assert!(matches!(&s, State::Failed { reason, .. } if reason.contains("refs/heads/x")), "{s:?}");
+        let dirty = Event::GuardChecked { phase: Phase::Dev, ok: false, details: vec!["main checkout is not clean".into()] };
+        assert!(matches!(run(&[wt()[0].clone(), wt()[1].clone(), dirty]).unwrap(), State::Failed { .. }));
+        let bad = Event::GuardChecked { phase: Phase::Review, ok: true, details: vec![] };
+        assert!(run(&[wt()[0].clone(), wt()[1].clone(), bad]).is_err());
     }
 
     #[test]

@@ -1,6 +1,14 @@
 use clap::Parser;
 
 fn main() {
+    // Invoked as `git` or `gt` through a shim symlink: classify and pass on or refuse.
+    let mut args = std::env::args();
+    let argv0 = args.next().unwrap_or_default();
+    let base = argv0.rsplit('/').next().unwrap_or("");
+    if let Some(tool) = devloop::guard::policy::Tool::from_name(base) {
+        let rest: Vec<String> = args.collect();
+        std::process::exit(devloop::guard::shim::run_shim(tool, &rest));
+    }
     let cli = devloop::cli::Cli::parse();
     let code = match devloop::cli::run(cli) {
         Ok(code) => code,

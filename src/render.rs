@@ -39,6 +39,18 @@ fn event_detail(e: &Event) -> String {
         Event::Interrupted => String::new(),
         Event::WorktreeRemoved { path } => path.clone(),
         Event::WorktreeKept { reason, .. } => reason.clone(),
+        Event::GuardChecked { phase, ok, details } => {
+            format!("{phase} {}: {}", if *ok { "ok" } else { "FAILED" }, details.join("; "))
+        }
+        Event::GuardViolation { phase, changes } => format!("{phase}: {}", changes.join("; ")),
+        Event::CommandDecided { tool, argv, allowed, rule, .. } => {
+            format!("{} `{tool} {}` [{rule}]", if *allowed { "allowed" } else { "REFUSED" }, argv.join(" "))
+        }
+        Event::StackTracked { parent, error } => match error {
+            None => format!("tracked on {parent}"),
+            Some(e) => format!("tracking on {parent} failed: {e}"),
+        },
+        Event::StackSubmitted { ok, detail } => format!("{}: {detail}", if *ok { "submitted" } else { "submit failed" }),
     }
 }
 

@@ -177,6 +177,11 @@ impl CodexAgent {
         for c in &s.config {
             cmd = cmd.args(["-c", c]);
         }
+        // The guard's environment: a loop-owned HOME whose profile puts the git/gt shims first
+        // in the agent's login shell (see guard::shim).
+        for (k, v) in &req.env {
+            cmd = cmd.env(k, v);
+        }
         cmd.cwd(&req.worktree)
     }
 

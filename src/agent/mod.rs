@@ -32,6 +32,9 @@ pub struct PhaseRequest {
     /// A session the agent started for this phase before an interruption, to continue.
     pub resume_session: Option<String>,
     pub timeout: Duration,
+    /// Environment the agent's process and shell must get (the guard's shims: HOME, PATH,
+    /// LOOP_GUARD_CTX, GIT_CONFIG_GLOBAL, CODEX_HOME). Empty when no guard is active.
+    pub env: Vec<(String, String)>,
 }
 
 /// Token usage as the agent reports it.

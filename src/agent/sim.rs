@@ -31,6 +31,43 @@ pub struct SimScript {
 const WORK_OUTCOMES: &[&str] = &["pass", "failed", "deferred", "crash", "hang", "garbage", "invalid"];
 const REVIEW_OUTCOMES: &[&str] = &["pass", "changes_required", "blocked", "crash", "hang", "garbage", "invalid"];
 
+/// Test-only misbehaviour for the guard's tests: `"dev": "rogue:ref"` makes the simulated agent
+/// do a forbidden thing (then answer `pass`), so the after-phase check must catch it:
+/// `ref` creates refs/heads/rogue, `worktree` adds a worktree, `main-write` writes a file in
+/// the main checkout. `"dev": "shell:CMD"` runs `bash -lc CMD` in the worktree with the
+/// guard's environment (its shims), as a real agent's shell would.
+const ROGUE_ACTIONS: &[&str] = &["ref", "worktree", "main-write"];
+
+fn misbehave(req: &PhaseRequest, what: &str) -> Result<(), String> {
+    let t = req.timeout;
+    let wt = &req.worktree;
+    let git = |args: &[&str]| -> Result<String, String> {
+        crate::workspace::git_ok(wt, args, t).map_err(|e| e.to_string())
+    };
+    if let Some(cmd) = what.strip_prefix("shell:") {
+        let mut c = Cmd::new("bash").args(["-lc", cmd]).cwd(wt).timeout(t);
+        for (k, v) in &req.env {
+            c = c.env(k, v);
+        }
+        let out = proc::run(&c).map_err(|e| e.to_string())?;
+        eprintln!("sim shell `{cmd}`: {} {}", out.describe(), out.stderr_text().trim());
+        return Ok(());
+    }
+    match what {
+        "rogue:ref" => git(&["update-ref", "refs/heads/rogue", "HEAD"]).map(|_| ()),
+        "rogue:worktree" => {
+            let target = format!("{}-rogue", wt.display());
+            git(&["worktree", "add", "--detach", &target, "HEAD"]).map(|_| ())
+        }
+        "rogue:main-write" => {
+            let common = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"])?;
+            let main = std::path::Path::new(&common).parent().ok_or("no main checkout")?.to_path_buf();
+            std::fs::write(main.join("ROGUE.txt"), "written by a rogue agent\n").map_err(|e| e.to_string())
+        }
+        other => Err(format!("unknown misbehaviour {other}")),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("{source_name}: not a valid scenario: {detail}")]
@@ -54,7 +91,8 @@ pub fn parse_scenario(
             return Err(ScenarioError::UnknownIssue { source_name: source_name.into(), issue: issue.clone() });
         }
         let check = |field: &str, v: &str, allowed: &[&str]| {
-            if allowed.contains(&v) {
+            let rogue = field != "reviews" && (ROGUE_ACTIONS.iter().any(|a| v.strip_prefix("rogue:") == Some(a)) || v.starts_with("shell:"));
+            if allowed.contains(&v) || rogue {
                 Ok(())
             } else {
                 Err(ScenarioError::Value {
@@ -135,7 +173,16 @@ impl Agent for SimAgent {
 
     fn run(&self, req: &PhaseRequest, _signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
         let start = Instant::now();
-        let outcome = self.outcome(req);
+        let mut outcome = self.outcome(req);
+        if outcome.starts_with("rogue:") || outcome.starts_with("shell:") {
+            misbehave(req, &outcome).map_err(|e| AgentError::Crashed {
+                phase: req.phase,
+                status: "exit code 1".into(),
+                exit_code: Some(1),
+                stderr: e,
+            })?;
+            outcome = "pass".into();
+        }
         let phase = req.phase;
         match outcome.as_str() {
             "crash" => {

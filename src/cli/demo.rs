@@ -138,6 +138,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
         review_doc: false,
         issues: Vec::new(),
         jobs: args.jobs,
+        guard: Some(Default::default()),
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();

@@ -75,6 +75,7 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<i32, Cl
                 last_review: (phase == Phase::Fix).then(|| SAMPLE_REVIEW.to_string()),
                 resume_session: None,
                 timeout: Duration::from_secs(inputs.phase_timeout_secs),
+                env: Vec::new(),
             };
             let prompt = agent.prompt(&req).map_err(|e| CliError::Usage(e.to_string()))?;
             let cmd = agent.fresh_cmd(&req, &prompt);

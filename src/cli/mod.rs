@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, and the mapping from every error to an exit code.
 
 pub mod codex_args;
+pub mod clean;
 pub mod demo;
 pub mod dryrun;
 pub mod export;
@@ -75,6 +76,18 @@ pub enum Command {
     Export(export::ExportArgs),
     /// List, show or install the dev-auto-* prompt templates.
     Prompts(prompts::PromptsArgs),
+    /// Remove worktrees finished runs left behind (owned and clean only); say what is kept and why.
+    Clean(clean::CleanArgs),
+    /// Agent hooks: `loop hook claude` is Claude Code's PreToolUse hook (exit 2 blocks).
+    #[command(hide = true)]
+    Hook { agent: String },
+    /// The git/gt shim by subcommand: `loop __shim git ARGS…`.
+    #[command(name = "__shim", hide = true)]
+    Shim {
+        tool: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Where the repository and loop's state are.
@@ -196,5 +209,12 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Runs(a) => runs::run(a),
         Command::Export(a) => export::run(a),
         Command::Prompts(a) => prompts::run(a),
+        Command::Clean(a) => clean::run(a),
+        Command::Hook { agent } if agent == "claude" => Ok(crate::guard::shim::hook_claude(&mut std::io::stdin().lock())),
+        Command::Hook { agent } => Err(CliError::Usage(format!("no hook for agent '{agent}' (known: claude)"))),
+        Command::Shim { tool, args } => match crate::guard::policy::Tool::from_name(&tool) {
+            Some(t) => Ok(crate::guard::shim::run_shim(t, &args)),
+            None => Err(CliError::Usage(format!("no shim for '{tool}' (known: git, gt)"))),
+        },
     }
 }

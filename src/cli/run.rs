@@ -64,6 +64,8 @@ pub struct RunArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub guard: crate::guard::GuardArgs,
 }
 
 /// Prints each record as it becomes durable.
@@ -123,6 +125,8 @@ pub struct RunInputs {
     /// Only these issues (empty: the whole milestone).
     pub issues: Vec<String>,
     pub jobs: usize,
+    /// Guardrails (docs/safety.md); `None` runs unguarded.
+    pub guard: Option<crate::guard::GuardArgs>,
 }
 
 /// Plans the milestone, journals `run_started`, and drives the run. Returns the exit code.
@@ -139,6 +143,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
         review_doc,
         issues: only,
         jobs,
+        guard,
     } = inputs;
     let docs = docs::load(&repo)?;
     let milestone = plan::choose_milestone(&docs, milestone.as_deref())?;
@@ -178,6 +183,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
         max_tokens_per_issue,
         review_doc,
         issues,
+        guard: guard.map(|g| g.spec(&state.logs_dir(&run_id))),
     };
     let first = journal.append(Body::RunStarted(start))?;
     let view = RunView::new(&first)?;
@@ -212,7 +218,18 @@ pub fn drive(
     progress: &mut Progress,
     jobs: usize,
 ) -> Result<(i32, RunView), CliError> {
-    let (outcome, view) = Engine::new(journal, view, agent, ws, progress).jobs(jobs).drive()?;
+    let mut guard = view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, Path::new(&view.start.repo)));
+    if let (Some(g), true) = (&mut guard, jobs > 1) {
+        g.siblings = view.start.issues.iter().map(|p| (p.branch.clone(), p.worktree.clone())).collect();
+    }
+    if let Some(w) = view.start.guard.as_ref().and_then(|g| g.config.sandbox.warning()) {
+        eprintln!("loop: {w}");
+    }
+    let mut engine = Engine::new(journal, view, agent, ws, progress).jobs(jobs);
+    if let Some(g) = &guard {
+        engine.set_guard(g);
+    }
+    let (outcome, view) = engine.drive()?;
     let code = super::run_exit_code(&view, outcome);
     if outcome == Outcome::Interrupted {
         eprintln!("loop: run {} interrupted; continue with `loop resume {}`", view.run_id, view.run_id);
@@ -274,6 +291,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         review_doc: !args.no_review_doc && cfg.run.review_doc.unwrap_or(true),
         issues: args.issues,
         jobs: args.jobs,
+        guard: Some(args.guard),
     };
     if args.dry_run {
         return super::dryrun::show(&inputs, codex.as_ref());

@@ -126,6 +126,9 @@ pub struct RunStart {
     pub review_doc: bool,
     /// Issues in plan order.
     pub issues: Vec<PlannedIssue>,
+    /// Guardrails (absent in journals written before they existed: no guard).
+    #[serde(default)]
+    pub guard: Option<crate::guard::GuardSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

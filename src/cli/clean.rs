@@ -1,0 +1,131 @@
+//! `loop clean [RUN_ID] [--dry-run]`: removes the worktrees finished runs left behind.
+//!
+//! Invariants: the journal's `worktree_created` is the only licence: a path that is not
+//! registered as a worktree on the journaled branch is never touched, even if the name
+//! matches. Dirty worktrees and worktrees whose HEAD left their branch are kept and reported.
+//! Never `--force`, never a branch deletion. Each removal is journaled in its run.
+
+use clap::Args;
+
+use super::{CliError, RepoArgs};
+use crate::clock::Clock;
+use crate::journal::view::RunView;
+use crate::journal::{Body, Journal};
+use crate::machine::{self, Event};
+use crate::workspace::{git, git_ok, GitWorkspace, Removal, Workspace};
+
+#[derive(Args, Debug)]
+pub struct CleanArgs {
+    /// Only this run (id or unique prefix) [default: every finished run].
+    pub run_id: Option<String>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Say what would be removed and kept; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Why a worktree cannot be removed safely, or None.
+fn keep_reason(repo: &std::path::Path, path: &std::path::Path, branch: &str) -> Result<Option<String>, CliError> {
+    let t = std::time::Duration::from_secs(60);
+    let list = git_ok(repo, &["worktree", "list", "--porcelain"], t)?;
+    let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut found: Option<Option<String>> = None;
+    let mut cur_matches = false;
+    for line in list.lines() {
+        if let Some(p) = line.strip_prefix("worktree ") {
+            cur_matches = std::fs::canonicalize(p).unwrap_or_else(|_| p.into()) == want;
+            if cur_matches {
+                found = Some(None);
+            }
+        } else if let (true, Some(b)) = (cur_matches, line.strip_prefix("branch ")) {
+            found = Some(Some(b.trim_start_matches("refs/heads/").to_string()));
+        }
+    }
+    match found {
+        None => return Ok(Some("not a registered worktree of this repository; not loop's to remove".into())),
+        Some(Some(b)) if b == branch => {}
+        Some(other) => {
+            let on = other.unwrap_or_else(|| "a detached HEAD".into());
+            return Ok(Some(format!("it is on {on}, not on {branch} as loop created it; not touched")));
+        }
+    }
+    let status = git(path, &["status", "--porcelain", "--untracked-files=all"], t)?;
+    let n = status.stdout_text().lines().count();
+    if n > 0 {
+        return Ok(Some(format!("{n} uncommitted change(s) in the worktree")));
+    }
+    Ok(None)
+}
+
+pub fn run(args: CleanArgs) -> Result<i32, CliError> {
+    let state = args.repo.state()?;
+    let ids = match &args.run_id {
+        Some(p) => vec![state.resolve(p)?],
+        None => state.list()?,
+    };
+    let (mut removed, mut kept) = (0, 0);
+    for id in ids {
+        if state.is_locked(&id) {
+            println!("run {id}: running; skipped");
+            continue;
+        }
+        let view = RunView::fold(&state.read(&id)?)?;
+        if !view.finished {
+            println!("run {id}: not finished (resume it first); skipped");
+            continue;
+        }
+        let repo = std::path::PathBuf::from(&view.start.repo);
+        let ws = GitWorkspace::new(&repo);
+        let mut to_journal: Vec<(String, Event)> = Vec::new();
+        for issue in &view.issues {
+            let Some(wt) = &issue.worktree else { continue };
+            if !wt.created || wt.removed {
+                continue;
+            }
+            let path = std::path::Path::new(&wt.path);
+            if !path.exists() {
+                println!("run {id} {}: {} already gone", issue.id, wt.path);
+                if !args.dry_run {
+                    to_journal.push((issue.id.clone(), Event::WorktreeRemoved { path: wt.path.clone() }));
+                }
+                continue;
+            }
+            if let Some(reason) = keep_reason(&repo, path, &wt.branch)? {
+                kept += 1;
+                println!("run {id} {}: kept {}: {reason}", issue.id, wt.path);
+                continue;
+            }
+            if args.dry_run {
+                println!("run {id} {}: would remove {} (branch {} stays)", issue.id, wt.path, wt.branch);
+                removed += 1;
+                continue;
+            }
+            match ws.remove(path, &wt.branch)? {
+                Removal::Removed | Removal::AlreadyGone => {
+                    removed += 1;
+                    println!("run {id} {}: removed {} (branch {} stays)", issue.id, wt.path, wt.branch);
+                    to_journal.push((issue.id.clone(), Event::WorktreeRemoved { path: wt.path.clone() }));
+                }
+                Removal::Kept(reason) => {
+                    kept += 1;
+                    println!("run {id} {}: kept {}: {reason}", issue.id, wt.path);
+                }
+            }
+        }
+        if !to_journal.is_empty() {
+            let _lock = state.lock(&id)?;
+            let (mut journal, records) = Journal::reopen(Box::new(state.open_store(&id)?), Clock::from_env())?;
+            let mut view = RunView::fold(&records)?;
+            for (issue, event) in to_journal {
+                let from = view.state_of(&issue).cloned().unwrap_or(machine::State::Pending);
+                let to = machine::transition(&from, &event, &view.start.rules).map_err(crate::engine::EngineError::from)?;
+                let rec = journal.append(Body::Issue { issue, event, to, evidence: None })?;
+                view.apply(&rec)?;
+            }
+        }
+    }
+    let verb = if args.dry_run { "would remove" } else { "removed" };
+    println!("clean: {verb} {removed} worktree(s), kept {kept}");
+    Ok(0)
+}

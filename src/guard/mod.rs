@@ -1,0 +1,399 @@
+//! Guardrails around agent phases, in layers (docs/safety.md):
+//! prevent (the agent's sandbox, settings in [`SandboxSettings`]), detect (snapshots before and
+//! after every phase, [`snapshot`]), intercept (git/gt shims and the Claude Code hook, both
+//! running the pure classifier in [`policy`]).
+//!
+//! Invariants:
+//! - Every guard decision is journaled as an issue event; nothing is reverted silently.
+//! - The engine calls this module at two points per phase ([`Guard::before_phase`],
+//!   [`Guard::after_phase`]) and never interprets snapshots itself.
+
+pub mod policy;
+pub mod shim;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::journal::view::RunView;
+use crate::journal::PlannedIssue;
+use crate::machine::{Event, Phase};
+use crate::stack::{Gt, StackMode};
+
+/// The `[guard]` table of `loop.toml`; every field has a default, so an empty table (or none)
+/// is the default policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Run the before/after phase checks (the detection layer).
+    pub checks: bool,
+    /// Start phases even when the main checkout has uncommitted changes (recorded).
+    pub allow_dirty: bool,
+    /// Put git/gt shims on the agent's PATH through a loop-owned HOME.
+    pub shims: bool,
+    /// Extra allowed command prefixes, e.g. `"gt submit"`; checked after `deny`.
+    pub allow: Vec<String>,
+    /// Extra refused command prefixes, e.g. `"git stash drop"`; checked first.
+    pub deny: Vec<String>,
+    pub sandbox: SandboxSettings,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            checks: true,
+            allow_dirty: false,
+            shims: true,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            sandbox: SandboxSettings::default(),
+        }
+    }
+}
+
+/// What the codex driver passes to `codex exec` (the prevention layer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// Sandbox of dev and fix phases.
+    pub work: String,
+    /// Sandbox of review phases.
+    pub review: String,
+    /// `sandbox_workspace_write.exclude_slash_tmp`: /tmp is otherwise writable, and repos
+    /// under /tmp would be wide open.
+    pub exclude_slash_tmp: bool,
+    /// `sandbox_workspace_write.exclude_tmpdir_env_var`: the same for $TMPDIR.
+    pub exclude_tmpdir_env_var: bool,
+    pub network_access: bool,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            work: "workspace-write".into(),
+            review: "read-only".into(),
+            exclude_slash_tmp: true,
+            exclude_tmpdir_env_var: true,
+            network_access: false,
+        }
+    }
+}
+
+impl SandboxSettings {
+    /// The sandbox mode for a phase.
+    pub fn mode(&self, phase: Phase) -> &str {
+        match phase {
+            Phase::Dev | Phase::Fix => &self.work,
+            Phase::Review => &self.review,
+        }
+    }
+
+    /// `codex exec` arguments for a phase: `--sandbox MODE` and the `-c` overrides.
+    pub fn codex_args(&self, phase: Phase) -> Vec<String> {
+        let mut v = vec!["--sandbox".to_string(), self.mode(phase).to_string()];
+        if self.mode(phase) == "workspace-write" {
+            for (k, on) in [
+                ("exclude_slash_tmp", self.exclude_slash_tmp),
+                ("exclude_tmpdir_env_var", self.exclude_tmpdir_env_var),
+                ("network_access", self.network_access),
+            ] {
+                v.push("-c".into());
+                v.push(format!("sandbox_workspace_write.{k}={on}"));
+            }
+        }
+        v
+    }
+
+    /// A loud warning when no sandbox protects the repository (only detection holds then).
+    pub fn warning(&self) -> Option<String> {
+        let open = [&self.work, &self.review].into_iter().any(|m| m == "danger-full-access");
+        open.then(|| {
+            "WARNING: sandbox = \"danger-full-access\": the agent can change anything; only loop's \
+             before/after-phase checks (refs, worktrees, Graphite metadata, checkouts) will catch it, \
+             after the fact"
+                .to_string()
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error(transparent)]
+    Workspace(#[from] crate::workspace::WorkspaceError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+pub fn io(path: &Path) -> impl Fn(std::io::Error) -> GuardError + '_ {
+    move |source| GuardError::Io { path: path.display().to_string(), source }
+}
+
+/// The guard settings a run was started with, journaled in `run_started` so resume guards
+/// the same way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuardSpec {
+    pub config: GuardConfig,
+    pub stack: StackMode,
+    pub submit: crate::stack::SubmitMode,
+    /// The run's log dir (shim homes, decision files).
+    pub logs: String,
+}
+
+/// The guard flags of `loop run`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct GuardArgs {
+    /// Start phases even if the main checkout has uncommitted changes (recorded in the journal).
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Make each issue's branch a Graphite stack on its dependency's branch (needs `gt`,
+    /// LOOP_GT_BIN overrides which).
+    #[arg(long, value_enum, default_value_t = StackMode::None)]
+    pub stack: StackMode,
+    /// Submit each Done issue's stack as draft PRs (`gt submit --draft`); needs --stack graphite.
+    #[arg(long, value_enum, default_value_t = crate::stack::SubmitMode::Never, requires = "stack")]
+    pub submit: crate::stack::SubmitMode,
+    /// Turn off the before/after-phase checks and the shims (the sandbox still applies).
+    #[arg(long)]
+    pub no_guard: bool,
+}
+
+impl GuardArgs {
+    pub fn spec(&self, logs: &Path) -> GuardSpec {
+        let mut config = GuardConfig { allow_dirty: self.allow_dirty, ..Default::default() };
+        if self.no_guard {
+            config.checks = false;
+            config.shims = false;
+        }
+        GuardSpec { config, stack: self.stack, submit: self.submit, logs: logs.display().to_string() }
+    }
+}
+
+/// What the engine needs to guard one run.
+pub struct Guard {
+    pub cfg: GuardConfig,
+    pub repo: PathBuf,
+    /// The run's log dir: shim homes and decision files live under `guard/`.
+    pub logs: PathBuf,
+    pub trunk: String,
+    pub stack: StackMode,
+    pub submit: crate::stack::SubmitMode,
+    pub gt: Option<Gt>,
+    pub timeout: Duration,
+    /// `(branch, worktree)` of every issue in the run when issues run concurrently; empty with
+    /// `--jobs 1`, where any change to another issue's branch or worktree is a violation.
+    pub siblings: Vec<(String, String)>,
+}
+
+/// What `before_phase` found.
+pub struct Before {
+    /// Journal this (it is `guard_checked`, ok or not).
+    pub event: Event,
+    /// Compare against this after the phase; `None` when the check failed.
+    pub snapshot: Option<snapshot::Snapshot>,
+    /// The agent's environment for the shims (empty without shims).
+    pub env: Vec<(String, String)>,
+}
+
+impl Guard {
+    pub fn new(repo: &Path, logs: &Path, cfg: GuardConfig, stack: StackMode) -> Guard {
+        let timeout = Duration::from_secs(60);
+        let trunk = snapshot::current_branch(repo, timeout).unwrap_or_else(|| "main".into());
+        let gt = (stack == StackMode::Graphite).then(|| Gt::from_env(timeout));
+        let submit = crate::stack::SubmitMode::Never;
+        Guard { cfg, repo: repo.to_path_buf(), logs: logs.to_path_buf(), trunk, stack, submit, gt, timeout, siblings: Vec::new() }
+    }
+
+    /// The guard of a journaled run (None when its checks are off).
+    pub fn from_spec(spec: &GuardSpec, repo: &Path) -> Option<Guard> {
+        if !spec.config.checks && spec.stack == StackMode::None {
+            return None;
+        }
+        let mut g = Guard::new(repo, Path::new(&spec.logs), spec.config.clone(), spec.stack);
+        g.submit = spec.submit;
+        Some(g)
+    }
+
+    /// The decisions file the shims of this issue append to.
+    pub fn decisions_file(&self, issue: &str) -> PathBuf {
+        self.logs.join("guard").join(crate::workspace::sanitize(issue)).join("decisions.jsonl")
+    }
+
+    /// Before a phase: the main checkout is clean (or `allow_dirty`, recorded), the worktree
+    /// exists, is registered to this repository and is on the issue's branch.
+    pub fn before_phase(&self, planned: &PlannedIssue, worktree: &Path, phase: Phase, view: &RunView) -> Before {
+        let mut details = Vec::new();
+        let mut ok = true;
+        if !self.cfg.checks {
+            let event = Event::GuardChecked { phase, ok, details: vec!["guard checks off (--no-guard)".into()] };
+            return Before { event, snapshot: None, env: Vec::new() };
+        }
+        match snapshot::main_status(&self.repo, self.timeout) {
+            Ok(lines) if lines.is_empty() => details.push("main checkout clean".to_string()),
+            Ok(lines) if self.cfg.allow_dirty => {
+                details.push(format!("main checkout has {} change(s); allowed by --allow-dirty", lines.len()))
+            }
+            Ok(lines) => {
+                ok = false;
+                details.push(format!(
+                    "main checkout is not clean ({}); commit or stash, or pass --allow-dirty",
+                    lines.iter().take(5).map(|l| l.trim()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            Err(e) => {
+                ok = false;
+                details.push(format!("main checkout status: {e}"));
+            }
+        }
+        let snap = snapshot::take(&self.repo, self.gt.as_ref(), self.timeout);
+        match &snap {
+            Ok(s) => {
+                let wt = std::fs::canonicalize(worktree).unwrap_or_else(|_| worktree.to_path_buf());
+                match s.worktrees.get(&wt.display().to_string()) {
+                    None => {
+                        ok = false;
+                        details.push(format!("worktree {} is missing or not registered", worktree.display()));
+                    }
+                    Some(on) if *on != format!("branch {}", planned.branch) => {
+                        ok = false;
+                        details.push(format!("worktree {} has {on}, expected branch {}", worktree.display(), planned.branch));
+                    }
+                    Some(_) => details.push(format!("worktree on {}", planned.branch)),
+                }
+                if let Some(w) = self.cfg.sandbox.warning() {
+                    details.push(w);
+                }
+            }
+            Err(e) => {
+                ok = false;
+                details.push(format!("snapshot: {e}"));
+            }
+        }
+        let mut env = Vec::new();
+        if ok && self.cfg.shims {
+            match self.prepare_shims(planned, view, snap.as_ref().ok()) {
+                Ok(s) => {
+                    details.push(format!("shims in {} (HOME {})", s.bin_dir.display(), s.home.display()));
+                    env = s.env;
+                }
+                Err(e) => {
+                    ok = false;
+                    details.push(format!("shims: {e}"));
+                }
+            }
+        }
+        let snapshot = if ok { snap.ok() } else { None };
+        Before { event: Event::GuardChecked { phase, ok, details }, snapshot, env }
+    }
+
+    /// The issue's stack: its branch and the branches of every issue it depends on.
+    pub fn stack_of(planned: &PlannedIssue, view: &RunView) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo: Vec<&str> = planned.blocked_by.iter().map(String::as_str).collect();
+        while let Some(dep) = todo.pop() {
+            if let Some(p) = view.start.issues.iter().find(|p| p.id == dep) {
+                if !out.contains(&p.branch) {
+                    out.push(p.branch.clone());
+                    todo.extend(p.blocked_by.iter().map(String::as_str));
+                }
+            }
+        }
+        out
+    }
+
+    /// The policy context of one issue, without the (per-invocation) current branch.
+    pub fn policy_context(&self, planned: &PlannedIssue, view: &RunView, snap: Option<&snapshot::Snapshot>) -> policy::PolicyContext {
+        let aliases = std::env::var_os("HOME")
+            .map(|h| Path::new(&h).join(".config/graphite/aliases"))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| policy::parse_gt_aliases(&t))
+            .unwrap_or_else(policy::default_gt_aliases);
+        policy::PolicyContext {
+            branch: planned.branch.clone(),
+            stack: Self::stack_of(planned, view),
+            trunk: self.trunk.clone(),
+            current_branch: None,
+            branches: snap
+                .map(|s| s.refs.keys().filter_map(|r| r.strip_prefix("refs/heads/")).map(String::from).collect())
+                .unwrap_or_default(),
+            gt_aliases: aliases,
+        }
+    }
+
+    fn prepare_shims(
+        &self,
+        planned: &PlannedIssue,
+        view: &RunView,
+        snap: Option<&snapshot::Snapshot>,
+    ) -> Result<shim::ShimEnv, GuardError> {
+        let dir = self.decisions_file(&planned.id).parent().map(Path::to_path_buf).unwrap_or_else(|| self.logs.clone());
+        let bin_dir = dir.join("bin");
+        let real_git = shim::which("git", Some(&bin_dir)).unwrap_or_else(|| PathBuf::from("/usr/bin/git"));
+        let real_gt = match &self.gt {
+            Some(g) if g.bin.is_absolute() => Some(g.bin.clone()),
+            Some(g) => shim::which(&g.bin.display().to_string(), Some(&bin_dir)),
+            None => shim::which("gt", Some(&bin_dir)),
+        };
+        let ctx = shim::ShimContext {
+            issue: planned.id.clone(),
+            real_git,
+            real_gt,
+            bin_dir,
+            decisions: self.decisions_file(&planned.id),
+            policy: self.policy_context(planned, view, snap),
+            config: self.cfg.clone(),
+        };
+        let exe = std::env::current_exe().map_err(io(Path::new("current_exe")))?;
+        let user_home = std::env::var_os("HOME").map(PathBuf::from);
+        shim::prepare(&dir, ctx, &exe, user_home.as_deref())
+    }
+
+    /// `--stack graphite`: track the new branch on its dependency's branch (or trunk).
+    pub fn after_worktree_created(&self, planned: &PlannedIssue, view: &RunView) -> Option<Event> {
+        let gt = self.gt.as_ref()?;
+        let parent = match planned.blocked_by.as_slice() {
+            [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
+            _ => None,
+        }
+        .unwrap_or_else(|| self.trunk.clone());
+        let wt = view.issue(&planned.id).and_then(|i| i.worktree.as_ref()).map(|w| PathBuf::from(&w.path))?;
+        let result = gt.ensure_init(&self.repo, &self.trunk).and_then(|_| gt.track(&wt, &parent));
+        Some(Event::StackTracked { parent, error: result.err().map(|e| e.to_string()) })
+    }
+
+    /// `--submit draft` at Done.
+    pub fn at_done(&self, _planned: &PlannedIssue, worktree: &Path) -> Option<Event> {
+        if self.submit != crate::stack::SubmitMode::Draft {
+            return None;
+        }
+        let gt = self.gt.as_ref()?;
+        Some(match gt.submit_draft(worktree) {
+            Ok(out) => Event::StackSubmitted { ok: true, detail: out.lines().last().unwrap_or("").trim().to_string() },
+            Err(e) => Event::StackSubmitted { ok: false, detail: e.to_string() },
+        })
+    }
+
+    /// After a phase: the shims' decisions (to journal first), then a `guard_violation` if
+    /// anything outside the issue's branch and worktree changed.
+    pub fn after_phase(
+        &self,
+        planned: &PlannedIssue,
+        worktree: &Path,
+        phase: Phase,
+        before: &snapshot::Snapshot,
+    ) -> (Vec<Event>, Option<Event>) {
+        let decisions = shim::take_decisions(&self.decisions_file(&planned.id), phase);
+        let siblings: Vec<(String, String)> =
+            self.siblings.iter().filter(|(b, _)| *b != planned.branch).cloned().collect();
+        let own = snapshot::Own { branch: &planned.branch, worktree, siblings: &siblings };
+        let violation = match snapshot::take(&self.repo, self.gt.as_ref(), self.timeout) {
+            Ok(after) => {
+                let changes = snapshot::foreign_changes(before, &after, &own);
+                (!changes.is_empty()).then_some(Event::GuardViolation { phase, changes })
+            }
+            Err(e) => Some(Event::GuardViolation { phase, changes: vec![format!("after-phase snapshot failed: {e}")] }),
+        };
+        (decisions, violation)
+    }
+}

@@ -1,0 +1,360 @@
+//! Interception: `git` and `gt` shims (the loop binary itself, dispatched by argv[0] or by the
+//! hidden `loop __shim TOOL ARGS…`), and the Claude Code PreToolUse hook. Both classify with
+//! [`policy::classify`], append each decision to the issue's decisions file (folded into the
+//! journal after the phase), pass allowed commands to the real binary and refuse the rest
+//! with a message the agent can read.
+//!
+//! Why a loop-owned HOME: agent shells run `bash -lc`, and Debian's /etc/profile resets PATH,
+//! so a shim dir put on PATH by the parent is gone; ~/.bash_profile is read after
+//! /etc/profile, so a profile in a HOME loop controls is what keeps the shims first.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::{self, Decision, PolicyContext, Tool};
+use super::{io, GuardConfig, GuardError};
+use crate::machine::{Event, Phase};
+
+/// Everything a shim process needs, written next to the shim home as JSON.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShimContext {
+    pub issue: String,
+    pub real_git: PathBuf,
+    pub real_gt: Option<PathBuf>,
+    pub bin_dir: PathBuf,
+    pub decisions: PathBuf,
+    pub policy: PolicyContext,
+    pub config: GuardConfig,
+}
+
+/// One line of the decisions file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DecisionLine {
+    pub tool: Tool,
+    pub argv: Vec<String>,
+    pub allowed: bool,
+    pub rule: String,
+    /// `shim` or `claude-hook`.
+    pub via: String,
+}
+
+/// What an agent driver applies to the agent's environment for the shims to be in effect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShimEnv {
+    pub home: PathBuf,
+    pub bin_dir: PathBuf,
+    /// Set these in the agent's environment (HOME, LOOP_GUARD_CTX, GIT_CONFIG_GLOBAL, CODEX_HOME, PATH).
+    pub env: Vec<(String, String)>,
+}
+
+pub const CTX_ENV: &str = "LOOP_GUARD_CTX";
+
+/// Finds a program on PATH, skipping `skip` (the shim dir itself).
+pub fn which(name: &str, skip: Option<&Path>) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|d| skip.is_none_or(|s| d != s))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Writes the shim dir, the loop-owned HOME and the context for one issue's phase.
+///
+/// `user_home` keeps the user's git identity (GIT_CONFIG_GLOBAL) and codex login (CODEX_HOME).
+pub fn prepare(
+    dir: &Path,
+    ctx: ShimContext,
+    loop_exe: &Path,
+    user_home: Option<&Path>,
+) -> Result<ShimEnv, GuardError> {
+    let bin = ctx.bin_dir.clone();
+    let home = dir.join("home");
+    for d in [&bin, &home] {
+        std::fs::create_dir_all(d).map_err(io(d))?;
+    }
+    for name in ["git", "gt"] {
+        let link = bin.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(loop_exe, &link).map_err(io(&link))?;
+    }
+    let ctx_file = dir.join("context.json");
+    let text = serde_json::to_string_pretty(&ctx).expect("shim context encodes");
+    std::fs::write(&ctx_file, text).map_err(io(&ctx_file))?;
+    let profile = format!(
+        "# Written by loop: keeps loop's git/gt shims first on PATH in login shells.\n\
+         export PATH={}:\"$PATH\"\nexport {CTX_ENV}={}\n",
+        shell_quote(&bin.display().to_string()),
+        shell_quote(&ctx_file.display().to_string()),
+    );
+    for f in [".bash_profile", ".profile", ".bashrc"] {
+        let p = home.join(f);
+        std::fs::write(&p, &profile).map_err(io(&p))?;
+    }
+    let mut env = vec![
+        ("HOME".to_string(), home.display().to_string()),
+        (CTX_ENV.to_string(), ctx_file.display().to_string()),
+        (
+            "PATH".to_string(),
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+        ),
+    ];
+    if let Some(h) = user_home {
+        let gitconfig = std::env::var("GIT_CONFIG_GLOBAL").map(PathBuf::from).unwrap_or_else(|_| h.join(".gitconfig"));
+        env.push(("GIT_CONFIG_GLOBAL".into(), gitconfig.display().to_string()));
+        let codex = std::env::var("CODEX_HOME").map(PathBuf::from).unwrap_or_else(|_| h.join(".codex"));
+        env.push(("CODEX_HOME".into(), codex.display().to_string()));
+    }
+    Ok(ShimEnv { home, bin_dir: bin, env })
+}
+
+fn load_context() -> Result<ShimContext, String> {
+    let path = std::env::var_os(CTX_ENV).ok_or_else(|| format!("{CTX_ENV} is not set"))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", Path::new(&path).display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", Path::new(&path).display()))
+}
+
+fn record(ctx: &ShimContext, tool: Tool, argv: &[String], d: &Decision, via: &str) {
+    let line = DecisionLine { tool, argv: argv.to_vec(), allowed: d.allowed, rule: d.rule.clone(), via: via.into() };
+    if let Some(parent) = ctx.decisions.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&ctx.decisions) {
+        // One write per line keeps concurrent shims' lines whole (O_APPEND).
+        let _ = f.write_all(format!("{}\n", serde_json::to_string(&line).expect("decision encodes")).as_bytes());
+    }
+}
+
+fn policy_for_cwd(ctx: &ShimContext) -> PolicyContext {
+    let mut p = ctx.policy.clone();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let out = crate::proc::run(
+        &crate::proc::Cmd::new(&ctx.real_git)
+            .args(["symbolic-ref", "-q", "--short", "HEAD"])
+            .cwd(&cwd)
+            .timeout(Duration::from_secs(20)),
+    );
+    p.current_branch = out.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string());
+    p
+}
+
+/// The shim: classify, record, then exec the real binary or refuse (exit 1).
+pub fn run_shim(tool: Tool, args: &[String]) -> i32 {
+    let ctx = match load_context() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loop guard: refused `{} {}`: the shim has no context ({e})", tool.as_str(), args.join(" "));
+            return 1;
+        }
+    };
+    let policy = policy_for_cwd(&ctx);
+    let d = policy::classify(tool, args, &policy, &ctx.config);
+    record(&ctx, tool, args, &d, "shim");
+    if !d.allowed {
+        eprintln!(
+            "loop guard: refused `{} {}` (rule {}): {}. This command is not allowed in a loop phase; \
+             do the work another way or report it in your final message.",
+            tool.as_str(),
+            args.join(" "),
+            d.rule,
+            d.message
+        );
+        return 1;
+    }
+    let real = match tool {
+        Tool::Git => Some(ctx.real_git.clone()),
+        Tool::Gt => ctx.real_gt.clone(),
+    };
+    let Some(real) = real else {
+        eprintln!("loop guard: the real {} was not found", tool.as_str());
+        return 127;
+    };
+    // gt calls git itself: without the shim dir on PATH those inner calls reach real git
+    // instead of being classified as if the agent made them.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cleaned = std::env::join_paths(std::env::split_paths(&path).filter(|d| *d != ctx.bin_dir)).unwrap_or_default();
+    let err = std::process::Command::new(&real).args(args).env("PATH", cleaned).exec();
+    eprintln!("loop guard: could not run {}: {err}", real.display());
+    126
+}
+
+/// Splits a shell command line into simple commands' words (quotes respected; separators
+/// `; & | && || ( ) $( \``, and newlines). Good enough to find git/gt invocations; anything it
+/// cannot see is still caught by the after-phase checks.
+pub fn split_commands(line: &str) -> Vec<Vec<String>> {
+    let mut cmds: Vec<Vec<String>> = vec![Vec::new()];
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars().peekable();
+    let end_word = |word: &mut String, in_word: &mut bool, cmds: &mut Vec<Vec<String>>| {
+        if *in_word {
+            cmds.last_mut().expect("one command").push(std::mem::take(word));
+            *in_word = false;
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for c2 in chars.by_ref() {
+                    if c2 == '\'' {
+                        break;
+                    }
+                    word.push(c2);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(c2) = chars.next() {
+                    match c2 {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(c3) = chars.next() {
+                                word.push(c3);
+                            }
+                        }
+                        _ => word.push(c2),
+                    }
+                }
+            }
+            '\\' => {
+                if let Some(c2) = chars.next() {
+                    in_word = true;
+                    word.push(c2);
+                }
+            }
+            ';' | '&' | '|' | '(' | ')' | '`' | '\n' | '{' | '}' => {
+                end_word(&mut word, &mut in_word, &mut cmds);
+                cmds.push(Vec::new());
+            }
+            '$' if chars.peek() == Some(&'(') => {
+                end_word(&mut word, &mut in_word, &mut cmds);
+                cmds.push(Vec::new());
+            }
+            c if c.is_whitespace() => end_word(&mut word, &mut in_word, &mut cmds),
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    end_word(&mut word, &mut in_word, &mut cmds);
+    cmds.retain(|c| !c.is_empty());
+    cmds
+}
+
+/// Every git/gt invocation in a shell command line, nested `bash -c '…'` strings included.
+pub fn invocations(line: &str, depth: u32) -> Vec<(Tool, Vec<String>)> {
+    let mut out = Vec::new();
+    for words in split_commands(line) {
+        for w in &words {
+            if depth < 4 && w.contains(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|') {
+                out.extend(invocations(w, depth + 1));
+            }
+        }
+        if let Some(k) = words.iter().position(|w| {
+            let base = w.rsplit('/').next().unwrap_or(w);
+            Tool::from_name(base).is_some()
+        }) {
+            let base = words[k].rsplit('/').next().unwrap_or(&words[k]).to_string();
+            out.push((Tool::from_name(&base).expect("checked"), words[k + 1..].to_vec()));
+        }
+    }
+    out
+}
+
+/// `loop hook claude`: the PreToolUse hook. Exit 0 allows, exit 2 blocks (stderr goes to Claude).
+pub fn hook_claude(input: &mut dyn Read) -> i32 {
+    let mut text = String::new();
+    if input.read_to_string(&mut text).is_err() {
+        eprintln!("loop guard: could not read the hook input");
+        return 2;
+    }
+    let v: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("loop guard: hook input is not JSON: {e}");
+            return 2;
+        }
+    };
+    if v.get("tool_name").and_then(|t| t.as_str()) != Some("Bash") {
+        return 0;
+    }
+    let command = v.pointer("/tool_input/command").and_then(|c| c.as_str()).unwrap_or("");
+    let ctx = load_context();
+    let (policy, config) = match &ctx {
+        Ok(c) => {
+            let mut p = c.policy.clone();
+            if let Some(cwd) = v.get("cwd").and_then(|c| c.as_str()) {
+                let out = crate::workspace::git(Path::new(cwd), &["symbolic-ref", "-q", "--short", "HEAD"], Duration::from_secs(20));
+                p.current_branch = out.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string());
+            } else {
+                p.current_branch = policy_for_cwd(c).current_branch;
+            }
+            (p, c.config.clone())
+        }
+        Err(_) => (PolicyContext::default(), GuardConfig::default()),
+    };
+    let mut code = 0;
+    for (tool, argv) in invocations(command, 0) {
+        let d = policy::classify(tool, &argv, &policy, &config);
+        if let Ok(c) = &ctx {
+            record(c, tool, &argv, &d, "claude-hook");
+        }
+        if !d.allowed {
+            eprintln!("loop guard: refused `{} {}` (rule {}): {}", tool.as_str(), argv.join(" "), d.rule, d.message);
+            code = 2;
+        }
+    }
+    code
+}
+
+/// Reads and retires an issue's decisions file, as events to journal.
+pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Event> {
+    let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
+    let mut n = 0;
+    let mut done = file.with_extension(format!("jsonl.folded-{n}"));
+    while done.exists() {
+        n += 1;
+        done = file.with_extension(format!("jsonl.folded-{n}"));
+    }
+    let _ = std::fs::rename(file, &done);
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match serde_json::from_str::<DecisionLine>(l) {
+            Ok(d) => Event::CommandDecided {
+                phase,
+                tool: d.tool.as_str().to_string(),
+                argv: d.argv,
+                allowed: d.allowed,
+                rule: format!("{} ({})", d.rule, d.via),
+            },
+            Err(e) => Event::CommandDecided {
+                phase,
+                tool: "?".into(),
+                argv: vec![l.to_string()],
+                allowed: false,
+                rule: format!("unreadable decision line: {e}"),
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_git_and_gt_in_compound_commands() {
+        let found = invocations("cd x && gt sync; echo hi | /usr/bin/git push -f origin \"a b\" && bash -c 'gt move --onto main'", 0);
+        let shown: Vec<String> = found.iter().map(|(t, a)| format!("{} {}", t.as_str(), a.join(" "))).collect();
+        assert_eq!(shown, ["gt sync", "git push -f origin a b", "gt move --onto main"]);
+    }
+}

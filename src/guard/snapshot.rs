@@ -1,0 +1,210 @@
+//! Detection: what the repository looks like before and after a phase, and what changed
+//! outside the issue's own branch and worktree.
+//!
+//! This is the one guard that still holds under `danger-full-access`: it does not depend on
+//! the agent's shell at all. Nothing is ever reverted; changes are only reported.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+
+use crate::workspace::{git, git_ok, WorkspaceError};
+
+const GRAPHITE_FILES: &[&str] = &[".graphite_repo_config", ".graphite_metadata.db", ".graphite_pr_info"];
+
+/// Everything a misbehaving agent could change outside its worktree that loop can see.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// refname → object id, every ref but remote-tracking ones (those only cache the remote).
+    pub refs: BTreeMap<String, String>,
+    /// worktree path → what it has checked out (`branch X` or `detached SHA`).
+    pub worktrees: BTreeMap<String, String>,
+    /// file in the common git dir → blake3 of its bytes (`absent` when missing).
+    pub graphite: BTreeMap<String, String>,
+    /// gt's view per branch (`gt state`), when gt is in use: it lets own-branch metadata
+    /// changes pass while other branches' changes are caught.
+    pub graphite_state: Option<BTreeMap<String, String>>,
+    /// worktree path (the main checkout included) → `git status --porcelain` lines.
+    pub status: BTreeMap<String, Vec<String>>,
+}
+
+/// Which changes belong to the issue.
+pub struct Own<'a> {
+    pub branch: &'a str,
+    pub worktree: &'a Path,
+    /// `(branch, worktree)` of the run's other issues while they run concurrently (`--jobs` > 1):
+    /// loop itself changes those during this phase, so they are theirs to check, not this one's.
+    pub siblings: &'a [(String, String)],
+}
+
+impl Own<'_> {
+    /// The issue's branch, and branches it stacked on top of itself (`BRANCH-…`, the names
+    /// docs/safety.md asks `gt create` to use).
+    fn owns_branch(&self, name: &str) -> bool {
+        let mine = |b: &str| name == b || name.strip_prefix(b).is_some_and(|r| r.starts_with('-'));
+        mine(self.branch) || self.siblings.iter().any(|(b, _)| mine(b))
+    }
+
+    fn is_sibling_worktree(&self, path: &str) -> bool {
+        self.siblings.iter().any(|(_, w)| canon(Path::new(w)).display().to_string() == path || w == path)
+    }
+
+    fn owns_ref(&self, refname: &str) -> bool {
+        refname.strip_prefix("refs/heads/").is_some_and(|b| self.owns_branch(b))
+    }
+}
+
+fn canon(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Takes a snapshot of `repo` (the main checkout). `gt` is used for `gt state` when given.
+pub fn take(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration) -> Result<Snapshot, WorkspaceError> {
+    let mut s = Snapshot::default();
+    let refs = git_ok(repo, &["for-each-ref", "--format=%(refname) %(objectname)"], timeout)?;
+    for line in refs.lines() {
+        if let Some((name, oid)) = line.split_once(' ') {
+            if !name.starts_with("refs/remotes/") {
+                s.refs.insert(name.to_string(), oid.to_string());
+            }
+        }
+    }
+    let list = git_ok(repo, &["worktree", "list", "--porcelain"], timeout)?;
+    let mut cur: Option<String> = None;
+    for line in list.lines() {
+        if let Some(p) = line.strip_prefix("worktree ") {
+            cur = Some(canon(Path::new(p)).display().to_string());
+            s.worktrees.insert(cur.clone().unwrap_or_default(), String::new());
+        } else if let Some(c) = &cur {
+            let what = if let Some(b) = line.strip_prefix("branch ") {
+                format!("branch {}", b.trim_start_matches("refs/heads/"))
+            } else if let Some(h) = line.strip_prefix("HEAD ") {
+                format!("detached {h}")
+            } else {
+                continue;
+            };
+            // `branch` follows `HEAD` in the porcelain output and wins.
+            let e = s.worktrees.entry(c.clone()).or_default();
+            if e.is_empty() || what.starts_with("branch ") {
+                *e = what;
+            }
+        }
+    }
+    for path in s.worktrees.keys().cloned().collect::<Vec<_>>() {
+        if !Path::new(&path).is_dir() {
+            continue;
+        }
+        let out = git(Path::new(&path), &["status", "--porcelain", "--untracked-files=all"], timeout)?;
+        let lines = out.stdout_text().lines().map(String::from).collect();
+        s.status.insert(path, lines);
+    }
+    let common = git_ok(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"], timeout)?;
+    for f in GRAPHITE_FILES {
+        let hash = match std::fs::read(Path::new(&common).join(f)) {
+            Ok(bytes) => blake3::hash(&bytes).to_hex().to_string(),
+            Err(_) => "absent".to_string(),
+        };
+        s.graphite.insert(f.to_string(), hash);
+    }
+    if let Some(gt) = gt {
+        if s.graphite.get(".graphite_repo_config").is_some_and(|h| h != "absent") {
+            s.graphite_state = Some(gt.state(repo)?);
+        }
+    }
+    Ok(s)
+}
+
+/// Every change from `before` to `after` that is not the issue's own, one line each.
+pub fn foreign_changes(before: &Snapshot, after: &Snapshot, own: &Own) -> Vec<String> {
+    let mut out = Vec::new();
+    let own_wt = canon(own.worktree).display().to_string();
+    for (name, oid) in &after.refs {
+        match before.refs.get(name) {
+            Some(old) if old == oid => {}
+            _ if own.owns_ref(name) => {}
+            Some(old) => out.push(format!("ref {name} moved {} → {}", short(old), short(oid))),
+            None => out.push(format!("ref {name} created at {}", short(oid))),
+        }
+    }
+    for (name, oid) in &before.refs {
+        if !after.refs.contains_key(name) && !own.owns_ref(name) {
+            out.push(format!("ref {name} deleted (was {})", short(oid)));
+        }
+    }
+    for (path, what) in &after.worktrees {
+        if own.is_sibling_worktree(path) {
+            continue;
+        }
+        match before.worktrees.get(path) {
+            None => out.push(format!("worktree {path} added ({what})")),
+            Some(old) if old != what => {
+                let own_move = *path == own_wt
+                    && what.strip_prefix("branch ").is_some_and(|b| own.owns_branch(b));
+                if !own_move {
+                    out.push(format!("worktree {path} switched from {old} to {what}"));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for path in before.worktrees.keys() {
+        if !after.worktrees.contains_key(path) && !own.is_sibling_worktree(path) {
+            out.push(format!("worktree {path} removed"));
+        }
+    }
+    let uses_state = before.graphite_state.is_some() && after.graphite_state.is_some();
+    for (f, h) in &after.graphite {
+        if before.graphite.get(f) != Some(h) && !(uses_state && f == ".graphite_metadata.db") {
+            out.push(format!("graphite metadata {f} changed"));
+        }
+    }
+    if let (Some(b), Some(a)) = (&before.graphite_state, &after.graphite_state) {
+        for (branch, v) in a {
+            if b.get(branch) != Some(v) && !own.owns_branch(branch) {
+                out.push(format!("graphite branch {branch} changed: {v}"));
+            }
+        }
+        for branch in b.keys() {
+            if !a.contains_key(branch) && !own.owns_branch(branch) {
+                out.push(format!("graphite branch {branch} untracked"));
+            }
+        }
+    }
+    for (path, lines) in &after.status {
+        if *path == own_wt || own.is_sibling_worktree(path) {
+            continue;
+        }
+        let old = before.status.get(path).cloned().unwrap_or_default();
+        for l in lines {
+            if !old.contains(l) {
+                out.push(format!("{path}: {l}"));
+            }
+        }
+        for l in &old {
+            if !lines.contains(l) {
+                out.push(format!("{path}: no longer `{l}`"));
+            }
+        }
+    }
+    out
+}
+
+fn short(oid: &str) -> &str {
+    &oid[..oid.len().min(12)]
+}
+
+/// `git status --porcelain` of the main checkout, for the before-phase cleanliness check.
+pub fn main_status(repo: &Path, timeout: Duration) -> Result<Vec<String>, WorkspaceError> {
+    let out = git_ok(repo, &["status", "--porcelain", "--untracked-files=all"], timeout)?;
+    Ok(out.lines().map(String::from).collect())
+}
+
+/// The branch checked out in `dir`, if any.
+pub fn current_branch(dir: &Path, timeout: Duration) -> Option<String> {
+    let out = git(dir, &["symbolic-ref", "-q", "--short", "HEAD"], timeout).ok()?;
+    out.success().then(|| out.stdout_text().trim().to_string())
+}
+

@@ -1,0 +1,118 @@
+//! Graphite stacks (optional, `--stack graphite`): each issue's branch is tracked on its
+//! dependency's branch (or trunk), so a chain of `blocked_by` becomes a stack.
+//!
+//! Invariants:
+//! - Every gt call goes through [`crate::proc::run`] with a hard timeout, `--no-interactive`,
+//!   telemetry and upgrade prompts off: offline `gt sync`/`gt submit` hang otherwise.
+//! - A timeout is an error that says so, never a hang.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proc::{self, Cmd};
+use crate::workspace::WorkspaceError;
+
+/// How issue branches relate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum StackMode {
+    /// Plain git branches.
+    #[default]
+    None,
+    /// Graphite stacks via `gt`.
+    Graphite,
+}
+
+/// When to submit a finished issue's stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitMode {
+    #[default]
+    Never,
+    /// `gt submit --draft --no-interactive` when the issue is Done.
+    Draft,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gt {
+    pub bin: PathBuf,
+    pub timeout: Duration,
+}
+
+impl Gt {
+    /// The gt binary: `LOOP_GT_BIN`, else `gt` on PATH; `LOOP_GT_TIMEOUT_SECS` bounds each call.
+    pub fn from_env(timeout: Duration) -> Gt {
+        let bin = std::env::var_os("LOOP_GT_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("gt"));
+        let timeout = std::env::var("LOOP_GT_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(timeout);
+        Gt { bin, timeout }
+    }
+
+    fn cmd(&self, dir: &Path, args: &[&str]) -> Cmd {
+        Cmd::new(&self.bin)
+            .args(args)
+            .arg("--no-interactive")
+            .cwd(dir)
+            .env("GRAPHITE_DISABLE_TELEMETRY", "1")
+            .env("GRAPHITE_DISABLE_UPGRADE_PROMPT", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .timeout(self.timeout)
+    }
+
+    /// Runs gt; a non-zero exit or a timeout is an error with gt's own words.
+    pub fn run(&self, dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
+        let out = proc::run(&self.cmd(dir, args))?;
+        if !out.success() {
+            let text = format!("{}\n{}", out.stderr_text(), out.stdout_text());
+            let detail = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string();
+            let how = out.describe();
+            return Err(WorkspaceError::Git {
+                args: format!("gt {}", args.join(" ")),
+                detail: if detail.is_empty() || out.timed_out { how } else { format!("{detail} ({how})") },
+            });
+        }
+        Ok(out.stdout_text())
+    }
+
+    /// `gt init --trunk TRUNK`, once per repository.
+    pub fn ensure_init(&self, repo: &Path, trunk: &str) -> Result<(), WorkspaceError> {
+        let common = crate::workspace::git_ok(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"], self.timeout)?;
+        if Path::new(&common).join(".graphite_repo_config").exists() {
+            return Ok(());
+        }
+        self.run(repo, &["init", "--trunk", trunk]).map(|_| ())
+    }
+
+    pub fn track(&self, worktree: &Path, parent: &str) -> Result<(), WorkspaceError> {
+        self.run(worktree, &["track", "--parent", parent]).map(|_| ())
+    }
+
+    /// Commits everything in the worktree as a new commit on its branch via `gt modify`.
+    pub fn modify_commit(&self, worktree: &Path, message: &str) -> Result<(), WorkspaceError> {
+        self.run(worktree, &["modify", "--commit", "--all", "--message", message]).map(|_| ())
+    }
+
+    pub fn submit_draft(&self, worktree: &Path) -> Result<String, WorkspaceError> {
+        self.run(worktree, &["submit", "--draft"])
+    }
+
+    /// `gt state` as branch → compact JSON of its entry.
+    pub fn state(&self, dir: &Path) -> Result<BTreeMap<String, String>, WorkspaceError> {
+        let text = self.run(dir, &["state"])?;
+        let start = text.find('{').unwrap_or(0);
+        let end = text.rfind('}').map(|e| e + 1).unwrap_or(text.len());
+        let v: serde_json::Value = serde_json::from_str(&text[start..end])
+            .map_err(|e| WorkspaceError::Git { args: "gt state".into(), detail: format!("not JSON: {e}") })?;
+        Ok(v.as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
+            .unwrap_or_default())
+    }
+}

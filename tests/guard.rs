@@ -1,0 +1,278 @@
+//! Guardrails end to end: the real loop binary on temporary repos, real git, real gt.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const LOOP: &str = env!("CARGO_BIN_EXE_loop");
+
+fn git_env(c: &mut Command, home: &Path) {
+    c.env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .env("HOME", home)
+        .env("GRAPHITE_DISABLE_TELEMETRY", "1")
+        .env("GRAPHITE_DISABLE_UPGRADE_PROMPT", "1")
+        .env("LOOP_NOW", "2026-01-01T00:00:00Z")
+        .env_remove("LOOP_STATE_DIR");
+}
+
+struct Repo {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    home: PathBuf,
+}
+
+/// The demo's sample repo (ORB-1 ← ORB-2, ORB-3 ← ORB-5 ← ORB-4).
+fn repo() -> Repo {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    devloop::cli::demo::write_sample_repo(&dir).unwrap();
+    Repo { _tmp: tmp, dir, home }
+}
+
+fn run_loop(r: &Repo, args: &[&str], scenario: Option<&str>, extra_env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(LOOP);
+    git_env(&mut c, &r.home);
+    c.arg("run").arg("--repo").arg(&r.dir).args(["--milestone", "M1-core", "-q"]).args(args);
+    if let Some(s) = scenario {
+        let f = r.dir.parent().unwrap().join("scenario.json");
+        std::fs::write(&f, s).unwrap();
+        c.arg("--sim-scenario").arg(f);
+    }
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn loop_cmd(r: &Repo, args: &[&str]) -> Output {
+    let mut c = Command::new(LOOP);
+    git_env(&mut c, &r.home);
+    c.args(args).arg("--repo").arg(&r.dir);
+    c.output().unwrap()
+}
+
+fn status_json(r: &Repo) -> serde_json::Value {
+    let out = loop_cmd(r, &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn replay_json(r: &Repo) -> serde_json::Value {
+    let runs = std::fs::read_dir(r.dir.join(".loop/runs")).unwrap().next().unwrap().unwrap();
+    let id = runs.file_name().to_string_lossy().to_string();
+    let out = loop_cmd(r, &["replay", &id, "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn issue<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    v["issues"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap()
+}
+
+fn events(r: &Repo, kind: &str) -> Vec<serde_json::Value> {
+    replay_json(r)["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["body"]["event"]["event"] == kind)
+        .map(|t| t["body"].clone())
+        .collect()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn each_forbidden_action_fails_the_phase_and_is_listed() {
+    for (action, needle) in [("ref", "refs/heads/rogue created"), ("worktree", "-rogue added"), ("main-write", "ROGUE.txt")] {
+        let r = repo();
+        let scenario = format!(r#"{{"ORB-1": {{"dev": "rogue:{action}"}}}}"#);
+        let out = run_loop(&r, &[], Some(&scenario), &[]);
+        assert_eq!(out.status.code(), Some(3), "{action}: {}", String::from_utf8_lossy(&out.stderr));
+        let st = status_json(&r);
+        let orb1 = issue(&st, "ORB-1");
+        assert_eq!(orb1["state"], "Failed", "{action}");
+        let reason = orb1["reason"].as_str().unwrap();
+        assert!(reason.contains("outside its worktree") && reason.contains(needle), "{action}: {reason}");
+        let v = events(&r, "guard_violation");
+        assert_eq!(v.len(), 1, "{action}");
+        // Nothing was reverted: the rogue change is still there.
+        match action {
+            "ref" => assert!(!git(&r.dir, &["rev-parse", "--verify", "-q", "refs/heads/rogue"]).is_empty()),
+            "main-write" => assert!(r.dir.join("ROGUE.txt").exists()),
+            _ => assert!(git(&r.dir, &["worktree", "list"]).contains("-rogue")),
+        }
+        // Each phase was checked before it ran, and the dependants never started.
+        assert!(!events(&r, "guard_checked").is_empty());
+        assert_eq!(issue(&st, "ORB-2")["state"], "Blocked");
+    }
+}
+
+#[test]
+fn a_dirty_main_checkout_fails_the_phase_unless_allowed() {
+    let r = repo();
+    std::fs::write(r.dir.join("scratch.txt"), "mine").unwrap();
+    let out = run_loop(&r, &[], None, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let st = status_json(&r);
+    assert!(issue(&st, "ORB-1")["reason"].as_str().unwrap().contains("main checkout is not clean"));
+
+    let r = repo();
+    std::fs::write(r.dir.join("scratch.txt"), "mine").unwrap();
+    let out = run_loop(&r, &["--allow-dirty"], None, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let checked = events(&r, "guard_checked");
+    let details = checked[0]["event"]["details"].to_string();
+    assert!(details.contains("allowed by --allow-dirty"), "{details}");
+}
+
+/// The shims, in a login shell with loop's HOME: refused commands never reach the real git;
+/// allowed ones do; every decision lands in the journal.
+#[test]
+fn shims_refuse_before_the_real_binary_and_decisions_are_journaled() {
+    let r = repo();
+    let fake = r.dir.parent().unwrap().join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let calls = r.dir.parent().unwrap().join("git-calls.log");
+    let real_git = String::from_utf8(Command::new("sh").args(["-c", "command -v git"]).output().unwrap().stdout).unwrap();
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec {} \"$@\"\n",
+        calls.display(),
+        real_git.trim()
+    );
+    let fake_git = fake.join("git");
+    std::fs::write(&fake_git, script).unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&fake_git).status().unwrap();
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+    let scenario = r#"{"ORB-1": {"dev": "shell:git worktree add ../sneaky; git branch -D main; git status --short >/dev/null; command -v git > shim-path.txt"}}"#;
+    let out = run_loop(&r, &[], Some(scenario), &[("PATH", &path)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(!log.lines().any(|l| l.starts_with("worktree add")), "refused git reached the real binary:\n{log}");
+    assert!(!log.lines().any(|l| l.starts_with("branch -D")), "{log}");
+    assert!(log.lines().any(|l| l == "status --short"), "allowed git did not reach the real binary:\n{log}\n{stderr}");
+    let decided = events(&r, "command_decided");
+    let shown: Vec<String> = decided
+        .iter()
+        .map(|d| format!("{} {} {}", d["event"]["argv"][0].as_str().unwrap_or(""), d["event"]["allowed"], d["event"]["rule"]))
+        .collect();
+    assert!(shown.iter().any(|s| s.starts_with("worktree false") && s.contains("git-worktree")), "{shown:?}");
+    assert!(shown.iter().any(|s| s.starts_with("branch false") && s.contains("git-branch-delete")), "{shown:?}");
+    assert!(shown.iter().any(|s| s.starts_with("status true")), "{shown:?}");
+    let st = status_json(&r);
+    assert_eq!(issue(&st, "ORB-1")["state"], "Done", "{stderr}");
+}
+
+#[test]
+fn the_claude_hook_blocks_with_exit_2() {
+    let mut c = Command::new(LOOP);
+    c.args(["hook", "claude"]).env_remove("LOOP_GUARD_CTX").stdin(std::process::Stdio::piped());
+    let run = |c: &mut Command, input: &str| {
+        use std::io::Write;
+        let mut child = c.stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&mut c, r#"{"tool_name":"Bash","tool_input":{"command":"cd x && gt sync"}}"#);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gt-sync-restack"));
+    let out = run(&mut c, r#"{"tool_name":"Bash","tool_input":{"command":"gt sync --no-restack && git status"}}"#);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&mut c, r#"{"tool_name":"Edit","tool_input":{"file_path":"x"}}"#);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn cleanup_keeps_uncommitted_work_and_never_touches_foreign_worktrees() {
+    let r = repo();
+    // ORB-1 fails, so its worktree is kept for inspection; ORB-2/3 never start.
+    let out = run_loop(&r, &[], Some(r#"{"ORB-1": {"dev": "failed"}}"#), &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let st = status_json(&r);
+    let wt = PathBuf::from(issue(&st, "ORB-1")["worktree"]["path"].as_str().unwrap());
+    assert_eq!(issue(&st, "ORB-1")["worktree"]["exists"], true);
+    std::fs::write(wt.join("precious.txt"), "uncommitted work").unwrap();
+
+    let out = loop_cmd(&r, &["clean"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("kept") && text.contains("uncommitted"), "{text}");
+    assert!(wt.join("precious.txt").exists());
+
+    // Replace loop's worktree by one the user made at the same path on another branch.
+    std::fs::remove_file(wt.join("precious.txt")).unwrap();
+    git(&r.dir, &["worktree", "remove", &wt.display().to_string()]);
+    git(&r.dir, &["worktree", "add", "-b", "users-own", &wt.display().to_string(), "main"]);
+    let out = loop_cmd(&r, &["clean"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not touched"), "{text}");
+    assert!(wt.exists());
+    assert!(git(&r.dir, &["worktree", "list"]).contains("users-own"));
+
+    // Back on loop's branch and clean: now it goes, the branch stays.
+    git(&r.dir, &["worktree", "remove", &wt.display().to_string()]);
+    let branch = issue(&st, "ORB-1")["worktree"]["branch"].as_str().unwrap().to_string();
+    git(&r.dir, &["worktree", "add", &wt.display().to_string(), &branch]);
+    let out = loop_cmd(&r, &["clean", "--dry-run"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would remove"));
+    assert!(wt.exists());
+    let out = loop_cmd(&r, &["clean"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!wt.exists());
+    assert!(!git(&r.dir, &["rev-parse", "--verify", "-q", &format!("refs/heads/{branch}")]).is_empty());
+    let st = status_json(&r);
+    assert_eq!(issue(&st, "ORB-1")["worktree"]["removed"], true);
+}
+
+fn gt_bin() -> Option<String> {
+    match std::env::var("LOOP_TEST_GT_BIN") {
+        Ok(b) => Some(b),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true but LOOP_TEST_GT_BIN is not set"),
+        Err(_) => {
+            eprintln!("skipping: LOOP_TEST_GT_BIN not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+#[test]
+fn graphite_dependency_chain_becomes_a_stack() {
+    let Some(gt) = gt_bin() else { return };
+    let r = repo();
+    let out = run_loop(&r, &["--stack", "graphite"], Some("{}"), &[("LOOP_GT_BIN", &gt)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let tracked = events(&r, "stack_tracked");
+    assert_eq!(tracked.len(), 5, "{tracked:?}");
+    let mut c = Command::new(&gt);
+    git_env(&mut c, &r.home);
+    let state = c.args(["state", "--no-interactive"]).current_dir(&r.dir).output().unwrap();
+    let text = String::from_utf8_lossy(&state.stdout);
+    let json: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    let parent = |b: &str| json[b]["parents"][0]["ref"].as_str().unwrap_or("").to_string();
+    assert_eq!(parent("loop/M1-core/ORB-1"), "main");
+    assert_eq!(parent("loop/M1-core/ORB-2"), "loop/M1-core/ORB-1");
+    assert_eq!(parent("loop/M1-core/ORB-3"), "loop/M1-core/ORB-1");
+    assert_eq!(parent("loop/M1-core/ORB-5"), "main");
+    assert_eq!(parent("loop/M1-core/ORB-4"), "main", "two dependencies: trunk");
+}
+
+#[test]
+fn draft_submission_failure_is_reported_not_hung() {
+    let Some(gt) = gt_bin() else { return };
+    let r = repo();
+    let start = std::time::Instant::now();
+    let out = run_loop(
+        &r,
+        &["--stack", "graphite", "--submit", "draft"],
+        Some("{}"),
+        &[("LOOP_GT_BIN", &gt), ("LOOP_GT_TIMEOUT_SECS", "5")],
+    );
+    assert!(start.elapsed().as_secs() < 240, "took {:?}", start.elapsed());
+    let submitted = events(&r, "stack_submitted");
+    assert!(!submitted.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(submitted.iter().all(|s| s["event"]["ok"] == false), "{submitted:?}");
+}
