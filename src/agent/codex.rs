@@ -407,6 +407,7 @@ mod tests {
             last_review: Some(r#"{"required_actions":["do a","do b"]}"#.into()),
             resume_session: None,
             timeout: std::time::Duration::from_secs(5),
+            env: Vec::new(),
         }
     }
 
