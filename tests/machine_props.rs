@@ -70,10 +70,30 @@ fn model_step(m: Model, e: &Event, cap: u32) -> Option<Model> {
                 Verdict::ChangesRequired => Some(Model { stage: Fix, fixes: m.fixes + 1 }),
             }
         }
-        Event::PhaseFailed { phase, .. } => match (m.stage, phase) {
+        Event::PhaseFailed { phase, .. } | Event::GuardViolation { phase, .. } => match (m.stage, phase) {
             (Dev, Phase::Dev) | (Review, Phase::Review) | (Fix, Phase::Fix) => to(Failed),
             _ => None,
         },
+        Event::GuardChecked { phase, ok, .. } => match (m.stage, phase) {
+            (Dev, Phase::Dev) | (Review, Phase::Review) | (Fix, Phase::Fix) => {
+                if *ok {
+                    Some(m)
+                } else {
+                    to(Failed)
+                }
+            }
+            _ => None,
+        },
+        Event::CommandDecided { phase, .. } => match (m.stage, phase) {
+            (Dev, Phase::Dev) | (Review, Phase::Review) | (Fix, Phase::Fix) => Some(m),
+            _ => None,
+        },
+        Event::StackTracked { error, .. } => match (m.stage, error) {
+            (Ready, None) => Some(m),
+            (Ready, Some(_)) => Some(Model { stage: Failed, fixes: 0 }),
+            _ => None,
+        },
+        Event::StackSubmitted { .. } => (m.stage == Done).then_some(m),
     }
 }
 
@@ -119,6 +139,17 @@ fn event() -> impl Strategy<Value = Event> {
         Just(Event::Interrupted),
         s().prop_map(|path| Event::WorktreeRemoved { path }),
         s().prop_map(|path| Event::WorktreeKept { path, reason: "r".into() }),
+        (phase(), any::<bool>()).prop_map(|(phase, ok)| Event::GuardChecked { phase, ok, details: vec![] }),
+        phase().prop_map(|phase| Event::GuardViolation { phase, changes: vec!["c".into()] }),
+        (phase(), any::<bool>()).prop_map(|(phase, allowed)| Event::CommandDecided {
+            phase,
+            tool: "gt".into(),
+            argv: vec![],
+            allowed,
+            rule: "r".into()
+        }),
+        proptest::option::of(s()).prop_map(|error| Event::StackTracked { parent: "main".into(), error }),
+        any::<bool>().prop_map(|ok| Event::StackSubmitted { ok, detail: String::new() }),
     ]
 }
 
