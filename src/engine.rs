@@ -665,3 +665,48 @@ impl IssueDriver<'_> {
         Ok(())
     }
 }
+
+struct Silent;
+impl Observer for Silent {
+    fn record(&mut self, _: &Record, _: &Applied, _: &RunView) {}
+}
+
+/// Drives the journal writer exactly as a parallel run does, with `writers` threads each
+/// appending `per_writer` events for its own issue (`interrupted` on a Pending issue: legal
+/// and state-preserving), and returns how long it took. Used by `loop bench`.
+pub fn bench_group_commit(
+    journal: Journal,
+    view: RunView,
+    writers: usize,
+    per_writer: usize,
+) -> Result<Duration, EngineError> {
+    let ids: Vec<String> = view.start.issues.iter().take(writers).map(|p| p.id.clone()).collect();
+    let shared = Arc::new(Mutex::new(view));
+    let mut silent = Silent;
+    let observer: Arc<Mutex<&mut dyn Observer>> = Arc::new(Mutex::new(&mut silent));
+    let (tx, rx) = mpsc::channel::<WriteReq>();
+    let writer = Writer { journal, view: shared.clone(), observer };
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| -> Result<(), EngineError> {
+        let handle = Handle { tx, view: shared.clone() };
+        scope.spawn(move || writer.serve(rx));
+        let workers: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let h = handle.clone();
+                scope.spawn(move || -> Result<(), EngineError> {
+                    for _ in 0..per_writer {
+                        h.event(id, Event::Interrupted, None)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        drop(handle);
+        for w in workers {
+            w.join().map_err(|_| EngineError::WriterGone)??;
+        }
+        Ok(())
+    })?;
+    Ok(start.elapsed())
+}

@@ -5,6 +5,7 @@
 //! journal, and render through [`render`] exactly as a live run does.
 
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -55,6 +55,8 @@ pub trait Workspace: Send + Sync {
 pub struct GitWorkspace {
     repo: PathBuf,
     timeout: Duration,
+    /// Whether git has a user identity here; asked once per run, not once per commit.
+    has_identity: std::sync::OnceLock<bool>,
 }
 
 /// Runs git with an argument vector, no prompts, no inherited repository overrides.
@@ -87,7 +89,7 @@ pub fn git_ok(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, Wo
 
 impl GitWorkspace {
     pub fn new(repo: &Path) -> GitWorkspace {
-        GitWorkspace { repo: repo.to_path_buf(), timeout: Duration::from_secs(120) }
+        GitWorkspace { repo: repo.to_path_buf(), timeout: Duration::from_secs(120), has_identity: Default::default() }
     }
 
     /// The top of the repository containing `dir`.
@@ -158,6 +160,28 @@ impl Workspace for GitWorkspace {
 
     fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<(), WorkspaceError> {
         let shown = path.display().to_string();
+        if !adopt {
+            // A fresh worktree: one git call. `-b` refuses an existing branch, which is exactly
+            // the ownership rule (loop never takes over a branch it did not create).
+            if path.exists() {
+                return Err(WorkspaceError::PathTaken { path: shown });
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
+            }
+            let p = path.to_string_lossy();
+            let out = git(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base], self.timeout)?;
+            if out.success() {
+                return Ok(());
+            }
+            let err = out.stderr_text();
+            if err.contains("already exists") && err.contains(branch) {
+                return Err(WorkspaceError::BranchTaken { branch: branch.to_string() });
+            }
+            let detail = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            return Err(WorkspaceError::Git { args: format!("worktree add -b {branch} {p} {base}"), detail });
+        }
         if let Some((_, on)) = self.worktrees()?.into_iter().find(|(p, _)| same_path(p, path)) {
             if !adopt {
                 return Err(WorkspaceError::PathTaken { path: shown });
@@ -200,7 +224,13 @@ impl Workspace for GitWorkspace {
             return Ok(None);
         }
         // Use the user's identity when git has one; otherwise commit as loop rather than fail.
-        let has_identity = git(wt, &["config", "user.email"], self.timeout)?.success();
+        let has_identity = match self.has_identity.get() {
+            Some(v) => *v,
+            None => {
+                let v = git(wt, &["config", "user.email"], self.timeout)?.success();
+                *self.has_identity.get_or_init(|| v)
+            }
+        };
         let mut cmd = Cmd::new("git").arg("-C").arg(wt).env("GIT_TERMINAL_PROMPT", "0").timeout(self.timeout);
         if !has_identity {
             cmd = cmd.args(["-c", "user.name=loop", "-c", "user.email=loop@localhost"]);
@@ -227,16 +257,27 @@ impl Workspace for GitWorkspace {
             let n = status.lines().count();
             return Ok(Removal::Kept(format!("{n} uncommitted change(s) in the worktree")));
         }
-        let head = git(path, &["symbolic-ref", "-q", "HEAD"], self.timeout)?;
-        let on = head.stdout_text().trim().trim_start_matches("refs/heads/").to_string();
-        if !head.success() || on != branch {
-            let at = if head.success() { on } else { "a detached HEAD".into() };
-            return Ok(Removal::Kept(format!("worktree is on {at}, not {branch}; its commits could be lost")));
+        match worktree_head(path) {
+            Some(on) if on == branch => {}
+            other => {
+                let at = other.unwrap_or_else(|| "a detached HEAD".into());
+                return Ok(Removal::Kept(format!("worktree is on {at}, not {branch}; its commits could be lost")));
+            }
         }
         let p = path.to_string_lossy();
         git_ok(&self.repo, &["worktree", "remove", &p], self.timeout)?;
         Ok(Removal::Removed)
     }
+}
+
+/// The branch a linked worktree has checked out, read from its HEAD file (no git process):
+/// `<wt>/.git` names the worktree's admin dir, whose `HEAD` is `ref: refs/heads/BRANCH`.
+fn worktree_head(wt: &Path) -> Option<String> {
+    let dotgit = std::fs::read_to_string(wt.join(".git")).ok()?;
+    let admin = dotgit.strip_prefix("gitdir:")?.trim();
+    let admin = if Path::new(admin).is_absolute() { PathBuf::from(admin) } else { wt.join(admin) };
+    let head = std::fs::read_to_string(admin.join("HEAD")).ok()?;
+    head.trim().strip_prefix("ref: refs/heads/").map(str::to_string)
 }
 
 /// Turns an issue or milestone id into a safe branch component and directory name.

@@ -2,6 +2,7 @@
 
 pub mod codex_args;
 pub mod clean;
+pub mod bench;
 pub mod demo;
 pub mod dryrun;
 pub mod export;
@@ -74,6 +75,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Write a run's journal to a portable file (replay it with `loop replay --file`).
     Export(export::ExportArgs),
+    /// Measure the journal, replay, per-issue overhead and planning against baselines.
+    Bench(bench::BenchArgs),
     /// List, show or install the dev-auto-* prompt templates.
     Prompts(prompts::PromptsArgs),
     /// Remove worktrees finished runs left behind (owned and clean only); say what is kept and why.
@@ -208,6 +211,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Status(a) => status::run(a),
         Command::Runs(a) => runs::run(a),
         Command::Export(a) => export::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Prompts(a) => prompts::run(a),
         Command::Clean(a) => clean::run(a),
         Command::Hook { agent } if agent == "claude" => Ok(crate::guard::shim::hook_claude(&mut std::io::stdin().lock())),

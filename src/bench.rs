@@ -1,0 +1,557 @@
+//! `loop bench`: the performance figures, each measured side by side with its baseline in the
+//! same run and reported as a ratio (absolute times on shared machines drift; ratios much less).
+//!
+//! These are benchmarks, not tests: nothing here asserts a speed. CI only runs `--quick` to keep
+//! the code working.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::journal::view::RunView;
+use crate::journal::{self, record, AgentSpec, Body, Evidence, Journal, PlannedIssue, RunStart, SledStore, Store};
+use crate::machine::{Event, Phase, Rules, State, Verdict, WorkStatus};
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub id: &'static str,
+    pub what: String,
+    pub loop_value: f64,
+    pub baseline_value: f64,
+    pub unit: &'static str,
+    pub baseline: String,
+    /// loop / baseline for rates, baseline / loop for times, so bigger is always better.
+    pub ratio: f64,
+    pub goal: String,
+    pub met: bool,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench: {0}")]
+    Io(String),
+}
+
+fn io<E: std::fmt::Display>(e: E) -> BenchError {
+    BenchError::Io(e.to_string())
+}
+
+/// A realistic journal record body: a dev result with its evidence.
+fn sample_body(i: u64) -> Body {
+    let output = json!({
+        "status": "pass", "branch": "loop/M1/ORB-1", "worktree": "/repo/.loop/worktrees/M1/ORB-1",
+        "stack_branches": [], "draft_prs": [],
+        "tests_run": [{"command": "cargo test", "status": "pass", "notes": format!("run {i}")}],
+        "docs_updated": [], "deferred": [], "open_questions": []
+    })
+    .to_string();
+    Body::Issue {
+        issue: format!("ORB-{}", i % 100),
+        event: Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass },
+        to: State::Review { fix_cycles: 0 },
+        evidence: Some(Evidence {
+            exit_code: Some(0),
+            duration_ms: 1234,
+            output: Some(output),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            ..Default::default()
+        }),
+    }
+}
+
+fn planned(n: usize) -> Vec<PlannedIssue> {
+    (0..n)
+        .map(|i| PlannedIssue {
+            id: format!("ORB-{i}"),
+            title: format!("issue {i}"),
+            doc: format!("docs/projects/p/issues/ORB-{i}.md"),
+            blocked_by: vec![],
+            branch: format!("loop/M1/ORB-{i}"),
+            worktree: format!("/repo/.loop/worktrees/M1/ORB-{i}"),
+        })
+        .collect()
+}
+
+fn run_start(issues: usize, rules: Rules) -> Body {
+    Body::RunStarted(RunStart {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        milestone: "M1".into(),
+        repo: "/repo".into(),
+        base_commit: "0".repeat(40),
+        rules,
+        agent: AgentSpec { kind: "sim".into(), scenario: None, settings: None },
+        phase_timeout_secs: 60,
+        max_tokens_per_issue: None,
+        review_doc: false,
+        issues: planned(issues),
+        guard: None,
+    })
+}
+
+fn sealed_samples(n: u64) -> Vec<Vec<u8>> {
+    let clock = Clock::from_env();
+    let mut prev = record::Hash::ZERO;
+    (0..n)
+        .map(|i| {
+            let content = record::Content {
+                version: record::FORMAT_VERSION,
+                run_id: "bench".into(),
+                seq: i,
+                time: clock.now(),
+                prev,
+                body: sample_body(i),
+            };
+            let (bytes, h) = record::seal(&content);
+            prev = h;
+            bytes
+        })
+        .collect()
+}
+
+/// 1. Durable appends from one writer: the journal vs write+fdatasync vs SQLite WAL FULL.
+fn append_one_writer(dir: &Path, n: u64) -> Result<(Row, f64), BenchError> {
+    // loop's journal: seal, sled insert + flush + fsync, per record.
+    let store = SledStore::open(&dir.join("j1")).map_err(io)?;
+    let mut j = Journal::create(Box::new(store), "bench", Clock::from_env());
+    j.append(run_start(100, Rules::default())).map_err(io)?;
+    let t = Instant::now();
+    for i in 0..n {
+        j.append(sample_body(i)).map_err(io)?;
+    }
+    let journal_rate = n as f64 / t.elapsed().as_secs_f64();
+
+    // A plain file: write + fdatasync per record, the same bytes.
+    let records = sealed_samples(n);
+    let mut f = File::create(dir.join("flat.log")).map_err(io)?;
+    let t = Instant::now();
+    for r in &records {
+        f.write_all(&(r.len() as u32).to_be_bytes()).map_err(io)?;
+        f.write_all(r).map_err(io)?;
+        f.sync_data().map_err(io)?;
+    }
+    let file_rate = n as f64 / t.elapsed().as_secs_f64();
+
+    // SQLite in WAL mode with synchronous=FULL, one insert per transaction.
+    let db = rusqlite::Connection::open(dir.join("bench.sqlite")).map_err(io)?;
+    db.pragma_update(None, "journal_mode", "WAL").map_err(io)?;
+    db.pragma_update(None, "synchronous", "FULL").map_err(io)?;
+    db.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)", []).map_err(io)?;
+    let mut stmt = db.prepare("INSERT INTO records (seq, data) VALUES (?1, ?2)").map_err(io)?;
+    let t = Instant::now();
+    for (i, r) in records.iter().enumerate() {
+        stmt.execute(rusqlite::params![i as i64, r]).map_err(io)?;
+    }
+    let sqlite_rate = n as f64 / t.elapsed().as_secs_f64();
+
+    let ratio = journal_rate / file_rate;
+    Ok((
+        Row {
+            id: "append-1",
+            what: format!("durable append, 1 writer ({n} records)"),
+            loop_value: journal_rate,
+            baseline_value: file_rate,
+            unit: "records/s",
+            baseline: "write + fdatasync per record".into(),
+            ratio,
+            goal: "≥ 0.8× the fdatasync file".into(),
+            met: ratio >= 0.8,
+            notes: vec![format!(
+                "SQLite WAL synchronous=FULL: {sqlite_rate:.0} records/s (loop = {:.2}× SQLite)",
+                journal_rate / sqlite_rate
+            )],
+        },
+        journal_rate,
+    ))
+}
+
+/// 2. Eight concurrent writers through the engine's writer (group commit) vs one.
+fn append_group(dir: &Path, n: u64) -> Result<Row, BenchError> {
+    let measure = |name: &str, writers: usize| -> Result<f64, BenchError> {
+        let store = SledStore::open(&dir.join(name)).map_err(io)?;
+        let mut j = Journal::create(Box::new(store), "bench", Clock::from_env());
+        let first = j.append(run_start(writers, Rules::default())).map_err(io)?;
+        let view = RunView::new(&first).map_err(io)?;
+        let per = (n as usize / writers).max(1);
+        let took = crate::engine::bench_group_commit(j, view, writers, per).map_err(io)?;
+        Ok((per * writers) as f64 / took.as_secs_f64())
+    };
+    let one = measure("g1", 1)?;
+    let eight = measure("g8", 8)?;
+    let ratio = eight / one;
+    Ok(Row {
+        id: "append-8",
+        what: format!("durable append, 8 concurrent writers, group commit ({n} records)"),
+        loop_value: eight,
+        baseline_value: one,
+        unit: "records/s",
+        baseline: "1 writer through the same writer".into(),
+        ratio,
+        goal: "≥ 5× the one-writer rate".into(),
+        met: ratio >= 5.0,
+        notes: vec![],
+    })
+}
+
+/// A journal of `events` realistic records (1,000 issues cycling through review and fix), and
+/// the same records as a flat export file. Written without per-record fsync: this measures
+/// reading, not writing.
+fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchError> {
+    let path = dir.join(format!("replay-{events}"));
+    let mut store = SledStore::open(&path).map_err(io)?;
+    store.set_fsync(false);
+    let mut j = Journal::create(Box::new(store), "bench", Clock::from_env());
+    let issues = 1000usize;
+    j.append(run_start(issues, Rules { max_fix_cycles: u32::MAX })).map_err(io)?;
+    let mut states: Vec<State> = vec![State::Pending; issues];
+    let rules = Rules { max_fix_cycles: u32::MAX };
+    let mut batch = Vec::with_capacity(1000);
+    let mut written = 1u64;
+    let mut i = 0usize;
+    while written < events {
+        let idx = i % issues;
+        i += 1;
+        let s = &states[idx];
+        let (event, evidence) = match s {
+            State::Pending => {
+                (Event::WorktreeCreated { path: "/w".into(), branch: "b".into(), base: "c".into() }, None)
+            }
+            State::WorktreeReady => (Event::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None),
+            State::Dev => (Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, Some(sample_evidence())),
+            State::Review { .. } => (Event::ReviewFinished { verdict: Verdict::ChangesRequired }, Some(sample_evidence())),
+            State::Fix { .. } => (Event::WorkFinished { phase: Phase::Fix, status: WorkStatus::Pass }, Some(sample_evidence())),
+            _ => unreachable!("nothing ends in this generator"),
+        };
+        let to = crate::machine::transition(s, &event, &rules).map_err(io)?;
+        states[idx] = to.clone();
+        batch.push(Body::Issue { issue: format!("ORB-{idx}"), event, to, evidence });
+        written += 1;
+        if batch.len() == 1000 || written == events {
+            j.append_group(std::mem::take(&mut batch)).map_err(io)?;
+        }
+    }
+    drop(j);
+    let store = SledStore::open(&path).map_err(io)?;
+    let flat = dir.join(format!("replay-{events}.loopj"));
+    let mut out = std::io::BufWriter::new(File::create(&flat).map_err(io)?);
+    // Raw framing only: the flat baseline must not pay for verification either.
+    out.write_all(journal::EXPORT_MAGIC).map_err(io)?;
+    let mut err = None;
+    store
+        .scan(&mut |_, bytes| {
+            if let Err(e) = out.write_all(&(bytes.len() as u32).to_be_bytes()).and_then(|_| out.write_all(bytes)) {
+                err = Some(e);
+            }
+            true
+        })
+        .map_err(io)?;
+    if let Some(e) = err {
+        return Err(io(e));
+    }
+    out.flush().map_err(io)?;
+    Ok((path, flat))
+}
+
+fn sample_evidence() -> Evidence {
+    Evidence {
+        exit_code: Some(0),
+        duration_ms: 900,
+        output: Some(r#"{"status":"changes_required","summary":"s","issues":[],"required_actions":["a"],"followups":[],"review_doc_path":null,"review_entry_written":false,"confidence":"high"}"#.into()),
+        ..Default::default()
+    }
+}
+
+/// What a replay child process reports.
+#[derive(Debug, serde::Deserialize, Serialize)]
+pub struct ReplayChild {
+    pub events: u64,
+    pub secs: f64,
+    pub max_rss_kb: u64,
+}
+
+fn max_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// In a child process: replay (verify + fold) a sled journal, or just read a flat file.
+pub fn replay_child(path: &Path, flat: bool) -> Result<ReplayChild, BenchError> {
+    let t = Instant::now();
+    let events = if flat {
+        let mut r = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic).map_err(io)?;
+        let mut n = 0u64;
+        let mut len = [0u8; 4];
+        let mut buf = Vec::new();
+        while r.read_exact(&mut len).is_ok() {
+            buf.resize(u32::from_be_bytes(len) as usize, 0);
+            r.read_exact(&mut buf).map_err(io)?;
+            let body = &buf[..buf.len().saturating_sub(32)];
+            let _content: record::Content = rmp_serde::from_slice(body).map_err(io)?;
+            n += 1;
+        }
+        n
+    } else {
+        let store = SledStore::open(path).map_err(io)?;
+        let mut view: Option<RunView> = None;
+        journal::scan_verified(&store, &mut |rec| {
+            match &mut view {
+                None => view = Some(RunView::new(&rec).map_err(|e| journal::JournalError::Corrupt { seq: 0, reason: e.to_string() })?),
+                Some(v) => {
+                    v.apply(&rec).map_err(|e| journal::JournalError::Corrupt { seq: rec.seq(), reason: e.to_string() })?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(io)?
+    };
+    Ok(ReplayChild { events, secs: t.elapsed().as_secs_f64(), max_rss_kb: max_rss_kb() })
+}
+
+fn spawn_replay(path: &Path, flat: bool) -> Result<ReplayChild, BenchError> {
+    let exe = std::env::current_exe().map_err(io)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench").arg("--replay-child").arg(path);
+    if flat {
+        cmd.arg("--flat");
+    }
+    let out = cmd.stdin(std::process::Stdio::null()).output().map_err(io)?;
+    if !out.status.success() {
+        return Err(BenchError::Io(format!("replay child failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    serde_json::from_slice(&out.stdout).map_err(io)
+}
+
+/// 3. Replay with chain verification vs reading the same records from a flat file.
+fn replay(dir: &Path, sizes: &[u64]) -> Result<Vec<Row>, BenchError> {
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let (sled_path, flat) = generate(dir, n)?;
+        let ours = spawn_replay(&sled_path, false)?;
+        let base = spawn_replay(&flat, true)?;
+        let rate = ours.events as f64 / ours.secs;
+        let base_rate = base.events as f64 / base.secs;
+        let goal_applies = n >= 1_000_000;
+        rows.push(Row {
+            id: "replay",
+            what: format!("replay + chain verification, {n} events"),
+            loop_value: rate,
+            baseline_value: base_rate,
+            unit: "events/s",
+            baseline: "decode the same records from a flat file".into(),
+            ratio: rate / base_rate,
+            goal: if goal_applies { "≥ 500k events/s at 1M, memory flat".into() } else { "(goal is at 1M)".into() },
+            met: !goal_applies || rate >= 500_000.0,
+            notes: vec![format!(
+                "{:.2}s; peak RSS {} MiB (flat file reader: {} MiB)",
+                ours.secs,
+                ours.max_rss_kb / 1024,
+                base.max_rss_kb / 1024
+            )],
+        });
+        let _ = std::fs::remove_dir_all(&sled_path);
+        let _ = std::fs::remove_file(&flat);
+    }
+    Ok(rows)
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<(), BenchError> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=bench", "-c", "user.email=bench@loop.invalid"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io)?;
+    if !out.status.success() {
+        return Err(BenchError::Io(format!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(())
+}
+
+fn sample_repo(dir: &Path, issues: usize) -> Result<(), BenchError> {
+    std::fs::create_dir_all(dir.join("docs/projects/bench/issues")).map_err(io)?;
+    git(dir, &["init", "-q", "-b", "main"])?;
+    for i in 0..issues {
+        let text = format!("---\nid: B-{i}\ntitle: bench issue {i}\nmilestone: M1\n---\n\n# B-{i}\n");
+        std::fs::write(dir.join(format!("docs/projects/bench/issues/B-{i}.md")), text).map_err(io)?;
+    }
+    git(dir, &["add", "-A"])?;
+    git(dir, &["commit", "-q", "-m", "bench docs"])
+}
+
+/// 4. Per-issue overhead of `loop run --agent sim` vs the git worktree add + remove floor.
+fn per_issue(dir: &Path, issues: usize) -> Result<Row, BenchError> {
+    let floor_repo = dir.join("floor");
+    sample_repo(&floor_repo, 1)?;
+    let t = Instant::now();
+    for i in 0..issues {
+        let wt = floor_repo.join(format!(".wt/w{i}"));
+        let w = wt.to_string_lossy();
+        git(&floor_repo, &["worktree", "add", "-q", "-b", &format!("b{i}"), &w, "HEAD"])?;
+        git(&floor_repo, &["worktree", "remove", &w])?;
+    }
+    let floor = t.elapsed();
+
+    let exe = std::env::current_exe().map_err(io)?;
+    let timed = |name: &str, extra: &[&str]| -> Result<Duration, BenchError> {
+        let repo = dir.join(name);
+        sample_repo(&repo, issues)?;
+        let t = Instant::now();
+        let out = Command::new(&exe)
+            .args(["run", "--agent", "sim", "-q", "--repo"])
+            .arg(&repo)
+            .args(extra)
+            .env("GIT_AUTHOR_NAME", "bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@loop.invalid")
+            .env("GIT_COMMITTER_NAME", "bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@loop.invalid")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(io)?;
+        if out.status.code() != Some(0) {
+            return Err(BenchError::Io(format!("loop run failed: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(t.elapsed())
+    };
+    let plain = timed("run-noguard", &["--no-guard"])?;
+    let guarded = timed("run-guard", &[])?;
+    let jobs = timed("run-jobs4", &["--no-guard", "--jobs", "4"])?;
+    let per = |d: Duration| d.as_secs_f64() * 1000.0 / issues as f64;
+    let ratio = floor.as_secs_f64() / plain.as_secs_f64();
+    Ok(Row {
+        id: "per-issue",
+        what: format!("per-issue overhead, loop run --agent sim --no-guard, {issues} issues"),
+        loop_value: per(plain),
+        baseline_value: per(floor),
+        unit: "ms/issue",
+        baseline: "git worktree add + git worktree remove".into(),
+        ratio,
+        goal: "≤ 1.3× the floor (ratio ≥ 0.77)".into(),
+        met: plain.as_secs_f64() <= 1.3 * floor.as_secs_f64(),
+        notes: vec![
+            format!("{:.2}× the floor", plain.as_secs_f64() / floor.as_secs_f64()),
+            format!("with guard checks: {:.1} ms/issue", per(guarded)),
+            format!("--jobs 4, no guard: {:.1} ms/issue", per(jobs)),
+        ],
+    })
+}
+
+/// 5. Planning a generated milestone (docs on disk, dependencies in a random DAG).
+fn planning(dir: &Path, issues: usize) -> Result<Row, BenchError> {
+    let repo = dir.join("plan");
+    let issues_dir = repo.join("docs/projects/big/issues");
+    std::fs::create_dir_all(&issues_dir).map_err(io)?;
+    // A fixed LCG: the same DAG every run, no dependency on a random crate.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    for i in 0..issues {
+        let deps: Vec<String> = if i == 0 {
+            vec![]
+        } else {
+            (0..(next() % 4)).map(|_| format!("P-{}", next() as usize % i)).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+        };
+        let text = format!(
+            "---\nid: P-{i}\ntitle: planned issue {i}\nmilestone: BIG\nblocked_by: [{}]\n---\n\nBody of P-{i}.\n",
+            deps.join(", ")
+        );
+        std::fs::write(issues_dir.join(format!("P-{i}.md")), text).map_err(io)?;
+    }
+    let t = Instant::now();
+    let docs = crate::docs::load(&repo).map_err(io)?;
+    let loaded = t.elapsed();
+    let plan = crate::plan::build(&docs, "BIG").map_err(io)?;
+    let took = t.elapsed();
+    Ok(Row {
+        id: "plan",
+        what: format!("plan a {issues}-issue milestone (docs on disk, random DAG)"),
+        loop_value: took.as_secs_f64(),
+        baseline_value: 1.0,
+        unit: "s",
+        baseline: "the 1 s goal".into(),
+        ratio: 1.0 / took.as_secs_f64(),
+        goal: "< 1 s".into(),
+        met: took < Duration::from_secs(1),
+        notes: vec![format!(
+            "reading + parsing {:.3}s, DAG + order + waves {:.3}s; {} waves",
+            loaded.as_secs_f64(),
+            (took - loaded).as_secs_f64(),
+            plan.waves.len()
+        )],
+    })
+}
+
+pub struct Report {
+    pub machine: String,
+    pub rows: Vec<Row>,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cores} cores, {cpu}")
+}
+
+/// Runs every benchmark; `quick` makes each small enough for CI.
+pub fn run_all(quick: bool, progress: &mut dyn FnMut(&Row)) -> Result<Report, BenchError> {
+    let tmp = tempfile::Builder::new().prefix("loop-bench-").tempdir().map_err(io)?;
+    let dir = tmp.path();
+    let mut rows = Vec::new();
+    let mut push = |row: Row, rows: &mut Vec<Row>| {
+        progress(&row);
+        rows.push(row);
+    };
+    let n = if quick { 200 } else { 2000 };
+    let (row, _) = append_one_writer(dir, n)?;
+    push(row, &mut rows);
+    push(append_group(dir, if quick { 400 } else { 8000 })?, &mut rows);
+    let sizes: &[u64] = if quick { &[10_000] } else { &[10_000, 100_000, 1_000_000] };
+    for row in replay(dir, sizes)? {
+        push(row, &mut rows);
+    }
+    push(per_issue(dir, if quick { 10 } else { 200 })?, &mut rows);
+    push(planning(dir, if quick { 1000 } else { 10_000 })?, &mut rows);
+    Ok(Report { machine: machine(), rows })
+}
+
+pub fn format_row(r: &Row) -> String {
+    let fmt = |v: f64| {
+        if v >= 1000.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
+    format!(
+        "{:<66} {:>12} vs {:>12} {:<10} ratio {:>6.2}  goal {:<34} {}{}",
+        r.what,
+        fmt(r.loop_value),
+        fmt(r.baseline_value),
+        r.unit,
+        r.ratio,
+        r.goal,
+        if r.met { "met" } else { "MISSED" },
+        if r.notes.is_empty() { String::new() } else { format!("  ({})", r.notes.join("; ")) }
+    )
+}

@@ -1,0 +1,49 @@
+//! `loop bench`: performance figures as ratios against baselines measured in the same run.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use super::CliError;
+use crate::bench;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Small sizes (seconds, not minutes): what CI runs to keep the benchmarks working.
+    #[arg(long)]
+    pub quick: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: replay one journal in this process and report time and peak memory.
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub replay_child: Option<PathBuf>,
+    /// Internal: with --replay-child, the path is a flat export file.
+    #[arg(long, hide = true)]
+    pub flat: bool,
+}
+
+pub fn run(args: BenchArgs) -> Result<i32, CliError> {
+    if let Some(p) = &args.replay_child {
+        let r = bench::replay_child(p, args.flat).map_err(|e| CliError::Usage(e.to_string()))?;
+        println!("{}", serde_json::to_string(&r).expect("serializable"));
+        return Ok(0);
+    }
+    let json_out = args.json;
+    if !json_out {
+        eprintln!("loop bench{}: each figure is measured beside its baseline in this run", if args.quick { " --quick" } else { "" });
+    }
+    let report = bench::run_all(args.quick, &mut |row| {
+        if !json_out {
+            println!("{}", bench::format_row(row));
+        }
+    })
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    if json_out {
+        println!("{}", json!({"machine": report.machine, "quick": args.quick, "rows": report.rows}));
+    } else {
+        println!("machine: {}", report.machine);
+    }
+    Ok(0)
+}
