@@ -19,6 +19,8 @@ pub enum RunsError {
     Ambiguous { prefix: String, matches: Vec<String> },
     #[error("run {run} is locked by another loop process{}; wait for it or stop it first", .pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { run: String, pid: Option<String> },
+    #[error("milestone {milestone} is already being run by run {run}{}; wait for it, stop it, or `loop resume {run}` later", .pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    MilestoneBusy { milestone: String, run: String, pid: Option<String> },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -118,6 +120,29 @@ impl StateDir {
         }
         file.set_len(0).map_err(io(&path))?;
         write!(file, "{}", std::process::id()).map_err(io(&path))?;
+        Ok(RunLock { _file: file })
+    }
+
+    /// Takes the lock that lets one process at a time work a milestone in this repo, so two runs
+    /// can never work the same issue. Held for the life of the returned guard.
+    pub fn lock_milestone(&self, milestone: &str, run_id: &str) -> Result<RunLock, RunsError> {
+        let dir = self.root.join("active");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(format!("{}.lock", crate::workspace::sanitize(milestone)));
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let mut parts = text.split_whitespace();
+                let run = parts.next().unwrap_or("?").to_string();
+                let pid = parts.next().map(str::to_string);
+                return Err(RunsError::MilestoneBusy { milestone: milestone.to_string(), run, pid });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+        }
+        file.set_len(0).map_err(io(&path))?;
+        write!(file, "{run_id} {}", std::process::id()).map_err(io(&path))?;
         Ok(RunLock { _file: file })
     }
 

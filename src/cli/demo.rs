@@ -125,7 +125,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
     if !args.quiet && !args.json {
         eprintln!("loop demo: sample repo at {}", repo.display());
     }
-    let mut progress = Progress { quiet: args.quiet || args.json, json_events: false, start: Instant::now() };
+    let mut progress = Progress::new(args.quiet || args.json, false);
     let inputs = RunInputs {
         repo: repo.clone(),
         state: state.clone(),

@@ -160,7 +160,7 @@ impl CliError {
         match self {
             CliError::Docs(_) | CliError::Plan(_) | CliError::Scenario(_) | CliError::Usage(_) => exit::BAD_INPUT,
             CliError::Runs(RunsError::NoSuchRun(_) | RunsError::Ambiguous { .. }) => exit::BAD_INPUT,
-            CliError::Runs(RunsError::Locked { .. }) => exit::LOCKED,
+            CliError::Runs(RunsError::Locked { .. } | RunsError::MilestoneBusy { .. }) => exit::LOCKED,
             CliError::Runs(RunsError::Journal(j)) | CliError::Journal(j) => journal_code(j),
             CliError::Engine(EngineError::Journal(j)) => journal_code(j),
             CliError::Diverged(_) | CliError::Engine(EngineError::Divergence(_)) => exit::DIVERGED,

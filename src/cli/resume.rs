@@ -1,6 +1,5 @@
 //! `loop resume`: refold a run's journal and continue it exactly where it stopped.
 
-use std::time::Instant;
 
 use clap::Args;
 
@@ -39,11 +38,12 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let clock = Clock::from_env();
     let (journal, records) = Journal::reopen(Box::new(store), clock.clone())?;
     let view = RunView::fold(&records)?;
+    let _milestone_lock = state.lock_milestone(&view.start.milestone, &run_id)?;
     let repo = std::path::PathBuf::from(&view.start.repo);
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
     let agent = agent_for(&view.start.agent, &ids, "the recorded scenario")?;
     let ws = GitWorkspace::new(&repo);
-    let mut progress = Progress { quiet: args.quiet, json_events: args.json_events, start: Instant::now() };
+    let mut progress = Progress::new(args.quiet, args.json_events);
     let mut engine_journal = journal;
     let mut view = view;
     if !view.finished {
