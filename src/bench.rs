@@ -429,9 +429,9 @@ fn per_issue(dir: &Path, issues: usize) -> Result<Row, BenchError> {
         }
         Ok(t.elapsed())
     };
-    let plain = timed("run-noguard", &["--no-guard"])?;
-    let guarded = timed("run-guard", &[])?;
-    let jobs = timed("run-jobs4", &["--no-guard", "--jobs", "4"])?;
+    let plain = timed("run-noguard", &["--no-guard", "--no-review-doc"])?;
+    let guarded = timed("run-guard", &["--no-review-doc"])?;
+    let jobs = timed("run-jobs4", &["--no-guard", "--no-review-doc", "--jobs", "4"])?;
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / issues as f64;
     let ratio = floor.as_secs_f64() / plain.as_secs_f64();
     Ok(Row {

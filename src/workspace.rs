@@ -66,6 +66,9 @@ pub fn git(dir: &Path, args: &[&str], timeout: Duration) -> Result<Output, Works
         .arg(dir)
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        // Read-only commands (status) must not take index.lock: with --jobs, one issue's guard
+        // snapshot would otherwise collide with another issue's `git add` in its worktree.
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_INDEX_FILE")
@@ -122,7 +125,18 @@ impl GitWorkspace {
 
     /// `(path, branch)` of every registered worktree.
     fn worktrees(&self) -> Result<Vec<(PathBuf, Option<String>)>, WorkspaceError> {
-        let text = git_ok(&self.repo, &["worktree", "list", "--porcelain"], self.timeout)?;
+        // A concurrent `git worktree add` (another issue, --jobs) can make this fail for a moment.
+        let mut attempt = 0u64;
+        let text = loop {
+            match git_ok(&self.repo, &["worktree", "list", "--porcelain"], self.timeout) {
+                Ok(t) => break t,
+                Err(e) if attempt >= 4 => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(20 * attempt));
+                }
+            }
+        };
         let mut out = Vec::new();
         let mut cur: Option<(PathBuf, Option<String>)> = None;
         for line in text.lines() {

@@ -152,7 +152,7 @@ fn golden_journal_replays() {
 #[test]
 fn second_process_on_a_running_run_is_refused_and_ctrl_c_is_resumable() {
     let (_t, repo) = demo_repo();
-    std::fs::write(repo.join("hang.json"), r#"{"ORB-1": {"dev": "hang"}}"#).unwrap();
+    write_committed(&repo, "hang.json", r#"{"ORB-1": {"dev": "hang"}}"#);
     let mut child = loop_cmd(&repo)
         .args(["run", "--milestone", "M1-core", "--sim-scenario", "hang.json", "--phase-timeout", "60", "-q"])
         .env("LOOP_RUN_ID", "busy")
@@ -222,7 +222,7 @@ fn resume_reruns_an_interrupted_phase_and_finishes() {
 fn agent_failures_end_in_failed_with_reasons_and_dependents_blocked() {
     let (_t, repo) = demo_repo();
     let scenario = r#"{"ORB-1": {"reviews": ["garbage"]}, "ORB-5": {"dev": "crash"}, "ORB-3": {"dev": "hang"}}"#;
-    std::fs::write(repo.join("bad.json"), scenario).unwrap();
+    write_committed(&repo, "bad.json", scenario);
     let out = loop_cmd(&repo)
         .args(["run", "-m", "M1-core", "--sim-scenario", "bad.json", "--phase-timeout", "1", "--json", "-q"])
         .output()
@@ -245,7 +245,7 @@ fn agent_failures_end_in_failed_with_reasons_and_dependents_blocked() {
 #[test]
 fn phase_timeout_kills_a_hanging_agent() {
     let (_t, repo) = demo_repo();
-    std::fs::write(repo.join("hang.json"), r#"{"ORB-5": {"dev": "hang"}}"#).unwrap();
+    write_committed(&repo, "hang.json", r#"{"ORB-5": {"dev": "hang"}}"#);
     let start = std::time::Instant::now();
     let out = loop_cmd(&repo)
         .args(["run", "-m", "M1-core", "--sim-scenario", "hang.json", "--phase-timeout", "1", "--json", "-q"])

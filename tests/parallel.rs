@@ -123,7 +123,7 @@ fn crash_during_a_parallel_run_resumes_to_the_same_states() {
 #[test]
 fn a_second_run_of_an_active_milestone_is_refused_naming_the_run() {
     let (_t, repo) = generated();
-    std::fs::write(repo.join("hang.json"), r#"{"G-0": {"dev": "hang"}}"#).unwrap();
+    write_committed(&repo, "hang.json", r#"{"G-0": {"dev": "hang"}}"#);
     let mut first = loop_cmd(&repo)
         .args(["run", "-m", "GEN", "--sim-scenario", "hang.json", "--phase-timeout", "60", "-q", "--jobs", "2"])
         .env("LOOP_RUN_ID", "first")
@@ -153,10 +153,9 @@ fn a_second_run_of_an_active_milestone_is_refused_naming_the_run() {
 #[test]
 fn ctrl_c_stops_every_running_phase_and_resume_continues_them_all() {
     let (_t, repo) = generated();
-    std::fs::write(repo.join("hang.json"), r#"{"G-0": {"dev": "hang"}, "G-1": {"dev": "hang"}, "G-2": {"dev": "hang"}}"#)
-        .unwrap();
+    write_committed(&repo, "hang.json", r#"{"G-0": {"dev": "hang"}, "G-1": {"dev": "hang"}, "G-2": {"dev": "hang"}}"#);
     let mut child = loop_cmd(&repo)
-        .args(["run", "-m", "GEN", "--sim-scenario", "hang.json", "--phase-timeout", "3", "-q", "--jobs", "3"])
+        .args(["run", "-m", "GEN", "--sim-scenario", "hang.json", "--phase-timeout", "8", "-q", "--jobs", "3"])
         .env("LOOP_RUN_ID", "int")
         .spawn()
         .unwrap();

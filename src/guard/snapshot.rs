@@ -62,7 +62,23 @@ fn canon(p: &Path) -> PathBuf {
 }
 
 /// Takes a snapshot of `repo` (the main checkout). `gt` is used for `gt state` when given.
+///
+/// With `--jobs`, another issue's `git worktree add` can be half-way (its admin dir exists, its
+/// `commondir` not yet), and `git worktree list` then fails; that is transient, so a failed
+/// snapshot is retried a few times before it counts.
 pub fn take(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration) -> Result<Snapshot, WorkspaceError> {
+    let mut last = None;
+    for attempt in 0..5u64 {
+        match take_once(repo, gt, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20 * (attempt + 1)));
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+fn take_once(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration) -> Result<Snapshot, WorkspaceError> {
     let mut s = Snapshot::default();
     let refs = git_ok(repo, &["for-each-ref", "--format=%(refname) %(objectname)"], timeout)?;
     for line in refs.lines() {

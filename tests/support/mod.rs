@@ -100,3 +100,10 @@ pub fn states(status: &serde_json::Value) -> Vec<(String, String, u64)> {
         })
         .collect()
 }
+
+/// Writes a file into the repo and commits it, so the guard's clean-checkout check holds.
+pub fn write_committed(repo: &Path, name: &str, text: &str) {
+    std::fs::write(repo.join(name), text).expect("write");
+    git(repo, &["add", name]);
+    git(repo, &["commit", "-q", "-m", name]);
+}
