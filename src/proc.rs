@@ -38,6 +38,10 @@ pub struct Cmd {
     pub env: Vec<(OsString, OsString)>,
     pub env_remove: Vec<OsString>,
     pub timeout: Duration,
+    /// Whether Ctrl-C stops this child. Agents: yes. Short git bookkeeping: no — it finishes
+    /// (bounded by its timeout) so an interruption never turns into a half-done git step or a
+    /// spurious failure.
+    pub cancellable: bool,
 }
 
 impl Cmd {
@@ -49,6 +53,7 @@ impl Cmd {
             env: Vec::new(),
             env_remove: Vec::new(),
             timeout: Duration::from_secs(120),
+            cancellable: true,
         }
     }
 
@@ -83,6 +88,12 @@ impl Cmd {
 
     pub fn timeout(mut self, t: Duration) -> Cmd {
         self.timeout = t;
+        self
+    }
+
+    /// Let this child finish even after Ctrl-C (its timeout still applies).
+    pub fn not_cancellable(mut self) -> Cmd {
+        self.cancellable = false;
         self
     }
 
@@ -219,8 +230,9 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
         collected.extend_from_slice(&line);
     };
     // Phase 1: stdout open.
+    let cancel_requested = || cmd.cancellable && is_cancelled();
     loop {
-        if is_cancelled() {
+        if cancel_requested() {
             cancelled = true;
             break;
         }
@@ -245,7 +257,7 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
             Ok(None) => {}
             Err(_) => break None,
         }
-        if is_cancelled() {
+        if cancel_requested() {
             cancelled = true;
             continue;
         }

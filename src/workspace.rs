@@ -72,7 +72,8 @@ pub fn git(dir: &Path, args: &[&str], timeout: Duration) -> Result<Output, Works
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_INDEX_FILE")
-        .timeout(timeout);
+        .timeout(timeout)
+        .not_cancellable();
     Ok(proc::run(&cmd)?)
 }
 
@@ -245,7 +246,8 @@ impl Workspace for GitWorkspace {
                 *self.has_identity.get_or_init(|| v)
             }
         };
-        let mut cmd = Cmd::new("git").arg("-C").arg(wt).env("GIT_TERMINAL_PROMPT", "0").timeout(self.timeout);
+        let mut cmd =
+            Cmd::new("git").arg("-C").arg(wt).env("GIT_TERMINAL_PROMPT", "0").timeout(self.timeout).not_cancellable();
         if !has_identity {
             cmd = cmd.args(["-c", "user.name=loop", "-c", "user.email=loop@localhost"]);
         }
