@@ -632,7 +632,12 @@ fn check_id(
             path: path.to_path_buf(),
             line,
             what,
-            value,
+            // Enough to recognise it; a multi-megabyte id must not become a multi-megabyte error.
+            value: if value.chars().count() > 100 {
+                value.chars().take(100).chain(['…']).collect()
+            } else {
+                value
+            },
             reason,
         }),
         None => Ok(trimmed.to_owned()),
@@ -781,12 +786,21 @@ pub fn parse_milestone(
             )
         }
     };
+    // Table cells are raw text: hold them to the same rules as `blocked_by`, so an unknown-issue
+    // error never prints a control character (fuzz: `milestone_doc`).
+    let issue_map = parse_issue_map(body, body_line)
+        .into_iter()
+        .map(|d| {
+            let id = check_id(d.id, "Issue Map entry", rel_path, d.line)?;
+            Ok(Dep { id, line: d.line })
+        })
+        .collect::<Result<_, DocError>>()?;
     Ok(MilestoneDoc {
         id,
         title,
         path: rel_path.to_path_buf(),
         project: project.to_owned(),
-        issue_map: parse_issue_map(body, body_line),
+        issue_map,
     })
 }
 

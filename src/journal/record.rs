@@ -194,11 +194,27 @@ pub fn open(bytes: &[u8]) -> Result<Record, RecordError> {
     if hash.0 != tail {
         return Err(RecordError::HashMismatch);
     }
-    let content: Content = rmp_serde::from_slice(body).map_err(|e| RecordError::Decode(e.to_string()))?;
+    let content: Content = rmp_serde::from_slice(body).map_err(|e| RecordError::Decode(printable(&e.to_string())))?;
     if content.version != FORMAT_VERSION {
         return Err(RecordError::Version(content.version));
     }
     Ok(Record { content, hash })
+}
+
+/// Decoder messages quote the record's bytes; keep them to one short printable line.
+fn printable(msg: &str) -> String {
+    let mut out = String::new();
+    for c in msg.chars().take(300) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if msg.chars().nth(300).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]
