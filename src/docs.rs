@@ -400,8 +400,18 @@ fn split_front_matter<'a>(text: &'a str, path: &Path) -> Result<Option<Split<'a>
     let mut offset = yaml_start;
     for (i, line) in lines.enumerate() {
         if is_fence(line) {
+            let yaml = &text[yaml_start..offset];
+            // YAML ends a line at a lone CR, editors and these line numbers do not: refuse it
+            // rather than report lines that do not exist (fuzz: `issue_doc`).
+            if let Some(at) = yaml.match_indices('\r').map(|(i, _)| i).find(|&i| !yaml[i + 1..].starts_with('\n')) {
+                return Err(DocError::MalformedFrontMatter {
+                    path: path.to_path_buf(),
+                    line: 2 + yaml[..at].matches('\n').count(),
+                    message: "carriage return (CR) without a line feed; use LF or CRLF line ends".to_owned(),
+                });
+            }
             return Ok(Some(Split {
-                yaml: &text[yaml_start..offset],
+                yaml,
                 body: &text[offset + line.len()..],
                 body_line: i + 3,
             }));

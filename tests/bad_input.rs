@@ -734,3 +734,41 @@ fn ids_with_dots_spaces_unicode_and_shell_text_stay_inside_the_state_dir() {
     assert!(!repo.path().parent().expect("parent").join("escape").exists(), "an id escaped the repo");
     replays_clean(&repo);
 }
+
+/// Record 0 of `bytes` rewritten by `edit`, with its hash recomputed: what a hand edit that
+/// knows the format looks like. The hash then passes and decoding must catch it.
+fn rehashed_first_record(bytes: &[u8], edit: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    let b = bounds(bytes);
+    let body = edit(bytes[b[0] + 4..b[1] - 32].to_vec());
+    let mut out = bytes[..8].to_vec();
+    out.extend_from_slice(&((body.len() + 32) as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(blake3::hash(&body).as_bytes());
+    out.extend_from_slice(&bytes[b[1]..]);
+    out
+}
+
+fn replace(mut hay: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = hay.windows(from.len()).position(|w| w == from).expect("pattern in record");
+    hay.splice(at..at + from.len(), to.iter().copied());
+    hay
+}
+
+#[test]
+fn export_with_a_rehashed_record_that_does_not_decode() {
+    let (repo, bytes) = exported();
+    let bad = rehashed_first_record(&bytes, |r| replace(r, b"run_started", b"run_\r\nstart"));
+    replay_file_fails(&repo, &bad, "journal is corrupt at record 0: record does not decode: ", "run_\\r\\nstart");
+}
+
+#[test]
+fn export_from_a_future_format_version() {
+    let (repo, bytes) = exported();
+    let bad = rehashed_first_record(&bytes, |r| replace(r, b"\xa7version\x01", b"\xa7version\x02"));
+    replay_file_fails(&repo, &bad, "journal is corrupt at record 0: ", "format version 2 is not known");
+}
+
+#[test]
+fn lone_carriage_returns() {
+    plan_rejects(&[issue("a.md", "---\nid: A\nmilestone: M1\rblocked_by: [B]\n---\n")], &format!("{ISSUES}/a.md:3"), "carriage return (CR) without a line feed");
+}

@@ -86,3 +86,43 @@ fn invalid_enormous_id_is_quoted_briefly() {
     assert!(msg.starts_with("docs/projects/p/issues/a.md:2: invalid issue id \"xxx"), "{}", &msg[..80]);
     assert!(msg.len() < 300 && msg.contains('…'), "{} bytes", msg.len());
 }
+
+/// issue_doc, milestone_doc: YAML takes a lone CR for a line end, so errors after one named
+/// lines past the end of the file (line 47 of an 11-line doc). Now a lone CR in front matter is
+/// itself the error, at its own line.
+#[test]
+fn lone_carriage_return_in_front_matter() {
+    let text = "---\nid: A\ntitle: x\r\rbroken: [\n---\nbody\n";
+    let e = devloop::docs::parse_issue(text, Path::new("a.md"), "p").expect_err("lone CR");
+    assert_eq!(e.to_string(), "a.md:3: malformed front matter: carriage return (CR) without a line feed; use LF or CRLF line ends");
+    let e = parse_milestone("---\r\nid: M1\r\ntitle: a\rb\r\n---\r\n", Path::new("M1.md"), "p").expect_err("lone CR");
+    assert!(e.to_string().starts_with("M1.md:3: "), "{e}");
+    // CRLF alone is fine, and a CR in the body is the body's business.
+    assert!(devloop::docs::parse_issue("---\r\nid: A\r\n---\r\nbody\rtext\n", Path::new("a.md"), "p").is_ok());
+}
+
+/// agent_output: schema errors quote unexpected property names, so a reply with a key holding
+/// a newline gave a multi-line failure reason. Now every error is escaped and bounded.
+#[test]
+fn schema_errors_are_printable_and_bounded() {
+    use devloop::agent::output::validate;
+    use devloop::machine::Phase;
+    let huge_key = "k".repeat(1 << 20);
+    for text in [r#"{"status":"pass","a\nb":1}"#.to_owned(), format!(r#"{{"{huge_key}":1}}"#)] {
+        let msg = validate(Phase::Review, &text).expect_err("breaks the schema").to_string();
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+        assert!(msg.len() < 8 * 310 + 200, "{} bytes", msg.len());
+    }
+}
+
+/// sim_scenario: serde's "unknown field" message quotes the key verbatim, so a key with a CR
+/// garbled the one-line error. Issue keys are quoted through the same escape.
+#[test]
+fn scenario_errors_are_printable() {
+    use devloop::agent::sim::parse_scenario;
+    for text in [r#"{"A": {"\reviews": []}}"#, r#"{"A\rB": {}}"#, r#"{"A": {"dev": "pass"}, "\u001b[2J": {}}"#] {
+        let msg = parse_scenario(text, "s.json", &["A"]).expect_err("bad scenario").to_string();
+        assert!(msg.starts_with("s.json: "), "{msg}");
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    }
+}
