@@ -15,8 +15,10 @@ mod journal;
 mod plan;
 mod sim_scenario;
 
-/// Every target by name; the name is also its corpus directory under fuzz/corpus/.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's name (also its corpus directory under fuzz/corpus/) and its property.
+pub type Target = (&'static str, fn(&[u8]));
+
+pub const TARGETS: &[Target] = &[
     ("issue_doc", docs::issue_doc),
     ("milestone_doc", docs::milestone_doc),
     ("issue_map", docs::issue_map),

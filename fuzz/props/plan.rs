@@ -152,13 +152,10 @@ fn on_cycle(n: usize, edges: &BTreeSet<(usize, usize)>) -> Vec<bool> {
         reach[a][b] = true;
     }
     for k in 0..n {
-        for i in 0..n {
-            if reach[i][k] {
-                for j in 0..n {
-                    if reach[k][j] {
-                        reach[i][j] = true;
-                    }
-                }
+        let via = reach[k].clone();
+        for row in reach.iter_mut().filter(|row| row[k]) {
+            for (r, &v) in row.iter_mut().zip(&via) {
+                *r |= v;
             }
         }
     }
