@@ -400,8 +400,18 @@ fn split_front_matter<'a>(text: &'a str, path: &Path) -> Result<Option<Split<'a>
     let mut offset = yaml_start;
     for (i, line) in lines.enumerate() {
         if is_fence(line) {
+            let yaml = &text[yaml_start..offset];
+            // YAML ends a line at a lone CR, editors and these line numbers do not: refuse it
+            // rather than report lines that do not exist (fuzz: `issue_doc`).
+            if let Some(at) = yaml.match_indices('\r').map(|(i, _)| i).find(|&i| !yaml[i + 1..].starts_with('\n')) {
+                return Err(DocError::MalformedFrontMatter {
+                    path: path.to_path_buf(),
+                    line: 2 + yaml[..at].matches('\n').count(),
+                    message: "carriage return (CR) without a line feed; use LF or CRLF line ends".to_owned(),
+                });
+            }
             return Ok(Some(Split {
-                yaml: &text[yaml_start..offset],
+                yaml,
                 body: &text[offset + line.len()..],
                 body_line: i + 3,
             }));
@@ -632,7 +642,12 @@ fn check_id(
             path: path.to_path_buf(),
             line,
             what,
-            value,
+            // Enough to recognise it; a multi-megabyte id must not become a multi-megabyte error.
+            value: if value.chars().count() > 100 {
+                value.chars().take(100).chain(['…']).collect()
+            } else {
+                value
+            },
             reason,
         }),
         None => Ok(trimmed.to_owned()),
@@ -781,12 +796,21 @@ pub fn parse_milestone(
             )
         }
     };
+    // Table cells are raw text: hold them to the same rules as `blocked_by`, so an unknown-issue
+    // error never prints a control character (fuzz: `milestone_doc`).
+    let issue_map = parse_issue_map(body, body_line)
+        .into_iter()
+        .map(|d| {
+            let id = check_id(d.id, "Issue Map entry", rel_path, d.line)?;
+            Ok(Dep { id, line: d.line })
+        })
+        .collect::<Result<_, DocError>>()?;
     Ok(MilestoneDoc {
         id,
         title,
         path: rel_path.to_path_buf(),
         project: project.to_owned(),
-        issue_map: parse_issue_map(body, body_line),
+        issue_map,
     })
 }
 

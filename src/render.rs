@@ -199,3 +199,20 @@ pub fn status_text(view: &RunView, live: bool) -> String {
     }
     out
 }
+
+/// `msg` as one printable line of at most `max_chars` characters (plus `…`): control characters
+/// are escaped. For messages that quote outside input (an agent's keys, a record's strings).
+pub fn printable(msg: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for c in msg.chars().take(max_chars) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if msg.chars().nth(max_chars).is_some() {
+        out.push('…');
+    }
+    out
+}

@@ -110,7 +110,8 @@ pub fn validate(phase: Phase, text: &str) -> Result<Value, OutputError> {
         .take(8)
         .map(|e| {
             let at = e.instance_path().to_string();
-            format!("{}: {e}", if at.is_empty() { "/" } else { &at })
+            // The message quotes the reply's own keys and values (fuzz: `agent_output`).
+            crate::render::printable(&format!("{}: {e}", if at.is_empty() { "/" } else { &at }), 300)
         })
         .collect();
     if !errors.is_empty() {
@@ -118,6 +119,7 @@ pub fn validate(phase: Phase, text: &str) -> Result<Value, OutputError> {
     }
     Ok(value)
 }
+
 
 pub fn parse_work(phase: Phase, text: &str) -> Result<WorkOutput, OutputError> {
     let v = validate(phase, text)?;

@@ -200,12 +200,15 @@ pub fn open(bytes: &[u8]) -> Result<Record, RecordError> {
     if hash.0 != tail {
         return Err(RecordError::HashMismatch);
     }
-    let content: Content = rmp_serde::from_slice(body).map_err(|e| RecordError::Decode(e.to_string()))?;
+    // The decoder's message quotes the record's strings (fuzz: `journal_record`).
+    let content: Content = rmp_serde::from_slice(body)
+        .map_err(|e| RecordError::Decode(crate::render::printable(&e.to_string(), 300)))?;
     if content.version != FORMAT_VERSION {
         return Err(RecordError::Version(content.version));
     }
     Ok(Record { content, hash })
 }
+
 
 #[cfg(test)]
 mod tests {

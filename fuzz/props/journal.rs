@@ -1,0 +1,105 @@
+//! Journal records and exported journal files.
+
+use devloop::cli::replay::replay_store;
+use devloop::journal::record::{open, seal};
+use devloop::journal::{self, Hash, JournalError};
+
+use super::one_line;
+
+/// One stored record (`rmp(content) ++ blake3`). Raw bytes almost never carry a valid hash, so
+/// the bytes are also tried with a correct hash appended: that reaches the decoder.
+pub fn record(data: &[u8]) {
+    check_record(data, true);
+    let mut hashed = data.to_vec();
+    hashed.extend_from_slice(&Hash::of(data).0);
+    check_record(&hashed, false);
+}
+
+fn check_record(bytes: &[u8], written_by_loop: bool) {
+    match open(bytes) {
+        Err(e) => one_line(&e.to_string()),
+        Ok(rec) => {
+            assert_eq!(rec.hash, Hash::of(&bytes[..bytes.len() - 32]), "hash is not of the stored bytes");
+            let (sealed, hash) = seal(&rec.content);
+            if written_by_loop {
+                // Only `seal` makes valid hashes (a fuzzer cannot forge blake3), so a record that
+                // verifies must re-encode to exactly its stored bytes.
+                assert_eq!(sealed, bytes, "a verified record does not re-encode to its bytes");
+            }
+            let again = open(&sealed).expect("a sealed record opens");
+            assert_eq!(again.content, rec.content, "re-encoding changed the content");
+            assert_eq!(again.hash, hash);
+            assert_eq!(seal(&again.content).0, sealed, "encoding is not a fixed point");
+        }
+    }
+}
+
+const FILE: &str = "fuzz.loopjnl";
+
+/// A whole export file: framing, chain verification, replay.
+pub fn export_file(data: &[u8]) {
+    export_file_with(data, 16);
+}
+
+/// `flips` bounds how many single-byte edits of a verified file are tried (every byte when
+/// `usize::MAX`): the fuzzer wants speed, the corpus replay in `cargo test` wants all of them.
+pub fn export_file_with(data: &[u8], flips: usize) {
+    let store = match journal::parse_export(data, FILE) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = e.to_string();
+            one_line(&msg);
+            assert!(msg.starts_with(&format!("journal file {FILE}: ")), "does not name the file: {msg}");
+            return;
+        }
+    };
+    let verdict = replay_store(&store, |line| assert!(!line.contains('\n'), "timeline line spans lines"), true);
+    let records = match journal::read_all(&store) {
+        Err(e) => {
+            let msg = e.to_string();
+            one_line(&msg);
+            if let JournalError::Corrupt { seq, .. } = e {
+                assert!(seq <= store.records.len() as u64, "names record {seq} of {}", store.records.len());
+            }
+            assert!(verdict.error.is_some(), "replay accepted a journal that does not verify");
+            return;
+        }
+        Ok(r) => r,
+    };
+    // Only real journals get here (see `record`); replay must agree with the code that wrote them.
+    if let Some((code, msg)) = &verdict.error {
+        panic!("verified journal fails replay with exit {code}: {msg}");
+    }
+    assert_eq!(verdict.records, records.len() as u64);
+
+    let mut out = Vec::new();
+    journal::export(&store, &mut out).expect("a verified journal exports");
+    assert_eq!(out, data, "re-export is not byte-identical");
+
+    // Any changed byte fails verification (the file was verified, so every change is a change).
+    let positions: Vec<usize> = if flips == usize::MAX {
+        (0..data.len()).collect()
+    } else {
+        let h = Hash::of(data).0;
+        (0..flips).map(|i| u32::from_le_bytes([h[i % 8 * 4], h[i % 8 * 4 + 1], h[i % 8 * 4 + 2], i as u8]) as usize % data.len()).collect()
+    };
+    for &p in &positions {
+        let mut bad = data.to_vec();
+        bad[p] ^= 1 << (p % 8);
+        let ok = journal::parse_export(&bad, FILE).ok().and_then(|s| journal::read_all(&s).ok());
+        assert!(ok.is_none(), "changing byte {p} of a verified journal went unnoticed");
+    }
+    // A cut inside a record fails; a cut between records is the shorter journal it looks like.
+    let mut bounds = vec![8usize];
+    for (_, bytes) in &store.records {
+        bounds.push(bounds.last().expect("non-empty") + 4 + bytes.len());
+    }
+    let cuts: Vec<usize> = if flips == usize::MAX { (0..data.len()).collect() } else { positions };
+    for cut in cuts {
+        let got = journal::parse_export(&data[..cut], FILE).ok().and_then(|s| journal::read_all(&s).ok());
+        match bounds.iter().position(|&b| b == cut) {
+            Some(k) if k > 0 => assert_eq!(got.as_deref(), Some(&records[..k]), "cut after record {k}"),
+            _ => assert!(got.is_none(), "a journal cut at byte {cut} verified"),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Crashes the fuzz targets found, each pinned at the level it was fixed. Their inputs are also
+//! kept in fuzz/corpus/ (named `crash-*`), which tests/fuzz_props.rs replays.
+
+use std::path::Path;
+
+use devloop::docs::{parse_milestone, DocError};
+use devloop::journal::record::{open, RecordError};
+use devloop::journal::Hash;
+
+/// milestone_doc: an Issue Map cell with a NUL, an escape sequence or a lone CR was taken as an
+/// issue id, so "Issue Map names unknown issue" printed the raw control characters (a lone CR
+/// even split the message). Now such a cell is an invalid entry at its line.
+#[test]
+fn issue_map_cells_with_control_characters() {
+    for (cell, line) in [("ORB-1\0", 4), ("\u{1b}[2J", 4), ("A\rB", 4)] {
+        let text = format!("# Issue Map\n| id |\n|-|\n| {cell} |\n");
+        let e = parse_milestone(&text, Path::new("docs/projects/p/milestones/M1.md"), "p")
+            .expect_err("control characters in an Issue Map id");
+        assert!(matches!(e, DocError::InvalidId { line: l, .. } if l == line), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.starts_with("docs/projects/p/milestones/M1.md:4: invalid Issue Map entry "), "{msg}");
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    }
+}
+
+/// journal_record: a record whose hash verifies but whose body does not decode reported the
+/// decoder's message verbatim, and that message quotes the record's strings, CR LF included,
+/// so `loop replay` printed a multi-line error. Now it is escaped and bounded.
+#[test]
+fn undecodable_record_error_is_one_printable_line() {
+    let body = rmp_like_map_with_kind("run_\r\nstart");
+    let mut bytes = body.clone();
+    bytes.extend_from_slice(&Hash::of(&body).0);
+    let e = open(&bytes).expect_err("unknown kind");
+    assert!(matches!(e, RecordError::Decode(_)), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("run_\\r\\nstart"), "{msg}");
+    assert!(!msg.chars().any(char::is_control), "{msg:?}");
+
+    let long = rmp_like_map_with_kind(&"k".repeat(100_000));
+    let mut bytes = long.clone();
+    bytes.extend_from_slice(&Hash::of(&long).0);
+    let msg = open(&bytes).expect_err("unknown kind").to_string();
+    assert!(msg.len() < 600, "{} bytes", msg.len());
+}
+
+/// The real record shape up to `body`, whose `kind` is `kind` (msgpack by hand, so the test
+/// does not depend on encoder details it is meant to check).
+fn rmp_like_map_with_kind(kind: &str) -> Vec<u8> {
+    fn s(out: &mut Vec<u8>, v: &str) {
+        let n = v.len();
+        if n < 32 {
+            out.push(0xa0 | n as u8);
+        } else {
+            out.push(0xdb);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    let mut out = vec![0x86];
+    s(&mut out, "version");
+    out.push(0x01);
+    s(&mut out, "run_id");
+    s(&mut out, "r1");
+    s(&mut out, "seq");
+    out.push(0x00);
+    s(&mut out, "time");
+    s(&mut out, "2026-01-01T00:00:00Z");
+    s(&mut out, "prev");
+    out.extend_from_slice(&[0xc4, 32]);
+    out.extend_from_slice(&[0; 32]);
+    s(&mut out, "body");
+    out.push(0x81);
+    s(&mut out, "kind");
+    s(&mut out, kind);
+    out
+}
+
+/// bad_input (enormous fields): an invalid 5 MB id was quoted whole in its error, making a
+/// 5 MB "one-line" message. Now the quote stops after 100 characters.
+#[test]
+fn invalid_enormous_id_is_quoted_briefly() {
+    let text = format!("---\nid: \"{}\\a\"\n---\n", "x".repeat(1 << 20));
+    let e = devloop::docs::parse_issue(&text, Path::new("docs/projects/p/issues/a.md"), "p").expect_err("BEL in id");
+    let msg = e.to_string();
+    assert!(msg.starts_with("docs/projects/p/issues/a.md:2: invalid issue id \"xxx"), "{}", &msg[..80]);
+    assert!(msg.len() < 300 && msg.contains('…'), "{} bytes", msg.len());
+}
+
+/// issue_doc, milestone_doc: YAML takes a lone CR for a line end, so errors after one named
+/// lines past the end of the file (line 47 of an 11-line doc). Now a lone CR in front matter is
+/// itself the error, at its own line.
+#[test]
+fn lone_carriage_return_in_front_matter() {
+    let text = "---\nid: A\ntitle: x\r\rbroken: [\n---\nbody\n";
+    let e = devloop::docs::parse_issue(text, Path::new("a.md"), "p").expect_err("lone CR");
+    assert_eq!(e.to_string(), "a.md:3: malformed front matter: carriage return (CR) without a line feed; use LF or CRLF line ends");
+    let e = parse_milestone("---\r\nid: M1\r\ntitle: a\rb\r\n---\r\n", Path::new("M1.md"), "p").expect_err("lone CR");
+    assert!(e.to_string().starts_with("M1.md:3: "), "{e}");
+    // CRLF alone is fine, and a CR in the body is the body's business.
+    assert!(devloop::docs::parse_issue("---\r\nid: A\r\n---\r\nbody\rtext\n", Path::new("a.md"), "p").is_ok());
+}
+
+/// agent_output: schema errors quote unexpected property names, so a reply with a key holding
+/// a newline gave a multi-line failure reason. Now every error is escaped and bounded.
+#[test]
+fn schema_errors_are_printable_and_bounded() {
+    use devloop::agent::output::validate;
+    use devloop::machine::Phase;
+    let huge_key = "k".repeat(1 << 20);
+    for text in [r#"{"status":"pass","a\nb":1}"#.to_owned(), format!(r#"{{"{huge_key}":1}}"#)] {
+        let msg = validate(Phase::Review, &text).expect_err("breaks the schema").to_string();
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+        assert!(msg.len() < 8 * 310 + 200, "{} bytes", msg.len());
+    }
+}
+
+/// sim_scenario: serde's "unknown field" message quotes the key verbatim, so a key with a CR
+/// garbled the one-line error. Issue keys are quoted through the same escape.
+#[test]
+fn scenario_errors_are_printable() {
+    use devloop::agent::sim::parse_scenario;
+    for text in [r#"{"A": {"\reviews": []}}"#, r#"{"A\rB": {}}"#, r#"{"A": {"dev": "pass"}, "\u001b[2J": {}}"#] {
+        let msg = parse_scenario(text, "s.json", &["A"]).expect_err("bad scenario").to_string();
+        assert!(msg.starts_with("s.json: "), "{msg}");
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    }
+}
