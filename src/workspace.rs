@@ -233,11 +233,9 @@ impl Workspace for GitWorkspace {
     }
 
     fn commit_all(&self, wt: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError> {
+        // Two git processes per commit (add, commit); the commit id is read from the ref file.
+        // Every process counts: this runs after each dev and fix phase of every issue.
         git_ok(wt, &["add", "-A"], self.timeout)?;
-        let staged = git(wt, &["diff", "--cached", "--quiet"], self.timeout)?;
-        if staged.code == Some(0) {
-            return Ok(None);
-        }
         // Use the user's identity when git has one; otherwise commit as loop rather than fail.
         let has_identity = match self.has_identity.get() {
             Some(v) => *v,
@@ -246,8 +244,14 @@ impl Workspace for GitWorkspace {
                 *self.has_identity.get_or_init(|| v)
             }
         };
-        let mut cmd =
-            Cmd::new("git").arg("-C").arg(wt).env("GIT_TERMINAL_PROMPT", "0").timeout(self.timeout).not_cancellable();
+        let mut cmd = Cmd::new("git")
+            .arg("-C")
+            .arg(wt)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            // git's "nothing to commit" is matched below; keep it in English.
+            .env("LC_ALL", "C")
+            .timeout(self.timeout)
+            .not_cancellable();
         if !has_identity {
             cmd = cmd.args(["-c", "user.name=loop", "-c", "user.email=loop@localhost"]);
         }
@@ -257,9 +261,16 @@ impl Workspace for GitWorkspace {
         }
         let out = proc::run(&cmd)?;
         if !out.success() {
-            return Err(WorkspaceError::Git { args: "commit".into(), detail: out.stderr_text().trim().to_string() });
+            let said = format!("{}{}", out.stdout_text(), out.stderr_text());
+            if out.code == Some(1) && (said.contains("nothing to commit") || said.contains("nothing added to commit")) {
+                return Ok(None);
+            }
+            return Err(WorkspaceError::Git { args: "commit".into(), detail: said.trim().to_string() });
         }
-        Ok(Some(git_ok(wt, &["rev-parse", "HEAD"], self.timeout)?))
+        match worktree_tip(wt) {
+            Some(oid) => Ok(Some(oid)),
+            None => Ok(Some(git_ok(wt, &["rev-parse", "HEAD"], self.timeout)?)),
+        }
     }
 
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError> {
@@ -268,11 +279,6 @@ impl Workspace for GitWorkspace {
             let _ = git(&self.repo, &["worktree", "prune"], self.timeout);
             return Ok(Removal::AlreadyGone);
         }
-        let status = git_ok(path, &["status", "--porcelain", "--untracked-files=all"], self.timeout)?;
-        if !status.is_empty() {
-            let n = status.lines().count();
-            return Ok(Removal::Kept(format!("{n} uncommitted change(s) in the worktree")));
-        }
         match worktree_head(path) {
             Some(on) if on == branch => {}
             other => {
@@ -280,18 +286,48 @@ impl Workspace for GitWorkspace {
                 return Ok(Removal::Kept(format!("worktree is on {at}, not {branch}; its commits could be lost")));
             }
         }
+        // Without --force, git itself refuses a worktree with modified or untracked files:
+        // that refusal is the "nothing would be lost" check, in the same process.
         let p = path.to_string_lossy();
-        git_ok(&self.repo, &["worktree", "remove", &p], self.timeout)?;
-        Ok(Removal::Removed)
+        let out = git(&self.repo, &["worktree", "remove", &p], self.timeout)?;
+        if out.success() {
+            return Ok(Removal::Removed);
+        }
+        let err = out.stderr_text();
+        if err.contains("modified or untracked files") {
+            let status = git(path, &["status", "--porcelain", "--untracked-files=all"], self.timeout)?;
+            let n = status.stdout_text().lines().count().max(1);
+            return Ok(Removal::Kept(format!("{n} uncommitted change(s) in the worktree")));
+        }
+        let detail = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+        Err(WorkspaceError::Git { args: format!("worktree remove {p}"), detail })
     }
+}
+
+/// The commit a linked worktree's branch points at, read from the loose ref (no git process);
+/// None when it is not a loose ref (then ask git).
+fn worktree_tip(wt: &Path) -> Option<String> {
+    let admin = worktree_admin(wt)?;
+    let head = std::fs::read_to_string(admin.join("HEAD")).ok()?;
+    let refname = head.trim().strip_prefix("ref: ")?.to_string();
+    let common = std::fs::read_to_string(admin.join("commondir")).ok()?;
+    let common = common.trim();
+    let common = if Path::new(common).is_absolute() { PathBuf::from(common) } else { admin.join(common) };
+    let oid = std::fs::read_to_string(common.join(&refname)).ok()?;
+    let oid = oid.trim();
+    (oid.len() >= 40 && oid.chars().all(|c| c.is_ascii_hexdigit())).then(|| oid.to_string())
+}
+
+fn worktree_admin(wt: &Path) -> Option<PathBuf> {
+    let dotgit = std::fs::read_to_string(wt.join(".git")).ok()?;
+    let admin = dotgit.strip_prefix("gitdir:")?.trim();
+    Some(if Path::new(admin).is_absolute() { PathBuf::from(admin) } else { wt.join(admin) })
 }
 
 /// The branch a linked worktree has checked out, read from its HEAD file (no git process):
 /// `<wt>/.git` names the worktree's admin dir, whose `HEAD` is `ref: refs/heads/BRANCH`.
 fn worktree_head(wt: &Path) -> Option<String> {
-    let dotgit = std::fs::read_to_string(wt.join(".git")).ok()?;
-    let admin = dotgit.strip_prefix("gitdir:")?.trim();
-    let admin = if Path::new(admin).is_absolute() { PathBuf::from(admin) } else { wt.join(admin) };
+    let admin = worktree_admin(wt)?;
     let head = std::fs::read_to_string(admin.join("HEAD")).ok()?;
     head.trim().strip_prefix("ref: refs/heads/").map(str::to_string)
 }

@@ -37,7 +37,7 @@ fn repo() -> Repo {
 fn run_loop(r: &Repo, args: &[&str], scenario: Option<&str>, extra_env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(LOOP);
     git_env(&mut c, &r.home);
-    c.arg("run").arg("--repo").arg(&r.dir).args(["--milestone", "M1-core", "-q"]).args(args);
+    c.arg("run").arg("--repo").arg(&r.dir).args(["--milestone", "M1-core", "-q", "--agent", "sim"]).args(args);
     if let Some(s) = scenario {
         let f = r.dir.parent().unwrap().join("scenario.json");
         std::fs::write(&f, s).unwrap();
