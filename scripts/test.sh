@@ -29,4 +29,4 @@ export LOOP_TEST_CODEX_BIN="${native:-$TOOLS/node_modules/.bin/codex}"
 export LOOP_TEST_GT_BIN="$TOOLS/node_modules/.bin/gt"
 export GRAPHITE_DISABLE_TELEMETRY=1 GRAPHITE_DISABLE_UPGRADE_PROMPT=1
 
-cargo test --release "$@"
+cargo test --release --no-fail-fast "$@"
