@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::run::{agent_for, drive, finish_output, Progress};
+use super::run::{agent_for, drive, finish_output};
 use super::{CliError, RepoArgs};
 use crate::clock::Clock;
 use crate::journal::view::RunView;
@@ -16,18 +16,8 @@ pub struct ResumeArgs {
     pub run_id: String,
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// How many issues may run at once.
-    #[arg(long, short, default_value_t = 1)]
-    pub jobs: usize,
-    /// Print the final status as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Stream every journal record as a JSON line on stdout.
-    #[arg(long, conflicts_with = "json")]
-    pub json_events: bool,
-    /// No progress lines on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub drive: super::run::DriveArgs,
 }
 
 pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
@@ -43,7 +33,8 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
     let agent = agent_for(&view.start.agent, &ids, "the recorded scenario")?;
     let ws = GitWorkspace::new(&repo);
-    let mut progress = Progress::new(args.quiet, args.json_events);
+    args.drive.check()?;
+    let mut progress = args.drive.progress();
     let mut engine_journal = journal;
     let mut view = view;
     if !view.finished {
@@ -53,7 +44,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         progress.record(&rec, &applied, &view);
         super::install_interrupt_handler();
     }
-    let (code, view) = drive(engine_journal, view, agent.as_ref(), &ws, &mut progress, args.jobs)?;
-    finish_output(&view, args.json, &repo, args.quiet);
+    let (code, view) = drive(engine_journal, view, agent.as_ref(), &ws, &mut progress, args.drive.jobs)?;
+    finish_output(&view, args.drive.json, &repo, args.drive.quiet);
     Ok(code)
 }

@@ -52,6 +52,15 @@ pub struct RunArgs {
     /// Do not append reviews to docs/projects/<project>/reviews/REVIEW-<milestone>.md.
     #[arg(long)]
     pub no_review_doc: bool,
+    #[command(flatten)]
+    pub drive: DriveArgs,
+    #[command(flatten)]
+    pub guard: crate::guard::GuardArgs,
+}
+
+/// How a run is driven and shown; shared by `run` and `resume`.
+#[derive(Args, Debug)]
+pub struct DriveArgs {
     /// How many issues may run at once (each in its own worktree).
     #[arg(long, short, default_value_t = 1)]
     pub jobs: usize,
@@ -64,8 +73,19 @@ pub struct RunArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
-    #[command(flatten)]
-    pub guard: crate::guard::GuardArgs,
+}
+
+impl DriveArgs {
+    pub fn check(&self) -> Result<(), CliError> {
+        if self.jobs == 0 || self.jobs > 64 {
+            return Err(CliError::Usage("--jobs must be between 1 and 64".into()));
+        }
+        Ok(())
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress::new(self.quiet, self.json_events)
+    }
 }
 
 /// Prints each record as it becomes durable: on a terminal, one live line per running issue
@@ -339,9 +359,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     if max_fix_cycles > 100 {
         return Err(CliError::Usage("--max-fix-cycles must be at most 100".into()));
     }
-    if args.jobs == 0 || args.jobs > 64 {
-        return Err(CliError::Usage("--jobs must be between 1 and 64".into()));
-    }
+    args.drive.check()?;
     if phase_timeout == 0 {
         return Err(CliError::Usage("--phase-timeout must be at least 1 second".into()));
     }
@@ -370,7 +388,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         max_tokens_per_issue: args.max_tokens_per_issue.or(cfg.run.max_tokens_per_issue),
         review_doc: !args.no_review_doc && cfg.run.review_doc.unwrap_or(true),
         issues: args.issues,
-        jobs: args.jobs,
+        jobs: args.drive.jobs,
         guard: Some(args.guard),
     };
     if args.dry_run {
@@ -379,8 +397,8 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     if let Some(c) = &codex {
         crate::agent::codex::check_installed(&c.bin).map_err(CliError::Usage)?;
     }
-    let mut progress = Progress::new(args.quiet, args.json_events);
+    let mut progress = args.drive.progress();
     let (code, view) = start(inputs, &mut progress)?;
-    finish_output(&view, args.json, &repo, args.quiet);
+    finish_output(&view, args.drive.json, &repo, args.drive.quiet);
     Ok(if code == exit::OK { exit::OK } else { code })
 }
