@@ -237,7 +237,8 @@ fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchError> {
         }
     }
     drop(j);
-    let store = SledStore::open(&path).map_err(io)?;
+    let mut store = SledStore::open(&path).map_err(io)?;
+    store.checkpoint().map_err(io)?;
     let flat = dir.join(format!("replay-{events}.loopj"));
     let mut out = std::io::BufWriter::new(File::create(&flat).map_err(io)?);
     // Raw framing only: the flat baseline must not pay for verification either.
@@ -364,6 +365,7 @@ fn replay(dir: &Path, sizes: &[u64]) -> Result<Vec<Row>, BenchError> {
             )],
         });
         let _ = std::fs::remove_dir_all(&sled_path);
+        let _ = std::fs::remove_file(journal::store::wal_path(&sled_path));
         let _ = std::fs::remove_file(&flat);
     }
     Ok(rows)

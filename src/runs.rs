@@ -175,6 +175,11 @@ impl StateDir {
             Err(RunsError::Locked { .. }) => {
                 let tmp = tempfile::tempdir().map_err(io(&self.root))?;
                 let copy = tmp.path().join("journal");
+                // The WAL first: a record is durable once it is there, and opening the copy
+                // moves any record sled had not flushed yet into it.
+                let wal = crate::journal::store::wal_path(&self.journal_path(id));
+                let wal_copy = crate::journal::store::wal_path(&copy);
+                std::fs::copy(&wal, &wal_copy).map_err(io(&wal))?;
                 copy_dir(&self.journal_path(id), &copy)?;
                 collect(&SledStore::open(&copy).map_err(JournalError::from)?).map_err(JournalError::from)?;
             }
