@@ -57,6 +57,9 @@ pub struct GitWorkspace {
     timeout: Duration,
     /// Whether git has a user identity here; asked once per run, not once per commit.
     has_identity: std::sync::OnceLock<bool>,
+    /// Serialises `git worktree add/remove`: with --jobs, one `worktree add` can read another's
+    /// half-made admin dir and fail ("failed to read .git/worktrees/X/commondir").
+    admin: std::sync::Mutex<()>,
 }
 
 /// Runs git with an argument vector, no prompts, no inherited repository overrides.
@@ -93,7 +96,12 @@ pub fn git_ok(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, Wo
 
 impl GitWorkspace {
     pub fn new(repo: &Path) -> GitWorkspace {
-        GitWorkspace { repo: repo.to_path_buf(), timeout: Duration::from_secs(120), has_identity: Default::default() }
+        GitWorkspace {
+            repo: repo.to_path_buf(),
+            timeout: Duration::from_secs(120),
+            has_identity: Default::default(),
+            admin: Default::default(),
+        }
     }
 
     /// The top of the repository containing `dir`.
@@ -186,7 +194,10 @@ impl Workspace for GitWorkspace {
                     .map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
             }
             let p = path.to_string_lossy();
-            let out = git(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base], self.timeout)?;
+            let out = {
+                let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+                git(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base], self.timeout)?
+            };
             if out.success() {
                 return Ok(());
             }
@@ -225,8 +236,10 @@ impl Workspace for GitWorkspace {
             if !adopt {
                 return Err(WorkspaceError::BranchTaken { branch: branch.to_string() });
             }
+            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
             git_ok(&self.repo, &["worktree", "add", &p, branch], self.timeout)?;
         } else {
+            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
             git_ok(&self.repo, &["worktree", "add", "-b", branch, &p, base], self.timeout)?;
         }
         Ok(())
@@ -289,7 +302,10 @@ impl Workspace for GitWorkspace {
         // Without --force, git itself refuses a worktree with modified or untracked files:
         // that refusal is the "nothing would be lost" check, in the same process.
         let p = path.to_string_lossy();
-        let out = git(&self.repo, &["worktree", "remove", &p], self.timeout)?;
+        let out = {
+            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+            git(&self.repo, &["worktree", "remove", &p], self.timeout)?
+        };
         if out.success() {
             return Ok(Removal::Removed);
         }
