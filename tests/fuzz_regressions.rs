@@ -126,3 +126,19 @@ fn scenario_errors_are_printable() {
         assert!(!msg.chars().any(char::is_control), "{msg:?}");
     }
 }
+
+/// codex_event / codex_stream: a `thread.started` without a `thread_id` set the thread id to "",
+/// which the driver journals as the session and later passes to `codex exec resume ""`. Now it is
+/// noted as unknown and sets no thread id.
+#[test]
+fn thread_started_without_a_thread_id_sets_no_thread() {
+    use devloop::agent::codex_events::{parse_line, Event, Summary};
+    for line in [r#"{"type":"thread.started"}"#, r#"{"type":"thread.started","thread_id":""}"#] {
+        assert!(matches!(parse_line(line), Ok(Event::Unknown { .. })), "{line}");
+        let s = Summary::of_stdout(format!("{line}\n{{\"type\":\"turn.started\"}}").as_bytes());
+        assert_eq!(s.thread_id, None);
+        assert_eq!(s.unknown, ["event thread.started without thread_id"]);
+    }
+    let s = Summary::of_stdout(b"{\"type\":\"thread.started\",\"thread_id\":\"t1\"}\n{\"type\":\"thread.started\"}");
+    assert_eq!(s.thread_id.as_deref(), Some("t1"));
+}

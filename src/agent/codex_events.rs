@@ -76,7 +76,11 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
     let kind = str_of(&v, "type");
     let item_of = || item(v.get("item").unwrap_or(&Value::Null));
     Ok(match kind.as_str() {
-        "thread.started" => Event::ThreadStarted { thread_id: str_of(&v, "thread_id") },
+        // Without a thread id there is nothing to journal or resume: noted, not acted on.
+        "thread.started" => match str_of(&v, "thread_id") {
+            id if id.is_empty() => Event::Unknown { kind: "thread.started without thread_id".into() },
+            thread_id => Event::ThreadStarted { thread_id },
+        },
         "turn.started" => Event::TurnStarted,
         "turn.completed" => {
             let u: Option<RawUsage> = v.get("usage").and_then(|u| serde_json::from_value(u.clone()).ok());
@@ -147,6 +151,16 @@ impl Summary {
             _ => {}
         }
         Some(ev)
+    }
+
+    /// What the codex driver makes of a whole stdout: split into lines exactly as
+    /// [`crate::proc::run_streaming`] does (the last line may lack its `\n`), each absorbed.
+    pub fn of_stdout(stdout: &[u8]) -> Summary {
+        let mut s = Summary::default();
+        for raw in stdout.split_inclusive(|&b| b == b'\n') {
+            s.absorb(&crate::proc::line_text(raw));
+        }
+        s
     }
 
     pub fn of(stream: &str) -> Summary {
