@@ -94,7 +94,8 @@ pub fn event(data: &[u8]) {
                 }
                 (k, Event::Unknown { kind }) => {
                     assert_eq!(kind, k, "unknown event reported under another type");
-                    assert!(summary.unknown.contains(&format!("event {k}")), "{summary:?}");
+                    let noted: String = k.chars().take(80).flat_map(char::escape_debug).collect();
+                    assert_eq!(summary.unknown, [format!("event {noted}")], "unknown type not noted, escaped");
                 }
                 (k, other) => panic!("event of type {k:?} parsed as {other:?}"),
             }
@@ -161,7 +162,8 @@ pub fn stream(data: &[u8]) {
     assert_eq!(s.thread_id.as_ref(), want.threads.last(), "thread id is not the last thread.started");
     assert_eq!(s.usage.as_ref(), want.usages.last(), "usage is not the last turn.completed's");
     for u in &s.unknown {
-        assert!(!u.contains('\n'), "unknown note spans lines: {u:?}");
+        assert!(!u.chars().any(char::is_control), "unknown note has control characters: {u:?}");
+        assert!(u.chars().count() <= 20 + 80 * 10, "unknown note unbounded: {} chars", u.len());
     }
 
     let crlf: Vec<u8> =

@@ -105,6 +105,12 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
     })
 }
 
+/// At most 80 characters of stream text for a note, control characters escaped: the notes end up
+/// in one-line journal entries and on the terminal.
+fn brief(text: &str) -> String {
+    text.chars().take(80).flat_map(char::escape_debug).collect()
+}
+
 /// What a whole stream amounted to.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
@@ -129,7 +135,7 @@ impl Summary {
         let ev = match parse_line(line) {
             Ok(ev) => ev,
             Err(_) => {
-                self.unknown.push(format!("non-JSON line: {}", line.chars().take(80).collect::<String>()));
+                self.unknown.push(format!("non-JSON line: {}", brief(line)));
                 return None;
             }
         };
@@ -146,8 +152,8 @@ impl Summary {
             Event::ItemCompleted(Item::FileChange { paths }) => self.files_changed.extend(paths.iter().cloned()),
             Event::ItemStarted(Item::Other { kind })
             | Event::ItemUpdated(Item::Other { kind })
-            | Event::ItemCompleted(Item::Other { kind }) => self.unknown.push(format!("item {kind}")),
-            Event::Unknown { kind } => self.unknown.push(format!("event {kind}")),
+            | Event::ItemCompleted(Item::Other { kind }) => self.unknown.push(format!("item {}", brief(kind))),
+            Event::Unknown { kind } => self.unknown.push(format!("event {}", brief(kind))),
             _ => {}
         }
         Some(ev)
