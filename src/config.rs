@@ -84,7 +84,12 @@ pub fn load(repo: &Path) -> Result<LoopConfig, ConfigError> {
 
 pub fn parse(text: &str, path: &Path) -> Result<LoopConfig, ConfigError> {
     toml::from_str(text).map_err(|e: toml::de::Error| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
+        // An error at the very end (after the last newline) is reported on the last line.
+        let last = text.lines().count().max(1);
+        let line = e.span().map_or(1, |s| {
+            text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+        });
+        let line = line.min(last);
         // toml's own message repeats the location and quotes the source; keep only its reason.
         ConfigError::Parse { path: path.display().to_string(), line, message: e.message().trim().to_string() }
     })

@@ -166,6 +166,12 @@ pub fn run(cmd: &Cmd) -> Result<Output, ProcError> {
     run_streaming(cmd, &mut |_| {})
 }
 
+/// The text `run_streaming` hands on for one raw stdout line (up to and including its `\n`, or
+/// the unterminated last line): invalid UTF-8 replaced, trailing `\n`/`\r` removed.
+pub fn line_text(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).trim_end_matches(['\n', '\r']).to_string()
+}
+
 /// Runs a command, handing each stdout line to `on_line` as it arrives (without its newline).
 /// The last line is delivered even when it has no newline.
 pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output, ProcError> {
@@ -225,8 +231,7 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
     let mut cancelled = false;
     let tick = Duration::from_millis(20);
     let mut handle_line = |line: Vec<u8>, collected: &mut Vec<u8>| {
-        let text = String::from_utf8_lossy(&line);
-        on_line(text.trim_end_matches(['\n', '\r']));
+        on_line(&line_text(&line));
         collected.extend_from_slice(&line);
     };
     // Phase 1: stdout open.

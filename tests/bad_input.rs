@@ -772,3 +772,47 @@ fn export_from_a_future_format_version() {
 fn lone_carriage_returns() {
     plan_rejects(&[issue("a.md", "---\nid: A\nmilestone: M1\rblocked_by: [B]\n---\n")], &format!("{ISSUES}/a.md:3"), "carriage return (CR) without a line feed");
 }
+
+#[track_caller]
+fn loop_toml_rejected(text: &[u8], line: usize, needle: &str) -> String {
+    let repo = two_issue_repo();
+    let f = repo.write("loop.toml", text);
+    let out = repo.run(&["run", "--agent", "sim", "-q"]);
+    let msg = fails(&out, BAD_INPUT, &format!("{}:{line}: ", f.display()), needle);
+    assert!(repo.runs().is_empty(), "a rejected run left a journal: {:?}", repo.runs());
+    msg
+}
+
+#[test]
+fn loop_toml_tab_indented_malformed_line() {
+    loop_toml_rejected(b"[run]\nreview_doc = true\n\tphase_timeout 600\n", 3, "");
+}
+
+#[test]
+fn loop_toml_unterminated_string() {
+    loop_toml_rejected(b"[codex]\nmodel = \"gpt-5.5\nretries = 1\n", 2, "");
+}
+
+#[test]
+fn loop_toml_unknown_key() {
+    loop_toml_rejected(b"[codex]\nmodel = \"gpt-5.5\"\n\nmodle = \"x\"\n", 4, "unknown field `modle`");
+}
+
+#[test]
+fn loop_toml_unknown_section() {
+    loop_toml_rejected(b"[run]\nphase_timeout = 60\n[codexx]\nmodel = \"m\"\n", 3, "unknown field `codexx`");
+}
+
+#[test]
+fn loop_toml_wrong_type() {
+    loop_toml_rejected(b"[run]\r\nphase_timeout = \"ten\"\r\n", 2, "");
+}
+
+#[test]
+fn loop_toml_invalid_utf8_names_the_file() {
+    let repo = two_issue_repo();
+    let f = repo.write("loop.toml", b"[codex]\nmodel = \"\xff\"\n");
+    let out = repo.run(&["run", "--agent", "sim", "-q"]);
+    fails(&out, BAD_INPUT, &format!("{}", f.display()), "");
+    assert!(repo.runs().is_empty());
+}

@@ -146,3 +146,18 @@ fn agent_output() {
 fn sim_scenario() {
     replay("sim_scenario");
 }
+
+#[test]
+fn codex_event() {
+    replay("codex_event");
+}
+
+#[test]
+fn codex_stream() {
+    replay("codex_stream");
+}
+
+#[test]
+fn loop_toml() {
+    replay("loop_toml");
+}

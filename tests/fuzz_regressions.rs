@@ -126,3 +126,47 @@ fn scenario_errors_are_printable() {
         assert!(!msg.chars().any(char::is_control), "{msg:?}");
     }
 }
+
+/// codex_event / codex_stream: a `thread.started` without a `thread_id` set the thread id to "",
+/// which the driver journals as the session and later passes to `codex exec resume ""`. Now it is
+/// noted as unknown and sets no thread id.
+#[test]
+fn thread_started_without_a_thread_id_sets_no_thread() {
+    use devloop::agent::codex_events::{parse_line, Event, Summary};
+    for line in [r#"{"type":"thread.started"}"#, r#"{"type":"thread.started","thread_id":""}"#] {
+        assert!(matches!(parse_line(line), Ok(Event::Unknown { .. })), "{line}");
+        let s = Summary::of_stdout(format!("{line}\n{{\"type\":\"turn.started\"}}").as_bytes());
+        assert_eq!(s.thread_id, None);
+        assert_eq!(s.unknown, ["event thread.started without thread_id"]);
+    }
+    let s = Summary::of_stdout(b"{\"type\":\"thread.started\",\"thread_id\":\"t1\"}\n{\"type\":\"thread.started\"}");
+    assert_eq!(s.thread_id.as_deref(), Some("t1"));
+}
+
+/// codex_stream: an unknown event or item type was noted verbatim, so a type holding newlines or
+/// escape sequences made the phase's "ignored unknown stream entries" note span lines. Notes are
+/// now escaped and bounded like the non-JSON-line note.
+#[test]
+fn unknown_stream_types_are_noted_on_one_printable_line() {
+    use devloop::agent::codex_events::Summary;
+    let long = "k".repeat(10_000);
+    let stream = format!(
+        "{{\"type\":\"a\\nb\\u001b[2J\"}}\n{{\"type\":\"item.completed\",\"item\":{{\"type\":\"x\\r\\ny\"}}}}\n{{\"type\":\"{long}\"}}\nnot\u{1b} json\n"
+    );
+    let s = Summary::of_stdout(stream.as_bytes());
+    assert_eq!(s.unknown[0], "event a\\nb\\u{1b}[2J");
+    assert_eq!(s.unknown[1], "item x\\r\\ny");
+    assert_eq!(s.unknown[2], format!("event {}", "k".repeat(80)));
+    assert_eq!(s.unknown[3], "non-JSON line: not\\u{1b} json");
+}
+
+/// loop_toml: an error toml places at the very end of the file, after its last newline, was
+/// reported one line past the end (`loop.toml:7:` for a 6-line file). It is now the last line.
+#[test]
+fn loop_toml_error_at_eof_is_on_the_last_line() {
+    use devloop::config::parse;
+    for (text, line) in [("[run]\nphase_timeout\n", 2), ("[run]\n\"\"\"\nx\n", 3), ("[run]\nx =", 2)] {
+        let e = parse(text, Path::new("loop.toml")).expect_err(text).to_string();
+        assert!(e.starts_with(&format!("loop.toml:{line}: ")), "{text:?}: {e}");
+    }
+}

@@ -10,6 +10,8 @@
 //! [`TARGETS`], and add a three-line `fuzz_targets/<name>.rs` plus its `[[bin]]` in Cargo.toml.
 
 mod agent_output;
+mod codex;
+mod config;
 mod docs;
 mod journal;
 mod plan;
@@ -27,9 +29,9 @@ pub const TARGETS: &[Target] = &[
     ("journal_export", journal::export_file),
     ("agent_output", agent_output::check),
     ("sim_scenario", sim_scenario::check),
-    // TODO(codex): ("codex_event", codex::event) and ("codex_stream", codex::stream) once
-    // `agent::codex` lands: a stream never yields a final message that was not in it.
-    // TODO(config): ("loop_toml", config::check) once `config` lands.
+    ("codex_event", codex::event),
+    ("codex_stream", codex::stream),
+    ("loop_toml", config::check),
 ];
 
 /// Runs the named target's property on one input.

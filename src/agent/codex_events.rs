@@ -76,7 +76,11 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
     let kind = str_of(&v, "type");
     let item_of = || item(v.get("item").unwrap_or(&Value::Null));
     Ok(match kind.as_str() {
-        "thread.started" => Event::ThreadStarted { thread_id: str_of(&v, "thread_id") },
+        // Without a thread id there is nothing to journal or resume: noted, not acted on.
+        "thread.started" => match str_of(&v, "thread_id") {
+            id if id.is_empty() => Event::Unknown { kind: "thread.started without thread_id".into() },
+            thread_id => Event::ThreadStarted { thread_id },
+        },
         "turn.started" => Event::TurnStarted,
         "turn.completed" => {
             let u: Option<RawUsage> = v.get("usage").and_then(|u| serde_json::from_value(u.clone()).ok());
@@ -99,6 +103,12 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
         "item.completed" => Event::ItemCompleted(item_of()),
         _ => Event::Unknown { kind },
     })
+}
+
+/// At most 80 characters of stream text for a note, control characters escaped: the notes end up
+/// in one-line journal entries and on the terminal.
+fn brief(text: &str) -> String {
+    text.chars().take(80).flat_map(char::escape_debug).collect()
 }
 
 /// What a whole stream amounted to.
@@ -125,7 +135,7 @@ impl Summary {
         let ev = match parse_line(line) {
             Ok(ev) => ev,
             Err(_) => {
-                self.unknown.push(format!("non-JSON line: {}", line.chars().take(80).collect::<String>()));
+                self.unknown.push(format!("non-JSON line: {}", brief(line)));
                 return None;
             }
         };
@@ -142,11 +152,21 @@ impl Summary {
             Event::ItemCompleted(Item::FileChange { paths }) => self.files_changed.extend(paths.iter().cloned()),
             Event::ItemStarted(Item::Other { kind })
             | Event::ItemUpdated(Item::Other { kind })
-            | Event::ItemCompleted(Item::Other { kind }) => self.unknown.push(format!("item {kind}")),
-            Event::Unknown { kind } => self.unknown.push(format!("event {kind}")),
+            | Event::ItemCompleted(Item::Other { kind }) => self.unknown.push(format!("item {}", brief(kind))),
+            Event::Unknown { kind } => self.unknown.push(format!("event {}", brief(kind))),
             _ => {}
         }
         Some(ev)
+    }
+
+    /// What the codex driver makes of a whole stdout: split into lines exactly as
+    /// [`crate::proc::run_streaming`] does (the last line may lack its `\n`), each absorbed.
+    pub fn of_stdout(stdout: &[u8]) -> Summary {
+        let mut s = Summary::default();
+        for raw in stdout.split_inclusive(|&b| b == b'\n') {
+            s.absorb(&crate::proc::line_text(raw));
+        }
+        s
     }
 
     pub fn of(stream: &str) -> Summary {
