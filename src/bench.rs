@@ -400,7 +400,8 @@ fn sample_repo(dir: &Path, issues: usize) -> Result<(), BenchError> {
 /// 4. Per-issue overhead of `loop run --agent sim` vs the git worktree add + remove floor.
 fn per_issue(dir: &Path, issues: usize) -> Result<Row, BenchError> {
     let floor_repo = dir.join("floor");
-    sample_repo(&floor_repo, 1)?;
+    // The same repository content as the runs below: a worktree checks out every file.
+    sample_repo(&floor_repo, issues)?;
     let t = Instant::now();
     for i in 0..issues {
         let wt = floor_repo.join(format!(".wt/w{i}"));
