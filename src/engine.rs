@@ -55,6 +55,8 @@ pub trait Observer: Send {
 /// A request to the journal writer. Each waits for its own durable acknowledgement, so one
 /// issue's events are never reordered; requests from different issues that arrive together are
 /// committed as one group (one fsync).
+type Reply = mpsc::Sender<Result<State, EngineError>>;
+
 enum WriteReq {
     Issue { issue: String, event: Event, evidence: Option<Evidence>, reply: mpsc::Sender<Result<State, EngineError>> },
     Run { body: Body, reply: mpsc::Sender<Result<State, EngineError>> },
@@ -80,10 +82,8 @@ impl Writer<'_> {
     }
 
     fn commit(&mut self, batch: Vec<WriteReq>) {
-        let (rules, mut pending): (_, Vec<(Body, mpsc::Sender<Result<State, EngineError>>, State)>) = {
-            let view = lock(&self.view);
-            (view.start.rules, Vec::new())
-        };
+        let rules = lock(&self.view).start.rules;
+        let mut pending: Vec<(Body, Reply, State)> = Vec::new();
         // Decide every transition first, against the view plus the earlier members of the group.
         let mut scratch: std::collections::HashMap<String, State> = std::collections::HashMap::new();
         for req in batch {

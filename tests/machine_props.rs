@@ -33,10 +33,10 @@ fn model_step(m: Model, e: &Event, cap: u32) -> Option<Model> {
     match e {
         Event::Interrupted => (!terminal).then_some(m),
         Event::WorktreeRemoved { .. } | Event::WorktreeKept { .. } => terminal.then_some(m),
-        Event::DependencyNotDone { .. } => (m.stage == Pending).then(|| Model { stage: Blocked, fixes: 0 }),
+        Event::DependencyNotDone { .. } => (m.stage == Pending).then_some(Model { stage: Blocked, fixes: 0 }),
         Event::WorktreeIntent { .. } => (m.stage == Pending).then_some(m),
-        Event::WorktreeCreated { .. } => (m.stage == Pending).then(|| Model { stage: Ready, fixes: 0 }),
-        Event::WorktreeFailed { .. } => (m.stage == Pending).then(|| Model { stage: Failed, fixes: 0 }),
+        Event::WorktreeCreated { .. } => (m.stage == Pending).then_some(Model { stage: Ready, fixes: 0 }),
+        Event::WorktreeFailed { .. } => (m.stage == Pending).then_some(Model { stage: Failed, fixes: 0 }),
         Event::PhaseStarted { phase, .. } => match (m.stage, phase) {
             (Ready, Phase::Dev) | (Dev, Phase::Dev) => to(Dev),
             (Review, Phase::Review) => to(Review),

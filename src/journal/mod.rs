@@ -176,7 +176,7 @@ pub fn scan_verified(
 ) -> Result<u64, JournalError> {
     let mut checker = ChainChecker::default();
     let mut failure: Option<JournalError> = None;
-    store.scan(&mut |key, bytes| match checker.check(key, bytes).and_then(|rec| f(rec)) {
+    store.scan(&mut |key, bytes| match checker.check(key, bytes).and_then(&mut *f) {
         Ok(()) => true,
         Err(e) => {
             failure = Some(e);
