@@ -55,7 +55,14 @@ impl SledStore {
         let io = |source| StoreError::Io { path: path.to_path_buf(), source };
         // A small page cache: the journal is read front to back (replay, resume), so a big cache
         // only makes memory grow with the journal's length.
-        let db = sled::Config::new().path(path).cache_capacity(16 << 20).open().map_err(sled_err)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(16 << 20)
+            // No background flush: durability comes from the WAL, and sled syncing its own log
+            // beside it would double the device syncs. Checkpoints flush sled explicitly.
+            .flush_every_ms(None)
+            .open()
+            .map_err(sled_err)?;
         let tree = db.open_tree("records").map_err(sled_err)?;
         let wal_file = wal_path(path);
         let mut wal = OpenOptions::new().read(true).append(true).create(true).open(&wal_file).map_err(io)?;
