@@ -16,7 +16,8 @@ use crate::proc::{self, Cmd};
 use crate::render;
 use crate::runs::StateDir;
 
-const DOCS: &[(&str, &str)] = &[
+/// The sample repository: `(path, text)` of every doc. Tests build their repos from it too.
+pub const DOCS: &[(&str, &str)] = &[
     ("docs/projects/orbit/milestones/M1-core.md", include_str!("demo_docs/milestone.md")),
     ("docs/projects/orbit/issues/ORB-1.md", include_str!("demo_docs/ORB-1.md")),
     ("docs/projects/orbit/issues/ORB-2.md", include_str!("demo_docs/ORB-2.md")),
@@ -24,7 +25,8 @@ const DOCS: &[(&str, &str)] = &[
     ("docs/projects/orbit/issues/ORB-4.md", include_str!("demo_docs/ORB-4.md")),
     ("docs/projects/orbit/issues/ORB-5.md", include_str!("demo_docs/ORB-5.md")),
 ];
-const SCENARIO: &str = include_str!("demo_docs/scenario.json");
+/// The simulated agent's script for the demo.
+pub const SCENARIO: &str = include_str!("demo_docs/scenario.json");
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {

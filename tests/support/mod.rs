@@ -8,15 +8,8 @@ use std::process::{Command, Output};
 
 pub const NOW: &str = "2026-01-01T00:00:00Z";
 
-pub const DEMO_DOCS: &[(&str, &str)] = &[
-    ("docs/projects/orbit/milestones/M1-core.md", include_str!("../../src/cli/demo_docs/milestone.md")),
-    ("docs/projects/orbit/issues/ORB-1.md", include_str!("../../src/cli/demo_docs/ORB-1.md")),
-    ("docs/projects/orbit/issues/ORB-2.md", include_str!("../../src/cli/demo_docs/ORB-2.md")),
-    ("docs/projects/orbit/issues/ORB-3.md", include_str!("../../src/cli/demo_docs/ORB-3.md")),
-    ("docs/projects/orbit/issues/ORB-4.md", include_str!("../../src/cli/demo_docs/ORB-4.md")),
-    ("docs/projects/orbit/issues/ORB-5.md", include_str!("../../src/cli/demo_docs/ORB-5.md")),
-];
-pub const DEMO_SCENARIO: &str = include_str!("../../src/cli/demo_docs/scenario.json");
+pub const DEMO_DOCS: &[(&str, &str)] = devloop::cli::demo::DOCS;
+pub const DEMO_SCENARIO: &str = devloop::cli::demo::SCENARIO;
 
 pub fn loop_bin() -> &'static str {
     env!("CARGO_BIN_EXE_loop")
