@@ -1,0 +1,298 @@
+//! Issue #5 with the REAL codex binary (`LOOP_TEST_CODEX_BIN`) against the loopback mock model:
+//! the default `workspace-write` sandbox (with /tmp and $TMPDIR excluded) stops an agent's
+//! forbidden git commands and writes outside its worktree, and loop's git shims are in effect
+//! inside codex's own `bash -lc`.
+
+#[path = "codex_support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use support::*;
+
+const M: &str = "M1";
+const BRANCH: &str = "loop/M1/ORB-1";
+
+fn phase_of(body: &Value) -> &'static str {
+    let t = texts(body, "user").join("\n");
+    if t.contains("# dev-auto-fix-review") {
+        "fix"
+    } else if t.contains("# dev-auto-review-linear") {
+        "review"
+    } else if t.contains("# dev-auto-parallel") {
+        "dev"
+    } else {
+        "?"
+    }
+}
+
+fn events(records: &[Value], kind: &str) -> Vec<Value> {
+    records
+        .iter()
+        .filter(|r| r["body"]["event"]["event"] == kind)
+        .cloned()
+        .collect()
+}
+
+fn issue_state(status: &Value, id: &str) -> Value {
+    status["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .cloned()
+        .unwrap()
+}
+
+/// How many tool results the request carries (= how many commands already ran in this turn).
+fn tool_outputs(body: &Value) -> usize {
+    body["input"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["type"] == "function_call_output")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The outputs the agent's commands produced, as codex reported them back to the model.
+fn outputs_seen(mock: &Mock) -> String {
+    (0..mock.count())
+        .map(|i| mock.request(i))
+        .flat_map(|b| b["input"].as_array().cloned().unwrap_or_default())
+        .filter(|i| i["type"] == "function_call_output")
+        .map(|i| format!("{} => {}", i["call_id"], i["output"]))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The real git, by absolute path (so the agent's commands bypass loop's shims and only the
+/// sandbox stands in their way).
+fn real_git() -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("git"))
+        .find(|p| p.is_file())
+        .expect("git on PATH")
+}
+
+/// Everything outside loop's own issue branch and worktree that the agent must not touch.
+fn snapshot(repo: &Path) -> (String, String, String) {
+    let refs = git(repo, &["for-each-ref", "--format=%(refname) %(objectname)"])
+        .lines()
+        .filter(|l| !l.starts_with(&format!("refs/heads/{BRANCH} ")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let worktrees = git(repo, &["worktree", "list", "--porcelain"])
+        .split("\n\n")
+        .filter(|w| !w.contains(&format!("branch refs/heads/{BRANCH}")))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    (
+        refs,
+        worktrees,
+        git(repo, &["status", "--porcelain", "--ignored=no"]),
+    )
+}
+
+/// 1. The sandbox is the prevention layer: an agent that calls the real git directly (no shim in
+/// the way) cannot add a worktree, delete or move another branch, create a ref, or write into
+/// the main checkout — yet its own write inside the worktree lands in loop's dev commit, and
+/// the after-phase check finds nothing foreign.
+#[test]
+fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
+    let Some(codex) = codex_bin() else { return };
+    let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
+    let repo_root = r.path.clone();
+    let git_bin = real_git().display().to_string();
+    let intruder = repo_root.join("intruder.txt");
+    let steps: Vec<String> = vec![
+        format!("{git_bin} worktree add ../x -b x"),
+        format!("{git_bin} branch -D keep"),
+        format!("{git_bin} update-ref refs/heads/main HEAD~1"),
+        format!("{git_bin} update-ref refs/heads/rogue HEAD"),
+        format!("printf 'intrusion\\n' > {}", intruder.display()),
+        "printf 'inside\\n' > inside.txt && cat inside.txt".to_string(),
+    ];
+    let script = steps.clone();
+    let mock = Mock::start(move |_, body| match phase_of(body) {
+        "dev" => match script.get(tool_outputs(body)) {
+            Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd),
+            None => message(&work_reply("pass", BRANCH, "cat inside.txt")),
+        },
+        "review" => message(&review_reply("pass", &[])),
+        other => Reply::Status(400, format!("mock: unexpected phase {other}")),
+    });
+    r.use_mock(&mock, codex);
+    // A branch the agent will try to delete (not checked out anywhere, unlike main).
+    git(&r.path, &["branch", "keep"]);
+    let before = snapshot(&r.path);
+    let main_sha = git(&r.path, &["rev-parse", "main"]);
+
+    let t = std::time::Instant::now();
+    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "sandbox")]);
+    eprintln!(
+        "TIMING sandbox run: {:.2}s, {} model requests",
+        t.elapsed().as_secs_f64(),
+        mock.count()
+    );
+    let seen = outputs_seen(&mock);
+    eprintln!("command outputs seen by the model:\n{seen}");
+    assert_eq!(out.status.code(), Some(0), "{}\n{seen}", show(&out));
+    // Every step ran (the model was asked again after each), then the dev reply and one review.
+    assert_eq!(mock.count(), steps.len() + 2, "{seen}");
+
+    // Nothing outside loop's own branch and worktree changed.
+    assert_eq!(snapshot(&r.path), before, "{seen}");
+    assert_eq!(git(&r.path, &["rev-parse", "main"]), main_sha);
+    assert!(git(
+        &r.path,
+        &["for-each-ref", "refs/heads/rogue", "refs/heads/x"]
+    )
+    .is_empty());
+    assert!(
+        !git(&r.path, &["for-each-ref", "refs/heads/keep"]).is_empty(),
+        "keep was deleted"
+    );
+    assert!(!intruder.exists(), "the agent wrote into the main checkout");
+    assert!(
+        !r.path.join(".loop/worktrees/M1/x").exists(),
+        "the agent created a worktree"
+    );
+
+    // The write inside the worktree succeeded and is in loop's dev commit on the issue branch.
+    assert_eq!(
+        git(&r.path, &["show", &format!("{BRANCH}:inside.txt")]),
+        "inside"
+    );
+    let records = r.records("sandbox");
+    let dev_commit = events(&records, "work_finished")[0]["body"]["evidence"]["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        git(&r.path, &["show", &format!("{dev_commit}:inside.txt")]),
+        "inside"
+    );
+    assert!(git(
+        &r.path,
+        &["merge-base", "--is-ancestor", &dev_commit, BRANCH]
+    )
+    .is_empty());
+
+    // The after-phase check ran and found nothing foreign.
+    assert!(
+        events(&records, "guard_violation").is_empty(),
+        "{records:#?}"
+    );
+    let checked = events(&records, "guard_checked");
+    assert!(checked
+        .iter()
+        .any(|c| c["body"]["event"]["phase"] == "dev" && c["body"]["event"]["ok"] == true));
+    assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Done");
+}
+
+fn shim_run(run_id: &str) -> (Repo, Mock, String) {
+    let codex = codex_bin().expect("checked by the caller");
+    let steps = [
+        "echo HOME=$HOME; command -v git; git worktree add ../y -b y",
+        "git status",
+    ];
+    let mock = Mock::start(move |_, body| match phase_of(body) {
+        "dev" => match steps.get(tool_outputs(body)) {
+            Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd),
+            None => message(&work_reply("pass", BRANCH, "git status")),
+        },
+        "review" => message(&review_reply("pass", &[])),
+        other => Reply::Status(400, format!("mock: unexpected phase {other}")),
+    });
+    let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
+    r.use_mock(&mock, codex);
+    let before = snapshot(&r.path);
+    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", run_id)]);
+    let seen = outputs_seen(&mock);
+    eprintln!("command outputs seen by the model:\n{seen}");
+    assert_eq!(out.status.code(), Some(0), "{}\n{seen}", show(&out));
+    assert_eq!(snapshot(&r.path), before, "{seen}");
+    assert_eq!(mock.count(), steps.len() + 2, "{seen}");
+    (r, mock, seen)
+}
+
+/// 2a. The shims are in effect inside codex's own login shell: in the agent's `bash -lc`, HOME is
+/// loop's shim home (whose profile puts the shim dir first despite /etc/profile), plain `git` is
+/// loop's shim, which refuses `git worktree add` with its own message and passes `git status`
+/// on to the real git.
+#[test]
+fn shims_are_in_effect_inside_codex_login_shell() {
+    if codex_bin().is_none() {
+        return;
+    }
+    let (r, _mock, seen) = shim_run("shims");
+    let guard_dir = r.path.join(".loop/logs/shims/guard/ORB-1");
+    let call0 = seen
+        .lines()
+        .find(|l| l.starts_with("\"call_0\""))
+        .unwrap_or_else(|| panic!("{seen}"));
+    assert!(
+        call0.contains(&format!("HOME={}", guard_dir.join("home").display())),
+        "{call0}"
+    );
+    assert!(
+        call0.contains(&format!("\\n{}\\n", guard_dir.join("bin/git").display())),
+        "{call0}"
+    );
+    assert!(
+        call0.contains("Process exited with code 1")
+            && call0
+                .contains("loop guard: refused `git worktree add ../y -b y` (rule git-worktree)"),
+        "{call0}"
+    );
+    let call1 = seen
+        .lines()
+        .find(|l| l.starts_with("\"call_1\""))
+        .unwrap_or_else(|| panic!("{seen}"));
+    assert!(
+        call1.contains("Process exited with code 0")
+            && call1.contains(&format!("On branch {BRANCH}")),
+        "{call1}"
+    );
+    assert!(!r.path.join(".loop/worktrees/M1/y").exists());
+    assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Done");
+}
+
+/// 2b. What issue #5 wants journaled: the agent's own git commands as `command_decided` events of
+/// the dev phase. KNOWN TO FAIL with codex: the shim runs inside codex's `workspace-write`
+/// sandbox, where the decisions file (`.loop/logs/<run>/guard/<issue>/decisions.jsonl`, outside
+/// the worktree) is on a read-only file system, so `shim::record` silently drops the line. The
+/// only `command_decided` events journaled are codex's OWN harness git calls (`git -c
+/// safe.bareRepository=explicit … rev-parse HEAD`, `status --porcelain`, `remote get-url
+/// origin`), which run outside the sandbox and reach the shim through the PATH loop sets.
+#[test]
+#[ignore = "fails: the shim cannot write its decisions file inside codex's workspace-write sandbox"]
+fn agent_shim_decisions_are_journaled() {
+    if codex_bin().is_none() {
+        return;
+    }
+    let (r, _mock, seen) = shim_run("decisions");
+    let records = r.records("decisions");
+    let decided: Vec<Value> = events(&records, "command_decided")
+        .into_iter()
+        .map(|d| d["body"]["event"].clone())
+        .filter(|e| e["phase"] == "dev" && e["tool"] == "git")
+        .collect();
+    let find = |argv: Value| decided.iter().find(|e| e["argv"] == argv).cloned();
+    let add = find(serde_json::json!(["worktree", "add", "../y", "-b", "y"]))
+        .unwrap_or_else(|| panic!("no decision for `git worktree add`: {decided:#?}\n{seen}"));
+    assert_eq!(add["allowed"], false, "{add}");
+    assert!(add["rule"].as_str().unwrap().ends_with("(shim)"), "{add}");
+    let status = find(serde_json::json!(["status"]))
+        .unwrap_or_else(|| panic!("no decision for `git status`: {decided:#?}\n{seen}"));
+    assert_eq!(status["allowed"], true, "{status}");
+    assert!(
+        status["rule"].as_str().unwrap().ends_with("(shim)"),
+        "{status}"
+    );
+}
