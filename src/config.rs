@@ -25,9 +25,10 @@ pub struct LoopConfig {
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// Seconds one agent phase may take.
-    pub phase_timeout: Option<u64>,
+    /// Signed like every TOML integer, so a value beyond i64 is a parse error with its line.
+    pub phase_timeout: Option<i64>,
     pub max_fix_cycles: Option<u32>,
-    pub max_tokens_per_issue: Option<u64>,
+    pub max_tokens_per_issue: Option<i64>,
     /// Append each review to docs/projects/<project>/reviews/REVIEW-<milestone>.md (default true).
     pub review_doc: Option<bool>,
 }

@@ -225,7 +225,8 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
         buf
     });
 
-    let deadline = start + cmd.timeout;
+    // A timeout too large to add to the clock means "no practical limit", never a panic.
+    let deadline = start.checked_add(cmd.timeout).unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
     let mut collected = Vec::new();
     let mut timed_out = false;
     let mut cancelled = false;

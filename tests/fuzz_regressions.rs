@@ -170,3 +170,16 @@ fn loop_toml_error_at_eof_is_on_the_last_line() {
         assert!(e.starts_with(&format!("loop.toml:{line}: ")), "{text:?}: {e}");
     }
 }
+
+/// loop_toml (found by CI's fuzz run): `phase_timeout = 15532559262904483838` fits a u64 but is
+/// no TOML integer (they are i64); loop accepted it, and a deadline that far out would overflow
+/// the clock. The config now holds TOML's own integer type, so it is an error at its line, and
+/// `proc` never adds a timeout to the clock unchecked.
+#[test]
+fn loop_toml_integer_beyond_i64_is_an_error_at_its_line() {
+    use devloop::config::parse;
+    let e = parse("[run]\nphase_timeout = 15532559262904483838\n", Path::new("loop.toml")).expect_err("accepted").to_string();
+    assert!(e.starts_with("loop.toml:2: "), "{e}");
+    let cmd = devloop::proc::Cmd::new("true").timeout(std::time::Duration::from_secs(u64::MAX));
+    assert!(devloop::proc::run(&cmd).unwrap().success());
+}

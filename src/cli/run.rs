@@ -58,6 +58,9 @@ pub struct RunArgs {
     pub guard: crate::guard::GuardArgs,
 }
 
+/// The longest phase timeout accepted: a deadline must stay representable.
+const MAX_PHASE_TIMEOUT: u64 = 30 * 24 * 3600;
+
 /// How a run is driven and shown; shared by `run` and `resume`.
 #[derive(Args, Debug)]
 pub struct DriveArgs {
@@ -355,7 +358,15 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
     };
     let max_fix_cycles =
         args.max_fix_cycles.or(cfg.run.max_fix_cycles).unwrap_or(crate::machine::DEFAULT_MAX_FIX_CYCLES);
-    let phase_timeout = args.phase_timeout.or(cfg.run.phase_timeout).unwrap_or(1800);
+    let from_toml = |key: &str, v: Option<i64>| -> Result<Option<u64>, CliError> {
+        v.map(|n| u64::try_from(n).map_err(|_| CliError::Usage(format!("loop.toml: [run] {key} must not be negative ({n})"))))
+            .transpose()
+    };
+    let phase_timeout = args.phase_timeout.or(from_toml("phase_timeout", cfg.run.phase_timeout)?).unwrap_or(1800);
+    if phase_timeout > MAX_PHASE_TIMEOUT {
+        return Err(CliError::Usage(format!("phase timeout {phase_timeout}s is over the limit of {MAX_PHASE_TIMEOUT}s (30 days)")));
+    }
+    let max_tokens = args.max_tokens_per_issue.or(from_toml("max_tokens_per_issue", cfg.run.max_tokens_per_issue)?);
     if max_fix_cycles > 100 {
         return Err(CliError::Usage("--max-fix-cycles must be at most 100".into()));
     }
@@ -385,7 +396,7 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         rules: Rules { max_fix_cycles },
         phase_timeout_secs: phase_timeout,
-        max_tokens_per_issue: args.max_tokens_per_issue.or(cfg.run.max_tokens_per_issue),
+        max_tokens_per_issue: max_tokens,
         review_doc: !args.no_review_doc && cfg.run.review_doc.unwrap_or(true),
         issues: args.issues,
         jobs: args.drive.jobs,
