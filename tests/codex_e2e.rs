@@ -22,22 +22,7 @@ fn issue_of(body: &Value) -> String {
     String::new()
 }
 
-fn phase_of(body: &Value) -> &'static str {
-    let t = texts(body, "user").join("\n");
-    if t.contains("# dev-auto-fix-review") {
-        "fix"
-    } else if t.contains("# dev-auto-review-linear") {
-        "review"
-    } else if t.contains("# dev-auto-parallel") {
-        "dev"
-    } else {
-        "?"
-    }
-}
 
-fn events(records: &[Value], kind: &str) -> Vec<Value> {
-    records.iter().filter(|r| r["body"]["event"]["event"] == kind).cloned().collect()
-}
 
 fn issue_state(status: &Value, id: &str) -> Value {
     status["issues"].as_array().unwrap().iter().find(|i| i["id"] == id).cloned().unwrap()

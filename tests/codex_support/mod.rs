@@ -384,3 +384,22 @@ pub fn review_reply(status: &str, actions: &[&str]) -> String {
         "followups": [], "review_doc_path": null, "review_entry_written": false, "confidence": "high"})
     .to_string()
 }
+
+/// Which loop prompt a model request carries: "dev", "review", "fix" (or "?").
+pub fn phase_of(body: &Value) -> &'static str {
+    let t = texts(body, "user").join("\n");
+    if t.contains("# dev-auto-fix-review") {
+        "fix"
+    } else if t.contains("# dev-auto-review-linear") {
+        "review"
+    } else if t.contains("# dev-auto-parallel") {
+        "dev"
+    } else {
+        "?"
+    }
+}
+
+/// The journal records (from `replay --json`) whose issue event is `kind`.
+pub fn events(records: &[Value], kind: &str) -> Vec<Value> {
+    records.iter().filter(|r| r["body"]["event"]["event"] == kind).cloned().collect()
+}
