@@ -19,6 +19,27 @@ pub struct LoopConfig {
     pub codex: CodexConfig,
     #[serde(default)]
     pub prompts: PromptsConfig,
+    #[serde(default)]
+    pub guard: GuardTable,
+}
+
+/// `[guard]`: the team's command policy (docs in README "Safety"). Flags override it:
+/// `--allow-dirty` turns `allow_dirty` on, `--no-guard` turns `checks` and `shims` off.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardTable {
+    /// Before/after-phase checks (default true).
+    pub checks: Option<bool>,
+    /// Start phases on a dirty main checkout (default false; recorded when used).
+    pub allow_dirty: Option<bool>,
+    /// git/gt shims in the agent's login shell (default true).
+    pub shims: Option<bool>,
+    /// Command prefixes to allow, e.g. `"gt submit --stack"`; checked after `deny`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Command prefixes to refuse, e.g. `"git stash drop"`; checked first.
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -84,7 +105,7 @@ pub fn load(repo: &Path) -> Result<LoopConfig, ConfigError> {
 }
 
 pub fn parse(text: &str, path: &Path) -> Result<LoopConfig, ConfigError> {
-    toml::from_str(text).map_err(|e: toml::de::Error| {
+    let cfg: LoopConfig = toml::from_str(text).map_err(|e: toml::de::Error| {
         // An error at the very end (after the last newline) is reported on the last line.
         let last = text.lines().count().max(1);
         let line = e.span().map_or(1, |s| {
@@ -93,7 +114,36 @@ pub fn parse(text: &str, path: &Path) -> Result<LoopConfig, ConfigError> {
         let line = line.min(last);
         // toml's own message repeats the location and quotes the source; keep only its reason.
         ConfigError::Parse { path: path.display().to_string(), line, message: e.message().trim().to_string() }
-    })
+    })?;
+    check_guard(&cfg.guard, text, path)?;
+    Ok(cfg)
+}
+
+/// A `[guard]` pattern names git or gt and at least one command word: a bare `gt` would
+/// allow (or refuse) every Graphite command, which is never what a team means.
+fn check_guard(g: &GuardTable, text: &str, path: &Path) -> Result<(), ConfigError> {
+    for (key, pats) in [("allow", &g.allow), ("deny", &g.deny)] {
+        for pat in pats {
+            let words: Vec<&str> = pat.split_whitespace().collect();
+            if matches!(words.as_slice(), ["git" | "gt", _, ..]) {
+                continue;
+            }
+            // The line of the first occurrence of the quoted pattern (1 if it cannot be found).
+            let line = text
+                .lines()
+                .position(|l| l.contains(&format!("\"{pat}\"")) || l.contains(&format!("'{pat}'")))
+                .map_or(1, |i| i + 1);
+            let shown: String = pat.chars().take(80).flat_map(char::escape_default).collect();
+            return Err(ConfigError::Parse {
+                path: path.display().to_string(),
+                line,
+                message: format!(
+                    "[guard] {key} pattern \"{shown}\" must start with `git` or `gt` and a command, e.g. \"gt submit --stack\""
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,6 +180,20 @@ dir = "team-prompts"
     fn unknown_key_names_file_and_line() {
         let err = parse("[codex]\nmodel = \"x\"\nmodle = \"y\"\n", Path::new("/r/loop.toml")).unwrap_err().to_string();
         assert!(err.starts_with("/r/loop.toml:3: unknown field `modle`"), "{err}");
+    }
+
+    #[test]
+    fn guard_table_parses_and_bad_patterns_name_their_line() {
+        let c = parse("[guard]\nallow_dirty = true\ndeny = [\"git stash drop\"]\nallow = [\"gt submit --stack\"]\n", Path::new("l.toml")).unwrap();
+        assert_eq!(c.guard.allow_dirty, Some(true));
+        assert_eq!(c.guard.deny, ["git stash drop"]);
+        assert_eq!(c.guard.allow, ["gt submit --stack"]);
+        let err = parse("[guard]\nchecks = true\nallow = [\n  \"gt\",\n]\n", Path::new("l.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("l.toml:4: [guard] allow pattern \"gt\" must start"), "{err}");
+        let err = parse("[guard]\ndeny = ['rm -rf']\n", Path::new("l.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("l.toml:2: [guard] deny pattern \"rm -rf\""), "{err}");
+        let err = parse("[guard]\nshim = false\n", Path::new("l.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("l.toml:2: unknown field `shim`"), "{err}");
     }
 
     #[test]

@@ -128,7 +128,7 @@ fn a_dirty_main_checkout_fails_the_phase_unless_allowed() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let checked = events(&r, "guard_checked");
     let details = checked[0]["event"]["details"].to_string();
-    assert!(details.contains("allowed by --allow-dirty"), "{details}");
+    assert!(details.contains("allowed by allow_dirty"), "{details}");
 }
 
 /// The shims, in a login shell with loop's HOME: refused commands never reach the real git;
@@ -275,4 +275,40 @@ fn draft_submission_failure_is_reported_not_hung() {
     let submitted = events(&r, "stack_submitted");
     assert!(!submitted.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(submitted.iter().all(|s| s["event"]["ok"] == false), "{submitted:?}");
+}
+
+/// `[guard]` in loop.toml changes the policy: a `deny` pattern refuses an otherwise read-only
+/// git command (journaled with rule `config-deny`), `allow_dirty` lets phases start on a dirty
+/// checkout (recorded), and an invalid pattern is an error naming loop.toml's line.
+#[test]
+fn loop_toml_guard_table_sets_the_policy() {
+    let r = repo();
+    std::fs::write(r.dir.join("loop.toml"), "[guard]\nallow_dirty = true\ndeny = [\"git log\"]\n").unwrap();
+    git(&r.dir, &["add", "loop.toml"]);
+    let mut c = Command::new("git");
+    git_env(&mut c, &r.home);
+    assert!(c.arg("-C").arg(&r.dir).args(["commit", "-qm", "loop.toml"]).status().unwrap().success());
+    std::fs::write(r.dir.join("scratch.txt"), "mine").unwrap();
+    let scenario = r#"{"ORB-1": {"dev": "shell:git log -1 > log.txt; echo rc=$? > rc.txt; git status --short > /dev/null"}}"#;
+    let out = run_loop(&r, &[], Some(scenario), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let decided: Vec<String> = events(&r, "command_decided")
+        .iter()
+        .map(|d| format!("{} {} {}", d["event"]["argv"][0].as_str().unwrap_or(""), d["event"]["allowed"], d["event"]["rule"]))
+        .collect();
+    assert!(decided.iter().any(|s| s.starts_with("log false") && s.contains("config-deny")), "{decided:?}");
+    assert!(decided.iter().any(|s| s.starts_with("status true")), "{decided:?}");
+    let dev = issue(&status_json(&r), "ORB-1")["worktree"]["branch"].as_str().unwrap().to_string();
+    assert_eq!(git(&r.dir, &["show", &format!("{dev}:rc.txt")]), "rc=1", "the refused git log must fail in the agent's shell");
+    assert_eq!(git(&r.dir, &["show", &format!("{dev}:log.txt")]), "", "the refused git log must not run");
+    let checked = events(&r, "guard_checked");
+    assert!(checked[0]["event"]["details"].to_string().contains("allowed by allow_dirty"), "{checked:?}");
+
+    let r = repo();
+    std::fs::write(r.dir.join("loop.toml"), "[guard]\n\ndeny = [\"stash drop\"]\n").unwrap();
+    let out = run_loop(&r, &[], None, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loop.toml:3: [guard] deny pattern \"stash drop\" must start with `git` or `gt`"), "{stderr}");
 }

@@ -227,8 +227,17 @@ pub struct RunInputs {
     /// Only these issues (empty: the whole milestone).
     pub issues: Vec<String>,
     pub jobs: usize,
-    /// Guardrails (docs/safety.md); `None` runs unguarded.
-    pub guard: Option<crate::guard::GuardArgs>,
+    /// Guardrails (README "Safety"); `None` runs unguarded.
+    pub guard: Option<GuardInputs>,
+}
+
+/// What a run's guard is built from: the flags, loop.toml's `[guard]`, and the sandbox the
+/// agent will really run in.
+#[derive(Clone, Debug, Default)]
+pub struct GuardInputs {
+    pub args: crate::guard::GuardArgs,
+    pub file: crate::config::GuardTable,
+    pub sandbox: crate::guard::SandboxSettings,
 }
 
 /// Plans the milestone, journals `run_started`, and drives the run. Returns the exit code.
@@ -286,7 +295,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
         max_tokens_per_issue,
         review_doc,
         issues,
-        guard: guard.map(|g| g.spec(&state.logs_dir(&run_id))),
+        guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
     };
     let first = journal.append(Body::RunStarted(start))?;
     let view = RunView::new(&first)?;
@@ -400,7 +409,17 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
         review_doc: !args.no_review_doc && cfg.run.review_doc.unwrap_or(true),
         issues: args.issues,
         jobs: args.drive.jobs,
-        guard: Some(args.guard),
+        guard: Some(GuardInputs {
+            args: args.guard,
+            file: cfg.guard.clone(),
+            sandbox: codex
+                .as_ref()
+                .map(|c| {
+                    use crate::machine::Phase;
+                    crate::guard::SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review))
+                })
+                .unwrap_or_default(),
+        }),
     };
     if args.dry_run {
         return super::dryrun::show(&inputs, codex.as_ref());

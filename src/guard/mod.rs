@@ -82,28 +82,16 @@ impl Default for SandboxSettings {
 }
 
 impl SandboxSettings {
-    /// The sandbox mode for a phase.
-    pub fn mode(&self, phase: Phase) -> &str {
-        match phase {
-            Phase::Dev | Phase::Fix => &self.work,
-            Phase::Review => &self.review,
-        }
-    }
-
-    /// `codex exec` arguments for a phase: `--sandbox MODE` and the `-c` overrides.
-    pub fn codex_args(&self, phase: Phase) -> Vec<String> {
-        let mut v = vec!["--sandbox".to_string(), self.mode(phase).to_string()];
-        if self.mode(phase) == "workspace-write" {
-            for (k, on) in [
-                ("exclude_slash_tmp", self.exclude_slash_tmp),
-                ("exclude_tmpdir_env_var", self.exclude_tmpdir_env_var),
-                ("network_access", self.network_access),
-            ] {
-                v.push("-c".into());
-                v.push(format!("sandbox_workspace_write.{k}={on}"));
-            }
-        }
-        v
+    /// The settings a run's agent really uses: dev and fix share `work` (the more open of the
+    /// two, so the warning errs loud), review has its own.
+    pub fn from_modes(dev: &str, fix: &str, review: &str) -> SandboxSettings {
+        let rank = |m: &str| match m {
+            "read-only" => 0,
+            "workspace-write" => 1,
+            _ => 2,
+        };
+        let work = if rank(fix) > rank(dev) { fix } else { dev };
+        SandboxSettings { work: work.into(), review: review.into(), ..Default::default() }
     }
 
     /// A loud warning when no sandbox protects the repository (only detection holds then).
@@ -160,8 +148,18 @@ pub struct GuardArgs {
 }
 
 impl GuardArgs {
-    pub fn spec(&self, logs: &Path) -> GuardSpec {
-        let mut config = GuardConfig { allow_dirty: self.allow_dirty, ..Default::default() };
+    /// The run's guard: loop.toml's `[guard]` first, these flags over it. `logs` is the run's
+    /// log dir (known once the run id is).
+    pub fn spec(&self, file: &crate::config::GuardTable, sandbox: SandboxSettings, logs: &Path) -> GuardSpec {
+        let d = GuardConfig::default();
+        let mut config = GuardConfig {
+            checks: file.checks.unwrap_or(d.checks),
+            allow_dirty: self.allow_dirty || file.allow_dirty.unwrap_or(d.allow_dirty),
+            shims: file.shims.unwrap_or(d.shims),
+            allow: file.allow.clone(),
+            deny: file.deny.clone(),
+            sandbox,
+        };
         if self.no_guard {
             config.checks = false;
             config.shims = false;
@@ -232,7 +230,7 @@ impl Guard {
         match snapshot::main_status(&self.repo, self.timeout) {
             Ok(lines) if lines.is_empty() => details.push("main checkout clean".to_string()),
             Ok(lines) if self.cfg.allow_dirty => {
-                details.push(format!("main checkout has {} change(s); allowed by --allow-dirty", lines.len()))
+                details.push(format!("main checkout has {} change(s); allowed by allow_dirty (--allow-dirty or loop.toml [guard])", lines.len()))
             }
             Ok(lines) => {
                 ok = false;
@@ -395,5 +393,44 @@ impl Guard {
             Err(e) => Some(Event::GuardViolation { phase, changes: vec![format!("after-phase snapshot failed: {e}")] }),
         };
         (decisions, violation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_access_in_any_phase_warns() {
+        let safe = SandboxSettings::from_modes("workspace-write", "workspace-write", "read-only");
+        assert_eq!((safe.work.as_str(), safe.review.as_str()), ("workspace-write", "read-only"));
+        assert!(safe.warning().is_none());
+        for (dev, fix, review) in [
+            ("danger-full-access", "workspace-write", "read-only"),
+            ("workspace-write", "danger-full-access", "read-only"),
+            ("read-only", "read-only", "danger-full-access"),
+        ] {
+            let s = SandboxSettings::from_modes(dev, fix, review);
+            assert!(s.warning().unwrap().contains("danger-full-access"), "{dev} {fix} {review}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_guard_table() {
+        let file = crate::config::GuardTable {
+            checks: Some(true),
+            allow_dirty: Some(false),
+            shims: Some(false),
+            allow: vec!["gt submit --stack".into()],
+            deny: vec!["git stash drop".into()],
+        };
+        let logs = Path::new("/l");
+        let c = GuardArgs { allow_dirty: true, ..Default::default() }.spec(&file, SandboxSettings::default(), logs).config;
+        assert!(c.checks && c.allow_dirty && !c.shims);
+        assert_eq!((c.allow.as_slice(), c.deny.as_slice()), (&file.allow[..], &file.deny[..]));
+        let c = GuardArgs { no_guard: true, ..Default::default() }.spec(&file, SandboxSettings::default(), logs).config;
+        assert!(!c.checks && !c.shims);
+        let d = GuardArgs::default().spec(&Default::default(), SandboxSettings::default(), logs).config;
+        assert_eq!(d, GuardConfig::default());
     }
 }
