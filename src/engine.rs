@@ -485,7 +485,7 @@ impl IssueDriver<'_> {
                     return Ok(Step::Continue);
                 }
                 req.env = before.env;
-                before.snapshot
+                before.snapshot.map(|snap| (snap, before.relay))
             }
             None => None,
         };
@@ -504,9 +504,11 @@ impl IssueDriver<'_> {
             return Err(e);
         }
         // guard: shim decisions, then the after-phase check (a violation fails the phase)
-        if let (Some(g), Some(before)) = (self.guard, &guard_before) {
+        if let (Some(g), Some((before, relay))) = (self.guard, guard_before) {
+            // Interrupted: the relay still drains into the decisions file when dropped, and
+            // the phase's next attempt folds those lines in.
             if !matches!(result, Err(AgentError::Interrupted { .. })) {
-                let (decisions, violation) = g.after_phase(planned, &worktree, phase, before);
+                let (decisions, violation) = g.after_phase(planned, &worktree, phase, &before, relay);
                 for d in decisions {
                     self.event(id, d, None)?;
                 }

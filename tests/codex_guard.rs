@@ -244,15 +244,14 @@ fn shims_are_in_effect_inside_codex_login_shell() {
     assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Done");
 }
 
-/// 2b. What issue #5 wants journaled: the agent's own git commands as `command_decided` events of
-/// the dev phase. KNOWN TO FAIL with codex: the shim runs inside codex's `workspace-write`
-/// sandbox, where the decisions file (`.loop/logs/<run>/guard/<issue>/decisions.jsonl`, outside
-/// the worktree) is on a read-only file system, so `shim::record` silently drops the line. The
-/// only `command_decided` events journaled are codex's OWN harness git calls (`git -c
-/// safe.bareRepository=explicit … rev-parse HEAD`, `status --porcelain`, `remote get-url
-/// origin`), which run outside the sandbox and reach the shim through the PATH loop sets.
+/// 2b. Every decision of the agent's shims is journaled, from inside codex's `workspace-write`
+/// sandbox: the shim cannot write any file outside the worktree there, so it writes into the FIFO
+/// loop holds open for the phase (see `guard::shim`). Both the refused `git worktree add` and the
+/// allowed `git status` are `command_decided` events of the dev phase, labelled `(shim)` (the
+/// agent's login shell). codex's OWN git calls (it runs `git rev-parse` and the like outside the
+/// sandbox, with loop's PATH) are journaled too, but labelled `(shim:agent-process)`, so they are
+/// never mistaken for the agent's commands.
 #[test]
-#[ignore = "fails: the shim cannot write its decisions file inside codex's workspace-write sandbox"]
 fn agent_shim_decisions_are_journaled() {
     if codex_bin().is_none() {
         return;
@@ -276,4 +275,10 @@ fn agent_shim_decisions_are_journaled() {
         status["rule"].as_str().unwrap().ends_with("(shim)"),
         "{status}"
     );
+    // Anything else decided in this phase came from codex itself, and says so.
+    let agent_argvs = [serde_json::json!(["worktree", "add", "../y", "-b", "y"]), serde_json::json!(["status"])];
+    for e in decided.iter().filter(|e| !agent_argvs.contains(&e["argv"])) {
+        assert!(e["rule"].as_str().unwrap().ends_with("(shim:agent-process)"), "{e}");
+        assert_eq!(e["allowed"], true, "codex's own git call was refused: {e}");
+    }
 }

@@ -192,6 +192,8 @@ pub struct Before {
     pub snapshot: Option<snapshot::Snapshot>,
     /// The agent's environment for the shims (empty without shims).
     pub env: Vec<(String, String)>,
+    /// Relays the shims' decisions while the phase runs; hand it back to [`Guard::after_phase`].
+    pub relay: Option<shim::Relay>,
 }
 
 impl Guard {
@@ -225,7 +227,7 @@ impl Guard {
         let mut ok = true;
         if !self.cfg.checks {
             let event = Event::GuardChecked { phase, ok, details: vec!["guard checks off (--no-guard)".into()] };
-            return Before { event, snapshot: None, env: Vec::new() };
+            return Before { event, snapshot: None, env: Vec::new(), relay: None };
         }
         match snapshot::main_status(&self.repo, self.timeout) {
             Ok(lines) if lines.is_empty() => details.push("main checkout clean".to_string()),
@@ -269,11 +271,13 @@ impl Guard {
             }
         }
         let mut env = Vec::new();
+        let mut relay = None;
         if ok && self.cfg.shims {
             match self.prepare_shims(planned, view, snap.as_ref().ok()) {
-                Ok(s) => {
+                Ok((s, r)) => {
                     details.push(format!("shims in {} (HOME {})", s.bin_dir.display(), s.home.display()));
                     env = s.env;
+                    relay = Some(r);
                 }
                 Err(e) => {
                     ok = false;
@@ -282,7 +286,7 @@ impl Guard {
             }
         }
         let snapshot = if ok { snap.ok() } else { None };
-        Before { event: Event::GuardChecked { phase, ok, details }, snapshot, env }
+        Before { event: Event::GuardChecked { phase, ok, details }, snapshot, env, relay }
     }
 
     /// The issue's stack: its branch and the branches of every issue it depends on.
@@ -324,7 +328,7 @@ impl Guard {
         planned: &PlannedIssue,
         view: &RunView,
         snap: Option<&snapshot::Snapshot>,
-    ) -> Result<shim::ShimEnv, GuardError> {
+    ) -> Result<(shim::ShimEnv, shim::Relay), GuardError> {
         let dir = self.decisions_file(&planned.id).parent().map(Path::to_path_buf).unwrap_or_else(|| self.logs.clone());
         let bin_dir = dir.join("bin");
         let real_git = shim::which("git", Some(&bin_dir)).unwrap_or_else(|| PathBuf::from("/usr/bin/git"));
@@ -339,12 +343,15 @@ impl Guard {
             real_gt,
             bin_dir,
             decisions: self.decisions_file(&planned.id),
+            fifo: Some(dir.join("decisions.fifo")),
             policy: self.policy_context(planned, view, snap),
             config: self.cfg.clone(),
         };
         let exe = std::env::current_exe().map_err(io(Path::new("current_exe")))?;
         let user_home = std::env::var_os("HOME").map(PathBuf::from);
-        shim::prepare(&dir, ctx, &exe, user_home.as_deref())
+        let (fifo, file) = (dir.join("decisions.fifo"), ctx.decisions.clone());
+        let env = shim::prepare(&dir, ctx, &exe, user_home.as_deref())?;
+        Ok((env, shim::Relay::start(&fifo, &file)?))
     }
 
     /// `--stack graphite`: track the new branch on its dependency's branch (or trunk).
@@ -380,7 +387,11 @@ impl Guard {
         worktree: &Path,
         phase: Phase,
         before: &snapshot::Snapshot,
+        relay: Option<shim::Relay>,
     ) -> (Vec<Event>, Option<Event>) {
+        if let Some(r) = relay {
+            r.finish();
+        }
         let decisions = shim::take_decisions(&self.decisions_file(&planned.id), phase);
         let siblings: Vec<(String, String)> =
             self.siblings.iter().filter(|(b, _)| *b != planned.branch).cloned().collect();

@@ -1,8 +1,17 @@
 //! Interception: `git` and `gt` shims (the loop binary itself, dispatched by argv[0] or by the
 //! hidden `loop __shim TOOL ARGS…`), and the Claude Code PreToolUse hook. Both classify with
-//! [`policy::classify`], append each decision to the issue's decisions file (folded into the
-//! journal after the phase), pass allowed commands to the real binary and refuse the rest
-//! with a message the agent can read.
+//! [`policy::classify`], record each decision, pass allowed commands to the real binary and
+//! refuse the rest with a message the agent can read.
+//!
+//! How a decision reaches the journal: the shim runs inside the agent's sandbox, where every
+//! file outside the worktree is read-only and `connect(2)` is refused (measured with codex
+//! 0.169.0: EROFS and EPERM; codex also closes inherited fds). Opening an existing FIFO for
+//! writing is still allowed, so loop holds a FIFO per issue open during each phase and a
+//! [`Relay`] thread copies its lines into the decisions file, which is folded into the journal
+//! after the phase. Without a reader (no phase running, or outside any sandbox) the shim
+//! appends to the decisions file itself. The agent can write to that FIFO too, so it could add
+//! forged lines, but it cannot remove a line once relayed: the journal is an audit of what the
+//! shims saw, and the sandbox and the after-phase checks are what stop damage.
 //!
 //! Why a loop-owned HOME: agent shells run `bash -lc`, and Debian's /etc/profile resets PATH,
 //! so a shim dir put on PATH by the parent is gone; ~/.bash_profile is read after
@@ -27,6 +36,9 @@ pub struct ShimContext {
     pub real_gt: Option<PathBuf>,
     pub bin_dir: PathBuf,
     pub decisions: PathBuf,
+    /// The FIFO loop reads during a phase (see the module docs).
+    #[serde(default)]
+    pub fifo: Option<PathBuf>,
     pub policy: PolicyContext,
     pub config: GuardConfig,
 }
@@ -52,6 +64,14 @@ pub struct ShimEnv {
 }
 
 pub const CTX_ENV: &str = "LOOP_GUARD_CTX";
+/// Who ran the shim: the agent's login shell (its profile sets `agent-shell`) or some other
+/// process of the agent that inherited loop's environment (`agent-process`: with codex, its
+/// own harness git calls such as `rev-parse`, which run outside the sandbox).
+pub const VIA_ENV: &str = "LOOP_GUARD_VIA";
+
+/// A decision line longer than this is shortened: the kernel writes at most PIPE_BUF (4096)
+/// bytes to a FIFO atomically, and concurrent shims must not interleave.
+const MAX_LINE: usize = 3500;
 
 /// Finds a program on PATH, skipping `skip` (the shim dir itself).
 pub fn which(name: &str, skip: Option<&Path>) -> Option<PathBuf> {
@@ -90,7 +110,7 @@ pub fn prepare(
     std::fs::write(&ctx_file, text).map_err(io(&ctx_file))?;
     let profile = format!(
         "# Written by loop: keeps loop's git/gt shims first on PATH in login shells.\n\
-         export PATH={}:\"$PATH\"\nexport {CTX_ENV}={}\n",
+         export PATH={}:\"$PATH\"\nexport {CTX_ENV}={}\nexport {VIA_ENV}=agent-shell\n",
         shell_quote(&bin.display().to_string()),
         shell_quote(&ctx_file.display().to_string()),
     );
@@ -101,6 +121,7 @@ pub fn prepare(
     let mut env = vec![
         ("HOME".to_string(), home.display().to_string()),
         (CTX_ENV.to_string(), ctx_file.display().to_string()),
+        (VIA_ENV.to_string(), "agent-process".to_string()),
         (
             "PATH".to_string(),
             format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
@@ -121,14 +142,167 @@ fn load_context() -> Result<ShimContext, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", Path::new(&path).display()))
 }
 
+/// The shim's `via` label: `shim` from the agent's login shell, `shim:agent-process` otherwise.
+fn shim_via() -> String {
+    match std::env::var(VIA_ENV).as_deref() {
+        Ok("agent-shell") => "shim".into(),
+        _ => "shim:agent-process".into(),
+    }
+}
+
+/// One decision as a line of at most [`MAX_LINE`] bytes (long arguments are cut, marked `…`).
+fn decision_line(line: &DecisionLine) -> String {
+    let text = serde_json::to_string(line).expect("decision encodes");
+    if text.len() <= MAX_LINE {
+        return format!("{text}\n");
+    }
+    // Keep the first arguments, each cut shorter until the line fits (escapes can make a
+    // byte of argument six bytes of JSON).
+    let mut limit = 160;
+    loop {
+        let mut short = line.clone();
+        let keep = short.argv.len().min(16);
+        let more = short.argv.len() - keep;
+        short.argv.truncate(keep);
+        for a in &mut short.argv {
+            if a.len() > limit {
+                let cut = (0..=limit).rev().find(|&i| a.is_char_boundary(i)).unwrap_or(0);
+                *a = format!("{}…", &a[..cut]);
+            }
+        }
+        if more > 0 {
+            short.argv.push(format!("… ({more} more arguments)"));
+        }
+        let text = serde_json::to_string(&short).expect("decision encodes");
+        if text.len() <= MAX_LINE || limit == 0 {
+            return format!("{text}\n");
+        }
+        limit /= 2;
+    }
+}
+
+/// Writes one line into the FIFO if loop is reading it; false when nobody reads (ENXIO) or
+/// the FIFO cannot be opened.
+fn send_to_fifo(fifo: &Path, line: &[u8]) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: without a reader, open fails at once (ENXIO) instead of waiting for one.
+    let Ok(mut f) = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(fifo) else {
+        return false;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match f.write(line) {
+            // Writes up to PIPE_BUF are all or nothing.
+            Ok(n) if n == line.len() => return true,
+            Ok(_) => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
 fn record(ctx: &ShimContext, tool: Tool, argv: &[String], d: &Decision, via: &str) {
     let line = DecisionLine { tool, argv: argv.to_vec(), allowed: d.allowed, rule: d.rule.clone(), via: via.into() };
+    let text = decision_line(&line);
+    if ctx.fifo.as_deref().is_some_and(|f| send_to_fifo(f, text.as_bytes())) {
+        return;
+    }
     if let Some(parent) = ctx.decisions.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&ctx.decisions) {
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&ctx.decisions)
         // One write per line keeps concurrent shims' lines whole (O_APPEND).
-        let _ = f.write_all(format!("{}\n", serde_json::to_string(&line).expect("decision encodes")).as_bytes());
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if let Err(e) = appended {
+        eprintln!("loop guard: could not record this decision ({}: {e})", ctx.decisions.display());
+    }
+}
+
+/// Copies decision lines from an issue's FIFO into its decisions file while a phase runs.
+///
+/// loop opens the FIFO read-write: that never blocks, and the FIFO never reports end of file
+/// between two shims, so one thread can read it for the whole phase.
+pub struct Relay {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Makes (or reuses) the FIFO and starts relaying into `file`.
+    pub fn start(fifo: &Path, file: &Path) -> Result<Relay, GuardError> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        match std::fs::symlink_metadata(fifo) {
+            Ok(m) if m.file_type().is_fifo() => {}
+            Ok(_) => std::fs::remove_file(fifo).map_err(io(fifo))?,
+            Err(_) => {}
+        }
+        if !fifo.exists() {
+            let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
+                .map_err(|_| GuardError::Io { path: fifo.display().to_string(), source: std::io::ErrorKind::InvalidInput.into() })?;
+            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+                return Err(io(fifo)(std::io::Error::last_os_error()));
+            }
+        }
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+            .map_err(io(fifo))?;
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(file).map_err(io(file))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                // Stop only after a read finds the FIFO empty, so nothing written before
+                // `finish` is lost.
+                let stopping = flag.load(std::sync::atomic::Ordering::Acquire);
+                let mut drained = false;
+                while !drained {
+                    match reader.read(&mut buf) {
+                        Ok(0) => drained = true,
+                        Ok(n) => {
+                            let _ = out.write_all(&buf[..n]);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => drained = true,
+                    }
+                }
+                if stopping {
+                    return;
+                }
+                let mut pfd = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd, for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, 50) };
+            }
+        });
+        Ok(Relay { stop, thread: Some(thread) })
+    }
+
+    /// Drains what the shims wrote and stops.
+    pub fn finish(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop_and_join();
     }
 }
 
@@ -156,7 +330,7 @@ pub fn run_shim(tool: Tool, args: &[String]) -> i32 {
     };
     let policy = policy_for_cwd(&ctx);
     let d = policy::classify(tool, args, &policy, &ctx.config);
-    record(&ctx, tool, args, &d, "shim");
+    record(&ctx, tool, args, &d, &shim_via());
     if !d.allowed {
         eprintln!(
             "loop guard: refused `{} {}` (rule {}): {}. This command is not allowed in a loop phase; \
@@ -350,6 +524,69 @@ pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(argv: &[&str]) -> DecisionLine {
+        DecisionLine {
+            tool: Tool::Git,
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            allowed: false,
+            rule: "r".into(),
+            via: "shim".into(),
+        }
+    }
+
+    #[test]
+    fn relay_keeps_every_line_of_concurrent_shims_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let (fifo, file) = (d.path().join("d.fifo"), d.path().join("d.jsonl"));
+        assert!(!send_to_fifo(&fifo, b"x\n"), "no FIFO yet");
+        let relay = Relay::start(&fifo, &file).unwrap();
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let fifo = fifo.clone();
+                std::thread::spawn(move || {
+                    for i in 0..400 {
+                        // ~700 bytes a line: 3,200 lines overflow the pipe buffer many times.
+                        let l = decision_line(&line(&[&format!("w{w}"), &format!("{i}"), &"x".repeat(680)]));
+                        assert!(send_to_fifo(&fifo, l.as_bytes()));
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        relay.finish();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<DecisionLine> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 8 * 400);
+        for w in 0..8 {
+            let got: Vec<usize> =
+                lines.iter().filter(|l| l.argv[0] == format!("w{w}")).map(|l| l.argv[1].parse().unwrap()).collect();
+            assert_eq!(got, (0..400).collect::<Vec<_>>(), "writer {w}'s lines out of order or lost");
+        }
+        // Nobody reads after finish: the shim falls back to the file.
+        assert!(!send_to_fifo(&fifo, b"x\n"));
+        // A second phase reuses the FIFO.
+        let relay = Relay::start(&fifo, &file).unwrap();
+        assert!(send_to_fifo(&fifo, decision_line(&line(&["again"])).as_bytes()));
+        drop(relay);
+        assert!(std::fs::read_to_string(&file).unwrap().lines().last().unwrap().contains("again"));
+    }
+
+    #[test]
+    fn long_decisions_are_cut_below_the_atomic_write_size() {
+        let long = "é".repeat(5000);
+        let many: Vec<String> = (0..100).map(|i| format!("{i}{}", "\u{1}".repeat(100))).collect();
+        for argv in [vec![long.as_str(), "b"], many.iter().map(String::as_str).collect()] {
+            let text = decision_line(&line(&argv));
+            assert!(text.len() <= MAX_LINE + 1 && text.ends_with('\n'), "{}", text.len());
+            let back: DecisionLine = serde_json::from_str(text.trim_end()).unwrap();
+            assert!(back.argv.len() <= 17);
+        }
+        assert!(decision_line(&line(&["x".repeat(4000).as_str()])).contains("…"));
+        assert_eq!(decision_line(&line(&["status"])), format!("{}\n", serde_json::to_string(&line(&["status"])).unwrap()));
+    }
 
     #[test]
     fn finds_git_and_gt_in_compound_commands() {
