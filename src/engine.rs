@@ -549,9 +549,20 @@ impl IssueDriver<'_> {
                     let what = if phase == Phase::Dev { "dev".to_string() } else { format!("fix cycle {cycle}") };
                     let message = format!("{id}: {what}\n\nCommitted by loop (run {run_id}).");
                     let date = self.journal_clock_date();
-                    match self.workspace.commit_all(&worktree, &message, date.as_deref()) {
+                    let via_stack = self.guard.and_then(|g| g.stack_commit(&worktree, &message, date.as_deref()));
+                    let stacked = via_stack.is_some();
+                    let committed =
+                        via_stack.unwrap_or_else(|| self.workspace.commit_all(&worktree, &message, date.as_deref()));
+                    match committed {
                         Ok(Some(c)) => {
                             evidence.commit = Some(c);
+                            if stacked {
+                                let how = "committed with `gt modify --commit --all`".to_string();
+                                evidence.note = Some(match evidence.note.take() {
+                                    Some(n) => format!("{how}; {n}"),
+                                    None => how,
+                                });
+                            }
                             Event::WorkFinished { phase, status: out.status }
                         }
                         Ok(None) => {

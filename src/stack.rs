@@ -69,7 +69,10 @@ impl Gt {
 
     /// Runs gt; a non-zero exit or a timeout is an error with gt's own words.
     pub fn run(&self, dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
-        let out = proc::run(&self.cmd(dir, args))?;
+        self.check(args, proc::run(&self.cmd(dir, args))?)
+    }
+
+    fn check(&self, args: &[&str], out: proc::Output) -> Result<String, WorkspaceError> {
         if !out.success() {
             let text = format!("{}\n{}", out.stderr_text(), out.stdout_text());
             let detail = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string();
@@ -95,9 +98,34 @@ impl Gt {
         self.run(worktree, &["track", "--parent", parent]).map(|_| ())
     }
 
-    /// Commits everything in the worktree as a new commit on its branch via `gt modify`.
-    pub fn modify_commit(&self, worktree: &Path, message: &str) -> Result<(), WorkspaceError> {
-        self.run(worktree, &["modify", "--commit", "--all", "--message", message]).map(|_| ())
+    /// Commits everything in the worktree as a new commit on its branch with
+    /// `gt modify --commit --all`, so Graphite records the change itself (and restacks the
+    /// branch's children, of which a loop branch in dev or fix has none: dependants start only
+    /// once it is finished). Returns the new commit, or None when nothing changed.
+    ///
+    /// Not cancellable, like every git bookkeeping step: Ctrl-C must not leave half a commit.
+    pub fn commit_all(&self, worktree: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError> {
+        let status = crate::workspace::git_ok(worktree, &["status", "--porcelain", "--untracked-files=all"], self.timeout)?;
+        if status.trim().is_empty() {
+            return Ok(None);
+        }
+        let mut cmd = self.cmd(worktree, &["modify", "--commit", "--all", "--no-verify", "--message", message]).not_cancellable();
+        // Commit as loop rather than fail when git has no identity here (as `git commit` does).
+        if !crate::workspace::git(worktree, &["config", "user.email"], self.timeout)?.success() {
+            for (k, v) in [
+                ("GIT_AUTHOR_NAME", "loop"),
+                ("GIT_AUTHOR_EMAIL", "loop@localhost"),
+                ("GIT_COMMITTER_NAME", "loop"),
+                ("GIT_COMMITTER_EMAIL", "loop@localhost"),
+            ] {
+                cmd = cmd.env(k, v);
+            }
+        }
+        if let Some(d) = date {
+            cmd = cmd.env("GIT_AUTHOR_DATE", d).env("GIT_COMMITTER_DATE", d);
+        }
+        self.check(&["modify", "--commit", "--all"], proc::run(&cmd)?)?;
+        Ok(Some(crate::workspace::git_ok(worktree, &["rev-parse", "HEAD"], self.timeout)?))
     }
 
     pub fn submit_draft(&self, worktree: &Path) -> Result<String, WorkspaceError> {

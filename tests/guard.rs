@@ -243,8 +243,39 @@ fn gt_bin() -> Option<String> {
 fn graphite_dependency_chain_becomes_a_stack() {
     let Some(gt) = gt_bin() else { return };
     let r = repo();
-    let out = run_loop(&r, &["--stack", "graphite"], Some("{}"), &[("LOOP_GT_BIN", &gt)]);
+    // A gt that logs each call (cwd and argv) before running the real one.
+    let calls = r.dir.parent().unwrap().join("gt-calls.log");
+    let wrapper = r.dir.parent().unwrap().join("gt-logged");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nprintf '%s|%s\\n' \"$PWD\" \"$*\" >> '{}'\nexec '{gt}' \"$@\"\n", calls.display())).unwrap();
+    Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+    let out = run_loop(&r, &["--stack", "graphite"], Some("{}"), &[("LOOP_GT_BIN", wrapper.to_str().unwrap())]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every dev commit went through `gt modify` in the issue's own worktree, and is on its branch.
+    let log = std::fs::read_to_string(&calls).unwrap();
+    let finished: Vec<serde_json::Value> = replay_json(&r)["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["body"]["event"]["event"] == "work_finished")
+        .cloned()
+        .collect();
+    assert_eq!(finished.len(), 5, "{finished:?}");
+    for f in &finished {
+        let id = f["body"]["issue"].as_str().unwrap();
+        let commit = f["body"]["evidence"]["commit"].as_str().unwrap_or_else(|| panic!("{id}: no commit: {f}"));
+        assert!(f["body"]["evidence"]["note"].as_str().unwrap().contains("gt modify"), "{f}");
+        let wt = format!("/.loop/worktrees/M1-core/{id}|modify --commit --all --no-verify --message {id}: dev");
+        assert!(log.lines().any(|l| l.contains(&wt)), "{id}: no gt modify in its worktree:\n{log}");
+        assert_eq!(git(&r.dir, &["log", "-1", "--format=%s", commit]), format!("{id}: dev"));
+        assert!(Command::new("git")
+            .arg("-C")
+            .arg(&r.dir)
+            .args(["merge-base", "--is-ancestor", commit, &format!("loop/M1-core/{id}")])
+            .status()
+            .unwrap()
+            .success());
+    }
+    assert!(!log.contains("restack") && !log.contains("sync"), "{log}");
     let tracked = events(&r, "stack_tracked");
     assert_eq!(tracked.len(), 5, "{tracked:?}");
     let mut c = Command::new(&gt);

@@ -367,6 +367,17 @@ impl Guard {
         Some(Event::StackTracked { parent, error: result.err().map(|e| e.to_string()) })
     }
 
+    /// `--stack graphite`: the agent's work is committed through gt (`gt modify --commit
+    /// --all`); None without a stack, when loop commits with git itself.
+    pub fn stack_commit(
+        &self,
+        worktree: &Path,
+        message: &str,
+        date: Option<&str>,
+    ) -> Option<Result<Option<String>, crate::workspace::WorkspaceError>> {
+        self.gt.as_ref().map(|gt| gt.commit_all(worktree, message, date))
+    }
+
     /// `--submit draft` at Done.
     pub fn at_done(&self, _planned: &PlannedIssue, worktree: &Path) -> Option<Event> {
         if self.submit != crate::stack::SubmitMode::Draft {
