@@ -282,3 +282,71 @@ fn agent_shim_decisions_are_journaled() {
         assert_eq!(e["allowed"], true, "codex's own git call was refused: {e}");
     }
 }
+
+/// 3. Under full access (`[codex.sandbox] dev = "danger-full-access"` in loop.toml) nothing
+/// prevents the damage, so detection must catch it: loop warns loudly before the run, the
+/// shim still refuses what goes through it (and that command never reaches the real git), and
+/// every change the agent makes with the real git or a plain write outside its worktree is
+/// listed by the after-phase check, which fails the phase. Nothing is reverted.
+#[test]
+fn full_access_forbidden_actions_are_caught_after_the_phase() {
+    let Some(codex) = codex_bin() else { return };
+    let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
+    let git_bin = real_git().display().to_string();
+    let intruder = r.path.join("intruder.txt");
+    let steps: Vec<String> = vec![
+        "git worktree add ../via-shim -b via-shim".to_string(),
+        format!("{git_bin} worktree add ../rogue-wt -b rogue-wt"),
+        format!("{git_bin} branch -D keep"),
+        format!("{git_bin} update-ref refs/heads/rogue HEAD"),
+        format!("printf 'intrusion\\n' > {}", intruder.display()),
+    ];
+    let script = steps.clone();
+    let mock = Mock::start(move |_, body| match phase_of(body) {
+        "dev" => match script.get(tool_outputs(body)) {
+            Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd),
+            None => message(&work_reply("pass", BRANCH, "true")),
+        },
+        "review" => message(&review_reply("pass", &[])),
+        other => Reply::Status(400, format!("mock: unexpected phase {other}")),
+    });
+    r.use_mock(&mock, codex);
+    let toml = std::fs::read_to_string(r.path.join("loop.toml")).unwrap();
+    std::fs::write(r.path.join("loop.toml"), format!("{toml}\n[codex.sandbox]\ndev = \"danger-full-access\"\n")).unwrap();
+    git(&r.path, &["commit", "-qam", "full access"]);
+    git(&r.path, &["branch", "keep"]);
+
+    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "full")]);
+    let seen = outputs_seen(&mock);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{}\n{seen}", show(&out));
+    assert!(stderr.contains("WARNING: sandbox = \"danger-full-access\""), "{stderr}");
+    assert_eq!(mock.count(), steps.len() + 1, "every step ran, then the dev reply: {seen}");
+
+    // The shim refused its command before the real git: no such worktree or branch.
+    assert!(!r.path.join(".loop/worktrees/M1/via-shim").exists(), "{seen}");
+    assert!(git(&r.path, &["for-each-ref", "refs/heads/via-shim"]).is_empty());
+    let records = r.records("full");
+    let refused: Vec<Value> = events(&records, "command_decided")
+        .into_iter()
+        .map(|d| d["body"]["event"].clone())
+        .filter(|e| e["argv"][0] == "worktree")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0]["allowed"], false);
+
+    // Each real change is listed in the one guard_violation, and the phase failed on it.
+    let violations = events(&records, "guard_violation");
+    assert_eq!(violations.len(), 1, "{records:#?}");
+    let changes = violations[0]["body"]["event"]["changes"].to_string();
+    for needle in ["refs/heads/rogue created", "refs/heads/keep deleted", "rogue-wt", "intruder.txt"] {
+        assert!(changes.contains(needle), "{needle} not in {changes}");
+    }
+    let orb1 = issue_state(&r.status(), "ORB-1");
+    assert_eq!(orb1["state"], "Failed", "{orb1}");
+    assert!(orb1["reason"].as_str().unwrap().contains("outside its worktree"), "{orb1}");
+    // Nothing was reverted: the evidence stays for a human to judge.
+    assert!(intruder.exists());
+    assert!(!git(&r.path, &["for-each-ref", "refs/heads/rogue"]).is_empty());
+    assert!(r.path.join(".loop/worktrees/M1/rogue-wt").exists());
+}
