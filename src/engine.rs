@@ -548,21 +548,9 @@ impl IssueDriver<'_> {
                 Ok(out) => {
                     let what = if phase == Phase::Dev { "dev".to_string() } else { format!("fix cycle {cycle}") };
                     let message = format!("{id}: {what}\n\nCommitted by loop (run {run_id}).");
-                    let date = self.journal_clock_date();
-                    let via_stack = self.guard.and_then(|g| g.stack_commit(&worktree, &message, date.as_deref()));
-                    let stacked = via_stack.is_some();
-                    let committed =
-                        via_stack.unwrap_or_else(|| self.workspace.commit_all(&worktree, &message, date.as_deref()));
-                    match committed {
+                    match self.commit(&worktree, &message, &mut evidence) {
                         Ok(Some(c)) => {
                             evidence.commit = Some(c);
-                            if stacked {
-                                let how = "committed with `gt modify --commit --all`".to_string();
-                                evidence.note = Some(match evidence.note.take() {
-                                    Some(n) => format!("{how}; {n}"),
-                                    None => how,
-                                });
-                            }
                             Event::WorkFinished { phase, status: out.status }
                         }
                         Ok(None) => {
@@ -629,11 +617,7 @@ impl IssueDriver<'_> {
             serde_json::to_value(review.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
             run_id
         );
-        let date = self.journal_clock_date();
-        let commit = self
-            .workspace
-            .commit_all(worktree, &message, date.as_deref())
-            .map_err(|e| format!("committing the review doc {rel}: {e}"))?;
+        let commit = self.commit(worktree, &message, evidence).map_err(|e| format!("committing the review doc {rel}: {e}"))?;
         evidence.commit = commit;
         let written = format!("review_doc_path={rel}; review_entry_written=true");
         evidence.note = Some(match evidence.note.take() {
@@ -641,6 +625,23 @@ impl IssueDriver<'_> {
             None => written,
         });
         Ok(())
+    }
+
+    /// Commits everything in the worktree for the agent: through gt with `--stack graphite`
+    /// (noted in the evidence), else with git.
+    fn commit(&self, worktree: &Path, message: &str, evidence: &mut Evidence) -> Result<Option<String>, crate::workspace::WorkspaceError> {
+        let date = self.journal_clock_date();
+        match self.guard.and_then(|g| g.stack_commit(worktree, message, date.as_deref())) {
+            Some(result) => {
+                let how = "committed with `gt modify --commit --all`".to_string();
+                evidence.note = Some(match evidence.note.take() {
+                    Some(n) => format!("{how}; {n}"),
+                    None => how,
+                });
+                result
+            }
+            None => self.workspace.commit_all(worktree, message, date.as_deref()),
+        }
     }
 
     /// Commit dates follow the journal's clock, so a fixed test clock gives fixed commit ids.

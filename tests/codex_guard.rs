@@ -350,3 +350,71 @@ fn full_access_forbidden_actions_are_caught_after_the_phase() {
     assert!(!git(&r.path, &["for-each-ref", "refs/heads/rogue"]).is_empty());
     assert!(r.path.join(".loop/worktrees/M1/rogue-wt").exists());
 }
+
+fn gt_bin() -> Option<String> {
+    match std::env::var("LOOP_TEST_GT_BIN") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true but LOOP_TEST_GT_BIN is not set"),
+        _ => None,
+    }
+}
+
+/// 4. The real codex with `--stack graphite` and the real gt: a dependency chain becomes a
+/// stack (`gt state`), each dev commit is loop's `gt modify` in the issue's worktree, and the
+/// agent's own `gt move` is refused by the gt shim (journaled) while the sandbox holds.
+#[test]
+fn codex_run_with_graphite_stack() {
+    let (Some(codex), Some(gt)) = (codex_bin(), gt_bin()) else { return };
+    let steps = ["basename \"$PWD\" > work.txt", "gt move --onto main"];
+    let mock = Mock::start(move |_, body| match phase_of(body) {
+        "dev" => match steps.get(tool_outputs(body)) {
+            Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd),
+            None => message(&work_reply("pass", "any", "true")),
+        },
+        "review" => message(&review_reply("pass", &[])),
+        other => Reply::Status(400, format!("mock: unexpected phase {other}")),
+    });
+    let mut r = repo(M, &[("ORB-1", "First", &[]), ("ORB-2", "Second", &["ORB-1"])]);
+    r.use_mock(&mock, codex);
+    let home = r.path.parent().unwrap().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let home = home.display().to_string();
+    let env = [("LOOP_RUN_ID", "stack"), ("LOOP_GT_BIN", gt.as_str()), ("HOME", home.as_str())];
+    let out = r.run(&["run", "--json", "--stack", "graphite"], &env);
+    let seen = outputs_seen(&mock);
+    assert_eq!(out.status.code(), Some(0), "{}\n{seen}", show(&out));
+
+    let state = std::process::Command::new(&gt)
+        .args(["state", "--no-interactive"])
+        .current_dir(&r.path)
+        .env("HOME", &home)
+        .env("GRAPHITE_DISABLE_TELEMETRY", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&state.stdout);
+    let json: Value = serde_json::from_str(&text[text.find('{').unwrap_or(0)..]).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(json["loop/M1/ORB-1"]["parents"][0]["ref"], "main", "{json}");
+    assert_eq!(json["loop/M1/ORB-2"]["parents"][0]["ref"], "loop/M1/ORB-1", "{json}");
+
+    let records = r.records("stack");
+    for id in ["ORB-1", "ORB-2"] {
+        let branch = format!("loop/M1/{id}");
+        assert_eq!(git(&r.path, &["show", &format!("{branch}:work.txt")]), id);
+        // loop's two commits on the branch: the dev work, then the review entry.
+        assert_eq!(git(&r.path, &["log", "-2", "--format=%s", &branch]), format!("{id}: review 1 (pass)\n{id}: dev"));
+        for kind in ["work_finished", "review_finished"] {
+            let done = events(&records, kind).into_iter().find(|e| e["body"]["issue"] == id).unwrap();
+            assert!(done["body"]["evidence"]["note"].as_str().unwrap().contains("gt modify"), "{done}");
+        }
+    }
+    // ORB-2's branch stands on ORB-1's work.
+    assert!(git(&r.path, &["merge-base", "--is-ancestor", "loop/M1/ORB-1", "loop/M1/ORB-2"]).is_empty());
+    let moves: Vec<Value> = events(&records, "command_decided")
+        .into_iter()
+        .map(|d| d["body"]["event"].clone())
+        .filter(|e| e["tool"] == "gt" && e["argv"][0] == "move")
+        .collect();
+    assert_eq!(moves.len(), 2, "one refused `gt move` per issue: {moves:#?}\n{seen}");
+    assert!(moves.iter().all(|m| m["allowed"] == false && m["rule"].as_str().unwrap().ends_with("(shim)")), "{moves:#?}");
+    assert!(seen.contains("loop guard: refused `gt move --onto main`"), "{seen}");
+}
