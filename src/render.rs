@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::journal::view::{Applied, RunView};
+use crate::journal::view::{Applied, GuardTally, RunView};
 use crate::journal::{Body, Record};
 use crate::machine::{Event, State};
 
@@ -119,6 +119,13 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                 "reason": i.state.reason(),
                 "tokens": i.tokens,
                 "worktree": wt,
+                "guard": {
+                    "checks_failed": i.guard.checks_failed,
+                    "violations": i.guard.violations,
+                    "commands_allowed": i.guard.allowed,
+                    "commands_refused": i.guard.refused,
+                    "refused": i.guard.refused_commands,
+                },
             })
         })
         .collect();
@@ -150,6 +157,33 @@ pub fn summary(view: &RunView) -> String {
     counts.iter().map(|(k, c)| format!("{c} {k}")).collect::<Vec<_>>().join(", ")
 }
 
+/// One issue's guard outcome for the status table, or None when there is nothing to say.
+fn guard_note(g: &GuardTally) -> Option<String> {
+    let mut parts = Vec::new();
+    if g.violations > 0 {
+        parts.push(format!("{} guard violation(s)", g.violations));
+    }
+    if g.refused > 0 {
+        let more = if g.refused as usize > g.refused_commands.len() { ", …" } else { "" };
+        let shown: Vec<String> = g.refused_commands.iter().map(|c| format!("`{}`", printable(c, 120))).collect();
+        parts.push(format!("refused {}{more}", shown.join(", ")));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// The run's guard decisions in one line: `guard: 12 commands allowed, 2 refused, 0 violations`.
+pub fn guard_summary(view: &RunView) -> Option<String> {
+    view.start.guard.as_ref()?;
+    let sum = |f: fn(&GuardTally) -> u32| view.issues.iter().map(|i| f(&i.guard)).sum::<u32>();
+    Some(format!(
+        "guard: {} command(s) allowed, {} refused, {} violation(s), {} failed check(s)",
+        sum(|g| g.allowed),
+        sum(|g| g.refused),
+        sum(|g| g.violations),
+        sum(|g| g.checks_failed)
+    ))
+}
+
 /// The human status table.
 pub fn status_text(view: &RunView, live: bool) -> String {
     let mut out = String::new();
@@ -173,6 +207,9 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         if i.tokens > 0 {
             notes.push(format!("{} tokens", i.tokens));
         }
+        if let Some(g) = guard_note(&i.guard) {
+            notes.push(g);
+        }
         if let Some(wt) = &i.worktree {
             if wt.removed {
                 notes.push("worktree removed".into());
@@ -193,6 +230,9 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         ));
     }
     out.push_str(&format!("summary: {}\n", summary(view)));
+    if let Some(g) = guard_summary(view) {
+        out.push_str(&format!("{g}\n"));
+    }
     let total: u64 = view.issues.iter().map(|i| i.tokens).sum();
     if total > 0 {
         out.push_str(&format!("tokens: {total} in total\n"));

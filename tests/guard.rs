@@ -166,6 +166,19 @@ fn shims_refuse_before_the_real_binary_and_decisions_are_journaled() {
     assert!(shown.iter().any(|s| s.starts_with("status true")), "{shown:?}");
     let st = status_json(&r);
     assert_eq!(issue(&st, "ORB-1")["state"], "Done", "{stderr}");
+    // status and replay summarise the decisions from the journal alone.
+    let g = &issue(&st, "ORB-1")["guard"];
+    assert_eq!(g["commands_refused"], 2, "{g}");
+    assert_eq!(g["commands_allowed"], 1, "{g}");
+    assert!(g["refused"][0].as_str().unwrap().starts_with("git worktree add ../sneaky [git-worktree (shim)]"), "{g}");
+    let text = String::from_utf8(loop_cmd(&r, &["status"]).stdout).unwrap();
+    let line = text.lines().find(|l| l.starts_with("ORB-1 ")).unwrap();
+    assert!(line.contains("refused `git worktree add ../sneaky [git-worktree (shim)]`, `git branch -D main"), "{text}");
+    assert!(text.contains("guard: ") && text.contains(" 2 refused, 0 violation(s)"), "{text}");
+    let id = std::fs::read_dir(r.dir.join(".loop/runs")).unwrap().next().unwrap().unwrap().file_name();
+    let replay = String::from_utf8(loop_cmd(&r, &["replay", id.to_str().unwrap()]).stdout).unwrap();
+    assert!(replay.contains("REFUSED `git worktree add ../sneaky` [git-worktree (shim)]"), "{replay}");
+    assert!(replay.lines().last().unwrap().contains(" 2 refused, 0 violation(s)"), "{replay}");
 }
 
 #[test]

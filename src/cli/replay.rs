@@ -114,6 +114,9 @@ pub fn run(args: ReplayArgs) -> Result<i32, CliError> {
             if !args.json {
                 let v = verdict.view.as_ref().expect("a verified journal has a view");
                 println!("replay ok: {} records, chain verified; {}", verdict.records, render::summary(v));
+                if let Some(g) = render::guard_summary(v) {
+                    println!("{g}");
+                }
             }
             Ok(exit::OK)
         }

@@ -39,6 +39,23 @@ pub struct IssueView {
     pub session: Option<String>,
     /// Tokens used by all of this issue's phases.
     pub tokens: u64,
+    pub guard: GuardTally,
+}
+
+/// What the guard decided for one issue, for `status` and `replay`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GuardTally {
+    pub checks_failed: u32,
+    pub allowed: u32,
+    pub refused: u32,
+    /// The first refused commands (`git worktree add ../y [git-worktree (shim)]`), at most
+    /// [`GuardTally::SHOWN`].
+    pub refused_commands: Vec<String>,
+    pub violations: u32,
+}
+
+impl GuardTally {
+    pub const SHOWN: usize = 5;
 }
 
 #[derive(Clone, Debug)]
@@ -105,6 +122,7 @@ impl RunView {
                 interruptions: 0,
                 session: None,
                 tokens: 0,
+                guard: GuardTally::default(),
             })
             .collect();
         let index = issues.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
@@ -212,6 +230,15 @@ impl RunView {
                     }
                     Event::Interrupted => view.interruptions += 1,
                     Event::SessionStarted { session, .. } => view.session = Some(session.clone()),
+                    Event::GuardChecked { ok: false, .. } => view.guard.checks_failed += 1,
+                    Event::GuardViolation { .. } => view.guard.violations += 1,
+                    Event::CommandDecided { allowed: true, .. } => view.guard.allowed += 1,
+                    Event::CommandDecided { tool, argv, allowed: false, rule, .. } => {
+                        view.guard.refused += 1;
+                        if view.guard.refused_commands.len() < GuardTally::SHOWN {
+                            view.guard.refused_commands.push(format!("{tool} {} [{rule}]", argv.join(" ")));
+                        }
+                    }
                     _ => {}
                 }
                 if let Some(t) = evidence.as_ref().and_then(|e| e.tokens) {
