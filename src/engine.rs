@@ -199,7 +199,7 @@ impl<'a> Engine<'a> {
         Engine { journal, view, agent, workspace, observer, jobs: 1, guard: None }
     }
 
-    /// Turns on the guardrails (docs/safety.md) for this drive.
+    /// Turns on the guardrails (README "Safety") for this drive.
     pub fn set_guard(&mut self, guard: &'a crate::guard::Guard) {
         self.guard = Some(guard);
     }

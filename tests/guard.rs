@@ -356,3 +356,34 @@ fn loop_toml_guard_table_sets_the_policy() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("loop.toml:3: [guard] deny pattern \"stash drop\" must start with `git` or `gt`"), "{stderr}");
 }
+
+/// The journal is the only licence: a branch or a worktree path that matches an issue's name but
+/// that this run did not create is never reused or removed; the issue fails, naming it.
+#[test]
+fn a_matching_branch_or_path_loop_did_not_create_is_never_touched() {
+    let r = repo();
+    git(&r.dir, &["branch", "loop/M1-core/ORB-1"]);
+    let before = git(&r.dir, &["rev-parse", "loop/M1-core/ORB-1"]);
+    let out = run_loop(&r, &[], None, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let st = status_json(&r);
+    let reason = issue(&st, "ORB-1")["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("branch loop/M1-core/ORB-1 already exists and loop did not create it"), "{reason}");
+    assert_eq!(git(&r.dir, &["rev-parse", "loop/M1-core/ORB-1"]), before);
+    assert!(!r.dir.join(".loop/worktrees/M1-core/ORB-1").exists());
+
+    let r = repo();
+    let path = r.dir.join(".loop/worktrees/M1-core/ORB-1");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("mine.txt"), "not loop's").unwrap();
+    let out = run_loop(&r, &[], None, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let st = status_json(&r);
+    let reason = issue(&st, "ORB-1")["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("already exists and was not created by loop"), "{reason}");
+    assert_eq!(std::fs::read_to_string(path.join("mine.txt")).unwrap(), "not loop's");
+    // `loop clean` leaves it alone too.
+    let out = loop_cmd(&r, &["clean"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(path.join("mine.txt")).unwrap(), "not loop's");
+}

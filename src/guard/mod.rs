@@ -1,4 +1,4 @@
-//! Guardrails around agent phases, in layers (docs/safety.md):
+//! Guardrails around agent phases, in layers (README "Safety"):
 //! prevent (the agent's sandbox, settings in [`SandboxSettings`]), detect (snapshots before and
 //! after every phase, [`snapshot`]), intercept (git/gt shims and the Claude Code hook, both
 //! running the pure classifier in [`policy`]).

@@ -42,7 +42,7 @@ pub struct Own<'a> {
 
 impl Own<'_> {
     /// The branch, and branches it stacked on top of itself (`BRANCH-…`, the names
-    /// docs/safety.md asks `gt create` to use).
+    /// README "Safety" asks `gt create` to use).
     fn owns_branch(&self, name: &str) -> bool {
         let mine = |b: &str| name == b || name.strip_prefix(b).is_some_and(|r| r.starts_with('-'));
         mine(self.branch) || self.siblings.iter().any(|(b, _)| mine(b))
