@@ -96,6 +96,8 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
         format!("{git_bin} update-ref refs/heads/main HEAD~1"),
         format!("{git_bin} update-ref refs/heads/rogue HEAD"),
         format!("printf 'intrusion\\n' > {}", intruder.display()),
+        format!("{git_bin} -c user.name=a -c user.email=a@b.c commit --allow-empty -m rogue"),
+        format!("{git_bin} push origin HEAD:refs/heads/pushed"),
         "printf 'inside\\n' > inside.txt && cat inside.txt".to_string(),
     ];
     let script = steps.clone();
@@ -108,8 +110,12 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
         other => Reply::Status(400, format!("mock: unexpected phase {other}")),
     });
     r.use_mock(&mock, codex);
-    // A branch the agent will try to delete (not checked out anywhere, unlike main).
+    // A branch the agent will try to delete (not checked out anywhere, unlike main), and a
+    // local remote it will try to push to.
     git(&r.path, &["branch", "keep"]);
+    let remote = r.path.parent().unwrap().join("remote.git");
+    git(r.path.parent().unwrap(), &["init", "-q", "--bare", remote.to_str().unwrap()]);
+    git(&r.path, &["remote", "add", "origin", remote.to_str().unwrap()]);
     let before = snapshot(&r.path);
     let main_sha = git(&r.path, &["rev-parse", "main"]);
 
@@ -139,6 +145,8 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
         "keep was deleted"
     );
     assert!(!intruder.exists(), "the agent wrote into the main checkout");
+    assert!(git(&remote, &["for-each-ref"]).is_empty(), "the agent pushed");
+    assert!(!git(&r.path, &["log", "--all", "--format=%s"]).lines().any(|l| l == "rogue"), "the agent committed");
     assert!(
         !r.path.join(".loop/worktrees/M1/x").exists(),
         "the agent created a worktree"
@@ -365,7 +373,12 @@ fn gt_bin() -> Option<String> {
 #[test]
 fn codex_run_with_graphite_stack() {
     let (Some(codex), Some(gt)) = (codex_bin(), gt_bin()) else { return };
-    let steps = ["basename \"$PWD\" > work.txt", "gt move --onto main"];
+    // The last step bypasses the shim: the real gt, by absolute path, inside the sandbox.
+    let steps = [
+        "basename \"$PWD\" > work.txt".to_string(),
+        "gt move --onto main".to_string(),
+        format!("{gt} move --onto main --no-interactive; echo gt-exit=$?"),
+    ];
     let mock = Mock::start(move |_, body| match phase_of(body) {
         "dev" => match steps.get(tool_outputs(body)) {
             Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd),
@@ -417,4 +430,8 @@ fn codex_run_with_graphite_stack() {
     assert_eq!(moves.len(), 2, "one refused `gt move` per issue: {moves:#?}\n{seen}");
     assert!(moves.iter().all(|m| m["allowed"] == false && m["rule"].as_str().unwrap().ends_with("(shim)")), "{moves:#?}");
     assert!(seen.contains("loop guard: refused `gt move --onto main`"), "{seen}");
+    // The real gt's move failed in the sandbox: the stack above is unchanged and no
+    // guard_violation was raised (the after-phase check compares gt's metadata too).
+    assert!(seen.contains("gt-exit=") && !seen.contains("gt-exit=0"), "{seen}");
+    assert!(events(&records, "guard_violation").is_empty(), "{records:#?}");
 }
