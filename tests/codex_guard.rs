@@ -79,7 +79,7 @@ fn snapshot(repo: &Path) -> (String, String, String) {
     )
 }
 
-/// 1. The sandbox is the prevention layer: an agent that calls the real git directly (no shim in
+/// Case 1: The sandbox is the prevention layer: an agent that calls the real git directly (no shim in
 /// the way) cannot add a worktree, delete or move another branch, create a ref, or write into
 /// the main checkout — yet its own write inside the worktree lands in loop's dev commit, and
 /// the after-phase check finds nothing foreign.
@@ -210,7 +210,7 @@ fn shim_run(run_id: &str) -> (Repo, Mock, String) {
     (r, mock, seen)
 }
 
-/// 2a. The shims are in effect inside codex's own login shell: in the agent's `bash -lc`, HOME is
+/// Case 2a: The shims are in effect inside codex's own login shell: in the agent's `bash -lc`, HOME is
 /// loop's shim home (whose profile puts the shim dir first despite /etc/profile), plain `git` is
 /// loop's shim, which refuses `git worktree add` with its own message and passes `git status`
 /// on to the real git.
@@ -252,7 +252,7 @@ fn shims_are_in_effect_inside_codex_login_shell() {
     assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Done");
 }
 
-/// 2b. Every decision of the agent's shims is journaled, from inside codex's `workspace-write`
+/// Case 2b: Every decision of the agent's shims is journaled, from inside codex's `workspace-write`
 /// sandbox: the shim cannot write any file outside the worktree there, so it writes into the FIFO
 /// loop holds open for the phase (see `guard::shim`). Both the refused `git worktree add` and the
 /// allowed `git status` are `command_decided` events of the dev phase, labelled `(shim)` (the
@@ -291,7 +291,7 @@ fn agent_shim_decisions_are_journaled() {
     }
 }
 
-/// 3. Under full access (`[codex.sandbox] dev = "danger-full-access"` in loop.toml) nothing
+/// Case 3: Under full access (`[codex.sandbox] dev = "danger-full-access"` in loop.toml) nothing
 /// prevents the damage, so detection must catch it: loop warns loudly before the run, the
 /// shim still refuses what goes through it (and that command never reaches the real git), and
 /// every change the agent makes with the real git or a plain write outside its worktree is
@@ -367,7 +367,7 @@ fn gt_bin() -> Option<String> {
     }
 }
 
-/// 4. The real codex with `--stack graphite` and the real gt: a dependency chain becomes a
+/// Case 4: The real codex with `--stack graphite` and the real gt: a dependency chain becomes a
 /// stack (`gt state`), each dev commit is loop's `gt modify` in the issue's worktree, and the
 /// agent's own `gt move` is refused by the gt shim (journaled) while the sandbox holds.
 #[test]
