@@ -277,7 +277,12 @@ impl Guard {
                 Ok((s, r)) => {
                     details.push(format!("shims in {} (HOME {})", s.bin_dir.display(), s.home.display()));
                     env = s.env;
-                    relay = Some(r);
+                    match r {
+                        Ok(r) => relay = Some(r),
+                        Err(e) => details.push(format!(
+                            "no decisions FIFO ({e}): decisions made inside a sandbox will not be journaled"
+                        )),
+                    }
                 }
                 Err(e) => {
                     ok = false;
@@ -328,7 +333,7 @@ impl Guard {
         planned: &PlannedIssue,
         view: &RunView,
         snap: Option<&snapshot::Snapshot>,
-    ) -> Result<(shim::ShimEnv, shim::Relay), GuardError> {
+    ) -> Result<(shim::ShimEnv, Result<shim::Relay, GuardError>), GuardError> {
         let dir = self.decisions_file(&planned.id).parent().map(Path::to_path_buf).unwrap_or_else(|| self.logs.clone());
         let bin_dir = dir.join("bin");
         let real_git = shim::which("git", Some(&bin_dir)).unwrap_or_else(|| PathBuf::from("/usr/bin/git"));
@@ -351,7 +356,9 @@ impl Guard {
         let user_home = std::env::var_os("HOME").map(PathBuf::from);
         let (fifo, file) = (dir.join("decisions.fifo"), ctx.decisions.clone());
         let env = shim::prepare(&dir, ctx, &exe, user_home.as_deref())?;
-        Ok((env, shim::Relay::start(&fifo, &file)?))
+        // Without a FIFO (a file system that has none) the shims still work; their decisions
+        // then only reach the journal when they can write the decisions file themselves.
+        Ok((env, shim::Relay::start(&fifo, &file)))
     }
 
     /// `--stack graphite`: track the new branch on its dependency's branch (or trunk).
