@@ -333,6 +333,12 @@ fn loop_toml_guard_table_sets_the_policy() {
     git_env(&mut c, &r.home);
     assert!(c.arg("-C").arg(&r.dir).args(["commit", "-qm", "loop.toml"]).status().unwrap().success());
     std::fs::write(r.dir.join("scratch.txt"), "mine").unwrap();
+    let dry = run_loop(&r, &["--dry-run", "--stack", "graphite"], None, &[]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        text.contains("guard: checks on, shims on, allow_dirty on; sandbox dev/fix none, review none; allow none; deny `git log`; stack graphite"),
+        "{text}"
+    );
     let scenario = r#"{"ORB-1": {"dev": "shell:git log -1 > log.txt; echo rc=$? > rc.txt; git status --short > /dev/null"}}"#;
     let out = run_loop(&r, &[], Some(scenario), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -40,6 +40,9 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<i32, Cl
         inputs.max_tokens_per_issue.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
         if inputs.review_doc { "on" } else { "off" }
     ));
+    if let Some(g) = &inputs.guard {
+        out.push_str(&format!("{}\n", g.args.spec(&g.file, g.sandbox.clone(), &inputs.state.logs_dir(&run_id)).describe()));
+    }
     if let Some(s) = codex {
         match check_installed(&s.bin) {
             Ok(p) => out.push_str(&format!("codex: {}\n", p.display())),

@@ -418,7 +418,8 @@ pub fn run(args: RunArgs) -> Result<i32, CliError> {
                     use crate::machine::Phase;
                     crate::guard::SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review))
                 })
-                .unwrap_or_default(),
+                // The simulated agent runs in no sandbox at all; say so in the journal.
+                .unwrap_or_else(|| crate::guard::SandboxSettings::from_modes("none", "none", "none")),
         }),
     };
     if args.dry_run {

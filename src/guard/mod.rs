@@ -129,6 +129,36 @@ pub struct GuardSpec {
     pub logs: String,
 }
 
+impl GuardSpec {
+    /// One line for `--dry-run`: what will be checked, intercepted and sandboxed.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let on = |b: bool| if b { "on" } else { "off" };
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ") };
+        let mut line = format!(
+            "guard: checks {}, shims {}, allow_dirty {}; sandbox dev/fix {}, review {}; allow {}; deny {}; stack {}",
+            on(c.checks),
+            on(c.shims),
+            on(c.allow_dirty),
+            c.sandbox.work,
+            c.sandbox.review,
+            list(&c.allow),
+            list(&c.deny),
+            match self.stack {
+                StackMode::None => "none",
+                StackMode::Graphite => "graphite",
+            }
+        );
+        if self.submit == crate::stack::SubmitMode::Draft {
+            line.push_str(", submit draft");
+        }
+        if let Some(w) = c.sandbox.warning() {
+            line.push_str(&format!("\n{w}"));
+        }
+        line
+    }
+}
+
 /// The guard flags of `loop run`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct GuardArgs {
