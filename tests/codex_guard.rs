@@ -324,11 +324,13 @@ fn full_access_forbidden_actions_are_caught_after_the_phase() {
     git(&r.path, &["commit", "-qam", "full access"]);
     git(&r.path, &["branch", "keep"]);
 
-    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "full")]);
+    // --jobs 2: changes outside every issue are still caught; loop warns about siblings.
+    let out = r.run(&["run", "--json", "--jobs", "2"], &[("LOOP_RUN_ID", "full")]);
     let seen = outputs_seen(&mock);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{}\n{seen}", show(&out));
     assert!(stderr.contains("WARNING: sandbox = \"danger-full-access\""), "{stderr}");
+    assert!(stderr.contains("with --jobs 2 the after-phase check ignores other issues'"), "{stderr}");
     assert_eq!(mock.count(), steps.len() + 1, "every step ran, then the dev reply: {seen}");
 
     // The shim refused its command before the real git: no such worktree or branch.

@@ -336,6 +336,14 @@ pub fn drive(
     }
     if let Some(w) = view.start.guard.as_ref().and_then(|g| g.config.sandbox.warning()) {
         eprintln!("loop: {w}");
+        if jobs > 1 {
+            // The after-phase check cannot tell a sibling's own work from a write into it.
+            eprintln!(
+                "loop: WARNING: with --jobs {jobs} the after-phase check ignores other issues' branches and \
+                 worktrees (they change concurrently), so nothing stops or reports an agent writing into \
+                 them; use --jobs 1 with danger-full-access"
+            );
+        }
     }
     let mut engine = Engine::new(journal, view, agent, ws, progress).jobs(jobs);
     if let Some(g) = &guard {
