@@ -258,6 +258,7 @@ impl Relay {
         let mut out = std::fs::OpenOptions::new().create(true).append(true).open(file).map_err(io(file))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
+        let file_shown = file.display().to_string();
         let thread = std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
             let mut buf = vec![0u8; 64 * 1024];
@@ -270,7 +271,10 @@ impl Relay {
                     match reader.read(&mut buf) {
                         Ok(0) => drained = true,
                         Ok(n) => {
-                            let _ = out.write_all(&buf[..n]);
+                            if let Err(e) = out.write_all(&buf[..n]) {
+                                // Said, not swallowed: these decisions will be missing from the journal.
+                                eprintln!("loop: guard: could not write shim decisions to {}: {e}", file_shown);
+                            }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(_) => drained = true,
