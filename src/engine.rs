@@ -631,7 +631,7 @@ impl IssueDriver<'_> {
     /// (noted in the evidence), else with git.
     fn commit(&self, worktree: &Path, message: &str, evidence: &mut Evidence) -> Result<Option<String>, crate::workspace::WorkspaceError> {
         let date = self.journal_clock_date();
-        match self.guard.and_then(|g| g.stack_commit(worktree, message, date.as_deref())) {
+        match self.guard.and_then(|g| g.stack_commit(worktree, message, date.as_deref(), self.workspace)) {
             Some(result) => {
                 let how = "committed with `gt modify --commit --all`".to_string();
                 evidence.note = Some(match evidence.note.take() {

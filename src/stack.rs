@@ -104,14 +104,20 @@ impl Gt {
     /// once it is finished). Returns the new commit, or None when nothing changed.
     ///
     /// Not cancellable, like every git bookkeeping step: Ctrl-C must not leave half a commit.
-    pub fn commit_all(&self, worktree: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError> {
+    pub fn commit_all(
+        &self,
+        worktree: &Path,
+        message: &str,
+        date: Option<&str>,
+        has_identity: bool,
+    ) -> Result<Option<String>, WorkspaceError> {
         let status = crate::workspace::git_ok(worktree, &["status", "--porcelain", "--untracked-files=all"], self.timeout)?;
         if status.trim().is_empty() {
             return Ok(None);
         }
         let mut cmd = self.cmd(worktree, &["modify", "--commit", "--all", "--no-verify", "--message", message]).not_cancellable();
         // Commit as loop rather than fail when git has no identity here (as `git commit` does).
-        if !crate::workspace::git(worktree, &["config", "user.email"], self.timeout)?.success() {
+        if !has_identity {
             for (k, v) in [
                 ("GIT_AUTHOR_NAME", "loop"),
                 ("GIT_AUTHOR_EMAIL", "loop@localhost"),

@@ -50,6 +50,8 @@ pub trait Workspace: Send + Sync {
     fn commit_all(&self, worktree: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError>;
     /// Removes a finished issue's worktree if nothing would be lost.
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError>;
+    /// Whether git has a user identity here (else loop commits as `loop`); asked once per run.
+    fn has_identity(&self, worktree: &Path) -> Result<bool, WorkspaceError>;
 }
 
 pub struct GitWorkspace {
@@ -245,18 +247,22 @@ impl Workspace for GitWorkspace {
         Ok(())
     }
 
+    fn has_identity(&self, wt: &Path) -> Result<bool, WorkspaceError> {
+        match self.has_identity.get() {
+            Some(v) => Ok(*v),
+            None => {
+                let v = git(wt, &["config", "user.email"], self.timeout)?.success();
+                Ok(*self.has_identity.get_or_init(|| v))
+            }
+        }
+    }
+
     fn commit_all(&self, wt: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError> {
         // Two git processes per commit (add, commit); the commit id is read from the ref file.
         // Every process counts: this runs after each dev and fix phase of every issue.
         git_ok(wt, &["add", "-A"], self.timeout)?;
         // Use the user's identity when git has one; otherwise commit as loop rather than fail.
-        let has_identity = match self.has_identity.get() {
-            Some(v) => *v,
-            None => {
-                let v = git(wt, &["config", "user.email"], self.timeout)?.success();
-                *self.has_identity.get_or_init(|| v)
-            }
-        };
+        let has_identity = self.has_identity(wt)?;
         let mut cmd = Cmd::new("git")
             .arg("-C")
             .arg(wt)

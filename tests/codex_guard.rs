@@ -38,6 +38,19 @@ fn tool_outputs(body: &Value) -> usize {
         .unwrap_or(0)
 }
 
+/// A mock whose dev turn runs `steps` as shell calls, one per model request, then replies
+/// `pass` for `branch`; every review passes.
+fn scripted_dev<S: AsRef<str> + Send + Sync + 'static>(steps: Vec<S>, branch: &'static str, test_cmd: &'static str) -> Mock {
+    Mock::start(move |_, body| match phase_of(body) {
+        "dev" => match steps.get(tool_outputs(body)) {
+            Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd.as_ref()),
+            None => message(&work_reply("pass", branch, test_cmd)),
+        },
+        "review" => message(&review_reply("pass", &[])),
+        other => Reply::Status(400, format!("mock: unexpected phase {other}")),
+    })
+}
+
 /// The outputs the agent's commands produced, as codex reported them back to the model.
 fn outputs_seen(mock: &Mock) -> String {
     (0..mock.count())
@@ -100,15 +113,7 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
         format!("{git_bin} push origin HEAD:refs/heads/pushed"),
         "printf 'inside\\n' > inside.txt && cat inside.txt".to_string(),
     ];
-    let script = steps.clone();
-    let mock = Mock::start(move |_, body| match phase_of(body) {
-        "dev" => match script.get(tool_outputs(body)) {
-            Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd),
-            None => message(&work_reply("pass", BRANCH, "cat inside.txt")),
-        },
-        "review" => message(&review_reply("pass", &[])),
-        other => Reply::Status(400, format!("mock: unexpected phase {other}")),
-    });
+    let mock = scripted_dev(steps.clone(), BRANCH, "cat inside.txt");
     r.use_mock(&mock, codex);
     // A branch the agent will try to delete (not checked out anywhere, unlike main), and a
     // local remote it will try to push to.
@@ -190,14 +195,7 @@ fn shim_run(run_id: &str) -> (Repo, Mock, String) {
         "echo HOME=$HOME; command -v git; git worktree add ../y -b y",
         "git status",
     ];
-    let mock = Mock::start(move |_, body| match phase_of(body) {
-        "dev" => match steps.get(tool_outputs(body)) {
-            Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd),
-            None => message(&work_reply("pass", BRANCH, "git status")),
-        },
-        "review" => message(&review_reply("pass", &[])),
-        other => Reply::Status(400, format!("mock: unexpected phase {other}")),
-    });
+    let mock = scripted_dev(steps.to_vec(), BRANCH, "git status");
     let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
     r.use_mock(&mock, codex);
     let before = snapshot(&r.path);
@@ -309,15 +307,7 @@ fn full_access_forbidden_actions_are_caught_after_the_phase() {
         format!("{git_bin} update-ref refs/heads/rogue HEAD"),
         format!("printf 'intrusion\\n' > {}", intruder.display()),
     ];
-    let script = steps.clone();
-    let mock = Mock::start(move |_, body| match phase_of(body) {
-        "dev" => match script.get(tool_outputs(body)) {
-            Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd),
-            None => message(&work_reply("pass", BRANCH, "true")),
-        },
-        "review" => message(&review_reply("pass", &[])),
-        other => Reply::Status(400, format!("mock: unexpected phase {other}")),
-    });
+    let mock = scripted_dev(steps.clone(), BRANCH, "true");
     r.use_mock(&mock, codex);
     let toml = std::fs::read_to_string(r.path.join("loop.toml")).unwrap();
     std::fs::write(r.path.join("loop.toml"), format!("{toml}\n[codex.sandbox]\ndev = \"danger-full-access\"\n")).unwrap();
@@ -381,14 +371,7 @@ fn codex_run_with_graphite_stack() {
         "gt move --onto main".to_string(),
         format!("{gt} move --onto main --no-interactive; echo gt-exit=$?"),
     ];
-    let mock = Mock::start(move |_, body| match phase_of(body) {
-        "dev" => match steps.get(tool_outputs(body)) {
-            Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd),
-            None => message(&work_reply("pass", "any", "true")),
-        },
-        "review" => message(&review_reply("pass", &[])),
-        other => Reply::Status(400, format!("mock: unexpected phase {other}")),
-    });
+    let mock = scripted_dev(steps.to_vec(), "any", "true");
     let mut r = repo(M, &[("ORB-1", "First", &[]), ("ORB-2", "Second", &["ORB-1"])]);
     r.use_mock(&mock, codex);
     let home = r.path.parent().unwrap().join("home");

@@ -120,6 +120,19 @@ fn crash_during_a_parallel_run_resumes_to_the_same_states() {
     }
 }
 
+/// Polls `status RUN` until at least `n` issues are in Dev (20 s at most).
+fn wait_for_dev(repo: &std::path::Path, run: &str, n: usize, never: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = loop_cmd(repo).args(["status", run, "--json"]).output().unwrap();
+        if st.status.success() && json(&st)["issues"].as_array().unwrap().iter().filter(|i| i["state"] == "Dev").count() >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_second_run_of_an_active_milestone_is_refused_naming_the_run() {
     let (_t, repo) = generated();
@@ -129,15 +142,7 @@ fn a_second_run_of_an_active_milestone_is_refused_naming_the_run() {
         .env("LOOP_RUN_ID", "first")
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = loop_cmd(&repo).args(["status", "first", "--json"]).output().unwrap();
-        if st.status.success() && json(&st)["issues"].as_array().unwrap().iter().any(|i| i["state"] == "Dev") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the first run never started a phase");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_dev(&repo, "first", 1, "the first run never started a phase");
     let second = loop_cmd(&repo)
         .args(["run", "-m", "GEN", "--agent", "sim", "-q"])
         .env("LOOP_RUN_ID", "second")
@@ -159,17 +164,7 @@ fn ctrl_c_stops_every_running_phase_and_resume_continues_them_all() {
         .env("LOOP_RUN_ID", "int")
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = loop_cmd(&repo).args(["status", "int", "--json"]).output().unwrap();
-        let in_dev = st.status.success()
-            && json(&st)["issues"].as_array().unwrap().iter().filter(|i| i["state"] == "Dev").count() == 3;
-        if in_dev {
-            break;
-        }
-        assert!(Instant::now() < deadline, "three phases never ran at once");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_dev(&repo, "int", 3, "three phases never ran at once");
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     assert_eq!(child.wait().unwrap().code(), Some(130));
     let r = json(&loop_cmd(&repo).args(["replay", "int", "--json"]).output().unwrap());

@@ -364,7 +364,9 @@ impl Guard {
         view: &RunView,
         snap: Option<&snapshot::Snapshot>,
     ) -> Result<(shim::ShimEnv, Result<shim::Relay, GuardError>), GuardError> {
-        let dir = self.decisions_file(&planned.id).parent().map(Path::to_path_buf).unwrap_or_else(|| self.logs.clone());
+        let file = self.decisions_file(&planned.id);
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| self.logs.clone());
+        let fifo = dir.join("decisions.fifo");
         let bin_dir = dir.join("bin");
         let real_git = shim::which("git", Some(&bin_dir)).unwrap_or_else(|| PathBuf::from("/usr/bin/git"));
         let real_gt = match &self.gt {
@@ -377,14 +379,13 @@ impl Guard {
             real_git,
             real_gt,
             bin_dir,
-            decisions: self.decisions_file(&planned.id),
-            fifo: Some(dir.join("decisions.fifo")),
+            decisions: file.clone(),
+            fifo: Some(fifo.clone()),
             policy: self.policy_context(planned, view, snap),
             config: self.cfg.clone(),
         };
         let exe = std::env::current_exe().map_err(io(Path::new("current_exe")))?;
         let user_home = std::env::var_os("HOME").map(PathBuf::from);
-        let (fifo, file) = (dir.join("decisions.fifo"), ctx.decisions.clone());
         let env = shim::prepare(&dir, ctx, &exe, user_home.as_deref())?;
         // Without a FIFO (a file system that has none) the shims still work; their decisions
         // then only reach the journal when they can write the decisions file themselves.
@@ -411,8 +412,10 @@ impl Guard {
         worktree: &Path,
         message: &str,
         date: Option<&str>,
+        ws: &dyn crate::workspace::Workspace,
     ) -> Option<Result<Option<String>, crate::workspace::WorkspaceError>> {
-        self.gt.as_ref().map(|gt| gt.commit_all(worktree, message, date))
+        let gt = self.gt.as_ref()?;
+        Some(ws.has_identity(worktree).and_then(|id| gt.commit_all(worktree, message, date, id)))
     }
 
     /// `--submit draft` at Done.
