@@ -15,7 +15,8 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::journal::view::RunView;
-use crate::journal::{self, record, AgentSpec, Body, Evidence, Journal, PlannedIssue, RunStart, SledStore, Store};
+use crate::journal::{self, record, AgentSpec, Body, Evidence, Journal, PlannedIssue, RunStart, Store};
+use crate::journal::log::LogStore;
 use crate::machine::{Event, Phase, Rules, State, Verdict, WorkStatus};
 
 #[derive(Debug, Serialize)]
@@ -117,8 +118,8 @@ fn sealed_samples(n: u64) -> Vec<Vec<u8>> {
 
 /// 1. Durable appends from one writer: the journal vs write+fdatasync vs SQLite WAL FULL.
 fn append_one_writer(dir: &Path, n: u64) -> Result<(Row, f64), BenchError> {
-    // loop's journal: seal, sled insert + flush + fsync, per record.
-    let store = SledStore::open(&dir.join("j1")).map_err(io)?;
+    // loop's journal: seal, one frame, one fdatasync, per record.
+    let store = LogStore::create_in(&dir.join("j1"), "bench").map_err(io)?;
     let mut j = Journal::create(Box::new(store), "bench", Clock::from_env());
     j.append(run_start(100, Rules::default())).map_err(io)?;
     let t = Instant::now();
@@ -174,7 +175,7 @@ fn append_one_writer(dir: &Path, n: u64) -> Result<(Row, f64), BenchError> {
 /// 2. Eight concurrent writers through the engine's writer (group commit) vs one.
 fn append_group(dir: &Path, n: u64) -> Result<Row, BenchError> {
     let measure = |name: &str, writers: usize| -> Result<f64, BenchError> {
-        let store = SledStore::open(&dir.join(name)).map_err(io)?;
+        let store = LogStore::create_in(&dir.join(name), "bench").map_err(io)?;
         let mut j = Journal::create(Box::new(store), "bench", Clock::from_env());
         let first = j.append(run_start(writers, Rules::default())).map_err(io)?;
         let view = RunView::new(&first).map_err(io)?;
@@ -204,7 +205,7 @@ fn append_group(dir: &Path, n: u64) -> Result<Row, BenchError> {
 /// reading, not writing.
 fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchError> {
     let path = dir.join(format!("replay-{events}"));
-    let mut store = SledStore::open(&path).map_err(io)?;
+    let mut store = LogStore::create_in(&path, "bench").map_err(io)?;
     store.set_fsync(false);
     let mut j = Journal::create(Box::new(store), "bench", Clock::from_env());
     let issues = 1000usize;
@@ -237,8 +238,7 @@ fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchError> {
         }
     }
     drop(j);
-    let mut store = SledStore::open(&path).map_err(io)?;
-    store.checkpoint().map_err(io)?;
+    let (store, _) = LogStore::open(&path.join(crate::journal::log::LOG_FILE), "bench", &mut |_| {}).map_err(io)?;
     let flat = dir.join(format!("replay-{events}.loopj"));
     let mut out = std::io::BufWriter::new(File::create(&flat).map_err(io)?);
     // Raw framing only: the flat baseline must not pay for verification either.
@@ -307,7 +307,8 @@ pub fn replay_child(path: &Path, flat: bool) -> Result<ReplayChild, BenchError> 
         }
         n
     } else {
-        let store = SledStore::open(path).map_err(io)?;
+        let scan = crate::journal::log::scan_file(&path.join(crate::journal::log::LOG_FILE), Some("bench")).map_err(io)?;
+        let store = journal::MemStore { records: scan.records, damage: None };
         let mut view: Option<RunView> = None;
         journal::scan_verified(&store, &mut |rec| {
             match &mut view {

@@ -128,7 +128,7 @@ impl Writer<'_> {
                 let mut first = Some(e);
                 for (_, reply, _) in pending {
                     let err = first.take().map(EngineError::from).unwrap_or_else(|| {
-                        EngineError::Journal(JournalError::Corrupt { seq: 0, reason: msg.clone() })
+                        EngineError::Journal(JournalError::AppendFailed(msg.clone()))
                     });
                     let _ = reply.send(Err(err));
                 }

@@ -1,15 +1,27 @@
 //! Where runs live on disk, and who may write them.
 //!
 //! Layout under the state dir (default `<repo>/.loop/`):
-//! `runs/<run-id>/journal/` (the sled store), `runs/<run-id>/lock`, `worktrees/<milestone>/<issue>/`,
-//! `logs/<run-id>/`. Invariant: a run's journal is written only by the process that holds its
-//! lock; readers of a locked run read a snapshot copy and never block or disturb the writer.
+//! `runs/<run-id>/journal.log` (the journal, format 2), `runs/<run-id>/run.lock`,
+//! `worktrees/<milestone>/<issue>/`, `logs/<run-id>/`. Format-1 runs have `runs/<run-id>/journal/`
+//! (sled) and `journal.wal` instead, and a `lock` file.
+//!
+//! Invariants:
+//! - A run's journal is written only by the process that holds its lock.
+//! - Readers never write: they open `journal.log` read-only (format 1 is read from a private
+//!   copy), so `status`, `replay`, `runs` and `export` work on a full disk and a read-only
+//!   `.loop/`, and never block or disturb a live writer.
+//! - A run is born whole: it is staged in `runs/.new-<run-id>/` and renamed into place once its
+//!   first record is durable. A staging directory left behind is an *empty* run (killed in its
+//!   first milliseconds): listed as such, skipped by `status`, removed by `clean`. A run directory
+//!   without its journal is damage, never mistaken for an empty run.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::journal::{self, JournalError, MemStore, Record, SledStore, Store};
+use crate::journal::log::{self as jlog, LogStore};
+use crate::journal::store::read_legacy;
+use crate::journal::{self, JournalError, MemStore, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunsError {
@@ -54,8 +66,39 @@ impl StateDir {
         self.runs_dir().join(id)
     }
 
+    /// The journal file of a format-2 run.
     pub fn journal_path(&self, id: &str) -> PathBuf {
+        self.run_dir(id).join(jlog::LOG_FILE)
+    }
+
+    /// The sled directory of a format-1 run.
+    pub fn legacy_journal_path(&self, id: &str) -> PathBuf {
         self.run_dir(id).join("journal")
+    }
+
+    fn staging_dir(&self, id: &str) -> PathBuf {
+        self.runs_dir().join(format!("{STAGING}{id}"))
+    }
+
+    /// What is on disk for a run id.
+    pub fn kind(&self, id: &str) -> RunKind {
+        let dir = self.run_dir(id);
+        if dir.is_dir() {
+            if self.journal_path(id).exists() {
+                RunKind::Log
+            } else if self.legacy_journal_path(id).is_dir() {
+                RunKind::Legacy
+            } else if dir.join(RUN_LOCK).exists() {
+                RunKind::Missing
+            } else {
+                // A format-1 run killed before its store existed: only its `lock` file.
+                RunKind::Empty
+            }
+        } else if self.staging_dir(id).is_dir() {
+            RunKind::Empty
+        } else {
+            RunKind::Absent
+        }
     }
 
     pub fn worktrees_dir(&self) -> PathBuf {
@@ -66,16 +109,34 @@ impl StateDir {
         self.root.join("logs").join(id)
     }
 
-    /// Every run id, oldest first (ids sort by start time).
+    /// Every run id with a journal (possibly damaged), oldest first (ids sort by start time).
+    /// Empty runs are left out: see [`StateDir::list_empty`].
     pub fn list(&self) -> Result<Vec<String>, RunsError> {
+        Ok(self.list_all()?.into_iter().filter(|(_, k)| *k != RunKind::Empty).map(|(id, _)| id).collect())
+    }
+
+    /// Runs killed before their first record was durable.
+    pub fn list_empty(&self) -> Result<Vec<String>, RunsError> {
+        Ok(self.list_all()?.into_iter().filter(|(_, k)| *k == RunKind::Empty).map(|(id, _)| id).collect())
+    }
+
+    /// Every run id and what is on disk for it, oldest first.
+    pub fn list_all(&self) -> Result<Vec<(String, RunKind)>, RunsError> {
         let dir = self.runs_dir();
         let mut ids = Vec::new();
         match std::fs::read_dir(&dir) {
             Ok(entries) => {
                 for e in entries.flatten() {
-                    if e.path().join("journal").is_dir() {
-                        ids.push(e.file_name().to_string_lossy().into_owned());
+                    if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        continue;
                     }
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let id = name.strip_prefix(STAGING).unwrap_or(&name).to_string();
+                    if id.starts_with('.') || ids.iter().any(|(i, _)| *i == id) {
+                        continue;
+                    }
+                    let kind = self.kind(&id);
+                    ids.push((id, kind));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -85,9 +146,22 @@ impl StateDir {
         Ok(ids)
     }
 
+    /// Removes an empty run (never one with a journal, never a locked one).
+    pub fn remove_empty(&self, id: &str) -> Result<bool, RunsError> {
+        if self.kind(id) != RunKind::Empty || self.is_locked(id) {
+            return Ok(false);
+        }
+        for dir in [self.staging_dir(id), self.run_dir(id)] {
+            if dir.is_dir() {
+                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            }
+        }
+        Ok(true)
+    }
+
     /// Resolves a run id or a unique prefix of one.
     pub fn resolve(&self, prefix: &str) -> Result<String, RunsError> {
-        let ids = self.list()?;
+        let ids: Vec<String> = self.list_all()?.into_iter().map(|(id, _)| id).collect();
         if ids.iter().any(|i| i == prefix) {
             return Ok(prefix.to_string());
         }
@@ -107,8 +181,23 @@ impl StateDir {
     /// Takes the run's lock, or says who has it.
     pub fn lock(&self, id: &str) -> Result<RunLock, RunsError> {
         let dir = self.run_dir(id);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let path = dir.join("lock");
+        if !dir.is_dir() {
+            return Err(RunsError::NoSuchRun(id.to_string()));
+        }
+        Self::lock_in(&dir, id)
+    }
+
+    /// The lock file of a run directory: `run.lock`, or a format-1 run's `lock`.
+    fn lock_file(dir: &Path) -> PathBuf {
+        if !dir.join(RUN_LOCK).exists() && dir.join("lock").exists() {
+            dir.join("lock")
+        } else {
+            dir.join(RUN_LOCK)
+        }
+    }
+
+    fn lock_in(dir: &Path, id: &str) -> Result<RunLock, RunsError> {
+        let path = Self::lock_file(dir);
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
         match file.try_lock() {
             Ok(()) => {}
@@ -148,44 +237,114 @@ impl StateDir {
 
     /// Is some process writing this run right now?
     pub fn is_locked(&self, id: &str) -> bool {
-        let path = self.run_dir(id).join("lock");
-        match File::open(&path) {
-            Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
-            Err(_) => false,
-        }
-    }
-
-    /// Opens a run's store for writing; the caller must hold its lock.
-    pub fn open_store(&self, id: &str) -> Result<SledStore, RunsError> {
-        Ok(SledStore::open(&self.journal_path(id)).map_err(JournalError::from)?)
-    }
-
-    /// A run's stored records, raw and unverified, read without disturbing a live writer: a
-    /// locked run is read from a snapshot copy of its store.
-    pub fn snapshot(&self, id: &str) -> Result<MemStore, RunsError> {
-        let mut mem = MemStore::default();
-        let mut collect = |store: &SledStore| {
-            store.scan(&mut |k, v| {
-                mem.records.push((k, v.to_vec()));
-                true
+        [self.run_dir(id), self.staging_dir(id)].iter().any(|dir| {
+            ["lock", RUN_LOCK].iter().any(|name| match File::open(dir.join(name)) {
+                Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+                Err(_) => false,
             })
-        };
-        match self.lock(id) {
-            Ok(_lock) => collect(&self.open_store(id)?).map_err(JournalError::from)?,
-            Err(RunsError::Locked { .. }) => {
-                let tmp = tempfile::tempdir().map_err(io(&self.root))?;
-                let copy = tmp.path().join("journal");
-                // The WAL first: a record is durable once it is there, and opening the copy
-                // moves any record sled had not flushed yet into it.
-                let wal = crate::journal::store::wal_path(&self.journal_path(id));
-                let wal_copy = crate::journal::store::wal_path(&copy);
-                std::fs::copy(&wal, &wal_copy).map_err(io(&wal))?;
-                copy_dir(&self.journal_path(id), &copy)?;
-                collect(&SledStore::open(&copy).map_err(JournalError::from)?).map_err(JournalError::from)?;
+        })
+    }
+
+    /// Starts a new run: a staging directory, its lock, and a journal that appears under the
+    /// run's name once its first record is durable.
+    pub fn create_run(&self, id: &str) -> Result<(RunLock, LogStore), RunsError> {
+        let runs = self.runs_dir();
+        if !runs.is_dir() {
+            std::fs::create_dir_all(&runs).map_err(io(&runs))?;
+            // The new directories must survive a power cut too.
+            for d in [runs.as_path(), self.root.as_path()] {
+                if let Some(parent) = d.parent() {
+                    jlog::sync_dir(parent).map_err(io(parent))?;
+                }
             }
-            Err(e) => return Err(e),
         }
-        Ok(mem)
+        if self.kind(id) != RunKind::Absent {
+            return Err(RunsError::Io {
+                path: self.run_dir(id).display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a run with this id already exists"),
+            });
+        }
+        let staging = self.staging_dir(id);
+        std::fs::create_dir(&staging).map_err(io(&staging))?;
+        let lock = Self::lock_in(&staging, id)?;
+        let store = LogStore::create_staged(&staging, &self.run_dir(id), id).map_err(JournalError::from)?;
+        Ok((lock, store))
+    }
+
+    /// Opens a run's journal to append to it; the caller must hold its lock. A format-1 journal
+    /// is first copied into a format-2 file (the original is kept, renamed `journal.v1`). A torn
+    /// tail left by a power cut is moved aside and reported through `on_note`.
+    pub fn open_store(&self, id: &str, on_note: &mut dyn FnMut(String)) -> Result<LogStore, RunsError> {
+        match self.kind(id) {
+            RunKind::Log => {}
+            RunKind::Legacy => self.upgrade_legacy(id, on_note)?,
+            RunKind::Missing => return Err(self.missing(id).into()),
+            RunKind::Empty => return Err(JournalError::Empty.into()),
+            RunKind::Absent => return Err(RunsError::NoSuchRun(id.to_string())),
+        }
+        let (store, _) = LogStore::open(&self.journal_path(id), id, on_note).map_err(JournalError::from)?;
+        Ok(store)
+    }
+
+    fn missing(&self, id: &str) -> JournalError {
+        JournalError::Missing { run: id.to_string(), file: self.journal_path(id).display().to_string() }
+    }
+
+    fn upgrade_legacy(&self, id: &str, on_note: &mut dyn FnMut(String)) -> Result<(), RunsError> {
+        let old = self.legacy_journal_path(id);
+        let mem = read_legacy(&old).map_err(JournalError::from)?;
+        // Verify before copying: a damaged format-1 journal is reported, not laundered.
+        journal::read_all(&mem)?;
+        let dir = self.run_dir(id);
+        let staging = dir.join(".upgrade");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        }
+        std::fs::create_dir(&staging).map_err(io(&staging))?;
+        {
+            use crate::journal::Store as _;
+            let mut store = LogStore::create_staged(&staging, &dir.join(".upgraded"), id).map_err(JournalError::from)?;
+            store.append(&mem.records).map_err(JournalError::from)?;
+        }
+        let moved = dir.join(".upgraded").join(jlog::LOG_FILE);
+        std::fs::rename(&moved, self.journal_path(id)).map_err(io(&moved))?;
+        let _ = std::fs::remove_dir(dir.join(".upgraded"));
+        std::fs::rename(&old, dir.join("journal.v1")).map_err(io(&old))?;
+        let wal = crate::journal::store::wal_path(&old);
+        if wal.exists() {
+            std::fs::rename(&wal, dir.join("journal.v1.wal")).map_err(io(&wal))?;
+        }
+        jlog::sync_dir(&dir).map_err(io(&dir))?;
+        on_note(format!("run {id}: journal upgraded to format 2 ({} records); the format-1 store is kept as journal.v1", mem.records.len()));
+        Ok(())
+    }
+
+    /// A run's stored records, raw (the chain is the reader's to verify), read without writing
+    /// anything and without disturbing a live writer. Damage is carried in the store, after the
+    /// good records, so a replay can show what came before it.
+    pub fn snapshot(&self, id: &str) -> Result<MemStore, RunsError> {
+        match self.kind(id) {
+            RunKind::Log => {
+                let path = self.journal_path(id);
+                let scan = jlog::scan_file(&path, Some(id)).map_err(JournalError::from)?;
+                if let Some(t) = &scan.torn {
+                    if !self.is_locked(id) {
+                        eprintln!(
+                            "loop: run {id}: {}: {} bytes at byte {} are an append that never completed (a crash); ignored, `loop resume` redoes that step",
+                            path.display(),
+                            t.len,
+                            t.offset
+                        );
+                    }
+                }
+                let damage = scan.damage.map(|d| (path.clone(), d.seq, d.reason));
+                Ok(MemStore { records: scan.records, damage })
+            }
+            RunKind::Legacy => Ok(read_legacy(&self.legacy_journal_path(id)).map_err(JournalError::from)?),
+            RunKind::Missing => Err(self.missing(id).into()),
+            RunKind::Empty => Err(JournalError::Empty.into()),
+            RunKind::Absent => Err(RunsError::NoSuchRun(id.to_string())),
+        }
     }
 
     /// Reads and verifies a run's records.
@@ -194,17 +353,24 @@ impl StateDir {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<(), RunsError> {
-    std::fs::create_dir_all(to).map_err(io(to))?;
-    for e in std::fs::read_dir(from).map_err(io(from))?.flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target)?;
-        } else {
-            std::fs::copy(e.path(), &target).map_err(io(&target))?;
-        }
-    }
-    Ok(())
+/// Staging directories of runs not yet born: `runs/.new-<id>`.
+const STAGING: &str = ".new-";
+/// A format-2 run's lock file.
+const RUN_LOCK: &str = "run.lock";
+
+/// What is on disk for a run id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RunKind {
+    /// `journal.log`: format 2.
+    Log,
+    /// sled + WAL: format 1.
+    Legacy,
+    /// Killed before its first record was durable.
+    Empty,
+    /// A run directory whose journal is gone: damage.
+    Missing,
+    /// No such run.
+    Absent,
 }
 
 /// The shortest prefix of each id that no other id shares (at least `min` characters).

@@ -554,8 +554,11 @@ fn bounds(bytes: &[u8]) -> Vec<usize> {
     let mut b = vec![8];
     while *b.last().expect("one") < bytes.len() {
         let at = *b.last().expect("one");
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
-        b.push(at + 4 + len);
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4"));
+        if len == u32::MAX {
+            break; // the trailer
+        }
+        b.push(at + 4 + len as usize);
     }
     b
 }
@@ -603,8 +606,8 @@ fn export_truncated_inside_a_length() {
 #[test]
 fn export_without_magic() {
     let (repo, bytes) = exported();
-    replay_file_fails(&repo, &bytes[1..], "journal file ", "missing LOOPJNL1 header");
-    replay_file_fails(&repo, b"", "journal file ", "missing LOOPJNL1 header");
+    replay_file_fails(&repo, &bytes[1..], "journal file ", "missing LOOPJNL2 or LOOPJNL1 header");
+    replay_file_fails(&repo, b"", "journal file ", "missing LOOPJNL2 or LOOPJNL1 header");
 }
 
 #[test]
@@ -640,35 +643,37 @@ fn export_with_a_record_dropped() {
 fn export_with_a_huge_announced_length() {
     let (repo, bytes) = exported();
     let mut bad = bytes[..8].to_vec();
-    bad.extend_from_slice(&u32::MAX.to_be_bytes());
+    bad.extend_from_slice(&(u32::MAX - 1).to_be_bytes());
     bad.extend_from_slice(&bytes[12..]);
-    replay_file_fails(&repo, &bad, "journal file ", "truncated inside record 0: 4294967295 bytes announced");
+    replay_file_fails(&repo, &bad, "journal file ", "truncated inside record 0: 4294967294 bytes announced");
 }
 
 #[test]
 fn export_of_a_missing_file() {
     let repo = Repo::plain(&[]);
     let out = loop_cmd(&["replay", "--file", repo.path().join("nope.loopjnl").to_str().expect("utf-8")], &[]);
-    fails(&out, CORRUPT, "journal file ", "nope.loopjnl");
+    // A file that is not there is the caller's mistake, not damage (exit 2, not 4).
+    fails(&out, BAD_INPUT, "", "nope.loopjnl");
 }
 
-/// Overwrites record `seq` in a run's sled store, as disk damage or a hand edit would.
+/// Rewrites record `seq` in a run's journal file as a careful hand edit would: the file's
+/// framing (frame checks, head) is rebuilt around the edited record, so only the record's own
+/// hash chain can catch it.
 fn tamper(repo: &Repo, seq: u64, f: impl FnOnce(&mut Vec<u8>)) {
-    use devloop::journal::{SledStore, Store};
-    let path = repo.path().join(".loop/runs/r1/journal");
-    let mut store = SledStore::open(&path).expect("open store");
-    let mut bytes = None;
-    store
-        .scan(&mut |k, v| {
-            if k == seq {
-                bytes = Some(v.to_vec());
-            }
-            true
-        })
-        .expect("scan");
-    let mut bytes = bytes.expect("record exists");
-    f(&mut bytes);
-    store.append(&[(seq, bytes)]).expect("write");
+    use devloop::journal::log::{encode_frame, scan_file, LogStore};
+    use devloop::journal::Store;
+    let dir = repo.path().join(".loop/runs/r1");
+    let path = dir.join("journal.log");
+    let mut records = scan_file(&path, Some("r1")).expect("scan").records;
+    f(&mut records[seq as usize].1);
+    assert!(!encode_frame(&records).is_empty());
+    let fresh = repo.path().join(".git/tampered");
+    let _ = std::fs::remove_dir_all(&fresh);
+    {
+        let mut store = LogStore::create_in(&fresh, "r1").expect("create");
+        store.append(&records).expect("append");
+    }
+    std::fs::rename(fresh.join("journal.log"), &path).expect("replace");
 }
 
 #[test]

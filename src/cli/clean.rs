@@ -65,6 +65,19 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
         None => state.list()?,
     };
     let (mut removed, mut kept) = (0, 0);
+    // Runs killed before their first record: nothing to clean but the empty directory.
+    let empties = match &args.run_id {
+        Some(_) => ids.iter().filter(|id| state.kind(id) == crate::runs::RunKind::Empty).cloned().collect(),
+        None => state.list_empty()?,
+    };
+    let ids: Vec<String> = ids.into_iter().filter(|id| !empties.contains(id)).collect();
+    for id in empties {
+        if args.dry_run {
+            println!("run {id}: empty (killed before its first record); would remove it");
+        } else if state.remove_empty(&id)? {
+            println!("run {id}: empty (killed before its first record); removed");
+        }
+    }
     for id in ids {
         if state.is_locked(&id) {
             println!("run {id}: running; skipped");
@@ -115,7 +128,7 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
         }
         if !to_journal.is_empty() {
             let _lock = state.lock(&id)?;
-            let (mut journal, records) = Journal::reopen(Box::new(state.open_store(&id)?), Clock::from_env())?;
+            let (mut journal, records) = Journal::reopen(Box::new(state.open_store(&id, &mut |note| eprintln!("loop: {note}"))?), Clock::from_env())?;
             let mut view = RunView::fold(&records)?;
             for (issue, event) in to_journal {
                 let from = view.state_of(&issue).cloned().unwrap_or(machine::State::Pending);

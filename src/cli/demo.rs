@@ -83,23 +83,6 @@ pub fn write_sample_repo(dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn dir_size(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    let path = e.path();
-                    if path.is_dir() {
-                        dir_size(&path)
-                    } else {
-                        e.metadata().map(|m| m.len()).unwrap_or(0)
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
 
 pub fn run(args: DemoArgs) -> Result<i32, CliError> {
     let started = Instant::now();
@@ -155,7 +138,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
         (None, Some(v)) => v.issues.iter().zip(&view.issues).all(|(a, b)| a.state == b.state),
         _ => false,
     };
-    let journal_bytes = dir_size(&state.journal_path(&view.run_id));
+    let journal_bytes = std::fs::metadata(state.journal_path(&view.run_id)).map(|m| m.len()).unwrap_or(0);
     if let Some(out) = &args.export {
         let mut f = std::fs::File::create(out).map_err(|e| CliError::io(out, e))?;
         crate::journal::export(&snapshot, &mut f)?;

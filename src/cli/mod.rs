@@ -140,6 +140,8 @@ pub enum CliError {
     #[error("{0}")]
     Engine(#[from] EngineError),
     #[error("{0}")]
+    ExportFile(#[from] crate::journal::ExportReadError),
+    #[error("{0}")]
     Workspace(#[from] WorkspaceError),
     #[error("{0}")]
     Scenario(#[from] ScenarioError),
@@ -163,6 +165,8 @@ impl CliError {
             CliError::Runs(RunsError::Locked { .. } | RunsError::MilestoneBusy { .. }) => exit::LOCKED,
             CliError::Runs(RunsError::Journal(j)) | CliError::Journal(j) => journal_code(j),
             CliError::Engine(EngineError::Journal(j)) => journal_code(j),
+            CliError::ExportFile(crate::journal::ExportReadError::Open { .. }) => exit::BAD_INPUT,
+            CliError::ExportFile(crate::journal::ExportReadError::Journal(j)) => journal_code(j),
             CliError::Diverged(_) | CliError::Engine(EngineError::Divergence(_)) => exit::DIVERGED,
             CliError::Workspace(WorkspaceError::NotARepo(_)) => exit::BAD_INPUT,
             _ => exit::ERROR,
@@ -172,8 +176,12 @@ impl CliError {
 
 fn journal_code(j: &JournalError) -> i32 {
     match j {
-        JournalError::Corrupt { .. } | JournalError::File { .. } | JournalError::Empty => exit::CORRUPT,
-        JournalError::Store(_) => exit::ERROR,
+        JournalError::Corrupt { .. }
+        | JournalError::Damaged { .. }
+        | JournalError::Missing { .. }
+        | JournalError::File { .. }
+        | JournalError::Empty => exit::CORRUPT,
+        JournalError::Store(_) | JournalError::AppendFailed(_) => exit::ERROR,
     }
 }
 

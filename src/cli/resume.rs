@@ -24,7 +24,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let state = args.repo.state()?;
     let run_id = state.resolve(&args.run_id)?;
     let _lock = state.lock(&run_id)?;
-    let store = state.open_store(&run_id)?;
+    let store = state.open_store(&run_id, &mut |note| eprintln!("loop: {note}"))?;
     let clock = Clock::from_env();
     let (journal, records) = Journal::reopen(Box::new(store), clock.clone())?;
     let view = RunView::fold(&records)?;

@@ -277,12 +277,11 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
     let issues = planned_issues(&plan, &state, &milestone);
 
     let run_id = clock::new_run_id(&clock);
-    if state.journal_path(&run_id).exists() {
+    if state.kind(&run_id) != crate::runs::RunKind::Absent {
         return Err(CliError::Usage(format!("run {run_id} already exists")));
     }
     let _milestone_lock = state.lock_milestone(&milestone, &run_id)?;
-    let _lock = state.lock(&run_id)?;
-    let store = state.open_store(&run_id)?;
+    let (_lock, store) = state.create_run(&run_id)?;
     let mut journal = Journal::create(Box::new(store), &run_id, clock.clone());
     let start = RunStart {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -19,11 +19,17 @@ pub struct RunsArgs {
 
 pub fn run(args: RunsArgs) -> Result<i32, CliError> {
     let state = args.repo.state()?;
-    let ids = state.list()?;
+    let all = state.list_all()?;
+    let ids: Vec<String> = all.iter().map(|(id, _)| id.clone()).collect();
     let prefixes = shortest_prefixes(&ids, 4);
     let mut rows = Vec::new();
-    for (id, prefix) in ids.iter().zip(&prefixes) {
+    for ((id, kind), prefix) in all.iter().zip(&prefixes) {
         let live = state.is_locked(id);
+        if *kind == crate::runs::RunKind::Empty {
+            let what = if live { "starting" } else { "killed before its first record; `loop clean` removes it" };
+            rows.push(json!({"run_id": id, "prefix": prefix, "state": if live { "running" } else { "empty" }, "summary": what}));
+            continue;
+        }
         let row = match state.read(id).map_err(CliError::from).and_then(|r| Ok(RunView::fold(&r)?)) {
             Ok(view) => json!({
                 "run_id": id,

@@ -6,12 +6,13 @@
 //!   engine acts on an event only after its record was appended.
 //! - Every read verifies the chain and stops at the first bad record, naming its sequence number.
 
+pub mod log;
 pub mod record;
 pub mod store;
 pub mod view;
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
@@ -22,14 +23,35 @@ use crate::clock::Clock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    /// loop's own I/O trouble (disk full, permissions, a failed sync): the journal is fine.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// The bytes on disk are not what was durably appended.
+    #[error("journal {file} is damaged at record {seq}: {reason}")]
+    Damaged { file: String, seq: u64, reason: String },
+    /// A run directory whose journal file is gone.
+    #[error("run {run}: its journal {file} is missing (deleted or moved); nothing of this run can be trusted")]
+    Missing { run: String, file: String },
     #[error("journal is corrupt at record {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    /// An append of the same group failed (the first request got the cause).
+    #[error("journal append failed: {0}")]
+    AppendFailed(String),
     #[error("journal file {path}: {reason}")]
     File { path: String, reason: String },
     #[error("journal is empty: no run was recorded")]
     Empty,
+}
+
+impl From<StoreError> for JournalError {
+    fn from(e: StoreError) -> JournalError {
+        match e {
+            StoreError::Damaged { path, seq, reason } => {
+                JournalError::Damaged { file: path.display().to_string(), seq, reason }
+            }
+            other => JournalError::Store(other),
+        }
+    }
 }
 
 /// What a journal writer needs to know to keep the chain going.
@@ -202,16 +224,21 @@ pub fn read_all(store: &dyn Store) -> Result<Vec<Record>, JournalError> {
     Ok(out)
 }
 
-/// The portable export format: a magic line, then each stored record as a big-endian u32
-/// length followed by its exact stored bytes (content and hash), in sequence order.
-pub const EXPORT_MAGIC: &[u8; 8] = b"LOOPJNL1";
+/// The portable export format, version 2: the magic `LOOPJNL2`, then each stored record as a
+/// big-endian u32 length followed by its exact stored bytes (content and hash), in sequence order,
+/// then a trailer: the length `u32::MAX`, the record count (u64) and the last record's hash, so a
+/// file cut anywhere, even between records, is caught. Version 1 (`LOOPJNL1`, no trailer) is
+/// still read.
+pub const EXPORT_MAGIC: &[u8; 8] = b"LOOPJNL2";
+pub const EXPORT_MAGIC_V1: &[u8; 8] = b"LOOPJNL1";
+const TRAILER_TAG: u32 = u32::MAX;
 
 pub fn export(store: &dyn Store, out: &mut dyn Write) -> Result<u64, JournalError> {
     // Verify before writing, so an export is never a copy of a broken journal.
-    read_all(store)?;
+    let records = read_all(store)?;
     let io = |e: std::io::Error| JournalError::File { path: "<export>".into(), reason: e.to_string() };
     out.write_all(EXPORT_MAGIC).map_err(io)?;
-    let mut n = 0;
+    let mut n: u64 = 0;
     let mut err = None;
     store.scan(&mut |_, bytes| {
         let len = (bytes.len() as u32).to_be_bytes();
@@ -224,14 +251,19 @@ pub fn export(store: &dyn Store, out: &mut dyn Write) -> Result<u64, JournalErro
     if let Some(e) = err {
         return Err(io(e));
     }
+    let last = records.last().map(|r| r.hash).unwrap_or(Hash::ZERO);
+    out.write_all(&TRAILER_TAG.to_be_bytes()).map_err(io)?;
+    out.write_all(&n.to_be_bytes()).map_err(io)?;
+    out.write_all(&last.0).map_err(io)?;
     Ok(n)
 }
 
-/// Parses an export file into a [`MemStore`] (framing only; verification is the reader's).
+/// Parses an export file into a [`MemStore`] (framing and trailer; the chain is the reader's).
 pub fn parse_export(bytes: &[u8], path: &str) -> Result<MemStore, JournalError> {
     let bad = |reason: String| JournalError::File { path: path.to_string(), reason };
-    if bytes.len() < EXPORT_MAGIC.len() || &bytes[..8] != EXPORT_MAGIC {
-        return Err(bad("not a loop journal export (missing LOOPJNL1 header)".into()));
+    let v2 = bytes.len() >= 8 && &bytes[..8] == EXPORT_MAGIC;
+    if bytes.len() < EXPORT_MAGIC.len() || !(v2 || &bytes[..8] == EXPORT_MAGIC_V1) {
+        return Err(bad("not a loop journal export (missing LOOPJNL2 or LOOPJNL1 header)".into()));
     }
     let mut store = MemStore::default();
     let mut pos = 8usize;
@@ -240,8 +272,29 @@ pub fn parse_export(bytes: &[u8], path: &str) -> Result<MemStore, JournalError> 
         if bytes.len() - pos < 4 {
             return Err(bad(format!("truncated inside the length of record {index} (byte {pos})")));
         }
-        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"));
         pos += 4;
+        if v2 && len == TRAILER_TAG {
+            // Trailer trouble is reported after the records are verified (carried as damage), so
+            // a record dropped from the middle is named by the chain, not just counted here.
+            let why = if bytes.len() - pos != 40 {
+                Some(format!("the trailer at byte {} is {} bytes, not 40", pos - 4, bytes.len() - pos))
+            } else {
+                let count = u64::from_be_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes"));
+                let last = &bytes[pos + 8..pos + 40];
+                let stored = store.records.last().map(|(_, b)| &b[b.len().saturating_sub(32)..]).unwrap_or(&[0u8; 32][..]);
+                if count != index {
+                    Some(format!("the trailer says {count} records, the file holds {index}"))
+                } else if stored != last {
+                    Some(format!("the trailer's last hash does not match record {}", index.saturating_sub(1)))
+                } else {
+                    None
+                }
+            };
+            store.damage = why.map(|w| (PathBuf::from(path), index, w));
+            return Ok(store);
+        }
+        let len = len as usize;
         if bytes.len() - pos < len {
             return Err(bad(format!(
                 "truncated inside record {index}: {len} bytes announced at byte {pos}, {} present",
@@ -252,14 +305,27 @@ pub fn parse_export(bytes: &[u8], path: &str) -> Result<MemStore, JournalError> 
         pos += len;
         index += 1;
     }
+    if v2 {
+        let why = format!("the export is cut short: no trailer after its {index} records (byte {pos})");
+        store.damage = Some((PathBuf::from(path), index, why));
+    }
     Ok(store)
 }
 
-pub fn read_export_file(path: &Path) -> Result<MemStore, JournalError> {
+/// Reads an export file. A missing or unreadable file is the caller's bad input, not damage.
+pub fn read_export_file(path: &Path) -> Result<MemStore, ExportReadError> {
     let shown = path.display().to_string();
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| JournalError::File { path: shown.clone(), reason: e.to_string() })?;
-    parse_export(&bytes, &shown)
+        .map_err(|e| ExportReadError::Open { path: shown.clone(), source: e })?;
+    Ok(parse_export(&bytes, &shown)?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportReadError {
+    #[error("{path}: {source}")]
+    Open { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }

@@ -1,8 +1,14 @@
-//! Where sealed records live: a small trait and its sled implementation.
+//! Where sealed records live: a small trait, the in-memory store, and the reader of format-1
+//! journals (sled + WAL), kept so journals written before format 2 still replay and resume.
+//! Format 2, the one written today, is [`super::log::LogStore`]: see its module doc for why one
+//! file became the single truth (sled cannot be opened without writing to it, so read-only
+//! commands could not stay read-only, and two copies gave damage two places to hide).
 //!
 //! Invariant: when `append` returns, the records are on stable storage, power cut included.
+//! A panic inside sled (it unwraps some I/O results) is contained at this boundary and becomes
+//! an I/O error; it never reaches the user.
 //!
-//! sled 0.34's `flush()` only issues `sync_file_range` (it survives a killed process, not a power
+//! Format 1, as it was written: sled 0.34's `flush()` only issues `sync_file_range` (it survives a killed process, not a power
 //! cut), and fsyncing sled's files after it would cost two device syncs per append. So the store
 //! writes each group of records to a write-ahead file beside the sled directory
 //! (`<journal>.wal`: `u64 seq, u32 len, bytes` frames) and `fdatasync`s that once; the same
@@ -23,6 +29,10 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("journal store at {path}: key {key:?} is not a sequence number")]
     BadKey { path: PathBuf, key: Vec<u8> },
+    #[error("journal {path} is damaged at record {seq}: {reason}")]
+    Damaged { path: PathBuf, seq: u64, reason: String },
+    #[error("journal store at {path}: sled failed: {what}")]
+    Panicked { path: PathBuf, what: String },
 }
 
 /// An append-only, ordered map from sequence number to sealed record bytes.
@@ -174,10 +184,65 @@ impl Drop for SledStore {
     }
 }
 
-/// An in-memory store, for tests and for reading exported files through the same reader.
+/// Reads a format-1 journal without touching it: sled cannot open a database without writing
+/// to it, so the directory and its WAL are copied to a private temporary directory first and
+/// opened there. A panic inside sled becomes [`StoreError::Panicked`].
+pub fn read_legacy(journal: &Path) -> Result<MemStore, StoreError> {
+    let io = |source| StoreError::Io { path: journal.to_path_buf(), source };
+    let tmp = tempfile::tempdir().map_err(io)?;
+    let copy = tmp.path().join("journal");
+    copy_dir(journal, &copy).map_err(io)?;
+    let wal = wal_path(journal);
+    if wal.exists() {
+        std::fs::copy(&wal, wal_path(&copy)).map_err(io)?;
+    }
+    contain(journal, || {
+        let store = SledStore::open(&copy)?;
+        let mut mem = MemStore::default();
+        store.scan(&mut |k, v| {
+            mem.records.push((k, v.to_vec()));
+            true
+        })?;
+        Ok(mem)
+    })
+}
+
+/// Runs sled code, turning a panic into an error.
+pub fn contain<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            Err(StoreError::Panicked { path: path.to_path_buf(), what })
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// An in-memory store, for tests and for reading exported files through the same reader. A
+/// store read from a damaged file carries the damage: its scan visits the good records, then
+/// fails, so replay still shows the timeline up to the damage.
 #[derive(Default)]
 pub struct MemStore {
     pub records: Vec<(u64, Vec<u8>)>,
+    pub damage: Option<(PathBuf, u64, String)>,
 }
 
 impl Store for MemStore {
@@ -189,8 +254,11 @@ impl Store for MemStore {
     fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
         for (k, v) in &self.records {
             if !f(*k, v) {
-                break;
+                return Ok(());
             }
+        }
+        if let Some((path, seq, reason)) = &self.damage {
+            return Err(StoreError::Damaged { path: path.clone(), seq: *seq, reason: reason.clone() });
         }
         Ok(())
     }

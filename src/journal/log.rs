@@ -1,0 +1,527 @@
+//! The journal's one storage file (format 2): `runs/<id>/journal.log`, the single truth.
+//!
+//! Layout:
+//! - a 4 KiB header block: magic `LOOPLOG2`, the format version, the run id, zero padding, and a
+//!   blake3 check over all of it; inside the block, at fixed offsets, two *head slots*;
+//! - then one *group frame* per group commit: `GRP1 | u32 payload length | u64 first seq |
+//!   u32 record count | payload | 16-byte blake3 check` where the payload is `u32 length | sealed
+//!   record` for each record. The check covers the frame's header fields and its payload.
+//!
+//! A head slot says how far the journal is known to be durable: a generation, the record count,
+//! the byte end of the last frame, the last record's hash, and a check. Slots alternate, so a
+//! torn slot write leaves the other (older) slot intact.
+//!
+//! Invariants:
+//! - Durable before acknowledged: [`LogStore::append`] writes the group's frame, `fdatasync`s
+//!   the file (one device sync per group), and only then returns.
+//! - A head never claims bytes that were not synced: the slot for group *k* is written right
+//!   after group *k*'s sync, and reaches the disk with group *k + 1*'s sync, or with the sync of a
+//!   clean close. After a killed process the page cache still holds it, so the head is exact;
+//!   after a power cut it may lag by the last group, never lead.
+//! - Reading classifies damage by position: anything wrong inside the head's extent, a frame
+//!   that fails its check while a valid frame follows it, a missing or foreign file, a bad
+//!   header — all are corruption (exit 4, naming the run, the file and the first bad or missing
+//!   record). A bad frame that is the *last* thing in the file and lies past the head is the
+//!   torn tail of an append that was never acknowledged: readers ignore it and report it in one
+//!   line; a writer moves it aside to `journal.log.torn-<offset>` (kept as evidence) and
+//!   truncates, so resume redoes that step.
+//! - Readers open the file read-only and never write, grow or repair it; they read the head
+//!   *before* the frames, so a live writer (which writes frames before heads) never looks
+//!   damaged to them.
+//! - A new journal is born whole: its header and first group are written and synced in a
+//!   staging directory that is then renamed into place and the parent directory synced, so a
+//!   run directory without `journal.log` means the file was removed, not that a run died young.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::record::Hash;
+use super::store::{Store, StoreError};
+
+pub const LOG_MAGIC: &[u8; 8] = b"LOOPLOG2";
+pub const LOG_VERSION: u16 = 2;
+pub const LOG_FILE: &str = "journal.log";
+const HEADER_LEN: u64 = 4096;
+/// The header's own check covers bytes `0..CHECKED`, with the slots zeroed.
+const CHECK_AT: usize = 256;
+const SLOT_AT: [usize; 2] = [512, 1024];
+const SLOT_LEN: usize = 4 + 8 + 8 + 8 + 32 + 16;
+const MAX_RUN_ID: usize = 200;
+const FRAME_MAGIC: &[u8; 4] = b"GRP1";
+const FRAME_HEAD: usize = 4 + 4 + 8 + 4;
+const FRAME_CHECK: usize = 16;
+/// No single group is this big; a length past it is damage, not a reason to allocate.
+const MAX_PAYLOAD: u32 = 256 << 20;
+
+/// Where the journal is known to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Head {
+    pub generation: u64,
+    pub count: u64,
+    pub end: u64,
+    pub last: Hash,
+}
+
+/// Damage found while reading, kept apart from I/O errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The first record that is bad or missing.
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// An unacknowledged append found torn at the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Everything a read of the file found.
+pub struct Scan {
+    pub run_id: String,
+    pub head: Option<Head>,
+    /// Records in order, as `(seq, sealed bytes)`.
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// Byte offset just past the last good frame.
+    pub good_end: u64,
+    pub torn: Option<TornTail>,
+    pub damage: Option<Damage>,
+    /// Harmless damage worth a line (a torn or flipped inactive head slot).
+    pub notes: Vec<String>,
+}
+
+fn check16(parts: &[&[u8]]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(p);
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
+}
+
+fn header_block(run_id: &str) -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_LEN as usize];
+    b[..8].copy_from_slice(LOG_MAGIC);
+    b[8..10].copy_from_slice(&LOG_VERSION.to_be_bytes());
+    let id = run_id.as_bytes();
+    b[10..12].copy_from_slice(&(id.len() as u16).to_be_bytes());
+    b[12..12 + id.len()].copy_from_slice(id);
+    let check = header_check(&b);
+    b[CHECK_AT..CHECK_AT + 32].copy_from_slice(&check);
+    b
+}
+
+/// blake3 over the whole header block with the check field and both slots zeroed, so padding
+/// is covered too: a flipped byte anywhere outside the slots is damage.
+fn header_check(block: &[u8]) -> [u8; 32] {
+    let mut copy = block[..HEADER_LEN as usize].to_vec();
+    copy[CHECK_AT..CHECK_AT + 32].fill(0);
+    for at in SLOT_AT {
+        copy[at..at + SLOT_LEN].fill(0);
+    }
+    *blake3::hash(&copy).as_bytes()
+}
+
+fn encode_slot(h: &Head) -> [u8; SLOT_LEN] {
+    let mut s = [0u8; SLOT_LEN];
+    s[..4].copy_from_slice(b"HEAD");
+    s[4..12].copy_from_slice(&h.generation.to_be_bytes());
+    s[12..20].copy_from_slice(&h.count.to_be_bytes());
+    s[20..28].copy_from_slice(&h.end.to_be_bytes());
+    s[28..60].copy_from_slice(&h.last.0);
+    let c = check16(&[&s[..60]]);
+    s[60..76].copy_from_slice(&c);
+    s
+}
+
+/// `Ok(None)` for a slot never written (all zero); `Err` for a damaged one.
+fn decode_slot(s: &[u8]) -> Result<Option<Head>, ()> {
+    if s.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    if &s[..4] != b"HEAD" || check16(&[&s[..60]]) != s[60..76] {
+        return Err(());
+    }
+    let u = |r: std::ops::Range<usize>| u64::from_be_bytes(s[r].try_into().expect("8 bytes"));
+    let mut last = [0u8; 32];
+    last.copy_from_slice(&s[28..60]);
+    Ok(Some(Head { generation: u(4..12), count: u(12..20), end: u(20..28), last: Hash(last) }))
+}
+
+/// One group frame for `records`.
+pub fn encode_frame(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let payload_len: usize = records.iter().map(|(_, b)| 4 + b.len()).sum();
+    let mut f = Vec::with_capacity(FRAME_HEAD + payload_len + FRAME_CHECK);
+    f.extend_from_slice(FRAME_MAGIC);
+    f.extend_from_slice(&(payload_len as u32).to_be_bytes());
+    f.extend_from_slice(&records.first().map(|r| r.0).unwrap_or(0).to_be_bytes());
+    f.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    for (_, b) in records {
+        f.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        f.extend_from_slice(b);
+    }
+    let c = check16(&[&f]);
+    f.extend_from_slice(&c);
+    f
+}
+
+/// A frame parsed from `bytes` at its start: `(first seq, records, frame length)`, or why not.
+fn decode_frame(bytes: &[u8]) -> Result<(u64, Vec<Vec<u8>>, usize), String> {
+    if bytes.len() < FRAME_HEAD {
+        return Err(format!("{} bytes where a frame header needs {FRAME_HEAD}", bytes.len()));
+    }
+    if &bytes[..4] != FRAME_MAGIC {
+        return Err("no frame starts here".into());
+    }
+    let len = u32::from_be_bytes(bytes[4..8].try_into().expect("4"));
+    if len > MAX_PAYLOAD {
+        return Err(format!("frame length {len} is impossible"));
+    }
+    let total = FRAME_HEAD + len as usize + FRAME_CHECK;
+    if bytes.len() < total {
+        return Err(format!("frame of {total} bytes cut short at {}", bytes.len()));
+    }
+    let body = &bytes[..FRAME_HEAD + len as usize];
+    if check16(&[body]) != bytes[FRAME_HEAD + len as usize..total] {
+        return Err("frame check does not match its bytes".into());
+    }
+    let first = u64::from_be_bytes(bytes[8..16].try_into().expect("8"));
+    let count = u32::from_be_bytes(bytes[16..20].try_into().expect("4")) as usize;
+    let mut recs = Vec::with_capacity(count.min(1 << 16));
+    let mut pos = FRAME_HEAD;
+    for _ in 0..count {
+        if body.len() - pos < 4 {
+            return Err("record length runs past its frame".into());
+        }
+        let n = u32::from_be_bytes(body[pos..pos + 4].try_into().expect("4")) as usize;
+        pos += 4;
+        if body.len() - pos < n {
+            return Err("record runs past its frame".into());
+        }
+        recs.push(body[pos..pos + n].to_vec());
+        pos += n;
+    }
+    if pos != body.len() {
+        return Err("frame holds bytes after its last record".into());
+    }
+    Ok((first, recs, total))
+}
+
+/// Is there a valid frame anywhere in `bytes`? (Only asked about a damaged tail, so a byte-wise
+/// search is fine.)
+fn valid_frame_in(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i + FRAME_HEAD + FRAME_CHECK <= bytes.len() {
+        if &bytes[i..i + 4] == FRAME_MAGIC && decode_frame(&bytes[i..]).is_ok() {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Reads and classifies a journal file without writing anything. `expected_run` (the directory's
+/// name) catches a file moved in from another run.
+pub fn scan_file(path: &Path, expected_run: Option<&str>) -> Result<Scan, StoreError> {
+    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+    let mut file = File::open(path).map_err(io)?;
+    let mut header = vec![0u8; HEADER_LEN as usize];
+    // The head first (see the module doc): then every frame it claims is already in the file.
+    let got = read_up_to(&mut file, &mut header).map_err(io)?;
+    let mut rest = Vec::new();
+    BufReader::with_capacity(1 << 20, &mut file).read_to_end(&mut rest).map_err(io)?;
+    let mut scan = Scan {
+        run_id: String::new(),
+        head: None,
+        records: Vec::new(),
+        good_end: HEADER_LEN,
+        torn: None,
+        damage: None,
+        notes: Vec::new(),
+    };
+    let damaged = |scan: &mut Scan, seq: u64, reason: String| {
+        scan.damage = Some(Damage { seq, reason });
+    };
+    if got < HEADER_LEN as usize {
+        damaged(&mut scan, 0, format!("the file is {got} bytes, shorter than its {HEADER_LEN}-byte header"));
+        return Ok(scan);
+    }
+    if &header[..8] != LOG_MAGIC {
+        damaged(&mut scan, 0, "not a loop journal (bad magic)".into());
+        return Ok(scan);
+    }
+    let version = u16::from_be_bytes([header[8], header[9]]);
+    if header_check(&header) != header[CHECK_AT..CHECK_AT + 32] {
+        damaged(&mut scan, 0, "its header fails its check".into());
+        return Ok(scan);
+    }
+    if version != LOG_VERSION {
+        damaged(&mut scan, 0, format!("format version {version} is not one this loop reads ({LOG_VERSION})"));
+        return Ok(scan);
+    }
+    let id_len = u16::from_be_bytes([header[10], header[11]]) as usize;
+    scan.run_id = String::from_utf8_lossy(&header[12..12 + id_len.min(MAX_RUN_ID)]).into_owned();
+    if let Some(want) = expected_run {
+        if scan.run_id != want {
+            let why = format!("the file belongs to run {}, not {want}", scan.run_id);
+            damaged(&mut scan, 0, why);
+            return Ok(scan);
+        }
+    }
+    let mut heads = Vec::new();
+    for (i, at) in SLOT_AT.iter().enumerate() {
+        match decode_slot(&header[*at..*at + SLOT_LEN]) {
+            Ok(Some(h)) => heads.push(h),
+            Ok(None) => {}
+            Err(()) => scan.notes.push(format!("head slot {i} is damaged (the other one is used)")),
+        }
+    }
+    scan.head = heads.iter().copied().max_by_key(|h| h.generation);
+    let head_end = scan.head.map(|h| h.end).unwrap_or(HEADER_LEN);
+
+    // Frames.
+    let mut pos = 0usize;
+    let mut next_seq = 0u64;
+    while pos < rest.len() {
+        let offset = HEADER_LEN + pos as u64;
+        match decode_frame(&rest[pos..]) {
+            Ok((first, recs, len)) if first == next_seq => {
+                for r in recs {
+                    scan.records.push((next_seq, r));
+                    next_seq += 1;
+                }
+                pos += len;
+                scan.good_end = HEADER_LEN + pos as u64;
+            }
+            Ok((first, _, _)) => {
+                damaged(&mut scan, next_seq, format!("the frame at byte {offset} starts at record {first}, record {next_seq} is missing"));
+                return Ok(scan);
+            }
+            Err(why) => {
+                if offset < head_end || valid_frame_in(&rest[pos + 1..]) {
+                    damaged(&mut scan, next_seq, format!("the frame at byte {offset} is damaged ({why})"));
+                } else {
+                    scan.torn = Some(TornTail { offset, len: (rest.len() - pos) as u64 });
+                }
+                break;
+            }
+        }
+    }
+    if let Some(h) = scan.head {
+        if scan.damage.is_none() && (next_seq < h.count || scan.good_end < h.end) {
+            let why = format!(
+                "the file ends at record {next_seq} (byte {}) but its head says {} records were durably appended (to byte {})",
+                scan.good_end, h.count, h.end
+            );
+            damaged(&mut scan, next_seq, why);
+        } else if scan.damage.is_none() && h.count > 0 {
+            let (seq, bytes) = &scan.records[h.count as usize - 1];
+            let (seq, matches) = (*seq, bytes[bytes.len().saturating_sub(32)..] == h.last.0);
+            if !matches {
+                damaged(&mut scan, seq, "the head's last hash does not match that record".into());
+            }
+        }
+    }
+    Ok(scan)
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// fsyncs a directory, so a new or renamed entry in it survives a power cut.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The writer's handle on a journal file.
+pub struct LogStore {
+    path: PathBuf,
+    file: File,
+    head: Head,
+    /// The run directory is still being staged: the first append renames it into place.
+    staged: Option<(PathBuf, PathBuf)>,
+    durable: bool,
+    /// The head of the last synced group has been written but not yet synced.
+    head_dirty: bool,
+}
+
+impl LogStore {
+    /// Starts a journal in `staging_dir` (which must exist); the first append makes it durable and
+    /// renames `staging_dir` to `final_dir`.
+    pub fn create_staged(staging_dir: &Path, final_dir: &Path, run_id: &str) -> Result<LogStore, StoreError> {
+        assert!(run_id.len() <= MAX_RUN_ID, "run ids are short");
+        let path = staging_dir.join(LOG_FILE);
+        let io = |source| StoreError::Io { path: path.clone(), source };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all(&header_block(run_id)).map_err(io)?;
+        Ok(LogStore {
+            path: final_dir.join(LOG_FILE),
+            file,
+            head: Head { generation: 0, count: 0, end: HEADER_LEN, last: Hash::ZERO },
+            staged: Some((staging_dir.to_path_buf(), final_dir.to_path_buf())),
+            durable: true,
+            head_dirty: false,
+        })
+    }
+
+    /// A journal written in place in `dir`, without staging (benchmarks and tests).
+    pub fn create_in(dir: &Path, run_id: &str) -> Result<LogStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        LogStore::create_staged(dir, dir, run_id)
+    }
+
+    /// Opens an existing journal to append to it. Damage is an error; a torn tail of an
+    /// unacknowledged append is moved aside (kept as `journal.log.torn-<offset>`) and reported
+    /// through `on_note`.
+    pub fn open(path: &Path, run_id: &str, on_note: &mut dyn FnMut(String)) -> Result<(LogStore, Scan), StoreError> {
+        let scan = scan_file(path, Some(run_id))?;
+        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+        if let Some(d) = &scan.damage {
+            return Err(StoreError::Damaged { path: path.to_path_buf(), seq: d.seq, reason: d.reason.clone() });
+        }
+        let file = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(io)?;
+        if let Some(t) = &scan.torn {
+            let aside = path.with_file_name(format!("{LOG_FILE}.torn-{}", t.offset));
+            let mut tail = vec![0u8; t.len as usize];
+            file.read_exact_at(&mut tail, t.offset).map_err(io)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&aside)
+                .map_err(|source| StoreError::Io { path: aside.clone(), source })?;
+            f.write_all(&tail).and_then(|_| f.sync_all()).map_err(|source| StoreError::Io { path: aside.clone(), source })?;
+            file.set_len(t.offset).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir).map_err(io)?;
+            }
+            on_note(format!(
+                "{}: {} bytes at byte {} were an append that never completed (torn by a crash); kept in {}, and that step is redone",
+                path.display(),
+                t.len,
+                t.offset,
+                aside.display()
+            ));
+        }
+        for n in &scan.notes {
+            on_note(format!("{}: {n}", path.display()));
+        }
+        let last = scan.records.last().map(|(_, b)| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&b[b.len() - 32..]);
+            Hash(h)
+        });
+        let head = Head {
+            generation: scan.head.map(|h| h.generation).unwrap_or(0),
+            count: scan.records.len() as u64,
+            end: scan.good_end,
+            last: last.unwrap_or(Hash::ZERO),
+        };
+        let mut store = LogStore { path: path.to_path_buf(), file, head, staged: None, durable: true, head_dirty: false };
+        // Make the head exact again before anything new is appended.
+        store.write_head()?;
+        store.sync()?;
+        Ok((store, scan))
+    }
+
+    /// For benchmarks: measure the write path without the device sync.
+    pub fn set_fsync(&mut self, on: bool) {
+        self.durable = on;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io { path: self.path.clone(), source }
+    }
+
+    fn write_head(&mut self) -> Result<(), StoreError> {
+        self.head.generation += 1;
+        let slot = SLOT_AT[(self.head.generation % 2) as usize];
+        self.file.write_all_at(&encode_slot(&self.head), slot as u64).map_err(|e| self.io(e))?;
+        self.head_dirty = true;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if self.durable {
+            self.file.sync_data().map_err(|e| self.io(e))?;
+        }
+        self.head_dirty = false;
+        Ok(())
+    }
+
+    /// Syncs the head so the journal's end is exact on disk (a clean close, or a pause).
+    pub fn close(&mut self) -> Result<(), StoreError> {
+        if self.head_dirty {
+            self.sync()?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for LogStore {
+    fn append(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let frame = encode_frame(records);
+        let end = self.head.end;
+        self.file.write_all_at(&frame, end).map_err(|e| self.io(e))?;
+        // One sync for the frame and the previous group's head.
+        self.sync()?;
+        if let Some((staging, final_dir)) = self.staged.take() {
+            // The journal is whole: only now does the run exist under its name.
+            std::fs::rename(&staging, &final_dir).map_err(|e| self.io(e))?;
+            if let Some(parent) = final_dir.parent() {
+                sync_dir(parent).map_err(|e| self.io(e))?;
+            }
+        }
+        self.head.end = end + frame.len() as u64;
+        self.head.count += records.len() as u64;
+        let last = &records.last().expect("not empty").1;
+        self.head.last.0.copy_from_slice(&last[last.len() - 32..]);
+        self.write_head()
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        let scan = scan_file(&self.path, None)?;
+        if let Some(d) = scan.damage {
+            return Err(StoreError::Damaged { path: self.path.clone(), seq: d.seq, reason: d.reason });
+        }
+        for (k, v) in &scan.records {
+            if !f(*k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
