@@ -117,17 +117,11 @@ fn replay_detects_a_flipped_byte_in_the_store_and_in_an_export() {
         assert!(err.contains("record") || err.contains("header"), "flip at {i}: message names no record: {err}");
     }
 
-    // Edit one stored record inside sled itself: replay names its sequence number.
-    {
-        let db = sled::open(repo.join(".loop/runs/flip/journal")).unwrap();
-        let tree = db.open_tree("records").unwrap();
-        let key = 7u64.to_be_bytes();
-        let mut v = tree.get(key).unwrap().unwrap().to_vec();
+    // Edit one stored record, framing rebuilt around it: replay names its sequence number.
+    tamper_record(&repo.join(".loop"), "flip", 7, |v| {
         let mid = v.len() / 2;
         v[mid] ^= 0x01;
-        tree.insert(key, v).unwrap();
-        db.flush().unwrap();
-    }
+    });
     let out = loop_cmd(&repo).args(["replay", "flip"]).output().unwrap();
     let (stdout, err) = text(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");

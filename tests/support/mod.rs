@@ -94,6 +94,24 @@ pub fn states(status: &serde_json::Value) -> Vec<(String, String, u64)> {
         .collect()
 }
 
+/// Rewrites record `seq` of a run's journal as a careful hand edit would: the file's framing
+/// (frame checks, head) is rebuilt around the edited record, so only the hash chain can tell.
+pub fn tamper_record(state: &Path, run: &str, seq: u64, f: impl FnOnce(&mut Vec<u8>)) {
+    use devloop::journal::log::{scan_file, LogStore};
+    use devloop::journal::Store;
+    let path = state.join("runs").join(run).join("journal.log");
+    let mut records = scan_file(&path, Some(run)).expect("scan").records;
+    f(&mut records[seq as usize].1);
+    let fresh = state.join("tampered");
+    let _ = std::fs::remove_dir_all(&fresh);
+    {
+        let mut store = LogStore::create_in(&fresh, run).expect("create");
+        store.append(&records).expect("append");
+    }
+    std::fs::rename(fresh.join("journal.log"), &path).expect("replace");
+    std::fs::remove_dir_all(&fresh).expect("tidy");
+}
+
 /// Writes a file into the repo and commits it, so the guard's clean-checkout check holds.
 pub fn write_committed(repo: &Path, name: &str, text: &str) {
     std::fs::write(repo.join(name), text).expect("write");
