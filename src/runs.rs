@@ -337,6 +337,9 @@ impl StateDir {
                         );
                     }
                 }
+                for n in &scan.notes {
+                    eprintln!("loop: run {id}: {}: {n}", path.display());
+                }
                 let damage = scan.damage.map(|d| (path.clone(), d.seq, d.reason));
                 Ok(MemStore { records: scan.records, damage })
             }

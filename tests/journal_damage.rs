@@ -96,6 +96,7 @@ fn every_truncation_and_flipped_byte_is_reported() {
             Some(0) => {
                 // Only damage that loses nothing may pass (an inactive head slot), and it is said.
                 assert_eq!(records_of(&stdout), full, "{what}: replay ok with fewer records: {err}");
+                assert!(err.contains("head slot"), "{what}: harmless damage must still be said: {err}");
                 harmless += 1;
             }
             other => panic!("{what}: exit {other:?}: {err}"),
