@@ -263,6 +263,7 @@ impl Workspace for GitWorkspace {
             if path.exists() {
                 return Err(WorkspaceError::PathTaken { path: shown });
             }
+            let started = since_now();
             self.make_parents(path)?;
             let p = path.to_string_lossy();
             let out = {
@@ -270,7 +271,7 @@ impl Workspace for GitWorkspace {
                 self.git_w(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base])?
             };
             if out.success() {
-                self.sync_added(path, branch)?;
+                self.sync_added(path, branch, started)?;
                 return Ok(Vec::new());
             }
             let err = out.stderr_text();
@@ -292,7 +293,7 @@ impl Workspace for GitWorkspace {
                         return match on {
                             Some(b) if b == branch => {
                                 // That attempt's add may not have been made durable yet.
-                                self.sync_added(path, branch)?;
+                                self.sync_added(path, branch, SystemTime::UNIX_EPOCH)?;
                                 Ok(repairs)
                             }
                             other => Err(WorkspaceError::WrongBranch {
@@ -314,6 +315,7 @@ impl Workspace for GitWorkspace {
                 }
             }
         }
+        let started = since_now();
         self.make_parents(path)?;
         let p = path.to_string_lossy();
         {
@@ -324,7 +326,7 @@ impl Workspace for GitWorkspace {
                 self.git_w_ok(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base])?;
             }
         }
-        self.sync_added(path, branch)?;
+        self.sync_added(path, branch, started)?;
         Ok(repairs)
     }
 
@@ -415,7 +417,7 @@ impl Workspace for GitWorkspace {
             .as_ref()
             .and_then(|a| std::fs::metadata(a.join("index")).and_then(|m| m.modified()).ok())
             .map(|t| t - slack);
-        let started = SystemTime::now() - slack;
+        let started = since_now();
         // Two git processes per commit (add, commit); the commit id is read from the ref file.
         // Every process counts: this runs after each dev and fix phase of every issue.
         let add: &[&str] = &["add", "-A"];
@@ -529,9 +531,24 @@ impl GitWorkspace {
 
     fn make_parents(&self, path: &Path) -> Result<(), WorkspaceError> {
         let Some(parent) = path.parent() else { return Ok(()) };
+        let created: Vec<PathBuf> =
+            parent.ancestors().take_while(|d| d.symlink_metadata().is_err()).map(Path::to_path_buf).collect();
         std::fs::create_dir_all(parent).map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
-        // The worktree's own entry and, on the first issue, the milestone and worktrees dirs.
-        for dir in parent.ancestors().take(3) {
+        // Each directory made here is a new entry in its parent (on the first issue: the
+        // milestone and worktrees dirs); the worktree's own entry is synced after the add.
+        for dir in created.iter().rev() {
+            if let Some(up) = dir.parent() {
+                self.sync(up)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs a directory only when it changed since `since`: every fsync costs a few ms on
+    /// real disks, even of a clean directory.
+    fn sync_fresh(&self, dir: &Path, since: SystemTime) -> Result<(), WorkspaceError> {
+        let fresh = dir.metadata().and_then(|m| m.modified()).is_ok_and(|t| t >= since);
+        if fresh {
             self.sync(dir)?;
         }
         Ok(())
@@ -539,29 +556,43 @@ impl GitWorkspace {
 
     /// After `git worktree add`: git fsyncs neither the gitfile, the admin dir, the checkout
     /// nor any directory, so loop does.
-    fn sync_added(&self, path: &Path, branch: &str) -> Result<(), WorkspaceError> {
+    fn sync_added(&self, path: &Path, branch: &str, started: SystemTime) -> Result<(), WorkspaceError> {
         if !self.durable {
             return Ok(());
         }
         let admin = worktree_admin(path).ok_or_else(|| unrepairable(path, "no .git file after `git worktree add`"))?;
-        self.sync_tree(&admin, None)?;
+        // HEAD, commondir and gitdir make the worktree; git fsyncs the index itself
+        // (core.fsync=index), and the reflog and ORIG_HEAD are not needed to use it.
+        for file in ["HEAD", "commondir", "gitdir"] {
+            self.sync(&admin.join(file))?;
+        }
+        self.sync(&admin)?;
         if let Some(worktrees) = admin.parent() {
             self.sync(worktrees)?;
+            if let Some(common) = worktrees.parent() {
+                self.sync_fresh(common, started)?;
+            }
         }
-        self.sync(self.common()?)?;
         self.sync_tree(path, None)?;
         if let Some(parent) = path.parent() {
             self.sync(parent)?;
         }
-        self.sync_ref_dirs(branch)
+        self.sync_ref_dirs(branch, started)
     }
 
-    /// The directories holding the branch's ref: git fsyncs the ref file, not its new entry.
-    fn sync_ref_dirs(&self, branch: &str) -> Result<(), WorkspaceError> {
+    /// The directories holding the branch's ref: git fsyncs the ref file, not its entry. The
+    /// ref's own dir always changed; the ones above only when a dir was made for it.
+    fn sync_ref_dirs(&self, branch: &str, since: SystemTime) -> Result<(), WorkspaceError> {
         let heads = self.common()?.join("refs/heads");
         let mut dir = heads.join(branch);
+        let mut first = true;
         while let Some(parent) = dir.parent() {
-            self.sync(parent)?;
+            if first {
+                self.sync(parent)?;
+                first = false;
+            } else {
+                self.sync_fresh(parent, since)?;
+            }
             if parent == heads {
                 break;
             }
@@ -589,11 +620,12 @@ impl GitWorkspace {
                 }
             }
         }
-        self.sync(&objects)?;
+        self.sync_fresh(&objects, started)?;
         if let Some(a) = admin {
-            self.sync_tree(a, Some(started))?;
+            // git fsynced the new index; its rename into place is an entry of the admin dir.
+            self.sync(a)?;
             if let Some(head) = std::fs::read_to_string(a.join("HEAD")).ok().and_then(|h| h.trim().strip_prefix("ref: refs/heads/").map(str::to_string)) {
-                self.sync_ref_dirs(&head)?;
+                self.sync_ref_dirs(&head, started)?;
             }
         }
         self.sync_tree(wt, changed_since)
@@ -672,6 +704,7 @@ impl GitWorkspace {
     /// Makes `branch` hold `commit`: kept when it already contains it, moved forward when its
     /// update was lost, created when it is missing. Returns the repair made, if any.
     fn ensure_branch(&self, path: &Path, branch: &str, commit: &str) -> Result<Option<String>, WorkspaceError> {
+        let started = since_now();
         let spec = format!("{commit}^{{commit}}");
         if !git(&self.repo, &["cat-file", "-e", &spec], self.timeout)?.success() {
             return Err(unrepairable(path, &format!("the journaled commit {commit} is not in the repository")));
@@ -694,18 +727,19 @@ impl GitWorkspace {
                 format!("branch {branch} was missing: recreated it at the journaled {commit}")
             }
         };
-        self.sync_ref_dirs(branch)?;
+        self.sync_ref_dirs(branch, started)?;
         Ok(Some(repair))
     }
 
     fn add_existing(&self, path: &Path, branch: &str) -> Result<(), WorkspaceError> {
+        let started = since_now();
         self.make_parents(path)?;
         let p = path.to_string_lossy();
         {
             let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
             self.git_w_ok(&self.repo, &["worktree", "add", "-q", &p, branch])?;
         }
-        self.sync_added(path, branch)
+        self.sync_added(path, branch, started)
     }
 
     fn is_ancestor(&self, a: &str, b: &str) -> Result<bool, WorkspaceError> {
@@ -716,6 +750,12 @@ impl GitWorkspace {
             _ => Err(git_error(&["merge-base", "--is-ancestor", a, b], &out)),
         }
     }
+}
+
+/// A moment just before now, as file times will show it: the kernel stamps files from a coarse
+/// clock that can lag this one, so a second of slack keeps a fresh file from looking old.
+fn since_now() -> SystemTime {
+    SystemTime::now() - Duration::from_secs(1)
 }
 
 fn unrepairable(path: &Path, detail: &str) -> WorkspaceError {
