@@ -413,7 +413,7 @@ fn per_issue(dir: &Path, issues: usize) -> Result<Row, BenchError> {
     let floor = t.elapsed();
 
     let exe = std::env::current_exe().map_err(io)?;
-    let timed = |name: &str, extra: &[&str]| -> Result<Duration, BenchError> {
+    let timed_env = |name: &str, extra: &[&str], env: &[(&str, &str)]| -> Result<Duration, BenchError> {
         let repo = dir.join(name);
         sample_repo(&repo, issues)?;
         let t = Instant::now();
@@ -425,6 +425,7 @@ fn per_issue(dir: &Path, issues: usize) -> Result<Row, BenchError> {
             .env("GIT_AUTHOR_EMAIL", "bench@loop.invalid")
             .env("GIT_COMMITTER_NAME", "bench")
             .env("GIT_COMMITTER_EMAIL", "bench@loop.invalid")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(io)?;
@@ -433,9 +434,13 @@ fn per_issue(dir: &Path, issues: usize) -> Result<Row, BenchError> {
         }
         Ok(t.elapsed())
     };
+    let timed = |name: &str, extra: &[&str]| timed_env(name, extra, &[]);
     let plain = timed("run-noguard", &["--no-guard", "--no-review-doc"])?;
     let guarded = timed("run-guard", &["--no-review-doc"])?;
     let jobs = timed("run-jobs4", &["--no-guard", "--no-review-doc", "--jobs", "4"])?;
+    // The same run without the fsyncs that make git's effects durable before they are
+    // journaled (git's core.fsync and loop's own): what durability costs per issue.
+    let unsynced = timed_env("run-nofsync", &["--no-guard", "--no-review-doc"], &[("LOOP_BENCH_NO_GIT_FSYNC", "1")])?;
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / issues as f64;
     let ratio = floor.as_secs_f64() / plain.as_secs_f64();
     Ok(Row {
@@ -452,6 +457,12 @@ fn per_issue(dir: &Path, issues: usize) -> Result<Row, BenchError> {
             format!("{:.2}× the floor", plain.as_secs_f64() / floor.as_secs_f64()),
             format!("with guard checks: {:.1} ms/issue", per(guarded)),
             format!("--jobs 4, no guard: {:.1} ms/issue", per(jobs)),
+            format!(
+                "git effects durable (the default) {:.1} ms/issue vs without their fsyncs {:.1} ms/issue: {:+.1} ms/issue",
+                per(plain),
+                per(unsynced),
+                per(plain) - per(unsynced)
+            ),
         ],
     })
 }

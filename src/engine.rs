@@ -8,6 +8,9 @@
 //! - Finished phases are never re-run; a phase that started but has no result is run again
 //!   (with a new `phase_started` attempt). Worktrees are created or adopted only under a
 //!   journaled intent.
+//! - A worktree an earlier process made is checked before this process acts in it
+//!   ([`Workspace::check`]); a repair of loop's own leftovers is journaled as
+//!   `worktree_repaired` and never ends the issue.
 //! - Cancellation (Ctrl-C) is journaled as `interrupted` for the issue in flight and
 //!   `run_interrupted` for the run.
 
@@ -34,6 +37,9 @@ pub enum EngineError {
     Divergence(#[from] Divergence),
     #[error("internal: the journal writer stopped")]
     WriterGone,
+    /// loop's own worktree is damaged beyond what loop repairs (the run stops, exit 1).
+    #[error("worktree of {issue}: {source}")]
+    Workspace { issue: String, source: crate::workspace::WorkspaceError },
 }
 
 /// How a drive ended.
@@ -335,6 +341,7 @@ impl IssueDriver<'_> {
     fn drive_issue(&self, planned: &PlannedIssue) -> Result<Step, EngineError> {
         let id = planned.id.as_str();
         let mut started_here = false;
+        self.check_worktree(planned)?;
         loop {
             let state = self.state(id);
             if state.is_terminal() {
@@ -370,6 +377,36 @@ impl IssueDriver<'_> {
         }
     }
 
+    /// Before this process first acts in a worktree an earlier process made (a phase to run, or
+    /// the removal after Done/Capped): have the workspace check it and repair what loop's own
+    /// interrupted git left, and journal the repair. Worktrees loop no longer acts in (kept,
+    /// removed, Failed/Blocked) are not looked at.
+    fn check_worktree(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
+        let id = planned.id.as_str();
+        let Some(iv) = self.handle.view().issue(id).cloned() else { return Ok(()) };
+        let Some(wt) = iv.worktree else { return Ok(()) };
+        if !wt.created || wt.removed || wt.kept.is_some() {
+            return Ok(());
+        }
+        let finishing = matches!(iv.state, State::Done { .. } | State::Capped { .. });
+        if iv.state.is_terminal() && !finishing {
+            return Ok(());
+        }
+        let commit = wt.commit.clone().unwrap_or_else(|| wt.base.clone());
+        let checked = self
+            .workspace
+            .check(Path::new(&wt.path), &wt.branch, &commit, finishing)
+            .map_err(|source| EngineError::Workspace { issue: id.to_string(), source })?;
+        if !checked.repairs.is_empty() {
+            let body = Body::WorktreeRepaired { issue: id.to_string(), path: wt.path.clone(), repairs: checked.repairs };
+            self.handle.run_record(body)?;
+        }
+        if checked.removed {
+            self.event(id, Event::WorktreeRemoved { path: wt.path }, None)?;
+        }
+        Ok(())
+    }
+
     /// Pending: check dependencies, then create (or adopt) the worktree.
     fn prepare(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
         let id = planned.id.as_str();
@@ -402,7 +439,10 @@ impl IssueDriver<'_> {
             }
         };
         match self.workspace.create(Path::new(&path), &branch, &base, adopt) {
-            Ok(()) => {
+            Ok(repairs) => {
+                if !repairs.is_empty() {
+                    self.handle.run_record(Body::WorktreeRepaired { issue: id.to_string(), path: path.clone(), repairs })?;
+                }
                 let note = adopt.then(|| "adopted the worktree of an interrupted attempt".to_string());
                 let evidence = note.map(|n| Evidence { note: Some(n), ..Default::default() });
                 self.event(id, Event::WorktreeCreated { path, branch, base }, evidence)?;
@@ -669,6 +709,11 @@ impl IssueDriver<'_> {
             State::Done { .. } | State::Capped { .. } => {
                 match self.workspace.remove(Path::new(&path), &wt.branch) {
                     Ok(Removal::Removed) | Ok(Removal::AlreadyGone) => Event::WorktreeRemoved { path },
+                    Ok(Removal::Finished(repair)) => {
+                        let body = Body::WorktreeRepaired { issue: id.to_string(), path: path.clone(), repairs: vec![repair] };
+                        self.handle.run_record(body)?;
+                        Event::WorktreeRemoved { path }
+                    }
                     Ok(Removal::Kept(reason)) => Event::WorktreeKept { path, reason },
                     Err(e) => Event::WorktreeKept { path, reason: format!("removal failed: {e}") },
                 }

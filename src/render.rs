@@ -69,6 +69,9 @@ pub fn timeline_line(rec: &Record, applied: &Applied) -> String {
         Body::RunResumed => format!("{head} run resumed"),
         Body::RunInterrupted { reason } => format!("{head} run interrupted ({reason})"),
         Body::RunFinished => format!("{head} run finished"),
+        Body::WorktreeRepaired { issue, repairs, .. } => {
+            format!("{head} {issue:<12} worktree_repaired {}", printable(&repairs.join("; "), 400))
+        }
         Body::Issue { issue, event, .. } => {
             let (from, to) = (applied.from.as_ref(), applied.to.as_ref());
             let change = match (from, to) {

@@ -6,9 +6,20 @@
 //! - Removal never forces: a worktree with uncommitted changes, or whose HEAD left its branch, is
 //!   kept and the reason reported. Branches are never deleted.
 //! - Issue ids pass through [`sanitize`] before they become a branch or a path.
+//! - Durable before journaled: every git effect a record claims (worktree added, commit made,
+//!   branch moved, worktree removed) is on disk when the method returns. loop's own git commands
+//!   run with git's fsync settings ([`FSYNC_CONFIG`]), and loop fsyncs what git never does: the
+//!   worktree's `.git` file and checkout, the admin dir under `.git/worktrees/`, and the
+//!   directories that gained or lost an entry (git fsyncs files, not directories).
+//! - Verify before trusting: before loop acts again in a worktree an earlier process made,
+//!   [`Workspace::check`] looks at it; what loop's own killed git left (an empty `.git` file, a
+//!   missing admin dir, a worktree still locked "initializing", a half-done removal, a stale
+//!   `*.lock` no live process holds) is repaired from the journaled commit and reported, so the
+//!   engine can journal the repair. A worktree that is sound but not as loop left it (another
+//!   branch checked out, a branch moved elsewhere) is never touched.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::proc::{self, Cmd, Output};
 
@@ -26,6 +37,25 @@ pub enum WorkspaceError {
     WrongBranch { path: String, expected: String, actual: String },
     #[error("{0} is not inside a git repository")]
     NotARepo(String),
+    #[error("making {path} durable: {detail}")]
+    Sync { path: String, detail: String },
+    #[error("cannot repair {path}: {detail}")]
+    Unrepairable { path: String, detail: String },
+}
+
+/// git's own durability for loop's git commands: objects, the index and refs are fsynced before
+/// git reports success. `fsync` rather than `batch`: on Linux, batch mode flushes loose objects
+/// with writeback plus one fsync of a scratch file, which only a file system that commits all
+/// metadata together (ext4's journal) turns into durability; a per-file fsync holds everywhere.
+pub const FSYNC_CONFIG: [&str; 4] = ["-c", "core.fsync=committed,index,reference", "-c", "core.fsyncMethod=fsync"];
+
+/// What [`Workspace::check`] found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Each repair, in words, for the journal (empty: the worktree was sound).
+    pub repairs: Vec<String>,
+    /// The worktree is gone: the removal an interrupted process had started was finished.
+    pub removed: bool,
 }
 
 /// What happened when loop tried to remove a worktree.
@@ -34,6 +64,9 @@ pub enum Removal {
     Removed,
     Kept(String),
     AlreadyGone,
+    /// Removed, finishing a removal an interrupted process had started (the reason says what
+    /// was left); nothing was lost, every remaining file was as committed.
+    Finished(String),
 }
 
 /// The effects on git the engine needs.
@@ -43,8 +76,13 @@ pub trait Workspace: Send + Sync {
     /// The tip of a local branch, if it exists.
     fn branch_tip(&self, branch: &str) -> Result<Option<String>, WorkspaceError>;
     /// Creates the worktree on a new branch at `base`; with `adopt`, a worktree or branch left by
-    /// an earlier attempt of the same run is reused.
-    fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<(), WorkspaceError>;
+    /// an earlier attempt of the same run is reused when sound, or removed and added again when
+    /// that attempt was killed half-way. Returns the repairs made (for the journal).
+    fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<Vec<String>, WorkspaceError>;
+    /// Checks a worktree loop made in an earlier process before loop acts in it again, and
+    /// repairs what loop's own interrupted git left: a broken worktree is rebuilt on `branch`
+    /// from `commit` (the last journaled commit), or, with `finishing`, its removal is finished.
+    fn check(&self, path: &Path, branch: &str, commit: &str, finishing: bool) -> Result<Checked, WorkspaceError>;
     /// Commits everything in the worktree (the agent's sandbox cannot write `.git`, so loop
     /// commits for it). Returns the new commit, or None when nothing changed.
     fn commit_all(&self, worktree: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError>;
@@ -62,6 +100,10 @@ pub struct GitWorkspace {
     /// Serialises `git worktree add/remove`: with --jobs, one `worktree add` can read another's
     /// half-made admin dir and fail ("failed to read .git/worktrees/X/commondir").
     admin: std::sync::Mutex<()>,
+    /// The repository's common git dir (absolute), asked once.
+    common: std::sync::OnceLock<PathBuf>,
+    /// Whether git effects are made durable (off only to measure their cost: `loop bench`).
+    durable: bool,
 }
 
 /// Runs git with an argument vector, no prompts, no inherited repository overrides.
@@ -86,14 +128,15 @@ pub fn git(dir: &Path, args: &[&str], timeout: Duration) -> Result<Output, Works
 pub fn git_ok(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, WorkspaceError> {
     let out = git(dir, args, timeout)?;
     if !out.success() {
-        let msg = out.stderr_text();
-        let detail = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        return Err(WorkspaceError::Git {
-            args: args.join(" "),
-            detail: if detail.is_empty() { out.describe() } else { detail },
-        });
+        return Err(git_error(args, &out));
     }
     Ok(out.stdout_text().trim_end().to_string())
+}
+
+fn git_error(args: &[&str], out: &Output) -> WorkspaceError {
+    let msg = out.stderr_text();
+    let detail = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    WorkspaceError::Git { args: args.join(" "), detail: if detail.is_empty() { out.describe() } else { detail } }
 }
 
 impl GitWorkspace {
@@ -103,7 +146,36 @@ impl GitWorkspace {
             timeout: Duration::from_secs(120),
             has_identity: Default::default(),
             admin: Default::default(),
+            common: Default::default(),
+            // Only `loop bench` turns this off, to show what durability costs per issue.
+            durable: std::env::var_os("LOOP_BENCH_NO_GIT_FSYNC").is_none(),
         }
+    }
+
+    /// A git command that changes the repository: with git's fsync settings when durable.
+    fn git_w(&self, dir: &Path, args: &[&str]) -> Result<Output, WorkspaceError> {
+        if !self.durable {
+            return git(dir, args, self.timeout);
+        }
+        let mut all: Vec<&str> = FSYNC_CONFIG.to_vec();
+        all.extend_from_slice(args);
+        git(dir, &all, self.timeout)
+    }
+
+    fn git_w_ok(&self, dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
+        let out = self.git_w(dir, args)?;
+        if !out.success() {
+            return Err(git_error(args, &out));
+        }
+        Ok(out.stdout_text().trim_end().to_string())
+    }
+
+    fn common(&self) -> Result<&Path, WorkspaceError> {
+        if let Some(c) = self.common.get() {
+            return Ok(c);
+        }
+        let dir = git_ok(&self.repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"], self.timeout)?;
+        Ok(self.common.get_or_init(|| PathBuf::from(dir)))
     }
 
     /// The top of the repository containing `dir`.
@@ -183,7 +255,7 @@ impl Workspace for GitWorkspace {
         Ok(out.success().then(|| out.stdout_text().trim().to_string()))
     }
 
-    fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<(), WorkspaceError> {
+    fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<Vec<String>, WorkspaceError> {
         let shown = path.display().to_string();
         if !adopt {
             // A fresh worktree: one git call. `-b` refuses an existing branch, which is exactly
@@ -191,17 +263,16 @@ impl Workspace for GitWorkspace {
             if path.exists() {
                 return Err(WorkspaceError::PathTaken { path: shown });
             }
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
-            }
+            let started = since_now();
+            self.make_parents(path)?;
             let p = path.to_string_lossy();
             let out = {
                 let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-                git(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base], self.timeout)?
+                self.git_w(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base])?
             };
             if out.success() {
-                return Ok(());
+                self.sync_added(path, branch, started)?;
+                return Ok(Vec::new());
             }
             let err = out.stderr_text();
             if err.contains("already exists") && err.contains(branch) {
@@ -210,41 +281,121 @@ impl Workspace for GitWorkspace {
             let detail = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
             return Err(WorkspaceError::Git { args: format!("worktree add -b {branch} {p} {base}"), detail });
         }
-        if let Some((_, on)) = self.worktrees()?.into_iter().find(|(p, _)| same_path(p, path)) {
-            if !adopt {
-                return Err(WorkspaceError::PathTaken { path: shown });
+        // An earlier attempt of this run journaled the intent and may have left anything from
+        // nothing to a whole worktree: a sound one on the branch is adopted, a half-made one
+        // (killed `git worktree add`) is removed and added again.
+        let mut repairs = Vec::new();
+        let admins = leftover_admins(self.common()?, path);
+        if path.symlink_metadata().is_ok() || !admins.is_empty() {
+            match self.diagnose(path, &admins) {
+                None => {
+                    if let Some((_, on)) = self.worktrees()?.into_iter().find(|(p, _)| same_path(p, path)) {
+                        return match on {
+                            Some(b) if b == branch => {
+                                // That attempt's add may not have been made durable yet.
+                                self.sync_added(path, branch, SystemTime::UNIX_EPOCH)?;
+                                Ok(repairs)
+                            }
+                            other => Err(WorkspaceError::WrongBranch {
+                                path: shown,
+                                expected: branch.to_string(),
+                                actual: other.unwrap_or_else(|| "a detached HEAD".into()),
+                            }),
+                        };
+                    }
+                    return Err(WorkspaceError::PathTaken { path: shown });
+                }
+                Some(what) => {
+                    // An empty directory is what an add killed before its first file leaves.
+                    let empty = std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
+                    self.teardown(path, &admins)?;
+                    if !(empty && admins.is_empty()) {
+                        repairs.push(format!("{what}: removed what an interrupted `git worktree add` left"));
+                    }
+                }
             }
-            return match on {
-                Some(b) if b == branch => Ok(()),
-                other => Err(WorkspaceError::WrongBranch {
-                    path: shown,
-                    expected: branch.to_string(),
-                    actual: other.unwrap_or_else(|| "a detached HEAD".into()),
-                }),
-            };
         }
-        if path.exists() {
-            let empty = std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
-            if !(adopt && empty) {
-                return Err(WorkspaceError::PathTaken { path: shown });
-            }
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
-        }
+        let started = since_now();
+        self.make_parents(path)?;
         let p = path.to_string_lossy();
-        if self.branch_tip(branch)?.is_some() {
-            if !adopt {
-                return Err(WorkspaceError::BranchTaken { branch: branch.to_string() });
+        {
+            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+            if self.branch_tip(branch)?.is_some() {
+                self.git_w_ok(&self.repo, &["worktree", "add", "-q", &p, branch])?;
+            } else {
+                self.git_w_ok(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base])?;
             }
-            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-            git_ok(&self.repo, &["worktree", "add", &p, branch], self.timeout)?;
-        } else {
-            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-            git_ok(&self.repo, &["worktree", "add", "-b", branch, &p, base], self.timeout)?;
         }
-        Ok(())
+        self.sync_added(path, branch, started)?;
+        Ok(repairs)
+    }
+
+    fn check(&self, path: &Path, branch: &str, commit: &str, finishing: bool) -> Result<Checked, WorkspaceError> {
+        let mut out = Checked::default();
+        let admins = leftover_admins(self.common()?, path);
+        let present = path.symlink_metadata().is_ok();
+        if finishing && !present && admins.is_empty() {
+            // Removed completely; only the record of it was lost. `remove` says AlreadyGone.
+            return Ok(out);
+        }
+        let short = &commit[..commit.len().min(12)];
+        if let Some(what) = self.diagnose(path, &admins) {
+            self.teardown(path, &admins)?;
+            let moved = self.ensure_branch(path, branch, commit)?;
+            out.repairs.extend(moved);
+            if finishing {
+                out.repairs.push(format!("{what}: finished its removal (branch {branch} keeps {short})"));
+                out.removed = true;
+            } else {
+                self.add_existing(path, branch)?;
+                out.repairs.push(format!("{what}: rebuilt it on {branch} from {short}"));
+            }
+            return Ok(out);
+        }
+        let admin = worktree_admin(path).ok_or_else(|| unrepairable(path, "no admin dir"))?;
+        // The branch must hold what the journal says was committed on it.
+        let tip = self.branch_tip(branch)?;
+        let sound = match &tip {
+            Some(t) => t == commit || self.is_ancestor(commit, t)?,
+            None => false,
+        };
+        if !sound {
+            let lost = match &tip {
+                Some(t) => self.is_ancestor(t, commit)?,
+                None => true,
+            };
+            if !lost {
+                let t = tip.unwrap_or_default();
+                return Err(unrepairable(path, &format!("branch {branch} is at {t}, which does not contain the journaled commit {commit}")));
+            }
+            self.teardown(path, &admins)?;
+            out.repairs.extend(self.ensure_branch(path, branch, commit)?);
+            if finishing {
+                out.repairs.push(format!("finished its removal (branch {branch} keeps {short})"));
+                out.removed = true;
+            } else {
+                self.add_existing(path, branch)?;
+                out.repairs.push(format!("rebuilt it on {branch} from {short}"));
+            }
+            return Ok(out);
+        }
+        let mut locks = lock_files(&admin);
+        let common = self.common()?;
+        let ref_lock = common.join(format!("refs/heads/{branch}.lock"));
+        if ref_lock.exists() {
+            locks.push(ref_lock);
+        }
+        for lock in locks {
+            if held_by_live_process(&lock) {
+                continue;
+            }
+            std::fs::remove_file(&lock).map_err(|e| unrepairable(path, &format!("removing {}: {e}", lock.display())))?;
+            if let Some(dir) = lock.parent() {
+                self.sync(dir)?;
+            }
+            out.repairs.push(format!("removed {}, a git lock no live process holds", lock.display()));
+        }
+        Ok(out)
     }
 
     fn has_identity(&self, wt: &Path) -> Result<bool, WorkspaceError> {
@@ -258,9 +409,22 @@ impl Workspace for GitWorkspace {
     }
 
     fn commit_all(&self, wt: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError> {
+        // Files written since git last wrote the index are the ones this commit can take in;
+        // with coarse file times, a second of slack costs a few extra fsyncs at most.
+        let admin = worktree_admin(wt);
+        let slack = Duration::from_secs(1);
+        let changed_since = admin
+            .as_ref()
+            .and_then(|a| std::fs::metadata(a.join("index")).and_then(|m| m.modified()).ok())
+            .map(|t| t - slack);
+        let started = since_now();
         // Two git processes per commit (add, commit); the commit id is read from the ref file.
         // Every process counts: this runs after each dev and fix phase of every issue.
-        git_ok(wt, &["add", "-A"], self.timeout)?;
+        let add: &[&str] = &["add", "-A"];
+        let out = self.git_w(wt, add)?;
+        if !out.success() {
+            return Err(git_error(add, &out));
+        }
         // Use the user's identity when git has one; otherwise commit as loop rather than fail.
         let has_identity = self.has_identity(wt)?;
         let mut cmd = Cmd::new("git")
@@ -271,6 +435,9 @@ impl Workspace for GitWorkspace {
             .env("LC_ALL", "C")
             .timeout(self.timeout)
             .not_cancellable();
+        if self.durable {
+            cmd = cmd.args(FSYNC_CONFIG);
+        }
         if !has_identity {
             cmd = cmd.args(["-c", "user.name=loop", "-c", "user.email=loop@localhost"]);
         }
@@ -286,16 +453,21 @@ impl Workspace for GitWorkspace {
             }
             return Err(WorkspaceError::Git { args: "commit".into(), detail: said.trim().to_string() });
         }
-        match worktree_tip(wt) {
-            Some(oid) => Ok(Some(oid)),
-            None => Ok(Some(git_ok(wt, &["rev-parse", "HEAD"], self.timeout)?)),
+        let oid = match worktree_tip(wt) {
+            Some(oid) => oid,
+            None => git_ok(wt, &["rev-parse", "HEAD"], self.timeout)?,
+        };
+        if self.durable {
+            self.sync_committed(wt, admin.as_deref(), changed_since, started)?;
         }
+        Ok(Some(oid))
     }
 
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError> {
         if !path.exists() {
             // Already gone (removed by hand): let git forget it, nothing else to protect.
-            let _ = git(&self.repo, &["worktree", "prune"], self.timeout);
+            let _ = self.git_w(&self.repo, &["worktree", "prune"]);
+            self.sync_removed(path)?;
             return Ok(Removal::AlreadyGone);
         }
         match worktree_head(path) {
@@ -310,20 +482,363 @@ impl Workspace for GitWorkspace {
         let p = path.to_string_lossy();
         let out = {
             let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-            git(&self.repo, &["worktree", "remove", &p], self.timeout)?
+            self.git_w(&self.repo, &["worktree", "remove", &p])?
         };
         if out.success() {
+            self.sync_removed(path)?;
             return Ok(Removal::Removed);
         }
         let err = out.stderr_text();
         if err.contains("modified or untracked files") {
             let status = git(path, &["status", "--porcelain", "--untracked-files=all"], self.timeout)?;
-            let n = status.stdout_text().lines().count().max(1);
+            let lines: Vec<String> = status.stdout_text().lines().map(str::to_string).collect();
+            // Only tracked files missing, nothing else changed: what a killed `git worktree
+            // remove` leaves. Every file is in the branch's commit, so forcing loses nothing.
+            if !lines.is_empty() && lines.iter().all(|l| l.starts_with(" D ")) {
+                {
+                    let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+                    self.git_w_ok(&self.repo, &["worktree", "remove", "--force", &p])?;
+                }
+                self.sync_removed(path)?;
+                return Ok(Removal::Finished(format!(
+                    "{} tracked file(s) already deleted by an interrupted removal: finished it",
+                    lines.len()
+                )));
+            }
+            let n = lines.len().max(1);
             return Ok(Removal::Kept(format!("{n} uncommitted change(s) in the worktree")));
         }
         let detail = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
         Err(WorkspaceError::Git { args: format!("worktree remove {p}"), detail })
     }
+}
+
+/// Durability and repair helpers; all of them act only on paths loop owns.
+impl GitWorkspace {
+    fn sync(&self, p: &Path) -> Result<(), WorkspaceError> {
+        if !self.durable {
+            return Ok(());
+        }
+        sync_path(p).map_err(|e| WorkspaceError::Sync { path: p.display().to_string(), detail: e.to_string() })
+    }
+
+    fn sync_tree(&self, dir: &Path, since: Option<SystemTime>) -> Result<(), WorkspaceError> {
+        if !self.durable {
+            return Ok(());
+        }
+        sync_tree(dir, since).map_err(|e| WorkspaceError::Sync { path: dir.display().to_string(), detail: e.to_string() })
+    }
+
+    fn make_parents(&self, path: &Path) -> Result<(), WorkspaceError> {
+        let Some(parent) = path.parent() else { return Ok(()) };
+        let created: Vec<PathBuf> =
+            parent.ancestors().take_while(|d| d.symlink_metadata().is_err()).map(Path::to_path_buf).collect();
+        std::fs::create_dir_all(parent).map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
+        // Each directory made here is a new entry in its parent (on the first issue: the
+        // milestone and worktrees dirs); the worktree's own entry is synced after the add.
+        for dir in created.iter().rev() {
+            if let Some(up) = dir.parent() {
+                self.sync(up)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs a directory only when it changed since `since`: every fsync costs a few ms on
+    /// real disks, even of a clean directory.
+    fn sync_fresh(&self, dir: &Path, since: SystemTime) -> Result<(), WorkspaceError> {
+        let fresh = dir.metadata().and_then(|m| m.modified()).is_ok_and(|t| t >= since);
+        if fresh {
+            self.sync(dir)?;
+        }
+        Ok(())
+    }
+
+    /// After `git worktree add`: git fsyncs neither the gitfile, the admin dir, the checkout
+    /// nor any directory, so loop does.
+    fn sync_added(&self, path: &Path, branch: &str, started: SystemTime) -> Result<(), WorkspaceError> {
+        if !self.durable {
+            return Ok(());
+        }
+        let admin = worktree_admin(path).ok_or_else(|| unrepairable(path, "no .git file after `git worktree add`"))?;
+        // HEAD, commondir and gitdir make the worktree; git fsyncs the index itself
+        // (core.fsync=index), and the reflog and ORIG_HEAD are not needed to use it.
+        for file in ["HEAD", "commondir", "gitdir"] {
+            self.sync(&admin.join(file))?;
+        }
+        self.sync(&admin)?;
+        if let Some(worktrees) = admin.parent() {
+            self.sync(worktrees)?;
+            if let Some(common) = worktrees.parent() {
+                self.sync_fresh(common, started)?;
+            }
+        }
+        self.sync_tree(path, None)?;
+        if let Some(parent) = path.parent() {
+            self.sync(parent)?;
+        }
+        self.sync_ref_dirs(branch, started)
+    }
+
+    /// The directories holding the branch's ref: git fsyncs the ref file, not its entry. The
+    /// ref's own dir always changed; the ones above only when a dir was made for it.
+    fn sync_ref_dirs(&self, branch: &str, since: SystemTime) -> Result<(), WorkspaceError> {
+        let heads = self.common()?.join("refs/heads");
+        let mut dir = heads.join(branch);
+        let mut first = true;
+        while let Some(parent) = dir.parent() {
+            if first {
+                self.sync(parent)?;
+                first = false;
+            } else {
+                self.sync_fresh(parent, since)?;
+            }
+            if parent == heads {
+                break;
+            }
+            dir = parent.to_path_buf();
+        }
+        Ok(())
+    }
+
+    /// After a commit: the object dirs that gained loose objects, the admin dir (index
+    /// renamed), the ref's dirs, and the worktree files the commit took in.
+    fn sync_committed(
+        &self,
+        wt: &Path,
+        admin: Option<&Path>,
+        changed_since: Option<SystemTime>,
+        started: SystemTime,
+    ) -> Result<(), WorkspaceError> {
+        let common = self.common()?.to_path_buf();
+        let objects = common.join("objects");
+        if let Ok(entries) = std::fs::read_dir(&objects) {
+            for e in entries.flatten() {
+                let fresh = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t >= started);
+                if fresh && e.file_type().is_ok_and(|t| t.is_dir()) {
+                    self.sync(&e.path())?;
+                }
+            }
+        }
+        self.sync_fresh(&objects, started)?;
+        if let Some(a) = admin {
+            // git fsynced the new index; its rename into place is an entry of the admin dir.
+            self.sync(a)?;
+            if let Some(head) = std::fs::read_to_string(a.join("HEAD")).ok().and_then(|h| h.trim().strip_prefix("ref: refs/heads/").map(str::to_string)) {
+                self.sync_ref_dirs(&head, started)?;
+            }
+        }
+        self.sync_tree(wt, changed_since)
+    }
+
+    /// After a worktree left: the directories that lost its entries.
+    fn sync_removed(&self, path: &Path) -> Result<(), WorkspaceError> {
+        if let Some(parent) = path.parent() {
+            self.sync(parent)?;
+        }
+        let worktrees = self.common()?.join("worktrees");
+        if worktrees.is_dir() {
+            self.sync(&worktrees)?;
+        }
+        Ok(())
+    }
+
+    /// Why the worktree at `path` cannot be used as it is, if it cannot.
+    fn diagnose(&self, path: &Path, admins: &[PathBuf]) -> Option<String> {
+        if path.symlink_metadata().is_err() {
+            return Some("the worktree directory is missing".into());
+        }
+        let dotgit = match std::fs::read_to_string(path.join(".git")) {
+            Ok(t) => t,
+            Err(_) => return Some("its .git file is missing".into()),
+        };
+        let Some(admin) = dotgit.trim().strip_prefix("gitdir:").map(|a| PathBuf::from(a.trim())) else {
+            return Some("its .git file is empty or invalid".into());
+        };
+        let admin = if admin.is_absolute() { admin } else { path.join(admin) };
+        if !admin.is_dir() {
+            return Some(format!("its admin dir {} is missing", admin.display()));
+        }
+        if !admins.iter().any(|a| same_path(a, &admin)) {
+            return Some(format!("its admin dir {} does not point back at it", admin.display()));
+        }
+        let locked = std::fs::read_to_string(admin.join("locked")).unwrap_or_default();
+        if locked.trim() == "initializing" {
+            return Some("half-added (still locked \"initializing\" by a `git worktree add` that is gone)".into());
+        }
+        for file in ["HEAD", "commondir"] {
+            if std::fs::read_to_string(admin.join(file)).map(|t| t.trim().is_empty()).unwrap_or(true) {
+                return Some(format!("its {file} is missing or empty"));
+            }
+        }
+        // HEAD resolves and the index reads: the cheapest git command that needs both.
+        match git(path, &["diff-index", "--cached", "--quiet", "HEAD", "--"], self.timeout) {
+            Ok(out) if out.code == Some(0) || out.code == Some(1) => None,
+            Ok(out) => {
+                let err = out.stderr_text();
+                let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+                Some(format!("git cannot read it ({first})"))
+            }
+            Err(e) => Some(format!("git cannot read it ({e})")),
+        }
+    }
+
+    /// Removes a broken loop-owned worktree and its admin dirs, and has git forget it.
+    fn teardown(&self, path: &Path, admins: &[PathBuf]) -> Result<(), WorkspaceError> {
+        let fail = |what: &Path, e: std::io::Error| unrepairable(path, &format!("removing {}: {e}", what.display()));
+        match path.symlink_metadata() {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(|e| fail(path, e))?,
+            Ok(_) => std::fs::remove_file(path).map_err(|e| fail(path, e))?,
+            Err(_) => {}
+        }
+        for a in admins {
+            std::fs::remove_dir_all(a).map_err(|e| fail(a, e))?;
+        }
+        {
+            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+            self.git_w_ok(&self.repo, &["worktree", "prune"])?;
+        }
+        self.sync_removed(path)
+    }
+
+    /// Makes `branch` hold `commit`: kept when it already contains it, moved forward when its
+    /// update was lost, created when it is missing. Returns the repair made, if any.
+    fn ensure_branch(&self, path: &Path, branch: &str, commit: &str) -> Result<Option<String>, WorkspaceError> {
+        let started = since_now();
+        let spec = format!("{commit}^{{commit}}");
+        if !git(&self.repo, &["cat-file", "-e", &spec], self.timeout)?.success() {
+            return Err(unrepairable(path, &format!("the journaled commit {commit} is not in the repository")));
+        }
+        let refname = format!("refs/heads/{branch}");
+        let repair = match self.branch_tip(branch)? {
+            Some(t) if t == commit || self.is_ancestor(commit, &t)? => return Ok(None),
+            Some(t) if self.is_ancestor(&t, commit)? => {
+                self.git_w_ok(&self.repo, &["update-ref", &refname, commit, &t])?;
+                format!("moved branch {branch} from {t} to the journaled {commit} (its update was lost)")
+            }
+            Some(t) => {
+                return Err(unrepairable(
+                    path,
+                    &format!("branch {branch} is at {t}, which does not contain the journaled commit {commit}"),
+                ))
+            }
+            None => {
+                self.git_w_ok(&self.repo, &["update-ref", &refname, commit, ""])?;
+                format!("branch {branch} was missing: recreated it at the journaled {commit}")
+            }
+        };
+        self.sync_ref_dirs(branch, started)?;
+        Ok(Some(repair))
+    }
+
+    fn add_existing(&self, path: &Path, branch: &str) -> Result<(), WorkspaceError> {
+        let started = since_now();
+        self.make_parents(path)?;
+        let p = path.to_string_lossy();
+        {
+            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+            self.git_w_ok(&self.repo, &["worktree", "add", "-q", &p, branch])?;
+        }
+        self.sync_added(path, branch, started)
+    }
+
+    fn is_ancestor(&self, a: &str, b: &str) -> Result<bool, WorkspaceError> {
+        let out = git(&self.repo, &["merge-base", "--is-ancestor", a, b], self.timeout)?;
+        match out.code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(git_error(&["merge-base", "--is-ancestor", a, b], &out)),
+        }
+    }
+}
+
+/// A moment just before now, as file times will show it: the kernel stamps files from a coarse
+/// clock that can lag this one, so a second of slack keeps a fresh file from looking old.
+fn since_now() -> SystemTime {
+    SystemTime::now() - Duration::from_secs(1)
+}
+
+fn unrepairable(path: &Path, detail: &str) -> WorkspaceError {
+    WorkspaceError::Unrepairable { path: path.display().to_string(), detail: detail.to_string() }
+}
+
+/// fsync of one file or directory (a directory's fsync makes its entries durable).
+fn sync_path(p: &Path) -> std::io::Result<()> {
+    std::fs::File::open(p)?.sync_all()
+}
+
+/// fsyncs every regular file and directory under `dir` changed at or after `since` (all when
+/// None), each directory after its entries. Symlinks are not followed: their entry is the
+/// directory's.
+fn sync_tree(dir: &Path, since: Option<SystemTime>) -> std::io::Result<()> {
+    let fresh = |m: &std::fs::Metadata| since.is_none_or(|s| m.modified().is_ok_and(|t| t >= s));
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.path().symlink_metadata()?;
+        if m.is_dir() {
+            sync_tree(&e.path(), since)?;
+        } else if m.is_file() && fresh(&m) {
+            sync_path(&e.path())?;
+        }
+    }
+    match dir.symlink_metadata() {
+        Ok(m) if fresh(&m) => sync_path(dir),
+        _ => Ok(()),
+    }
+}
+
+/// The admin dirs under `<common>/worktrees/` that belong to the worktree at `path`: those whose
+/// `gitdir` names it, and those a `git worktree add` killed before it wrote `gitdir` left
+/// (named after the worktree, locked "initializing").
+fn leftover_admins(common: &Path, path: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(common.join("worktrees")) else { return Vec::new() };
+    let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dotgit = path.join(".git");
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let dir = e.path();
+        match std::fs::read_to_string(dir.join("gitdir")) {
+            Ok(g) => {
+                let g = g.trim();
+                if !g.is_empty() && (Path::new(g) == dotgit || same_path(Path::new(g), &dotgit)) {
+                    out.push(dir);
+                }
+            }
+            Err(_) => {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let suffix = name.strip_prefix(base.as_str());
+                let ours = suffix.is_some_and(|s| s.chars().all(|c| c.is_ascii_digit()));
+                let locked = std::fs::read_to_string(dir.join("locked")).unwrap_or_default();
+                if ours && locked.trim() == "initializing" {
+                    out.push(dir);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// git's lock files at the top of a worktree's admin dir (`index.lock`, `HEAD.lock`, …).
+fn lock_files(admin: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(admin) else { return Vec::new() };
+    entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "lock") && p.is_file()).collect()
+}
+
+/// Whether a live process has `file` open. git holds its lock files open until it renames or
+/// deletes them, so a lock nobody has open is one a killed git left.
+fn held_by_live_process(file: &Path) -> bool {
+    let Ok(target) = std::fs::canonicalize(file) else { return false };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return true };
+    for p in procs.flatten() {
+        if !p.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == target)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The commit a linked worktree's branch points at, read from the loose ref (no git process);

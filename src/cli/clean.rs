@@ -115,7 +115,7 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
                 continue;
             }
             match ws.remove(path, &wt.branch)? {
-                Removal::Removed | Removal::AlreadyGone => {
+                Removal::Removed | Removal::AlreadyGone | Removal::Finished(_) => {
                     removed += 1;
                     println!("run {id} {}: removed {} (branch {} stays)", issue.id, wt.path, wt.branch);
                     to_journal.push((issue.id.clone(), Event::WorktreeRemoved { path: wt.path.clone() }));

@@ -106,6 +106,9 @@ pub enum Body {
     RunInterrupted { reason: String },
     /// Every issue reached a terminal state.
     RunFinished,
+    /// Audit, no machine event: before acting again in an issue's worktree, loop found what its
+    /// own interrupted git left there (a power cut, a killed process tree) and repaired it.
+    WorktreeRepaired { issue: String, path: String, repairs: Vec<String> },
 }
 
 /// The run's fixed inputs, recorded once.

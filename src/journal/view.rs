@@ -23,6 +23,9 @@ pub struct WorktreeView {
     pub created: bool,
     pub removed: bool,
     pub kept: Option<String>,
+    /// The last commit journaled for this issue (evidence of a phase): what its branch must hold.
+    #[serde(skip)]
+    pub commit: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -178,6 +181,12 @@ impl RunView {
                 self.finished = true;
                 Ok(none)
             }
+            Body::WorktreeRepaired { issue, .. } => {
+                if !self.index.contains_key(issue) {
+                    return Err(Divergence::UnknownIssue { seq, issue: issue.clone() });
+                }
+                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
+            }
             Body::Issue { issue, event, to, evidence } => {
                 let idx = *self
                     .index
@@ -240,6 +249,9 @@ impl RunView {
                         }
                     }
                     _ => {}
+                }
+                if let (Some(c), Some(wt)) = (evidence.as_ref().and_then(|e| e.commit.as_ref()), view.worktree.as_mut()) {
+                    wt.commit = Some(c.clone());
                 }
                 if let Some(t) = evidence.as_ref().and_then(|e| e.tokens) {
                     view.tokens += t.total();
