@@ -52,8 +52,9 @@ pub enum CutMode {
     Drop,
     /// Each 512-byte sector of each pending write reaches the disk or not, by this seed.
     Torn(u64),
-    /// Each pending write lands as its first and last thirds with its middle never written: the
-    /// tear that was seen on a journal append.
+    /// The write in flight lands as its first and last thirds with its middle never written (the
+    /// tear that was seen on a journal append): with a held fsync, only that file's pending writes
+    /// tear and every other file's are dropped; without one, all of them tear so.
     Thirds,
 }
 
@@ -84,6 +85,7 @@ impl Pending {
 struct Trap {
     countdown: Option<u64>,
     hit: Option<String>,
+    held: Option<Key>,
     released: bool,
     fsyncs: u64,
 }
@@ -153,7 +155,8 @@ impl CutFs {
         &self.mountpoint
     }
 
-    /// Holds the `n`th fsync from now (1 = the next) unanswered until [`CutFs::release_trap`].
+    /// Holds the `n`th fsync from now (1 = the next) of a file with unsynced writes unanswered
+    /// until [`CutFs::release_trap`].
     pub fn arm_fsync_trap(&self, n: u64) {
         let mut t = lock(&self.shared.trap);
         *t = Trap { countdown: Some(n.max(1)), fsyncs: t.fsyncs, ..Trap::default() };
@@ -174,7 +177,7 @@ impl CutFs {
         self.shared.trap_cv.notify_all();
     }
 
-    /// fsync calls seen since the mount was made.
+    /// fsync calls with something to make durable since the mount was made.
     pub fn fsyncs(&self) -> u64 {
         lock(&self.shared.trap).fsyncs
     }
@@ -193,6 +196,7 @@ impl CutFs {
                 }
             }
         }
+        let held = lock(&self.shared.trap).held;
         let pending = std::mem::take(&mut *lock(&self.shared.pending));
         let mut report = CutReport::default();
         let mut rng = match mode {
@@ -201,13 +205,17 @@ impl CutFs {
         };
         let mut entries: Vec<_> = pending.into_iter().collect();
         entries.sort_by(|a, b| a.1.path.cmp(&b.1.path).then(a.0.cmp(&b.0)));
-        for (_, p) in entries {
+        for (k, p) in entries {
+            let tear_thirds = matches!(mode, CutMode::Thirds) && held.is_none_or(|h| h == k);
             report.files += 1;
             report.paths.push(p.path.clone());
             for (off, data) in &p.writes {
                 report.writes += 1;
                 report.bytes += data.len() as u64;
-                if let CutMode::Thirds = mode {
+                if matches!(mode, CutMode::Thirds) && !tear_thirds {
+                    continue;
+                }
+                if tear_thirds {
                     let third = data.len() / 3;
                     let tail = data.len() - third;
                     p.file.write_all_at(&data[..third], *off)?;
@@ -807,15 +815,17 @@ impl Filesystem for Fs {
             Ok((_, k)) => k,
             Err(e) => return reply.error(e),
         };
-        {
+        let pending_path = lock(&self.shared.pending).get(&k).map(|p| p.path.clone());
+        // Only an fsync with something to make durable counts towards the trap.
+        if let Some(path) = pending_path {
             let mut t = lock(&self.shared.trap);
             t.fsyncs += 1;
             let countdown = t.countdown;
             match countdown {
                 Some(1) => {
                     t.countdown = None;
-                    let path = lock(&self.shared.pending).get(&k).map(|p| p.path.clone()).unwrap_or_else(|| "(nothing pending)".into());
                     t.hit = Some(path);
+                    t.held = Some(k);
                     self.shared.trap_cv.notify_all();
                     // Frozen: the power goes while this fsync is in flight.
                     let t = self.shared.trap_cv.wait_while(t, |t| !t.released).unwrap_or_else(|p| p.into_inner());
