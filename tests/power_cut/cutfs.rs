@@ -779,11 +779,14 @@ impl Filesystem for Fs {
         let run = || -> io::Result<()> {
             let (fd, k) = self.fd(ino).map_err(|_| io::Error::from_raw_os_error(libc::ESTALE))?;
             let mut pending = lock(&self.shared.pending);
-            if !pending.contains_key(&k) {
-                let path = std::fs::read_link(proc_path(fd)).map(|p| p.display().to_string()).unwrap_or_default();
-                pending.insert(k, Pending { file: self.open_file(fd)?, writes: Vec::new(), path });
-            }
-            pending.get_mut(&k).expect("pending").writes.push((offset, data.to_vec()));
+            let p = match pending.entry(k) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let path = std::fs::read_link(proc_path(fd)).map(|p| p.display().to_string()).unwrap_or_default();
+                    e.insert(Pending { file: self.open_file(fd)?, writes: Vec::new(), path })
+                }
+            };
+            p.writes.push((offset, data.to_vec()));
             Ok(())
         };
         match run() {
