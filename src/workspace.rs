@@ -6,16 +6,22 @@
 //! - Removal never forces: a worktree with uncommitted changes, or whose HEAD left its branch, is
 //!   kept and the reason reported. Branches are never deleted.
 //! - Issue ids pass through [`sanitize`] before they become a branch or a path.
+//! - Every error knows its [`Blame`], decided where it is made (git's whole stderr, the OS error
+//!   code): a full disk or an I/O error under git is loop's environment, never the issue's failure.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::blame::Blame;
 use crate::proc::{self, Cmd, Output};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
     #[error("git {args}: {detail}")]
-    Git { args: String, detail: String },
+    Git { args: String, detail: String, blame: Blame },
+    /// A file operation of loop's own around git (mkdir, info/exclude).
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
     #[error(transparent)]
     Proc(#[from] proc::ProcError),
     #[error("{path} already exists and was not created by loop; move it away or use another --state-dir")]
@@ -26,6 +32,28 @@ pub enum WorkspaceError {
     WrongBranch { path: String, expected: String, actual: String },
     #[error("{0} is not inside a git repository")]
     NotARepo(String),
+}
+
+impl WorkspaceError {
+    /// A failed git (or gt) command: `detail` is what the message shows, `said` all it printed,
+    /// which decides the blame.
+    pub fn git(args: impl Into<String>, detail: impl Into<String>, said: &str) -> WorkspaceError {
+        WorkspaceError::Git { args: args.into(), detail: detail.into(), blame: Blame::of_git_stderr(said) }
+    }
+
+    /// Whether resuming after the environment recovers would cure this.
+    pub fn blame(&self) -> Blame {
+        match self {
+            WorkspaceError::Git { blame, .. } => *blame,
+            WorkspaceError::Io { source, .. } => Blame::of_io(source),
+            // loop could not run its own git: nothing about the issue.
+            WorkspaceError::Proc(_) => Blame::Environment,
+            WorkspaceError::PathTaken { .. }
+            | WorkspaceError::BranchTaken { .. }
+            | WorkspaceError::WrongBranch { .. }
+            | WorkspaceError::NotARepo(_) => Blame::Issue,
+        }
+    }
 }
 
 /// What happened when loop tried to remove a worktree.
@@ -88,10 +116,8 @@ pub fn git_ok(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, Wo
     if !out.success() {
         let msg = out.stderr_text();
         let detail = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        return Err(WorkspaceError::Git {
-            args: args.join(" "),
-            detail: if detail.is_empty() { out.describe() } else { detail },
-        });
+        let detail = if detail.is_empty() { out.describe() } else { detail };
+        return Err(WorkspaceError::git(args.join(" "), detail, &msg));
     }
     Ok(out.stdout_text().trim_end().to_string())
 }
@@ -123,7 +149,7 @@ impl GitWorkspace {
         if existing.lines().any(|l| l.trim() == pattern) {
             return Ok(());
         }
-        let io = |e: std::io::Error| WorkspaceError::Git { args: "info/exclude".into(), detail: e.to_string() };
+        let io = |source| WorkspaceError::Io { what: file.display().to_string(), source };
         std::fs::create_dir_all(&info).map_err(io)?;
         let mut text = existing;
         if !text.is_empty() && !text.ends_with('\n') {
@@ -193,7 +219,7 @@ impl Workspace for GitWorkspace {
             }
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
-                    .map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
+                    .map_err(|source| WorkspaceError::Io { what: format!("mkdir {}", parent.display()), source })?;
             }
             let p = path.to_string_lossy();
             let out = {
@@ -208,7 +234,7 @@ impl Workspace for GitWorkspace {
                 return Err(WorkspaceError::BranchTaken { branch: branch.to_string() });
             }
             let detail = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-            return Err(WorkspaceError::Git { args: format!("worktree add -b {branch} {p} {base}"), detail });
+            return Err(WorkspaceError::git(format!("worktree add -b {branch} {p} {base}"), detail, &err));
         }
         if let Some((_, on)) = self.worktrees()?.into_iter().find(|(p, _)| same_path(p, path)) {
             if !adopt {
@@ -231,7 +257,7 @@ impl Workspace for GitWorkspace {
         }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
+                .map_err(|source| WorkspaceError::Io { what: format!("mkdir {}", parent.display()), source })?;
         }
         let p = path.to_string_lossy();
         if self.branch_tip(branch)?.is_some() {
@@ -284,7 +310,7 @@ impl Workspace for GitWorkspace {
             if out.code == Some(1) && (said.contains("nothing to commit") || said.contains("nothing added to commit")) {
                 return Ok(None);
             }
-            return Err(WorkspaceError::Git { args: "commit".into(), detail: said.trim().to_string() });
+            return Err(WorkspaceError::git("commit", said.trim(), &said));
         }
         match worktree_tip(wt) {
             Some(oid) => Ok(Some(oid)),
@@ -322,7 +348,7 @@ impl Workspace for GitWorkspace {
             return Ok(Removal::Kept(format!("{n} uncommitted change(s) in the worktree")));
         }
         let detail = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        Err(WorkspaceError::Git { args: format!("worktree remove {p}"), detail })
+        Err(WorkspaceError::git(format!("worktree remove {p}"), detail, &err))
     }
 }
 
