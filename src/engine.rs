@@ -803,3 +803,85 @@ pub fn bench_group_commit(
     })?;
     Ok(start.elapsed())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{AgentSpec, RunStart, StoreError};
+    use crate::machine::Rules;
+
+    /// Takes the first `ok` appends, then fails every one with ENOSPC, counting the attempts.
+    struct FullDisk {
+        ok: usize,
+        attempts: Arc<Mutex<usize>>,
+    }
+
+    impl crate::journal::Store for FullDisk {
+        fn append(&mut self, _: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+            let mut n = lock(&self.attempts);
+            *n += 1;
+            if *n <= self.ok {
+                return Ok(());
+            }
+            Err(StoreError::Io { path: "journal".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) })
+        }
+        fn scan(&self, _: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn issue_req(id: &str) -> (WriteReq, mpsc::Receiver<Result<State, EngineError>>) {
+        let (reply, rx) = mpsc::channel();
+        (WriteReq::Issue { issue: id.into(), event: Event::Interrupted, evidence: None, reply }, rx)
+    }
+
+    #[test]
+    fn a_failed_group_append_is_an_io_error_for_every_member_and_nothing_is_appended_after() {
+        let attempts = Arc::new(Mutex::new(0));
+        let store = FullDisk { ok: 1, attempts: attempts.clone() };
+        let mut journal = Journal::create(Box::new(store), "r", crate::clock::Clock::from_env());
+        let issues = ["A", "B"].map(|id| PlannedIssue {
+            id: id.into(),
+            title: id.into(),
+            doc: format!("docs/projects/p/issues/{id}.md"),
+            blocked_by: vec![],
+            branch: format!("loop/M/{id}"),
+            worktree: format!("/w/{id}"),
+        });
+        let first = journal
+            .append(Body::RunStarted(RunStart {
+                tool_version: "t".into(),
+                milestone: "M".into(),
+                repo: "/repo".into(),
+                base_commit: "0".repeat(40),
+                rules: Rules::default(),
+                agent: AgentSpec { kind: "sim".into(), scenario: None, settings: None },
+                phase_timeout_secs: 60,
+                max_tokens_per_issue: None,
+                review_doc: false,
+                issues: issues.to_vec(),
+                guard: None,
+            }))
+            .unwrap();
+        let view = Arc::new(Mutex::new(RunView::new(&first).unwrap()));
+        let mut silent = Silent;
+        let observer: Arc<Mutex<&mut dyn Observer>> = Arc::new(Mutex::new(&mut silent));
+        let mut writer = Writer { journal, view: view.clone(), observer, failed: None };
+
+        let (a, a_rx) = issue_req("A");
+        let (b, b_rx) = issue_req("B");
+        writer.commit(vec![a, b]);
+        for rx in [a_rx, b_rx] {
+            match rx.recv().unwrap() {
+                Err(EngineError::Append(msg)) => assert!(msg.contains("No space left on device"), "{msg}"),
+                other => panic!("a failed append must be an I/O error for every member, got {other:?}"),
+            }
+        }
+        // The store's tail is unknown after a failed write: nothing more goes to it.
+        let (c, c_rx) = issue_req("A");
+        writer.commit(vec![c]);
+        assert!(matches!(c_rx.recv().unwrap(), Err(EngineError::Append(_))));
+        assert_eq!(*lock(&attempts), 2, "one successful append, one failed, none after");
+        assert_eq!(lock(&view).records, 1, "nothing was applied");
+    }
+}

@@ -62,8 +62,12 @@ fn setup(repo: &Path, scenario_dir: &Path, fill: &str) -> PathBuf {
 }
 
 fn run(repo: &Path, state: &Path, scenario: &Path) -> Output {
+    run_jobs(repo, state, scenario, "1")
+}
+
+fn run_jobs(repo: &Path, state: &Path, scenario: &Path, jobs: &str) -> Output {
     loop_cmd(repo)
-        .args(["run", "--milestone", "M1-core", "--agent", "sim", "-q", "--json", "--sim-scenario"])
+        .args(["run", "--milestone", "M1-core", "--agent", "sim", "-q", "--json", "--jobs", jobs, "--sim-scenario"])
         .arg(scenario)
         .arg("--state-dir")
         .arg(state)
@@ -189,5 +193,34 @@ fn a_full_disk_under_the_review_doc_stops_the_run_and_resume_ends_as_undisturbed
     assert_eq!(resumed.status.code(), Some(3), "{:?}", text(&resumed));
     assert_eq!(states(&json(&resumed)), ref_states);
     assert_eq!(transitions(&repo, &state), ref_transitions, "the same transitions as the undisturbed run");
+    drop(disk);
+}
+
+#[test]
+fn a_full_disk_under_the_journal_is_an_io_error_and_resume_ends_as_undisturbed() {
+    let tmp = tempfile::Builder::new().prefix("loop-envfault-").tempdir().unwrap();
+    let base = std::fs::canonicalize(tmp.path()).unwrap();
+    let (ref_states, _, _) = undisturbed(&base);
+
+    // The journals on a small disk, filled while three issues run: the next append (alone or in
+    // a group) cannot be written.
+    let repo = base.join("repo");
+    let state = base.join("state");
+    let disk = Tmpfs::mount(&state.join("runs"), "1m");
+    let fill = disk.dir.join("fill");
+    let scenario = setup(&repo, &base, &format!("head -c 4M /dev/zero > '{}'", fill.display()));
+
+    let out = run_jobs(&repo, &state, &scenario, "3");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "an append that fails is an I/O error: {stdout}\n{stderr}");
+    assert!(stderr.contains("appending to the journal failed") && stderr.contains("No space left on device"), "{stderr}");
+    assert!(!stderr.contains("corrupt"), "a failed append is never reported as corruption: {stderr}");
+
+    std::fs::remove_file(&fill).unwrap();
+    let resumed = loop_cmd(&repo).args(["resume", "r", "-q", "--json", "--jobs", "3", "--state-dir"]).arg(&state).output().unwrap();
+    assert_eq!(resumed.status.code(), Some(3), "{:?}", text(&resumed));
+    assert_eq!(states(&json(&resumed)), ref_states);
+    let replay = loop_cmd(&repo).args(["replay", "r", "-q", "--state-dir"]).arg(&state).output().unwrap();
+    assert_eq!(replay.status.code(), Some(0), "{:?}", text(&replay));
     drop(disk);
 }
