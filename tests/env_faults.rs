@@ -106,15 +106,22 @@ fn transitions(repo: &Path, state: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// How a run ended: states, state-changing transitions, branch trees.
+struct End {
+    states: Vec<(String, String, u64)>,
+    transitions: Vec<(String, String, String)>,
+    trees: Vec<String>,
+}
+
 /// The same scenario with nothing disturbed (the marker exists, so nothing fills any disk).
-fn undisturbed(base: &Path) -> (Vec<(String, String, u64)>, Vec<(String, String, String)>, Vec<String>) {
+fn undisturbed(base: &Path) -> End {
     let (repo, state, sdir) = (base.join("ref-repo"), base.join("ref-state"), base.join("ref-scenario"));
     std::fs::create_dir_all(&sdir).unwrap();
     let scenario = setup(&repo, &sdir, "true");
     std::fs::write(sdir.join("filled-once"), "").unwrap();
     let out = run(&repo, &state, &scenario);
     assert_eq!(out.status.code(), Some(3), "the reference run ends with ORB-4 Capped: {:?}", text(&out));
-    (states(&json(&out)), transitions(&repo, &state), trees(&repo))
+    End { states: states(&json(&out)), transitions: transitions(&repo, &state), trees: trees(&repo) }
 }
 
 /// Each issue branch's tree: what the run left in git.
@@ -145,7 +152,7 @@ fn assert_stopped_not_failed(out: &Output, repo: &Path, state: &Path, cause: &[&
 fn a_full_disk_under_git_add_stops_the_run_and_resume_ends_as_undisturbed() {
     let tmp = tempfile::Builder::new().prefix("loop-envfault-").tempdir().unwrap();
     let base = std::fs::canonicalize(tmp.path()).unwrap();
-    let (ref_states, ref_transitions, ref_trees) = undisturbed(&base);
+    let End { states: ref_states, transitions: ref_transitions, trees: ref_trees } = undisturbed(&base);
 
     // The repository (and so git's object store) on a small disk; loop's state elsewhere.
     let disk = Tmpfs::mount(&base.join("disk"), "4m");
@@ -170,7 +177,7 @@ fn a_full_disk_under_git_add_stops_the_run_and_resume_ends_as_undisturbed() {
 fn a_full_disk_under_the_review_doc_stops_the_run_and_resume_ends_as_undisturbed() {
     let tmp = tempfile::Builder::new().prefix("loop-envfault-").tempdir().unwrap();
     let base = std::fs::canonicalize(tmp.path()).unwrap();
-    let (ref_states, ref_transitions, _) = undisturbed(&base);
+    let End { states: ref_states, transitions: ref_transitions, .. } = undisturbed(&base);
 
     // The worktrees on a small disk; the repository and the journal elsewhere. ORB-1's dev
     // shell writes its work file first, then fills the disk: the simulated agent rewrites that
@@ -200,7 +207,7 @@ fn a_full_disk_under_the_review_doc_stops_the_run_and_resume_ends_as_undisturbed
 fn a_full_disk_under_the_journal_is_an_io_error_and_resume_ends_as_undisturbed() {
     let tmp = tempfile::Builder::new().prefix("loop-envfault-").tempdir().unwrap();
     let base = std::fs::canonicalize(tmp.path()).unwrap();
-    let (ref_states, _, _) = undisturbed(&base);
+    let ref_states = undisturbed(&base).states;
 
     // The journals on a small disk, filled while three issues run: the next append (alone or in
     // a group) cannot be written.
