@@ -381,13 +381,17 @@ impl IssueDriver<'_> {
     /// unfinished, so resume retries it. A terminal issue (its worktree's removal failed) takes
     /// no event; the run's `run_interrupted` carries the cause.
     fn stop_for_environment(&self, id: &str, cause: String, evidence: Option<Evidence>) -> Result<Step, EngineError> {
+        let mut cause = cause;
         if !self.state(id).is_terminal() {
             let mut evidence = evidence.unwrap_or_default();
             evidence.note = Some(match evidence.note.take() {
                 Some(n) => format!("{cause}; {n}"),
                 None => cause.clone(),
             });
-            self.event(id, Event::Interrupted, Some(evidence))?;
+            // The same full disk often holds the journal: the first cause is the one to report.
+            if let Err(e) = self.event(id, Event::Interrupted, Some(evidence)) {
+                cause = format!("{cause}; the journal could not record it either: {e}");
+            }
         }
         let run_id = self.handle.view().run_id.clone();
         Err(EngineError::Environment { run_id, issue: id.to_string(), cause })

@@ -231,3 +231,41 @@ fn a_full_disk_under_the_journal_is_an_io_error_and_resume_ends_as_undisturbed()
     assert_eq!(replay.status.code(), Some(0), "{:?}", text(&replay));
     drop(disk);
 }
+
+#[test]
+fn everything_on_one_full_disk_reports_the_first_cause_and_resume_ends_as_undisturbed() {
+    let tmp = tempfile::Builder::new().prefix("loop-envfault-").tempdir().unwrap();
+    let base = std::fs::canonicalize(tmp.path()).unwrap();
+    let End { states: ref_states, trees: ref_trees, .. } = undisturbed(&base);
+
+    // The usual layout: repository, worktrees and journal (<repo>/.loop) on one disk. ORB-1's
+    // work file is written before the disk fills (as in the review-doc test), so git's object
+    // store is the first to fail; the journal may or may not still take the interruption.
+    let disk = Tmpfs::mount(&base.join("disk"), "4m");
+    let repo = disk.dir.join("repo");
+    let state = repo.join(".loop");
+    let fill = disk.dir.join("fill");
+    let fill_cmd = format!(
+        "mkdir -p loop-sim && head -c 512 /dev/zero > loop-sim/ORB-1.md && head -c 16M /dev/zero > '{}'",
+        fill.display()
+    );
+    let scenario = setup(&repo, &base, &fill_cmd);
+
+    let out = run(&repo, &state, &scenario);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("ORB-1") && stderr.contains("git add -A") && stderr.contains("No space left on device"),
+        "the first cause is reported, whether or not the journal could record it: {stderr}"
+    );
+    assert!(!stderr.contains("corrupt"), "{stderr}");
+
+    std::fs::remove_file(&fill).unwrap();
+    let resumed = resume(&repo, &state);
+    assert_eq!(resumed.status.code(), Some(3), "{:?}", text(&resumed));
+    assert_eq!(states(&json(&resumed)), ref_states);
+    assert_eq!(trees(&repo), ref_trees, "the same branch contents as the undisturbed run");
+    let replay = loop_cmd(&repo).args(["replay", "r", "-q", "--state-dir"]).arg(&state).output().unwrap();
+    assert_eq!(replay.status.code(), Some(0), "{:?}", text(&replay));
+    drop(disk);
+}
