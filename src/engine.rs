@@ -13,13 +13,20 @@
 //!   `worktree_repaired` and never ends the issue.
 //! - Cancellation (Ctrl-C) is journaled as `interrupted` for the issue in flight and
 //!   `run_interrupted` for the run.
+//! - loop's own troubles are not the issue's failure: an error whose [`Blame`] is the
+//!   environment (full disk, I/O error…) is journaled the same way, with the cause as evidence,
+//!   and stops the run ([`EngineError::Environment`], exit 1); the unfinished step is retried at
+//!   resume. A journal append that fails stops the run too ([`EngineError::Append`]): nothing is
+//!   appended after it, since the store's tail is unknown.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use crate::agent::{output, Agent, AgentError, PhaseRequest, Signal};
+use crate::blame::Blame;
 use crate::journal::view::{Applied, Divergence, RunView};
 use crate::journal::{Body, Evidence, Journal, JournalError, PlannedIssue, Record};
 use crate::machine::{self, Event, IllegalTransition, Phase, State};
@@ -40,6 +47,27 @@ pub enum EngineError {
     /// loop's own worktree is damaged beyond what loop repairs (the run stops, exit 1).
     #[error("worktree of {issue}: {source}")]
     Workspace { issue: String, source: crate::workspace::WorkspaceError },
+    /// loop's environment failed at a step of `issue`; the run was stopped as interrupted.
+    #[error(
+        "{issue}: {cause} (loop's environment failed, not the issue: run {run_id} is interrupted; \
+         fix the cause, then `loop resume {run_id}`)"
+    )]
+    Environment { run_id: String, issue: String, cause: String },
+    /// The journal could not be written: an I/O error, never a sign of corruption.
+    #[error("appending to the journal failed, the run stops (`loop resume` continues from the last durable record): {0}")]
+    Append(String),
+}
+
+/// Why a step failed, and whether resuming could cure it.
+struct Trouble {
+    reason: String,
+    blame: Blame,
+}
+
+impl Trouble {
+    fn new(reason: String, blame: Blame) -> Trouble {
+        Trouble { reason, blame }
+    }
 }
 
 /// How a drive ended.
@@ -74,6 +102,8 @@ struct Writer<'o> {
     journal: Journal,
     view: Arc<Mutex<RunView>>,
     observer: Arc<Mutex<&'o mut dyn Observer>>,
+    /// Set by a failed append: the store's tail is unknown, so nothing more is appended.
+    failed: Option<String>,
 }
 
 impl Writer<'_> {
@@ -88,6 +118,13 @@ impl Writer<'_> {
     }
 
     fn commit(&mut self, batch: Vec<WriteReq>) {
+        if let Some(why) = &self.failed {
+            for req in batch {
+                let (WriteReq::Issue { reply, .. } | WriteReq::Run { reply, .. }) = req;
+                let _ = reply.send(Err(EngineError::Append(why.clone())));
+            }
+            return;
+        }
         let rules = lock(&self.view).start.rules;
         let mut pending: Vec<(Body, Reply, State)> = Vec::new();
         // Decide every transition first, against the view plus the earlier members of the group.
@@ -130,14 +167,12 @@ impl Writer<'_> {
                 }
             }
             Err(e) => {
+                // Every member of the group failed the same way: an I/O error, not corruption.
                 let msg = e.to_string();
-                let mut first = Some(e);
                 for (_, reply, _) in pending {
-                    let err = first.take().map(EngineError::from).unwrap_or_else(|| {
-                        EngineError::Journal(JournalError::AppendFailed(msg.clone()))
-                    });
-                    let _ = reply.send(Err(err));
+                    let _ = reply.send(Err(EngineError::Append(msg.clone())));
                 }
+                self.failed = Some(msg);
             }
         }
     }
@@ -154,6 +189,9 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Handle {
     tx: mpsc::Sender<WriteReq>,
     view: Arc<Mutex<RunView>>,
+    /// Set when one issue stopped the run (environment, journal): the others stop at their next
+    /// step, after the phase in flight, whose work is worth keeping.
+    halt: Arc<AtomicBool>,
 }
 
 impl Handle {
@@ -226,12 +264,12 @@ impl<'a> Engine<'a> {
         let observer: Arc<Mutex<&mut dyn Observer>> = Arc::new(Mutex::new(observer));
         let (tx, rx) = mpsc::channel::<WriteReq>();
         let clock_fixed = std::env::var_os("LOOP_NOW").is_some();
-        let writer = Writer { journal, view: shared.clone(), observer: observer.clone() };
+        let writer = Writer { journal, view: shared.clone(), observer: observer.clone(), failed: None };
 
         let outcome = std::thread::scope(|scope| -> Result<Outcome, EngineError> {
             // The handle (and its clones in workers) are the writer's only senders: when this
             // closure returns they are all gone and the writer's loop ends.
-            let handle = Handle { tx, view: shared.clone() };
+            let handle = Handle { tx, view: shared.clone(), halt: Arc::new(AtomicBool::new(false)) };
             scope.spawn(move || writer.serve(rx));
             let (done_tx, done_rx) = mpsc::channel::<Done>();
             let mut running: HashSet<String> = HashSet::new();
@@ -287,6 +325,7 @@ impl<'a> Engine<'a> {
                             }
                             Ok(Step::Stop) => stopped = true,
                             Err(e) => {
+                                handle.halt.store(true, Ordering::SeqCst);
                                 failure.get_or_insert(e);
                             }
                         }
@@ -298,6 +337,11 @@ impl<'a> Engine<'a> {
                 }
             }
             if let Some(e) = failure {
+                if let EngineError::Environment { issue, cause, .. } = &e {
+                    // Best effort: if the journal cannot take it, the issue's own record (or the
+                    // error itself) still tells why the run stopped.
+                    let _ = handle.run_record(Body::RunInterrupted { reason: format!("{issue}: {cause}") });
+                }
                 return Err(e);
             }
             if stopped || proc::is_cancelled() {
@@ -338,6 +382,27 @@ impl IssueDriver<'_> {
         self.handle.view().state_of(id).cloned().unwrap_or(State::Pending)
     }
 
+    /// loop's environment failed at this step: journal the issue's interruption with the cause
+    /// (and whatever evidence the step had, tokens included) and stop the run. The step stays
+    /// unfinished, so resume retries it. A terminal issue (its worktree's removal failed) takes
+    /// no event; the run's `run_interrupted` carries the cause.
+    fn stop_for_environment(&self, id: &str, cause: String, evidence: Option<Evidence>) -> Result<Step, EngineError> {
+        let mut cause = cause;
+        if !self.state(id).is_terminal() {
+            let mut evidence = evidence.unwrap_or_default();
+            evidence.note = Some(match evidence.note.take() {
+                Some(n) => format!("{cause}; {n}"),
+                None => cause.clone(),
+            });
+            // The same full disk often holds the journal: the first cause is the one to report.
+            if let Err(e) = self.event(id, Event::Interrupted, Some(evidence)) {
+                cause = format!("{cause}; the journal could not record it either: {e}");
+            }
+        }
+        let run_id = self.handle.view().run_id.clone();
+        Err(EngineError::Environment { run_id, issue: id.to_string(), cause })
+    }
+
     fn drive_issue(&self, planned: &PlannedIssue) -> Result<Step, EngineError> {
         let id = planned.id.as_str();
         let mut started_here = false;
@@ -348,12 +413,16 @@ impl IssueDriver<'_> {
                 self.finish_worktree(planned)?;
                 return Ok(Step::Continue);
             }
-            if proc::is_cancelled() {
+            if proc::is_cancelled() || self.handle.halt.load(Ordering::SeqCst) {
                 self.event(id, Event::Interrupted, None)?;
                 return Ok(Step::Stop);
             }
             match state {
-                State::Pending => self.prepare(planned)?,
+                State::Pending => {
+                    if let Step::Stop = self.prepare(planned)? {
+                        return Ok(Step::Stop);
+                    }
+                }
                 State::WorktreeReady => {
                     self.event(id, Event::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None)?;
                     started_here = true;
@@ -408,7 +477,7 @@ impl IssueDriver<'_> {
     }
 
     /// Pending: check dependencies, then create (or adopt) the worktree.
-    fn prepare(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
+    fn prepare(&self, planned: &PlannedIssue) -> Result<Step, EngineError> {
         let id = planned.id.as_str();
         let not_done = {
             let view = self.handle.view();
@@ -419,7 +488,7 @@ impl IssueDriver<'_> {
         };
         if let Some((dependency, dependency_state)) = not_done {
             self.event(id, Event::DependencyNotDone { dependency, dependency_state }, None)?;
-            return Ok(());
+            return Ok(Step::Continue);
         }
         let existing = self.handle.view().issue(id).and_then(|v| v.worktree.clone());
         let (path, branch, base, adopt) = match existing {
@@ -427,9 +496,10 @@ impl IssueDriver<'_> {
             _ => {
                 let base = match self.base_for(planned) {
                     Ok(b) => b,
-                    Err(reason) => {
-                        self.event(id, Event::WorktreeFailed { reason }, None)?;
-                        return Ok(());
+                    Err(t) if t.blame.is_environment() => return self.stop_for_environment(id, t.reason, None),
+                    Err(t) => {
+                        self.event(id, Event::WorktreeFailed { reason: t.reason }, None)?;
+                        return Ok(Step::Continue);
                     }
                 };
                 let (path, branch) = (planned.worktree.clone(), planned.branch.clone());
@@ -454,16 +524,17 @@ impl IssueDriver<'_> {
                     }
                 }
             }
+            Err(e) if e.blame().is_environment() => return self.stop_for_environment(id, format!("worktree: {e}"), None),
             Err(e) => {
                 self.event(id, Event::WorktreeFailed { reason: format!("worktree: {e}") }, None)?;
             }
         }
-        Ok(())
+        Ok(Step::Continue)
     }
 
     /// An issue with exactly one dependency builds on that dependency's branch, so its work is
     /// there; otherwise it starts from the run's base commit.
-    fn base_for(&self, planned: &PlannedIssue) -> Result<String, String> {
+    fn base_for(&self, planned: &PlannedIssue) -> Result<String, Trouble> {
         let (dep_branch, base_commit) = {
             let view = self.handle.view();
             let dep_branch = match planned.blocked_by.as_slice() {
@@ -476,7 +547,7 @@ impl IssueDriver<'_> {
             match self.workspace.branch_tip(&branch) {
                 Ok(Some(tip)) => return Ok(tip),
                 Ok(None) => {}
-                Err(e) => return Err(format!("reading branch {branch}: {e}")),
+                Err(e) => return Err(Trouble::new(format!("reading branch {branch}: {e}"), e.blame())),
             }
         }
         Ok(base_commit)
@@ -565,6 +636,9 @@ impl IssueDriver<'_> {
                 if proc::is_cancelled() {
                     return Ok(Step::Stop);
                 }
+                if e.blame().is_environment() {
+                    return self.stop_for_environment(id, e.to_string(), None);
+                }
                 let exit_code = match &e {
                     AgentError::Crashed { exit_code, .. } => *exit_code,
                     _ => None,
@@ -601,6 +675,9 @@ impl IssueDriver<'_> {
                             });
                             Event::WorkFinished { phase, status: out.status }
                         }
+                        Err(e) if e.blame().is_environment() => {
+                            return self.stop_for_environment(id, format!("committing the agent's changes: {e}"), Some(evidence));
+                        }
                         Err(e) => Event::PhaseFailed { phase, reason: format!("committing the agent's changes: {e}") },
                     }
                 }
@@ -609,7 +686,8 @@ impl IssueDriver<'_> {
             Phase::Review => match output::parse_review(&reply.output) {
                 Ok(out) => match self.write_review_doc(planned, &worktree, cycle, &out, &mut evidence) {
                     Ok(()) => Event::ReviewFinished { verdict: out.status },
-                    Err(reason) => Event::PhaseFailed { phase, reason },
+                    Err(t) if t.blame.is_environment() => return self.stop_for_environment(id, t.reason, Some(evidence)),
+                    Err(t) => Event::PhaseFailed { phase, reason: t.reason },
                 },
                 Err(e) => Event::PhaseFailed { phase, reason: e.to_string() },
             },
@@ -633,7 +711,7 @@ impl IssueDriver<'_> {
         fix_cycles: u32,
         review: &output::ReviewOutput,
         evidence: &mut Evidence,
-    ) -> Result<(), String> {
+    ) -> Result<(), Trouble> {
         let (enabled, milestone, run_id) = {
             let view = self.handle.view();
             (view.start.review_doc, view.start.milestone.clone(), view.run_id.clone())
@@ -649,7 +727,7 @@ impl IssueDriver<'_> {
             fix_cycles,
             result: review,
         };
-        reviewdoc::write(worktree, &rel, &milestone, &entry).map_err(|e| e.to_string())?;
+        reviewdoc::write(worktree, &rel, &milestone, &entry).map_err(|e| Trouble::new(e.to_string(), e.blame()))?;
         let message = format!(
             "{}: review {} ({})\n\nReview entry appended by loop (run {}).",
             planned.id,
@@ -657,7 +735,9 @@ impl IssueDriver<'_> {
             serde_json::to_value(review.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
             run_id
         );
-        let commit = self.commit(worktree, &message, evidence).map_err(|e| format!("committing the review doc {rel}: {e}"))?;
+        let commit = self
+            .commit(worktree, &message, evidence)
+            .map_err(|e| Trouble::new(format!("committing the review doc {rel}: {e}"), e.blame()))?;
         evidence.commit = commit;
         let written = format!("review_doc_path={rel}; review_entry_written=true");
         evidence.note = Some(match evidence.note.take() {
@@ -715,6 +795,9 @@ impl IssueDriver<'_> {
                         Event::WorktreeRemoved { path }
                     }
                     Ok(Removal::Kept(reason)) => Event::WorktreeKept { path, reason },
+                    Err(e) if e.blame().is_environment() => {
+                        return self.stop_for_environment(id, format!("removing the worktree {path}: {e}"), None).map(|_| ());
+                    }
                     Err(e) => Event::WorktreeKept { path, reason: format!("removal failed: {e}") },
                 }
             }
@@ -744,10 +827,10 @@ pub fn bench_group_commit(
     let mut silent = Silent;
     let observer: Arc<Mutex<&mut dyn Observer>> = Arc::new(Mutex::new(&mut silent));
     let (tx, rx) = mpsc::channel::<WriteReq>();
-    let writer = Writer { journal, view: shared.clone(), observer };
+    let writer = Writer { journal, view: shared.clone(), observer, failed: None };
     let start = std::time::Instant::now();
     std::thread::scope(|scope| -> Result<(), EngineError> {
-        let handle = Handle { tx, view: shared.clone() };
+        let handle = Handle { tx, view: shared.clone(), halt: Arc::new(AtomicBool::new(false)) };
         scope.spawn(move || writer.serve(rx));
         let workers: Vec<_> = ids
             .iter()
@@ -768,4 +851,86 @@ pub fn bench_group_commit(
         Ok(())
     })?;
     Ok(start.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{AgentSpec, RunStart, StoreError};
+    use crate::machine::Rules;
+
+    /// Takes the first `ok` appends, then fails every one with ENOSPC, counting the attempts.
+    struct FullDisk {
+        ok: usize,
+        attempts: Arc<Mutex<usize>>,
+    }
+
+    impl crate::journal::Store for FullDisk {
+        fn append(&mut self, _: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+            let mut n = lock(&self.attempts);
+            *n += 1;
+            if *n <= self.ok {
+                return Ok(());
+            }
+            Err(StoreError::Io { path: "journal".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) })
+        }
+        fn scan(&self, _: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn issue_req(id: &str) -> (WriteReq, mpsc::Receiver<Result<State, EngineError>>) {
+        let (reply, rx) = mpsc::channel();
+        (WriteReq::Issue { issue: id.into(), event: Event::Interrupted, evidence: None, reply }, rx)
+    }
+
+    #[test]
+    fn a_failed_group_append_is_an_io_error_for_every_member_and_nothing_is_appended_after() {
+        let attempts = Arc::new(Mutex::new(0));
+        let store = FullDisk { ok: 1, attempts: attempts.clone() };
+        let mut journal = Journal::create(Box::new(store), "r", crate::clock::Clock::from_env());
+        let issues = ["A", "B"].map(|id| PlannedIssue {
+            id: id.into(),
+            title: id.into(),
+            doc: format!("docs/projects/p/issues/{id}.md"),
+            blocked_by: vec![],
+            branch: format!("loop/M/{id}"),
+            worktree: format!("/w/{id}"),
+        });
+        let first = journal
+            .append(Body::RunStarted(RunStart {
+                tool_version: "t".into(),
+                milestone: "M".into(),
+                repo: "/repo".into(),
+                base_commit: "0".repeat(40),
+                rules: Rules::default(),
+                agent: AgentSpec { kind: "sim".into(), scenario: None, settings: None },
+                phase_timeout_secs: 60,
+                max_tokens_per_issue: None,
+                review_doc: false,
+                issues: issues.to_vec(),
+                guard: None,
+            }))
+            .unwrap();
+        let view = Arc::new(Mutex::new(RunView::new(&first).unwrap()));
+        let mut silent = Silent;
+        let observer: Arc<Mutex<&mut dyn Observer>> = Arc::new(Mutex::new(&mut silent));
+        let mut writer = Writer { journal, view: view.clone(), observer, failed: None };
+
+        let (a, a_rx) = issue_req("A");
+        let (b, b_rx) = issue_req("B");
+        writer.commit(vec![a, b]);
+        for rx in [a_rx, b_rx] {
+            match rx.recv().unwrap() {
+                Err(EngineError::Append(msg)) => assert!(msg.contains("No space left on device"), "{msg}"),
+                other => panic!("a failed append must be an I/O error for every member, got {other:?}"),
+            }
+        }
+        // The store's tail is unknown after a failed write: nothing more goes to it.
+        let (c, c_rx) = issue_req("A");
+        writer.commit(vec![c]);
+        assert!(matches!(c_rx.recv().unwrap(), Err(EngineError::Append(_))));
+        assert_eq!(*lock(&attempts), 2, "one successful append, one failed, none after");
+        assert_eq!(lock(&view).records, 1, "nothing was applied");
+    }
 }

@@ -21,6 +21,15 @@ pub enum ReviewDocError {
     Io { path: String, source: std::io::Error },
 }
 
+impl ReviewDocError {
+    /// The doc is loop's own file: a full disk or an I/O error writing it is the environment's.
+    pub fn blame(&self) -> crate::blame::Blame {
+        match self {
+            ReviewDocError::Io { source, .. } => crate::blame::Blame::of_io(source),
+        }
+    }
+}
+
 /// The review doc for an issue doc `docs/projects/<project>/issues/X.md`, relative to the repo:
 /// `docs/projects/<project>/reviews/REVIEW-<milestone>.md` (a sibling `reviews/` of the issue dir).
 pub fn doc_path(issue_doc: &str, milestone: &str) -> String {

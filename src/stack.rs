@@ -77,10 +77,8 @@ impl Gt {
             let text = format!("{}\n{}", out.stderr_text(), out.stdout_text());
             let detail = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string();
             let how = out.describe();
-            return Err(WorkspaceError::Git {
-                args: format!("gt {}", args.join(" ")),
-                detail: if detail.is_empty() || out.timed_out { how } else { format!("{detail} ({how})") },
-            });
+            let detail = if detail.is_empty() || out.timed_out { how } else { format!("{detail} ({how})") };
+            return Err(WorkspaceError::git(format!("gt {}", args.join(" ")), detail, &text));
         }
         Ok(out.stdout_text())
     }
@@ -144,7 +142,7 @@ impl Gt {
         let start = text.find('{').unwrap_or(0);
         let end = text.rfind('}').map(|e| e + 1).unwrap_or(text.len());
         let v: serde_json::Value = serde_json::from_str(&text[start..end])
-            .map_err(|e| WorkspaceError::Git { args: "gt state".into(), detail: format!("not JSON: {e}") })?;
+            .map_err(|e| WorkspaceError::git("gt state", format!("not JSON: {e}"), ""))?;
         Ok(v.as_object()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
             .unwrap_or_default())

@@ -17,16 +17,22 @@
 //!   `*.lock` no live process holds) is repaired from the journaled commit and reported, so the
 //!   engine can journal the repair. A worktree that is sound but not as loop left it (another
 //!   branch checked out, a branch moved elsewhere) is never touched.
+//! - Every error knows its [`Blame`], decided where it is made (git's whole stderr, the OS error
+//!   code): a full disk or an I/O error under git is loop's environment, never the issue's failure.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::blame::Blame;
 use crate::proc::{self, Cmd, Output};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
     #[error("git {args}: {detail}")]
-    Git { args: String, detail: String },
+    Git { args: String, detail: String, blame: Blame },
+    /// A file operation of loop's own around git (mkdir, info/exclude).
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
     #[error(transparent)]
     Proc(#[from] proc::ProcError),
     #[error("{path} already exists and was not created by loop; move it away or use another --state-dir")]
@@ -56,6 +62,30 @@ pub struct Checked {
     pub repairs: Vec<String>,
     /// The worktree is gone: the removal an interrupted process had started was finished.
     pub removed: bool,
+}
+
+impl WorkspaceError {
+    /// A failed git (or gt) command: `detail` is what the message shows, `said` all it printed,
+    /// which decides the blame.
+    pub fn git(args: impl Into<String>, detail: impl Into<String>, said: &str) -> WorkspaceError {
+        WorkspaceError::Git { args: args.into(), detail: detail.into(), blame: Blame::of_git_stderr(said) }
+    }
+
+    /// Whether resuming after the environment recovers would cure this.
+    pub fn blame(&self) -> Blame {
+        match self {
+            WorkspaceError::Git { blame, .. } => *blame,
+            WorkspaceError::Io { source, .. } => Blame::of_io(source),
+            // loop could not run its own git: nothing about the issue.
+            WorkspaceError::Proc(_) => Blame::Environment,
+            // loop's own durability or leftovers: the run stops, the issue is not judged.
+            WorkspaceError::Sync { .. } | WorkspaceError::Unrepairable { .. } => Blame::Environment,
+            WorkspaceError::PathTaken { .. }
+            | WorkspaceError::BranchTaken { .. }
+            | WorkspaceError::WrongBranch { .. }
+            | WorkspaceError::NotARepo(_) => Blame::Issue,
+        }
+    }
 }
 
 /// What happened when loop tried to remove a worktree.
@@ -136,7 +166,7 @@ pub fn git_ok(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, Wo
 fn git_error(args: &[&str], out: &Output) -> WorkspaceError {
     let msg = out.stderr_text();
     let detail = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-    WorkspaceError::Git { args: args.join(" "), detail: if detail.is_empty() { out.describe() } else { detail } }
+    WorkspaceError::git(args.join(" "), if detail.is_empty() { out.describe() } else { detail }, &msg)
 }
 
 impl GitWorkspace {
@@ -195,7 +225,7 @@ impl GitWorkspace {
         if existing.lines().any(|l| l.trim() == pattern) {
             return Ok(());
         }
-        let io = |e: std::io::Error| WorkspaceError::Git { args: "info/exclude".into(), detail: e.to_string() };
+        let io = |source| WorkspaceError::Io { what: file.display().to_string(), source };
         std::fs::create_dir_all(&info).map_err(io)?;
         let mut text = existing;
         if !text.is_empty() && !text.ends_with('\n') {
@@ -279,7 +309,7 @@ impl Workspace for GitWorkspace {
                 return Err(WorkspaceError::BranchTaken { branch: branch.to_string() });
             }
             let detail = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-            return Err(WorkspaceError::Git { args: format!("worktree add -b {branch} {p} {base}"), detail });
+            return Err(WorkspaceError::git(format!("worktree add -b {branch} {p} {base}"), detail, &err));
         }
         // An earlier attempt of this run journaled the intent and may have left anything from
         // nothing to a whole worktree: a sound one on the branch is adopted, a half-made one
@@ -451,7 +481,7 @@ impl Workspace for GitWorkspace {
             if out.code == Some(1) && (said.contains("nothing to commit") || said.contains("nothing added to commit")) {
                 return Ok(None);
             }
-            return Err(WorkspaceError::Git { args: "commit".into(), detail: said.trim().to_string() });
+            return Err(WorkspaceError::git("commit", said.trim(), &said));
         }
         let oid = match worktree_tip(wt) {
             Some(oid) => oid,
@@ -509,7 +539,7 @@ impl Workspace for GitWorkspace {
             return Ok(Removal::Kept(format!("{n} uncommitted change(s) in the worktree")));
         }
         let detail = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        Err(WorkspaceError::Git { args: format!("worktree remove {p}"), detail })
+        Err(WorkspaceError::git(format!("worktree remove {p}"), detail, &err))
     }
 }
 
@@ -533,7 +563,8 @@ impl GitWorkspace {
         let Some(parent) = path.parent() else { return Ok(()) };
         let created: Vec<PathBuf> =
             parent.ancestors().take_while(|d| d.symlink_metadata().is_err()).map(Path::to_path_buf).collect();
-        std::fs::create_dir_all(parent).map_err(|e| WorkspaceError::Git { args: "mkdir".into(), detail: e.to_string() })?;
+        std::fs::create_dir_all(parent)
+            .map_err(|source| WorkspaceError::Io { what: format!("mkdir {}", parent.display()), source })?;
         // Each directory made here is a new entry in its parent (on the first issue: the
         // milestone and worktrees dirs); the worktree's own entry is synced after the add.
         for dir in created.iter().rev() {

@@ -222,7 +222,7 @@ impl CodexAgent {
         let dir = self.log_dir(req);
         let log_path = dir.join(format!("{stem}.jsonl"));
         let mut log = std::fs::File::create(&log_path)
-            .map_err(|e| Self::setup_err(phase, format!("creating {}: {e}", log_path.display())))?;
+            .map_err(|source| AgentError::Io { phase, what: format!("creating {}", log_path.display()), source })?;
         let cmd = cmd.timeout(deadline - now);
         let mut summary = Summary::default();
         let mut log_failed = None;
@@ -246,7 +246,7 @@ impl CodexAgent {
         };
         let _ = std::fs::write(dir.join(format!("{stem}.stderr")), &out.stderr);
         if let Some(e) = log_failed {
-            return Err(Self::setup_err(phase, format!("writing {}: {e}", log_path.display())));
+            return Err(AgentError::Io { phase, what: format!("writing {}", log_path.display()), source: e });
         }
         if out.cancelled {
             return Err(AgentError::Interrupted { phase });
@@ -279,14 +279,14 @@ impl CodexAgent {
         let phase = req.phase;
         let dir = self.log_dir(req);
         std::fs::create_dir_all(&dir)
-            .map_err(|e| Self::setup_err(phase, format!("creating {}: {e}", dir.display())))?;
+            .map_err(|source| AgentError::Io { phase, what: format!("creating {}", dir.display()), source })?;
         let schema = self.schema_path(req);
         if let Some(parent) = schema.parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| Self::setup_err(phase, format!("creating {}: {e}", parent.display())))?;
+                .map_err(|source| AgentError::Io { phase, what: format!("creating {}", parent.display()), source })?;
         }
         std::fs::write(&schema, output::schema_text(phase))
-            .map_err(|e| Self::setup_err(phase, format!("writing the schema file {}: {e}", schema.display())))?;
+            .map_err(|source| AgentError::Io { phase, what: format!("writing the schema file {}", schema.display()), source })?;
         self.prompt(req).map_err(|e| AgentError::Setup { phase, source: Box::new(e) })
     }
 }

@@ -82,6 +82,24 @@ pub enum AgentError {
     Interrupted { phase: Phase },
     #[error("the {phase} agent could not run: {source}")]
     Setup { phase: Phase, #[source] source: Box<dyn std::error::Error + Send + Sync> },
+    /// A file of loop's own around the agent (logs, schema; the simulated agent's work) failed.
+    #[error("the {phase} agent could not run: {what}: {source}")]
+    Io { phase: Phase, what: String, #[source] source: std::io::Error },
+}
+
+impl AgentError {
+    /// Whether the environment (not the agent's work) failed: then the phase is retried at resume.
+    pub fn blame(&self) -> crate::blame::Blame {
+        use crate::blame::Blame;
+        match self {
+            AgentError::Io { source, .. } => Blame::of_io(source),
+            AgentError::Setup { source, .. } => match source.downcast_ref::<crate::proc::ProcError>() {
+                Some(crate::proc::ProcError::Spawn { source, .. }) => Blame::of_io(source),
+                _ => Blame::Issue,
+            },
+            AgentError::Crashed { .. } | AgentError::TimedOut { .. } | AgentError::Interrupted { .. } => Blame::Issue,
+        }
+    }
 }
 
 /// Runs phases. Implementations must honour `req.timeout` and [`crate::proc::is_cancelled`].

@@ -136,9 +136,10 @@ impl SimAgent {
         }
     }
 
-    fn work(&self, req: &PhaseRequest) -> Result<(), String> {
+    fn work(&self, req: &PhaseRequest) -> Result<(), AgentError> {
+        let phase = req.phase;
         let dir = req.worktree.join("loop-sim");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io { phase, what: dir.display().to_string(), source })?;
         let name = sanitize(&req.issue.id);
         let (file, text) = match req.phase {
             Phase::Dev => (
@@ -163,7 +164,7 @@ impl SimAgent {
                 (dir.join(format!("{name}.fixes")), text)
             }
         };
-        std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))
+        std::fs::write(&file, text).map_err(|source| AgentError::Io { phase, what: file.display().to_string(), source })
     }
 }
 
@@ -223,12 +224,7 @@ impl Agent for SimAgent {
         let output = match phase {
             Phase::Dev | Phase::Fix => {
                 if outcome == "pass" {
-                    self.work(req).map_err(|e| AgentError::Crashed {
-                        phase,
-                        status: "exit code 1".into(),
-                        exit_code: Some(1),
-                        stderr: e,
-                    })?;
+                    self.work(req)?;
                 }
                 let reply = json!({
                     "status": outcome,

@@ -167,6 +167,9 @@ impl CliError {
             CliError::Engine(EngineError::Journal(j)) => journal_code(j),
             CliError::ExportFile(crate::journal::ExportReadError::Open { .. }) => exit::BAD_INPUT,
             CliError::ExportFile(crate::journal::ExportReadError::Journal(j)) => journal_code(j),
+            // loop's own troubles stop the run as interrupted; a journal that cannot be written
+            // is an I/O error, never corruption.
+            CliError::Engine(EngineError::Environment { .. } | EngineError::Append(_)) => exit::ERROR,
             CliError::Diverged(_) | CliError::Engine(EngineError::Divergence(_)) => exit::DIVERGED,
             CliError::Workspace(WorkspaceError::NotARepo(_)) => exit::BAD_INPUT,
             _ => exit::ERROR,
