@@ -9,6 +9,14 @@ fn main() {
         let rest: Vec<String> = args.collect();
         std::process::exit(devloop::guard::shim::run_shim(tool, &rest));
     }
+    let rest: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if rest.first().is_some_and(|a| a == devloop::proc::SUPERVISE_ARG) {
+        std::process::exit(devloop::proc::supervise(&rest[1..]));
+    }
+    // Agent phases run under this same binary as their supervisor (src/proc.rs).
+    if let Ok(exe) = std::env::current_exe() {
+        devloop::proc::set_supervisor_exe(exe);
+    }
     let cli = devloop::cli::Cli::parse();
     let code = match devloop::cli::run(cli) {
         Ok(code) => code,

@@ -69,6 +69,7 @@ pub fn timeline_line(rec: &Record, applied: &Applied) -> String {
         Body::RunResumed => format!("{head} run resumed"),
         Body::RunInterrupted { reason } => format!("{head} run interrupted ({reason})"),
         Body::RunFinished => format!("{head} run finished"),
+        Body::ProcessGroup { issue, phase, pgid, .. } => format!("{head} {issue:<12} {phase} agent runs as process group {pgid}"),
         Body::Issue { issue, event, .. } => {
             let (from, to) = (applied.from.as_ref(), applied.to.as_ref());
             let change = match (from, to) {

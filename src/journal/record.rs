@@ -106,6 +106,11 @@ pub enum Body {
     RunInterrupted { reason: String },
     /// Every issue reached a terminal state.
     RunFinished,
+    /// Audit, not a machine event: a phase's agent started as process group `pgid`, whose leader
+    /// started at `start_time` (clock ticks since boot, `/proc/<pid>/stat` field 22). `resume`
+    /// kills that group if it still lives, after checking the start time so a reused pid is
+    /// never hit.
+    ProcessGroup { issue: String, phase: crate::machine::Phase, pgid: i32, start_time: u64 },
 }
 
 /// The run's fixed inputs, recorded once.
