@@ -746,6 +746,27 @@ mod tests {
     }
 
     #[test]
+    fn a_leftover_group_is_killed_only_if_its_leader_started_when_recorded() {
+        let mut child = Command::new("sleep").arg("30").process_group(0).spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = start_time(pid).unwrap();
+        // The same pid with another start time is another process: never touched.
+        assert_eq!(kill_leftover_group(pid, start + 1), Leftover::Reused);
+        assert!(child.try_wait().unwrap().is_none(), "a reused pid was hit");
+        assert_eq!(kill_leftover_group(pid, start), Leftover::Killed(1));
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert_eq!(kill_leftover_group(pid, start), Leftover::Gone);
+    }
+
+    #[test]
+    fn resolves_programs_like_exec() {
+        let path = std::env::var_os("PATH");
+        assert!(resolve_program(OsStr::new("sh"), path.as_deref(), None).is_some());
+        assert!(resolve_program(OsStr::new("no-such-program-loop"), path.as_deref(), None).is_none());
+        assert_eq!(resolve_program(OsStr::new("/bin/sh"), None, None), Some(PathBuf::from("/bin/sh")));
+    }
+
+    #[test]
     fn missing_program_is_not_found() {
         assert!(matches!(run(&Cmd::new("/nonexistent/loop-test")), Err(ProcError::NotFound { .. })));
     }
