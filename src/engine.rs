@@ -345,7 +345,13 @@ impl<'a> Engine<'a> {
                 return Err(e);
             }
             if stopped || proc::is_cancelled() {
-                handle.run_record(Body::RunInterrupted { reason: "interrupted by signal".into() })?;
+                let reason = match proc::cancel_signal() {
+                    Some(libc::SIGTERM) => "interrupted by SIGTERM",
+                    Some(libc::SIGHUP) => "interrupted by SIGHUP",
+                    Some(libc::SIGINT) => "interrupted by SIGINT",
+                    _ => "interrupted by signal",
+                };
+                handle.run_record(Body::RunInterrupted { reason: reason.into() })?;
                 return Ok(Outcome::Interrupted);
             }
             let finished = {
@@ -602,16 +608,30 @@ impl IssueDriver<'_> {
         };
         let agent = self.agent;
         let mut journal_failure: Option<EngineError> = None;
-        let result = agent.run(&req, &mut |signal| match signal {
-            Signal::SessionStarted { session } => {
-                if journal_failure.is_none() {
-                    if let Err(e) = self.event(id, Event::SessionStarted { phase, session }, None) {
-                        journal_failure = Some(e);
-                    }
+        // Each agent process group is journaled as soon as it exists, so a resume after loop
+        // was killed can find and kill it.
+        let spawn_failure: Arc<Mutex<Option<EngineError>>> = Arc::new(Mutex::new(None));
+        let hook = {
+            let (handle, issue, failure) = (self.handle.clone(), id.to_string(), spawn_failure.clone());
+            move |spawned: proc::Spawned| {
+                let body = Body::ProcessGroup { issue: issue.clone(), phase, pgid: spawned.pgid, start_time: spawned.start_time };
+                if let Err(e) = handle.run_record(body) {
+                    lock(&failure).get_or_insert(e);
                 }
             }
+        };
+        let result = proc::observe_spawns(hook, || {
+            agent.run(&req, &mut |signal| match signal {
+                Signal::SessionStarted { session } => {
+                    if journal_failure.is_none() {
+                        if let Err(e) = self.event(id, Event::SessionStarted { phase, session }, None) {
+                            journal_failure = Some(e);
+                        }
+                    }
+                }
+            })
         });
-        if let Some(e) = journal_failure {
+        if let Some(e) = journal_failure.or_else(|| lock(&spawn_failure).take()) {
             return Err(e);
         }
         // guard: shim decisions, then the after-phase check (a violation fails the phase)

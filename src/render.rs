@@ -72,6 +72,7 @@ pub fn timeline_line(rec: &Record, applied: &Applied) -> String {
         Body::WorktreeRepaired { issue, repairs, .. } => {
             format!("{head} {issue:<12} worktree_repaired {}", printable(&repairs.join("; "), 400))
         }
+        Body::ProcessGroup { issue, phase, pgid, .. } => format!("{head} {issue:<12} {phase} agent runs as process group {pgid}"),
         Body::Issue { issue, event, .. } => {
             let (from, to) = (applied.from.as_ref(), applied.to.as_ref());
             let change = match (from, to) {

@@ -159,7 +159,7 @@ impl CodexAgent {
     fn base(&self, req: &PhaseRequest) -> Cmd {
         let s = &self.settings;
         let sandbox = s.sandbox(req.phase);
-        let mut cmd = Cmd::new(&s.bin).arg("exec").arg("--json").arg("-C").arg(&req.worktree).args(["-s", sandbox]);
+        let mut cmd = Cmd::new(&s.bin).arg("exec").arg("--json").arg("-C").arg(&req.worktree).args(["-s", sandbox]).supervised();
         if let Some(m) = &s.model {
             cmd = cmd.args(["-m", m]);
         }

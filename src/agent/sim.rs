@@ -45,7 +45,7 @@ fn misbehave(req: &PhaseRequest, what: &str) -> Result<(), String> {
         crate::workspace::git_ok(wt, args, t).map_err(|e| e.to_string())
     };
     if let Some(cmd) = what.strip_prefix("shell:") {
-        let mut c = Cmd::new("bash").args(["-lc", cmd]).cwd(wt).timeout(t);
+        let mut c = Cmd::new("bash").args(["-lc", cmd]).cwd(wt).timeout(t).supervised();
         for (k, v) in &req.env {
             c = c.env(k, v);
         }
@@ -183,6 +183,10 @@ impl Agent for SimAgent {
                 exit_code: Some(1),
                 stderr: e,
             })?;
+            // A shell stopped by a signal did not finish: the phase is interrupted, not passed.
+            if proc::is_cancelled() {
+                return Err(AgentError::Interrupted { phase: req.phase });
+            }
             outcome = "pass".into();
         }
         let phase = req.phase;
@@ -196,7 +200,8 @@ impl Agent for SimAgent {
                 })
             }
             "hang" => {
-                let out = proc::run(&Cmd::new("sleep").arg("3600").timeout(req.timeout))
+                // In the worktree, as a real agent would be: a survivor there is what tests look for.
+                let out = proc::run(&Cmd::new("sleep").arg("3600").cwd(&req.worktree).timeout(req.timeout).supervised())
                     .map_err(|e| AgentError::Setup { phase, source: Box::new(e) })?;
                 if out.cancelled {
                     return Err(AgentError::Interrupted { phase });

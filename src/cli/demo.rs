@@ -127,7 +127,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();
-    if code == exit::INTERRUPTED {
+    if matches!(code, exit::INTERRUPTED | exit::TERMINATED | exit::HANGUP) {
         return Ok(code);
     }
 

@@ -37,7 +37,19 @@ pub mod exit {
     pub const CORRUPT: i32 = 4;
     pub const DIVERGED: i32 = 5;
     pub const LOCKED: i32 = 6;
+    /// Stopped by SIGINT (Ctrl-C), SIGTERM, SIGHUP: 128 + the signal, as a shell reports it.
     pub const INTERRUPTED: i32 = 130;
+    pub const TERMINATED: i32 = 143;
+    pub const HANGUP: i32 = 129;
+
+    /// The exit code of a run stopped by `signal`.
+    pub fn for_signal(signal: Option<i32>) -> i32 {
+        match signal {
+            Some(libc::SIGTERM) => TERMINATED,
+            Some(libc::SIGHUP) => HANGUP,
+            _ => INTERRUPTED,
+        }
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -50,7 +62,7 @@ dependency DAG, and runs each issue through dev → review → fix (at most 2 fi
 own. Every transition is journaled before the next step acts, so `loop resume` continues after a crash or \
 Ctrl-C and `loop replay` re-derives and verifies every state.\n\nStart with `loop demo`.",
     after_help = "Exit codes: 0 all issues Done; 1 error; 2 bad input; 3 finished with Capped/Blocked/Failed issues; \
-4 journal corrupt; 5 journal and code disagree; 6 run locked; 130 interrupted."
+4 journal corrupt; 5 journal and code disagree; 6 run locked; 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -191,7 +203,7 @@ fn journal_code(j: &JournalError) -> i32 {
 /// The exit code for a finished or stopped run.
 pub fn run_exit_code(view: &crate::journal::view::RunView, outcome: crate::engine::Outcome) -> i32 {
     if outcome == crate::engine::Outcome::Interrupted {
-        return exit::INTERRUPTED;
+        return exit::for_signal(crate::proc::cancel_signal());
     }
     if view.issues.iter().all(|i| matches!(i.state, crate::machine::State::Done { .. })) {
         exit::OK
@@ -200,16 +212,10 @@ pub fn run_exit_code(view: &crate::journal::view::RunView, outcome: crate::engin
     }
 }
 
-/// Ctrl-C and SIGTERM stop running phases and journal the interruption; a second Ctrl-C exits
-/// at once (the journal is consistent after every append, so nothing is lost).
+/// SIGINT, SIGTERM and SIGHUP stop running phases and journal the interruption; a second one
+/// exits at once (the journal is consistent after every append, so nothing is lost).
 pub fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| {
-        if crate::proc::is_cancelled() {
-            std::process::exit(exit::INTERRUPTED);
-        }
-        eprintln!("loop: interrupted; stopping running phases (Ctrl-C again to exit at once)");
-        crate::proc::cancel();
-    });
+    crate::proc::install_signal_handlers();
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {

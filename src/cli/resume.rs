@@ -38,13 +38,34 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let mut engine_journal = journal;
     let mut view = view;
     if !view.finished {
+        super::install_interrupt_handler();
+        kill_leftovers(&view);
         let rec = engine_journal.append(Body::RunResumed)?;
         let applied = view.apply(&rec)?;
         use crate::engine::Observer;
         progress.record(&rec, &applied, &view);
-        super::install_interrupt_handler();
     }
     let (code, view) = drive(engine_journal, view, agent.as_ref(), &ws, &mut progress, args.drive.jobs)?;
     finish_output(&view, args.drive.json, &repo, args.drive.quiet);
     Ok(code)
+}
+
+/// An agent of the interrupted run that still lives (its loop was killed and it escaped the
+/// supervisor's cleanup, e.g. it was stopped) would work beside the phase resume starts again:
+/// kill every recorded group that still lives, if its leader's start time is the recorded one.
+fn kill_leftovers(view: &RunView) {
+    for issue in &view.issues {
+        let Some((pgid, start_time)) = issue.process_group else { continue };
+        match crate::proc::kill_leftover_group(pgid, start_time) {
+            crate::proc::Leftover::Killed(n) => eprintln!(
+                "loop: killed process group {pgid} ({n} process(es)) left running by the interrupted run for {}",
+                crate::render::printable(&issue.id, 100)
+            ),
+            crate::proc::Leftover::Reused => eprintln!(
+                "loop: process {pgid} recorded for {} is another process now (start time differs); left alone",
+                crate::render::printable(&issue.id, 100)
+            ),
+            crate::proc::Leftover::Gone => {}
+        }
+    }
 }

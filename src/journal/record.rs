@@ -109,6 +109,11 @@ pub enum Body {
     /// Audit, no machine event: before acting again in an issue's worktree, loop found what its
     /// own interrupted git left there (a power cut, a killed process tree) and repaired it.
     WorktreeRepaired { issue: String, path: String, repairs: Vec<String> },
+    /// Audit, not a machine event: a phase's agent started as process group `pgid`, whose leader
+    /// started at `start_time` (clock ticks since boot, `/proc/<pid>/stat` field 22). `resume`
+    /// kills that group if it still lives, after checking the start time so a reused pid is
+    /// never hit.
+    ProcessGroup { issue: String, phase: crate::machine::Phase, pgid: i32, start_time: u64 },
 }
 
 /// The run's fixed inputs, recorded once.

@@ -43,6 +43,9 @@ pub struct IssueView {
     /// Tokens used by all of this issue's phases.
     pub tokens: u64,
     pub guard: GuardTally,
+    /// The last process group recorded for this issue's phases: `(pgid, start_time)`.
+    #[serde(skip)]
+    pub process_group: Option<(i32, u64)>,
 }
 
 /// What the guard decided for one issue, for `status` and `replay`.
@@ -126,6 +129,7 @@ impl RunView {
                 session: None,
                 tokens: 0,
                 guard: GuardTally::default(),
+                process_group: None,
             })
             .collect();
         let index = issues.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
@@ -185,6 +189,14 @@ impl RunView {
                 if !self.index.contains_key(issue) {
                     return Err(Divergence::UnknownIssue { seq, issue: issue.clone() });
                 }
+                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
+            }
+            Body::ProcessGroup { issue, pgid, start_time, .. } => {
+                let idx = *self
+                    .index
+                    .get(issue)
+                    .ok_or_else(|| Divergence::UnknownIssue { seq, issue: issue.clone() })?;
+                self.issues[idx].process_group = Some((*pgid, *start_time));
                 Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
             }
             Body::Issue { issue, event, to, evidence } => {
