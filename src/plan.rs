@@ -78,6 +78,22 @@ pub enum PlanError {
         known.join(", ")
     )]
     AmbiguousMilestone { known: Vec<String> },
+    /// Two issues of the milestone whose ids [`crate::workspace::sanitize`] maps to one name:
+    /// they would share a branch and a worktree.
+    #[error(
+        "{}:{line}: issue '{id}' would get the branch and worktree name '{name}', as issue '{other}' does ({}:{other_line}); rename one of them",
+        path.display(),
+        other_path.display()
+    )]
+    NameCollision {
+        path: PathBuf,
+        line: usize,
+        id: String,
+        name: String,
+        other: String,
+        other_path: PathBuf,
+        other_line: usize,
+    },
 }
 
 fn known_list(known: &[String]) -> String {
@@ -310,6 +326,26 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
         );
     }
 
+    // Safe ids keep their names (journals already name those branches), so a safe id that
+    // looks like a tamed one (`a-b-c95e5a48` beside `a b`) can collide: refuse it here.
+    let mut names: HashMap<String, usize> = HashMap::with_capacity(members.len());
+    for &r in &members {
+        let name = crate::workspace::sanitize(deps.id(r));
+        if let Some(&first) = names.get(&name) {
+            let (a, b) = (&docs.issues[deps.by_rank[first]], &docs.issues[deps.by_rank[r]]);
+            return Err(PlanError::NameCollision {
+                path: b.path.clone(),
+                line: b.line,
+                id: b.id.clone(),
+                name,
+                other: a.id.clone(),
+                other_path: a.path.clone(),
+                other_line: a.line,
+            });
+        }
+        names.insert(name, r);
+    }
+
     let topo = deps.kahn(Some(&members));
     let mut level: HashMap<usize, usize> = HashMap::with_capacity(topo.len());
     let mut order = Vec::with_capacity(topo.len());
@@ -406,11 +442,13 @@ impl Plan {
         out.push_str("\nOrder:\n");
         let width = self.order.len().to_string().len();
         for (n, issue) in self.order.iter().enumerate() {
-            let _ = write!(out, "  {:>width$}. {}", n + 1, Self::titled(issue));
+            // Titles and file names come from the docs; a terminal must not act on them.
+            let titled = Self::titled(issue);
+            let _ = write!(out, "  {:>width$}. {}", n + 1, crate::render::escape(&titled));
             if !issue.blocked_by.is_empty() {
                 let _ = write!(out, "  (after {})", issue.blocked_by.join(", "));
             }
-            let _ = writeln!(out, "  [{}]", issue.doc);
+            let _ = writeln!(out, "  [{}]", crate::render::escape(&issue.doc));
         }
         out.push_str("\nWaves:\n");
         for (k, wave) in self.waves.iter().enumerate() {
