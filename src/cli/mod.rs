@@ -196,12 +196,16 @@ pub fn install_interrupt_handler() {
         if crate::proc::is_cancelled() {
             std::process::exit(exit::INTERRUPTED);
         }
-        eprintln!("loop: interrupted; stopping running phases (Ctrl-C again to exit at once)");
+        crate::eoutln!("loop: interrupted; stopping running phases (Ctrl-C again to exit at once)");
         crate::proc::cancel();
     });
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {
+    // Only commands that journal nothing may die of a closed pipe (see `crate::out`).
+    if matches!(cli.command, Command::Plan(_) | Command::Replay(_) | Command::Status(_) | Command::Runs(_) | Command::Export(_)) {
+        crate::out::die_on_closed_pipe();
+    }
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Plan(a) => plan::run(a),
