@@ -79,21 +79,37 @@ pub enum PlanError {
     )]
     AmbiguousMilestone { known: Vec<String> },
     /// Two issues of the milestone whose ids [`crate::workspace::sanitize`] maps to one name:
-    /// they would share a branch and a worktree.
-    #[error(
-        "{}:{line}: issue '{id}' would get the branch and worktree name '{name}', as issue '{other}' does ({}:{other_line}); rename one of them",
-        path.display(),
-        other_path.display()
-    )]
-    NameCollision {
-        path: PathBuf,
-        line: usize,
-        id: String,
-        name: String,
-        other: String,
-        other_path: PathBuf,
-        other_line: usize,
-    },
+    /// they would share a branch and a worktree. Boxed: it is the largest error here.
+    #[error("{0}")]
+    NameCollision(Box<NameCollision>),
+}
+
+/// Where two ids meet in one branch/worktree name (see [`PlanError::NameCollision`]).
+#[derive(Debug)]
+pub struct NameCollision {
+    pub path: PathBuf,
+    pub line: usize,
+    pub id: String,
+    pub name: String,
+    pub other: String,
+    pub other_path: PathBuf,
+    pub other_line: usize,
+}
+
+impl std::fmt::Display for NameCollision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: issue '{}' would get the branch and worktree name '{}', as issue '{}' does ({}:{}); rename one of them",
+            self.path.display(),
+            self.line,
+            self.id,
+            self.name,
+            self.other,
+            self.other_path.display(),
+            self.other_line
+        )
+    }
 }
 
 fn known_list(known: &[String]) -> String {
@@ -333,7 +349,7 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
         let name = crate::workspace::sanitize(deps.id(r));
         if let Some(&first) = names.get(&name) {
             let (a, b) = (&docs.issues[deps.by_rank[first]], &docs.issues[deps.by_rank[r]]);
-            return Err(PlanError::NameCollision {
+            return Err(PlanError::NameCollision(Box::new(NameCollision {
                 path: b.path.clone(),
                 line: b.line,
                 id: b.id.clone(),
@@ -341,7 +357,7 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
                 other: a.id.clone(),
                 other_path: a.path.clone(),
                 other_line: a.line,
-            });
+            })));
         }
         names.insert(name, r);
     }
