@@ -644,22 +644,24 @@ mod tests {
 
     #[test]
     fn issue_map_adds_members() {
-        let issues = vec![doc("A", "M1", &[], &[]), doc("B", "M2", &["A"], &[])];
-        let m = parse_milestone(
-            "# Issue Map\n| id |\n|--|\n| B |\n",
-            Path::new("docs/projects/p/milestones/M1.md"),
-            "p",
-        )
-        .expect("valid");
-        let m2 = parse_milestone("x\n", Path::new("docs/projects/p/milestones/M2.md"), "p")
-            .expect("valid");
-        let set = validate(issues, vec![m, m2]).expect("valid");
-        let plan = build(&set, "M1").expect("plan");
-        assert_eq!(ids(&plan), ["A", "B"]);
-        // B is also in M2 (front matter); there its dependency A is external.
+        let mut b = doc("B", "M2", &["A"], &[]);
+        b.milestone = None;
+        let issues = vec![doc("A", "M1", &[], &[]), b];
+        let map = |m: &str| {
+            parse_milestone("# Issue Map\n| id |\n|--|\n| B |\n", Path::new(&format!("docs/projects/p/milestones/{m}.md")), "p")
+                .expect("valid")
+        };
+        let empty = |m: &str| parse_milestone("x\n", Path::new(&format!("docs/projects/p/milestones/{m}.md")), "p").expect("valid");
+        let set = validate(issues.clone(), vec![empty("M1"), map("M2")]).expect("valid");
+        assert_eq!(ids(&build(&set, "M1").expect("plan")), ["A"]);
+        // B is in M2 by its Issue Map alone; there its dependency A is external.
         let m2 = build(&set, "M2").expect("plan");
         assert_eq!(ids(&m2), ["B"]);
         assert_eq!(m2.external, vec![("B".to_owned(), "A".to_owned())]);
+        // Listed by M1's map while its front matter says M2, B would be planned in both.
+        let issues = vec![doc("A", "M1", &[], &[]), doc("B", "M2", &["A"], &[])];
+        let e = validate(issues, vec![map("M1"), empty("M2")]).expect_err("two milestones").to_string();
+        assert!(e.starts_with("docs/projects/p/milestones/M1.md:4: Issue Map of milestone 'M1' lists 'B', but its front matter names milestone 'M2'"), "{e}");
     }
 
     #[test]
