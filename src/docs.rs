@@ -181,6 +181,20 @@ pub enum DocError {
         project: String,
         known: Vec<String>,
     },
+    /// An issue put in two milestones would be planned, branched and run in both.
+    #[error(
+        "{}:{line}: Issue Map of milestone '{milestone}' lists '{id}', {why}; an issue belongs to one milestone",
+        path.display()
+    )]
+    MilestoneConflict {
+        /// The milestone doc and the row listing the issue.
+        path: PathBuf,
+        line: usize,
+        milestone: String,
+        id: String,
+        /// Where the other milestone comes from, with its file and line.
+        why: String,
+    },
     #[error("no issue docs found under {}/docs/projects/*/issues/", repo.display())]
     NoDocs { repo: PathBuf },
 }
@@ -305,6 +319,42 @@ pub fn validate(
                 field: "Issue Map",
                 id: dep.id.clone(),
             });
+        }
+    }
+    // Membership is the union of front matter and Issue Maps, so a disagreement would
+    // silently plan the issue in both milestones.
+    let mut listed: HashMap<&str, (&MilestoneDoc, usize)> = HashMap::new();
+    for m in &milestones {
+        for dep in &m.issue_map {
+            let conflict = |why: String| DocError::MilestoneConflict {
+                path: m.path.clone(),
+                line: dep.line,
+                milestone: m.id.clone(),
+                id: dep.id.clone(),
+                why,
+            };
+            if let Some(issue) = set.issue(&dep.id) {
+                if let Some(other) = issue.milestone.as_ref().filter(|ms| **ms != m.id) {
+                    let at = issue.milestone_line.unwrap_or(issue.line);
+                    return Err(conflict(format!(
+                        "but its front matter names milestone '{other}' ({}:{at})",
+                        issue.path.display()
+                    )));
+                }
+            }
+            match listed.get(dep.id.as_str()) {
+                Some((first, row)) if first.id != m.id => {
+                    return Err(conflict(format!(
+                        "but the Issue Map of milestone '{}' lists it too ({}:{row})",
+                        first.id,
+                        first.path.display()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    listed.insert(&dep.id, (m, dep.line));
+                }
+            }
         }
     }
     set.milestones = milestones;

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod guard;
 pub mod journal;
 pub mod machine;
+pub mod out;
 pub mod plan;
 pub mod proc;
 pub mod prompts;

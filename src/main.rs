@@ -27,7 +27,8 @@ fn main() {
         Err(e) => {
             let msg = e.to_string();
             let one_line = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
-            eprintln!("loop: error: {one_line}");
+            // Errors quote docs, agents and git; none of that may drive the terminal.
+            devloop::eoutln!("loop: error: {}", devloop::render::printable(&one_line, usize::MAX));
             e.exit_code()
         }
     };

@@ -78,6 +78,38 @@ pub enum PlanError {
         known.join(", ")
     )]
     AmbiguousMilestone { known: Vec<String> },
+    /// Two issues of the milestone whose ids [`crate::workspace::sanitize`] maps to one name:
+    /// they would share a branch and a worktree. Boxed: it is the largest error here.
+    #[error("{0}")]
+    NameCollision(Box<NameCollision>),
+}
+
+/// Where two ids meet in one branch/worktree name (see [`PlanError::NameCollision`]).
+#[derive(Debug)]
+pub struct NameCollision {
+    pub path: PathBuf,
+    pub line: usize,
+    pub id: String,
+    pub name: String,
+    pub other: String,
+    pub other_path: PathBuf,
+    pub other_line: usize,
+}
+
+impl std::fmt::Display for NameCollision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: issue '{}' would get the branch and worktree name '{}', as issue '{}' does ({}:{}); rename one of them",
+            self.path.display(),
+            self.line,
+            self.id,
+            self.name,
+            self.other,
+            self.other_path.display(),
+            self.other_line
+        )
+    }
 }
 
 fn known_list(known: &[String]) -> String {
@@ -310,6 +342,26 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
         );
     }
 
+    // Safe ids keep their names (journals already name those branches), so a safe id that
+    // looks like a tamed one (`a-b-c95e5a48` beside `a b`) can collide: refuse it here.
+    let mut names: HashMap<String, usize> = HashMap::with_capacity(members.len());
+    for &r in &members {
+        let name = crate::workspace::sanitize(deps.id(r));
+        if let Some(&first) = names.get(&name) {
+            let (a, b) = (&docs.issues[deps.by_rank[first]], &docs.issues[deps.by_rank[r]]);
+            return Err(PlanError::NameCollision(Box::new(NameCollision {
+                path: b.path.clone(),
+                line: b.line,
+                id: b.id.clone(),
+                name,
+                other: a.id.clone(),
+                other_path: a.path.clone(),
+                other_line: a.line,
+            })));
+        }
+        names.insert(name, r);
+    }
+
     let topo = deps.kahn(Some(&members));
     let mut level: HashMap<usize, usize> = HashMap::with_capacity(topo.len());
     let mut order = Vec::with_capacity(topo.len());
@@ -406,11 +458,13 @@ impl Plan {
         out.push_str("\nOrder:\n");
         let width = self.order.len().to_string().len();
         for (n, issue) in self.order.iter().enumerate() {
-            let _ = write!(out, "  {:>width$}. {}", n + 1, Self::titled(issue));
+            // Titles and file names come from the docs; a terminal must not act on them.
+            let titled = Self::titled(issue);
+            let _ = write!(out, "  {:>width$}. {}", n + 1, crate::render::escape(&titled));
             if !issue.blocked_by.is_empty() {
                 let _ = write!(out, "  (after {})", issue.blocked_by.join(", "));
             }
-            let _ = writeln!(out, "  [{}]", issue.doc);
+            let _ = writeln!(out, "  [{}]", crate::render::escape(&issue.doc));
         }
         out.push_str("\nWaves:\n");
         for (k, wave) in self.waves.iter().enumerate() {
@@ -590,22 +644,24 @@ mod tests {
 
     #[test]
     fn issue_map_adds_members() {
-        let issues = vec![doc("A", "M1", &[], &[]), doc("B", "M2", &["A"], &[])];
-        let m = parse_milestone(
-            "# Issue Map\n| id |\n|--|\n| B |\n",
-            Path::new("docs/projects/p/milestones/M1.md"),
-            "p",
-        )
-        .expect("valid");
-        let m2 = parse_milestone("x\n", Path::new("docs/projects/p/milestones/M2.md"), "p")
-            .expect("valid");
-        let set = validate(issues, vec![m, m2]).expect("valid");
-        let plan = build(&set, "M1").expect("plan");
-        assert_eq!(ids(&plan), ["A", "B"]);
-        // B is also in M2 (front matter); there its dependency A is external.
+        let mut b = doc("B", "M2", &["A"], &[]);
+        b.milestone = None;
+        let issues = vec![doc("A", "M1", &[], &[]), b];
+        let map = |m: &str| {
+            parse_milestone("# Issue Map\n| id |\n|--|\n| B |\n", Path::new(&format!("docs/projects/p/milestones/{m}.md")), "p")
+                .expect("valid")
+        };
+        let empty = |m: &str| parse_milestone("x\n", Path::new(&format!("docs/projects/p/milestones/{m}.md")), "p").expect("valid");
+        let set = validate(issues.clone(), vec![empty("M1"), map("M2")]).expect("valid");
+        assert_eq!(ids(&build(&set, "M1").expect("plan")), ["A"]);
+        // B is in M2 by its Issue Map alone; there its dependency A is external.
         let m2 = build(&set, "M2").expect("plan");
         assert_eq!(ids(&m2), ["B"]);
         assert_eq!(m2.external, vec![("B".to_owned(), "A".to_owned())]);
+        // Listed by M1's map while its front matter says M2, B would be planned in both.
+        let issues = vec![doc("A", "M1", &[], &[]), doc("B", "M2", &["A"], &[])];
+        let e = validate(issues, vec![map("M1"), empty("M2")]).expect_err("two milestones").to_string();
+        assert!(e.starts_with("docs/projects/p/milestones/M1.md:4: Issue Map of milestone 'M1' lists 'B', but its front matter names milestone 'M2'"), "{e}");
     }
 
     #[test]

@@ -54,8 +54,16 @@ fn event_detail(e: &Event) -> String {
     }
 }
 
-/// One timeline line for a record.
+/// One timeline line for a record, safe for a terminal: records quote agents and docs.
 pub fn timeline_line(rec: &Record, applied: &Applied) -> String {
+    let line = timeline_text(rec, applied);
+    match escape(&line) {
+        std::borrow::Cow::Borrowed(_) => line,
+        std::borrow::Cow::Owned(safe) => safe,
+    }
+}
+
+fn timeline_text(rec: &Record, applied: &Applied) -> String {
     let c = &rec.content;
     let head = format!("#{:<4} {}", c.seq, c.time.format("%H:%M:%S"));
     match &c.body {
@@ -230,7 +238,7 @@ pub fn status_text(view: &RunView, live: bool) -> String {
             i.id,
             i.state.name(),
             i.state.fix_cycles(),
-            notes.join("; ")
+            escape(&notes.join("; "))
         ));
     }
     out.push_str(&format!("summary: {}\n", summary(view)));
@@ -259,4 +267,31 @@ pub fn printable(msg: &str, max_chars: usize) -> String {
         out.push('…');
     }
     out
+}
+
+/// `text` with every control character escaped (`\u{1b}`), so text from docs, agents and git
+/// cannot move the cursor, retitle or clear a terminal. For one-line output.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_except(text, &[])
+}
+
+/// [`escape`] for multi-line output: newlines and tabs stay, every other control is escaped.
+pub fn escape_lines(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_except(text, &['\n', '\t'])
+}
+
+fn escape_except<'a>(text: &'a str, keep: &[char]) -> std::borrow::Cow<'a, str> {
+    let bad = |c: char| c.is_control() && !keep.contains(&c);
+    if !text.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if bad(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }

@@ -31,8 +31,10 @@ pub enum RunsError {
     Ambiguous { prefix: String, matches: Vec<String> },
     #[error("run {run} is locked by another loop process{}; wait for it or stop it first", .pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { run: String, pid: Option<String> },
-    #[error("milestone {milestone} is already being run by run {run}{}; wait for it, stop it, or `loop resume {run}` later", .pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default())]
-    MilestoneBusy { milestone: String, run: String, pid: Option<String> },
+    #[error("milestone {milestone} is already being run by {holder}{}{}; wait for it or stop it first", .pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default(), .state_dir.as_ref().map(|d| format!(" with state dir {d}")).unwrap_or_default())]
+    MilestoneBusy { milestone: String, holder: String, pid: Option<String>, state_dir: Option<String> },
+    #[error("finding the repository's git dir: {0}")]
+    GitDir(String),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -46,6 +48,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> RunsError + '_ {
 #[derive(Clone, Debug)]
 pub struct StateDir {
     pub root: PathBuf,
+}
+
+/// Who takes a milestone lock, as a refused second process is told.
+#[derive(Clone, Copy, Debug)]
+pub enum Holder<'a> {
+    Run(&'a str),
+    Clean,
 }
 
 /// Held while a process writes a run; released on drop (and by the OS if the process dies).
@@ -212,10 +221,20 @@ impl StateDir {
         Ok(RunLock { _file: file })
     }
 
-    /// Takes the lock that lets one process at a time work a milestone in this repo, so two runs
+    /// Takes the lock that lets one process at a time work a milestone in `repo`, so two runs
     /// can never work the same issue. Held for the life of the returned guard.
-    pub fn lock_milestone(&self, milestone: &str, run_id: &str) -> Result<RunLock, RunsError> {
-        let dir = self.root.join("active");
+    ///
+    /// The lock lives in the repository's common git dir (`<common>/loop/active/<milestone>.lock`),
+    /// not in the state dir: the branches it guards live there, and a run with another
+    /// `--state-dir`, or started from another worktree of the repository, must see it too.
+    pub fn lock_milestone(&self, repo: &Path, milestone: &str, holder: Holder<'_>) -> Result<RunLock, RunsError> {
+        let common = crate::workspace::git_ok(
+            repo,
+            &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+            std::time::Duration::from_secs(60),
+        )
+        .map_err(|e| RunsError::GitDir(e.to_string()))?;
+        let dir = Path::new(&common).join("loop").join("active");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let path = dir.join(format!("{}.lock", crate::workspace::sanitize(milestone)));
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
@@ -223,15 +242,25 @@ impl StateDir {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let mut parts = text.split_whitespace();
-                let run = parts.next().unwrap_or("?").to_string();
-                let pid = parts.next().map(str::to_string);
-                return Err(RunsError::MilestoneBusy { milestone: milestone.to_string(), run, pid });
+                let field = |key: &str| {
+                    text.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+                };
+                return Err(RunsError::MilestoneBusy {
+                    milestone: milestone.to_string(),
+                    holder: field("holder ").unwrap_or_else(|| "another loop process".into()),
+                    pid: field("pid "),
+                    state_dir: field("state "),
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
         }
         file.set_len(0).map_err(io(&path))?;
-        write!(file, "{run_id} {}", std::process::id()).map_err(io(&path))?;
+        let holder = match holder {
+            Holder::Run(id) => format!("run {id}"),
+            Holder::Clean => "loop clean".to_string(),
+        };
+        // One `key value` line each; the state dir is last and may hold spaces.
+        write!(file, "holder {holder}\npid {}\nstate {}\n", std::process::id(), self.root.display()).map_err(io(&path))?;
         Ok(RunLock { _file: file })
     }
 

@@ -904,7 +904,9 @@ fn worktree_head(wt: &Path) -> Option<String> {
 ///
 /// Keeps `[A-Za-z0-9._-]`, maps everything else to `-`, never yields `.`/`..`, a leading `-` or
 /// `.`, or a `.lock` suffix. When anything had to change, a short hash of the original id is
-/// appended so two different ids can never collide.
+/// appended, so two ids that had to change never collide. An id that is already safe keeps its
+/// name (journals name those branches), so it can equal another id's tamed name (`a b` and
+/// `a-b-c95e5a48`); `plan::build` refuses such a pair.
 pub fn sanitize(id: &str) -> String {
     let mut s: String = id
         .chars()

@@ -367,6 +367,49 @@ fn milestone_front_matter_unterminated() {
     plan_rejects(&[good("a.md", "A"), (format!("{MS}/M1.md"), b"---\nid: M1\n# Issue Map\n".to_vec())], &format!("{MS}/M1.md:1"), "unterminated");
 }
 
+#[test]
+fn issue_map_lists_an_issue_whose_front_matter_names_another_milestone() {
+    let m1 = "# M1\n\n## Issue Map\n| ID |\n|---|\n| A |\n| B |\n";
+    plan_rejects(
+        &[
+            good("a.md", "A"),
+            issue("b.md", "---\nid: B\nmilestone: M2\n---\n"),
+            (format!("{MS}/M1.md"), m1.as_bytes().to_vec()),
+            (format!("{MS}/M2.md"), b"# M2\n".to_vec()),
+        ],
+        &format!("{MS}/M1.md:7"),
+        "Issue Map of milestone 'M1' lists 'B', but its front matter names milestone 'M2' (docs/projects/p/issues/b.md:3)",
+    );
+}
+
+#[test]
+fn two_issue_maps_list_one_issue() {
+    let map = |m: &str| format!("# {m}\n## Issue Map\n| ID |\n|---|\n| C |\n");
+    plan_rejects(
+        &[
+            good("a.md", "A"),
+            issue("c.md", "---\nid: C\n---\n"),
+            (format!("{MS}/M1.md"), map("M1").into_bytes()),
+            (format!("{MS}/M2.md"), map("M2").into_bytes()),
+        ],
+        &format!("{MS}/M2.md:5"),
+        "Issue Map of milestone 'M2' lists 'C', but the Issue Map of milestone 'M1' lists it too (docs/projects/p/milestones/M1.md:5)",
+    );
+}
+
+/// `a b` is tamed to `a-b-c95e5a48`, a name another id may already have: both would share one
+/// branch and one worktree.
+#[test]
+fn ids_that_map_to_one_branch_name() {
+    let files = [good("a.md", "a b"), good("b.md", "a-b-c95e5a48")];
+    let want = "issue 'a-b-c95e5a48' would get the branch and worktree name 'a-b-c95e5a48', as issue 'a b' does (docs/projects/p/issues/a.md:2)";
+    plan_rejects(&files, &format!("{ISSUES}/b.md:2"), want);
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
+    let repo = Repo::git(&files);
+    fails(&repo.run(&["run", "--agent", "sim", "-q"]), BAD_INPUT, &format!("{ISSUES}/b.md:2: "), want);
+    assert!(repo.runs().is_empty(), "a rejected run left a journal");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scenario files: rejected before anything is written
 // ---------------------------------------------------------------------------------------------
@@ -652,8 +695,9 @@ fn export_with_a_huge_announced_length() {
 fn export_of_a_missing_file() {
     let repo = Repo::plain(&[]);
     let out = loop_cmd(&["replay", "--file", repo.path().join("nope.loopjnl").to_str().expect("utf-8")], &[]);
-    // A file that is not there is the caller's mistake, not damage (exit 2, not 4).
-    fails(&out, BAD_INPUT, "", "nope.loopjnl");
+    // A wrong argument, not a damaged journal: exit 2, not 4.
+    let msg = fails(&out, BAD_INPUT, "--file ", "nope.loopjnl");
+    assert!(msg.contains("No such file"), "{msg}");
 }
 
 /// Rewrites record `seq` of run r1 as a careful hand edit would: the file's framing (frame

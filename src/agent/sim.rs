@@ -50,7 +50,7 @@ fn misbehave(req: &PhaseRequest, what: &str) -> Result<(), String> {
             c = c.env(k, v);
         }
         let out = proc::run(&c).map_err(|e| e.to_string())?;
-        eprintln!("sim shell `{cmd}`: {} {}", out.describe(), out.stderr_text().trim());
+        crate::eoutln!("sim shell `{cmd}`: {} {}", out.describe(), out.stderr_text().trim());
         return Ok(());
     }
     match what {

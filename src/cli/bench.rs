@@ -27,23 +27,23 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<i32, CliError> {
     if let Some(p) = &args.replay_child {
         let r = bench::replay_child(p, args.flat).map_err(|e| CliError::Usage(e.to_string()))?;
-        println!("{}", serde_json::to_string(&r).expect("serializable"));
+        crate::outln!("{}", serde_json::to_string(&r).expect("serializable"));
         return Ok(0);
     }
     let json_out = args.json;
     if !json_out {
-        eprintln!("loop bench{}: each figure is measured beside its baseline in this run", if args.quick { " --quick" } else { "" });
+        crate::eoutln!("loop bench{}: each figure is measured beside its baseline in this run", if args.quick { " --quick" } else { "" });
     }
     let report = bench::run_all(args.quick, &mut |row| {
         if !json_out {
-            println!("{}", bench::format_row(row));
+            crate::outln!("{}", bench::format_row(row));
         }
     })
     .map_err(|e| CliError::Usage(e.to_string()))?;
     if json_out {
-        println!("{}", json!({"machine": report.machine, "quick": args.quick, "rows": report.rows}));
+        crate::outln!("{}", json!({"machine": report.machine, "quick": args.quick, "rows": report.rows}));
     } else {
-        println!("machine: {}", report.machine);
+        crate::outln!("machine: {}", report.machine);
     }
     Ok(0)
 }

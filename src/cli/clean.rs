@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::journal::view::RunView;
 use crate::journal::{Body, Journal};
 use crate::machine::{self, Event};
+use crate::runs::{Holder, RunsError};
 use crate::workspace::{git, git_ok, GitWorkspace, Removal, Workspace};
 
 #[derive(Args, Debug)]
@@ -80,15 +81,27 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
     }
     for id in ids {
         if state.is_locked(&id) {
-            println!("run {id}: running; skipped");
+            crate::outln!("run {id}: running; skipped");
             continue;
         }
         let view = RunView::fold(&state.read(&id)?)?;
         if !view.finished {
-            println!("run {id}: not finished (resume it first); skipped");
+            crate::outln!("run {id}: not finished (resume it first); skipped");
             continue;
         }
         let repo = std::path::PathBuf::from(&view.start.repo);
+        // The milestone's lock before looking at its worktrees: a run of it from any state dir
+        // may be creating them or committing on their branches right now.
+        let _milestone_lock = match state.lock_milestone(&repo, &view.start.milestone, Holder::Clean) {
+            Ok(l) => l,
+            Err(e @ RunsError::MilestoneBusy { .. }) if args.run_id.is_none() => {
+                crate::outln!("run {id}: {e}; skipped");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Read again under the lock: another `loop clean` may have journaled removals meanwhile.
+        let view = RunView::fold(&state.read(&id)?)?;
         let ws = GitWorkspace::new(&repo);
         let mut to_journal: Vec<(String, Event)> = Vec::new();
         for issue in &view.issues {
@@ -98,7 +111,7 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
             }
             let path = std::path::Path::new(&wt.path);
             if !path.exists() {
-                println!("run {id} {}: {} already gone", issue.id, wt.path);
+                crate::outln!("run {id} {}: {} already gone", issue.id, wt.path);
                 if !args.dry_run {
                     to_journal.push((issue.id.clone(), Event::WorktreeRemoved { path: wt.path.clone() }));
                 }
@@ -106,23 +119,23 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
             }
             if let Some(reason) = keep_reason(&repo, path, &wt.branch)? {
                 kept += 1;
-                println!("run {id} {}: kept {}: {reason}", issue.id, wt.path);
+                crate::outln!("run {id} {}: kept {}: {reason}", issue.id, wt.path);
                 continue;
             }
             if args.dry_run {
-                println!("run {id} {}: would remove {} (branch {} stays)", issue.id, wt.path, wt.branch);
+                crate::outln!("run {id} {}: would remove {} (branch {} stays)", issue.id, wt.path, wt.branch);
                 removed += 1;
                 continue;
             }
             match ws.remove(path, &wt.branch)? {
                 Removal::Removed | Removal::AlreadyGone | Removal::Finished(_) => {
                     removed += 1;
-                    println!("run {id} {}: removed {} (branch {} stays)", issue.id, wt.path, wt.branch);
+                    crate::outln!("run {id} {}: removed {} (branch {} stays)", issue.id, wt.path, wt.branch);
                     to_journal.push((issue.id.clone(), Event::WorktreeRemoved { path: wt.path.clone() }));
                 }
                 Removal::Kept(reason) => {
                     kept += 1;
-                    println!("run {id} {}: kept {}: {reason}", issue.id, wt.path);
+                    crate::outln!("run {id} {}: kept {}: {reason}", issue.id, wt.path);
                 }
             }
         }
@@ -139,6 +152,6 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
         }
     }
     let verb = if args.dry_run { "would remove" } else { "removed" };
-    println!("clean: {verb} {removed} worktree(s), kept {kept}");
+    crate::outln!("clean: {verb} {removed} worktree(s), kept {kept}");
     Ok(0)
 }

@@ -108,7 +108,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
     write_sample_repo(&repo)?;
     let state = StateDir::new(repo.join(".loop"));
     if !args.quiet && !args.json {
-        eprintln!("loop demo: sample repo at {}", repo.display());
+        crate::eoutln!("loop demo: sample repo at {}", repo.display());
     }
     let mut progress = Progress::new(args.quiet || args.json, false);
     let inputs = RunInputs {
@@ -151,22 +151,22 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
             "journal_records": verdict.records,
             "journal_bytes_on_disk": journal_bytes,
         });
-        println!("{v}");
+        crate::outln!("{v}");
     } else if !args.quiet {
-        eprint!("\n{}", render::status_text(&view, false));
-        eprintln!(
+        crate::eout!("\n{}", render::status_text(&view, false));
+        crate::eoutln!(
             "replay: {} ({} records re-derived from the journal alone, chain verified)",
             if replay_ok { "ok" } else { "FAILED" },
             verdict.records
         );
-        eprintln!("took {run_secs:.2}s; journal {} records, {journal_bytes} bytes on disk", verdict.records);
+        crate::eoutln!("took {run_secs:.2}s; journal {} records, {journal_bytes} bytes on disk", verdict.records);
         if args.keep || args.dir.is_some() {
-            eprintln!("kept: {} (try `loop status --repo {}`)", repo.display(), repo.display());
+            crate::eoutln!("kept: {} (try `loop status --repo {}`)", repo.display(), repo.display());
         }
     }
     if !replay_ok {
         let why = verdict.error.map(|e| e.1).unwrap_or_else(|| "replayed states differ from the run".into());
-        eprintln!("loop demo: replay check failed: {why}");
+        crate::eoutln!("loop demo: replay check failed: {why}");
         return Ok(exit::ERROR);
     }
     Ok(exit::OK)

@@ -98,6 +98,7 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<i32, Cl
             out.push_str(&format!("-- {label}: prompt\n{}\n", prompt.trim_end()));
         }
     }
-    print!("{out}");
+    // Prompts quote titles from the docs; a terminal must not act on them.
+    crate::out!("{}", crate::render::escape_lines(&out));
     Ok(0)
 }

@@ -219,6 +219,10 @@ pub fn install_interrupt_handler() {
 }
 
 pub fn run(cli: Cli) -> Result<i32, CliError> {
+    // Only commands that journal nothing may die of a closed pipe (see `crate::out`).
+    if matches!(cli.command, Command::Plan(_) | Command::Replay(_) | Command::Status(_) | Command::Runs(_) | Command::Export(_)) {
+        crate::out::die_on_closed_pipe();
+    }
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Plan(a) => plan::run(a),

@@ -56,17 +56,17 @@ pub fn run(args: PromptsArgs) -> Result<i32, CliError> {
         PromptsCommand::List { .. } => {
             for (name, _, phase) in BUILTIN {
                 let t = load(name)?;
-                println!("{name:<24} {:<7} {}", phase.as_str(), t.source);
+                crate::outln!("{name:<24} {:<7} {}", phase.as_str(), t.source);
             }
         }
-        PromptsCommand::Show { name, .. } => print!("{}", load(&name)?.text),
+        PromptsCommand::Show { name, .. } => crate::out!("{}", load(&name)?.text),
         PromptsCommand::Install { codex_home, claude_dir, .. } => {
             for target in prompts::install_targets(codex_home, claude_dir) {
                 std::fs::create_dir_all(&target).map_err(|e| CliError::io(&target, e))?;
                 for (name, _, _) in BUILTIN {
                     let path = target.join(format!("{name}.md"));
                     std::fs::write(&path, load(name)?.text).map_err(|e| CliError::io(&path, e))?;
-                    println!("wrote {}", path.display());
+                    crate::outln!("wrote {}", path.display());
                 }
             }
         }

@@ -80,7 +80,12 @@ pub fn replay_store(store: &dyn Store, mut line: impl FnMut(&str), keep_json: bo
 
 pub fn run(args: ReplayArgs) -> Result<i32, CliError> {
     let store: Box<dyn Store> = match (&args.file, &args.run_id) {
-        (Some(f), _) => Box::new(journal::read_export_file(f)?),
+        // A file that cannot be read is a wrong argument (exit 2); only bytes that were read
+        // and do not verify are a corrupt journal (exit 4).
+        (Some(f), _) => {
+            let bytes = std::fs::read(f).map_err(|e| CliError::Usage(format!("--file {}: {e}", f.display())))?;
+            Box::new(journal::parse_export(&bytes, &f.display().to_string())?)
+        }
         (None, Some(id)) => {
             let state = args.repo.state()?;
             let run_id = state.resolve(id)?;

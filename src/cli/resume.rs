@@ -28,8 +28,8 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let clock = Clock::from_env();
     let (journal, records) = Journal::reopen(Box::new(store), clock.clone())?;
     let view = RunView::fold(&records)?;
-    let _milestone_lock = state.lock_milestone(&view.start.milestone, &run_id)?;
     let repo = std::path::PathBuf::from(&view.start.repo);
+    let _milestone_lock = state.lock_milestone(&repo, &view.start.milestone, crate::runs::Holder::Run(&run_id))?;
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
     let agent = agent_for(&view.start.agent, &ids, "the recorded scenario")?;
     let ws = GitWorkspace::new(&repo);

@@ -168,7 +168,7 @@ impl Observer for Progress {
         }
         let line = format!("[{:>7.2}s] {}", self.start.elapsed().as_secs_f64(), render::timeline_line(rec, applied));
         let Some(live) = &mut self.live else {
-            eprintln!("{line}");
+            crate::eoutln!("{line}");
             return;
         };
         // Live mode keeps the screen short: state changes and run-level records become
@@ -280,7 +280,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
     if state.kind(&run_id) != crate::runs::RunKind::Absent {
         return Err(CliError::Usage(format!("run {run_id} already exists")));
     }
-    let _milestone_lock = state.lock_milestone(&milestone, &run_id)?;
+    let _milestone_lock = state.lock_milestone(&repo, &milestone, crate::runs::Holder::Run(&run_id))?;
     let (_lock, store) = state.create_run(&run_id)?;
     let mut journal = Journal::create(Box::new(store), &run_id, clock.clone());
     let start = RunStart {
@@ -334,10 +334,10 @@ pub fn drive(
         g.siblings = view.start.issues.iter().map(|p| (p.branch.clone(), p.worktree.clone())).collect();
     }
     if let Some(w) = view.start.guard.as_ref().and_then(|g| g.config.sandbox.warning()) {
-        eprintln!("loop: {w}");
+        crate::eoutln!("loop: {w}");
         if jobs > 1 {
             // The after-phase check cannot tell a sibling's own work from a write into it.
-            eprintln!(
+            crate::eoutln!(
                 "loop: WARNING: with --jobs {jobs} the after-phase check ignores other issues' branches and \
                  worktrees (they change concurrently), so nothing stops or reports an agent writing into \
                  them; use --jobs 1 with danger-full-access"
@@ -351,16 +351,16 @@ pub fn drive(
     let (outcome, view) = engine.drive()?;
     let code = super::run_exit_code(&view, outcome);
     if outcome == Outcome::Interrupted {
-        eprintln!("loop: run {} interrupted; continue with `loop resume {}`", view.run_id, view.run_id);
+        crate::eoutln!("loop: run {} interrupted; continue with `loop resume {}`", view.run_id, view.run_id);
     }
     Ok((code, view))
 }
 
 pub fn finish_output(view: &RunView, json: bool, repo: &Path, quiet: bool) {
     if json {
-        println!("{}", render::status_json(view, Some(repo)));
+        crate::outln!("{}", render::status_json(view, Some(repo)));
     } else if !quiet {
-        eprint!("{}", render::status_text(view, false));
+        crate::eout!("{}", render::status_text(view, false));
     }
 }
 

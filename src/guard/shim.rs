@@ -273,7 +273,7 @@ impl Relay {
                         Ok(n) => {
                             if let Err(e) = out.write_all(&buf[..n]) {
                                 // Said, not swallowed: these decisions will be missing from the journal.
-                                eprintln!("loop: guard: could not write shim decisions to {}: {e}", file_shown);
+                                crate::eoutln!("loop: guard: could not write shim decisions to {}: {e}", file_shown);
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
