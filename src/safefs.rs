@@ -290,12 +290,16 @@ impl Dir {
         Ok(())
     }
 
-    /// Opens (creating) `name` for appending, without following a symlink; for logs that grow
-    /// while a phase runs, where a rewrite per line would be absurd.
-    pub fn append(&self, name: &std::ffi::OsStr) -> Result<File> {
+    /// Opens (creating) `name` for appending, or truncated, without following a symlink; for
+    /// logs that grow while a phase runs, where a rewrite per line would be absurd.
+    pub fn open_log(&self, name: &std::ffi::OsStr, how: Log) -> Result<File> {
         let path = self.path_of(name);
         let c = cstr(&path, name)?;
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let mode = match how {
+            Log::Append => libc::O_APPEND,
+            Log::Truncate => libc::O_TRUNC,
+        };
+        let flags = libc::O_WRONLY | libc::O_CREAT | mode | libc::O_NOFOLLOW | libc::O_NONBLOCK;
         match open_raw(Some(&self.fd), &c, flags) {
             Ok(fd) => {
                 let f = File::from(fd);
@@ -310,6 +314,13 @@ impl Dir {
             },
         }
     }
+}
+
+/// How [`Dir::open_log`] treats an existing file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Log {
+    Append,
+    Truncate,
 }
 
 /// Reads `root/rel`; None when the file does not exist (its directories may not either).
@@ -339,10 +350,10 @@ pub fn update(root: &Path, rel: &Path, change: impl FnOnce(Option<&[u8]>) -> Vec
     Ok(new)
 }
 
-/// Opens `root/rel` for appending, creating its directories.
-pub fn append(root: &Path, rel: &Path) -> Result<File> {
+/// Opens `root/rel` as a log ([`Dir::open_log`]), creating its directories.
+pub fn open_log(root: &Path, rel: &Path, how: Log) -> Result<File> {
     let (dir, name) = split(root, rel)?;
-    open_dir(root, dir, true)?.append(name)
+    open_dir(root, dir, true)?.open_log(name, how)
 }
 
 /// Fails if any existing component of `root/rel` is a symlink; a missing tail is fine.
@@ -419,7 +430,8 @@ mod tests {
         assert!(err.is_symlink() && err.to_string().contains("victim.txt"), "{err}");
         let err = update(&root, Path::new("a/b/REVIEW.md"), |_| b"pwned".to_vec()).unwrap_err();
         assert!(err.is_symlink(), "{err}");
-        assert!(append(&root, Path::new("a/b/REVIEW.md")).unwrap_err().is_symlink());
+        assert!(open_log(&root, Path::new("a/b/REVIEW.md"), Log::Append).unwrap_err().is_symlink());
+        assert!(open_log(&root, Path::new("a/b/REVIEW.md"), Log::Truncate).unwrap_err().is_symlink());
         assert!(check(&root, Path::new("a/b/REVIEW.md")).unwrap_err().is_symlink());
         assert_eq!(std::fs::read_to_string(outside.join("victim.txt")).unwrap(), "victim\n");
         assert!(std::fs::symlink_metadata(root.join("a/b/REVIEW.md")).unwrap().file_type().is_symlink());
@@ -433,7 +445,7 @@ mod tests {
         symlink(&gone, root.join("a/file.md")).unwrap();
         symlink(outside.join("no-dir"), root.join("a/dir")).unwrap();
         assert!(write(&root, Path::new("a/file.md"), b"x").unwrap_err().is_symlink());
-        assert!(append(&root, Path::new("a/file.md")).unwrap_err().is_symlink());
+        assert!(open_log(&root, Path::new("a/file.md"), Log::Append).unwrap_err().is_symlink());
         assert!(write(&root, Path::new("a/dir/f.md"), b"x").unwrap_err().is_symlink());
         assert!(!gone.exists() && !outside.join("no-dir").exists());
     }

@@ -117,21 +117,19 @@ impl GitWorkspace {
     pub fn exclude(&self, pattern: &str) -> Result<(), WorkspaceError> {
         let common = git_ok(&self.repo, &["rev-parse", "--git-common-dir"], self.timeout)?;
         let common = self.repo.join(common);
-        let info = common.join("info");
-        let file = info.join("exclude");
-        let existing = std::fs::read_to_string(&file).unwrap_or_default();
+        let rel = Path::new("info/exclude");
+        let fs = |e: crate::safefs::SafeFsError| WorkspaceError::Git { args: "info/exclude".into(), detail: e.to_string() };
+        let existing = String::from_utf8_lossy(&crate::safefs::read(&common, rel).map_err(fs)?.unwrap_or_default()).into_owned();
         if existing.lines().any(|l| l.trim() == pattern) {
             return Ok(());
         }
-        let io = |e: std::io::Error| WorkspaceError::Git { args: "info/exclude".into(), detail: e.to_string() };
-        std::fs::create_dir_all(&info).map_err(io)?;
         let mut text = existing;
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
         text.push_str(pattern);
         text.push('\n');
-        std::fs::write(&file, text).map_err(io)
+        crate::safefs::write(&common, rel, text.as_bytes()).map_err(fs)
     }
 
     /// `(path, branch)` of every registered worktree.
