@@ -188,3 +188,23 @@ fn an_empty_review_doc_gets_its_header_again() {
     let doc = git(&repo, &["show", &format!("loop/M1-core/ORB-1:{DOC}")]);
     assert!(doc.starts_with("# Reviews: M1-core\n\nAppended by loop"), "{doc}");
 }
+
+/// loop commits with `git -C <worktree>`, which follows the worktree's `.git`: an agent that
+/// points it (a symlink) at another repository would have loop commit there.
+#[test]
+fn a_symlinked_dot_git_in_the_worktree_is_a_guard_violation_and_the_other_repo_is_untouched() {
+    let (_t, repo) = repo_with(DEMO_DOCS);
+    let (_ot, other) = repo_with(&[("other.txt", "other\n")]);
+    let (_o, out) = outside();
+    let before = git(&other, &["rev-parse", "HEAD"]);
+    let scenario = format!(r#"{{"ORB-1": {{"dev": "shell:rm .git && ln -s {}/.git .git"}}}}"#, other.display());
+    let o = run(&repo, Some((&out, &scenario)));
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(git(&other, &["rev-parse", "HEAD"]), before, "loop committed into another repository");
+    let st = status(&repo);
+    let orb1 = issue(&st, "ORB-1");
+    assert_eq!(orb1["state"], "Failed", "{st}");
+    let reason = orb1["reason"].as_str().unwrap();
+    assert!(reason.contains("committing: ") && reason.contains("/.git is a symlink"), "{reason}");
+}
