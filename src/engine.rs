@@ -682,23 +682,26 @@ impl IssueDriver<'_> {
                 Ok(out) => {
                     let what = if phase == Phase::Dev { "dev".to_string() } else { format!("fix cycle {cycle}") };
                     let message = format!("{id}: {what}\n\nCommitted by loop (run {run_id}).");
-                    match self.commit(&worktree, &message, &mut evidence) {
-                        Ok(Some(c)) => {
-                            evidence.commit = Some(c);
-                            Event::WorkFinished { phase, status: out.status }
-                        }
-                        Ok(None) => {
-                            let nothing = "the agent changed nothing".to_string();
-                            evidence.note = Some(match evidence.note.take() {
-                                Some(n) => format!("{nothing}; {n}"),
-                                None => nothing,
-                            });
-                            Event::WorkFinished { phase, status: out.status }
-                        }
-                        Err(e) if e.blame().is_environment() => {
-                            return self.stop_for_environment(id, format!("committing the agent's changes: {e}"), Some(evidence));
-                        }
-                        Err(e) => Event::PhaseFailed { phase, reason: format!("committing the agent's changes: {e}") },
+                    match symlinked_git_file(&worktree) {
+                        Some(changes) => Event::GuardViolation { phase, changes },
+                        None => match self.commit(&worktree, &message, &mut evidence) {
+                            Ok(Some(c)) => {
+                                evidence.commit = Some(c);
+                                Event::WorkFinished { phase, status: out.status }
+                            }
+                            Ok(None) => {
+                                let nothing = "the agent changed nothing".to_string();
+                                evidence.note = Some(match evidence.note.take() {
+                                    Some(n) => format!("{nothing}; {n}"),
+                                    None => nothing,
+                                });
+                                Event::WorkFinished { phase, status: out.status }
+                            }
+                            Err(e) if e.blame().is_environment() => {
+                                return self.stop_for_environment(id, format!("committing the agent's changes: {e}"), Some(evidence));
+                            }
+                            Err(e) => Event::PhaseFailed { phase, reason: format!("committing the agent's changes: {e}") },
+                        },
                     }
                 }
                 Err(e) => Event::PhaseFailed { phase, reason: e.to_string() },
@@ -706,8 +709,9 @@ impl IssueDriver<'_> {
             Phase::Review => match output::parse_review(&reply.output) {
                 Ok(out) => match self.write_review_doc(planned, &worktree, cycle, &out, &mut evidence) {
                     Ok(()) => Event::ReviewFinished { verdict: out.status },
-                    Err(t) if t.blame.is_environment() => return self.stop_for_environment(id, t.reason, Some(evidence)),
-                    Err(t) => Event::PhaseFailed { phase, reason: t.reason },
+                    Err(ReviewDocFailure::Symlink(changes)) => Event::GuardViolation { phase, changes },
+                    Err(ReviewDocFailure::Other(t)) if t.blame.is_environment() => return self.stop_for_environment(id, t.reason, Some(evidence)),
+                    Err(ReviewDocFailure::Other(t)) => Event::PhaseFailed { phase, reason: t.reason },
                 },
                 Err(e) => Event::PhaseFailed { phase, reason: e.to_string() },
             },
@@ -731,7 +735,7 @@ impl IssueDriver<'_> {
         fix_cycles: u32,
         review: &output::ReviewOutput,
         evidence: &mut Evidence,
-    ) -> Result<(), Trouble> {
+    ) -> Result<(), ReviewDocFailure> {
         let (enabled, milestone, run_id) = {
             let view = self.handle.view();
             (view.start.review_doc, view.start.milestone.clone(), view.run_id.clone())
@@ -747,7 +751,13 @@ impl IssueDriver<'_> {
             fix_cycles,
             result: review,
         };
-        reviewdoc::write(worktree, &rel, &milestone, &entry).map_err(|e| Trouble::new(e.to_string(), e.blame()))?;
+        reviewdoc::write(worktree, &rel, &milestone, &entry).map_err(|e| match e.is_symlink() {
+            true => ReviewDocFailure::Symlink(vec![e.to_string()]),
+            false => ReviewDocFailure::Other(Trouble::new(e.to_string(), e.blame())),
+        })?;
+        if let Some(changes) = symlinked_git_file(worktree) {
+            return Err(ReviewDocFailure::Symlink(changes));
+        }
         let message = format!(
             "{}: review {} ({})\n\nReview entry appended by loop (run {}).",
             planned.id,
@@ -757,7 +767,7 @@ impl IssueDriver<'_> {
         );
         let commit = self
             .commit(worktree, &message, evidence)
-            .map_err(|e| Trouble::new(format!("committing the review doc {rel}: {e}"), e.blame()))?;
+            .map_err(|e| ReviewDocFailure::Other(Trouble::new(format!("committing the review doc {rel}: {e}"), e.blame())))?;
         evidence.commit = commit;
         let written = format!("review_doc_path={rel}; review_entry_written=true");
         evidence.note = Some(match evidence.note.take() {
@@ -825,6 +835,22 @@ impl IssueDriver<'_> {
         };
         self.event(id, event, None)?;
         Ok(())
+    }
+}
+
+/// Why loop's review entry could not be written and committed.
+enum ReviewDocFailure {
+    /// A symlink on the way: the worktree tried to steer loop's write outside (a guard violation).
+    Symlink(Vec<String>),
+    Other(Trouble),
+}
+
+/// loop commits with `git -C <worktree>`, which follows the worktree's `.git` to wherever it
+/// points: a symlink there would have loop write objects and refs into another repository.
+fn symlinked_git_file(worktree: &Path) -> Option<Vec<String>> {
+    match crate::safefs::check(worktree, Path::new(".git")) {
+        Err(e) if e.is_symlink() => Some(vec![format!("committing: {e}")]),
+        _ => None,
     }
 }
 

@@ -22,5 +22,6 @@ pub mod prompts;
 pub mod render;
 pub mod reviewdoc;
 pub mod runs;
+pub mod safefs;
 pub mod stack;
 pub mod workspace;

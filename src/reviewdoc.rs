@@ -9,6 +9,9 @@
 //! - Writing is idempotent per (run, issue, review): a review re-run after a crash replaces its own
 //!   section instead of adding a second one.
 //! - Only this module writes the file; the engine commits it with loop's own commit.
+//! - Each write is one atomic read + rewrite through [`crate::safefs`]: no symlink below the
+//!   worktree is followed, and no half file remains. A file found empty or without its header
+//!   (a failed write of an older loop left one) gets the header again.
 
 use std::path::Path;
 
@@ -18,14 +21,28 @@ use crate::workspace::sanitize;
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewDocError {
     #[error("review doc {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Fs { path: String, source: crate::safefs::SafeFsError },
+}
+
+impl ReviewDocError {
+    /// The doc's path led through a symlink: the worktree tried to steer loop's write outside.
+    pub fn is_symlink(&self) -> bool {
+        matches!(self, ReviewDocError::Fs { source, .. } if source.is_symlink())
+    }
+}
+
+fn header(milestone: &str) -> String {
+    format!(
+        "# Reviews: {milestone}\n\nAppended by loop after each review, one section per review. \
+Keep the `loop-review` marker lines: loop finds its entries by them.\n"
+    )
 }
 
 impl ReviewDocError {
     /// The doc is loop's own file: a full disk or an I/O error writing it is the environment's.
     pub fn blame(&self) -> crate::blame::Blame {
         match self {
-            ReviewDocError::Io { source, .. } => crate::blame::Blame::of_io(source),
+            ReviewDocError::Fs { source, .. } => source.blame(),
         }
     }
 }
@@ -89,19 +106,27 @@ pub fn section(e: &Entry) -> String {
 
 /// Appends (or replaces) the entry in `<worktree>/<rel>`; returns the new file text.
 pub fn write(worktree: &Path, rel: &str, milestone: &str, e: &Entry) -> Result<String, ReviewDocError> {
-    let path = worktree.join(rel);
-    let io = |source| ReviewDocError::Io { path: rel.to_string(), source };
-    let existing = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => format!(
-            "# Reviews: {milestone}\n\nAppended by loop after each review, one section per review. \
-Keep the `loop-review` marker lines: loop finds its entries by them.\n"
-        ),
-        Err(err) => return Err(io(err)),
+    let new = crate::safefs::update(worktree, Path::new(rel), |old| {
+        with_entry(&String::from_utf8_lossy(old.unwrap_or_default()), milestone, e).into_bytes()
+    })
+    .map_err(|source| ReviewDocError::Fs { path: rel.to_string(), source })?;
+    Ok(String::from_utf8_lossy(&new).into_owned())
+}
+
+/// The doc's text with the entry appended, or its own section replaced.
+fn with_entry(existing: &str, milestone: &str, e: &Entry) -> String {
+    let head = header(milestone);
+    let first_line = head.lines().next().unwrap_or_default();
+    let existing = if existing.trim().is_empty() {
+        head
+    } else if !existing.starts_with(first_line) {
+        format!("{head}\n{existing}")
+    } else {
+        existing.to_string()
     };
     let new_section = section(e);
     let m = marker(e);
-    let text = match existing.find(&m) {
+    match existing.find(&m) {
         Some(at) => {
             let after = at + m.len();
             let end = existing[after..].find("<!-- loop-review ").map(|i| after + i).unwrap_or(existing.len());
@@ -109,12 +134,7 @@ Keep the `loop-review` marker lines: loop finds its entries by them.\n"
             format!("{}{}{}{}", &existing[..at], new_section, if tail.is_empty() { "" } else { "\n" }, tail)
         }
         None => format!("{}\n{}", existing.trim_end_matches('\n').to_string() + "\n", new_section),
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
     }
-    std::fs::write(&path, &text).map_err(io)?;
-    Ok(text)
 }
 
 #[cfg(test)]
@@ -162,5 +182,21 @@ mod tests {
         let again = write(d.path(), rel, "M", &e1).unwrap();
         assert_eq!(again, text);
         assert_eq!(again.matches("<!-- loop-review").count(), 2);
+    }
+
+    #[test]
+    fn an_empty_or_headless_doc_gets_its_header_again() {
+        let d = tempfile::tempdir().unwrap();
+        let rel = "docs/projects/p/reviews/REVIEW-M.md";
+        let r = review("pass");
+        let e = Entry { run_id: "R", issue: "I-1", review: 1, fix_cycles: 0, result: &r };
+        std::fs::create_dir_all(d.path().join("docs/projects/p/reviews")).unwrap();
+        std::fs::write(d.path().join(rel), "").unwrap();
+        let text = write(d.path(), rel, "M", &e).unwrap();
+        assert!(text.starts_with("# Reviews: M\n\nAppended by loop"), "{text}");
+        std::fs::write(d.path().join(rel), "stray notes\n").unwrap();
+        let text = write(d.path(), rel, "M", &e).unwrap();
+        assert!(text.starts_with("# Reviews: M\n") && text.contains("stray notes\n"), "{text}");
+        assert_eq!(text.matches("# Reviews: M").count(), 1);
     }
 }

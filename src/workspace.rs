@@ -219,21 +219,22 @@ impl GitWorkspace {
     pub fn exclude(&self, pattern: &str) -> Result<(), WorkspaceError> {
         let common = git_ok(&self.repo, &["rev-parse", "--git-common-dir"], self.timeout)?;
         let common = self.repo.join(common);
-        let info = common.join("info");
-        let file = info.join("exclude");
-        let existing = std::fs::read_to_string(&file).unwrap_or_default();
+        let rel = Path::new("info/exclude");
+        let fs = |e: crate::safefs::SafeFsError| match e {
+            crate::safefs::SafeFsError::Io { path, source } => WorkspaceError::Io { what: path, source },
+            other => WorkspaceError::git("info/exclude", other.to_string(), ""),
+        };
+        let existing = String::from_utf8_lossy(&crate::safefs::read(&common, rel).map_err(fs)?.unwrap_or_default()).into_owned();
         if existing.lines().any(|l| l.trim() == pattern) {
             return Ok(());
         }
-        let io = |source| WorkspaceError::Io { what: file.display().to_string(), source };
-        std::fs::create_dir_all(&info).map_err(io)?;
         let mut text = existing;
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
         text.push_str(pattern);
         text.push('\n');
-        std::fs::write(&file, text).map_err(io)
+        crate::safefs::write(&common, rel, text.as_bytes()).map_err(fs)
     }
 
     /// `(path, branch)` of every registered worktree.

@@ -9,7 +9,8 @@
 //! - codex does not enforce `--output-schema`, so the final message is validated here; an unusable
 //!   one is asked for again through `exec resume` at most `retries` times, then returned as is for
 //!   the engine to fail the phase on. Nothing is guessed from it.
-//! - Every invocation's raw stdout is kept verbatim under `<logs>/<run>/<issue>/`, stderr beside it.
+//! - Every invocation's raw stdout is kept verbatim under `<logs>/<run>/<issue>/`, stderr beside it;
+//!   logs and schema files are written through [`crate::safefs`], never through a symlink below `<logs>`.
 //! - Dev and fix run in `workspace-write` with /tmp and $TMPDIR excluded from the writable roots
 //!   (otherwise a repo under /tmp would be writable outside the worktree); review is read-only.
 
@@ -25,6 +26,7 @@ use super::{tail, Agent, AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::machine::Phase;
 use crate::proc::{self, Cmd, ProcError};
 use crate::prompts;
+use crate::safefs;
 use crate::workspace::sanitize;
 
 pub const DEFAULT_BIN: &str = "codex";
@@ -128,6 +130,12 @@ impl CodexAgent {
         Path::new(&self.settings.logs_root).join(sanitize(&req.run_id)).join(sanitize(&req.issue.id))
     }
 
+    /// A path under the logs root as (root, path below it), for [`safefs`].
+    fn below_logs<'p>(&'p self, path: &'p Path) -> (&'p Path, &'p Path) {
+        let root = Path::new(&self.settings.logs_root);
+        (root, path.strip_prefix(root).unwrap_or(path))
+    }
+
     pub fn schema_path(&self, req: &PhaseRequest) -> PathBuf {
         Path::new(&self.settings.logs_root)
             .join(sanitize(&req.run_id))
@@ -205,6 +213,15 @@ impl CodexAgent {
         AgentError::Setup { phase, source: msg.into() }
     }
 
+    /// An I/O failure under loop's own files is its environment's (the run stops for resume); a
+    /// symlink or a bad path is not.
+    fn fs_err(phase: Phase, what: String, e: safefs::SafeFsError) -> AgentError {
+        match e {
+            safefs::SafeFsError::Io { path, source } => AgentError::Io { phase, what: format!("{what} {path}"), source },
+            other => Self::setup_err(phase, format!("{what}: {other}")),
+        }
+    }
+
     /// Runs one codex invocation, logging its stream to `<stem>.jsonl` and `<stem>.stderr`.
     fn invoke(
         &self,
@@ -221,8 +238,9 @@ impl CodexAgent {
         }
         let dir = self.log_dir(req);
         let log_path = dir.join(format!("{stem}.jsonl"));
-        let mut log = std::fs::File::create(&log_path)
-            .map_err(|source| AgentError::Io { phase, what: format!("creating {}", log_path.display()), source })?;
+        let (root, rel) = self.below_logs(&log_path);
+        let mut log = safefs::open_log(root, rel, safefs::Log::Truncate)
+            .map_err(|e| Self::fs_err(phase, "creating the log".into(), e))?;
         let cmd = cmd.timeout(deadline - now);
         let mut summary = Summary::default();
         let mut log_failed = None;
@@ -244,7 +262,9 @@ impl CodexAgent {
             }
             Err(e) => return Err(AgentError::Setup { phase, source: Box::new(e) }),
         };
-        let _ = std::fs::write(dir.join(format!("{stem}.stderr")), &out.stderr);
+        let stderr_path = dir.join(format!("{stem}.stderr"));
+        let (root, rel) = self.below_logs(&stderr_path);
+        let _ = safefs::write(root, rel, &out.stderr);
         if let Some(e) = log_failed {
             return Err(AgentError::Io { phase, what: format!("writing {}", log_path.display()), source: e });
         }
@@ -277,16 +297,16 @@ impl CodexAgent {
 
     fn prepare(&self, req: &PhaseRequest) -> Result<String, AgentError> {
         let phase = req.phase;
+        let root = Path::new(&self.settings.logs_root);
+        std::fs::create_dir_all(root)
+            .map_err(|source| AgentError::Io { phase, what: format!("creating {}", root.display()), source })?;
         let dir = self.log_dir(req);
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| AgentError::Io { phase, what: format!("creating {}", dir.display()), source })?;
+        let (_, rel) = self.below_logs(&dir);
+        safefs::open_dir(root, rel, true).map_err(|e| Self::fs_err(phase, "creating the log dir".into(), e))?;
         let schema = self.schema_path(req);
-        if let Some(parent) = schema.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|source| AgentError::Io { phase, what: format!("creating {}", parent.display()), source })?;
-        }
-        std::fs::write(&schema, output::schema_text(phase))
-            .map_err(|source| AgentError::Io { phase, what: format!("writing the schema file {}", schema.display()), source })?;
+        let (_, rel) = self.below_logs(&schema);
+        safefs::write(root, rel, output::schema_text(phase).as_bytes())
+            .map_err(|e| Self::fs_err(phase, "writing the schema file".into(), e))?;
         self.prompt(req).map_err(|e| AgentError::Setup { phase, source: Box::new(e) })
     }
 }

@@ -163,6 +163,9 @@ pub enum CliError {
     Usage(String),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// A write below a root that met a symlink or failed (`crate::safefs`); exit 1.
+    #[error("{context}: {source}")]
+    Fs { context: String, source: crate::safefs::SafeFsError },
 }
 
 impl CliError {

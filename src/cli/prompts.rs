@@ -1,12 +1,18 @@
 //! `loop prompts`: the dev-auto-* templates — list them, print one, or install them where Codex
 //! (`$CODEX_HOME/prompts/`) and Claude Code (`~/.claude/commands/`) look for prompts.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
 use super::{CliError, RepoArgs};
 use crate::prompts::{self, BUILTIN};
+use crate::safefs;
+
+fn refused(source: safefs::SafeFsError) -> CliError {
+    CliError::Fs { context: "prompts install refused, nothing was written".into(), source }
+}
 
 #[derive(Args, Debug)]
 pub struct PromptsArgs {
@@ -61,12 +67,23 @@ pub fn run(args: PromptsArgs) -> Result<i32, CliError> {
         }
         PromptsCommand::Show { name, .. } => crate::out!("{}", load(&name)?.text),
         PromptsCommand::Install { codex_home, claude_dir, .. } => {
-            for target in prompts::install_targets(codex_home, claude_dir) {
-                std::fs::create_dir_all(&target).map_err(|e| CliError::io(&target, e))?;
-                for (name, _, _) in BUILTIN {
-                    let path = target.join(format!("{name}.md"));
-                    std::fs::write(&path, load(name)?.text).map_err(|e| CliError::io(&path, e))?;
-                    crate::outln!("wrote {}", path.display());
+            let texts = BUILTIN.iter().map(|(name, _, _)| Ok((*name, load(name)?.text))).collect::<Result<Vec<_>, CliError>>()?;
+            // Every target is checked before anything is written: a symlink in one refuses the
+            // whole install, so no half-installed set is left either.
+            let targets = prompts::install_targets(codex_home, claude_dir);
+            for (root, below) in &targets {
+                for (name, _) in &texts {
+                    safefs::check(root, &below.join(format!("{name}.md"))).map_err(refused)?;
+                }
+            }
+            for (root, below) in targets {
+                std::fs::create_dir_all(&root).map_err(|e| CliError::io(&root, e))?;
+                let failed = |source| CliError::Fs { context: "prompts install".into(), source };
+                let dir = safefs::open_dir(&root, &below, true).map_err(failed)?;
+                for (name, text) in &texts {
+                    let file = format!("{name}.md");
+                    dir.write_with(file.as_ref(), |f| f.write_all(text.as_bytes())).map_err(failed)?;
+                    crate::outln!("wrote {}", root.join(&below).join(file).display());
                 }
             }
         }

@@ -112,6 +112,8 @@ pub enum GuardError {
     Workspace(#[from] crate::workspace::WorkspaceError),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Fs(#[from] crate::safefs::SafeFsError),
 }
 
 pub fn io(path: &Path) -> impl Fn(std::io::Error) -> GuardError + '_ {
@@ -385,6 +387,8 @@ impl Guard {
             config: self.cfg.clone(),
         };
         let exe = std::env::current_exe().map_err(io(Path::new("current_exe")))?;
+        std::fs::create_dir_all(&self.logs).map_err(io(&self.logs))?;
+        crate::safefs::open_dir(&self.logs, dir.strip_prefix(&self.logs).unwrap_or(&dir), true)?;
         let user_home = std::env::var_os("HOME").map(PathBuf::from);
         let env = shim::prepare(&dir, ctx, &exe, user_home.as_deref())?;
         // Without a FIFO (a file system that has none) the shims still work; their decisions

@@ -97,8 +97,11 @@ pub fn prepare(
 ) -> Result<ShimEnv, GuardError> {
     let bin = ctx.bin_dir.clone();
     let home = dir.join("home");
+    // The caller opened `dir` below the run's log dir without symlinks; nothing below it is
+    // followed either (crate::safefs).
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     for d in [&bin, &home] {
-        std::fs::create_dir_all(d).map_err(io(d))?;
+        crate::safefs::open_dir(dir, d.strip_prefix(dir).unwrap_or(d), true)?;
     }
     for name in ["git", "gt"] {
         let link = bin.join(name);
@@ -107,7 +110,7 @@ pub fn prepare(
     }
     let ctx_file = dir.join("context.json");
     let text = serde_json::to_string_pretty(&ctx).expect("shim context encodes");
-    std::fs::write(&ctx_file, text).map_err(io(&ctx_file))?;
+    crate::safefs::write(dir, Path::new("context.json"), text.as_bytes())?;
     let profile = format!(
         "# Written by loop: keeps loop's git/gt shims first on PATH in login shells.\n\
          export PATH={}:\"$PATH\"\nexport {CTX_ENV}={}\nexport {VIA_ENV}=agent-shell\n",
@@ -115,8 +118,7 @@ pub fn prepare(
         shell_quote(&ctx_file.display().to_string()),
     );
     for f in [".bash_profile", ".profile", ".bashrc"] {
-        let p = home.join(f);
-        std::fs::write(&p, &profile).map_err(io(&p))?;
+        crate::safefs::write(&home, Path::new(f), profile.as_bytes())?;
     }
     let mut env = vec![
         ("HOME".to_string(), home.display().to_string()),
@@ -255,7 +257,8 @@ impl Relay {
             .custom_flags(libc::O_NONBLOCK)
             .open(fifo)
             .map_err(io(fifo))?;
-        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(file).map_err(io(file))?;
+        let (parent, name) = (file.parent().unwrap_or(Path::new(".")), file.file_name().unwrap_or_default());
+        let mut out = crate::safefs::open_log(parent, Path::new(name), crate::safefs::Log::Append)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let file_shown = file.display().to_string();
