@@ -227,9 +227,9 @@ fn crash_after_thread_started_resumes_the_same_thread() {
     let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
     r.use_mock(&mock, codex);
     // Appends: run_started, worktree_intent, worktree_created, phase_started, guard_checked,
-    // session_started (the first turn), session_started (the retry's resume of the same thread)
-    // -> abort.
-    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "crash"), ("LOOP_FAULT_AFTER_APPEND", "7")]);
+    // process_group, session_started (the first turn), session_started (the retry's resume of
+    // the same thread) -> abort.
+    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "crash"), ("LOOP_FAULT_AFTER_APPEND", "8")]);
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     assert!(r.wait_no_codex(Duration::from_secs(20)), "orphaned codex: {:?}", r.codex_processes());
     let before = r.records("crash");
@@ -270,9 +270,9 @@ fn crash_right_after_first_thread_started_continues_that_thread() {
     });
     let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
     r.use_mock(&mock, codex);
-    // The 6th append is the first session_started (after run_started, worktree_intent,
-    // worktree_created, phase_started, guard_checked).
-    let out = r.run(&["run"], &[("LOOP_RUN_ID", "crash5"), ("LOOP_FAULT_AFTER_APPEND", "6")]);
+    // The 7th append is the first session_started (after run_started, worktree_intent,
+    // worktree_created, phase_started, guard_checked, process_group).
+    let out = r.run(&["run"], &[("LOOP_RUN_ID", "crash5"), ("LOOP_FAULT_AFTER_APPEND", "7")]);
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     assert!(r.wait_no_codex(Duration::from_secs(20)), "orphaned codex: {:?}", r.codex_processes());
     let before = events(&r.records("crash5"), "session_started");

@@ -127,6 +127,11 @@ fn journal_export() {
     replay("journal_export");
 }
 
+#[test]
+fn journal_log() {
+    replay("journal_log");
+}
+
 /// The promise for journal files, over every byte of every seed journal: any edit fails
 /// verification, any cut inside a record fails, and a cut between records is that prefix.
 #[test]

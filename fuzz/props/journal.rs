@@ -103,3 +103,31 @@ pub fn export_file_with(data: &[u8], flips: usize) {
         }
     }
 }
+
+/// A journal file (format 2) as found on disk after anything: never a panic, damage in one line
+/// naming a record, and never a clean read with fewer records than its head says were durable.
+/// For a clean file, every truncation is damage, a torn tail, or keeps what the head claims.
+pub fn log_file(data: &[u8]) {
+    use devloop::journal::log::scan_bytes;
+    let scan = scan_bytes(data, None);
+    check_scan(&scan);
+    if scan.damage.is_none() && scan.torn.is_none() && scan.head.is_some() {
+        let step = (data.len() / 64).max(1);
+        for cut in (0..data.len()).step_by(step) {
+            check_scan(&scan_bytes(&data[..cut], None));
+        }
+    }
+}
+
+fn check_scan(scan: &devloop::journal::log::Scan) {
+    if let Some(d) = &scan.damage {
+        one_line(&d.reason);
+        return;
+    }
+    if let Some(h) = scan.head {
+        assert!(scan.records.len() as u64 >= h.count, "a clean read with fewer records than the head claims");
+    }
+    for (i, (seq, _)) in scan.records.iter().enumerate() {
+        assert_eq!(*seq, i as u64, "records out of order");
+    }
+}

@@ -27,6 +27,7 @@ pub const TARGETS: &[Target] = &[
     ("plan", plan::check),
     ("journal_record", journal::record),
     ("journal_export", journal::export_file),
+    ("journal_log", journal::log_file),
     ("agent_output", agent_output::check),
     ("sim_scenario", sim_scenario::check),
     ("codex_event", codex::event),

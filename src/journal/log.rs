@@ -232,8 +232,20 @@ pub fn scan_file(path: &Path, expected_run: Option<&str>) -> Result<Scan, StoreE
     let mut header = vec![0u8; HEADER_LEN as usize];
     // The head first (see the module doc): then every frame it claims is already in the file.
     let got = read_up_to(&mut file, &mut header).map_err(io)?;
+    header.truncate(got);
     let mut rest = Vec::new();
     BufReader::with_capacity(1 << 20, &mut file).read_to_end(&mut rest).map_err(io)?;
+    Ok(scan_parts(&header, &rest, expected_run))
+}
+
+/// [`scan_file`] over bytes already read (also the fuzzing entry point).
+pub fn scan_bytes(bytes: &[u8], expected_run: Option<&str>) -> Scan {
+    let split = bytes.len().min(HEADER_LEN as usize);
+    scan_parts(&bytes[..split], &bytes[split..], expected_run)
+}
+
+fn scan_parts(header: &[u8], rest: &[u8], expected_run: Option<&str>) -> Scan {
+    let got = header.len();
     let mut scan = Scan {
         run_id: String::new(),
         head: None,
@@ -248,20 +260,20 @@ pub fn scan_file(path: &Path, expected_run: Option<&str>) -> Result<Scan, StoreE
     };
     if got < HEADER_LEN as usize {
         damaged(&mut scan, 0, format!("the file is {got} bytes, shorter than its {HEADER_LEN}-byte header"));
-        return Ok(scan);
+        return scan;
     }
     if &header[..8] != LOG_MAGIC {
         damaged(&mut scan, 0, "not a loop journal (bad magic)".into());
-        return Ok(scan);
+        return scan;
     }
     let version = u16::from_be_bytes([header[8], header[9]]);
-    if header_check(&header) != header[CHECK_AT..CHECK_AT + 32] {
+    if header_check(header) != header[CHECK_AT..CHECK_AT + 32] {
         damaged(&mut scan, 0, "its header fails its check".into());
-        return Ok(scan);
+        return scan;
     }
     if version != LOG_VERSION {
         damaged(&mut scan, 0, format!("format version {version} is not one this loop reads ({LOG_VERSION})"));
-        return Ok(scan);
+        return scan;
     }
     let id_len = u16::from_be_bytes([header[10], header[11]]) as usize;
     scan.run_id = String::from_utf8_lossy(&header[12..12 + id_len.min(MAX_RUN_ID)]).into_owned();
@@ -269,7 +281,7 @@ pub fn scan_file(path: &Path, expected_run: Option<&str>) -> Result<Scan, StoreE
         if scan.run_id != want {
             let why = format!("the file belongs to run {}, not {want}", scan.run_id);
             damaged(&mut scan, 0, why);
-            return Ok(scan);
+            return scan;
         }
     }
     let mut heads = Vec::new();
@@ -299,7 +311,7 @@ pub fn scan_file(path: &Path, expected_run: Option<&str>) -> Result<Scan, StoreE
             }
             Ok((first, _, _)) => {
                 damaged(&mut scan, next_seq, format!("the frame at byte {offset} starts at record {first}, record {next_seq} is missing"));
-                return Ok(scan);
+                return scan;
             }
             Err(why) => {
                 if offset < head_end || valid_frame_in(&rest[pos + 1..]) {
@@ -326,7 +338,7 @@ pub fn scan_file(path: &Path, expected_run: Option<&str>) -> Result<Scan, StoreE
             }
         }
     }
-    Ok(scan)
+    scan
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
