@@ -258,13 +258,29 @@ impl Dir {
             }
             Some(_) => return Err(SafeFsError::NotAFile { path: path.display().to_string() }),
         };
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".loop-tmp-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
-        let tmp_path = self.path_of(&tmp_name);
-        let tmp_c = cstr(&tmp_path, &tmp_name)?;
+        // The pid alone does not make a temp name unique: a process killed mid-write (a power
+        // cut) leaves its temp behind, and the next loop may get the same pid (always 1 in a pid
+        // namespace). So the name also carries the clock, and a name taken is skipped, never
+        // removed: it may belong to a live writer in another namespace.
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-        let fd = open_raw(Some(&self.fd), &tmp_c, flags).map_err(io_err(&tmp_path))?;
+        let mut attempt = 0;
+        let (fd, tmp_c) = loop {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let mut tmp_name = std::ffi::OsString::from(".");
+            tmp_name.push(name);
+            tmp_name.push(format!(
+                ".loop-tmp-{}-{}-{nanos:x}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            let tmp_path = self.path_of(&tmp_name);
+            let tmp_c = cstr(&tmp_path, &tmp_name)?;
+            match open_raw(Some(&self.fd), &tmp_c, flags) {
+                Ok(fd) => break (fd, tmp_c),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+                Err(e) => return Err(io_err(&tmp_path)(e)),
+            }
+        };
         let mut f = File::from(fd);
         let written = (|| -> io::Result<()> {
             if let Some(m) = mode {
