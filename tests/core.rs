@@ -28,19 +28,7 @@ fn transitions(repo: &std::path::Path, run: &str) -> Vec<(String, String, String
     assert_eq!(out.status.code(), Some(0), "replay failed: {:?}", text(&out));
     let v = json(&out);
     assert_eq!(v["verified"], true);
-    v["timeline"]
-        .as_array()
-        .expect("timeline")
-        .iter()
-        .filter(|r| r["from"] != r["to"] && r["to"].is_string())
-        .map(|r| {
-            (
-                r["body"]["issue"].as_str().unwrap_or("").to_string(),
-                r["from"].as_str().unwrap_or("").to_string(),
-                r["to"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    timeline_transitions(&v)
 }
 
 #[test]

@@ -91,19 +91,7 @@ fn transitions(repo: &Path, state: &Path) -> Vec<(String, String, String)> {
     let out = loop_cmd(repo).args(["replay", "r", "--json", "--state-dir"]).arg(state).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "replay failed: {:?}", text(&out));
     let v = json(&out);
-    v["timeline"]
-        .as_array()
-        .expect("timeline")
-        .iter()
-        .filter(|r| r["from"] != r["to"] && r["to"].is_string())
-        .map(|r| {
-            (
-                r["body"]["issue"].as_str().unwrap_or("").to_string(),
-                r["from"].as_str().unwrap_or("").to_string(),
-                r["to"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    timeline_transitions(&v)
 }
 
 /// How a run ended: states, state-changing transitions, branch trees.

@@ -10,26 +10,7 @@ use support::*;
 /// A generated milestone of 14 issues in a DAG, with a scenario that exercises fix cycles, the
 /// cap, failures and blocked dependents.
 fn generated() -> (tempfile::TempDir, std::path::PathBuf) {
-    let mut files: Vec<(String, String)> = Vec::new();
-    for i in 0..14 {
-        let deps: Vec<String> = match i {
-            0..=3 => vec![],
-            4 => vec!["G-0".into()],
-            5 => vec!["G-0".into(), "G-1".into()],
-            6 => vec!["G-2".into()],
-            7 => vec!["G-4".into(), "G-5".into()],
-            8 => vec!["G-3".into()],
-            9 => vec!["G-6".into()],
-            10 => vec!["G-8".into(), "G-9".into()],
-            11 => vec!["G-7".into()],
-            12 => vec!["G-11".into(), "G-10".into()],
-            _ => vec!["G-1".into()],
-        };
-        files.push((
-            format!("docs/projects/gen/issues/G-{i}.md"),
-            format!("---\nid: G-{i}\ntitle: generated {i}\nmilestone: GEN\nblocked_by: [{}]\n---\n", deps.join(", ")),
-        ));
-    }
+    let mut files = generated_dag_docs();
     files.push((
         "scenario.json".into(),
         r#"{"G-1": {"reviews": ["changes_required", "pass"]},

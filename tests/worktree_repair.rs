@@ -32,16 +32,7 @@ fn replay(repo: &Path) -> serde_json::Value {
 
 /// The state-changing transitions, in order.
 fn transitions(v: &serde_json::Value) -> Vec<(String, String, String)> {
-    v["timeline"]
-        .as_array()
-        .expect("timeline")
-        .iter()
-        .filter(|r| r["from"] != r["to"] && r["to"].is_string())
-        .map(|r| {
-            let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
-            (s(&r["body"]["issue"]), s(&r["from"]), s(&r["to"]))
-        })
-        .collect()
+    timeline_transitions(v)
 }
 
 /// `(branch, commit count, tree)` of every branch loop made.

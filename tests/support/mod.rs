@@ -118,3 +118,44 @@ pub fn write_committed(repo: &Path, name: &str, text: &str) {
     git(repo, &["add", name]);
     git(repo, &["commit", "-q", "-m", name]);
 }
+
+/// The docs of a generated 14-issue milestone `GEN` whose dependencies form a DAG with chains,
+/// diamonds and independent roots (tests/parallel.rs and tests/signals.rs add their scenarios).
+pub fn generated_dag_docs() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = Vec::new();
+    for i in 0..14 {
+        let deps: Vec<String> = match i {
+            0..=3 => vec![],
+            4 => vec!["G-0".into()],
+            5 => vec!["G-0".into(), "G-1".into()],
+            6 => vec!["G-2".into()],
+            7 => vec!["G-4".into(), "G-5".into()],
+            8 => vec!["G-3".into()],
+            9 => vec!["G-6".into()],
+            10 => vec!["G-8".into(), "G-9".into()],
+            11 => vec!["G-7".into()],
+            12 => vec!["G-11".into(), "G-10".into()],
+            _ => vec!["G-1".into()],
+        };
+        files.push((
+            format!("docs/projects/gen/issues/G-{i}.md"),
+            format!("---\nid: G-{i}\ntitle: generated {i}\nmilestone: GEN\nblocked_by: [{}]\n---\n", deps.join(", ")),
+        ));
+    }
+    files
+}
+
+/// The state-changing transitions per issue, in order, from a verified `replay --json` object:
+/// what must be identical between an interrupted-and-resumed run and an uninterrupted one.
+pub fn timeline_transitions(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    v["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|r| r["from"] != r["to"] && r["to"].is_string())
+        .map(|r| {
+            let s = |x: &serde_json::Value| x.as_str().unwrap_or("").to_string();
+            (s(&r["body"]["issue"]), s(&r["from"]), s(&r["to"]))
+        })
+        .collect()
+}
