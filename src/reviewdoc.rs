@@ -106,7 +106,9 @@ pub fn section(e: &Entry) -> String {
 
 /// Appends (or replaces) the entry in `<worktree>/<rel>`; returns the new file text.
 pub fn write(worktree: &Path, rel: &str, milestone: &str, e: &Entry) -> Result<String, ReviewDocError> {
-    let new = crate::safefs::update(worktree, Path::new(rel), |old| {
+    // Each issue's worktree has one writer of its review doc, this one, so a temp of it is what
+    // a write killed before its rename (a power cut) left; `git add -A` would commit it.
+    let new = crate::safefs::update_with(worktree, Path::new(rel), true, |old| {
         with_entry(&String::from_utf8_lossy(old.unwrap_or_default()), milestone, e).into_bytes()
     })
     .map_err(|source| ReviewDocError::Fs { path: rel.to_string(), source })?;

@@ -22,7 +22,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -305,6 +305,45 @@ impl Dir {
         self.sync()
     }
 
+    /// Removes the temp files [`Dir::write_with`] of `name` left behind when their writer was
+    /// killed before its rename (a power cut): in a worktree, such a file would be taken into
+    /// the next commit. Only for a file no other writer can be writing now (write_with never
+    /// removes a temp itself, for that reason). Returns how many were removed.
+    pub fn remove_leftover_temps(&self, name: &std::ffi::OsStr) -> Result<usize> {
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(name);
+        prefix.push(".loop-tmp-");
+        let prefix = prefix.into_vec();
+        // The directory's own entries, through its descriptor rather than its path.
+        let listing = std::fs::read_dir(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).map_err(io_err(&self.shown))?;
+        let mut removed = 0;
+        for e in listing {
+            let e = e.map_err(io_err(&self.shown))?;
+            let entry = e.file_name();
+            if !entry.as_bytes().starts_with(&prefix) {
+                continue;
+            }
+            let path = self.path_of(&entry);
+            let c = cstr(&path, &entry)?;
+            if !kind_at(&self.fd, &c).map_err(io_err(&path))?.is_some_and(|m| m & libc::S_IFMT == libc::S_IFREG) {
+                continue;
+            }
+            // SAFETY: valid descriptor and C string; unlinkat removes the entry, following nothing.
+            if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+                let e = last_err();
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(io_err(&path)(e));
+                }
+                continue;
+            }
+            removed += 1;
+        }
+        if removed > 0 {
+            self.sync()?;
+        }
+        Ok(removed)
+    }
+
     /// fsyncs the directory, so a rename or a new entry in it survives a power cut.
     pub fn sync(&self) -> Result<()> {
         // SAFETY: valid descriptor.
@@ -366,8 +405,17 @@ pub fn write(root: &Path, rel: &Path, bytes: &[u8]) -> Result<()> {
 /// Read-modify-write of `root/rel` as one atomic replace: `change` gets the current content
 /// (None when missing) and returns the new one, which is returned too.
 pub fn update(root: &Path, rel: &Path, change: impl FnOnce(Option<&[u8]>) -> Vec<u8>) -> Result<Vec<u8>> {
+    update_with(root, rel, false, change)
+}
+
+/// [`update`]; with `sole_writer` (the caller knows no other writer of this file can be live),
+/// temps an earlier, killed writer of it left are removed first ([`Dir::remove_leftover_temps`]).
+pub fn update_with(root: &Path, rel: &Path, sole_writer: bool, change: impl FnOnce(Option<&[u8]>) -> Vec<u8>) -> Result<Vec<u8>> {
     let (dir, name) = split(root, rel)?;
     let d = open_dir(root, dir, true)?;
+    if sole_writer {
+        d.remove_leftover_temps(name)?;
+    }
     let old = d.read(name)?;
     let new = change(old.as_deref());
     d.write_with(name, |f| f.write_all(&new))?;

@@ -323,7 +323,15 @@ impl Workspace for GitWorkspace {
                     if let Some((_, on)) = self.worktrees()?.into_iter().find(|(p, _)| same_path(p, path)) {
                         return match on {
                             Some(b) if b == branch => {
-                                // That attempt's add may not have been made durable yet.
+                                // That attempt's add may not have been made durable yet: a
+                                // power cut before its checkout was fsynced leaves files whose
+                                // data is gone (empty, or zeros) while git's index, elsewhere,
+                                // is whole; the first commit would take them in. No agent has
+                                // worked here yet, so any file unlike HEAD is such a loss.
+                                if let Some(admin) = worktree_admin(path) {
+                                    repairs.extend(self.remove_stale_locks(path, &admin, branch)?);
+                                }
+                                repairs.extend(self.restore_checkout(path)?);
                                 self.sync_added(path, branch, SystemTime::UNIX_EPOCH)?;
                                 Ok(repairs)
                             }
@@ -346,6 +354,9 @@ impl Workspace for GitWorkspace {
                 }
             }
         }
+        // A `git worktree add -b` killed while creating the branch leaves its ref lock, which
+        // would fail the add below.
+        repairs.extend(self.remove_stale_ref_lock(path, branch)?);
         let started = since_now();
         self.make_parents(path)?;
         let p = path.to_string_lossy();
@@ -410,22 +421,7 @@ impl Workspace for GitWorkspace {
             }
             return Ok(out);
         }
-        let mut locks = lock_files(&admin);
-        let common = self.common()?;
-        let ref_lock = common.join(format!("refs/heads/{branch}.lock"));
-        if ref_lock.exists() {
-            locks.push(ref_lock);
-        }
-        for lock in locks {
-            if held_by_live_process(&lock) {
-                continue;
-            }
-            std::fs::remove_file(&lock).map_err(|e| unrepairable(path, &format!("removing {}: {e}", lock.display())))?;
-            if let Some(dir) = lock.parent() {
-                self.sync(dir)?;
-            }
-            out.repairs.push(format!("removed {}, a git lock no live process holds", lock.display()));
-        }
+        out.repairs.extend(self.remove_stale_locks(path, &admin, branch)?);
         Ok(out)
     }
 
@@ -761,6 +757,100 @@ impl GitWorkspace {
         };
         self.sync_ref_dirs(branch, started)?;
         Ok(Some(repair))
+    }
+
+    /// Removes the git locks of the worktree's admin dir and of its branch that no live process
+    /// holds (a killed git left them). Returns the repairs made.
+    fn remove_stale_locks(&self, path: &Path, admin: &Path, branch: &str) -> Result<Vec<String>, WorkspaceError> {
+        let mut repairs = Vec::new();
+        for lock in lock_files(admin) {
+            if held_by_live_process(&lock) {
+                continue;
+            }
+            std::fs::remove_file(&lock).map_err(|e| unrepairable(path, &format!("removing {}: {e}", lock.display())))?;
+            if let Some(dir) = lock.parent() {
+                self.sync(dir)?;
+            }
+            repairs.push(format!("removed {}, a git lock no live process holds", lock.display()));
+        }
+        repairs.extend(self.remove_stale_ref_lock(path, branch)?);
+        Ok(repairs)
+    }
+
+    /// Removes `refs/heads/<branch>.lock` when no live process holds it (a killed git left it).
+    fn remove_stale_ref_lock(&self, path: &Path, branch: &str) -> Result<Option<String>, WorkspaceError> {
+        let lock = self.common()?.join(format!("refs/heads/{branch}.lock"));
+        if !lock.is_file() || held_by_live_process(&lock) {
+            return Ok(None);
+        }
+        std::fs::remove_file(&lock).map_err(|e| unrepairable(path, &format!("removing {}: {e}", lock.display())))?;
+        if let Some(dir) = lock.parent() {
+            self.sync(dir)?;
+        }
+        Ok(Some(format!("removed {}, a git lock no live process holds", lock.display())))
+    }
+
+    /// Makes every regular file of HEAD in the worktree hold HEAD's bytes again, judging by
+    /// content, not by git's stat cache: the index lives in the repository (another disk,
+    /// perhaps), so after a power cut it can describe a checkout whose data was lost. Only for a
+    /// worktree no agent has worked in. Returns the repair made, if any.
+    fn restore_checkout(&self, wt: &Path) -> Result<Option<String>, WorkspaceError> {
+        let listing = git(wt, &["ls-tree", "-r", "-z", "HEAD"], self.timeout)?;
+        if !listing.success() {
+            return Err(git_error(&["ls-tree", "-r", "-z", "HEAD"], &listing));
+        }
+        // (path, blob) of each regular file; symlinks and submodules are metadata, not data.
+        let mut files: Vec<(String, String)> = Vec::new();
+        for entry in listing.stdout.split(|&b| b == 0).filter(|e| !e.is_empty()) {
+            let entry = String::from_utf8_lossy(entry);
+            let Some((meta, name)) = entry.split_once('\t') else { continue };
+            let mut meta = meta.split(' ');
+            let (mode, kind, oid) = (meta.next().unwrap_or(""), meta.next().unwrap_or(""), meta.next().unwrap_or(""));
+            if kind == "blob" && (mode == "100644" || mode == "100755") {
+                files.push((name.to_string(), oid.to_string()));
+            }
+        }
+        let mut lost: Vec<String> = Vec::new();
+        let mut present: Vec<&(String, String)> = Vec::new();
+        for f in &files {
+            match wt.join(&f.0).symlink_metadata() {
+                Ok(m) if m.is_file() => present.push(f),
+                Ok(_) => {}
+                Err(_) => lost.push(f.0.clone()),
+            }
+        }
+        for chunk in present.chunks(256) {
+            let mut args: Vec<&str> = vec!["hash-object", "--"];
+            args.extend(chunk.iter().map(|f| f.0.as_str()));
+            let hashes = git_ok(wt, &args, self.timeout)?;
+            let hashes: Vec<&str> = hashes.lines().collect();
+            if hashes.len() != chunk.len() {
+                return Err(unrepairable(wt, "git hash-object did not hash every file of the checkout"));
+            }
+            for (f, h) in chunk.iter().zip(hashes) {
+                if h.trim() != f.1 {
+                    // git would skip a file whose size and times match its index entry.
+                    let p = wt.join(&f.0);
+                    std::fs::remove_file(&p).map_err(|e| unrepairable(wt, &format!("removing {}: {e}", p.display())))?;
+                    lost.push(f.0.clone());
+                }
+            }
+        }
+        if lost.is_empty() {
+            return Ok(None);
+        }
+        for chunk in lost.chunks(256) {
+            let mut args: Vec<&str> = vec!["--literal-pathspecs", "checkout", "-q", "HEAD", "--"];
+            args.extend(chunk.iter().map(String::as_str));
+            self.git_w_ok(wt, &args)?;
+        }
+        let shown: Vec<&str> = lost.iter().take(5).map(String::as_str).collect();
+        let more = if lost.len() > shown.len() { format!(" and {} more", lost.len() - shown.len()) } else { String::new() };
+        Ok(Some(format!(
+            "{} file(s) of its checkout had lost their data (a power cut before the checkout was fsynced): restored from HEAD: {}{more}",
+            lost.len(),
+            shown.join(", ")
+        )))
     }
 
     fn add_existing(&self, path: &Path, branch: &str) -> Result<(), WorkspaceError> {
