@@ -325,7 +325,7 @@ impl Dir {
             }
             let path = self.path_of(&entry);
             let c = cstr(&path, &entry)?;
-            if !kind_at(&self.fd, &c).map_err(io_err(&path))?.is_some_and(|m| m & libc::S_IFMT == libc::S_IFREG) {
+            if kind_at(&self.fd, &c).map_err(io_err(&path))?.is_none_or(|m| m & libc::S_IFMT != libc::S_IFREG) {
                 continue;
             }
             // SAFETY: valid descriptor and C string; unlinkat removes the entry, following nothing.
