@@ -227,9 +227,9 @@ fn crash_after_thread_started_resumes_the_same_thread() {
     let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
     r.use_mock(&mock, codex);
     // Appends: run_started, worktree_intent, worktree_created, phase_started, guard_checked,
-    // process_group, session_started (the first turn), session_started (the retry's resume of
-    // the same thread) -> abort.
-    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "crash"), ("LOOP_FAULT_AFTER_APPEND", "8")]);
+    // process_group, session_started (the first turn), process_group (the retry's codex),
+    // session_started (the retry's resume of the same thread) -> abort.
+    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "crash"), ("LOOP_FAULT_AFTER_APPEND", "9")]);
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     assert!(r.wait_no_codex(Duration::from_secs(20)), "orphaned codex: {:?}", r.codex_processes());
     let before = r.records("crash");
@@ -284,15 +284,23 @@ fn crash_right_after_first_thread_started_continues_that_thread() {
     let after = r.records("crash5");
     let dev: Vec<Value> =
         events(&after, "session_started").into_iter().filter(|s| s["body"]["event"]["phase"] == "dev").collect();
-    assert_eq!(dev.len(), 2);
-    assert_eq!(dev[1]["body"]["event"]["session"], thread.as_str());
-    let resumed = (0..mock.count())
-        .map(|i| mock.request(i))
-        .find(|b| texts(b, "user").join("").contains("loop was interrupted"))
-        .expect("a request continuing the thread");
-    assert!(texts(&resumed, "user").iter().any(|t| t.contains("# dev-auto-parallel")));
     let note = events(&after, "work_finished")[0]["body"]["evidence"]["note"].as_str().unwrap().to_string();
-    assert!(note.contains(&format!("continued codex thread {thread}")), "{note}");
+    // codex now dies with loop (its supervisor kills it at once), and it may not have stored a
+    // thread that had not sent its first request yet. Either resume continued that thread, or
+    // codex could not reopen it and the phase started afresh; both are said in the evidence.
+    if note.contains(&format!("continued codex thread {thread}")) {
+        assert_eq!(dev.len(), 2);
+        assert_eq!(dev[1]["body"]["event"]["session"], thread.as_str());
+        let resumed = (0..mock.count())
+            .map(|i| mock.request(i))
+            .find(|b| texts(b, "user").join("").contains("loop was interrupted"))
+            .expect("a request continuing the thread");
+        assert!(texts(&resumed, "user").iter().any(|t| t.contains("# dev-auto-parallel")));
+    } else {
+        assert!(note.contains(&format!("could not continue codex thread {thread}")), "{note}");
+        assert!(note.contains("started the phase afresh"), "{note}");
+        assert_ne!(dev.last().unwrap()["body"]["event"]["session"], thread.as_str());
+    }
     assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Done");
 }
 
