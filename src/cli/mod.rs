@@ -152,8 +152,6 @@ pub enum CliError {
     #[error("{0}")]
     Engine(#[from] EngineError),
     #[error("{0}")]
-    ExportFile(#[from] crate::journal::ExportReadError),
-    #[error("{0}")]
     Workspace(#[from] WorkspaceError),
     #[error("{0}")]
     Scenario(#[from] ScenarioError),
@@ -180,8 +178,6 @@ impl CliError {
             CliError::Runs(RunsError::Locked { .. } | RunsError::MilestoneBusy { .. }) => exit::LOCKED,
             CliError::Runs(RunsError::Journal(j)) | CliError::Journal(j) => journal_code(j),
             CliError::Engine(EngineError::Journal(j)) => journal_code(j),
-            CliError::ExportFile(crate::journal::ExportReadError::Open { .. }) => exit::BAD_INPUT,
-            CliError::ExportFile(crate::journal::ExportReadError::Journal(j)) => journal_code(j),
             // loop's own troubles stop the run as interrupted; a journal that cannot be written
             // is an I/O error, never corruption.
             CliError::Engine(EngineError::Environment { .. } | EngineError::Append(_)) => exit::ERROR,

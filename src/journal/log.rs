@@ -367,6 +367,9 @@ pub struct LogStore {
     durable: bool,
     /// The head of the last synced group has been written but not yet synced.
     head_dirty: bool,
+    /// The records `open` just read and verified, so the reopen that follows does not read the
+    /// file a second time; dropped at the first append.
+    opened: Option<Vec<(u64, Vec<u8>)>>,
 }
 
 impl LogStore {
@@ -391,6 +394,7 @@ impl LogStore {
             staged: Some((staging_dir.to_path_buf(), final_dir.to_path_buf())),
             durable: true,
             head_dirty: false,
+            opened: None,
         })
     }
 
@@ -449,7 +453,9 @@ impl LogStore {
             end: scan.good_end,
             last: last.unwrap_or(Hash::ZERO),
         };
-        let mut store = LogStore { path: path.to_path_buf(), file, head, staged: None, durable: true, head_dirty: false };
+        let opened = Some(scan.records.clone());
+        let mut store =
+            LogStore { path: path.to_path_buf(), file, head, staged: None, durable: true, head_dirty: false, opened };
         // Make the head exact again before anything new is appended.
         store.write_head()?;
         store.sync()?;
@@ -499,6 +505,7 @@ impl Store for LogStore {
         if records.is_empty() {
             return Ok(());
         }
+        self.opened = None;
         let frame = encode_frame(records);
         let end = self.head.end;
         self.file.write_all_at(&frame, end).map_err(|e| self.io(e))?;
@@ -519,6 +526,14 @@ impl Store for LogStore {
     }
 
     fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        if let Some(records) = &self.opened {
+            for (k, v) in records {
+                if !f(*k, v) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         let scan = scan_file(&self.path, None)?;
         if let Some(d) = scan.damage {
             return Err(StoreError::Damaged { path: self.path.clone(), seq: d.seq, reason: d.reason });

@@ -11,8 +11,8 @@ pub mod record;
 pub mod store;
 pub mod view;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
@@ -310,22 +310,4 @@ pub fn parse_export(bytes: &[u8], path: &str) -> Result<MemStore, JournalError> 
         store.damage = Some((PathBuf::from(path), index, why));
     }
     Ok(store)
-}
-
-/// Reads an export file. A missing or unreadable file is the caller's bad input, not damage.
-pub fn read_export_file(path: &Path) -> Result<MemStore, ExportReadError> {
-    let shown = path.display().to_string();
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| ExportReadError::Open { path: shown.clone(), source: e })?;
-    Ok(parse_export(&bytes, &shown)?)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExportReadError {
-    #[error("{path}: {source}")]
-    Open { path: String, source: std::io::Error },
-    #[error(transparent)]
-    Journal(#[from] JournalError),
 }
