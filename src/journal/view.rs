@@ -2,50 +2,56 @@
 //! does each issue stand". The engine, `status`, `resume` and `replay` all use it, so a live run
 //! and a replay can never disagree about what a record means.
 //!
-//! Invariant: [`RunView::apply`] re-derives every transition with [`machine::transition`] and
-//! compares it with the state the record says was decided; any difference is a [`Divergence`]
-//! ("journal and code disagree"), kept apart from corruption, which the chain reader reports.
+//! Invariants:
+//! - Every issue's state is the machine's own [`State`] (stage, worktree lifecycle, attempts,
+//!   session); the view keeps no second state machine, only tallies beside it (tokens, guard
+//!   decisions, the last review, interruptions, the last commit and process group).
+//! - [`RunView::apply`] re-runs [`machine::transition`] on every machine event and compares the
+//!   stage and the commands it decides now with what the record says was decided; any
+//!   difference is a [`Divergence`] ("journal and code disagree"), kept apart from corruption,
+//!   which the chain reader reports.
+//! - Audit facts never reach the machine; they only move tallies.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::record::{Body, Record, RunStart};
-use crate::machine::{self, Event, IllegalTransition, State};
-
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct WorktreeView {
-    pub path: String,
-    pub branch: String,
-    pub base: String,
-    /// A `worktree_intent` was journaled: loop may create or adopt this path and branch.
-    pub intended: bool,
-    pub created: bool,
-    pub removed: bool,
-    pub kept: Option<String>,
-    /// The last commit journaled for this issue (evidence of a phase): what its branch must hold.
-    #[serde(skip)]
-    pub commit: Option<String>,
-}
+use super::record::{Body, Evidence, Fact, Record, RunStart};
+use crate::machine::{self, Command, Event, IllegalTransition, Stage, State, Worktree};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct IssueView {
     pub id: String,
     pub state: State,
-    pub worktree: Option<WorktreeView>,
-    /// `phase_started` records since the state last changed (0: the phase has not started).
-    pub attempts: u32,
     /// The latest review's raw output (the fix agent's input).
     pub last_review: Option<String>,
     pub interruptions: u32,
-    /// The session of the current phase attempt, if the agent reported one.
-    pub session: Option<String>,
     /// Tokens used by all of this issue's phases.
     pub tokens: u64,
     pub guard: GuardTally,
+    /// The last commit journaled for this issue (evidence of a phase): what its branch must hold.
+    #[serde(skip)]
+    pub commit: Option<String>,
     /// The last process group recorded for this issue's phases: `(pgid, start_time)`.
     #[serde(skip)]
     pub process_group: Option<(i32, u64)>,
+}
+
+impl IssueView {
+    pub fn worktree(&self) -> Option<&Worktree> {
+        self.state.worktree.as_ref()
+    }
+
+    /// Tallies a record's evidence: tokens spent and the commit made.
+    fn absorb(&mut self, evidence: Option<&Evidence>) {
+        let Some(e) = evidence else { return };
+        if let Some(c) = &e.commit {
+            self.commit = Some(c.clone());
+        }
+        if let Some(t) = e.tokens {
+            self.tokens += t.total();
+        }
+    }
 }
 
 /// What the guard decided for one issue, for `status` and `replay`.
@@ -80,8 +86,10 @@ pub struct RunView {
 pub enum Divergence {
     #[error("record {seq}: {source}")]
     Illegal { seq: u64, source: IllegalTransition },
-    #[error("record {seq}: issue {issue}: journal says {recorded}, code decides {computed}")]
-    Mismatch { seq: u64, issue: String, recorded: String, computed: String },
+    #[error("record {seq}: issue {issue}: journal says {recorded:?}, code decides {computed:?}")]
+    Mismatch { seq: u64, issue: String, recorded: Stage, computed: Stage },
+    #[error("record {seq}: issue {issue}: journal says the engine was told {recorded:?}, code decides {computed:?}")]
+    Commands { seq: u64, issue: String, recorded: Vec<Command>, computed: Vec<Command> },
     #[error("record {seq}: issue {issue} is not part of this run")]
     UnknownIssue { seq: u64, issue: String },
     #[error("record {seq}: a second run_started")]
@@ -95,6 +103,7 @@ impl Divergence {
         match self {
             Divergence::Illegal { seq, .. }
             | Divergence::Mismatch { seq, .. }
+            | Divergence::Commands { seq, .. }
             | Divergence::UnknownIssue { seq, .. }
             | Divergence::Restarted { seq }
             | Divergence::NoStart { seq } => *seq,
@@ -106,8 +115,8 @@ impl Divergence {
 #[derive(Clone, Debug)]
 pub struct Applied {
     pub issue: Option<String>,
-    pub from: Option<State>,
-    pub to: Option<State>,
+    pub from: Option<Stage>,
+    pub to: Option<Stage>,
 }
 
 impl RunView {
@@ -121,14 +130,12 @@ impl RunView {
             .iter()
             .map(|p| IssueView {
                 id: p.id.clone(),
-                state: State::Pending,
-                worktree: None,
-                attempts: 0,
+                state: State::PENDING,
                 last_review: None,
                 interruptions: 0,
-                session: None,
                 tokens: 0,
                 guard: GuardTally::default(),
+                commit: None,
                 process_group: None,
             })
             .collect();
@@ -162,6 +169,10 @@ impl RunView {
         self.issue(id).map(|v| &v.state)
     }
 
+    fn index_of(&self, seq: u64, issue: &str) -> Result<usize, Divergence> {
+        self.index.get(issue).copied().ok_or_else(|| Divergence::UnknownIssue { seq, issue: issue.to_string() })
+    }
+
     pub fn all_terminal(&self) -> bool {
         self.issues.iter().all(|i| i.state.is_terminal())
     }
@@ -186,94 +197,59 @@ impl RunView {
                 Ok(none)
             }
             Body::WorktreeRepaired { issue, .. } => {
-                if !self.index.contains_key(issue) {
-                    return Err(Divergence::UnknownIssue { seq, issue: issue.clone() });
-                }
+                self.index_of(seq, issue)?;
                 Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
             }
             Body::ProcessGroup { issue, pgid, start_time, .. } => {
-                let idx = *self
-                    .index
-                    .get(issue)
-                    .ok_or_else(|| Divergence::UnknownIssue { seq, issue: issue.clone() })?;
+                let idx = self.index_of(seq, issue)?;
                 self.issues[idx].process_group = Some((*pgid, *start_time));
                 Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
             }
-            Body::Issue { issue, event, to, evidence } => {
-                let idx = *self
-                    .index
-                    .get(issue)
-                    .ok_or_else(|| Divergence::UnknownIssue { seq, issue: issue.clone() })?;
-                let rules = self.start.rules;
+            Body::Audit { issue, fact, evidence } => {
+                let idx = self.index_of(seq, issue)?;
                 let view = &mut self.issues[idx];
-                let from = view.state.clone();
-                let computed =
-                    machine::transition(&from, event, &rules).map_err(|source| Divergence::Illegal { seq, source })?;
-                if &computed != to {
-                    return Err(Divergence::Mismatch {
-                        seq,
-                        issue: issue.clone(),
-                        recorded: format!("{to:?}"),
-                        computed: format!("{computed:?}"),
-                    });
-                }
-                match event {
-                    Event::WorktreeIntent { path, branch, base } => {
-                        view.worktree = Some(WorktreeView {
-                            path: path.clone(),
-                            branch: branch.clone(),
-                            base: base.clone(),
-                            intended: true,
-                            ..Default::default()
-                        });
-                    }
-                    Event::WorktreeCreated { path, branch, base } => {
-                        let wt = view.worktree.get_or_insert_with(Default::default);
-                        wt.path = path.clone();
-                        wt.branch = branch.clone();
-                        wt.base = base.clone();
-                        wt.created = true;
-                    }
-                    Event::WorktreeRemoved { .. } => {
-                        if let Some(wt) = &mut view.worktree {
-                            wt.removed = true;
-                            wt.kept = None;
-                        }
-                    }
-                    Event::WorktreeKept { reason, .. } => {
-                        if let Some(wt) = &mut view.worktree {
-                            wt.kept = Some(reason.clone());
-                        }
-                    }
-                    Event::PhaseStarted { .. } => view.attempts += 1,
-                    Event::ReviewFinished { .. } => {
-                        view.last_review = evidence.as_ref().and_then(|e| e.output.clone());
-                    }
-                    Event::Interrupted => view.interruptions += 1,
-                    Event::SessionStarted { session, .. } => view.session = Some(session.clone()),
-                    Event::GuardChecked { ok: false, .. } => view.guard.checks_failed += 1,
-                    Event::GuardViolation { .. } => view.guard.violations += 1,
-                    Event::CommandDecided { allowed: true, .. } => view.guard.allowed += 1,
-                    Event::CommandDecided { tool, argv, allowed: false, rule, .. } => {
+                match fact {
+                    Fact::Interrupted => view.interruptions += 1,
+                    Fact::CommandDecided { allowed: true, .. } => view.guard.allowed += 1,
+                    Fact::CommandDecided { tool, argv, allowed: false, rule, .. } => {
                         view.guard.refused += 1;
                         if view.guard.refused_commands.len() < GuardTally::SHOWN {
                             view.guard.refused_commands.push(format!("{tool} {} [{rule}]", argv.join(" ")));
                         }
                     }
+                    Fact::GuardChecked { .. } | Fact::StackTracked { .. } | Fact::StackSubmitted { .. } => {}
+                }
+                view.absorb(evidence.as_ref());
+                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
+            }
+            Body::Issue { issue, event, to, commands, evidence } => {
+                let idx = self.index_of(seq, issue)?;
+                let rules = self.start.rules;
+                let view = &mut self.issues[idx];
+                let (next, computed) =
+                    machine::transition(&view.state, event, &rules).map_err(|source| Divergence::Illegal { seq, source })?;
+                if !next.stage.agrees_with(to) {
+                    return Err(Divergence::Mismatch {
+                        seq,
+                        issue: issue.clone(),
+                        recorded: to.clone(),
+                        computed: next.stage,
+                    });
+                }
+                if let Some(recorded) = commands.as_ref().filter(|c| **c != computed) {
+                    return Err(Divergence::Commands { seq, issue: issue.clone(), recorded: recorded.clone(), computed });
+                }
+                match event {
+                    Event::ReviewFinished { .. } => {
+                        view.last_review = evidence.as_ref().and_then(|e| e.output.clone());
+                    }
+                    Event::GuardCheckFailed { .. } => view.guard.checks_failed += 1,
+                    Event::GuardViolation { .. } => view.guard.violations += 1,
                     _ => {}
                 }
-                if let (Some(c), Some(wt)) = (evidence.as_ref().and_then(|e| e.commit.as_ref()), view.worktree.as_mut()) {
-                    wt.commit = Some(c.clone());
-                }
-                if let Some(t) = evidence.as_ref().and_then(|e| e.tokens) {
-                    view.tokens += t.total();
-                }
-                if computed != from {
-                    view.session = None;
-                    view.attempts = u32::from(matches!(event, Event::PhaseStarted { .. }));
-                }
-                view.state = computed;
-                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(view.state.clone()) })
+                view.absorb(evidence.as_ref());
+                let from = std::mem::replace(&mut view.state, next).stage;
+                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(view.state.stage.clone()) })
             }
         }
     }
