@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn golden_record_hash() {
         let (bytes, hash) = seal(&sample());
-        assert_eq!(hash.hex(), "GOLDEN");
+        assert_eq!(hash.hex(), "606a1d17c580bf6552ce82c3eb8d7657f99926c71d1d35bae0bb115788cb3d81");
         assert_eq!(open(&bytes).unwrap().content, sample());
     }
 
