@@ -254,3 +254,174 @@ impl RunView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::Tokens;
+    use crate::journal::record::{self, AgentSpec, Content, Hash, PlannedIssue};
+    use crate::journal::v1;
+    use crate::machine::{Phase, Rules, Verdict, WorkStatus};
+
+    fn start() -> RunStart {
+        let issue = |id: &str, deps: &[&str]| PlannedIssue {
+            id: id.into(),
+            title: id.into(),
+            doc: format!("docs/{id}.md"),
+            blocked_by: deps.iter().map(|d| d.to_string()).collect(),
+            branch: format!("loop/M/{id}"),
+            worktree: format!("/w/{id}"),
+        };
+        RunStart {
+            tool_version: "t".into(),
+            milestone: "M".into(),
+            repo: "/repo".into(),
+            base_commit: "0".repeat(40),
+            rules: Rules { max_fix_cycles: 1 },
+            agent: AgentSpec { kind: "sim".into(), scenario: None, settings: None },
+            phase_timeout_secs: 60,
+            max_tokens_per_issue: None,
+            review_doc: false,
+            issues: vec![issue("A", &[]), issue("B", &["A"]), issue("C", &[])],
+            guard: None,
+        }
+    }
+
+    fn ev(tokens: u64, output: &str, commit: Option<&str>) -> Option<Evidence> {
+        Some(Evidence {
+            output: Some(output.into()),
+            tokens: Some(Tokens { input: tokens, ..Default::default() }),
+            commit: commit.map(String::from),
+            ..Default::default()
+        })
+    }
+
+    /// A run as format 1 recorded it: (issue, event, evidence), with every kind of event,
+    /// the state-free ones included.
+    fn script() -> Vec<(&'static str, v1::Event, Option<Evidence>)> {
+        use v1::Event as E;
+        let wt = |id: &str| (format!("/w/{id}"), format!("loop/M/{id}"), "c0".to_string());
+        let (pa, ba, ca) = wt("A");
+        let (pc, bc, cc) = wt("C");
+        vec![
+            ("A", E::WorktreeIntent { path: pa.clone(), branch: ba.clone(), base: ca.clone() }, None),
+            ("A", E::WorktreeCreated { path: pa.clone(), branch: ba.clone(), base: ca }, None),
+            ("A", E::StackTracked { parent: "main".into(), error: None }, None),
+            ("A", E::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None),
+            ("A", E::GuardChecked { phase: Phase::Dev, ok: true, details: vec!["clean".into()] }, None),
+            ("A", E::SessionStarted { phase: Phase::Dev, session: "t1".into() }, None),
+            ("A", E::Interrupted, ev(5, "", None)),
+            ("A", E::PhaseStarted { phase: Phase::Dev, attempt: 2 }, None),
+            ("A", E::CommandDecided { phase: Phase::Dev, tool: "gt".into(), argv: vec!["sync".into()], allowed: false, rule: "r".into() }, None),
+            ("A", E::CommandDecided { phase: Phase::Dev, tool: "git".into(), argv: vec!["status".into()], allowed: true, rule: "ok".into() }, None),
+            ("A", E::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, ev(10, "{}", Some("c1"))),
+            ("A", E::PhaseStarted { phase: Phase::Review, attempt: 1 }, None),
+            ("A", E::ReviewFinished { verdict: Verdict::ChangesRequired }, ev(3, "fix it", None)),
+            ("A", E::PhaseStarted { phase: Phase::Fix, attempt: 1 }, None),
+            ("A", E::WorkFinished { phase: Phase::Fix, status: WorkStatus::Pass }, ev(4, "{}", Some("c2"))),
+            ("A", E::PhaseStarted { phase: Phase::Review, attempt: 1 }, None),
+            ("A", E::ReviewFinished { verdict: Verdict::ChangesRequired }, ev(2, "still", None)),
+            ("A", E::WorktreeRemoved { path: pa }, None),
+            ("B", E::DependencyNotDone { dependency: "A".into(), dependency_state: "Capped".into() }, None),
+            ("C", E::WorktreeCreated { path: pc.clone(), branch: bc, base: cc }, None),
+            ("C", E::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None),
+            ("C", E::GuardViolation { phase: Phase::Dev, changes: vec!["ref x".into()] }, None),
+            ("C", E::WorktreeKept { path: pc, reason: "issue ended Failed; kept for inspection".into() }, None),
+        ]
+    }
+
+    fn v1_record(seq: u64, prev: Hash, body: v1::Body) -> Record {
+        let c = v1::Content { version: v1::VERSION, run_id: "r".into(), seq, time: "2026-01-01T00:00:00Z".parse().unwrap(), prev, body };
+        record::open(&v1::seal(&c).0).expect("a format-1 record opens")
+    }
+
+    /// The same run, as format 1 wrote it and as this code writes it, folds to the same end.
+    #[test]
+    fn a_v1_record_stream_replays_to_the_same_end_states() {
+        // Format 1, with the states the old machine recorded.
+        let mut old = vec![v1_record(0, Hash::ZERO, v1::Body::RunStarted(start()))];
+        let mut states: HashMap<&str, v1::State> = HashMap::new();
+        for (issue, event, evidence) in script() {
+            let from = states.get(issue).cloned().unwrap_or(v1::State::Pending);
+            let to = old_machine(&from, &event);
+            states.insert(issue, to.clone());
+            let body = v1::Body::Issue { issue: issue.into(), event, to, evidence };
+            let prev = old.last().unwrap().hash;
+            old.push(v1_record(old.len() as u64, prev, body));
+        }
+        let old_view = RunView::fold(&old).expect("format 1 replays");
+
+        // Format 2, written the way the engine writes it.
+        let first = Record {
+            content: Content { version: record::FORMAT_VERSION, run_id: "r".into(), seq: 0, time: Default::default(), prev: Hash::ZERO, body: Body::RunStarted(start()) },
+            hash: Hash::ZERO,
+        };
+        let mut new_view = RunView::new(&first).unwrap();
+        for (n, r) in old[1..].iter().enumerate() {
+            let body = match &r.content.body {
+                Body::Issue { issue, event, evidence, .. } => {
+                    let from = new_view.state_of(issue).unwrap().clone();
+                    let (to, commands) = machine::transition(&from, event, &new_view.start.rules).unwrap();
+                    Body::Issue { issue: issue.clone(), event: event.clone(), to: to.stage, commands: Some(commands), evidence: evidence.clone() }
+                }
+                other => other.clone(),
+            };
+            let content = Content { seq: n as u64 + 1, body, ..first.content.clone() };
+            new_view.apply(&Record { content, hash: Hash::ZERO }).expect("format 2 replays");
+        }
+
+        for (a, b) in old_view.issues.iter().zip(&new_view.issues) {
+            assert_eq!(a.state.stage.kind(), b.state.stage.kind(), "{}", a.id);
+            assert_eq!(a.state.reason().map(|r| r.to_string()), b.state.reason().map(|r| r.to_string()));
+            assert!(b.state.stage.agrees_with(&a.state.stage), "{}: {:?} vs {:?}", a.id, a.state, b.state);
+            assert_eq!((&a.state.worktree, a.state.attempts, &a.state.session), (&b.state.worktree, b.state.attempts, &b.state.session));
+            assert_eq!((a.tokens, &a.guard, a.interruptions, &a.last_review, &a.commit), (b.tokens, &b.guard, b.interruptions, &b.last_review, &b.commit));
+        }
+        let a = old_view.issue("A").unwrap();
+        assert_eq!(a.state.reason().unwrap().to_string(), "changes still required after 1 fix cycles");
+        assert!(a.state.worktree.as_ref().unwrap().removed());
+        assert_eq!((a.tokens, a.interruptions, a.guard.refused, a.guard.allowed), (24, 1, 1, 1));
+        assert_eq!(old_view.issue("B").unwrap().state.reason().unwrap().to_string(), "dependency A ended Capped");
+        let c = old_view.issue("C").unwrap();
+        assert_eq!((c.guard.violations, c.state.worktree.as_ref().unwrap().kept()), (1, Some("issue ended Failed; kept for inspection")));
+    }
+
+    /// A record whose recorded stage the code no longer decides is a divergence, whatever the
+    /// format.
+    #[test]
+    fn a_v1_record_with_another_outcome_diverges() {
+        let mut recs = vec![v1_record(0, Hash::ZERO, v1::Body::RunStarted(start()))];
+        let body = v1::Body::Issue {
+            issue: "B".into(),
+            event: v1::Event::DependencyNotDone { dependency: "A".into(), dependency_state: "Failed".into() },
+            to: v1::State::Blocked { fix_cycles: 0, reason: "dependency A ended Capped".into() },
+            evidence: None,
+        };
+        recs.push(v1_record(1, recs[0].hash, body));
+        assert!(matches!(RunView::fold(&recs), Err(Divergence::Mismatch { seq: 1, .. })));
+    }
+
+    /// The format-1 machine, only as far as [`script`] needs it: what it recorded as `to`.
+    fn old_machine(from: &v1::State, e: &v1::Event) -> v1::State {
+        use v1::Event as E;
+        use v1::State as S;
+        match (from, e) {
+            (S::Pending, E::WorktreeCreated { .. }) => S::WorktreeReady,
+            (S::WorktreeReady, E::PhaseStarted { .. }) => S::Dev,
+            (S::Dev, E::WorkFinished { .. }) => S::Review { fix_cycles: 0 },
+            (S::Review { fix_cycles: 0 }, E::ReviewFinished { .. }) => S::Fix { cycle: 1 },
+            (S::Fix { cycle }, E::WorkFinished { .. }) => S::Review { fix_cycles: *cycle },
+            (S::Review { fix_cycles }, E::ReviewFinished { .. }) => {
+                S::Capped { fix_cycles: *fix_cycles, reason: "changes still required after 1 fix cycles".into() }
+            }
+            (S::Pending, E::DependencyNotDone { dependency, dependency_state }) => {
+                S::Blocked { fix_cycles: 0, reason: format!("dependency {dependency} ended {dependency_state}") }
+            }
+            (S::Dev, E::GuardViolation { changes, .. }) => S::Failed {
+                fix_cycles: 0,
+                reason: format!("guard: the agent changed things outside its worktree: {}", changes.join("; ")),
+            },
+            (s, _) => s.clone(),
+        }
+    }
+}
