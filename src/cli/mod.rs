@@ -204,7 +204,7 @@ pub fn run_exit_code(view: &crate::journal::view::RunView, outcome: crate::engin
     if outcome == crate::engine::Outcome::Interrupted {
         return exit::for_signal(crate::proc::cancel_signal());
     }
-    if view.issues.iter().all(|i| matches!(i.state, crate::machine::State::Done { .. })) {
+    if view.issues.iter().all(|i| matches!(i.state.stage, crate::machine::Stage::Done { .. })) {
         exit::OK
     } else {
         exit::NOT_ALL_DONE

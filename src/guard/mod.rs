@@ -18,6 +18,7 @@ use std::time::Duration;
 
 
 use crate::journal::view::RunView;
+use crate::journal::{Entry, Fact};
 pub use crate::vocab::{GuardConfig, GuardSpec, SandboxSettings};
 use crate::vocab::PlannedIssue;
 use crate::machine::{Event, Phase};
@@ -101,8 +102,8 @@ pub struct Guard {
 
 /// What `before_phase` found.
 pub struct Before {
-    /// Journal this (it is `guard_checked`, ok or not).
-    pub event: Event,
+    /// Journal this: a passed check is an audit fact, a failed one fails the phase.
+    pub entry: Entry,
     /// Compare against this after the phase; `None` when the check failed.
     pub snapshot: Option<snapshot::Snapshot>,
     /// The agent's environment for the shims (empty without shims).
@@ -141,8 +142,8 @@ impl Guard {
         let mut details = Vec::new();
         let mut ok = true;
         if !self.cfg.checks {
-            let event = Event::GuardChecked { phase, ok, details: vec!["guard checks off (--no-guard)".into()] };
-            return Before { event, snapshot: None, env: Vec::new(), relay: None };
+            let entry = Entry::Audit(Fact::GuardChecked { phase, details: vec!["guard checks off (--no-guard)".into()] });
+            return Before { entry, snapshot: None, env: Vec::new(), relay: None };
         }
         match snapshot::main_status(&self.repo, self.timeout) {
             Ok(lines) if lines.is_empty() => details.push("main checkout clean".to_string()),
@@ -206,7 +207,11 @@ impl Guard {
             }
         }
         let snapshot = if ok { snap.ok() } else { None };
-        Before { event: Event::GuardChecked { phase, ok, details }, snapshot, env, relay }
+        let entry = match ok {
+            true => Entry::Audit(Fact::GuardChecked { phase, details }),
+            false => Entry::Machine(Event::GuardCheckFailed { phase, details }),
+        };
+        Before { entry, snapshot, env, relay }
     }
 
     /// The issue's stack: its branch and the branches of every issue it depends on.
@@ -280,16 +285,19 @@ impl Guard {
     }
 
     /// `--stack graphite`: track the new branch on its dependency's branch (or trunk).
-    pub fn after_worktree_created(&self, planned: &PlannedIssue, view: &RunView) -> Option<Event> {
+    pub fn after_worktree_created(&self, planned: &PlannedIssue, view: &RunView) -> Option<Entry> {
         let gt = self.gt.as_ref()?;
         let parent = match planned.blocked_by.as_slice() {
             [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
             _ => None,
         }
         .unwrap_or_else(|| self.trunk.clone());
-        let wt = view.issue(&planned.id).and_then(|i| i.worktree.as_ref()).map(|w| PathBuf::from(&w.path))?;
+        let wt = view.issue(&planned.id).and_then(|i| i.worktree()).map(|w| PathBuf::from(&w.path))?;
         let result = gt.ensure_init(&self.repo, &self.trunk).and_then(|_| gt.track(&wt, &parent));
-        Some(Event::StackTracked { parent, error: result.err().map(|e| e.to_string()) })
+        Some(match result {
+            Ok(_) => Entry::Audit(Fact::StackTracked { parent }),
+            Err(e) => Entry::Machine(Event::StackTrackFailed { parent, error: e.to_string() }),
+        })
     }
 
     /// `--stack graphite`: the agent's work is committed through gt (`gt modify --commit
@@ -306,14 +314,14 @@ impl Guard {
     }
 
     /// `--submit draft` at Done.
-    pub fn at_done(&self, _planned: &PlannedIssue, worktree: &Path) -> Option<Event> {
+    pub fn at_done(&self, _planned: &PlannedIssue, worktree: &Path) -> Option<Fact> {
         if self.submit != crate::stack::SubmitMode::Draft {
             return None;
         }
         let gt = self.gt.as_ref()?;
         Some(match gt.submit_draft(worktree) {
-            Ok(out) => Event::StackSubmitted { ok: true, detail: out.lines().last().unwrap_or("").trim().to_string() },
-            Err(e) => Event::StackSubmitted { ok: false, detail: e.to_string() },
+            Ok(out) => Fact::StackSubmitted { ok: true, detail: out.lines().last().unwrap_or("").trim().to_string() },
+            Err(e) => Fact::StackSubmitted { ok: false, detail: e.to_string() },
         })
     }
 
@@ -326,7 +334,7 @@ impl Guard {
         phase: Phase,
         before: &snapshot::Snapshot,
         relay: Option<shim::Relay>,
-    ) -> (Vec<Event>, Option<Event>) {
+    ) -> (Vec<Fact>, Option<Event>) {
         if let Some(r) = relay {
             r.finish();
         }
