@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod codex;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -120,7 +122,7 @@ pub fn write_committed(repo: &Path, name: &str, text: &str) {
 }
 
 /// The docs of a generated 14-issue milestone `GEN` whose dependencies form a DAG with chains,
-/// diamonds and independent roots (tests/parallel.rs and tests/signals.rs add their scenarios).
+/// diamonds and independent roots (tests/it/parallel.rs and tests/it/signals.rs add their scenarios).
 pub fn generated_dag_docs() -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = Vec::new();
     for i in 0..14 {

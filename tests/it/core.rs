@@ -1,10 +1,8 @@
 //! End-to-end tests of the core loop with the real binary on temporary git repos.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn run_demo_scenario(repo: &std::path::Path, run_id: &str) -> std::process::Output {
     loop_cmd(repo)

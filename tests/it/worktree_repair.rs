@@ -4,11 +4,9 @@
 //! repair, and end exactly as an uninterrupted run: same states, same transitions, same branch
 //! contents, no worktree left behind.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 const RUN: &str = "r";
 

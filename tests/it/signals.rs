@@ -5,13 +5,11 @@
 //! "Survivor" means a living process whose working directory is inside the repo's
 //! `.loop/worktrees`, read from `/proc/*/cwd`, as the issue was reported.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// Processes with their cwd under `<repo>/.loop/worktrees`: `(pid, cwd, cmdline)`.
 fn survivors(repo: &Path) -> Vec<(i32, String, String)> {
@@ -211,7 +209,7 @@ fn resume_kills_a_recorded_group_that_outlived_loop_and_its_supervisor() {
     assert_no_survivors(&repo, "after resume");
 }
 
-/// A generated 14-issue milestone (as tests/parallel.rs) whose scenario has fix cycles, a Capped,
+/// A generated 14-issue milestone (as tests/it/parallel.rs) whose scenario has fix cycles, a Capped,
 /// a Failed and Blocked issues, and agents that leave a `setsid` grandchild in their worktree.
 fn generated() -> (tempfile::TempDir, PathBuf) {
     let mut files = generated_dag_docs();

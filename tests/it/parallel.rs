@@ -1,11 +1,9 @@
 //! Parallel runs (`--jobs N`): same outcomes as sequential, crash-safe, lockable, interruptible.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A generated milestone of 14 issues in a DAG, with a scenario that exercises fix cycles, the
 /// cap, failures and blocked dependents.

@@ -2,15 +2,13 @@
 //! sees it, `clean` takes it), text from docs and agents escaped before it reaches a terminal,
 //! and a reader that goes away ends a command quietly without costing a journal record.
 
-mod support;
-
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const TWO: &[(&str, &str)] = &[
     ("docs/projects/p/issues/a.md", "---\nid: A\nmilestone: M\n---\n"),

@@ -5,12 +5,10 @@
 //! The disks are small tmpfs mounts, so these tests need root (CI runs as root); without it they
 //! fail loudly rather than pass without having tried anything.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::*;
+use crate::support::*;
 
 /// A tmpfs mounted for the test's lifetime; unmounted on drop, even when the test fails.
 struct Tmpfs {

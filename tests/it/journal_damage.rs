@@ -4,12 +4,10 @@
 //! commands never change a byte; empty runs are listed, skipped and removable; format-1 journals
 //! still replay and resume.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 const CORRUPT: i32 = 4;
 

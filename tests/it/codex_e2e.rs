@@ -2,13 +2,10 @@
 //! model API on 127.0.0.1: the whole loop (dev → review → fix → review), model errors, unusable
 //! replies, a hung server, and a crash right after `thread.started` resumed in the same thread.
 
-#[path = "codex_support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::*;
+use crate::support::codex::*;
 
 const M: &str = "M1";
 

@@ -3,18 +3,13 @@
 //! forbidden git commands and writes outside its worktree, and loop's git shims are in effect
 //! inside codex's own `bash -lc`.
 
-#[path = "codex_support/mod.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::*;
+use crate::support::codex::*;
 
 const M: &str = "M1";
 const BRANCH: &str = "loop/M1/ORB-1";
-
-
 
 fn issue_state(status: &Value, id: &str) -> Value {
     status["issues"]

@@ -1,13 +1,11 @@
 //! Issue #10 part 4: no write loop makes follows a symlink out of the tree. The real binary, the
 //! simulated agent, real git; the victim lives outside the repository and must never change.
 
-mod support;
-
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::{git, loop_cmd, repo_with, text, DEMO_DOCS};
+use crate::support::{git, loop_cmd, repo_with, text, DEMO_DOCS};
 
 const DOC: &str = "docs/projects/orbit/reviews/REVIEW-M1-core.md";
 
@@ -32,7 +30,7 @@ fn run(repo: &Path, scenario: Option<(&Path, &str)>) -> Output {
 }
 
 fn status(repo: &Path) -> serde_json::Value {
-    support::json(&loop_cmd(repo).args(["status", "--json"]).output().unwrap())
+    crate::support::json(&loop_cmd(repo).args(["status", "--json"]).output().unwrap())
 }
 
 fn issue<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
@@ -43,7 +41,7 @@ fn issue<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 fn violations(repo: &Path) -> Vec<String> {
     let id = std::fs::read_dir(repo.join(".loop/runs")).unwrap().next().unwrap().unwrap().file_name();
     let out = loop_cmd(repo).args(["replay", id.to_str().unwrap(), "--json"]).output().unwrap();
-    support::json(&out)["timeline"]
+    crate::support::json(&out)["timeline"]
         .as_array()
         .unwrap()
         .iter()
