@@ -251,7 +251,31 @@ pub fn open_workers() -> usize {
 
 type Opened = Vec<(u64, Result<Record, record::RecordError>)>;
 /// One opening thread's queues: raw batches in, opened batches out.
-type Lane = (std::sync::mpsc::SyncSender<Vec<(u64, Vec<u8>)>>, std::sync::mpsc::Receiver<Opened>);
+type Lane = (std::sync::mpsc::SyncSender<Batch>, std::sync::mpsc::Receiver<Opened>);
+
+/// Stored records copied into one buffer (one allocation per batch, not per record).
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    /// `(key, end of the record in bytes)`, in order.
+    ends: Vec<(u64, usize)>,
+}
+
+impl Batch {
+    fn push(&mut self, key: u64, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+        self.ends.push((key, self.bytes.len()));
+    }
+
+    fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(key, end)| {
+            let r = &self.bytes[start..end];
+            start = end;
+            (key, r)
+        })
+    }
+}
 
 /// The in-order end of [`scan_verified`]: chain checks, then the caller's `f`.
 struct Taker<'f> {
@@ -292,24 +316,24 @@ pub fn scan_verified_with(
         // Spawned at the first full batch, so a short journal never starts a thread.
         let mut lanes: Vec<Lane> = Vec::new();
         let (mut sent, mut received) = (0usize, 0usize);
-        let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut batch = Batch::default();
         let mut ok = true;
         let result = store.scan(&mut |key, bytes| {
             if workers == 0 {
                 ok = t.take(key, record::open(bytes));
                 return ok;
             }
-            batch.push((key, bytes.to_vec()));
-            if batch.len() < BATCH {
+            batch.push(key, bytes);
+            if batch.ends.len() < BATCH {
                 return true;
             }
             if lanes.is_empty() {
                 for _ in 0..workers {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Vec<u8>)>>(DEPTH);
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(DEPTH);
                     let (otx, orx) = std::sync::mpsc::sync_channel::<Opened>(DEPTH);
                     s.spawn(move || {
                         for b in rx {
-                            let out: Opened = b.into_iter().map(|(k, bytes)| (k, record::open(&bytes))).collect();
+                            let out: Opened = b.records().map(|(k, bytes)| (k, record::open(bytes))).collect();
                             if otx.send(out).is_err() {
                                 break;
                             }
@@ -324,7 +348,7 @@ pub fn scan_verified_with(
                 ok = false;
                 return false;
             }
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let full = std::mem::take(&mut batch);
             lanes[sent % lanes.len()].0.send(full).expect("an opening thread takes every batch");
             sent += 1;
             true
@@ -333,8 +357,8 @@ pub fn scan_verified_with(
             ok = t.take_batch(&lanes, &mut received);
         }
         if ok {
-            for (key, bytes) in batch.drain(..) {
-                if !t.take(key, record::open(&bytes)) {
+            for (key, bytes) in batch.records() {
+                if !t.take(key, record::open(bytes)) {
                     break;
                 }
             }
