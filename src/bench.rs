@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::clock::Clock;
 use crate::journal::view::RunView;
 use crate::journal::{self, record, AgentSpec, Body, Evidence, Journal, PlannedIssue, RunStart, Store};
-use crate::journal::log::LogStore;
+use crate::journal::log::{LogReader, LogStore};
 use crate::machine::{Event, Phase, Rules, Stage, State, Verdict, WorkStatus};
 
 #[derive(Debug, Serialize)]
@@ -219,7 +219,7 @@ fn append_group(dir: &Path, n: u64) -> Result<Row, BenchError> {
 /// A journal of `events` realistic records (1,000 issues cycling through review and fix), and
 /// the same records as a flat export file. Written without per-record fsync: this measures
 /// reading, not writing.
-fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchError> {
+pub fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchError> {
     let path = dir.join(format!("replay-{events}"));
     let mut store = LogStore::create_in(&path, "bench").map_err(io)?;
     store.set_fsync(false);
@@ -323,19 +323,10 @@ pub fn replay_child(path: &Path, flat: bool) -> Result<ReplayChild, BenchError> 
         }
         n
     } else {
-        let scan = crate::journal::log::scan_file(&path.join(crate::journal::log::LOG_FILE), Some("bench")).map_err(io)?;
-        let store = journal::MemStore { records: scan.records, damage: None };
-        let mut view: Option<RunView> = None;
-        journal::scan_verified(&store, &mut |rec| {
-            match &mut view {
-                None => view = Some(RunView::new(&rec).map_err(|e| journal::JournalError::Corrupt { seq: 0, reason: e.to_string() })?),
-                Some(v) => {
-                    v.apply(&rec).map_err(|e| journal::JournalError::Corrupt { seq: rec.seq(), reason: e.to_string() })?;
-                }
-            }
-            Ok(())
-        })
-        .map_err(io)?
+        // The path `status` and `replay` take: streamed, verified, folded, no record kept.
+        let reader = LogReader::open(&path.join(crate::journal::log::LOG_FILE), Some("bench")).map_err(io)?;
+        let view = journal::fold_verified(&reader).map_err(io)?.map_err(io)?;
+        view.records
     };
     Ok(ReplayChild { events, secs: t.elapsed().as_secs_f64(), max_rss_kb: max_rss_kb() })
 }
@@ -545,7 +536,7 @@ fn machine() -> String {
 }
 
 /// Runs every benchmark; `quick` makes each small enough for CI.
-pub fn run_all(quick: bool, progress: &mut dyn FnMut(&Row)) -> Result<Report, BenchError> {
+pub fn run_all(quick: bool, only: Option<&str>, progress: &mut dyn FnMut(&Row)) -> Result<Report, BenchError> {
     let tmp = tempfile::Builder::new().prefix("loop-bench-").tempdir().map_err(io)?;
     let dir = tmp.path();
     let mut rows = Vec::new();
@@ -553,16 +544,27 @@ pub fn run_all(quick: bool, progress: &mut dyn FnMut(&Row)) -> Result<Report, Be
         progress(&row);
         rows.push(row);
     };
+    let wanted = |id: &str| only.is_none_or(|o| o == id);
     let n = if quick { 200 } else { 2000 };
-    let (row, _) = append_one_writer(dir, n)?;
-    push(row, &mut rows);
-    push(append_group(dir, if quick { 400 } else { 8000 })?, &mut rows);
-    let sizes: &[u64] = if quick { &[10_000] } else { &[10_000, 100_000, 1_000_000] };
-    for row in replay(dir, sizes)? {
+    if wanted("append-1") {
+        let (row, _) = append_one_writer(dir, n)?;
         push(row, &mut rows);
     }
-    push(per_issue(dir, if quick { 10 } else { 200 })?, &mut rows);
-    push(planning(dir, if quick { 1000 } else { 10_000 })?, &mut rows);
+    if wanted("append-8") {
+        push(append_group(dir, if quick { 400 } else { 8000 })?, &mut rows);
+    }
+    if wanted("replay") {
+        let sizes: &[u64] = if quick { &[10_000] } else { &[10_000, 100_000, 1_000_000] };
+        for row in replay(dir, sizes)? {
+            push(row, &mut rows);
+        }
+    }
+    if wanted("per-issue") {
+        push(per_issue(dir, if quick { 10 } else { 200 })?, &mut rows);
+    }
+    if wanted("plan") {
+        push(planning(dir, if quick { 1000 } else { 10_000 })?, &mut rows);
+    }
     Ok(Report { machine: machine(), rows })
 }
 

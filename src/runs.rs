@@ -19,9 +19,12 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::journal::log::{self as jlog, LogStore};
+use crate::journal::log::{self as jlog, LogReader, LogStore};
 use crate::journal::store::read_legacy;
+use crate::journal::store::{Store, StoreError};
+use crate::journal::view::{Divergence, RunView};
 use crate::journal::{self, JournalError, MemStore, Record};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunsError {
@@ -350,38 +353,85 @@ impl StateDir {
 
     /// A run's stored records, raw (the chain is the reader's to verify), read without writing
     /// anything and without disturbing a live writer. Damage is carried in the store, after the
-    /// good records, so a replay can show what came before it.
-    pub fn snapshot(&self, id: &str) -> Result<MemStore, RunsError> {
+    /// good records, so a replay can show what came before it. A format-2 journal is read frame
+    /// by frame each time the snapshot is scanned, never held whole in memory.
+    pub fn snapshot(&self, id: &str) -> Result<Snapshot, RunsError> {
         match self.kind(id) {
             RunKind::Log => {
                 let path = self.journal_path(id);
-                let scan = jlog::scan_file(&path, Some(id)).map_err(JournalError::from)?;
-                if let Some(t) = &scan.torn {
-                    if !self.is_locked(id) {
-                        eprintln!(
-                            "loop: run {id}: {}: {} bytes at byte {} are an append that never completed (a crash); ignored, `loop resume` redoes that step",
-                            path.display(),
-                            t.len,
-                            t.offset
-                        );
-                    }
-                }
-                for n in &scan.notes {
-                    eprintln!("loop: run {id}: {}: {n}", path.display());
-                }
-                let damage = scan.damage.map(|d| (path.clone(), d.seq, d.reason));
-                Ok(MemStore { records: scan.records, damage })
+                let reader = LogReader::open(&path, Some(id)).map_err(JournalError::from)?;
+                Ok(Snapshot::Log { reader, id: id.to_string(), state: self.clone(), told: AtomicBool::new(false) })
             }
-            RunKind::Legacy => Ok(read_legacy(&self.legacy_journal_path(id)).map_err(JournalError::from)?),
+            RunKind::Legacy => Ok(Snapshot::Legacy(read_legacy(&self.legacy_journal_path(id)).map_err(JournalError::from)?)),
             RunKind::Missing => Err(self.missing(id).into()),
             RunKind::Empty => Err(JournalError::Empty.into()),
             RunKind::Absent => Err(RunsError::NoSuchRun(id.to_string())),
         }
     }
 
+    /// Verifies a run's journal and folds it, streaming: what `status` and `runs` show. The
+    /// outer error is the journal's (corrupt, missing, unreadable), the inner one a divergence.
+    pub fn view(&self, id: &str) -> Result<Result<RunView, Divergence>, RunsError> {
+        Ok(journal::fold_verified(&self.snapshot(id)?)?)
+    }
+
     /// Reads and verifies a run's records.
     pub fn read(&self, id: &str) -> Result<Vec<Record>, RunsError> {
         Ok(journal::read_all(&self.snapshot(id)?)?)
+    }
+}
+
+/// A run's journal as its readers see it (see [`StateDir::snapshot`]).
+pub enum Snapshot {
+    /// Format 2: streamed from the open file at each scan. A torn tail and harmless head-slot
+    /// damage are said on stderr once, after the first scan.
+    Log { reader: LogReader, id: String, state: StateDir, told: AtomicBool },
+    /// Format 1, read through a copy of its sled store.
+    Legacy(MemStore),
+}
+
+impl Store for Snapshot {
+    fn append(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        match self {
+            Snapshot::Log { reader, .. } => reader.append(records),
+            Snapshot::Legacy(_) => Err(StoreError::Io {
+                path: PathBuf::from("<format-1 journal>"),
+                source: std::io::Error::other("a snapshot is read-only"),
+            }),
+        }
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        let (reader, id, state, told) = match self {
+            Snapshot::Legacy(mem) => return mem.scan(f),
+            Snapshot::Log { reader, id, state, told } => (reader, id, state, told),
+        };
+        let path = reader.path();
+        let mut stopped = false;
+        let scan = reader.stream(&mut |k, v| {
+            stopped = !f(k, v);
+            !stopped
+        })?;
+        if !told.swap(true, Ordering::Relaxed) {
+            // A scan stopped early knows nothing of the tail (`scan.torn` is none then).
+            if let Some(t) = &scan.torn {
+                if !state.is_locked(id) {
+                    eprintln!(
+                        "loop: run {id}: {}: {} bytes at byte {} are an append that never completed (a crash); ignored, `loop resume` redoes that step",
+                        path.display(),
+                        t.len,
+                        t.offset
+                    );
+                }
+            }
+            for n in &scan.notes {
+                eprintln!("loop: run {id}: {}: {n}", path.display());
+            }
+        }
+        match scan.damage {
+            Some(d) if !stopped => Err(StoreError::Damaged { path: path.to_path_buf(), seq: d.seq, reason: d.reason }),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -22,6 +22,9 @@ pub struct BenchArgs {
     /// Internal: with --replay-child, the path is a flat export file.
     #[arg(long, hide = true)]
     pub flat: bool,
+    /// Only the rows with this id (e.g. `replay`), to measure one case without the others.
+    #[arg(long, hide = true, value_name = "ID")]
+    pub only: Option<String>,
 }
 
 pub fn run(args: BenchArgs) -> Result<i32, CliError> {
@@ -34,7 +37,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
     if !json_out {
         crate::eoutln!("loop bench{}: each figure is measured beside its baseline in this run", if args.quick { " --quick" } else { "" });
     }
-    let report = bench::run_all(args.quick, &mut |row| {
+    let report = bench::run_all(args.quick, args.only.as_deref(), &mut |row| {
         if !json_out {
             crate::outln!("{}", bench::format_row(row));
         }

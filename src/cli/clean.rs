@@ -9,7 +9,6 @@ use clap::Args;
 
 use super::{CliError, RepoArgs};
 use crate::clock::Clock;
-use crate::journal::view::RunView;
 use crate::journal::{Body, Journal};
 use crate::machine::{self, Event};
 use crate::runs::{Holder, RunsError};
@@ -84,7 +83,7 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
             crate::outln!("run {id}: running; skipped");
             continue;
         }
-        let view = RunView::fold(&state.read(&id)?)?;
+        let view = state.view(&id)??;
         if !view.finished {
             crate::outln!("run {id}: not finished (resume it first); skipped");
             continue;
@@ -101,7 +100,7 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
             Err(e) => return Err(e.into()),
         };
         // Read again under the lock: another `loop clean` may have journaled removals meanwhile.
-        let view = RunView::fold(&state.read(&id)?)?;
+        let view = state.view(&id)??;
         let ws = GitWorkspace::new(&repo);
         let mut to_journal: Vec<(String, Event)> = Vec::new();
         for issue in &view.issues {
@@ -141,8 +140,7 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
         }
         if !to_journal.is_empty() {
             let _lock = state.lock(&id)?;
-            let (mut journal, records) = Journal::reopen(Box::new(state.open_store(&id, &mut |note| eprintln!("loop: {note}"))?), Clock::from_env())?;
-            let mut view = RunView::fold(&records)?;
+            let (mut journal, mut view) = Journal::reopen_view(Box::new(state.open_store(&id, &mut |note| eprintln!("loop: {note}"))?), Clock::from_env())??;
             for (issue, event) in to_journal {
                 let from = view.state_of(&issue).cloned().unwrap_or(machine::State::PENDING);
                 let (to, commands) =

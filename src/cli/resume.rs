@@ -26,8 +26,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let _lock = state.lock(&run_id)?;
     let store = state.open_store(&run_id, &mut |note| eprintln!("loop: {note}"))?;
     let clock = Clock::from_env();
-    let (journal, records) = Journal::reopen(Box::new(store), clock.clone())?;
-    let view = RunView::fold(&records)?;
+    let (journal, view) = Journal::reopen_view(Box::new(store), clock.clone())??;
     let repo = std::path::PathBuf::from(&view.start.repo);
     let _milestone_lock = state.lock_milestone(&repo, &view.start.milestone, crate::runs::Holder::Run(&run_id))?;
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();

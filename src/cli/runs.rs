@@ -4,7 +4,6 @@ use clap::Args;
 use serde_json::json;
 
 use super::{CliError, RepoArgs};
-use crate::journal::view::RunView;
 use crate::render;
 use crate::runs::shortest_prefixes;
 
@@ -30,7 +29,7 @@ pub fn run(args: RunsArgs) -> Result<i32, CliError> {
             rows.push(json!({"run_id": id, "prefix": prefix, "state": if live { "running" } else { "empty" }, "summary": what}));
             continue;
         }
-        let row = match state.read(id).map_err(CliError::from).and_then(|r| Ok(RunView::fold(&r)?)) {
+        let row = match state.view(id).map_err(CliError::from).and_then(|r| Ok(r?)) {
             Ok(view) => json!({
                 "run_id": id,
                 "prefix": prefix,

@@ -5,7 +5,6 @@
 //! written (exit 2), naming what to add.
 
 use super::CliError;
-use crate::journal::view::RunView;
 use crate::machine::Stage;
 use crate::plan::Plan;
 use crate::runs::StateDir;
@@ -14,8 +13,7 @@ use crate::runs::StateDir;
 fn done_earlier(state: &StateDir, milestone: &str, issue: &str) -> bool {
     let Ok(ids) = state.list() else { return false };
     ids.iter().rev().any(|id| {
-        let Ok(records) = state.read(id) else { return false };
-        let Ok(view) = RunView::fold(&records) else { return false };
+        let Ok(Ok(view)) = state.view(id) else { return false };
         view.start.milestone == milestone && matches!(view.state_of(issue).map(|s| &s.stage), Some(Stage::Done { .. }))
     })
 }

@@ -3,7 +3,6 @@
 use clap::Args;
 
 use super::{CliError, RepoArgs};
-use crate::journal::view::RunView;
 use crate::render;
 
 #[derive(Args, Debug)]
@@ -26,8 +25,7 @@ pub fn run(args: StatusArgs) -> Result<i32, CliError> {
         })?,
     };
     let live = state.is_locked(&run_id);
-    let records = state.read(&run_id)?;
-    let view = RunView::fold(&records)?;
+    let view = state.view(&run_id)??;
     if args.json {
         let mut v = render::status_json(&view, None);
         v["live"] = serde_json::json!(live);

@@ -52,6 +52,9 @@ const MAX_RUN_ID: usize = 200;
 const FRAME_MAGIC: &[u8; 4] = b"GRP1";
 const FRAME_HEAD: usize = 4 + 4 + 8 + 4;
 const FRAME_CHECK: usize = 16;
+/// `LogStore::open` keeps the records it read for the reopen that follows up to this size (a
+/// typical run's whole journal); past it the reopen streams the file again, so memory stays flat.
+const KEEP_OPENED_BYTES: usize = 8 << 20;
 /// No single group is this big; a length past it is damage, not a reason to allocate.
 const MAX_PAYLOAD: u32 = 256 << 20;
 
@@ -169,8 +172,9 @@ pub fn encode_frame(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
     f
 }
 
-/// A frame parsed from `bytes` at its start: `(first seq, records, frame length)`, or why not.
-fn decode_frame(bytes: &[u8]) -> Result<(u64, Vec<Vec<u8>>, usize), String> {
+/// A frame parsed from `bytes` at its start: `(first seq, record count, frame length)`, or why
+/// not. Its records are then walked with [`frame_records`] without copying them.
+fn decode_frame(bytes: &[u8]) -> Result<(u64, usize, usize), String> {
     if bytes.len() < FRAME_HEAD {
         return Err(format!("{} bytes where a frame header needs {FRAME_HEAD}", bytes.len()));
     }
@@ -191,7 +195,6 @@ fn decode_frame(bytes: &[u8]) -> Result<(u64, Vec<Vec<u8>>, usize), String> {
     }
     let first = u64::from_be_bytes(bytes[8..16].try_into().expect("8"));
     let count = u32::from_be_bytes(bytes[16..20].try_into().expect("4")) as usize;
-    let mut recs = Vec::with_capacity(count.min(1 << 16));
     let mut pos = FRAME_HEAD;
     for _ in 0..count {
         if body.len() - pos < 4 {
@@ -202,13 +205,22 @@ fn decode_frame(bytes: &[u8]) -> Result<(u64, Vec<Vec<u8>>, usize), String> {
         if body.len() - pos < n {
             return Err("record runs past its frame".into());
         }
-        recs.push(body[pos..pos + n].to_vec());
         pos += n;
     }
     if pos != body.len() {
         return Err("frame holds bytes after its last record".into());
     }
-    Ok((first, recs, total))
+    Ok((first, count, total))
+}
+
+/// The records of a frame [`decode_frame`] accepted, as slices of it.
+fn frame_records(frame: &[u8], count: usize) -> impl Iterator<Item = &[u8]> {
+    let mut pos = FRAME_HEAD;
+    (0..count).map(move |_| {
+        let n = u32::from_be_bytes(frame[pos..pos + 4].try_into().expect("4")) as usize;
+        pos += 4 + n;
+        &frame[pos - n..pos]
+    })
 }
 
 /// Is there a valid frame anywhere in `bytes`? (Only asked about a damaged tail, so a byte-wise
@@ -224,27 +236,87 @@ fn valid_frame_in(bytes: &[u8]) -> bool {
     false
 }
 
-/// Reads and classifies a journal file without writing anything. `expected_run` (the directory's
-/// name) catches a file moved in from another run.
+/// Reads and classifies a journal file without writing anything, keeping every record in
+/// [`Scan::records`]. `expected_run` (the directory's name) catches a file moved in from
+/// another run. Readers that fold as they go use [`stream_file`] instead.
 pub fn scan_file(path: &Path, expected_run: Option<&str>) -> Result<Scan, StoreError> {
+    let mut records = Vec::new();
+    let mut scan = stream_file(path, expected_run, &mut |seq, bytes| {
+        records.push((seq, bytes.to_vec()));
+        true
+    })?;
+    scan.records = records;
+    Ok(scan)
+}
+
+/// Reads and classifies a journal file like [`scan_file`], handing each record of a frame that
+/// passed its check to `f` as it is read (until `f` returns false) instead of keeping it, so
+/// memory stays flat: one frame at a time. The returned [`Scan`] has no `records`; its
+/// classification is the same as `scan_file`'s (both are this code), and it comes after the
+/// records, so a caller learns of damage or a torn tail only once it has seen every good record.
+pub fn stream_file(
+    path: &Path,
+    expected_run: Option<&str>,
+    f: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> Result<Scan, StoreError> {
+    let file = File::open(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+    stream_open_file(&file, path, expected_run, f)
+}
+
+/// [`stream_file`] over a file already open (read with positioned reads from its start, so the
+/// handle's own offset does not matter and it can be read again); `path` names it in errors.
+pub fn stream_open_file(
+    file: &File,
+    path: &Path,
+    expected_run: Option<&str>,
+    f: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> Result<Scan, StoreError> {
     let io = |source| StoreError::Io { path: path.to_path_buf(), source };
-    let mut file = File::open(path).map_err(io)?;
+    let mut file = ReadAt { file, pos: 0 };
     let mut header = vec![0u8; HEADER_LEN as usize];
     // The head first (see the module doc): then every frame it claims is already in the file.
     let got = read_up_to(&mut file, &mut header).map_err(io)?;
     header.truncate(got);
-    let mut rest = Vec::new();
-    BufReader::with_capacity(1 << 20, &mut file).read_to_end(&mut rest).map_err(io)?;
-    Ok(scan_parts(&header, &rest, expected_run))
+    let mut rest = BufReader::with_capacity(1 << 20, file);
+    scan_stream(&header, &mut rest, expected_run, f).map_err(io)
+}
+
+/// Reads a shared file handle from its own position.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// [`scan_file`] over bytes already read (also the fuzzing entry point).
 pub fn scan_bytes(bytes: &[u8], expected_run: Option<&str>) -> Scan {
     let split = bytes.len().min(HEADER_LEN as usize);
-    scan_parts(&bytes[..split], &bytes[split..], expected_run)
+    let mut records = Vec::new();
+    let mut scan = scan_stream(&bytes[..split], &mut &bytes[split..], expected_run, &mut |seq, b| {
+        records.push((seq, b.to_vec()));
+        true
+    })
+    .expect("reading a slice cannot fail");
+    scan.records = records;
+    scan
 }
 
-fn scan_parts(header: &[u8], rest: &[u8], expected_run: Option<&str>) -> Scan {
+/// The one reader of the format: the header from `header`, then frames read from `rest` one at
+/// a time into a reused buffer. Only when a frame does not decode is the rest of the file read
+/// into memory, to tell a torn tail (nothing valid after it) from damage (a valid frame after it).
+fn scan_stream(
+    header: &[u8],
+    rest: &mut dyn Read,
+    expected_run: Option<&str>,
+    f: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> std::io::Result<Scan> {
     let got = header.len();
     let mut scan = Scan {
         run_id: String::new(),
@@ -260,20 +332,20 @@ fn scan_parts(header: &[u8], rest: &[u8], expected_run: Option<&str>) -> Scan {
     };
     if got < HEADER_LEN as usize {
         damaged(&mut scan, 0, format!("the file is {got} bytes, shorter than its {HEADER_LEN}-byte header"));
-        return scan;
+        return Ok(scan);
     }
     if &header[..8] != LOG_MAGIC {
         damaged(&mut scan, 0, "not a loop journal (bad magic)".into());
-        return scan;
+        return Ok(scan);
     }
     let version = u16::from_be_bytes([header[8], header[9]]);
     if header_check(header) != header[CHECK_AT..CHECK_AT + 32] {
         damaged(&mut scan, 0, "its header fails its check".into());
-        return scan;
+        return Ok(scan);
     }
     if version != LOG_VERSION {
         damaged(&mut scan, 0, format!("format version {version} is not one this loop reads ({LOG_VERSION})"));
-        return scan;
+        return Ok(scan);
     }
     let id_len = u16::from_be_bytes([header[10], header[11]]) as usize;
     scan.run_id = String::from_utf8_lossy(&header[12..12 + id_len.min(MAX_RUN_ID)]).into_owned();
@@ -281,7 +353,7 @@ fn scan_parts(header: &[u8], rest: &[u8], expected_run: Option<&str>) -> Scan {
         if scan.run_id != want {
             let why = format!("the file belongs to run {}, not {want}", scan.run_id);
             damaged(&mut scan, 0, why);
-            return scan;
+            return Ok(scan);
         }
     }
     let mut heads = Vec::new();
@@ -294,54 +366,101 @@ fn scan_parts(header: &[u8], rest: &[u8], expected_run: Option<&str>) -> Scan {
     }
     scan.head = heads.iter().copied().max_by_key(|h| h.generation);
     let head_end = scan.head.map(|h| h.end).unwrap_or(HEADER_LEN);
+    // The stored hash of the record the head says is last, met on the way.
+    let head_last_at = scan.head.and_then(|h| h.count.checked_sub(1));
+    let mut head_last: Option<Vec<u8>> = None;
 
     // Frames.
-    let mut pos = 0usize;
+    let mut pos = 0u64;
     let mut next_seq = 0u64;
-    while pos < rest.len() {
-        let offset = HEADER_LEN + pos as u64;
-        match decode_frame(&rest[pos..]) {
-            Ok((first, recs, len)) if first == next_seq => {
-                for r in recs {
-                    scan.records.push((next_seq, r));
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let offset = HEADER_LEN + pos;
+        buf.clear();
+        // A whole frame in `buf`, or, when it is not whole, everything left in the file.
+        let whole = read_frame(rest, &mut buf)?;
+        if buf.is_empty() {
+            break;
+        }
+        if !whole {
+            rest.read_to_end(&mut buf)?;
+        }
+        match decode_frame(&buf) {
+            Ok((first, count, len)) if first == next_seq => {
+                for r in frame_records(&buf[..len], count) {
+                    if head_last_at == Some(next_seq) {
+                        head_last = Some(r[r.len().saturating_sub(32)..].to_vec());
+                    }
+                    let seq = next_seq;
                     next_seq += 1;
+                    if !f(seq, r) {
+                        return Ok(scan);
+                    }
                 }
-                pos += len;
-                scan.good_end = HEADER_LEN + pos as u64;
+                // A frame decodes only when `read_frame` found it whole, so `buf` is just it.
+                pos += len as u64;
+                scan.good_end = HEADER_LEN + pos;
             }
             Ok((first, _, _)) => {
                 damaged(&mut scan, next_seq, format!("the frame at byte {offset} starts at record {first}, record {next_seq} is missing"));
-                return scan;
+                return Ok(scan);
             }
             Err(why) => {
-                if offset < head_end || valid_frame_in(&rest[pos + 1..]) {
+                if whole {
+                    rest.read_to_end(&mut buf)?;
+                }
+                if offset < head_end || valid_frame_in(&buf[1..]) {
                     damaged(&mut scan, next_seq, format!("the frame at byte {offset} is damaged ({why})"));
                 } else {
-                    scan.torn = Some(TornTail { offset, len: (rest.len() - pos) as u64 });
+                    scan.torn = Some(TornTail { offset, len: buf.len() as u64 });
                 }
                 break;
             }
         }
     }
+    Ok(check_head(scan, next_seq, head_last))
+}
+
+/// After the last frame: the head must not claim more than the file holds, and its last hash
+/// must be that of the record it counts as last.
+fn check_head(mut scan: Scan, next_seq: u64, head_last: Option<Vec<u8>>) -> Scan {
     if let Some(h) = scan.head {
         if scan.damage.is_none() && (next_seq < h.count || scan.good_end < h.end) {
             let why = format!(
                 "the file ends at record {next_seq} (byte {}) but its head says {} records were durably appended (to byte {})",
                 scan.good_end, h.count, h.end
             );
-            damaged(&mut scan, next_seq, why);
-        } else if scan.damage.is_none() && h.count > 0 {
-            let (seq, bytes) = &scan.records[h.count as usize - 1];
-            let (seq, matches) = (*seq, bytes[bytes.len().saturating_sub(32)..] == h.last.0);
-            if !matches {
-                damaged(&mut scan, seq, "the head's last hash does not match that record".into());
-            }
+            scan.damage = Some(Damage { seq: next_seq, reason: why });
+        } else if scan.damage.is_none() && h.count > 0 && head_last.as_deref() != Some(&h.last.0[..]) {
+            let why = "the head's last hash does not match that record".to_string();
+            scan.damage = Some(Damage { seq: h.count - 1, reason: why });
         }
     }
     scan
 }
 
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads one frame into `buf` (empty at the end of the file). True when `buf` holds a whole
+/// frame as its header announces it; false when the header is not a frame's or the file ends
+/// first (then `buf` holds what there was, and the caller reads on).
+fn read_frame(rest: &mut dyn Read, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    buf.resize(FRAME_HEAD, 0);
+    let got = read_up_to(rest, &mut buf[..FRAME_HEAD])?;
+    buf.truncate(got);
+    if got < FRAME_HEAD || &buf[..4] != FRAME_MAGIC {
+        return Ok(false);
+    }
+    let len = u32::from_be_bytes(buf[4..8].try_into().expect("4"));
+    if len > MAX_PAYLOAD {
+        return Ok(false);
+    }
+    let total = FRAME_HEAD + len as usize + FRAME_CHECK;
+    buf.resize(total, 0);
+    let got = read_up_to(rest, &mut buf[FRAME_HEAD..])?;
+    buf.truncate(FRAME_HEAD + got);
+    Ok(buf.len() == total)
+}
+
+fn read_up_to(f: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match f.read(&mut buf[got..])? {
@@ -357,6 +476,49 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A journal file opened for reading only: each scan streams it again, frame by frame, from
+/// the handle opened here (so a file renamed or replaced meanwhile is not mixed in).
+pub struct LogReader {
+    file: File,
+    path: PathBuf,
+    expected_run: Option<String>,
+}
+
+impl LogReader {
+    pub fn open(path: &Path, expected_run: Option<&str>) -> Result<LogReader, StoreError> {
+        let file = File::open(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        Ok(LogReader { file, path: path.to_path_buf(), expected_run: expected_run.map(str::to_string) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Streams the records through `f` (see [`stream_file`]) and returns what else was found.
+    pub fn stream(&self, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<Scan, StoreError> {
+        stream_open_file(&self.file, &self.path, self.expected_run.as_deref(), f)
+    }
+}
+
+impl Store for LogReader {
+    fn append(&mut self, _: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        Err(StoreError::Io { path: self.path.clone(), source: std::io::Error::other("opened for reading only") })
+    }
+
+    /// Damage is an error after every good record was visited; a torn tail is not.
+    fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        let mut stopped = false;
+        let scan = self.stream(&mut |k, v| {
+            stopped = !f(k, v);
+            !stopped
+        })?;
+        match scan.damage {
+            Some(d) if !stopped => Err(StoreError::Damaged { path: self.path.clone(), seq: d.seq, reason: d.reason }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The writer's handle on a journal file.
 pub struct LogStore {
     path: PathBuf,
@@ -368,7 +530,8 @@ pub struct LogStore {
     /// The head of the last synced group has been written but not yet synced.
     head_dirty: bool,
     /// The records `open` just read and verified, so the reopen that follows does not read the
-    /// file a second time; dropped at the first append.
+    /// file a second time; dropped at the first append, and never kept for a journal longer
+    /// than [`KEEP_OPENED_BYTES`].
     opened: Option<Vec<(u64, Vec<u8>)>>,
 }
 
@@ -408,7 +571,22 @@ impl LogStore {
     /// unacknowledged append is moved aside (kept as `journal.log.torn-<offset>`) and reported
     /// through `on_note`.
     pub fn open(path: &Path, run_id: &str, on_note: &mut dyn FnMut(String)) -> Result<(LogStore, Scan), StoreError> {
-        let scan = scan_file(path, Some(run_id))?;
+        // Kept for the reopen that follows only while small: a long journal is read again,
+        // frame by frame, rather than held whole in memory.
+        let mut opened = Some(Vec::new());
+        let (mut kept, mut count, mut last) = (0usize, 0u64, Hash::ZERO);
+        let scan = stream_file(path, Some(run_id), &mut |seq, b| {
+            count += 1;
+            if b.len() >= 32 {
+                last.0.copy_from_slice(&b[b.len() - 32..]);
+            }
+            kept += b.len();
+            match &mut opened {
+                Some(v) if kept <= KEEP_OPENED_BYTES => v.push((seq, b.to_vec())),
+                _ => opened = None,
+            }
+            true
+        })?;
         let io = |source| StoreError::Io { path: path.to_path_buf(), source };
         if let Some(d) = &scan.damage {
             return Err(StoreError::Damaged { path: path.to_path_buf(), seq: d.seq, reason: d.reason.clone() });
@@ -442,18 +620,8 @@ impl LogStore {
         for n in &scan.notes {
             on_note(format!("{}: {n}", path.display()));
         }
-        let last = scan.records.last().map(|(_, b)| {
-            let mut h = [0u8; 32];
-            h.copy_from_slice(&b[b.len() - 32..]);
-            Hash(h)
-        });
-        let head = Head {
-            generation: scan.head.map(|h| h.generation).unwrap_or(0),
-            count: scan.records.len() as u64,
-            end: scan.good_end,
-            last: last.unwrap_or(Hash::ZERO),
-        };
-        let opened = Some(scan.records.clone());
+        let head =
+            Head { generation: scan.head.map(|h| h.generation).unwrap_or(0), count, end: scan.good_end, last };
         let mut store =
             LogStore { path: path.to_path_buf(), file, head, staged: None, durable: true, head_dirty: false, opened };
         // Make the head exact again before anything new is appended.
@@ -534,14 +702,9 @@ impl Store for LogStore {
             }
             return Ok(());
         }
-        let scan = scan_file(&self.path, None)?;
+        let scan = stream_file(&self.path, None, f)?;
         if let Some(d) = scan.damage {
             return Err(StoreError::Damaged { path: self.path.clone(), seq: d.seq, reason: d.reason });
-        }
-        for (k, v) in &scan.records {
-            if !f(*k, v) {
-                break;
-            }
         }
         Ok(())
     }
@@ -550,5 +713,90 @@ impl Store for LogStore {
 impl Drop for LogStore {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out at most `step` bytes per call, as pipes and short reads do.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    fn trickled(bytes: &[u8], step: usize) -> Scan {
+        let split = bytes.len().min(HEADER_LEN as usize);
+        let mut records = Vec::new();
+        let mut scan = scan_stream(&bytes[..split], &mut Trickle { bytes: &bytes[split..], step }, Some("bench"), &mut |k, b| {
+            records.push((k, b.to_vec()));
+            true
+        })
+        .unwrap();
+        scan.records = records;
+        scan
+    }
+
+    fn same(a: &Scan, b: &Scan, what: &str) {
+        assert_eq!(a.records, b.records, "{what}: records");
+        assert_eq!((a.good_end, &a.torn, &a.damage, &a.notes, a.head), (b.good_end, &b.torn, &b.damage, &b.notes, b.head), "{what}");
+    }
+
+    /// The frame-at-a-time reader gives the whole-file answer however the bytes arrive: cut
+    /// anywhere, flipped anywhere, read in short pieces.
+    #[test]
+    fn streaming_classifies_like_a_whole_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = crate::bench::generate(dir.path(), 2500).unwrap();
+        let good = std::fs::read(path.join(LOG_FILE)).unwrap();
+        let whole = scan_bytes(&good, Some("bench"));
+        assert!(whole.damage.is_none() && whole.torn.is_none());
+        assert_eq!(whole.records.len(), 2500);
+        let from_file = scan_file(&path.join(LOG_FILE), Some("bench")).unwrap();
+        same(&from_file, &whole, "file");
+        let len = good.len();
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        for cut in [0, 100, 4096, 4100, 4096 + 300, len / 2, len - 17, len - 1] {
+            cases.push((format!("cut at {cut}"), good[..cut].to_vec()));
+        }
+        for at in [600, 4096, 4100, 4096 + 500, len / 3, len / 2, len - 20, len - 1] {
+            let mut b = good.clone();
+            b[at] ^= 0x40;
+            cases.push((format!("flip at {at}"), b));
+        }
+        let mut junk = good.clone();
+        junk.extend_from_slice(b"GRP1 and then nothing that decodes");
+        cases.push(("junk tail".into(), junk));
+        for (what, bytes) in &cases {
+            let expect = scan_bytes(bytes, Some("bench"));
+            for step in [1, 7, 4096, usize::MAX] {
+                same(&trickled(bytes, step), &expect, &format!("{what}, {step}-byte reads"));
+            }
+        }
+    }
+
+    /// A reader that stops early reads no further than it must.
+    #[test]
+    fn a_stopped_stream_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = crate::bench::generate(dir.path(), 1500).unwrap();
+        let mut seen = 0;
+        let scan = stream_file(&path.join(LOG_FILE), Some("bench"), &mut |_, _| {
+            seen += 1;
+            seen < 3
+        })
+        .unwrap();
+        assert_eq!(seen, 3);
+        assert!(scan.damage.is_none() && scan.torn.is_none());
     }
 }

@@ -21,6 +21,7 @@ pub use record::{AgentSpec, Body, Content, Entry, Evidence, Fact, Hash, PlannedI
 pub use store::{MemStore, SledStore, Store, StoreError};
 
 use crate::clock::Clock;
+use view::{Divergence, RunView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -96,6 +97,30 @@ impl Journal {
         Ok((journal, records))
     }
 
+    /// [`Journal::reopen`] that folds the records into a view as they are verified instead of
+    /// returning them, so memory stays flat for long journals. Corruption is the outer error,
+    /// divergence the inner one (see [`fold_verified`]).
+    pub fn reopen_view(store: Box<dyn Store>, clock: Clock) -> Result<Result<(Journal, RunView), Divergence>, JournalError> {
+        let mut folder = Folder::default();
+        let mut last: Option<(String, u64, Hash)> = None;
+        scan_verified(store.as_ref(), &mut |rec| {
+            folder.take(&rec);
+            last = Some((rec.content.run_id, rec.content.seq, rec.hash));
+            Ok(())
+        })?;
+        let (run_id, seq, hash) = last.ok_or(JournalError::Empty)?;
+        let journal = Journal {
+            run_id,
+            next_seq: seq + 1,
+            last: hash,
+            store,
+            clock,
+            appended: 0,
+            fault_after: fault_from_env(),
+        };
+        Ok(folder.finish().map(|view| (journal, view)))
+    }
+
     pub fn run_id(&self) -> &str {
         &self.run_id
     }
@@ -159,8 +184,15 @@ pub struct ChainChecker {
 
 impl ChainChecker {
     pub fn check(&mut self, key: u64, bytes: &[u8]) -> Result<Record, JournalError> {
+        self.check_opened(key, record::open(bytes))
+    }
+
+    /// The chain checks of [`ChainChecker::check`] on a record already opened (its own hash
+    /// checked and decoded, perhaps on another thread): the order of checks, and so which
+    /// error a bad record gets, is the same.
+    pub fn check_opened(&mut self, key: u64, opened: Result<Record, record::RecordError>) -> Result<Record, JournalError> {
         let corrupt = |reason: String| JournalError::Corrupt { seq: key, reason };
-        let rec = record::open(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let rec = opened.map_err(|e| corrupt(e.to_string()))?;
         let c = &rec.content;
         if key != self.expected_seq {
             return Err(JournalError::Corrupt {
@@ -192,27 +224,203 @@ impl ChainChecker {
     }
 }
 
-/// Streams every record through `f`, verified.
+/// Streams every record through `f`, verified, in sequence order. Opening records (their own
+/// hash and the decode, most of a replay's work) runs on [`open_workers`] threads when the
+/// journal is longer than one batch; the chain checks and `f` stay on this thread, in order,
+/// so the result, the first error included, is the same as reading one record at a time.
+/// Memory is bounded by the batches in flight, not by the journal's length.
 pub fn scan_verified(
     store: &dyn Store,
     f: &mut dyn FnMut(Record) -> Result<(), JournalError>,
 ) -> Result<u64, JournalError> {
-    let mut checker = ChainChecker::default();
-    let mut failure: Option<JournalError> = None;
-    store.scan(&mut |key, bytes| match checker.check(key, bytes).and_then(&mut *f) {
-        Ok(()) => true,
-        Err(e) => {
-            failure = Some(e);
-            false
+    scan_verified_with(store, open_workers(), f)
+}
+
+/// Records handed to an opening thread at a time, and batches in flight per thread: enough to
+/// keep the threads busy, little enough that memory stays flat (about 2 × 256 KiB per thread).
+const BATCH: usize = 512;
+const DEPTH: usize = 2;
+
+/// How many threads open records: one per core (the caller's thread only checks and folds,
+/// which is much less work), none with one core.
+pub fn open_workers() -> usize {
+    match std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
+        1 => 0,
+        n => n.min(8),
+    }
+}
+
+type Opened = Vec<(u64, Result<Record, record::RecordError>)>;
+/// One opening thread's queues: raw batches in, opened batches out.
+type Lane = (std::sync::mpsc::SyncSender<Batch>, std::sync::mpsc::Receiver<Opened>);
+
+/// Stored records copied into one buffer (one allocation per batch, not per record).
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    /// `(key, end of the record in bytes)`, in order.
+    ends: Vec<(u64, usize)>,
+}
+
+impl Batch {
+    fn push(&mut self, key: u64, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+        self.ends.push((key, self.bytes.len()));
+    }
+
+    fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(key, end)| {
+            let r = &self.bytes[start..end];
+            start = end;
+            (key, r)
+        })
+    }
+}
+
+/// The in-order end of [`scan_verified`]: chain checks, then the caller's `f`.
+struct Taker<'f> {
+    checker: ChainChecker,
+    failure: Option<JournalError>,
+    f: &'f mut dyn FnMut(Record) -> Result<(), JournalError>,
+}
+
+impl Taker<'_> {
+    /// False once a record failed (the failure is kept): the scan stops there.
+    fn take(&mut self, key: u64, opened: Result<Record, record::RecordError>) -> bool {
+        match self.checker.check_opened(key, opened).and_then(&mut *self.f) {
+            Ok(()) => true,
+            Err(e) => {
+                self.failure = Some(e);
+                false
+            }
         }
-    })?;
-    if let Some(e) = failure {
+    }
+
+    /// Takes the oldest batch in flight: lanes are filled round-robin and each works in order,
+    /// so batch `received` is the next one out of lane `received % lanes`.
+    fn take_batch(&mut self, lanes: &[Lane], received: &mut usize) -> bool {
+        let out = lanes[*received % lanes.len()].1.recv().expect("an opening thread answers every batch");
+        *received += 1;
+        out.into_iter().all(|(key, opened)| self.take(key, opened))
+    }
+}
+
+/// [`scan_verified`] with `workers` opening threads (0: all on this thread).
+pub fn scan_verified_with(
+    store: &dyn Store,
+    workers: usize,
+    f: &mut dyn FnMut(Record) -> Result<(), JournalError>,
+) -> Result<u64, JournalError> {
+    let mut t = Taker { checker: ChainChecker::default(), failure: None, f };
+    let scanned = std::thread::scope(|s| {
+        // Spawned at the first full batch, so a short journal never starts a thread.
+        let mut lanes: Vec<Lane> = Vec::new();
+        let (mut sent, mut received) = (0usize, 0usize);
+        let mut batch = Batch::default();
+        let mut ok = true;
+        let result = store.scan(&mut |key, bytes| {
+            if workers == 0 {
+                ok = t.take(key, record::open(bytes));
+                return ok;
+            }
+            batch.push(key, bytes);
+            if batch.ends.len() < BATCH {
+                return true;
+            }
+            if lanes.is_empty() {
+                for _ in 0..workers {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(DEPTH);
+                    let (otx, orx) = std::sync::mpsc::sync_channel::<Opened>(DEPTH);
+                    s.spawn(move || {
+                        for b in rx {
+                            let out: Opened = b.records().map(|(k, bytes)| (k, record::open(bytes))).collect();
+                            if otx.send(out).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    lanes.push((tx, orx));
+                }
+            }
+            // At most DEPTH batches per lane in flight, which its queues hold without blocking
+            // (round-robin spreads any DEPTH × lanes consecutive batches evenly).
+            if sent - received == lanes.len() * DEPTH && !t.take_batch(&lanes, &mut received) {
+                ok = false;
+                return false;
+            }
+            let full = std::mem::take(&mut batch);
+            lanes[sent % lanes.len()].0.send(full).expect("an opening thread takes every batch");
+            sent += 1;
+            true
+        });
+        while ok && received < sent {
+            ok = t.take_batch(&lanes, &mut received);
+        }
+        if ok {
+            for (key, bytes) in batch.records() {
+                if !t.take(key, record::open(bytes)) {
+                    break;
+                }
+            }
+        }
+        // Dropping the lanes ends the threads, even those with work still queued.
+        drop(lanes);
+        result
+    });
+    // A bad record comes before the store's own damage, which it reports only after every
+    // record it could read (the pipeline may learn of the record only after the store is done).
+    if let Some(e) = t.failure {
         return Err(e);
     }
-    if checker.expected_seq == 0 {
+    scanned?;
+    if t.checker.expected_seq == 0 {
         return Err(JournalError::Empty);
     }
-    Ok(checker.expected_seq)
+    Ok(t.checker.expected_seq)
+}
+
+/// Verifies every record of `store` and folds it into a [`RunView`] as it streams past, keeping
+/// no record. Corruption anywhere is reported before divergence (the outer error), as when
+/// the records were first read whole and then folded: after a divergence the rest is still
+/// verified, just not folded.
+pub fn fold_verified(store: &dyn Store) -> Result<Result<RunView, Divergence>, JournalError> {
+    let mut folder = Folder::default();
+    scan_verified(store, &mut |rec| {
+        folder.take(&rec);
+        Ok(())
+    })?;
+    Ok(folder.finish())
+}
+
+/// A fold that records the first divergence instead of stopping at it.
+#[derive(Default)]
+struct Folder {
+    view: Option<RunView>,
+    diverged: Option<Divergence>,
+}
+
+impl Folder {
+    fn take(&mut self, rec: &Record) {
+        if self.diverged.is_some() {
+            return;
+        }
+        let r = match &mut self.view {
+            None => RunView::new(rec).map(|v| self.view = Some(v)),
+            Some(v) => v.apply(rec).map(|_| ()),
+        };
+        if let Err(d) = r {
+            self.diverged = Some(d);
+        }
+    }
+
+    fn finish(self) -> Result<RunView, Divergence> {
+        match (self.diverged, self.view) {
+            (Some(d), _) => Err(d),
+            (None, Some(v)) => Ok(v),
+            (None, None) => Err(Divergence::NoStart { seq: 0 }),
+        }
+    }
 }
 
 /// Reads and verifies a whole journal into memory.
@@ -235,8 +443,13 @@ pub const EXPORT_MAGIC_V1: &[u8; 8] = b"LOOPJNL1";
 const TRAILER_TAG: u32 = u32::MAX;
 
 pub fn export(store: &dyn Store, out: &mut dyn Write) -> Result<u64, JournalError> {
-    // Verify before writing, so an export is never a copy of a broken journal.
-    let records = read_all(store)?;
+    // Verify before writing, so an export is never a copy of a broken journal (streaming: an
+    // export of a long journal is read twice rather than held in memory).
+    let mut last = Hash::ZERO;
+    scan_verified(store, &mut |r| {
+        last = r.hash;
+        Ok(())
+    })?;
     let io = |e: std::io::Error| JournalError::File { path: "<export>".into(), reason: e.to_string() };
     out.write_all(EXPORT_MAGIC).map_err(io)?;
     let mut n: u64 = 0;
@@ -252,7 +465,6 @@ pub fn export(store: &dyn Store, out: &mut dyn Write) -> Result<u64, JournalErro
     if let Some(e) = err {
         return Err(io(e));
     }
-    let last = records.last().map(|r| r.hash).unwrap_or(Hash::ZERO);
     out.write_all(&TRAILER_TAG.to_be_bytes()).map_err(io)?;
     out.write_all(&n.to_be_bytes()).map_err(io)?;
     out.write_all(&last.0).map_err(io)?;
@@ -311,4 +523,85 @@ pub fn parse_export(bytes: &[u8], path: &str) -> Result<MemStore, JournalError> 
         store.damage = Some((PathBuf::from(path), index, why));
     }
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::log::{scan_file, LogReader, LogStore, LOG_FILE};
+
+    fn records_of(n: u64) -> (tempfile::TempDir, Vec<(u64, Vec<u8>)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = crate::bench::generate(dir.path(), n).unwrap();
+        let records = scan_file(&path.join(LOG_FILE), Some("bench")).unwrap().records;
+        (dir, records)
+    }
+
+    /// Every record `f` saw, and how the scan ended.
+    fn verify(store: &dyn Store, workers: usize) -> (Vec<u64>, Result<u64, String>) {
+        let mut seen = Vec::new();
+        let r = scan_verified_with(store, workers, &mut |rec| {
+            seen.push(rec.seq());
+            Ok(())
+        });
+        (seen, r.map_err(|e| e.to_string()))
+    }
+
+    /// Opening records on other threads changes nothing a reader sees: the records, their
+    /// order, and the first error (a bad record, a missing one, the store's own damage).
+    #[test]
+    fn threaded_verification_agrees_with_one_thread() {
+        let (_dir, good) = records_of(3 * BATCH as u64 + 77);
+        let mut cases: Vec<(&str, MemStore)> = vec![("intact", MemStore { records: good.clone(), damage: None })];
+        let mut flipped = good.clone();
+        flipped[BATCH + 5].1[10] ^= 1;
+        cases.push(("flipped record", MemStore { records: flipped, damage: None }));
+        let mut holed = good.clone();
+        holed.remove(2 * BATCH + 1);
+        cases.push(("missing record", MemStore { records: holed, damage: None }));
+        let mut swapped = good.clone();
+        let (a, b) = (swapped[BATCH].1.clone(), swapped[BATCH + 1].1.clone());
+        swapped[BATCH].1 = b;
+        swapped[BATCH + 1].1 = a;
+        cases.push(("swapped records", MemStore { records: swapped, damage: None }));
+        let damage = Some((std::path::PathBuf::from("j"), good.len() as u64, "cut".to_string()));
+        cases.push(("damaged store", MemStore { records: good.clone(), damage }));
+        let mut both = good.clone();
+        both[7].1[20] ^= 1;
+        let damage = Some((std::path::PathBuf::from("j"), good.len() as u64, "cut".to_string()));
+        cases.push(("bad record, then damage", MemStore { records: both, damage }));
+        for (what, store) in &cases {
+            let one = verify(store, 0);
+            for workers in [1, 2, 3] {
+                assert_eq!(verify(store, workers), one, "{what}, {workers} threads");
+            }
+        }
+        assert_eq!(cases[0].1.records.len() as u64, verify(&cases[0].1, 2).1.unwrap());
+    }
+
+    /// The streaming fold reports corruption before divergence, wherever each lies, as reading
+    /// everything first and folding after did.
+    #[test]
+    fn corruption_outranks_an_earlier_divergence() {
+        let (_dir, good) = records_of(5);
+        let start = record::open(&good[0].1).unwrap().content.body;
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(Box::new(LogStore::create_in(dir.path(), "bench").unwrap()), "bench", Clock::from_env());
+        j.append(start.clone()).unwrap();
+        j.append(start).unwrap(); // a second run_started: the fold diverges here
+        for _ in 0..3 {
+            j.append(Body::RunResumed).unwrap();
+        }
+        drop(j);
+        let path = dir.path().join(LOG_FILE);
+        let reader = LogReader::open(&path, Some("bench")).unwrap();
+        assert!(matches!(fold_verified(&reader).unwrap(), Err(Divergence::Restarted { seq: 1 })));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 40] ^= 1; // inside the last record
+        std::fs::write(&path, &bytes).unwrap();
+        let reader = LogReader::open(&path, Some("bench")).unwrap();
+        let err = fold_verified(&reader).unwrap_err();
+        assert!(matches!(err, JournalError::Damaged { seq: 4, .. }), "{err}");
+    }
 }
