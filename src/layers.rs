@@ -49,10 +49,16 @@ fn module_of(rel: &Path) -> String {
     first.strip_suffix(".rs").unwrap_or(&first).to_string()
 }
 
-/// The top-level modules that `crate::` paths in `code` name (comments skipped).
+/// The top-level modules that `crate::` paths in `code` name (comments skipped). A file's
+/// `#[cfg(test)] mod tests` (at its end, by convention) is not part of the shape: tests may
+/// borrow any fixture, e.g. `bench::generate`.
 fn targets(code: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for line in code.lines() {
+    let mut lines = code.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim() == "#[cfg(test)]" && lines.peek().is_some_and(|next| next.trim_start().starts_with("mod tests")) {
+            break;
+        }
         let line = match line.find("//") {
             Some(i) => &line[..i],
             None => line,
