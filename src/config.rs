@@ -1,12 +1,21 @@
 //! `loop.toml` at the repo root: optional settings for runs and the codex agent.
 //!
+//! Also where a run's settings are resolved: [`resolve_run`] merges the file, the environment
+//! ([`EnvSettings`]) and the flags ([`RunFlags`]) into [`RunSettings`].
+//!
 //! Invariants: every key is optional and unknown keys are errors (a misspelt key must not be
-//! silently ignored); errors name the file and line. Flags and environment override the file;
-//! the merged result is recorded in the journal, so `loop resume` never re-reads this file.
+//! silently ignored); errors name the file and line. Precedence is default < file < environment <
+//! flag, for every setting, in one function; the merged result is recorded in the journal, so
+//! `loop resume` never re-reads this file or the environment.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::agent::codex::{CodexSettings, SANDBOXES};
+use crate::journal::AgentSpec;
+use crate::machine::{Phase, Rules};
+use crate::runs::StateDir;
 
 pub const FILE_NAME: &str = "loop.toml";
 
@@ -92,6 +101,9 @@ pub enum ConfigError {
     Parse { path: String, line: usize, message: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// A setting out of range or malformed, from whichever source it came (the message says).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Reads `<repo>/loop.toml`; a missing file is the empty config.
@@ -144,6 +156,219 @@ fn check_guard(g: &GuardTable, text: &str, path: &Path) -> Result<(), ConfigErro
         }
     }
     Ok(())
+}
+
+/// The longest phase timeout accepted: a deadline must stay representable.
+pub const MAX_PHASE_TIMEOUT: u64 = 30 * 24 * 3600;
+/// The phase timeout when neither flag nor file sets one.
+pub const DEFAULT_PHASE_TIMEOUT: u64 = 1800;
+/// Every agent a run can name.
+pub const AGENTS: [&str; 2] = ["codex", "sim"];
+
+/// The settings `loop run` reads from the environment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnvSettings {
+    /// `LOOP_AGENT`.
+    pub agent: Option<String>,
+    /// `LOOP_CODEX_BIN`.
+    pub codex_bin: Option<String>,
+}
+
+impl EnvSettings {
+    /// Reads the process environment (an empty variable counts as unset).
+    pub fn from_process() -> EnvSettings {
+        EnvSettings::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> EnvSettings {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        EnvSettings { agent: get("LOOP_AGENT"), codex_bin: get("LOOP_CODEX_BIN") }
+    }
+}
+
+/// The codex settings given as flags (None or empty: not given).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CodexFlags {
+    pub bin: Option<String>,
+    pub model: Option<String>,
+    pub profile: Option<String>,
+    /// `PHASE=MODE`, in order.
+    pub sandbox: Vec<String>,
+    /// `KEY=VALUE`, after the file's.
+    pub config: Vec<String>,
+    pub retries: Option<u32>,
+}
+
+/// The run settings given as flags (None: not given).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunFlags {
+    pub agent: Option<String>,
+    /// A scenario file was given: it implies the simulated agent.
+    pub sim_scenario: bool,
+    pub max_fix_cycles: Option<u32>,
+    pub phase_timeout: Option<u64>,
+    pub max_tokens_per_issue: Option<u64>,
+    pub no_review_doc: bool,
+    pub codex: CodexFlags,
+}
+
+/// A run's settings after the merge, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSettings {
+    /// `codex` or `sim`.
+    pub agent: String,
+    pub rules: Rules,
+    pub phase_timeout_secs: u64,
+    pub max_tokens_per_issue: Option<u64>,
+    pub review_doc: bool,
+    /// Present when the agent is codex.
+    pub codex: Option<CodexSettings>,
+}
+
+/// Merges file < environment < flags into a run's settings. `repo` anchors relative paths of
+/// the file; `logs_root` is where codex writes its streams.
+pub fn resolve_run(
+    file: &LoopConfig,
+    env: &EnvSettings,
+    flags: &RunFlags,
+    repo: &Path,
+    logs_root: &Path,
+) -> Result<RunSettings, ConfigError> {
+    let max_fix_cycles = flags.max_fix_cycles.or(file.run.max_fix_cycles).unwrap_or(crate::machine::DEFAULT_MAX_FIX_CYCLES);
+    let from_toml = |key: &str, v: Option<i64>| -> Result<Option<u64>, ConfigError> {
+        v.map(|n| u64::try_from(n).map_err(|_| ConfigError::Invalid(format!("{FILE_NAME}: [run] {key} must not be negative ({n})"))))
+            .transpose()
+    };
+    let phase_timeout =
+        flags.phase_timeout.or(from_toml("phase_timeout", file.run.phase_timeout)?).unwrap_or(DEFAULT_PHASE_TIMEOUT);
+    if phase_timeout > MAX_PHASE_TIMEOUT {
+        return Err(ConfigError::Invalid(format!(
+            "phase timeout {phase_timeout}s is over the limit of {MAX_PHASE_TIMEOUT}s (30 days)"
+        )));
+    }
+    let max_tokens = flags.max_tokens_per_issue.or(from_toml("max_tokens_per_issue", file.run.max_tokens_per_issue)?);
+    if max_fix_cycles > 100 {
+        return Err(ConfigError::Invalid("--max-fix-cycles must be at most 100".into()));
+    }
+    if phase_timeout == 0 {
+        return Err(ConfigError::Invalid("--phase-timeout must be at least 1 second".into()));
+    }
+    let agent = match (&flags.agent, &env.agent) {
+        // A scenario only means something to the simulated agent; scripts written when sim was
+        // the default keep working.
+        _ if flags.sim_scenario => "sim".to_string(),
+        (Some(a), _) => a.clone(),
+        (None, Some(a)) if AGENTS.contains(&a.as_str()) => a.clone(),
+        (None, Some(a)) => {
+            return Err(ConfigError::Invalid(format!("LOOP_AGENT={a:?}: not an agent ({})", AGENTS.join(", "))))
+        }
+        (None, None) => "codex".to_string(),
+    };
+    let codex = match agent.as_str() {
+        "codex" => Some(resolve_codex(file, env, &flags.codex, repo, logs_root)?),
+        _ => None,
+    };
+    Ok(RunSettings {
+        agent,
+        rules: Rules { max_fix_cycles },
+        phase_timeout_secs: phase_timeout,
+        max_tokens_per_issue: max_tokens,
+        review_doc: !flags.no_review_doc && file.run.review_doc.unwrap_or(true),
+        codex,
+    })
+}
+
+fn check_sandbox(mode: &str, from: &str) -> Result<String, ConfigError> {
+    if SANDBOXES.contains(&mode) {
+        Ok(mode.to_string())
+    } else {
+        Err(ConfigError::Invalid(format!("{from}: sandbox {mode:?} is not one of {}", SANDBOXES.join(", "))))
+    }
+}
+
+fn sandbox_mut(s: &mut CodexSettings, phase: Phase) -> &mut String {
+    match phase {
+        Phase::Dev => &mut s.sandbox_dev,
+        Phase::Review => &mut s.sandbox_review,
+        Phase::Fix => &mut s.sandbox_fix,
+    }
+}
+
+/// The [`CodexSettings`] a run records: file < environment < flags, per setting.
+pub fn resolve_codex(
+    file: &LoopConfig,
+    env: &EnvSettings,
+    flags: &CodexFlags,
+    repo: &Path,
+    logs_root: &Path,
+) -> Result<CodexSettings, ConfigError> {
+    let c = &file.codex;
+    let mut s = CodexSettings::new(logs_root);
+    match (flags.bin.as_ref().or(env.codex_bin.as_ref()), &c.bin) {
+        (Some(b), _) => s.bin = b.clone(),
+        // A relative path in loop.toml means relative to the repo, not to wherever loop was started.
+        (None, Some(b)) if b.contains('/') && Path::new(b).is_relative() => s.bin = repo.join(b).display().to_string(),
+        (None, Some(b)) => s.bin = b.clone(),
+        (None, None) => {}
+    }
+    s.model = flags.model.clone().or_else(|| c.model.clone());
+    s.profile = flags.profile.clone().or_else(|| c.profile.clone());
+    for (phase, v) in [(Phase::Dev, &c.sandbox.dev), (Phase::Review, &c.sandbox.review), (Phase::Fix, &c.sandbox.fix)] {
+        if let Some(mode) = v {
+            *sandbox_mut(&mut s, phase) = check_sandbox(mode, &format!("{FILE_NAME} [codex.sandbox] {phase}"))?;
+        }
+    }
+    for spec in &flags.sandbox {
+        let (phase, mode) = spec
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Invalid(format!("--sandbox {spec}: expected PHASE=MODE, e.g. review=read-only")))?;
+        let phase = match phase {
+            "dev" => Phase::Dev,
+            "review" => Phase::Review,
+            "fix" => Phase::Fix,
+            other => {
+                return Err(ConfigError::Invalid(format!("--sandbox {spec}: unknown phase {other:?} (dev, review, fix)")))
+            }
+        };
+        *sandbox_mut(&mut s, phase) = check_sandbox(mode, &format!("--sandbox {spec}"))?;
+    }
+    for kv in c.config.iter().chain(&flags.config) {
+        if !kv.contains('=') {
+            return Err(ConfigError::Invalid(format!("codex config override {kv:?}: expected KEY=VALUE")));
+        }
+    }
+    s.config = c.config.iter().chain(&flags.config).cloned().collect();
+    s.retries = flags.retries.or(c.retries).unwrap_or(1);
+    s.prompts_dir = file.prompts.dir.as_ref().map(|d| repo.join(d).display().to_string());
+    Ok(s)
+}
+
+/// Everything needed to start a run, already resolved and checked.
+pub struct RunInputs {
+    pub repo: PathBuf,
+    pub state: StateDir,
+    pub milestone: Option<String>,
+    pub agent: AgentSpec,
+    /// How to name the scenario in errors (its file path).
+    pub scenario_source: String,
+    pub rules: Rules,
+    pub phase_timeout_secs: u64,
+    pub max_tokens_per_issue: Option<u64>,
+    pub review_doc: bool,
+    /// Only these issues (empty: the whole milestone).
+    pub issues: Vec<String>,
+    pub jobs: usize,
+    /// Guardrails (README "Safety"); `None` runs unguarded.
+    pub guard: Option<GuardInputs>,
+}
+
+/// What a run's guard is built from: the flags, loop.toml's `[guard]`, and the sandbox the
+/// agent will really run in.
+#[derive(Clone, Debug, Default)]
+pub struct GuardInputs {
+    pub args: crate::guard::GuardArgs,
+    pub file: GuardTable,
+    pub sandbox: crate::guard::SandboxSettings,
 }
 
 #[cfg(test)]
