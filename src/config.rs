@@ -426,4 +426,115 @@ dir = "team-prompts"
         let d = tempfile::tempdir().unwrap();
         assert_eq!(load(d.path()).unwrap(), LoopConfig::default());
     }
+
+    /// A loop.toml that sets every run and codex setting, for the merge tests.
+    fn file() -> LoopConfig {
+        parse(
+            "[run]\nphase_timeout = 600\nmax_fix_cycles = 3\nmax_tokens_per_issue = 100\nreview_doc = false\n\
+             [codex]\nbin = \"tools/codex\"\nmodel = \"file-model\"\nretries = 2\nconfig = [\"a=1\"]\n\
+             [codex.sandbox]\nreview = \"workspace-write\"\n",
+            Path::new("loop.toml"),
+        )
+        .unwrap()
+    }
+
+    fn resolve(file: &LoopConfig, env: &EnvSettings, flags: &RunFlags) -> Result<RunSettings, ConfigError> {
+        resolve_run(file, env, flags, Path::new("/repo"), Path::new("/state/logs"))
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_given() {
+        let s = resolve(&LoopConfig::default(), &EnvSettings::default(), &RunFlags::default()).unwrap();
+        assert_eq!(s.agent, "codex");
+        assert_eq!(s.rules.max_fix_cycles, crate::machine::DEFAULT_MAX_FIX_CYCLES);
+        assert_eq!(s.phase_timeout_secs, DEFAULT_PHASE_TIMEOUT);
+        assert_eq!(s.max_tokens_per_issue, None);
+        assert!(s.review_doc);
+        let c = s.codex.unwrap();
+        assert_eq!(c, CodexSettings::new(Path::new("/state/logs")));
+    }
+
+    #[test]
+    fn file_is_used_when_env_and_flags_are_silent() {
+        let s = resolve(&file(), &EnvSettings::default(), &RunFlags::default()).unwrap();
+        assert_eq!((s.phase_timeout_secs, s.rules.max_fix_cycles, s.max_tokens_per_issue), (600, 3, Some(100)));
+        assert!(!s.review_doc);
+        let c = s.codex.unwrap();
+        // A relative path in the file is the repo's.
+        assert_eq!(c.bin, "/repo/tools/codex");
+        assert_eq!((c.model.as_deref(), c.retries, c.config.as_slice()), (Some("file-model"), 2, &["a=1".to_string()][..]));
+        assert_eq!((c.sandbox_dev.as_str(), c.sandbox_review.as_str()), ("workspace-write", "workspace-write"));
+    }
+
+    #[test]
+    fn env_beats_file_and_flag_beats_env() {
+        let env = EnvSettings { agent: Some("codex".into()), codex_bin: Some("env/codex".into()) };
+        // env over file; a relative path from the environment is the caller's, not the repo's.
+        let s = resolve(&file(), &env, &RunFlags::default()).unwrap();
+        assert_eq!(s.codex.unwrap().bin, "env/codex");
+        // flag over env.
+        let flags = RunFlags { codex: CodexFlags { bin: Some("/flag/codex".into()), ..Default::default() }, ..Default::default() };
+        assert_eq!(resolve(&file(), &env, &flags).unwrap().codex.unwrap().bin, "/flag/codex");
+
+        let env = EnvSettings { agent: Some("sim".into()), codex_bin: None };
+        assert_eq!(resolve(&file(), &env, &RunFlags::default()).unwrap().agent, "sim");
+        let flags = RunFlags { agent: Some("codex".into()), ..Default::default() };
+        assert_eq!(resolve(&file(), &env, &flags).unwrap().agent, "codex");
+        // A scenario file means the simulated agent, whatever else is said.
+        let flags = RunFlags { agent: Some("codex".into()), sim_scenario: true, ..Default::default() };
+        let s = resolve(&file(), &EnvSettings::default(), &flags).unwrap();
+        assert_eq!((s.agent.as_str(), s.codex), ("sim", None));
+    }
+
+    #[test]
+    fn flags_beat_file_for_every_run_setting() {
+        let flags = RunFlags {
+            max_fix_cycles: Some(7),
+            phase_timeout: Some(42),
+            max_tokens_per_issue: Some(9),
+            codex: CodexFlags {
+                model: Some("flag-model".into()),
+                profile: Some("p".into()),
+                sandbox: vec!["review=read-only".into(), "dev=danger-full-access".into()],
+                config: vec!["b=2".into()],
+                retries: Some(0),
+                bin: None,
+            },
+            ..Default::default()
+        };
+        let s = resolve(&file(), &EnvSettings::default(), &flags).unwrap();
+        assert_eq!((s.phase_timeout_secs, s.rules.max_fix_cycles, s.max_tokens_per_issue), (42, 7, Some(9)));
+        let c = s.codex.unwrap();
+        assert_eq!((c.model.as_deref(), c.profile.as_deref(), c.retries), (Some("flag-model"), Some("p"), 0));
+        assert_eq!((c.sandbox_dev.as_str(), c.sandbox_review.as_str()), ("danger-full-access", "read-only"));
+        // Overrides add up, the file's first.
+        assert_eq!(c.config, ["a=1", "b=2"]);
+        let flags = RunFlags { no_review_doc: true, ..Default::default() };
+        assert!(!resolve(&LoopConfig::default(), &EnvSettings::default(), &flags).unwrap().review_doc);
+    }
+
+    #[test]
+    fn empty_environment_variables_are_unset() {
+        let env = EnvSettings::from_lookup(|k| (k == "LOOP_AGENT").then(String::new));
+        assert_eq!(env, EnvSettings::default());
+        let env = EnvSettings::from_lookup(|k| Some(format!("v-{k}")));
+        assert_eq!(env.agent.as_deref(), Some("v-LOOP_AGENT"));
+        assert_eq!(env.codex_bin.as_deref(), Some("v-LOOP_CODEX_BIN"));
+    }
+
+    #[test]
+    fn bad_settings_say_where_they_came_from() {
+        let err = |file: &LoopConfig, env: &EnvSettings, flags: &RunFlags| resolve(file, env, flags).unwrap_err().to_string();
+        let none = EnvSettings::default();
+        let neg = parse("[run]\nphase_timeout = -1\n", Path::new("loop.toml")).unwrap();
+        assert_eq!(err(&neg, &none, &RunFlags::default()), "loop.toml: [run] phase_timeout must not be negative (-1)");
+        let env = EnvSettings { agent: Some("claude".into()), codex_bin: None };
+        assert!(err(&LoopConfig::default(), &env, &RunFlags::default()).starts_with("LOOP_AGENT=\"claude\": not an agent"));
+        let flags = RunFlags { phase_timeout: Some(0), ..Default::default() };
+        assert_eq!(err(&LoopConfig::default(), &none, &flags), "--phase-timeout must be at least 1 second");
+        let flags = RunFlags { max_fix_cycles: Some(101), ..Default::default() };
+        assert_eq!(err(&LoopConfig::default(), &none, &flags), "--max-fix-cycles must be at most 100");
+        let flags = RunFlags { codex: CodexFlags { sandbox: vec!["lint=read-only".into()], ..Default::default() }, ..Default::default() };
+        assert!(err(&LoopConfig::default(), &none, &flags).contains("unknown phase \"lint\""));
+    }
 }

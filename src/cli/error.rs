@@ -250,3 +250,168 @@ pub fn finish(result: Result<ExitCode, CliError>) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::journal::StoreError;
+    use crate::machine::{Event, Rules, State, Verdict};
+
+    fn io() -> std::io::Error {
+        std::io::Error::other("disk on fire")
+    }
+    fn store() -> StoreError {
+        StoreError::Io { path: PathBuf::from("/s"), source: io() }
+    }
+    fn illegal() -> crate::machine::IllegalTransition {
+        crate::machine::transition(&State::Pending, &Event::ReviewFinished { verdict: Verdict::Pass }, &Rules::default())
+            .unwrap_err()
+    }
+    fn divergence() -> Divergence {
+        Divergence::NoStart { seq: 3 }
+    }
+    /// Every kind of JournalError with the code it gets wherever it travels.
+    fn journal_errors() -> Vec<(JournalError, ExitCode)> {
+        vec![
+            (JournalError::Store(store()), ExitCode::Error),
+            (JournalError::AppendFailed("x".into()), ExitCode::Error),
+            (JournalError::Damaged { file: "f".into(), seq: 1, reason: "r".into() }, ExitCode::Corrupt),
+            (JournalError::Missing { run: "r".into(), file: "f".into() }, ExitCode::Corrupt),
+            (JournalError::Corrupt { seq: 1, reason: "r".into() }, ExitCode::Corrupt),
+            (JournalError::File { path: "p".into(), reason: "r".into() }, ExitCode::Corrupt),
+            (JournalError::Empty, ExitCode::Corrupt),
+        ]
+    }
+
+    #[test]
+    fn exit_codes_keep_their_numbers() {
+        let numbers: Vec<(ExitCode, i32)> = ExitCode::ALL.iter().map(|c| (*c, c.code())).collect();
+        assert_eq!(
+            numbers,
+            [
+                (ExitCode::Ok, 0),
+                (ExitCode::Error, 1),
+                (ExitCode::BadInput, 2),
+                (ExitCode::NotAllDone, 3),
+                (ExitCode::Corrupt, 4),
+                (ExitCode::Diverged, 5),
+                (ExitCode::Locked, 6),
+                (ExitCode::CannotExecute, 126),
+                (ExitCode::CommandNotFound, 127),
+                (ExitCode::Hangup, 129),
+                (ExitCode::Interrupted, 130),
+                (ExitCode::Terminated, 143),
+            ]
+        );
+        for c in ExitCode::ALL {
+            assert_eq!(ExitCode::from_code(c.code()), Some(c));
+            assert_eq!(i32::from(c), c as i32);
+        }
+        assert_eq!(ExitCode::from_code(7), None);
+        assert_eq!(ExitCode::for_signal(Some(libc::SIGTERM)), ExitCode::Terminated);
+        assert_eq!(ExitCode::for_signal(Some(libc::SIGHUP)), ExitCode::Hangup);
+        assert_eq!(ExitCode::for_signal(Some(libc::SIGINT)), ExitCode::Interrupted);
+        assert_eq!(ExitCode::for_signal(None), ExitCode::Interrupted);
+        let stopped: Vec<ExitCode> = ExitCode::ALL.into_iter().filter(|c| c.is_interrupted()).collect();
+        assert_eq!(stopped, [ExitCode::Hangup, ExitCode::Interrupted, ExitCode::Terminated]);
+    }
+
+    #[test]
+    fn every_error_kind_maps_to_its_named_code() {
+        let mut cases: Vec<(CliError, ExitCode)> = vec![
+            (DocError::NoFrontMatter { path: "d.md".into() }.into(), ExitCode::BadInput),
+            (PlanError::UnknownMilestone { milestone: "M".into(), known: vec![] }.into(), ExitCode::BadInput),
+            (ConfigError::Invalid("x".into()).into(), ExitCode::BadInput),
+            (ConfigError::Parse { path: "l".into(), line: 1, message: "m".into() }.into(), ExitCode::BadInput),
+            (SpecError::Unknown("claude".into()).into(), ExitCode::BadInput),
+            (SpecError::NoCodexSettings.into(), ExitCode::BadInput),
+            (CliError::Usage("u".into()), ExitCode::BadInput),
+            (RunsError::NoSuchRun("r".into()).into(), ExitCode::BadInput),
+            (RunsError::Ambiguous { prefix: "r".into(), matches: vec![] }.into(), ExitCode::BadInput),
+            (RunsError::Locked { run: "r".into(), pid: None }.into(), ExitCode::Locked),
+            (
+                RunsError::MilestoneBusy { milestone: "M".into(), holder: "h".into(), pid: None, state_dir: None }.into(),
+                ExitCode::Locked,
+            ),
+            (RunsError::GitDir("g".into()).into(), ExitCode::Error),
+            (RunsError::Io { path: "p".into(), source: io() }.into(), ExitCode::Error),
+            (EngineError::Divergence(divergence()).into(), ExitCode::Diverged),
+            (EngineError::Illegal(illegal()).into(), ExitCode::Error),
+            (EngineError::WriterGone.into(), ExitCode::Error),
+            (EngineError::Append("a".into()).into(), ExitCode::Error),
+            (EngineError::Environment { run_id: "r".into(), issue: "i".into(), cause: "c".into() }.into(), ExitCode::Error),
+            (
+                EngineError::Workspace { issue: "i".into(), source: WorkspaceError::NotARepo("/x".into()) }.into(),
+                ExitCode::Error,
+            ),
+            (WorkspaceError::NotARepo("/x".into()).into(), ExitCode::BadInput),
+            (WorkspaceError::PathTaken { path: "p".into() }.into(), ExitCode::Error),
+            (divergence().into(), ExitCode::Diverged),
+            (ReplayFailure::Diverged(divergence()).into(), ExitCode::Diverged),
+            (ShimError::NoContext { command: "git x".into(), reason: "r".into() }.into(), ExitCode::Error),
+            (ShimError::Refused { command: "git x".into(), rule: "r".into(), message: "m".into() }.into(), ExitCode::Error),
+            (ShimError::RealNotFound { tool: "gt" }.into(), ExitCode::CommandNotFound),
+            (ShimError::Exec { path: "/bin/git".into(), source: io() }.into(), ExitCode::CannotExecute),
+            (ShimError::HookInput.into(), ExitCode::HOOK_BLOCKS),
+            (ShimError::HookRefused(vec!["a".into()]).into(), ExitCode::HOOK_BLOCKS),
+            (CliError::io(std::path::Path::new("/p"), io()), ExitCode::Error),
+            (
+                CliError::Fs { context: "c".into(), source: crate::safefs::SafeFsError::NotAFile { path: "p".into() } },
+                ExitCode::Error,
+            ),
+            (CliError::Check("c".into()), ExitCode::Error),
+            (CliError::Usage("u".into()).reported(), ExitCode::BadInput),
+            (CliError::Replay(ReplayFailure::Diverged(divergence())).reported(), ExitCode::Diverged),
+        ];
+        for (j, code) in journal_errors() {
+            cases.push((j.into(), code));
+        }
+        for (j, code) in journal_errors() {
+            cases.push((RunsError::Journal(j).into(), code));
+        }
+        for (j, code) in journal_errors() {
+            cases.push((EngineError::Journal(j).into(), code));
+        }
+        // Whatever kept replay from reading the journal, replay calls it corrupt.
+        for (j, _) in journal_errors() {
+            cases.push((ReplayFailure::Corrupt(j).into(), ExitCode::Corrupt));
+        }
+        for (e, want) in &cases {
+            assert_eq!(e.exit_code(), *want, "{e:?}");
+        }
+        assert_eq!(finish(Ok(ExitCode::NotAllDone)), ExitCode::NotAllDone);
+        assert_eq!(finish(Err(CliError::Usage("u".into()).reported())), ExitCode::BadInput);
+        assert_eq!(ExitCode::HOOK_BLOCKS.code(), 2, "Claude Code blocks a tool call on exit 2");
+    }
+
+    #[test]
+    fn reports_keep_each_commands_words() {
+        assert_eq!(CliError::Usage("two\n  lines".into()).report().unwrap(), "loop: error: two lines");
+        assert_eq!(CliError::Usage("esc \u{1b}[2J".into()).report().unwrap(), "loop: error: esc \\u{1b}[2J");
+        let f = ReplayFailure::Diverged(divergence());
+        assert_eq!(CliError::Replay(f).report().unwrap(), "loop: replay failed: journal and code disagree at record 3: the first record is not run_started");
+        let refused = CliError::Shim(ShimError::RealNotFound { tool: "gt" });
+        assert_eq!(refused.report().unwrap(), "loop guard: the real gt was not found");
+        assert_eq!(CliError::Usage("u".into()).reported().report(), None);
+    }
+
+    /// README's exit-code table lists exactly the codes of [`ExitCode`].
+    #[test]
+    fn readme_table_lists_every_exit_code() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let section = readme.split("### Exit codes").nth(1).expect("README has an exit code section");
+        let rows: Vec<i32> = section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.trim_start_matches('|').split('|').next()?.trim().parse().ok())
+            .collect();
+        let mut want: Vec<i32> = ExitCode::ALL.iter().map(|c| c.code()).collect();
+        let mut got = rows.clone();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "README's exit code table: {rows:?}");
+    }
+}
