@@ -225,6 +225,17 @@ pub struct RunSettings {
     pub codex: Option<CodexSettings>,
 }
 
+impl RunSettings {
+    /// The sandbox the agent will really run each phase in, for the guard to record.
+    pub fn sandbox(&self) -> crate::guard::SandboxSettings {
+        match &self.codex {
+            Some(c) => crate::guard::SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review)),
+            // The simulated agent runs in no sandbox at all; say so in the journal.
+            None => crate::guard::SandboxSettings::from_modes("none", "none", "none"),
+        }
+    }
+}
+
 /// Merges file < environment < flags into a run's settings. `repo` anchors relative paths of
 /// the file; `logs_root` is where codex writes its streams.
 pub fn resolve_run(

@@ -219,13 +219,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| CliError::Usage(format!("{}: not valid JSON: {e}", p.display())))?;
     }
-    let codex = settings.codex;
+    let codex = settings.codex.clone();
     let codex_json = codex.as_ref().map(|c| serde_json::to_string(c).expect("settings serialize"));
     let inputs = RunInputs {
         repo: repo.clone(),
         state,
         milestone: args.milestone,
-        agent: AgentSpec { kind: settings.agent, scenario, settings: codex_json },
+        agent: AgentSpec { kind: settings.agent.clone(), scenario, settings: codex_json },
         scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         rules: settings.rules,
         phase_timeout_secs: settings.phase_timeout_secs,
@@ -236,14 +236,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         guard: Some(GuardInputs {
             args: args.guard,
             file: cfg.guard.clone(),
-            sandbox: codex
-                .as_ref()
-                .map(|c| {
-                    use crate::machine::Phase;
-                    crate::guard::SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review))
-                })
-                // The simulated agent runs in no sandbox at all; say so in the journal.
-                .unwrap_or_else(|| crate::guard::SandboxSettings::from_modes("none", "none", "none")),
+            sandbox: settings.sandbox(),
         }),
     };
     if args.dry_run {
