@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::agent::codex::{CodexSettings, SANDBOXES};
-use crate::journal::AgentSpec;
-use crate::machine::{Phase, Rules};
-use crate::runs::StateDir;
+use crate::machine::Phase;
+use crate::vocab::{Rules, SandboxSettings};
 
 pub const FILE_NAME: &str = "loop.toml";
 
@@ -227,11 +226,11 @@ pub struct RunSettings {
 
 impl RunSettings {
     /// The sandbox the agent will really run each phase in, for the guard to record.
-    pub fn sandbox(&self) -> crate::guard::SandboxSettings {
+    pub fn sandbox(&self) -> SandboxSettings {
         match &self.codex {
-            Some(c) => crate::guard::SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review)),
+            Some(c) => SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review)),
             // The simulated agent runs in no sandbox at all; say so in the journal.
-            None => crate::guard::SandboxSettings::from_modes("none", "none", "none"),
+            None => SandboxSettings::from_modes("none", "none", "none"),
         }
     }
 }
@@ -245,7 +244,7 @@ pub fn resolve_run(
     repo: &Path,
     logs_root: &Path,
 ) -> Result<RunSettings, ConfigError> {
-    let max_fix_cycles = flags.max_fix_cycles.or(file.run.max_fix_cycles).unwrap_or(crate::machine::DEFAULT_MAX_FIX_CYCLES);
+    let max_fix_cycles = flags.max_fix_cycles.or(file.run.max_fix_cycles).unwrap_or(crate::vocab::DEFAULT_MAX_FIX_CYCLES);
     let from_toml = |key: &str, v: Option<i64>| -> Result<Option<u64>, ConfigError> {
         v.map(|n| u64::try_from(n).map_err(|_| ConfigError::Invalid(format!("{FILE_NAME}: [run] {key} must not be negative ({n})"))))
             .transpose()
@@ -354,34 +353,6 @@ pub fn resolve_codex(
     Ok(s)
 }
 
-/// Everything needed to start a run, already resolved and checked.
-pub struct RunInputs {
-    pub repo: PathBuf,
-    pub state: StateDir,
-    pub milestone: Option<String>,
-    pub agent: AgentSpec,
-    /// How to name the scenario in errors (its file path).
-    pub scenario_source: String,
-    pub rules: Rules,
-    pub phase_timeout_secs: u64,
-    pub max_tokens_per_issue: Option<u64>,
-    pub review_doc: bool,
-    /// Only these issues (empty: the whole milestone).
-    pub issues: Vec<String>,
-    pub jobs: usize,
-    /// Guardrails (README "Safety"); `None` runs unguarded.
-    pub guard: Option<GuardInputs>,
-}
-
-/// What a run's guard is built from: the flags, loop.toml's `[guard]`, and the sandbox the
-/// agent will really run in.
-#[derive(Clone, Debug, Default)]
-pub struct GuardInputs {
-    pub args: crate::guard::GuardArgs,
-    pub file: GuardTable,
-    pub sandbox: crate::guard::SandboxSettings,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,7 +428,7 @@ dir = "team-prompts"
     fn defaults_when_nothing_is_given() {
         let s = resolve(&LoopConfig::default(), &EnvSettings::default(), &RunFlags::default()).unwrap();
         assert_eq!(s.agent, "codex");
-        assert_eq!(s.rules.max_fix_cycles, crate::machine::DEFAULT_MAX_FIX_CYCLES);
+        assert_eq!(s.rules.max_fix_cycles, crate::vocab::DEFAULT_MAX_FIX_CYCLES);
         assert_eq!(s.phase_timeout_secs, DEFAULT_PHASE_TIMEOUT);
         assert_eq!(s.max_tokens_per_issue, None);
         assert!(s.review_doc);

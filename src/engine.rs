@@ -28,8 +28,8 @@ use std::time::Duration;
 use crate::agent::{output, Agent, AgentError, PhaseRequest, Signal};
 use crate::blame::Blame;
 use crate::journal::view::{Applied, Divergence, RunView};
-use crate::journal::{Body, Evidence, Journal, JournalError, PlannedIssue, Record};
-use crate::machine::{self, Event, IllegalTransition, Phase, State};
+use crate::journal::{Body, Entry, Evidence, Fact, Journal, JournalError, PlannedIssue, Record};
+use crate::machine::{self, Event, IllegalTransition, Phase, Stage, State};
 use crate::proc;
 use crate::reviewdoc;
 use crate::workspace::{Removal, Workspace};
@@ -136,18 +136,19 @@ impl Writer<'_> {
                         .get(&issue)
                         .cloned()
                         .or_else(|| lock(&self.view).state_of(&issue).cloned())
-                        .unwrap_or(State::Pending);
+                        .unwrap_or(State::PENDING);
                     match machine::transition(&from, &event, &rules) {
-                        Ok(to) => {
+                        Ok((to, commands)) => {
                             scratch.insert(issue.clone(), to.clone());
-                            pending.push((Body::Issue { issue, event, to: to.clone(), evidence }, reply, to));
+                            let body = Body::Issue { issue, event, to: to.stage.clone(), commands: Some(commands), evidence };
+                            pending.push((body, reply, to));
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e.into()));
                         }
                     }
                 }
-                WriteReq::Run { body, reply } => pending.push((body, reply, State::Pending)),
+                WriteReq::Run { body, reply } => pending.push((body, reply, State::PENDING)),
             }
         }
         if pending.is_empty() {
@@ -288,10 +289,7 @@ impl<'a> Engine<'a> {
                             continue;
                         }
                         let Some(iv) = view.issue(&planned.id) else { continue };
-                        let needs_cleanup = iv
-                            .worktree
-                            .as_ref()
-                            .is_some_and(|w| w.created && !w.removed && w.kept.is_none());
+                        let needs_cleanup = iv.worktree().is_some_and(|w| w.live());
                         if iv.state.is_terminal() && !needs_cleanup {
                             settled.insert(planned.id.clone());
                             continue;
@@ -385,7 +383,20 @@ impl IssueDriver<'_> {
     }
 
     fn state(&self, id: &str) -> State {
-        self.handle.view().state_of(id).cloned().unwrap_or(State::Pending)
+        self.handle.view().state_of(id).cloned().unwrap_or(State::PENDING)
+    }
+
+    /// Journals an audit fact about the issue (no machine event).
+    fn audit(&self, id: &str, fact: Fact, evidence: Option<Evidence>) -> Result<(), EngineError> {
+        self.handle.run_record(Body::Audit { issue: id.to_string(), fact, evidence })
+    }
+
+    /// Journals what the guard reported: a machine event or an audit fact.
+    fn note(&self, id: &str, entry: Entry) -> Result<(), EngineError> {
+        match entry {
+            Entry::Machine(e) => self.event(id, e, None).map(|_| ()),
+            Entry::Audit(f) => self.audit(id, f, None),
+        }
     }
 
     /// loop's environment failed at this step: journal the issue's interruption with the cause
@@ -401,7 +412,7 @@ impl IssueDriver<'_> {
                 None => cause.clone(),
             });
             // The same full disk often holds the journal: the first cause is the one to report.
-            if let Err(e) = self.event(id, Event::Interrupted, Some(evidence)) {
+            if let Err(e) = self.audit(id, Fact::Interrupted, Some(evidence)) {
                 cause = format!("{cause}; the journal could not record it either: {e}");
             }
         }
@@ -420,32 +431,32 @@ impl IssueDriver<'_> {
                 return Ok(Step::Continue);
             }
             if proc::is_cancelled() || self.handle.halt.load(Ordering::SeqCst) {
-                self.event(id, Event::Interrupted, None)?;
+                self.audit(id, Fact::Interrupted, None)?;
                 return Ok(Step::Stop);
             }
-            match state {
-                State::Pending => {
+            match &state.stage {
+                Stage::Pending => {
                     if let Step::Stop = self.prepare(planned)? {
                         return Ok(Step::Stop);
                     }
                 }
-                State::WorktreeReady => {
+                Stage::WorktreeReady => {
                     self.event(id, Event::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None)?;
                     started_here = true;
                 }
-                State::Dev | State::Review { .. } | State::Fix { .. } => {
+                Stage::Dev | Stage::Review { .. } | Stage::Fix { .. } => {
                     let phase = state.phase().expect("a phase state");
                     if !started_here {
-                        let attempt = self.handle.view().issue(id).map(|v| v.attempts).unwrap_or(0) + 1;
+                        let attempt = self.handle.view().issue(id).map(|v| v.state.attempts).unwrap_or(0) + 1;
                         self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
                     }
                     started_here = false;
                     if let Step::Stop = self.run_phase(planned, &state, phase)? {
-                        self.event(id, Event::Interrupted, None)?;
+                        self.audit(id, Fact::Interrupted, None)?;
                         return Ok(Step::Stop);
                     }
                 }
-                State::Done { .. } | State::Capped { .. } | State::Blocked { .. } | State::Failed { .. } => {
+                Stage::Done { .. } | Stage::Capped { .. } | Stage::Blocked { .. } | Stage::Failed { .. } => {
                     unreachable!("terminal states return above")
                 }
             }
@@ -459,15 +470,15 @@ impl IssueDriver<'_> {
     fn check_worktree(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
         let id = planned.id.as_str();
         let Some(iv) = self.handle.view().issue(id).cloned() else { return Ok(()) };
-        let Some(wt) = iv.worktree else { return Ok(()) };
-        if !wt.created || wt.removed || wt.kept.is_some() {
+        let Some(wt) = iv.worktree().cloned() else { return Ok(()) };
+        if !wt.live() {
             return Ok(());
         }
-        let finishing = matches!(iv.state, State::Done { .. } | State::Capped { .. });
+        let finishing = matches!(iv.state.stage, Stage::Done { .. } | Stage::Capped { .. });
         if iv.state.is_terminal() && !finishing {
             return Ok(());
         }
-        let commit = wt.commit.clone().unwrap_or_else(|| wt.base.clone());
+        let commit = iv.commit.clone().unwrap_or_else(|| wt.base.clone());
         let checked = self
             .workspace
             .check(Path::new(&wt.path), &wt.branch, &commit, finishing)
@@ -487,18 +498,18 @@ impl IssueDriver<'_> {
         let id = planned.id.as_str();
         let not_done = {
             let view = self.handle.view();
-            planned.blocked_by.iter().find_map(|dep| match view.state_of(dep) {
-                Some(State::Done { .. }) | None => None,
-                Some(s) => Some((dep.clone(), s.name().to_string())),
+            planned.blocked_by.iter().find_map(|dep| match view.state_of(dep).map(|s| &s.stage) {
+                Some(Stage::Done { .. }) | None => None,
+                Some(s) => Some((dep.clone(), s.kind())),
             })
         };
         if let Some((dependency, dependency_state)) = not_done {
             self.event(id, Event::DependencyNotDone { dependency, dependency_state }, None)?;
             return Ok(Step::Continue);
         }
-        let existing = self.handle.view().issue(id).and_then(|v| v.worktree.clone());
+        let existing = self.handle.view().issue(id).and_then(|v| v.worktree().cloned());
         let (path, branch, base, adopt) = match existing {
-            Some(wt) if wt.intended => (wt.path, wt.branch, wt.base, true),
+            Some(wt) if wt.intended() => (wt.path, wt.branch, wt.base, true),
             _ => {
                 let base = match self.base_for(planned) {
                     Ok(b) => b,
@@ -526,7 +537,7 @@ impl IssueDriver<'_> {
                 if let Some(g) = self.guard {
                     let tracked = g.after_worktree_created(planned, &self.handle.view());
                     if let Some(e) = tracked {
-                        self.event(id, e, None)?;
+                        self.note(id, e)?;
                     }
                 }
             }
@@ -572,22 +583,18 @@ impl IssueDriver<'_> {
             )
         };
         let worktree: PathBuf =
-            issue_view.worktree.as_ref().map(|w| PathBuf::from(&w.path)).unwrap_or_else(|| planned.worktree.clone().into());
-        let cycle = match state {
-            State::Fix { cycle } => *cycle,
-            State::Review { fix_cycles } => *fix_cycles,
-            _ => 0,
-        };
+            issue_view.worktree().map(|w| PathBuf::from(&w.path)).unwrap_or_else(|| planned.worktree.clone().into());
+        let cycle = state.stage.cycle();
         let req = PhaseRequest {
             run_id: run_id.clone(),
             milestone,
             issue: planned.clone(),
             phase,
             cycle,
-            attempt: issue_view.attempts.max(1),
+            attempt: issue_view.state.attempts.max(1),
             worktree: worktree.clone(),
             last_review: issue_view.last_review.clone(),
-            resume_session: issue_view.session.clone(),
+            resume_session: issue_view.state.session.clone(),
             timeout: Duration::from_secs(timeout_secs),
             env: Vec::new(),
         };
@@ -596,8 +603,8 @@ impl IssueDriver<'_> {
         let guard_before = match self.guard {
             Some(g) => {
                 let before = g.before_phase(planned, &worktree, phase, &self.handle.view());
-                let failed = matches!(before.event, Event::GuardChecked { ok: false, .. });
-                self.event(id, before.event, None)?;
+                let failed = matches!(before.entry, Entry::Machine(_));
+                self.note(id, before.entry)?;
                 if failed {
                     return Ok(Step::Continue);
                 }
@@ -641,7 +648,7 @@ impl IssueDriver<'_> {
             if !matches!(result, Err(AgentError::Interrupted { .. })) {
                 let (decisions, violation) = g.after_phase(planned, &worktree, phase, &before, relay);
                 for d in decisions {
-                    self.event(id, d, None)?;
+                    self.audit(id, d, None)?;
                 }
                 if let Some(v) = violation {
                     self.event(id, v, None)?;
@@ -804,19 +811,19 @@ impl IssueDriver<'_> {
     fn finish_worktree(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
         let id = planned.id.as_str();
         let Some(iv) = self.handle.view().issue(id).cloned() else { return Ok(()) };
-        let Some(wt) = iv.worktree else { return Ok(()) };
-        if !wt.created || wt.removed || wt.kept.is_some() {
+        let Some(wt) = iv.worktree().cloned() else { return Ok(()) };
+        if !wt.live() {
             return Ok(());
         }
         let path = wt.path.clone();
         // guard: draft submission at Done (--submit draft)
-        if let (Some(g), State::Done { .. }) = (self.guard, &iv.state) {
-            if let Some(e) = g.at_done(planned, Path::new(&path)) {
-                self.event(id, e, None)?;
+        if let (Some(g), Stage::Done { .. }) = (self.guard, &iv.state.stage) {
+            if let Some(f) = g.at_done(planned, Path::new(&path)) {
+                self.audit(id, f, None)?;
             }
         }
-        let event = match &iv.state {
-            State::Done { .. } | State::Capped { .. } => {
+        let event = match &iv.state.stage {
+            Stage::Done { .. } | Stage::Capped { .. } => {
                 match self.workspace.remove(Path::new(&path), &wt.branch) {
                     Ok(Removal::Removed) | Ok(Removal::AlreadyGone) => Event::WorktreeRemoved { path },
                     Ok(Removal::Finished(repair)) => {
@@ -884,7 +891,8 @@ pub fn bench_group_commit(
                 let h = handle.clone();
                 scope.spawn(move || -> Result<(), EngineError> {
                     for _ in 0..per_writer {
-                        h.event(id, Event::Interrupted, None)?;
+                        let body = Body::Audit { issue: id.clone(), fact: Fact::Interrupted, evidence: None };
+                        h.run_record(body)?;
                     }
                     Ok(())
                 })
@@ -927,7 +935,8 @@ mod tests {
 
     fn issue_req(id: &str) -> (WriteReq, mpsc::Receiver<Result<State, EngineError>>) {
         let (reply, rx) = mpsc::channel();
-        (WriteReq::Issue { issue: id.into(), event: Event::Interrupted, evidence: None, reply }, rx)
+        let body = Body::Audit { issue: id.into(), fact: Fact::Interrupted, evidence: None };
+        (WriteReq::Run { body, reply }, rx)
     }
 
     #[test]

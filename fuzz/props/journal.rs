@@ -66,16 +66,16 @@ pub fn export_file_with(data: &[u8], flips: usize) {
             if let JournalError::Corrupt { seq, .. } = e {
                 assert!(seq <= store.records.len() as u64, "names record {seq} of {}", store.records.len());
             }
-            assert!(verdict.failure.is_some(), "replay accepted a journal that does not verify");
+            assert!(verdict.error.is_some(), "replay accepted a journal that does not verify");
             return;
         }
         Ok(r) => r,
     };
     // Only real journals get here (see `record`); replay must agree with the code that wrote them.
-    if let Some(failure) = verdict.failure {
-        let msg = failure.to_string();
-        let code = devloop::cli::CliError::Replay(failure).exit_code();
-        panic!("verified journal fails replay with exit {} ({code:?}): {msg}", code.code());
+    if let Some(e) = verdict.error {
+        let msg = e.to_string();
+        let code = devloop::cli::CliError::from(e).exit_code();
+        panic!("verified journal fails replay with exit {}: {msg}", code.code());
     }
     assert_eq!(verdict.records, records.len() as u64);
 

@@ -105,8 +105,8 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
         let ws = GitWorkspace::new(&repo);
         let mut to_journal: Vec<(String, Event)> = Vec::new();
         for issue in &view.issues {
-            let Some(wt) = &issue.worktree else { continue };
-            if !wt.created || wt.removed {
+            let Some(wt) = issue.worktree() else { continue };
+            if !wt.created() || wt.removed() {
                 continue;
             }
             let path = std::path::Path::new(&wt.path);
@@ -144,9 +144,10 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
             let (mut journal, records) = Journal::reopen(Box::new(state.open_store(&id, &mut |note| eprintln!("loop: {note}"))?), Clock::from_env())?;
             let mut view = RunView::fold(&records)?;
             for (issue, event) in to_journal {
-                let from = view.state_of(&issue).cloned().unwrap_or(machine::State::Pending);
-                let to = machine::transition(&from, &event, &view.start.rules).map_err(crate::engine::EngineError::from)?;
-                let rec = journal.append(Body::Issue { issue, event, to, evidence: None })?;
+                let from = view.state_of(&issue).cloned().unwrap_or(machine::State::PENDING);
+                let (to, commands) =
+                    machine::transition(&from, &event, &view.start.rules).map_err(crate::engine::EngineError::from)?;
+                let rec = journal.append(Body::Issue { issue, event, to: to.stage, commands: Some(commands), evidence: None })?;
                 view.apply(&rec)?;
             }
         }

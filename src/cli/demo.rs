@@ -10,7 +10,7 @@ use serde_json::json;
 use super::run::start;
 use super::{CliError, ExitCode};
 use crate::clock::Clock;
-use crate::config::RunInputs;
+use super::inputs::RunInputs;
 use crate::journal::AgentSpec;
 use crate::machine::Rules;
 use crate::proc::{self, Cmd};
@@ -136,7 +136,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     // Replay from the journal alone and check it agrees with what the run decided.
     let snapshot = state.snapshot(&view.run_id)?;
     let verdict = crate::journal::replay::replay(&snapshot, |_, _| {});
-    let replay_ok = match (&verdict.failure, &verdict.view) {
+    let replay_ok = match (&verdict.error, &verdict.view) {
         (None, Some(v)) => v.issues.iter().zip(&view.issues).all(|(a, b)| a.state == b.state),
         _ => false,
     };
@@ -167,7 +167,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         }
     }
     if !replay_ok {
-        let why = verdict.failure.map(|e| e.to_string()).unwrap_or_else(|| "replayed states differ from the run".into());
+        let why = verdict.error.map(|e| e.to_string()).unwrap_or_else(|| "replayed states differ from the run".into());
         crate::eoutln!("loop demo: replay check failed: {why}");
         return Err(CliError::Check(why).reported());
     }

@@ -10,7 +10,7 @@ use super::{CliError, ExitCode};
 use crate::agent::codex::{check_installed, CodexAgent, CodexSettings};
 use crate::agent::PhaseRequest;
 use crate::clock::{self, Clock};
-use crate::config::RunInputs;
+use super::inputs::RunInputs;
 use crate::machine::Phase;
 use crate::render::dryrun::{DryRun, DryRunIssue, DryRunPhase};
 use crate::workspace::{GitWorkspace, Workspace};

@@ -12,7 +12,7 @@ use crate::config::ConfigError;
 use crate::docs::DocError;
 use crate::engine::EngineError;
 use crate::guard::shim::ShimError;
-use crate::journal::replay::ReplayFailure;
+use crate::journal::replay::ReplayError;
 use crate::journal::view::Divergence;
 use crate::journal::JournalError;
 use crate::plan::PlanError;
@@ -113,18 +113,19 @@ pub enum CliError {
     Runs(#[from] RunsError),
     #[error("{0}")]
     Journal(#[from] JournalError),
+    /// Boxed: the engine's errors are large, and every command returns this type.
     #[error("{0}")]
-    Engine(#[from] EngineError),
+    Engine(Box<EngineError>),
     #[error("{0}")]
     Workspace(#[from] WorkspaceError),
     /// The agent named by the flags or the journal cannot be built (bad scenario, settings).
     #[error("{0}")]
     Agent(#[from] SpecError),
     #[error("journal and code disagree at {0}")]
-    Diverged(#[from] Divergence),
+    Diverged(Box<Divergence>),
     /// `loop replay` found the journal corrupt or diverging.
     #[error("{0}")]
-    Replay(#[from] ReplayFailure),
+    Replay(Box<ReplayError>),
     /// The git/gt shim or the Claude hook did not let a command through.
     #[error("{0}")]
     Shim(#[from] ShimError),
@@ -142,6 +143,26 @@ pub enum CliError {
     /// error only decides the exit code.
     #[error("{0}")]
     Reported(Box<CliError>),
+}
+
+// The large errors are boxed: every command returns this type, and clippy's size limit keeps
+// the happy path cheap.
+impl From<EngineError> for CliError {
+    fn from(e: EngineError) -> CliError {
+        CliError::Engine(Box::new(e))
+    }
+}
+
+impl From<Divergence> for CliError {
+    fn from(d: Divergence) -> CliError {
+        CliError::Diverged(Box::new(d))
+    }
+}
+
+impl From<ReplayError> for CliError {
+    fn from(e: ReplayError) -> CliError {
+        CliError::Replay(Box::new(e))
+    }
 }
 
 impl CliError {
@@ -168,10 +189,10 @@ impl CliError {
             CliError::Workspace(WorkspaceError::NotARepo(_)) => ExitCode::BadInput,
             CliError::Workspace(_) => ExitCode::Error,
             CliError::Diverged(_) => ExitCode::Diverged,
-            CliError::Replay(ReplayFailure::Diverged(_)) => ExitCode::Diverged,
+            CliError::Replay(r) if matches!(**r, ReplayError::Nondeterminism(_)) => ExitCode::Diverged,
             // Replay reports any journal it cannot read through as corrupt, I/O included: it
             // is what `replay` is asked to judge.
-            CliError::Replay(ReplayFailure::Corrupt(_)) => ExitCode::Corrupt,
+            CliError::Replay(_) => ExitCode::Corrupt,
             CliError::Shim(e) => shim_code(e),
             CliError::Io { .. } | CliError::Fs { .. } | CliError::Check(_) => ExitCode::Error,
             CliError::Reported(inner) => inner.exit_code(),
@@ -266,7 +287,7 @@ mod tests {
         StoreError::Io { path: PathBuf::from("/s"), source: io() }
     }
     fn illegal() -> crate::machine::IllegalTransition {
-        crate::machine::transition(&State::Pending, &Event::ReviewFinished { verdict: Verdict::Pass }, &Rules::default())
+        crate::machine::transition(&State::PENDING, &Event::ReviewFinished { verdict: Verdict::Pass }, &Rules::default())
             .unwrap_err()
     }
     fn divergence() -> Divergence {
@@ -349,7 +370,7 @@ mod tests {
             (WorkspaceError::NotARepo("/x".into()).into(), ExitCode::BadInput),
             (WorkspaceError::PathTaken { path: "p".into() }.into(), ExitCode::Error),
             (divergence().into(), ExitCode::Diverged),
-            (ReplayFailure::Diverged(divergence()).into(), ExitCode::Diverged),
+            (ReplayError::Nondeterminism(divergence()).into(), ExitCode::Diverged),
             (ShimError::NoContext { command: "git x".into(), reason: "r".into() }.into(), ExitCode::Error),
             (ShimError::Refused { command: "git x".into(), rule: "r".into(), message: "m".into() }.into(), ExitCode::Error),
             (ShimError::RealNotFound { tool: "gt" }.into(), ExitCode::CommandNotFound),
@@ -363,7 +384,7 @@ mod tests {
             ),
             (CliError::Check("c".into()), ExitCode::Error),
             (CliError::Usage("u".into()).reported(), ExitCode::BadInput),
-            (CliError::Replay(ReplayFailure::Diverged(divergence())).reported(), ExitCode::Diverged),
+            (CliError::from(ReplayError::Nondeterminism(divergence())).reported(), ExitCode::Diverged),
         ];
         for (j, code) in journal_errors() {
             cases.push((j.into(), code));
@@ -376,7 +397,7 @@ mod tests {
         }
         // Whatever kept replay from reading the journal, replay calls it corrupt.
         for (j, _) in journal_errors() {
-            cases.push((ReplayFailure::Corrupt(j).into(), ExitCode::Corrupt));
+            cases.push((ReplayError::Corrupt(j).into(), ExitCode::Corrupt));
         }
         for (e, want) in &cases {
             assert_eq!(e.exit_code(), *want, "{e:?}");
@@ -390,8 +411,8 @@ mod tests {
     fn reports_keep_each_commands_words() {
         assert_eq!(CliError::Usage("two\n  lines".into()).report().unwrap(), "loop: error: two lines");
         assert_eq!(CliError::Usage("esc \u{1b}[2J".into()).report().unwrap(), "loop: error: esc \\u{1b}[2J");
-        let f = ReplayFailure::Diverged(divergence());
-        assert_eq!(CliError::Replay(f).report().unwrap(), "loop: replay failed: journal and code disagree at record 3: the first record is not run_started");
+        let f = ReplayError::Nondeterminism(divergence());
+        assert_eq!(CliError::from(f).report().unwrap(), "loop: replay failed: journal and code disagree at record 3: the first record is not run_started");
         let refused = CliError::Shim(ShimError::RealNotFound { tool: "gt" });
         assert_eq!(refused.report().unwrap(), "loop guard: the real gt was not found");
         assert_eq!(CliError::Usage("u".into()).reported().report(), None);

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dryrun;
 pub mod error;
 pub mod export;
+pub mod inputs;
 pub mod plan;
 pub mod prompts;
 pub mod replay;
@@ -118,7 +119,7 @@ pub fn run_exit_code(view: &crate::journal::view::RunView, outcome: crate::engin
     if outcome == crate::engine::Outcome::Interrupted {
         return ExitCode::for_signal(crate::proc::cancel_signal());
     }
-    if view.issues.iter().all(|i| matches!(i.state, crate::machine::State::Done { .. })) {
+    if view.issues.iter().all(|i| matches!(i.state.stage, crate::machine::Stage::Done { .. })) {
         ExitCode::Ok
     } else {
         ExitCode::NotAllDone

@@ -59,10 +59,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, CliError> {
     if args.json {
         println!("{}", render::replay::json(&replayed, timeline));
     }
-    match replayed.failure {
+    match replayed.error {
         // The JSON object carries the error; the text form says it on stderr.
-        Some(f) if args.json => Err(CliError::Replay(f).reported()),
-        Some(f) => Err(CliError::Replay(f)),
+        Some(f) if args.json => Err(CliError::from(f).reported()),
+        Some(f) => Err(f.into()),
         None => {
             if !args.json {
                 print!("{}", render::replay::verdict_text(&replayed));

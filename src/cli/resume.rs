@@ -41,7 +41,6 @@ pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
         kill_leftovers(&view);
         let rec = engine_journal.append(Body::RunResumed)?;
         let applied = view.apply(&rec)?;
-        use crate::engine::Observer;
         progress.record(&rec, &applied, &view);
     }
     let (code, view) = drive(engine_journal, view, agent.as_ref(), &ws, &mut progress, args.drive.jobs)?;

@@ -9,10 +9,11 @@ use clap::Args;
 use super::{CliError, ExitCode, RepoArgs};
 use crate::agent::Agent;
 use crate::clock::{self, Clock};
-use crate::config::{EnvSettings, GuardInputs, RunFlags, RunInputs};
+use super::inputs::{GuardInputs, RunInputs};
+use crate::config::{EnvSettings, RunFlags};
 use crate::engine::{Engine, Observer, Outcome};
 use crate::journal::view::{Applied, RunView};
-use crate::journal::{AgentSpec, Body, Journal, RunStart};
+use crate::journal::{AgentSpec, Body, Journal, Record, RunStart};
 use crate::render::progress::Progress;
 use crate::workspace::{GitWorkspace, Workspace};
 use crate::{docs, plan, render};
@@ -83,6 +84,16 @@ impl DriveArgs {
 
     pub fn progress(&self) -> Progress {
         Progress::new(self.quiet, self.json_events)
+    }
+}
+
+impl Observer for Progress {
+    fn record(&mut self, rec: &Record, applied: &Applied, view: &RunView) {
+        Progress::record(self, rec, applied, view);
+    }
+
+    fn tick(&mut self, view: &RunView) {
+        Progress::tick(self, view);
     }
 }
 

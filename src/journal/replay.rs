@@ -1,20 +1,26 @@
 //! Replay: re-derive every state of a run from its journal alone (no git, no agent) while the
 //! hash chain is verified, streaming so memory stays flat for long journals.
 //!
-//! Invariant: the two ways a replay fails are told apart by type, because they mean different
-//! things to a user: [`ReplayFailure::Corrupt`] — the bytes or the chain are damaged — and
-//! [`ReplayFailure::Diverged`] — the records are intact but the code now decides differently
-//! from what was recorded. How each is shown and which exit code it gets is the CLI's business.
+//! Replay re-runs the machine over the recorded machine events (audit facts only move tallies)
+//! and compares the stage and the commands it decides now with the ones each record says the
+//! engine was given.
+//!
+//! Invariant: the two ways a replay fails are kept apart as types, each with its sequence
+//! number: [`ReplayError::Corrupt`] (the bytes or the chain are not what was appended) and
+//! [`ReplayError::Nondeterminism`] (the journal is intact but the code now decides
+//! differently). How each is shown and which exit code it gets (4, 5) is the CLI's business.
 
 use super::view::{Applied, Divergence, RunView};
 use super::{JournalError, Record, Store};
 
-/// Why a replay stopped.
+/// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayFailure {
+pub enum ReplayError {
+    /// The journal is intact, but the code decides differently from what it recorded.
     #[error("journal and code disagree at {0}")]
-    Diverged(Divergence),
-    /// Any failure to read a verified record; a store that cannot be read is reported here too.
+    Nondeterminism(Divergence),
+    /// The bytes or the hash chain are not what was appended (a store that cannot be read
+    /// is reported here too).
     #[error("{0}")]
     Corrupt(JournalError),
 }
@@ -25,7 +31,7 @@ pub struct Replayed {
     pub records: u64,
     /// The run as far as it was re-derived (None when not even the first record was).
     pub view: Option<RunView>,
-    pub failure: Option<ReplayFailure>,
+    pub error: Option<ReplayError>,
 }
 
 /// Replays `store`, calling `each` with every record and what it did, in order.
@@ -57,10 +63,10 @@ pub fn replay(store: &dyn Store, mut each: impl FnMut(&Record, &Applied)) -> Rep
         Ok(())
     });
     let records = view.as_ref().map(|v| v.records).unwrap_or(0);
-    let failure = match (result, diverged) {
-        (_, Some(d)) => Some(ReplayFailure::Diverged(d)),
-        (Err(e), None) => Some(ReplayFailure::Corrupt(e)),
+    let error = match (result, diverged) {
+        (_, Some(d)) => Some(ReplayError::Nondeterminism(d)),
+        (Err(e), None) => Some(ReplayError::Corrupt(e)),
         (Ok(_), None) => None,
     };
-    Replayed { records, view, failure }
+    Replayed { records, view, error }
 }

@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::time::Instant;
 
-use crate::engine::Observer;
 use crate::journal::view::{Applied, RunView};
 use crate::journal::Record;
 
@@ -47,12 +46,12 @@ impl Progress {
         let (mut done, mut running, mut waiting, mut blocked) = (0, 0, 0, 0);
         let mut lines = Vec::new();
         for i in &view.issues {
-            match &i.state {
-                crate::machine::State::Done { .. } => done += 1,
-                crate::machine::State::Capped { .. }
-                | crate::machine::State::Blocked { .. }
-                | crate::machine::State::Failed { .. } => blocked += 1,
-                crate::machine::State::Pending if !live.since.contains_key(&i.id) => waiting += 1,
+            match &i.state.stage {
+                crate::machine::Stage::Done { .. } => done += 1,
+                crate::machine::Stage::Capped { .. }
+                | crate::machine::Stage::Blocked { .. }
+                | crate::machine::Stage::Failed { .. } => blocked += 1,
+                crate::machine::Stage::Pending if !live.since.contains_key(&i.id) => waiting += 1,
                 s => {
                     running += 1;
                     let since = live.since.get(&i.id).map(|t| t.elapsed().as_secs()).unwrap_or(0);
@@ -73,8 +72,10 @@ impl Progress {
     }
 }
 
-impl Observer for Progress {
-    fn record(&mut self, rec: &Record, applied: &Applied, view: &RunView) {
+// The engine's `Observer` is implemented in `cli::run` (render does not depend on the engine).
+impl Progress {
+    /// Shows a record that has just become durable.
+    pub fn record(&mut self, rec: &Record, applied: &Applied, view: &RunView) {
         if self.json_events {
             let line = super::record_json(rec, applied);
             let mut out = std::io::stdout().lock();
@@ -102,7 +103,8 @@ impl Observer for Progress {
         self.redraw(view, permanent);
     }
 
-    fn tick(&mut self, view: &RunView) {
+    /// Redraws the live block (elapsed times move on between records).
+    pub fn tick(&mut self, view: &RunView) {
         if !self.quiet && self.live.is_some() {
             self.redraw(view, None);
         }

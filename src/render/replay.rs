@@ -9,8 +9,8 @@ pub fn json(replayed: &Replayed, timeline: Vec<Value>) -> Value {
     json!({
         "run_id": replayed.view.as_ref().map(|v| v.run_id.clone()),
         "records": replayed.records,
-        "verified": replayed.failure.is_none(),
-        "error": replayed.failure.as_ref().map(|e| e.to_string()),
+        "verified": replayed.error.is_none(),
+        "error": replayed.error.as_ref().map(|e| e.to_string()),
         "timeline": timeline,
         "status": replayed.view.as_ref().map(|v| super::status_json(v, None)),
     })
