@@ -1,12 +1,20 @@
 //! `loop.toml` at the repo root: optional settings for runs and the codex agent.
 //!
+//! Also where a run's settings are resolved: [`resolve_run`] merges the file, the environment
+//! ([`EnvSettings`]) and the flags ([`RunFlags`]) into [`RunSettings`].
+//!
 //! Invariants: every key is optional and unknown keys are errors (a misspelt key must not be
-//! silently ignored); errors name the file and line. Flags and environment override the file;
-//! the merged result is recorded in the journal, so `loop resume` never re-reads this file.
+//! silently ignored); errors name the file and line. Precedence is default < file < environment <
+//! flag, for every setting, in one function; the merged result is recorded in the journal, so
+//! `loop resume` never re-reads this file or the environment.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::agent::codex::{CodexSettings, SANDBOXES};
+use crate::machine::Phase;
+use crate::vocab::{Rules, SandboxSettings};
 
 pub const FILE_NAME: &str = "loop.toml";
 
@@ -92,6 +100,9 @@ pub enum ConfigError {
     Parse { path: String, line: usize, message: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// A setting out of range or malformed, from whichever source it came (the message says).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Reads `<repo>/loop.toml`; a missing file is the empty config.
@@ -144,6 +155,202 @@ fn check_guard(g: &GuardTable, text: &str, path: &Path) -> Result<(), ConfigErro
         }
     }
     Ok(())
+}
+
+/// The longest phase timeout accepted: a deadline must stay representable.
+pub const MAX_PHASE_TIMEOUT: u64 = 30 * 24 * 3600;
+/// The phase timeout when neither flag nor file sets one.
+pub const DEFAULT_PHASE_TIMEOUT: u64 = 1800;
+/// Every agent a run can name.
+pub const AGENTS: [&str; 2] = ["codex", "sim"];
+
+/// The settings `loop run` reads from the environment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnvSettings {
+    /// `LOOP_AGENT`.
+    pub agent: Option<String>,
+    /// `LOOP_CODEX_BIN`.
+    pub codex_bin: Option<String>,
+}
+
+impl EnvSettings {
+    /// Reads the process environment (an empty variable counts as unset).
+    pub fn from_process() -> EnvSettings {
+        EnvSettings::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> EnvSettings {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        EnvSettings { agent: get("LOOP_AGENT"), codex_bin: get("LOOP_CODEX_BIN") }
+    }
+}
+
+/// The codex settings given as flags (None or empty: not given).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CodexFlags {
+    pub bin: Option<String>,
+    pub model: Option<String>,
+    pub profile: Option<String>,
+    /// `PHASE=MODE`, in order.
+    pub sandbox: Vec<String>,
+    /// `KEY=VALUE`, after the file's.
+    pub config: Vec<String>,
+    pub retries: Option<u32>,
+}
+
+/// The run settings given as flags (None: not given).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunFlags {
+    pub agent: Option<String>,
+    /// A scenario file was given: it implies the simulated agent.
+    pub sim_scenario: bool,
+    pub max_fix_cycles: Option<u32>,
+    pub phase_timeout: Option<u64>,
+    pub max_tokens_per_issue: Option<u64>,
+    pub no_review_doc: bool,
+    pub codex: CodexFlags,
+}
+
+/// A run's settings after the merge, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSettings {
+    /// `codex` or `sim`.
+    pub agent: String,
+    pub rules: Rules,
+    pub phase_timeout_secs: u64,
+    pub max_tokens_per_issue: Option<u64>,
+    pub review_doc: bool,
+    /// Present when the agent is codex.
+    pub codex: Option<CodexSettings>,
+}
+
+impl RunSettings {
+    /// The sandbox the agent will really run each phase in, for the guard to record.
+    pub fn sandbox(&self) -> SandboxSettings {
+        match &self.codex {
+            Some(c) => SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review)),
+            // The simulated agent runs in no sandbox at all; say so in the journal.
+            None => SandboxSettings::from_modes("none", "none", "none"),
+        }
+    }
+}
+
+/// Merges file < environment < flags into a run's settings. `repo` anchors relative paths of
+/// the file; `logs_root` is where codex writes its streams.
+pub fn resolve_run(
+    file: &LoopConfig,
+    env: &EnvSettings,
+    flags: &RunFlags,
+    repo: &Path,
+    logs_root: &Path,
+) -> Result<RunSettings, ConfigError> {
+    let max_fix_cycles = flags.max_fix_cycles.or(file.run.max_fix_cycles).unwrap_or(crate::vocab::DEFAULT_MAX_FIX_CYCLES);
+    let from_toml = |key: &str, v: Option<i64>| -> Result<Option<u64>, ConfigError> {
+        v.map(|n| u64::try_from(n).map_err(|_| ConfigError::Invalid(format!("{FILE_NAME}: [run] {key} must not be negative ({n})"))))
+            .transpose()
+    };
+    let phase_timeout =
+        flags.phase_timeout.or(from_toml("phase_timeout", file.run.phase_timeout)?).unwrap_or(DEFAULT_PHASE_TIMEOUT);
+    if phase_timeout > MAX_PHASE_TIMEOUT {
+        return Err(ConfigError::Invalid(format!(
+            "phase timeout {phase_timeout}s is over the limit of {MAX_PHASE_TIMEOUT}s (30 days)"
+        )));
+    }
+    let max_tokens = flags.max_tokens_per_issue.or(from_toml("max_tokens_per_issue", file.run.max_tokens_per_issue)?);
+    if max_fix_cycles > 100 {
+        return Err(ConfigError::Invalid("--max-fix-cycles must be at most 100".into()));
+    }
+    if phase_timeout == 0 {
+        return Err(ConfigError::Invalid("--phase-timeout must be at least 1 second".into()));
+    }
+    let agent = match (&flags.agent, &env.agent) {
+        // A scenario only means something to the simulated agent; scripts written when sim was
+        // the default keep working.
+        _ if flags.sim_scenario => "sim".to_string(),
+        (Some(a), _) => a.clone(),
+        (None, Some(a)) if AGENTS.contains(&a.as_str()) => a.clone(),
+        (None, Some(a)) => {
+            return Err(ConfigError::Invalid(format!("LOOP_AGENT={a:?}: not an agent ({})", AGENTS.join(", "))))
+        }
+        (None, None) => "codex".to_string(),
+    };
+    let codex = match agent.as_str() {
+        "codex" => Some(resolve_codex(file, env, &flags.codex, repo, logs_root)?),
+        _ => None,
+    };
+    Ok(RunSettings {
+        agent,
+        rules: Rules { max_fix_cycles },
+        phase_timeout_secs: phase_timeout,
+        max_tokens_per_issue: max_tokens,
+        review_doc: !flags.no_review_doc && file.run.review_doc.unwrap_or(true),
+        codex,
+    })
+}
+
+fn check_sandbox(mode: &str, from: &str) -> Result<String, ConfigError> {
+    if SANDBOXES.contains(&mode) {
+        Ok(mode.to_string())
+    } else {
+        Err(ConfigError::Invalid(format!("{from}: sandbox {mode:?} is not one of {}", SANDBOXES.join(", "))))
+    }
+}
+
+fn sandbox_mut(s: &mut CodexSettings, phase: Phase) -> &mut String {
+    match phase {
+        Phase::Dev => &mut s.sandbox_dev,
+        Phase::Review => &mut s.sandbox_review,
+        Phase::Fix => &mut s.sandbox_fix,
+    }
+}
+
+/// The [`CodexSettings`] a run records: file < environment < flags, per setting.
+pub fn resolve_codex(
+    file: &LoopConfig,
+    env: &EnvSettings,
+    flags: &CodexFlags,
+    repo: &Path,
+    logs_root: &Path,
+) -> Result<CodexSettings, ConfigError> {
+    let c = &file.codex;
+    let mut s = CodexSettings::new(logs_root);
+    match (flags.bin.as_ref().or(env.codex_bin.as_ref()), &c.bin) {
+        (Some(b), _) => s.bin = b.clone(),
+        // A relative path in loop.toml means relative to the repo, not to wherever loop was started.
+        (None, Some(b)) if b.contains('/') && Path::new(b).is_relative() => s.bin = repo.join(b).display().to_string(),
+        (None, Some(b)) => s.bin = b.clone(),
+        (None, None) => {}
+    }
+    s.model = flags.model.clone().or_else(|| c.model.clone());
+    s.profile = flags.profile.clone().or_else(|| c.profile.clone());
+    for (phase, v) in [(Phase::Dev, &c.sandbox.dev), (Phase::Review, &c.sandbox.review), (Phase::Fix, &c.sandbox.fix)] {
+        if let Some(mode) = v {
+            *sandbox_mut(&mut s, phase) = check_sandbox(mode, &format!("{FILE_NAME} [codex.sandbox] {phase}"))?;
+        }
+    }
+    for spec in &flags.sandbox {
+        let (phase, mode) = spec
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Invalid(format!("--sandbox {spec}: expected PHASE=MODE, e.g. review=read-only")))?;
+        let phase = match phase {
+            "dev" => Phase::Dev,
+            "review" => Phase::Review,
+            "fix" => Phase::Fix,
+            other => {
+                return Err(ConfigError::Invalid(format!("--sandbox {spec}: unknown phase {other:?} (dev, review, fix)")))
+            }
+        };
+        *sandbox_mut(&mut s, phase) = check_sandbox(mode, &format!("--sandbox {spec}"))?;
+    }
+    for kv in c.config.iter().chain(&flags.config) {
+        if !kv.contains('=') {
+            return Err(ConfigError::Invalid(format!("codex config override {kv:?}: expected KEY=VALUE")));
+        }
+    }
+    s.config = c.config.iter().chain(&flags.config).cloned().collect();
+    s.retries = flags.retries.or(c.retries).unwrap_or(1);
+    s.prompts_dir = file.prompts.dir.as_ref().map(|d| repo.join(d).display().to_string());
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -200,5 +407,116 @@ dir = "team-prompts"
     fn missing_file_is_empty() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(load(d.path()).unwrap(), LoopConfig::default());
+    }
+
+    /// A loop.toml that sets every run and codex setting, for the merge tests.
+    fn file() -> LoopConfig {
+        parse(
+            "[run]\nphase_timeout = 600\nmax_fix_cycles = 3\nmax_tokens_per_issue = 100\nreview_doc = false\n\
+             [codex]\nbin = \"tools/codex\"\nmodel = \"file-model\"\nretries = 2\nconfig = [\"a=1\"]\n\
+             [codex.sandbox]\nreview = \"workspace-write\"\n",
+            Path::new("loop.toml"),
+        )
+        .unwrap()
+    }
+
+    fn resolve(file: &LoopConfig, env: &EnvSettings, flags: &RunFlags) -> Result<RunSettings, ConfigError> {
+        resolve_run(file, env, flags, Path::new("/repo"), Path::new("/state/logs"))
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_given() {
+        let s = resolve(&LoopConfig::default(), &EnvSettings::default(), &RunFlags::default()).unwrap();
+        assert_eq!(s.agent, "codex");
+        assert_eq!(s.rules.max_fix_cycles, crate::vocab::DEFAULT_MAX_FIX_CYCLES);
+        assert_eq!(s.phase_timeout_secs, DEFAULT_PHASE_TIMEOUT);
+        assert_eq!(s.max_tokens_per_issue, None);
+        assert!(s.review_doc);
+        let c = s.codex.unwrap();
+        assert_eq!(c, CodexSettings::new(Path::new("/state/logs")));
+    }
+
+    #[test]
+    fn file_is_used_when_env_and_flags_are_silent() {
+        let s = resolve(&file(), &EnvSettings::default(), &RunFlags::default()).unwrap();
+        assert_eq!((s.phase_timeout_secs, s.rules.max_fix_cycles, s.max_tokens_per_issue), (600, 3, Some(100)));
+        assert!(!s.review_doc);
+        let c = s.codex.unwrap();
+        // A relative path in the file is the repo's.
+        assert_eq!(c.bin, "/repo/tools/codex");
+        assert_eq!((c.model.as_deref(), c.retries, c.config.as_slice()), (Some("file-model"), 2, &["a=1".to_string()][..]));
+        assert_eq!((c.sandbox_dev.as_str(), c.sandbox_review.as_str()), ("workspace-write", "workspace-write"));
+    }
+
+    #[test]
+    fn env_beats_file_and_flag_beats_env() {
+        let env = EnvSettings { agent: Some("codex".into()), codex_bin: Some("env/codex".into()) };
+        // env over file; a relative path from the environment is the caller's, not the repo's.
+        let s = resolve(&file(), &env, &RunFlags::default()).unwrap();
+        assert_eq!(s.codex.unwrap().bin, "env/codex");
+        // flag over env.
+        let flags = RunFlags { codex: CodexFlags { bin: Some("/flag/codex".into()), ..Default::default() }, ..Default::default() };
+        assert_eq!(resolve(&file(), &env, &flags).unwrap().codex.unwrap().bin, "/flag/codex");
+
+        let env = EnvSettings { agent: Some("sim".into()), codex_bin: None };
+        assert_eq!(resolve(&file(), &env, &RunFlags::default()).unwrap().agent, "sim");
+        let flags = RunFlags { agent: Some("codex".into()), ..Default::default() };
+        assert_eq!(resolve(&file(), &env, &flags).unwrap().agent, "codex");
+        // A scenario file means the simulated agent, whatever else is said.
+        let flags = RunFlags { agent: Some("codex".into()), sim_scenario: true, ..Default::default() };
+        let s = resolve(&file(), &EnvSettings::default(), &flags).unwrap();
+        assert_eq!((s.agent.as_str(), s.codex), ("sim", None));
+    }
+
+    #[test]
+    fn flags_beat_file_for_every_run_setting() {
+        let flags = RunFlags {
+            max_fix_cycles: Some(7),
+            phase_timeout: Some(42),
+            max_tokens_per_issue: Some(9),
+            codex: CodexFlags {
+                model: Some("flag-model".into()),
+                profile: Some("p".into()),
+                sandbox: vec!["review=read-only".into(), "dev=danger-full-access".into()],
+                config: vec!["b=2".into()],
+                retries: Some(0),
+                bin: None,
+            },
+            ..Default::default()
+        };
+        let s = resolve(&file(), &EnvSettings::default(), &flags).unwrap();
+        assert_eq!((s.phase_timeout_secs, s.rules.max_fix_cycles, s.max_tokens_per_issue), (42, 7, Some(9)));
+        let c = s.codex.unwrap();
+        assert_eq!((c.model.as_deref(), c.profile.as_deref(), c.retries), (Some("flag-model"), Some("p"), 0));
+        assert_eq!((c.sandbox_dev.as_str(), c.sandbox_review.as_str()), ("danger-full-access", "read-only"));
+        // Overrides add up, the file's first.
+        assert_eq!(c.config, ["a=1", "b=2"]);
+        let flags = RunFlags { no_review_doc: true, ..Default::default() };
+        assert!(!resolve(&LoopConfig::default(), &EnvSettings::default(), &flags).unwrap().review_doc);
+    }
+
+    #[test]
+    fn empty_environment_variables_are_unset() {
+        let env = EnvSettings::from_lookup(|k| (k == "LOOP_AGENT").then(String::new));
+        assert_eq!(env, EnvSettings::default());
+        let env = EnvSettings::from_lookup(|k| Some(format!("v-{k}")));
+        assert_eq!(env.agent.as_deref(), Some("v-LOOP_AGENT"));
+        assert_eq!(env.codex_bin.as_deref(), Some("v-LOOP_CODEX_BIN"));
+    }
+
+    #[test]
+    fn bad_settings_say_where_they_came_from() {
+        let err = |file: &LoopConfig, env: &EnvSettings, flags: &RunFlags| resolve(file, env, flags).unwrap_err().to_string();
+        let none = EnvSettings::default();
+        let neg = parse("[run]\nphase_timeout = -1\n", Path::new("loop.toml")).unwrap();
+        assert_eq!(err(&neg, &none, &RunFlags::default()), "loop.toml: [run] phase_timeout must not be negative (-1)");
+        let env = EnvSettings { agent: Some("claude".into()), codex_bin: None };
+        assert!(err(&LoopConfig::default(), &env, &RunFlags::default()).starts_with("LOOP_AGENT=\"claude\": not an agent"));
+        let flags = RunFlags { phase_timeout: Some(0), ..Default::default() };
+        assert_eq!(err(&LoopConfig::default(), &none, &flags), "--phase-timeout must be at least 1 second");
+        let flags = RunFlags { max_fix_cycles: Some(101), ..Default::default() };
+        assert_eq!(err(&LoopConfig::default(), &none, &flags), "--max-fix-cycles must be at most 100");
+        let flags = RunFlags { codex: CodexFlags { sandbox: vec!["lint=read-only".into()], ..Default::default() }, ..Default::default() };
+        assert!(err(&LoopConfig::default(), &none, &flags).contains("unknown phase \"lint\""));
     }
 }

@@ -27,7 +27,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("workspace", &["safefs", "proc"]),
     ("stack", &["proc", "workspace"]),
     ("prompts", &["machine"]),
-    ("config", &[]),
+    // config resolves the codex agent's settings (file < env < flag).
+    ("config", &["agent", "machine"]),
     ("plan", &["docs", "workspace"]),
     ("journal", &["machine", "safefs"]),
     ("runs", &["journal", "machine", "safefs", "workspace"]),

@@ -7,7 +7,8 @@ fn main() {
     let base = argv0.rsplit('/').next().unwrap_or("");
     if let Some(tool) = devloop::guard::policy::Tool::from_name(base) {
         let rest: Vec<String> = args.collect();
-        std::process::exit(devloop::guard::shim::run_shim(tool, &rest));
+        let result = devloop::guard::shim::run_shim(tool, &rest).map(|never| match never {});
+        std::process::exit(devloop::cli::finish(result.map_err(Into::into)).code());
     }
     let rest: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if rest.first().is_some_and(|a| a == devloop::proc::SUPERVISE_ARG) {
@@ -22,15 +23,5 @@ fn main() {
         devloop::proc::set_supervisor_exe(exe);
     }
     let cli = devloop::cli::Cli::parse();
-    let code = match devloop::cli::run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            let msg = e.to_string();
-            let one_line = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
-            // Errors quote docs, agents and git; none of that may drive the terminal.
-            devloop::eoutln!("loop: error: {}", devloop::render::printable(&one_line, usize::MAX));
-            e.exit_code()
-        }
-    };
-    std::process::exit(code);
+    std::process::exit(devloop::cli::finish(devloop::cli::run(cli)).code());
 }

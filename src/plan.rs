@@ -17,12 +17,14 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use petgraph::graphmap::DiGraphMap;
 use petgraph::Direction;
 
 use crate::docs::{DocError, DocSet};
+use crate::vocab::PlannedIssue;
+use crate::workspace::sanitize;
 
 /// One issue of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -567,6 +569,28 @@ impl Plan {
         }
         out
     }
+}
+
+/// The branch loop gives an issue of a milestone: `loop/<milestone>/<issue>`, both sanitized.
+pub fn branch_name(milestone: &str, issue: &str) -> String {
+    format!("loop/{}/{}", sanitize(milestone), sanitize(issue))
+}
+
+/// The plan's issues with the branch and worktree names loop gives them; worktrees go to
+/// `<worktrees_dir>/<milestone>/<issue>`.
+pub fn planned_issues(plan: &Plan, worktrees_dir: &Path, milestone: &str) -> Vec<PlannedIssue> {
+    let wt_root = worktrees_dir.join(sanitize(milestone));
+    plan.order
+        .iter()
+        .map(|p| PlannedIssue {
+            id: p.id.clone(),
+            title: p.title.clone(),
+            doc: p.doc.clone(),
+            blocked_by: p.blocked_by.clone(),
+            branch: branch_name(milestone, &p.id),
+            worktree: wt_root.join(sanitize(&p.id)).display().to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

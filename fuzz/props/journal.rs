@@ -1,6 +1,7 @@
 //! Journal records and exported journal files.
 
-use devloop::cli::replay::replay_store;
+use devloop::journal::replay::replay;
+use devloop::render;
 use devloop::journal::record::{open, seal};
 use devloop::journal::{self, Hash, JournalError};
 
@@ -53,7 +54,11 @@ pub fn export_file_with(data: &[u8], flips: usize) {
             return;
         }
     };
-    let verdict = replay_store(&store, |line| assert!(!line.contains('\n'), "timeline line spans lines"), true);
+    // Rendered as `loop replay --json` renders it, so the renderers see every decoded record.
+    let verdict = replay(&store, |rec, applied| {
+        assert!(!render::timeline_line(rec, applied).contains('\n'), "timeline line spans lines");
+        render::record_json(rec, applied);
+    });
     let records = match journal::read_all(&store) {
         Err(e) => {
             let msg = e.to_string();
@@ -67,8 +72,10 @@ pub fn export_file_with(data: &[u8], flips: usize) {
         Ok(r) => r,
     };
     // Only real journals get here (see `record`); replay must agree with the code that wrote them.
-    if let Some(e) = &verdict.error {
-        panic!("verified journal fails replay with exit {}: {e}", e.exit_code());
+    if let Some(e) = verdict.error {
+        let msg = e.to_string();
+        let code = devloop::cli::CliError::from(e).exit_code();
+        panic!("verified journal fails replay with exit {}: {msg}", code.code());
     }
     assert_eq!(verdict.records, records.len() as u64);
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::vocab::Tokens;
-use crate::vocab::PlannedIssue;
+use crate::vocab::{AgentSpec, PlannedIssue};
 use crate::machine::Phase;
 
 /// Everything an agent is told about a phase: explicit inputs, nothing to infer.
@@ -101,4 +101,37 @@ pub trait Agent: Send + Sync {
 pub fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     v[v.len().saturating_sub(lines)..].join(" | ")
+}
+
+/// Why a run's recorded agent cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(transparent)]
+    Scenario(#[from] sim::ScenarioError),
+    #[error("the run recorded no codex settings")]
+    NoCodexSettings,
+    #[error("the run's recorded codex settings do not parse: {0}")]
+    CodexSettings(serde_json::Error),
+    #[error("this loop does not know agent '{0}'")]
+    Unknown(String),
+}
+
+/// Builds the agent a run was recorded with. `ids` are the run's issues (a scenario may name
+/// no other); `source` names the scenario in errors.
+pub fn from_spec(spec: &AgentSpec, ids: &[&str], source: &str) -> Result<Box<dyn Agent>, SpecError> {
+    match spec.kind.as_str() {
+        "sim" => {
+            let scenario = match &spec.scenario {
+                Some(text) => sim::parse_scenario(text, source, ids)?,
+                None => Default::default(),
+            };
+            Ok(Box::new(sim::SimAgent::new(scenario)))
+        }
+        "codex" => {
+            let text = spec.settings.as_deref().ok_or(SpecError::NoCodexSettings)?;
+            let settings: codex::CodexSettings = serde_json::from_str(text).map_err(SpecError::CodexSettings)?;
+            Ok(Box::new(codex::CodexAgent::new(settings)))
+        }
+        other => Err(SpecError::Unknown(other.to_string())),
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use super::CliError;
+use super::{CliError, ExitCode};
 use crate::bench;
 
 #[derive(Args, Debug)]
@@ -27,11 +27,11 @@ pub struct BenchArgs {
     pub only: Option<String>,
 }
 
-pub fn run(args: BenchArgs) -> Result<i32, CliError> {
+pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     if let Some(p) = &args.replay_child {
         let r = bench::replay_child(p, args.flat).map_err(|e| CliError::Usage(e.to_string()))?;
         crate::outln!("{}", serde_json::to_string(&r).expect("serializable"));
-        return Ok(0);
+        return Ok(ExitCode::Ok);
     }
     let json_out = args.json;
     if !json_out {
@@ -48,5 +48,5 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
     } else {
         crate::outln!("machine: {}", report.machine);
     }
-    Ok(0)
+    Ok(ExitCode::Ok)
 }

@@ -7,7 +7,7 @@
 
 use clap::Args;
 
-use super::{CliError, RepoArgs};
+use super::{CliError, ExitCode, RepoArgs};
 use crate::clock::Clock;
 use crate::journal::{Body, Journal};
 use crate::machine::{self, Event};
@@ -58,7 +58,7 @@ fn keep_reason(repo: &std::path::Path, path: &std::path::Path, branch: &str) -> 
     Ok(None)
 }
 
-pub fn run(args: CleanArgs) -> Result<i32, CliError> {
+pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
     let state = args.repo.state()?;
     let ids = match &args.run_id {
         Some(p) => vec![state.resolve(p)?],
@@ -152,5 +152,5 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
     }
     let verb = if args.dry_run { "would remove" } else { "removed" };
     crate::outln!("clean: {verb} {removed} worktree(s), kept {kept}");
-    Ok(0)
+    Ok(ExitCode::Ok)
 }

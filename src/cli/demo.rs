@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
-use super::run::{start, Progress, RunInputs};
-use super::{exit, CliError};
+use super::run::start;
+use super::{CliError, ExitCode};
 use crate::clock::Clock;
+use super::inputs::RunInputs;
 use crate::journal::AgentSpec;
 use crate::machine::Rules;
 use crate::proc::{self, Cmd};
 use crate::render;
+use crate::render::progress::Progress;
 use crate::runs::StateDir;
 
 /// The sample repository: `(path, text)` of every doc. Tests build their repos from it too.
@@ -84,7 +86,7 @@ pub fn write_sample_repo(dir: &Path) -> Result<(), CliError> {
 }
 
 
-pub fn run(args: DemoArgs) -> Result<i32, CliError> {
+pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let started = Instant::now();
     let (repo, _guard) = match &args.dir {
         Some(d) => {
@@ -127,13 +129,13 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();
-    if matches!(code, exit::INTERRUPTED | exit::TERMINATED | exit::HANGUP) {
+    if code.is_interrupted() {
         return Ok(code);
     }
 
     // Replay from the journal alone and check it agrees with what the run decided.
     let snapshot = state.snapshot(&view.run_id)?;
-    let verdict = super::replay::replay_store(&snapshot, |_| {}, false);
+    let verdict = crate::journal::replay::replay(&snapshot, |_, _| {});
     let replay_ok = match (&verdict.error, &verdict.view) {
         (None, Some(v)) => v.issues.iter().zip(&view.issues).all(|(a, b)| a.state == b.state),
         _ => false,
@@ -167,7 +169,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
     if !replay_ok {
         let why = verdict.error.map(|e| e.to_string()).unwrap_or_else(|| "replayed states differ from the run".into());
         crate::eoutln!("loop demo: replay check failed: {why}");
-        return Ok(exit::ERROR);
+        return Err(CliError::Check(why).reported());
     }
-    Ok(exit::OK)
+    Ok(ExitCode::Ok)
 }

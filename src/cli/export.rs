@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CliError, RepoArgs};
+use super::{CliError, ExitCode, RepoArgs};
 use crate::journal;
 
 #[derive(Args, Debug)]
@@ -19,7 +19,7 @@ pub struct ExportArgs {
     pub repo: RepoArgs,
 }
 
-pub fn run(args: ExportArgs) -> Result<i32, CliError> {
+pub fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
     let state = args.repo.state()?;
     let run_id = state.resolve(&args.run_id)?;
     let mem = state.snapshot(&run_id)?;
@@ -30,5 +30,5 @@ pub fn run(args: ExportArgs) -> Result<i32, CliError> {
     tmp.as_file().sync_all().map_err(|e| CliError::io(&args.out, e))?;
     tmp.persist(&args.out).map_err(|e| CliError::io(&args.out, e.error))?;
     eprintln!("exported {n} records of run {run_id} to {}", args.out.display());
-    Ok(0)
+    Ok(ExitCode::Ok)
 }

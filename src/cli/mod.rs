@@ -1,11 +1,14 @@
-//! The command line: one file per subcommand, and the mapping from every error to an exit code.
+//! The command line: one file per subcommand (parsing and printing only), and the error type
+//! whose kind decides the exit code ([`error`]).
 
 pub mod codex_args;
 pub mod clean;
 pub mod bench;
 pub mod demo;
 pub mod dryrun;
+pub mod error;
 pub mod export;
+pub mod inputs;
 pub mod plan;
 pub mod prompts;
 pub mod replay;
@@ -15,42 +18,14 @@ pub mod runs;
 pub mod select;
 pub mod status;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::agent::sim::ScenarioError;
-use crate::docs::DocError;
-use crate::engine::EngineError;
-use crate::journal::view::Divergence;
-use crate::journal::JournalError;
-use crate::plan::PlanError;
-use crate::runs::{RunsError, StateDir};
-use crate::workspace::{GitWorkspace, WorkspaceError};
+pub use error::{finish, CliError, ExitCode};
 
-/// Exit codes, documented in README.md.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const ERROR: i32 = 1;
-    pub const BAD_INPUT: i32 = 2;
-    pub const NOT_ALL_DONE: i32 = 3;
-    pub const CORRUPT: i32 = 4;
-    pub const DIVERGED: i32 = 5;
-    pub const LOCKED: i32 = 6;
-    /// Stopped by SIGINT (Ctrl-C), SIGTERM, SIGHUP: 128 + the signal, as a shell reports it.
-    pub const INTERRUPTED: i32 = 130;
-    pub const TERMINATED: i32 = 143;
-    pub const HANGUP: i32 = 129;
-
-    /// The exit code of a run stopped by `signal`.
-    pub fn for_signal(signal: Option<i32>) -> i32 {
-        match signal {
-            Some(libc::SIGTERM) => TERMINATED,
-            Some(libc::SIGHUP) => HANGUP,
-            _ => INTERRUPTED,
-        }
-    }
-}
+use crate::runs::StateDir;
+use crate::workspace::GitWorkspace;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -139,75 +114,15 @@ impl RepoArgs {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("{0}")]
-    Docs(#[from] DocError),
-    #[error("{0}")]
-    Plan(#[from] PlanError),
-    #[error("{0}")]
-    Runs(#[from] RunsError),
-    #[error("{0}")]
-    Journal(#[from] JournalError),
-    #[error("{0}")]
-    Engine(#[from] EngineError),
-    #[error("{0}")]
-    Workspace(#[from] WorkspaceError),
-    #[error("{0}")]
-    Scenario(#[from] ScenarioError),
-    #[error("journal and code disagree at {0}")]
-    Diverged(#[from] Divergence),
-    #[error("{0}")]
-    Usage(String),
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    /// A write below a root that met a symlink or failed (`crate::safefs`); exit 1.
-    #[error("{context}: {source}")]
-    Fs { context: String, source: crate::safefs::SafeFsError },
-}
-
-impl CliError {
-    pub fn io(path: &Path, source: std::io::Error) -> CliError {
-        CliError::Io { path: path.display().to_string(), source }
-    }
-
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            CliError::Docs(_) | CliError::Plan(_) | CliError::Scenario(_) | CliError::Usage(_) => exit::BAD_INPUT,
-            CliError::Runs(RunsError::NoSuchRun(_) | RunsError::Ambiguous { .. }) => exit::BAD_INPUT,
-            CliError::Runs(RunsError::Locked { .. } | RunsError::MilestoneBusy { .. }) => exit::LOCKED,
-            CliError::Runs(RunsError::Journal(j)) | CliError::Journal(j) => journal_code(j),
-            CliError::Engine(EngineError::Journal(j)) => journal_code(j),
-            // loop's own troubles stop the run as interrupted; a journal that cannot be written
-            // is an I/O error, never corruption.
-            CliError::Engine(EngineError::Environment { .. } | EngineError::Append(_)) => exit::ERROR,
-            CliError::Diverged(_) | CliError::Engine(EngineError::Divergence(_)) => exit::DIVERGED,
-            CliError::Workspace(WorkspaceError::NotARepo(_)) => exit::BAD_INPUT,
-            _ => exit::ERROR,
-        }
-    }
-}
-
-fn journal_code(j: &JournalError) -> i32 {
-    match j {
-        JournalError::Corrupt { .. }
-        | JournalError::Damaged { .. }
-        | JournalError::Missing { .. }
-        | JournalError::File { .. }
-        | JournalError::Empty => exit::CORRUPT,
-        JournalError::Store(_) | JournalError::AppendFailed(_) => exit::ERROR,
-    }
-}
-
 /// The exit code for a finished or stopped run.
-pub fn run_exit_code(view: &crate::journal::view::RunView, outcome: crate::engine::Outcome) -> i32 {
+pub fn run_exit_code(view: &crate::journal::view::RunView, outcome: crate::engine::Outcome) -> ExitCode {
     if outcome == crate::engine::Outcome::Interrupted {
-        return exit::for_signal(crate::proc::cancel_signal());
+        return ExitCode::for_signal(crate::proc::cancel_signal());
     }
     if view.issues.iter().all(|i| matches!(i.state.stage, crate::machine::Stage::Done { .. })) {
-        exit::OK
+        ExitCode::Ok
     } else {
-        exit::NOT_ALL_DONE
+        ExitCode::NotAllDone
     }
 }
 
@@ -217,7 +132,7 @@ pub fn install_interrupt_handler() {
     crate::proc::install_signal_handlers();
 }
 
-pub fn run(cli: Cli) -> Result<i32, CliError> {
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     // Only commands that journal nothing may die of a closed pipe (see `crate::out`).
     if matches!(cli.command, Command::Plan(_) | Command::Replay(_) | Command::Status(_) | Command::Runs(_) | Command::Export(_)) {
         crate::out::die_on_closed_pipe();
@@ -234,10 +149,13 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Bench(a) => bench::run(a),
         Command::Prompts(a) => prompts::run(a),
         Command::Clean(a) => clean::run(a),
-        Command::Hook { agent } if agent == "claude" => Ok(crate::guard::shim::hook_claude(&mut std::io::stdin().lock())),
+        Command::Hook { agent } if agent == "claude" => {
+            crate::guard::shim::hook_claude(&mut std::io::stdin().lock())?;
+            Ok(ExitCode::Ok)
+        }
         Command::Hook { agent } => Err(CliError::Usage(format!("no hook for agent '{agent}' (known: claude)"))),
         Command::Shim { tool, args } => match crate::guard::policy::Tool::from_name(&tool) {
-            Some(t) => Ok(crate::guard::shim::run_shim(t, &args)),
+            Some(t) => match crate::guard::shim::run_shim(t, &args)? {},
             None => Err(CliError::Usage(format!("no shim for '{tool}' (known: git, gt)"))),
         },
     }

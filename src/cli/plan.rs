@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 
-use super::{CliError, RepoArgs};
+use super::{CliError, ExitCode, RepoArgs};
 use crate::{docs, plan};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -28,7 +28,7 @@ pub struct PlanArgs {
     pub format: Format,
 }
 
-pub fn run(args: PlanArgs) -> Result<i32, CliError> {
+pub fn run(args: PlanArgs) -> Result<ExitCode, CliError> {
     let repo = args.repo.repo_root().or_else(|_| {
         std::path::absolute(&args.repo.repo).map_err(|e| CliError::io(&args.repo.repo, e))
     })?;
@@ -42,5 +42,5 @@ pub fn run(args: PlanArgs) -> Result<i32, CliError> {
         Format::Dot => print!("{}", plan.to_dot()),
         Format::Mermaid => print!("{}", plan.to_mermaid()),
     }
-    Ok(0)
+    Ok(ExitCode::Ok)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, RepoArgs};
+use super::{CliError, ExitCode, RepoArgs};
 use crate::prompts::{self, BUILTIN};
 use crate::safefs;
 
@@ -49,11 +49,11 @@ pub enum PromptsCommand {
 /// The user's template dir from loop.toml, when run inside a repo that has one.
 fn user_dir(repo: &RepoArgs) -> Result<Option<PathBuf>, CliError> {
     let Ok(root) = repo.repo_root() else { return Ok(None) };
-    let cfg = crate::config::load(&root).map_err(|e| CliError::Usage(e.to_string()))?;
+    let cfg = crate::config::load(&root)?;
     Ok(cfg.prompts.dir.map(|d| root.join(d)))
 }
 
-pub fn run(args: PromptsArgs) -> Result<i32, CliError> {
+pub fn run(args: PromptsArgs) -> Result<ExitCode, CliError> {
     let (PromptsCommand::List { repo } | PromptsCommand::Show { repo, .. } | PromptsCommand::Install { repo, .. }) =
         &args.command;
     let dir = user_dir(repo)?;
@@ -88,5 +88,5 @@ pub fn run(args: PromptsArgs) -> Result<i32, CliError> {
             }
         }
     }
-    Ok(0)
+    Ok(ExitCode::Ok)
 }

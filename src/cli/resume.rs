@@ -1,10 +1,9 @@
 //! `loop resume`: refold a run's journal and continue it exactly where it stopped.
 
-
 use clap::Args;
 
-use super::run::{agent_for, drive, finish_output};
-use super::{CliError, RepoArgs};
+use super::run::{drive, finish_output};
+use super::{CliError, ExitCode, RepoArgs};
 use crate::clock::Clock;
 use crate::journal::view::RunView;
 use crate::journal::{Body, Journal};
@@ -20,7 +19,7 @@ pub struct ResumeArgs {
     pub drive: super::run::DriveArgs,
 }
 
-pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
+pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
     let state = args.repo.state()?;
     let run_id = state.resolve(&args.run_id)?;
     let _lock = state.lock(&run_id)?;
@@ -30,7 +29,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let repo = std::path::PathBuf::from(&view.start.repo);
     let _milestone_lock = state.lock_milestone(&repo, &view.start.milestone, crate::runs::Holder::Run(&run_id))?;
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
-    let agent = agent_for(&view.start.agent, &ids, "the recorded scenario")?;
+    let agent = crate::agent::from_spec(&view.start.agent, &ids, "the recorded scenario")?;
     let ws = GitWorkspace::new(&repo);
     args.drive.check()?;
     let mut progress = args.drive.progress();
@@ -41,7 +40,6 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
         kill_leftovers(&view);
         let rec = engine_journal.append(Body::RunResumed)?;
         let applied = view.apply(&rec)?;
-        use crate::engine::Observer;
         progress.record(&rec, &applied, &view);
     }
     let (code, view) = drive(engine_journal, view, agent.as_ref(), &ws, &mut progress, args.drive.jobs)?;

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{CliError, RepoArgs};
+use super::{CliError, ExitCode, RepoArgs};
 use crate::render;
 use crate::runs::shortest_prefixes;
 
@@ -16,7 +16,7 @@ pub struct RunsArgs {
     pub json: bool,
 }
 
-pub fn run(args: RunsArgs) -> Result<i32, CliError> {
+pub fn run(args: RunsArgs) -> Result<ExitCode, CliError> {
     let state = args.repo.state()?;
     let all = state.list_all()?;
     let ids: Vec<String> = all.iter().map(|(id, _)| id.clone()).collect();
@@ -43,7 +43,7 @@ pub fn run(args: RunsArgs) -> Result<i32, CliError> {
     }
     if args.json {
         println!("{}", serde_json::Value::Array(rows));
-        return Ok(0);
+        return Ok(ExitCode::Ok);
     }
     if rows.is_empty() {
         println!("no runs yet in {}", state.root.display());
@@ -59,5 +59,5 @@ pub fn run(args: RunsArgs) -> Result<i32, CliError> {
             r["summary"].as_str().or(r["error"].as_str()).unwrap_or("")
         );
     }
-    Ok(0)
+    Ok(ExitCode::Ok)
 }

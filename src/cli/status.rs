@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{CliError, RepoArgs};
+use super::{CliError, ExitCode, RepoArgs};
 use crate::render;
 
 #[derive(Args, Debug)]
@@ -16,7 +16,7 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub fn run(args: StatusArgs) -> Result<i32, CliError> {
+pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let state = args.repo.state()?;
     let run_id = match &args.run_id {
         Some(p) => state.resolve(p)?,
@@ -33,5 +33,5 @@ pub fn run(args: StatusArgs) -> Result<i32, CliError> {
     } else {
         print!("{}", render::status_text(&view, live));
     }
-    Ok(0)
+    Ok(ExitCode::Ok)
 }

@@ -327,44 +327,52 @@ fn policy_for_cwd(ctx: &ShimContext) -> PolicyContext {
     p
 }
 
-/// The shim: classify, record, then exec the real binary or refuse (exit 1).
-pub fn run_shim(tool: Tool, args: &[String]) -> i32 {
-    let ctx = match load_context() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("loop guard: refused `{} {}`: the shim has no context ({e})", tool.as_str(), args.join(" "));
-            return 1;
-        }
-    };
+/// Why a shim or the hook did not let a command through. Each message is the guard's own words
+/// (`loop guard: …`), written verbatim to stderr where the agent reads it; the CLI maps each kind
+/// to its exit code (`crate::cli::ExitCode`), so a shim exits like the tool it stands in for.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("loop guard: refused `{command}`: the shim has no context ({reason})")]
+    NoContext { command: String, reason: String },
+    #[error(
+        "loop guard: refused `{command}` (rule {rule}): {message}. This command is not allowed in a loop phase; \
+         do the work another way or report it in your final message."
+    )]
+    Refused { command: String, rule: String, message: String },
+    #[error("loop guard: the real {tool} was not found")]
+    RealNotFound { tool: &'static str },
+    #[error("loop guard: could not run {}: {source}", path.display())]
+    Exec { path: PathBuf, source: std::io::Error },
+    #[error("loop guard: could not read the hook input")]
+    HookInput,
+    #[error("loop guard: hook input is not JSON: {0}")]
+    HookNotJson(serde_json::Error),
+    /// Every refused invocation of one hook call, one line each.
+    #[error("{}", .0.join("\n"))]
+    HookRefused(Vec<String>),
+}
+
+/// The shim: classify, record, then exec the real binary or refuse. Returns only on failure.
+pub fn run_shim(tool: Tool, args: &[String]) -> Result<std::convert::Infallible, ShimError> {
+    let command = || format!("{} {}", tool.as_str(), args.join(" "));
+    let ctx = load_context().map_err(|reason| ShimError::NoContext { command: command(), reason })?;
     let policy = policy_for_cwd(&ctx);
     let d = policy::classify(tool, args, &policy, &ctx.config);
     record(&ctx, tool, args, &d, &shim_via());
     if !d.allowed {
-        eprintln!(
-            "loop guard: refused `{} {}` (rule {}): {}. This command is not allowed in a loop phase; \
-             do the work another way or report it in your final message.",
-            tool.as_str(),
-            args.join(" "),
-            d.rule,
-            d.message
-        );
-        return 1;
+        return Err(ShimError::Refused { command: command(), rule: d.rule, message: d.message });
     }
     let real = match tool {
         Tool::Git => Some(ctx.real_git.clone()),
         Tool::Gt => ctx.real_gt.clone(),
     };
-    let Some(real) = real else {
-        eprintln!("loop guard: the real {} was not found", tool.as_str());
-        return 127;
-    };
+    let real = real.ok_or(ShimError::RealNotFound { tool: tool.as_str() })?;
     // gt calls git itself: without the shim dir on PATH those inner calls reach real git
     // instead of being classified as if the agent made them.
     let path = std::env::var_os("PATH").unwrap_or_default();
     let cleaned = std::env::join_paths(std::env::split_paths(&path).filter(|d| *d != ctx.bin_dir)).unwrap_or_default();
-    let err = std::process::Command::new(&real).args(args).env("PATH", cleaned).exec();
-    eprintln!("loop guard: could not run {}: {err}", real.display());
-    126
+    let source = std::process::Command::new(&real).args(args).env("PATH", cleaned).exec();
+    Err(ShimError::Exec { path: real, source })
 }
 
 /// Splits a shell command line into simple commands' words (quotes respected; separators
@@ -452,22 +460,16 @@ pub fn invocations(line: &str, depth: u32) -> Vec<(Tool, Vec<String>)> {
     out
 }
 
-/// `loop hook claude`: the PreToolUse hook. Exit 0 allows, exit 2 blocks (stderr goes to Claude).
-pub fn hook_claude(input: &mut dyn Read) -> i32 {
+/// `loop hook claude`: the PreToolUse hook. `Ok` allows; every error blocks (the CLI exits 2,
+/// which Claude Code reads as "block", and the message on stderr goes to Claude).
+pub fn hook_claude(input: &mut dyn Read) -> Result<(), ShimError> {
     let mut text = String::new();
     if input.read_to_string(&mut text).is_err() {
-        eprintln!("loop guard: could not read the hook input");
-        return 2;
+        return Err(ShimError::HookInput);
     }
-    let v: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("loop guard: hook input is not JSON: {e}");
-            return 2;
-        }
-    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(ShimError::HookNotJson)?;
     if v.get("tool_name").and_then(|t| t.as_str()) != Some("Bash") {
-        return 0;
+        return Ok(());
     }
     let command = v.pointer("/tool_input/command").and_then(|c| c.as_str()).unwrap_or("");
     let ctx = load_context();
@@ -484,18 +486,21 @@ pub fn hook_claude(input: &mut dyn Read) -> i32 {
         }
         Err(_) => (PolicyContext::default(), GuardConfig::default()),
     };
-    let mut code = 0;
+    let mut refused = Vec::new();
     for (tool, argv) in invocations(command, 0) {
         let d = policy::classify(tool, &argv, &policy, &config);
         if let Ok(c) = &ctx {
             record(c, tool, &argv, &d, "claude-hook");
         }
         if !d.allowed {
-            eprintln!("loop guard: refused `{} {}` (rule {}): {}", tool.as_str(), argv.join(" "), d.rule, d.message);
-            code = 2;
+            refused.push(format!("loop guard: refused `{} {}` (rule {}): {}", tool.as_str(), argv.join(" "), d.rule, d.message));
         }
     }
-    code
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(ShimError::HookRefused(refused))
+    }
 }
 
 /// Reads and retires an issue's decisions file, as events to journal.

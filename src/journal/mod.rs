@@ -8,6 +8,7 @@
 
 pub mod log;
 pub mod record;
+pub mod replay;
 pub mod store;
 pub mod v1;
 pub mod view;

@@ -23,9 +23,22 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-/// Exit codes by name (`exit::NOT_ALL_DONE`, ...): the crate's own constants, so a test never
-/// spells a bare number. When the CLI's codes become a type, only this line changes.
-pub use devloop::cli::exit;
+/// Exit codes by name (`exit::NOT_ALL_DONE`, ...), as the numbers a process reports: taken from
+/// the crate's own [`devloop::cli::ExitCode`], so a test never spells a bare number.
+pub mod exit {
+    use devloop::cli::ExitCode;
+
+    pub const OK: i32 = ExitCode::Ok as i32;
+    pub const ERROR: i32 = ExitCode::Error as i32;
+    pub const BAD_INPUT: i32 = ExitCode::BadInput as i32;
+    pub const NOT_ALL_DONE: i32 = ExitCode::NotAllDone as i32;
+    pub const CORRUPT: i32 = ExitCode::Corrupt as i32;
+    pub const DIVERGED: i32 = ExitCode::Diverged as i32;
+    pub const LOCKED: i32 = ExitCode::Locked as i32;
+    pub const INTERRUPTED: i32 = ExitCode::Interrupted as i32;
+    pub const TERMINATED: i32 = ExitCode::Terminated as i32;
+    pub const HANGUP: i32 = ExitCode::Hangup as i32;
+}
 
 /// The clock of an environment's first `loop` command; each further one is
 /// [`CLOCK_STEP_SECS`] later.

@@ -1,5 +1,12 @@
 //! Turning records and views into text and JSON. A live run, `status` and `replay` all render
 //! through these functions, so what a user saw live is what replay shows later.
+//!
+//! Views with more to them have a file each: [`progress`] (a run's live lines), [`replay`]
+//! (replay's verdict and JSON), [`dryrun`] (what `run --dry-run` shows).
+
+pub mod dryrun;
+pub mod progress;
+pub mod replay;
 
 use std::path::Path;
 

@@ -1,0 +1,35 @@
+//! The inputs of a run as `run` and `demo` hand them to [`super::run::start`] and `run --dry-run`
+//! shows them: settings already resolved ([`crate::config::resolve_run`]) and checked.
+
+use std::path::PathBuf;
+
+use crate::runs::StateDir;
+use crate::vocab::{AgentSpec, Rules};
+
+/// Everything needed to start a run, already resolved and checked.
+pub struct RunInputs {
+    pub repo: PathBuf,
+    pub state: StateDir,
+    pub milestone: Option<String>,
+    pub agent: AgentSpec,
+    /// How to name the scenario in errors (its file path).
+    pub scenario_source: String,
+    pub rules: Rules,
+    pub phase_timeout_secs: u64,
+    pub max_tokens_per_issue: Option<u64>,
+    pub review_doc: bool,
+    /// Only these issues (empty: the whole milestone).
+    pub issues: Vec<String>,
+    pub jobs: usize,
+    /// Guardrails (README "Safety"); `None` runs unguarded.
+    pub guard: Option<GuardInputs>,
+}
+
+/// What a run's guard is built from: the flags, loop.toml's `[guard]`, and the sandbox the
+/// agent will really run in.
+#[derive(Clone, Debug, Default)]
+pub struct GuardInputs {
+    pub args: crate::guard::GuardArgs,
+    pub file: crate::config::GuardTable,
+    pub sandbox: crate::vocab::SandboxSettings,
+}
