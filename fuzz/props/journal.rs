@@ -2,7 +2,7 @@
 
 use devloop::journal::replay::replay;
 use devloop::render;
-use devloop::journal::record::{open, seal};
+use devloop::journal::record::{open, seal, FORMAT_VERSION};
 use devloop::journal::{self, Hash, JournalError};
 
 use super::one_line;
@@ -19,8 +19,17 @@ pub fn record(data: &[u8]) {
 fn check_record(bytes: &[u8], written_by_loop: bool) {
     match open(bytes) {
         Err(e) => one_line(&e.to_string()),
-        Ok(rec) => {
+        Ok(mut rec) => {
             assert_eq!(rec.hash, Hash::of(&bytes[..bytes.len() - 32]), "hash is not of the stored bytes");
+            if rec.content.version != FORMAT_VERSION {
+                // A record of an older format, converted on read: it keeps its version (its hash
+                // is of the old bytes), and its content must be expressible in today's format.
+                rec.content.version = FORMAT_VERSION;
+                let (sealed, _) = seal(&rec.content);
+                let now = open(&sealed).expect("an old record's content seals in today's format");
+                assert_eq!(now.content, rec.content, "an old record's content changed when re-sealed");
+                return;
+            }
             let (sealed, hash) = seal(&rec.content);
             if written_by_loop {
                 // Only `seal` makes valid hashes (a fuzzer cannot forge blake3), so a record that
