@@ -225,7 +225,7 @@ mod tests {
     #[ignore]
     fn decode_cost() {
         let old = sample();
-        let record::Body::Issue { issue, evidence, .. } = old.body.clone() else { unreachable!() };
+        let Body::Issue { issue, evidence, .. } = old.body.clone() else { unreachable!() };
         let new = record::Content {
             version: record::FORMAT_VERSION,
             run_id: old.run_id.clone(),
