@@ -867,8 +867,8 @@ impl Observer for Silent {
 }
 
 /// Drives the journal writer exactly as a parallel run does, with `writers` threads each
-/// appending `per_writer` events for its own issue (`interrupted` on a Pending issue: legal
-/// and state-preserving), and returns how long it took. Used by `loop bench`.
+/// appending `per_writer` records for its own issue (`interrupted` audit records, which move
+/// no state), and returns how long it took. Used by `loop bench`.
 pub fn bench_group_commit(
     journal: Journal,
     view: RunView,

@@ -219,4 +219,37 @@ mod tests {
         let failed = open(Event::StackTracked { parent: "main".into(), error: Some("no gt".into()) });
         assert!(matches!(failed, record::Body::Issue { event: machine::Event::StackTrackFailed { .. }, .. }));
     }
+
+    /// Not a check, a measurement: `cargo test --release --lib decode_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn decode_cost() {
+        let old = sample();
+        let Body::Issue { issue, evidence, .. } = old.body.clone() else { unreachable!() };
+        let new = record::Content {
+            version: record::FORMAT_VERSION,
+            run_id: old.run_id.clone(),
+            seq: old.seq,
+            time: old.time,
+            prev: old.prev,
+            body: record::Body::Issue {
+                issue,
+                event: machine::Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass },
+                to: Stage::Review { fix_cycles: 0 },
+                commands: Some(vec![machine::Command::StartPhase { phase: Phase::Review, attempt: 1 }]),
+                evidence,
+            },
+        };
+        let (v1_bytes, _) = seal(&old);
+        let (v2_bytes, _) = record::seal(&new);
+        let n = 200_000;
+        for (name, bytes) in [("format 1", &v1_bytes), ("format 2", &v2_bytes)] {
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(record::open(std::hint::black_box(bytes)).unwrap());
+            }
+            let per = t.elapsed().as_nanos() / n;
+            println!("{name}: {} bytes, open (hash + decode) {per} ns/record", bytes.len());
+        }
+    }
 }

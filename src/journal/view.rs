@@ -87,7 +87,7 @@ pub enum Divergence {
     #[error("record {seq}: {source}")]
     Illegal { seq: u64, source: IllegalTransition },
     #[error("record {seq}: issue {issue}: journal says {recorded:?}, code decides {computed:?}")]
-    Mismatch { seq: u64, issue: String, recorded: Stage, computed: Stage },
+    Mismatch { seq: u64, issue: String, recorded: Box<Stage>, computed: Box<Stage> },
     #[error("record {seq}: issue {issue}: journal says the engine was told {recorded:?}, code decides {computed:?}")]
     Commands { seq: u64, issue: String, recorded: Vec<Command>, computed: Vec<Command> },
     #[error("record {seq}: issue {issue} is not part of this run")]
@@ -232,8 +232,8 @@ impl RunView {
                     return Err(Divergence::Mismatch {
                         seq,
                         issue: issue.clone(),
-                        recorded: to.clone(),
-                        computed: next.stage,
+                        recorded: Box::new(to.clone()),
+                        computed: Box::new(next.stage),
                     });
                 }
                 if let Some(recorded) = commands.as_ref().filter(|c| **c != computed) {

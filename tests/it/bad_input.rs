@@ -785,8 +785,9 @@ fn export_with_a_rehashed_record_that_does_not_decode() {
 #[test]
 fn export_from_a_future_format_version() {
     let (repo, bytes) = exported();
-    let bad = rehashed_first_record(&bytes, |r| replace(r, b"\xa7version\x01", b"\xa7version\x02"));
-    replay_file_fails(&repo, &bad, "journal is corrupt at record 0: ", "format version 2 is not known");
+    // Format 2 content is a msgpack array whose first element is the version.
+    let bad = rehashed_first_record(&bytes, |r| replace(r, b"\x96\x02", b"\x96\x03"));
+    replay_file_fails(&repo, &bad, "journal is corrupt at record 0: ", "format version 3 is not known");
 }
 
 #[test]
