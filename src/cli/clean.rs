@@ -10,8 +10,9 @@ use clap::Args;
 use super::{CliError, RepoArgs};
 use crate::clock::Clock;
 use crate::journal::view::RunView;
-use crate::journal::{Body, Journal};
-use crate::machine::{self, Event};
+use crate::engine::Recorder;
+use crate::journal::Journal;
+use crate::machine::Event;
 use crate::runs::{Holder, RunsError};
 use crate::workspace::{git, git_ok, GitWorkspace, Removal, Workspace};
 
@@ -141,13 +142,11 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
         }
         if !to_journal.is_empty() {
             let _lock = state.lock(&id)?;
-            let (mut journal, records) = Journal::reopen(Box::new(state.open_store(&id, &mut |note| eprintln!("loop: {note}"))?), Clock::from_env())?;
-            let mut view = RunView::fold(&records)?;
+            let store = state.open_store(&id, &mut |note| eprintln!("loop: {note}"))?;
+            let (journal, records) = Journal::reopen(Box::new(store), Clock::from_env())?;
+            let mut recorder = Recorder::open(journal.with_fault_after(super::fault_after_append()), &records)?;
             for (issue, event) in to_journal {
-                let from = view.state_of(&issue).cloned().unwrap_or(machine::State::Pending);
-                let to = machine::transition(&from, &event, &view.start.rules).map_err(crate::engine::EngineError::from)?;
-                let rec = journal.append(Body::Issue { issue, event, to, evidence: None })?;
-                view.apply(&rec)?;
+                recorder.issue_event(&issue, event)?;
             }
         }
     }

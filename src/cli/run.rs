@@ -11,9 +11,9 @@ use crate::agent::codex::{CodexAgent, CodexSettings};
 use crate::agent::sim::{parse_scenario, SimAgent};
 use crate::agent::Agent;
 use crate::clock::{self, Clock};
-use crate::engine::{Engine, Observer, Outcome};
+use crate::engine::{Engine, GuardHooks, Hooks, Observer, Outcome, Recorder, StackHooks};
 use crate::journal::view::{Applied, RunView};
-use crate::journal::{AgentSpec, Body, Journal, PlannedIssue, Record, RunStart};
+use crate::journal::{AgentSpec, Journal, PlannedIssue, Record, RunStart};
 use crate::machine::Rules;
 use crate::runs::StateDir;
 use crate::workspace::{sanitize, GitWorkspace, Workspace};
@@ -282,7 +282,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
     }
     let _milestone_lock = state.lock_milestone(&repo, &milestone, crate::runs::Holder::Run(&run_id))?;
     let (_lock, store) = state.create_run(&run_id)?;
-    let mut journal = Journal::create(Box::new(store), &run_id, clock.clone());
+    let journal = Journal::create(Box::new(store), &run_id, clock.clone()).with_fault_after(super::fault_after_append());
     let start = RunStart {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         milestone: milestone.clone(),
@@ -296,12 +296,9 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
         issues,
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
     };
-    let first = journal.append(Body::RunStarted(start))?;
-    let view = RunView::new(&first)?;
-    let applied = Applied { issue: None, from: None, to: None };
-    progress.record(&first, &applied, &view);
+    let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();
-    drive(journal, view, agent_impl.as_ref(), &ws, progress, jobs)
+    drive(recorder, agent_impl.as_ref(), &ws, progress, jobs)
 }
 
 /// The plan's issues with the branch and worktree names loop gives them.
@@ -322,13 +319,13 @@ pub fn planned_issues(plan: &plan::Plan, state: &StateDir, milestone: &str) -> V
 
 /// Drives a journaled run to its end or to an interruption.
 pub fn drive(
-    journal: Journal,
-    view: RunView,
+    recorder: Recorder,
     agent: &dyn Agent,
     ws: &dyn Workspace,
     progress: &mut Progress,
     jobs: usize,
 ) -> Result<(i32, RunView), CliError> {
+    let view = recorder.view();
     let mut guard = view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, Path::new(&view.start.repo)));
     if let (Some(g), true) = (&mut guard, jobs > 1) {
         g.siblings = view.start.issues.iter().map(|p| (p.branch.clone(), p.worktree.clone())).collect();
@@ -344,9 +341,12 @@ pub fn drive(
             );
         }
     }
-    let mut engine = Engine::new(journal, view, agent, ws, progress).jobs(jobs);
-    if let Some(g) = &guard {
-        engine.set_guard(g);
+    let stack = guard.as_ref().and_then(|g| g.stack());
+    let guard_hooks = guard.as_ref().map(GuardHooks);
+    let stack_hooks = stack.as_ref().map(StackHooks);
+    let mut engine = Engine::new(recorder, agent, ws, progress, super::engine_settings(jobs));
+    for hooks in [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)].into_iter().flatten() {
+        engine = engine.hook(hooks);
     }
     let (outcome, view) = engine.drive()?;
     let code = super::run_exit_code(&view, outcome);

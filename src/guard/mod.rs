@@ -6,7 +6,8 @@
 //! Invariants:
 //! - Every guard decision is journaled as an issue event; nothing is reverted silently.
 //! - The engine calls this module at two points per phase ([`Guard::before_phase`],
-//!   [`Guard::after_phase`]) and never interprets snapshots itself.
+//!   [`Guard::after_phase`], through its hooks) and never interprets snapshots itself.
+//! - Graphite stacking is not the guard's job: [`Guard::stack`] hands it to [`crate::stack`].
 
 pub mod policy;
 pub mod shim;
@@ -396,42 +397,11 @@ impl Guard {
         Ok((env, shim::Relay::start(&fifo, &file)))
     }
 
-    /// `--stack graphite`: track the new branch on its dependency's branch (or trunk).
-    pub fn after_worktree_created(&self, planned: &PlannedIssue, view: &RunView) -> Option<Event> {
-        let gt = self.gt.as_ref()?;
-        let parent = match planned.blocked_by.as_slice() {
-            [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
-            _ => None,
-        }
-        .unwrap_or_else(|| self.trunk.clone());
-        let wt = view.issue(&planned.id).and_then(|i| i.worktree.as_ref()).map(|w| PathBuf::from(&w.path))?;
-        let result = gt.ensure_init(&self.repo, &self.trunk).and_then(|_| gt.track(&wt, &parent));
-        Some(Event::StackTracked { parent, error: result.err().map(|e| e.to_string()) })
-    }
-
-    /// `--stack graphite`: the agent's work is committed through gt (`gt modify --commit
-    /// --all`); None without a stack, when loop commits with git itself.
-    pub fn stack_commit(
-        &self,
-        worktree: &Path,
-        message: &str,
-        date: Option<&str>,
-        ws: &dyn crate::workspace::Workspace,
-    ) -> Option<Result<Option<String>, crate::workspace::WorkspaceError>> {
-        let gt = self.gt.as_ref()?;
-        Some(ws.has_identity(worktree).and_then(|id| gt.commit_all(worktree, message, date, id)))
-    }
-
-    /// `--submit draft` at Done.
-    pub fn at_done(&self, _planned: &PlannedIssue, worktree: &Path) -> Option<Event> {
-        if self.submit != crate::stack::SubmitMode::Draft {
-            return None;
-        }
-        let gt = self.gt.as_ref()?;
-        Some(match gt.submit_draft(worktree) {
-            Ok(out) => Event::StackSubmitted { ok: true, detail: out.lines().last().unwrap_or("").trim().to_string() },
-            Err(e) => Event::StackSubmitted { ok: false, detail: e.to_string() },
-        })
+    /// The run's Graphite stack (`--stack graphite`), which the engine drives through its own
+    /// hooks; the guard keeps `gt` only to snapshot Graphite's metadata.
+    pub fn stack(&self) -> Option<crate::stack::Stack> {
+        let gt = self.gt.clone()?;
+        Some(crate::stack::Stack { gt, repo: self.repo.clone(), trunk: self.trunk.clone(), submit: self.submit })
     }
 
     /// After a phase: the shims' decisions (to journal first), then a `guard_violation` if
