@@ -24,4 +24,9 @@ pub mod reviewdoc;
 pub mod runs;
 pub mod safefs;
 pub mod stack;
+pub mod text;
+pub mod vocab;
 pub mod workspace;
+
+#[cfg(test)]
+mod layers;

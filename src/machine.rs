@@ -9,20 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How many fix cycles an issue may use before it ends `Capped`.
-pub const DEFAULT_MAX_FIX_CYCLES: u32 = 2;
+pub use crate::vocab::{Rules, DEFAULT_MAX_FIX_CYCLES};
 
-/// The rules a run was started with; recorded in the journal so replay uses the same ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rules {
-    pub max_fix_cycles: u32,
-}
 
-impl Default for Rules {
-    fn default() -> Self {
-        Rules { max_fix_cycles: DEFAULT_MAX_FIX_CYCLES }
-    }
-}
+
 
 /// Where one issue stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

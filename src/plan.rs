@@ -460,11 +460,11 @@ impl Plan {
         for (n, issue) in self.order.iter().enumerate() {
             // Titles and file names come from the docs; a terminal must not act on them.
             let titled = Self::titled(issue);
-            let _ = write!(out, "  {:>width$}. {}", n + 1, crate::render::escape(&titled));
+            let _ = write!(out, "  {:>width$}. {}", n + 1, crate::text::escape(&titled));
             if !issue.blocked_by.is_empty() {
                 let _ = write!(out, "  (after {})", issue.blocked_by.join(", "));
             }
-            let _ = writeln!(out, "  [{}]", crate::render::escape(&issue.doc));
+            let _ = writeln!(out, "  [{}]", crate::text::escape(&issue.doc));
         }
         out.push_str("\nWaves:\n");
         for (k, wave) in self.waves.iter().enumerate() {

@@ -16,7 +16,6 @@
 use std::path::Path;
 
 use crate::agent::output::ReviewOutput;
-use crate::workspace::sanitize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewDocError {
@@ -47,13 +46,7 @@ impl ReviewDocError {
     }
 }
 
-/// The review doc for an issue doc `docs/projects/<project>/issues/X.md`, relative to the repo:
-/// `docs/projects/<project>/reviews/REVIEW-<milestone>.md` (a sibling `reviews/` of the issue dir).
-pub fn doc_path(issue_doc: &str, milestone: &str) -> String {
-    let project_dir = Path::new(issue_doc).parent().and_then(Path::parent).filter(|p| !p.as_os_str().is_empty());
-    let base = project_dir.map(|p| p.to_path_buf()).unwrap_or_else(|| Path::new("docs").to_path_buf());
-    base.join("reviews").join(format!("REVIEW-{}.md", sanitize(milestone))).display().to_string()
-}
+pub use crate::vocab::review_doc_path as doc_path;
 
 /// One review's identity in the doc.
 pub struct Entry<'a> {

@@ -12,29 +12,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::vocab::{StackMode, SubmitMode};
 use crate::proc::{self, Cmd};
 use crate::workspace::WorkspaceError;
 
-/// How issue branches relate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum StackMode {
-    /// Plain git branches.
-    #[default]
-    None,
-    /// Graphite stacks via `gt`.
-    Graphite,
-}
 
-/// When to submit a finished issue's stack.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum SubmitMode {
-    #[default]
-    Never,
-    /// `gt submit --draft --no-interactive` when the issue is Done.
-    Draft,
-}
 
 /// `--stack graphite` for one run: what loop does with Graphite around an issue (track its
 /// branch, commit through gt, submit drafts). The engine calls it through its hooks

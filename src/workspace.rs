@@ -991,36 +991,7 @@ fn worktree_head(wt: &Path) -> Option<String> {
     head.trim().strip_prefix("ref: refs/heads/").map(str::to_string)
 }
 
-/// Turns an issue or milestone id into a safe branch component and directory name.
-///
-/// Keeps `[A-Za-z0-9._-]`, maps everything else to `-`, never yields `.`/`..`, a leading `-` or
-/// `.`, or a `.lock` suffix. When anything had to change, a short hash of the original id is
-/// appended, so two ids that had to change never collide. An id that is already safe keeps its
-/// name (journals name those branches), so it can equal another id's tamed name (`a b` and
-/// `a-b-c95e5a48`); `plan::build` refuses such a pair.
-pub fn sanitize(id: &str) -> String {
-    let mut s: String = id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
-        .collect();
-    while s.contains("..") {
-        s = s.replace("..", ".");
-    }
-    while s.contains("--") {
-        s = s.replace("--", "-");
-    }
-    let trimmed = s.trim_matches(|c| c == '-' || c == '.').to_string();
-    let mut out: String = trimmed.chars().take(60).collect();
-    if out.ends_with(".lock") {
-        out.push('-');
-    }
-    if out != id || out.is_empty() {
-        let h = blake3::hash(id.as_bytes()).to_hex();
-        let tag = &h.as_str()[..8];
-        out = if out.is_empty() { format!("id-{tag}") } else { format!("{out}-{tag}") };
-    }
-    out
-}
+pub use crate::vocab::sanitize;
 
 #[cfg(test)]
 mod tests {

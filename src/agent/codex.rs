@@ -104,7 +104,7 @@ pub struct CodexAgent {
 
 /// The review doc a review is appended to, relative to the repo (see [`crate::reviewdoc`]).
 fn review_doc_for(req: &PhaseRequest) -> String {
-    crate::reviewdoc::doc_path(&req.issue.doc, &req.milestone)
+    crate::vocab::review_doc_path(&req.issue.doc, &req.milestone)
 }
 
 fn required_actions(last_review: Option<&str>) -> String {
@@ -406,7 +406,7 @@ impl Agent for CodexAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::PlannedIssue;
+    use crate::vocab::PlannedIssue;
 
     fn req(phase: Phase) -> PhaseRequest {
         PhaseRequest {

@@ -10,10 +10,11 @@ pub mod sim;
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+
 use std::time::Duration;
 
-use crate::journal::PlannedIssue;
+pub use crate::vocab::Tokens;
+use crate::vocab::PlannedIssue;
 use crate::machine::Phase;
 
 /// Everything an agent is told about a phase: explicit inputs, nothing to infer.
@@ -37,20 +38,7 @@ pub struct PhaseRequest {
     pub env: Vec<(String, String)>,
 }
 
-/// Token usage as the agent reports it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tokens {
-    pub input: u64,
-    pub cached_input: u64,
-    pub output: u64,
-    pub reasoning_output: u64,
-}
 
-impl Tokens {
-    pub fn total(&self) -> u64 {
-        self.input + self.output
-    }
-}
 
 /// What an agent reports while a phase runs; the engine journals it at once.
 #[derive(Clone, Debug, PartialEq)]

@@ -111,7 +111,7 @@ pub fn validate(phase: Phase, text: &str) -> Result<Value, OutputError> {
         .map(|e| {
             let at = e.instance_path().to_string();
             // The message quotes the reply's own keys and values (fuzz: `agent_output`).
-            crate::render::printable(&format!("{}: {e}", if at.is_empty() { "/" } else { &at }), 300)
+            crate::text::printable(&format!("{}: {e}", if at.is_empty() { "/" } else { &at }), 300)
         })
         .collect();
     if !errors.is_empty() {

@@ -86,10 +86,10 @@ pub fn parse_scenario(
 ) -> Result<BTreeMap<String, SimScript>, ScenarioError> {
     let map: BTreeMap<String, SimScript> = serde_json::from_str(text)
         // serde's message quotes unknown keys verbatim (fuzz: `sim_scenario`).
-        .map_err(|e| ScenarioError::Parse { source_name: source_name.into(), detail: crate::render::printable(&e.to_string(), 300) })?;
+        .map_err(|e| ScenarioError::Parse { source_name: source_name.into(), detail: crate::text::printable(&e.to_string(), 300) })?;
     for (issue, script) in &map {
         if !issue_ids.contains(&issue.as_str()) {
-            return Err(ScenarioError::UnknownIssue { source_name: source_name.into(), issue: crate::render::printable(issue, 100) });
+            return Err(ScenarioError::UnknownIssue { source_name: source_name.into(), issue: crate::text::printable(issue, 100) });
         }
         let check = |field: &str, v: &str, allowed: &[&str]| {
             let rogue = field != "reviews" && (ROGUE_ACTIONS.iter().any(|a| v.strip_prefix("rogue:") == Some(a)) || v.starts_with("shell:"));
@@ -98,7 +98,7 @@ pub fn parse_scenario(
             } else {
                 Err(ScenarioError::Value {
                     source_name: source_name.into(),
-                    issue: crate::render::printable(issue, 100),
+                    issue: crate::text::printable(issue, 100),
                     field: field.into(),
                     value: v.into(),
                     allowed: allowed.join("|"),

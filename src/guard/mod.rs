@@ -16,96 +16,18 @@ pub mod snapshot;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+
 
 use crate::journal::view::RunView;
-use crate::journal::PlannedIssue;
+pub use crate::vocab::{GuardConfig, GuardSpec, SandboxSettings};
+use crate::vocab::PlannedIssue;
 use crate::machine::{Event, Phase};
 use crate::stack::{Gt, StackMode};
 
-/// The `[guard]` table of `loop.toml`; every field has a default, so an empty table (or none)
-/// is the default policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GuardConfig {
-    /// Run the before/after phase checks (the detection layer).
-    pub checks: bool,
-    /// Start phases even when the main checkout has uncommitted changes (recorded).
-    pub allow_dirty: bool,
-    /// Put git/gt shims on the agent's PATH through a loop-owned HOME.
-    pub shims: bool,
-    /// Extra allowed command prefixes, e.g. `"gt submit"`; checked after `deny`.
-    pub allow: Vec<String>,
-    /// Extra refused command prefixes, e.g. `"git stash drop"`; checked first.
-    pub deny: Vec<String>,
-    pub sandbox: SandboxSettings,
-}
 
-impl Default for GuardConfig {
-    fn default() -> Self {
-        GuardConfig {
-            checks: true,
-            allow_dirty: false,
-            shims: true,
-            allow: Vec::new(),
-            deny: Vec::new(),
-            sandbox: SandboxSettings::default(),
-        }
-    }
-}
 
-/// What the codex driver passes to `codex exec` (the prevention layer).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SandboxSettings {
-    /// Sandbox of dev and fix phases.
-    pub work: String,
-    /// Sandbox of review phases.
-    pub review: String,
-    /// `sandbox_workspace_write.exclude_slash_tmp`: /tmp is otherwise writable, and repos
-    /// under /tmp would be wide open.
-    pub exclude_slash_tmp: bool,
-    /// `sandbox_workspace_write.exclude_tmpdir_env_var`: the same for $TMPDIR.
-    pub exclude_tmpdir_env_var: bool,
-    pub network_access: bool,
-}
 
-impl Default for SandboxSettings {
-    fn default() -> Self {
-        SandboxSettings {
-            work: "workspace-write".into(),
-            review: "read-only".into(),
-            exclude_slash_tmp: true,
-            exclude_tmpdir_env_var: true,
-            network_access: false,
-        }
-    }
-}
 
-impl SandboxSettings {
-    /// The settings a run's agent really uses: dev and fix share `work` (the more open of the
-    /// two, so the warning errs loud), review has its own.
-    pub fn from_modes(dev: &str, fix: &str, review: &str) -> SandboxSettings {
-        let rank = |m: &str| match m {
-            "read-only" => 0,
-            "workspace-write" => 1,
-            _ => 2,
-        };
-        let work = if rank(fix) > rank(dev) { fix } else { dev };
-        SandboxSettings { work: work.into(), review: review.into(), ..Default::default() }
-    }
-
-    /// A loud warning when no sandbox protects the repository (only detection holds then).
-    pub fn warning(&self) -> Option<String> {
-        let open = [&self.work, &self.review].into_iter().any(|m| m == "danger-full-access");
-        open.then(|| {
-            "WARNING: sandbox = \"danger-full-access\": the agent can change anything; only loop's \
-             before/after-phase checks (refs, worktrees, Graphite metadata, checkouts) will catch it, \
-             after the fact"
-                .to_string()
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
@@ -121,46 +43,7 @@ pub fn io(path: &Path) -> impl Fn(std::io::Error) -> GuardError + '_ {
     move |source| GuardError::Io { path: path.display().to_string(), source }
 }
 
-/// The guard settings a run was started with, journaled in `run_started` so resume guards
-/// the same way.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GuardSpec {
-    pub config: GuardConfig,
-    pub stack: StackMode,
-    pub submit: crate::stack::SubmitMode,
-    /// The run's log dir (shim homes, decision files).
-    pub logs: String,
-}
 
-impl GuardSpec {
-    /// One line for `--dry-run`: what will be checked, intercepted and sandboxed.
-    pub fn describe(&self) -> String {
-        let c = &self.config;
-        let on = |b: bool| if b { "on" } else { "off" };
-        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ") };
-        let mut line = format!(
-            "guard: checks {}, shims {}, allow_dirty {}; sandbox dev/fix {}, review {}; allow {}; deny {}; stack {}",
-            on(c.checks),
-            on(c.shims),
-            on(c.allow_dirty),
-            c.sandbox.work,
-            c.sandbox.review,
-            list(&c.allow),
-            list(&c.deny),
-            match self.stack {
-                StackMode::None => "none",
-                StackMode::Graphite => "graphite",
-            }
-        );
-        if self.submit == crate::stack::SubmitMode::Draft {
-            line.push_str(", submit draft");
-        }
-        if let Some(w) = c.sandbox.warning() {
-            line.push_str(&format!("\n{w}"));
-        }
-        line
-    }
-}
 
 /// The guard flags of `loop run`.
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -10,7 +10,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Event, Rules, State};
+use crate::machine::{Event, State};
+pub use crate::vocab::{AgentSpec, PlannedIssue, RunStart};
 
 /// Bumped whenever the encoding of [`Content`] changes; pinned by a golden-hash test.
 pub const FORMAT_VERSION: u16 = 1;
@@ -116,49 +117,8 @@ pub enum Body {
     ProcessGroup { issue: String, phase: crate::machine::Phase, pgid: i32, start_time: u64 },
 }
 
-/// The run's fixed inputs, recorded once.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunStart {
-    pub tool_version: String,
-    pub milestone: String,
-    pub repo: String,
-    /// The commit issues without dependencies branch from.
-    pub base_commit: String,
-    pub rules: Rules,
-    pub agent: AgentSpec,
-    pub phase_timeout_secs: u64,
-    /// Tokens one issue may use before it ends Capped.
-    pub max_tokens_per_issue: Option<u64>,
-    /// loop appends each review to the milestone's review doc (absent in older journals: off).
-    #[serde(default)]
-    pub review_doc: bool,
-    /// Issues in plan order.
-    pub issues: Vec<PlannedIssue>,
-    /// Guardrails (absent in journals written before they existed: no guard).
-    #[serde(default)]
-    pub guard: Option<crate::guard::GuardSpec>,
-}
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AgentSpec {
-    pub kind: String,
-    /// The simulated agent's scenario, verbatim, so resume behaves exactly as the first run.
-    pub scenario: Option<String>,
-    /// The agent's settings as JSON (binary, model, sandbox, overrides), for resume.
-    pub settings: Option<String>,
-}
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PlannedIssue {
-    pub id: String,
-    pub title: String,
-    /// Path of the issue doc relative to the repo root.
-    pub doc: String,
-    pub blocked_by: Vec<String>,
-    pub branch: String,
-    /// Absolute path of the issue's worktree.
-    pub worktree: String,
-}
 
 /// The inputs behind a decision that are not part of the event itself.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -170,7 +130,7 @@ pub struct Evidence {
     /// The agent session (codex thread id) the phase ran in.
     pub session: Option<String>,
     /// Tokens this phase used.
-    pub tokens: Option<crate::agent::Tokens>,
+    pub tokens: Option<crate::vocab::Tokens>,
     /// The commit loop made of the agent's changes.
     pub commit: Option<String>,
     /// Free-form detail: why a phase failed, what git said.
@@ -210,7 +170,7 @@ pub fn open(bytes: &[u8]) -> Result<Record, RecordError> {
     }
     // The decoder's message quotes the record's strings (fuzz: `journal_record`).
     let content: Content = rmp_serde::from_slice(body)
-        .map_err(|e| RecordError::Decode(crate::render::printable(&e.to_string(), 300)))?;
+        .map_err(|e| RecordError::Decode(crate::text::printable(&e.to_string(), 300)))?;
     if content.version != FORMAT_VERSION {
         return Err(RecordError::Version(content.version));
     }

@@ -1,0 +1,382 @@
+//! The vocabulary floor: the run's inputs and the types every layer shares (the rules, the planned
+//! issues, the agent and guard specs, token counts, and newtypes for ids and branch names).
+//!
+//! Invariants:
+//! - This module imports nothing of the crate, so every other module may depend on it and it can
+//!   never be part of an import cycle (`tests/layers.rs` checks the crate's arrows).
+//! - Everything here is plain data with serde derives; these types are journaled inside
+//!   `run_started`, so a change to their encoding is a journal format change.
+
+use serde::{Deserialize, Serialize};
+
+/// How many fix cycles an issue may use before it ends `Capped`.
+pub const DEFAULT_MAX_FIX_CYCLES: u32 = 2;
+
+/// The rules a run was started with; recorded in the journal so replay uses the same ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rules {
+    pub max_fix_cycles: u32,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules { max_fix_cycles: DEFAULT_MAX_FIX_CYCLES }
+    }
+}
+
+/// The run's fixed inputs, recorded once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunStart {
+    pub tool_version: String,
+    pub milestone: String,
+    pub repo: String,
+    /// The commit issues without dependencies branch from.
+    pub base_commit: String,
+    pub rules: Rules,
+    pub agent: AgentSpec,
+    pub phase_timeout_secs: u64,
+    /// Tokens one issue may use before it ends Capped.
+    pub max_tokens_per_issue: Option<u64>,
+    /// loop appends each review to the milestone's review doc (absent in older journals: off).
+    #[serde(default)]
+    pub review_doc: bool,
+    /// Issues in plan order.
+    pub issues: Vec<PlannedIssue>,
+    /// Guardrails (absent in journals written before they existed: no guard).
+    #[serde(default)]
+    pub guard: Option<GuardSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentSpec {
+    pub kind: String,
+    /// The simulated agent's scenario, verbatim, so resume behaves exactly as the first run.
+    pub scenario: Option<String>,
+    /// The agent's settings as JSON (binary, model, sandbox, overrides), for resume.
+    pub settings: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedIssue {
+    pub id: String,
+    pub title: String,
+    /// Path of the issue doc relative to the repo root.
+    pub doc: String,
+    pub blocked_by: Vec<String>,
+    pub branch: String,
+    /// Absolute path of the issue's worktree.
+    pub worktree: String,
+}
+
+/// Token usage as the agent reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub input: u64,
+    pub cached_input: u64,
+    pub output: u64,
+    pub reasoning_output: u64,
+}
+
+impl Tokens {
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}
+
+/// The `[guard]` table of `loop.toml`; every field has a default, so an empty table (or none)
+/// is the default policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Run the before/after phase checks (the detection layer).
+    pub checks: bool,
+    /// Start phases even when the main checkout has uncommitted changes (recorded).
+    pub allow_dirty: bool,
+    /// Put git/gt shims on the agent's PATH through a loop-owned HOME.
+    pub shims: bool,
+    /// Extra allowed command prefixes, e.g. `"gt submit"`; checked after `deny`.
+    pub allow: Vec<String>,
+    /// Extra refused command prefixes, e.g. `"git stash drop"`; checked first.
+    pub deny: Vec<String>,
+    pub sandbox: SandboxSettings,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            checks: true,
+            allow_dirty: false,
+            shims: true,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            sandbox: SandboxSettings::default(),
+        }
+    }
+}
+
+/// What the codex driver passes to `codex exec` (the prevention layer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// Sandbox of dev and fix phases.
+    pub work: String,
+    /// Sandbox of review phases.
+    pub review: String,
+    /// `sandbox_workspace_write.exclude_slash_tmp`: /tmp is otherwise writable, and repos
+    /// under /tmp would be wide open.
+    pub exclude_slash_tmp: bool,
+    /// `sandbox_workspace_write.exclude_tmpdir_env_var`: the same for $TMPDIR.
+    pub exclude_tmpdir_env_var: bool,
+    pub network_access: bool,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            work: "workspace-write".into(),
+            review: "read-only".into(),
+            exclude_slash_tmp: true,
+            exclude_tmpdir_env_var: true,
+            network_access: false,
+        }
+    }
+}
+
+impl SandboxSettings {
+    /// The settings a run's agent really uses: dev and fix share `work` (the more open of the
+    /// two, so the warning errs loud), review has its own.
+    pub fn from_modes(dev: &str, fix: &str, review: &str) -> SandboxSettings {
+        let rank = |m: &str| match m {
+            "read-only" => 0,
+            "workspace-write" => 1,
+            _ => 2,
+        };
+        let work = if rank(fix) > rank(dev) { fix } else { dev };
+        SandboxSettings { work: work.into(), review: review.into(), ..Default::default() }
+    }
+
+    /// A loud warning when no sandbox protects the repository (only detection holds then).
+    pub fn warning(&self) -> Option<String> {
+        let open = [&self.work, &self.review].into_iter().any(|m| m == "danger-full-access");
+        open.then(|| {
+            "WARNING: sandbox = \"danger-full-access\": the agent can change anything; only loop's \
+             before/after-phase checks (refs, worktrees, Graphite metadata, checkouts) will catch it, \
+             after the fact"
+                .to_string()
+        })
+    }
+}
+
+/// The guard settings a run was started with, journaled in `run_started` so resume guards
+/// the same way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuardSpec {
+    pub config: GuardConfig,
+    pub stack: StackMode,
+    pub submit: SubmitMode,
+    /// The run's log dir (shim homes, decision files).
+    pub logs: String,
+}
+
+impl GuardSpec {
+    /// One line for `--dry-run`: what will be checked, intercepted and sandboxed.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let on = |b: bool| if b { "on" } else { "off" };
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ") };
+        let mut line = format!(
+            "guard: checks {}, shims {}, allow_dirty {}; sandbox dev/fix {}, review {}; allow {}; deny {}; stack {}",
+            on(c.checks),
+            on(c.shims),
+            on(c.allow_dirty),
+            c.sandbox.work,
+            c.sandbox.review,
+            list(&c.allow),
+            list(&c.deny),
+            match self.stack {
+                StackMode::None => "none",
+                StackMode::Graphite => "graphite",
+            }
+        );
+        if self.submit == SubmitMode::Draft {
+            line.push_str(", submit draft");
+        }
+        if let Some(w) = c.sandbox.warning() {
+            line.push_str(&format!("\n{w}"));
+        }
+        line
+    }
+}
+
+/// How issue branches relate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum StackMode {
+    /// Plain git branches.
+    #[default]
+    None,
+    /// Graphite stacks via `gt`.
+    Graphite,
+}
+
+/// When to submit a finished issue's stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitMode {
+    #[default]
+    Never,
+    /// `gt submit --draft --no-interactive` when the issue is Done.
+    Draft,
+}
+
+/// Turns an issue or milestone id into a safe branch component and directory name.
+///
+/// Keeps `[A-Za-z0-9._-]`, maps everything else to `-`, never yields `.`/`..`, a leading `-` or
+/// `.`, or a `.lock` suffix. When anything had to change, a short hash of the original id is
+/// appended, so two ids that had to change never collide. An id that is already safe keeps its
+/// name (journals name those branches), so it can equal another id's tamed name (`a b` and
+/// `a-b-c95e5a48`); `plan::build` refuses such a pair.
+pub fn sanitize(id: &str) -> String {
+    let mut s: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .collect();
+    while s.contains("..") {
+        s = s.replace("..", ".");
+    }
+    while s.contains("--") {
+        s = s.replace("--", "-");
+    }
+    let trimmed = s.trim_matches(|c| c == '-' || c == '.').to_string();
+    let mut out: String = trimmed.chars().take(60).collect();
+    if out.ends_with(".lock") {
+        out.push('-');
+    }
+    if out != id || out.is_empty() {
+        let h = blake3::hash(id.as_bytes()).to_hex();
+        let tag = &h.as_str()[..8];
+        out = if out.is_empty() { format!("id-{tag}") } else { format!("{out}-{tag}") };
+    }
+    out
+}
+
+/// The review doc for an issue doc `docs/projects/<project>/issues/X.md`, relative to the repo:
+/// `docs/projects/<project>/reviews/REVIEW-<milestone>.md` (a sibling `reviews/` of the issue dir).
+pub fn review_doc_path(issue_doc: &str, milestone: &str) -> String {
+    let project_dir = std::path::Path::new(issue_doc).parent().and_then(std::path::Path::parent).filter(|p| !p.as_os_str().is_empty());
+    let base = project_dir.map(|p| p.to_path_buf()).unwrap_or_else(|| std::path::Path::new("docs").to_path_buf());
+    base.join("reviews").join(format!("REVIEW-{}.md", sanitize(milestone))).display().to_string()
+}
+
+/// Newtypes for the names a run is made of. Each is a `String` on the wire
+/// (`#[serde(transparent)]`), so adopting one changes no journal byte; in code they keep an issue
+/// id from being passed where a branch name is wanted.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+    };
+}
+
+name_type!(
+    /// An issue's id as its doc's front matter gives it (`TC-4`).
+    IssueId
+);
+name_type!(
+    /// A run's id: `YYYYMMDD-HHMMSS-xxxxxx`, or the test override.
+    RunId
+);
+name_type!(
+    /// A git branch name loop made (`loop/<milestone>/<issue>`), without `refs/heads/`.
+    BranchName
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_plain_strings_on_the_wire() {
+        let id = IssueId::from("TC-4");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"TC-4\"");
+        assert_eq!(rmp_serde::to_vec(&id).unwrap(), rmp_serde::to_vec("TC-4").unwrap());
+        let back: BranchName = serde_json::from_str("\"loop/M1/TC-4\"").unwrap();
+        assert_eq!(back, "loop/M1/TC-4");
+        assert_eq!(format!("{id}"), "TC-4");
+    }
+
+    #[test]
+    fn review_doc_sits_beside_the_issues_dir() {
+        assert_eq!(review_doc_path("docs/projects/p/issues/A.md", "M1"), "docs/projects/p/reviews/REVIEW-M1.md");
+        assert_eq!(review_doc_path("A.md", "M 1"), format!("docs/reviews/REVIEW-{}.md", sanitize("M 1")));
+    }
+}
