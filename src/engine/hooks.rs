@@ -87,7 +87,7 @@ impl After for GuardAfter<'_> {
 
 impl Hooks for GuardHooks<'_> {
     fn before_phase(&self, planned: &PlannedIssue, worktree: &Path, phase: Phase, view: &RunView) -> Option<Before<'_>> {
-        let before = self.0.before_phase(planned, worktree, phase, view);
+        let before = self.0.before_phase(planned, worktree, phase, &view.start.issues);
         let proceed = !matches!(before.event, Event::GuardChecked { ok: false, .. });
         let after = before.snapshot.map(|snapshot| {
             let after = GuardAfter {

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 
 
-use crate::journal::view::RunView;
 pub use crate::vocab::{GuardConfig, GuardSpec, SandboxSettings};
 use crate::vocab::PlannedIssue;
 use crate::machine::{Event, Phase};
@@ -138,7 +137,8 @@ impl Guard {
 
     /// Before a phase: the main checkout is clean (or `allow_dirty`, recorded), the worktree
     /// exists, is registered to this repository and is on the issue's branch.
-    pub fn before_phase(&self, planned: &PlannedIssue, worktree: &Path, phase: Phase, view: &RunView) -> Before {
+    /// `issues`: the run's issues in plan order (for the issue's stack of branches).
+    pub fn before_phase(&self, planned: &PlannedIssue, worktree: &Path, phase: Phase, issues: &[PlannedIssue]) -> Before {
         let mut details = Vec::new();
         let mut ok = true;
         if !self.cfg.checks {
@@ -189,7 +189,7 @@ impl Guard {
         let mut env = Vec::new();
         let mut relay = None;
         if ok && self.cfg.shims {
-            match self.prepare_shims(planned, view, snap.as_ref().ok()) {
+            match self.prepare_shims(planned, issues, snap.as_ref().ok()) {
                 Ok((s, r)) => {
                     details.push(format!("shims in {} (HOME {})", s.bin_dir.display(), s.home.display()));
                     env = s.env;
@@ -211,11 +211,11 @@ impl Guard {
     }
 
     /// The issue's stack: its branch and the branches of every issue it depends on.
-    pub fn stack_of(planned: &PlannedIssue, view: &RunView) -> Vec<String> {
+    pub fn stack_of(planned: &PlannedIssue, issues: &[PlannedIssue]) -> Vec<String> {
         let mut out = Vec::new();
         let mut todo: Vec<&str> = planned.blocked_by.iter().map(String::as_str).collect();
         while let Some(dep) = todo.pop() {
-            if let Some(p) = view.start.issues.iter().find(|p| p.id == dep) {
+            if let Some(p) = issues.iter().find(|p| p.id == dep) {
                 if !out.contains(&p.branch) {
                     out.push(p.branch.clone());
                     todo.extend(p.blocked_by.iter().map(String::as_str));
@@ -226,7 +226,7 @@ impl Guard {
     }
 
     /// The policy context of one issue, without the (per-invocation) current branch.
-    pub fn policy_context(&self, planned: &PlannedIssue, view: &RunView, snap: Option<&snapshot::Snapshot>) -> policy::PolicyContext {
+    pub fn policy_context(&self, planned: &PlannedIssue, issues: &[PlannedIssue], snap: Option<&snapshot::Snapshot>) -> policy::PolicyContext {
         let aliases = std::env::var_os("HOME")
             .map(|h| Path::new(&h).join(".config/graphite/aliases"))
             .and_then(|p| std::fs::read_to_string(p).ok())
@@ -234,7 +234,7 @@ impl Guard {
             .unwrap_or_else(policy::default_gt_aliases);
         policy::PolicyContext {
             branch: planned.branch.clone(),
-            stack: Self::stack_of(planned, view),
+            stack: Self::stack_of(planned, issues),
             trunk: self.trunk.clone(),
             current_branch: None,
             branches: snap
@@ -247,7 +247,7 @@ impl Guard {
     fn prepare_shims(
         &self,
         planned: &PlannedIssue,
-        view: &RunView,
+        issues: &[PlannedIssue],
         snap: Option<&snapshot::Snapshot>,
     ) -> Result<(shim::ShimEnv, Result<shim::Relay, GuardError>), GuardError> {
         let file = self.decisions_file(&planned.id);
@@ -267,7 +267,7 @@ impl Guard {
             bin_dir,
             decisions: file.clone(),
             fifo: Some(fifo.clone()),
-            policy: self.policy_context(planned, view, snap),
+            policy: self.policy_context(planned, issues, snap),
             config: self.cfg.clone(),
         };
         let exe = std::env::current_exe().map_err(io(Path::new("current_exe")))?;
