@@ -14,7 +14,7 @@ use crate::engine::Recorder;
 use crate::journal::Journal;
 use crate::machine::Event;
 use crate::runs::{Holder, RunsError};
-use crate::workspace::{git, git_ok, GitWorkspace, Removal, Workspace};
+use crate::workspace::{git, git_ok, Removal, Workspace};
 
 #[derive(Args, Debug)]
 pub struct CleanArgs {
@@ -103,7 +103,7 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
         };
         // Read again under the lock: another `loop clean` may have journaled removals meanwhile.
         let view = RunView::fold(&state.read(&id)?)?;
-        let ws = GitWorkspace::new(&repo);
+        let ws = super::git_workspace(&repo);
         let mut to_journal: Vec<(String, Event)> = Vec::new();
         for issue in &view.issues {
             let Some(wt) = &issue.worktree else { continue };

@@ -217,6 +217,11 @@ pub fn fault_after_append() -> Option<u64> {
     std::env::var("LOOP_FAULT_AFTER_APPEND").ok().and_then(|v| v.parse().ok())
 }
 
+/// The repository's worktrees, durable unless `LOOP_BENCH_NO_GIT_FSYNC` is set (`loop bench`).
+pub fn git_workspace(repo: &Path) -> GitWorkspace {
+    GitWorkspace::new(repo).with_durability(std::env::var_os("LOOP_BENCH_NO_GIT_FSYNC").is_none())
+}
+
 /// How the engine drives: `jobs` at once, the clock `LOOP_NOW` may fix, and the process's
 /// cancellation token (set by the signal handler).
 pub fn engine_settings(jobs: usize) -> crate::engine::Settings {

@@ -9,7 +9,6 @@ use crate::clock::Clock;
 use crate::journal::view::RunView;
 use crate::engine::Recorder;
 use crate::journal::Journal;
-use crate::workspace::GitWorkspace;
 
 #[derive(Args, Debug)]
 pub struct ResumeArgs {
@@ -34,7 +33,7 @@ pub fn run(args: ResumeArgs) -> Result<i32, CliError> {
     let _milestone_lock = state.lock_milestone(&repo, &view.start.milestone, crate::runs::Holder::Run(&run_id))?;
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
     let agent = agent_for(&view.start.agent, &ids, "the recorded scenario")?;
-    let ws = GitWorkspace::new(&repo);
+    let ws = super::git_workspace(&repo);
     args.drive.check()?;
     let mut progress = args.drive.progress();
     if !recorder.view().finished {

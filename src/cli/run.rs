@@ -16,7 +16,7 @@ use crate::journal::view::{Applied, RunView};
 use crate::journal::{AgentSpec, Journal, PlannedIssue, Record, RunStart};
 use crate::machine::Rules;
 use crate::runs::StateDir;
-use crate::workspace::{sanitize, GitWorkspace, Workspace};
+use crate::workspace::{sanitize, Workspace};
 use crate::{docs, plan, render};
 
 #[derive(Args, Debug)]
@@ -265,7 +265,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(i32, RunView
     let clock = Clock::from_env();
     let agent_impl = agent_for(&agent, &ids, &scenario_source)?;
 
-    let ws = GitWorkspace::new(&repo);
+    let ws = super::git_workspace(&repo);
     if state.root.starts_with(&repo) {
         if let Ok(rel) = state.root.strip_prefix(&repo) {
             ws.exclude(&format!("/{}/", rel.display()))?;
