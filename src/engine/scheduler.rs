@@ -125,7 +125,11 @@ impl Scheduler {
             }
             match done_rx.recv_timeout(TICK) {
                 Ok((id, result)) => self.finished(id, result, handle, &mut ended),
-                Err(_) => lock(observer).tick(&handle.view()),
+                Err(_) => {
+                    // The writer takes the view, then the observer: the same order here.
+                    let view = handle.view();
+                    lock(observer).tick(&view);
+                }
             }
         }
     }

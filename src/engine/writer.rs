@@ -6,6 +6,8 @@
 //!   requests from different issues that arrive together are committed as one group (one fsync).
 //! - A transition is decided against the folded view plus the earlier members of its group, and
 //!   applied to the shared view only after the group is durable.
+//! - Lock order: the view, then the observer (the writer holds both while it applies a group;
+//!   anyone else who needs both takes them in the same order).
 //! - After a failed append nothing more is appended (the store's tail is unknown): every later
 //!   request gets [`EngineError::Append`].
 
