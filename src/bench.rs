@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::journal::view::RunView;
 use crate::journal::{self, record, AgentSpec, Body, Evidence, Journal, PlannedIssue, RunStart, Store};
 use crate::journal::log::LogStore;
-use crate::machine::{Event, Phase, Rules, State, Verdict, WorkStatus};
+use crate::machine::{Event, Phase, Rules, Stage, State, Verdict, WorkStatus};
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -56,7 +56,8 @@ fn sample_body(i: u64) -> Body {
     Body::Issue {
         issue: format!("ORB-{}", i % 100),
         event: Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass },
-        to: State::Review { fix_cycles: 0 },
+        to: Stage::Review { fix_cycles: 0 },
+        commands: Some(vec![crate::machine::Command::StartPhase { phase: Phase::Review, attempt: 1 }]),
         evidence: Some(Evidence {
             exit_code: Some(0),
             duration_ms: 1234,
@@ -225,7 +226,7 @@ fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchError> {
     let mut j = Journal::create(Box::new(store), "bench", Clock::from_env());
     let issues = 1000usize;
     j.append(run_start(issues, Rules { max_fix_cycles: u32::MAX })).map_err(io)?;
-    let mut states: Vec<State> = vec![State::Pending; issues];
+    let mut states: Vec<State> = vec![State::PENDING; issues];
     let rules = Rules { max_fix_cycles: u32::MAX };
     let mut batch = Vec::with_capacity(1000);
     let mut written = 1u64;
@@ -234,19 +235,19 @@ fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchError> {
         let idx = i % issues;
         i += 1;
         let s = &states[idx];
-        let (event, evidence) = match s {
-            State::Pending => {
+        let (event, evidence) = match &s.stage {
+            Stage::Pending => {
                 (Event::WorktreeCreated { path: "/w".into(), branch: "b".into(), base: "c".into() }, None)
             }
-            State::WorktreeReady => (Event::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None),
-            State::Dev => (Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, Some(sample_evidence())),
-            State::Review { .. } => (Event::ReviewFinished { verdict: Verdict::ChangesRequired }, Some(sample_evidence())),
-            State::Fix { .. } => (Event::WorkFinished { phase: Phase::Fix, status: WorkStatus::Pass }, Some(sample_evidence())),
+            Stage::WorktreeReady => (Event::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None),
+            Stage::Dev => (Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, Some(sample_evidence())),
+            Stage::Review { .. } => (Event::ReviewFinished { verdict: Verdict::ChangesRequired }, Some(sample_evidence())),
+            Stage::Fix { .. } => (Event::WorkFinished { phase: Phase::Fix, status: WorkStatus::Pass }, Some(sample_evidence())),
             _ => unreachable!("nothing ends in this generator"),
         };
-        let to = crate::machine::transition(s, &event, &rules).map_err(io)?;
-        states[idx] = to.clone();
-        batch.push(Body::Issue { issue: format!("ORB-{idx}"), event, to, evidence });
+        let (to, commands) = crate::machine::transition(s, &event, &rules).map_err(io)?;
+        batch.push(Body::Issue { issue: format!("ORB-{idx}"), event, to: to.stage.clone(), commands: Some(commands), evidence });
+        states[idx] = to;
         written += 1;
         if batch.len() == 1000 || written == events {
             j.append_group(std::mem::take(&mut batch)).map_err(io)?;

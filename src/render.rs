@@ -6,15 +6,15 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::journal::view::{Applied, GuardTally, RunView};
-use crate::journal::{Body, Record};
-use crate::machine::{Event, State};
+use crate::journal::{Body, Fact, Record};
+use crate::machine::{Event, Stage};
 pub use crate::text::{escape, escape_lines, printable};
 
 /// A state as shown to people: `Review`, `Fix(2)`, `Capped(2)`.
-pub fn state_short(s: &State) -> String {
+pub fn state_short(s: &Stage) -> String {
     match s {
-        State::Fix { cycle } => format!("Fix({cycle})"),
-        State::Review { fix_cycles } if *fix_cycles > 0 => format!("Review(after {fix_cycles} fix)"),
+        Stage::Fix { cycle } => format!("Fix({cycle})"),
+        Stage::Review { fix_cycles } if *fix_cycles > 0 => format!("Review(after {fix_cycles} fix)"),
         other => other.name().to_string(),
     }
 }
@@ -37,21 +37,96 @@ fn event_detail(e: &Event) -> String {
         Event::WorkFinished { phase, status } => format!("{phase} {}", json!(status).as_str().unwrap_or("?")),
         Event::ReviewFinished { verdict } => json!(verdict).as_str().unwrap_or("?").to_string(),
         Event::PhaseFailed { phase, reason } => format!("{phase}: {reason}"),
-        Event::Interrupted => String::new(),
         Event::WorktreeRemoved { path } => path.clone(),
         Event::WorktreeKept { reason, .. } => reason.clone(),
-        Event::GuardChecked { phase, ok, details } => {
-            format!("{phase} {}: {}", if *ok { "ok" } else { "FAILED" }, details.join("; "))
-        }
+        Event::GuardCheckFailed { phase, details } => format!("{phase} FAILED: {}", details.join("; ")),
         Event::GuardViolation { phase, changes } => format!("{phase}: {}", changes.join("; ")),
-        Event::CommandDecided { tool, argv, allowed, rule, .. } => {
+        Event::StackTrackFailed { parent, error } => format!("tracking on {parent} failed: {error}"),
+    }
+}
+
+fn fact_detail(f: &Fact) -> String {
+    match f {
+        Fact::GuardChecked { phase, details } => format!("{phase} ok: {}", details.join("; ")),
+        Fact::CommandDecided { tool, argv, allowed, rule, .. } => {
             format!("{} `{tool} {}` [{rule}]", if *allowed { "allowed" } else { "REFUSED" }, argv.join(" "))
         }
-        Event::StackTracked { parent, error } => match error {
-            None => format!("tracked on {parent}"),
-            Some(e) => format!("tracking on {parent} failed: {e}"),
-        },
-        Event::StackSubmitted { ok, detail } => format!("{}: {detail}", if *ok { "submitted" } else { "submit failed" }),
+        Fact::StackTracked { parent } => format!("tracked on {parent}"),
+        Fact::StackSubmitted { ok, detail } => format!("{}: {detail}", if *ok { "submitted" } else { "submit failed" }),
+        Fact::Interrupted => String::new(),
+    }
+}
+
+/// `{"variant": {fields}}` (serde's external tagging) as `{tag: "variant", fields...}`, the
+/// internally tagged shape the JSON output has always had.
+fn tagged(v: Value, tag: &str) -> Value {
+    match v {
+        Value::String(name) => json!({ tag: name }),
+        Value::Object(m) if m.len() == 1 => {
+            let (name, inner) = m.into_iter().next().expect("one entry");
+            let mut fields = match inner {
+                Value::Object(fields) => fields,
+                other => {
+                    let mut f = serde_json::Map::new();
+                    f.insert("value".into(), other);
+                    f
+                }
+            };
+            fields.insert(tag.into(), Value::String(name));
+            Value::Object(fields)
+        }
+        other => other,
+    }
+}
+
+fn event_json(e: &Event) -> Value {
+    match e {
+        // Format 1 called these `guard_checked`/`stack_tracked` with the outcome inside.
+        Event::GuardCheckFailed { phase, details } => {
+            json!({"event": e.name(), "phase": phase, "ok": false, "details": details})
+        }
+        Event::StackTrackFailed { parent, error } => json!({"event": e.name(), "parent": parent, "error": error}),
+        other => tagged(json!(other), "event"),
+    }
+}
+
+fn fact_json(f: &Fact) -> Value {
+    let mut v = tagged(json!(f), "event");
+    match f {
+        Fact::GuardChecked { .. } => v["ok"] = json!(true),
+        Fact::StackTracked { .. } => v["error"] = Value::Null,
+        _ => {}
+    }
+    v
+}
+
+fn stage_json(s: &Stage) -> Value {
+    let mut v = tagged(json!(s), "state");
+    if let Some(r) = s.reason() {
+        v["reason"] = json!(r.to_string());
+    }
+    v
+}
+
+/// A record's body as JSON: `kind` names the record, `event` the event or audit fact inside
+/// (with the names and fields format 1 used), `to` the stage decided.
+pub fn body_json(body: &Body) -> Value {
+    match body {
+        Body::Issue { issue, event, to, commands, evidence } => json!({
+            "kind": "issue",
+            "issue": issue,
+            "event": event_json(event),
+            "to": stage_json(to),
+            "commands": commands,
+            "evidence": evidence,
+        }),
+        Body::Audit { issue, fact, evidence } => json!({
+            "kind": "audit",
+            "issue": issue,
+            "event": fact_json(fact),
+            "evidence": evidence,
+        }),
+        other => tagged(json!(other), "kind"),
     }
 }
 
@@ -82,6 +157,11 @@ fn timeline_text(rec: &Record, applied: &Applied) -> String {
             format!("{head} {issue:<12} worktree_repaired {}", printable(&repairs.join("; "), 400))
         }
         Body::ProcessGroup { issue, phase, pgid, .. } => format!("{head} {issue:<12} {phase} agent runs as process group {pgid}"),
+        Body::Audit { issue, fact, .. } => {
+            let detail = fact_detail(fact);
+            let detail = if detail.is_empty() { String::new() } else { format!(" {detail}") };
+            format!("{head} {issue:<12} {}{detail}", fact.name())
+        }
         Body::Issue { issue, event, .. } => {
             let (from, to) = (applied.from.as_ref(), applied.to.as_ref());
             let change = match (from, to) {
@@ -103,7 +183,7 @@ pub fn record_json(rec: &Record, applied: &Applied) -> Value {
         "time": c.time.to_rfc3339(),
         "run_id": c.run_id,
         "hash": rec.hash.hex(),
-        "body": c.body,
+        "body": body_json(&c.body),
         "from": applied.from.as_ref().map(|s| s.name()),
         "to": applied.to.as_ref().map(|s| s.name()),
     })
@@ -116,20 +196,20 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
         .issues
         .iter()
         .map(|i| {
-            let wt = i.worktree.as_ref().map(|w| {
+            let wt = i.worktree().map(|w| {
                 json!({
                     "path": w.path,
                     "branch": w.branch,
                     "exists": Path::new(&w.path).exists(),
-                    "removed": w.removed,
-                    "kept": w.kept,
+                    "removed": w.removed(),
+                    "kept": w.kept(),
                 })
             });
             json!({
                 "id": i.id,
                 "state": i.state.name(),
                 "fix_cycles": i.state.fix_cycles(),
-                "reason": i.state.reason(),
+                "reason": i.state.reason().map(|r| r.to_string()),
                 "tokens": i.tokens,
                 "worktree": wt,
                 "guard": {
@@ -223,13 +303,13 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         if let Some(g) = guard_note(&i.guard) {
             notes.push(g);
         }
-        if let Some(wt) = &i.worktree {
-            if wt.removed {
+        if let Some(wt) = i.worktree() {
+            if wt.removed() {
                 notes.push("worktree removed".into());
-            } else if let Some(k) = &wt.kept {
+            } else if let Some(k) = wt.kept() {
                 let exists = if Path::new(&wt.path).exists() { "" } else { " (since deleted)" };
                 notes.push(format!("worktree kept at {}{exists}: {k}", wt.path));
-            } else if wt.created {
+            } else if wt.created() {
                 let exists = if Path::new(&wt.path).exists() { "" } else { " (missing)" };
                 notes.push(format!("worktree {}{exists}", wt.path));
             }

@@ -125,7 +125,7 @@ impl PartialEq for Outcome {
     }
 }
 
-fn branches(repo: &Path) -> Vec<(String, String, String)> {
+fn branches(repo: &TestRepo) -> Vec<(String, String, String)> {
     let refs = git(repo, &["for-each-ref", "--format=%(refname:short)", "refs/heads/loop/"]);
     refs.lines()
         .map(|b| (b.to_string(), git(repo, &["rev-list", "--count", b]), git(repo, &["rev-parse", &format!("{b}^{{tree}}")])))
@@ -148,7 +148,7 @@ fn resume_args(state: &Path, jobs: usize) -> Vec<String> {
     ["resume", RUN_ID, "--jobs", &jobs.to_string(), "--json-events", "-q", "--state-dir", &s].map(String::from).to_vec()
 }
 
-fn loop_at(repo: &Path) -> Command {
+fn loop_at(repo: &TestRepo) -> Command {
     let mut c = loop_cmd(repo);
     c.env("LOOP_RUN_ID", RUN_ID);
     c
@@ -156,16 +156,16 @@ fn loop_at(repo: &Path) -> Command {
 
 /// The uninterrupted run, on a normal disk: what every cut case must end as.
 fn uninterrupted(jobs: usize) -> (Outcome, usize) {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let state = tempfile::tempdir().expect("tempdir");
     let out = loop_at(&repo).args(run_args(&repo, state.path(), jobs)).output().expect("loop runs");
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "the demo ends with a Capped issue: {stderr}");
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "the demo ends with a Capped issue: {stderr}");
     let records = stdout.lines().filter(|l| l.starts_with('{')).count();
     (outcome(&repo, state.path()).expect("status"), records)
 }
 
-fn outcome(repo: &Path, state: &Path) -> Result<Outcome, String> {
+fn outcome(repo: &TestRepo, state: &Path) -> Result<Outcome, String> {
     let out = loop_at(repo).args(["status", RUN_ID, "--json", "--state-dir"]).arg(state).output().expect("loop runs");
     let (stdout, stderr) = text(&out);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).map_err(|_| format!("status exit {:?}: {}", out.status.code(), stderr.trim()))?;
@@ -185,9 +185,9 @@ struct Tree {
 }
 
 impl Tree {
-    fn spawn(repo: &Path, args: &[String]) -> Tree {
+    fn spawn(repo: &TestRepo, args: &[String]) -> Tree {
         let base = loop_at(repo);
-        let mut c = Command::new("unshare");
+        let mut c = repo.env().command("unshare");
         c.args(["--pid", "--fork", "--kill-child", "--"]).arg(loop_bin()).args(args).current_dir(repo);
         for (k, v) in base.get_envs() {
             match v {
@@ -279,7 +279,7 @@ fn random_cut(rng: &mut Rng, records: usize) -> Cut {
 
 /// Runs until the cut's moment (or the end), kills the tree, then cuts. Returns the exit code if
 /// the command finished first, and the records it acknowledged.
-fn attempt(area: &mut Area, repo: &Path, args: &[String], cut: Option<Cut>, log: &mut Vec<String>) -> (Option<i32>, Vec<serde_json::Value>, String) {
+fn attempt(area: &mut Area, repo: &TestRepo, args: &[String], cut: Option<Cut>, log: &mut Vec<String>) -> (Option<i32>, Vec<serde_json::Value>, String) {
     if let Some(Cut { when: When::AtFsync(n), .. }) = cut {
         area.fs.arm_fsync_trap(n);
     }
@@ -336,7 +336,7 @@ fn attempt(area: &mut Area, repo: &Path, args: &[String], cut: Option<Cut>, log:
 /// One case: `loop run`, cut, `loop resume` (cut again, maybe), resume to the end; then the end
 /// must be the uninterrupted one and every acknowledged record must still be in the journal.
 fn case(jobs: usize, cuts: &[Option<Cut>], rng: &mut Rng, records: usize, expected: &Outcome) -> Result<Vec<String>, (String, Vec<String>)> {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let mut area = Area::new();
     let state = area.mnt().join("state");
     let mut log = Vec::new();
@@ -382,7 +382,7 @@ fn case(jobs: usize, cuts: &[Option<Cut>], rng: &mut Rng, records: usize, expect
     }
     let out = loop_at(&repo).args(["replay", RUN_ID, "--json", "--state-dir"]).arg(&state).output().expect("loop runs");
     let (stdout, stderr) = text(&out);
-    if out.status.code() != Some(0) {
+    if out.status.code() != Some(exit::OK) {
         return Err((format!("replay exit {:?}: {}", out.status.code(), stderr.trim()), log));
     }
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).map_err(|e| (format!("replay --json: {e}"), log.clone()))?;
@@ -489,7 +489,7 @@ fn cuts_during_status_and_replay_change_nothing() {
         return;
     }
     let mut rng = Rng(seed(test));
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let mut area = Area::new();
     let state = area.mnt().join("state");
     let mut log = Vec::new();
@@ -533,7 +533,7 @@ fn cuts_during_status_and_replay_change_nothing() {
     }
     eprintln!("{test}:\n  {}", log.join("\n  "));
     let out = loop_at(&repo).args(["replay", RUN_ID, "--state-dir"]).arg(&state).output().expect("loop runs");
-    if out.status.code() != Some(0) {
+    if out.status.code() != Some(exit::OK) {
         failures.push(format!("replay after the cuts exit {:?}: {}", out.status.code(), text(&out).1.trim()));
     }
     assert!(failures.is_empty(), "{test}: {} failures in {n} cuts:\n{}", failures.len(), failures.join("\n"));

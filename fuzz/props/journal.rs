@@ -67,8 +67,8 @@ pub fn export_file_with(data: &[u8], flips: usize) {
         Ok(r) => r,
     };
     // Only real journals get here (see `record`); replay must agree with the code that wrote them.
-    if let Some((code, msg)) = &verdict.error {
-        panic!("verified journal fails replay with exit {code}: {msg}");
+    if let Some(e) = &verdict.error {
+        panic!("verified journal fails replay with exit {}: {e}", e.exit_code());
     }
     assert_eq!(verdict.records, records.len() as u64);
 

@@ -1,5 +1,5 @@
 //! The properties every fuzz target checks, shared by the libFuzzer targets (fuzz/fuzz_targets/)
-//! and by `cargo test` (tests/fuzz_props.rs replays fuzz/corpus/ through them on stable), so the
+//! and by `cargo test` (tests/props/fuzz_props.rs replays fuzz/corpus/ through them on stable), so the
 //! checked-in corpus is a regression suite even where libFuzzer never runs.
 //!
 //! A property fails by panicking with the reason; each must hold for *every* input, so it states

@@ -106,8 +106,8 @@ pub fn run(args: CleanArgs) -> Result<i32, CliError> {
         let ws = super::git_workspace(&repo);
         let mut to_journal: Vec<(String, Event)> = Vec::new();
         for issue in &view.issues {
-            let Some(wt) = &issue.worktree else { continue };
-            if !wt.created || wt.removed {
+            let Some(wt) = issue.worktree() else { continue };
+            if !wt.created() || wt.removed() {
                 continue;
             }
             let path = std::path::Path::new(&wt.path);

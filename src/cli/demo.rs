@@ -165,7 +165,7 @@ pub fn run(args: DemoArgs) -> Result<i32, CliError> {
         }
     }
     if !replay_ok {
-        let why = verdict.error.map(|e| e.1).unwrap_or_else(|| "replayed states differ from the run".into());
+        let why = verdict.error.map(|e| e.to_string()).unwrap_or_else(|| "replayed states differ from the run".into());
         crate::eoutln!("loop demo: replay check failed: {why}");
         return Ok(exit::ERROR);
     }

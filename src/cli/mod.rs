@@ -156,7 +156,7 @@ pub enum CliError {
     #[error("{0}")]
     Scenario(#[from] ScenarioError),
     #[error("journal and code disagree at {0}")]
-    Diverged(#[from] Divergence),
+    Diverged(Box<Divergence>),
     #[error("{0}")]
     Usage(String),
     #[error("{path}: {source}")]
@@ -164,6 +164,18 @@ pub enum CliError {
     /// A write below a root that met a symlink or failed (`crate::safefs`); exit 1.
     #[error("{context}: {source}")]
     Fs { context: String, source: crate::safefs::SafeFsError },
+}
+
+impl From<Divergence> for CliError {
+    fn from(d: Divergence) -> CliError {
+        CliError::Diverged(Box::new(d))
+    }
+}
+
+impl From<Box<Divergence>> for CliError {
+    fn from(d: Box<Divergence>) -> CliError {
+        CliError::Diverged(d)
+    }
 }
 
 impl CliError {
@@ -204,7 +216,7 @@ pub fn run_exit_code(view: &crate::journal::view::RunView, outcome: crate::engin
     if outcome == crate::engine::Outcome::Interrupted {
         return exit::for_signal(crate::proc::cancel_signal());
     }
-    if view.issues.iter().all(|i| matches!(i.state, crate::machine::State::Done { .. })) {
+    if view.issues.iter().all(|i| matches!(i.state.stage, crate::machine::Stage::Done { .. })) {
         exit::OK
     } else {
         exit::NOT_ALL_DONE

@@ -1,6 +1,12 @@
 //! `loop replay`: re-derive every state from the journal alone (no git, no agent), verify the
-//! hash chain, and print the timeline. Corruption (bytes or chain) and divergence (the code now
-//! decides differently from what was recorded) are reported apart, each with its sequence number.
+//! hash chain, and print the timeline.
+//!
+//! Replay re-runs the machine over the recorded machine events (audit facts only move tallies)
+//! and compares the stage and the commands it decides now with the ones each record says the
+//! engine was given. The two ways a replay fails are kept apart as types, each with its
+//! sequence number: [`ReplayError::Corrupt`] (the bytes or the chain are not what was appended:
+//! exit 4) and [`ReplayError::Nondeterminism`] (the journal is intact but the code now decides
+//! differently: exit 5).
 
 use std::path::PathBuf;
 
@@ -8,7 +14,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{exit, CliError, RepoArgs};
-use crate::journal::view::RunView;
+use crate::journal::view::{Applied, Divergence, RunView};
 use crate::journal::{self, JournalError, Store};
 use crate::render;
 
@@ -30,38 +36,54 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The journal is intact, but the code decides differently from what it recorded.
+    #[error("journal and code disagree at {0}")]
+    Nondeterminism(Divergence),
+    /// The bytes or the hash chain are not what was appended.
+    #[error("{0}")]
+    Corrupt(JournalError),
+}
+
+impl ReplayError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ReplayError::Nondeterminism(_) => exit::DIVERGED,
+            ReplayError::Corrupt(_) => exit::CORRUPT,
+        }
+    }
+}
+
 /// What a replay found.
 pub struct Verdict {
     pub records: u64,
     pub view: Option<RunView>,
-    pub error: Option<(i32, String)>,
+    pub error: Option<ReplayError>,
     pub timeline: Vec<serde_json::Value>,
 }
 
 /// Replays a store: streaming, so memory stays flat for long journals.
 pub fn replay_store(store: &dyn Store, mut line: impl FnMut(&str), keep_json: bool) -> Verdict {
     let mut view: Option<RunView> = None;
-    let mut diverged: Option<String> = None;
+    let mut diverged: Option<Divergence> = None;
     let mut timeline = Vec::new();
     let result = journal::scan_verified(store, &mut |rec| {
         let applied = match &mut view {
-            None => match RunView::new(&rec) {
-                Ok(v) => {
-                    view = Some(v);
-                    crate::journal::view::Applied { issue: None, from: None, to: None }
-                }
-                Err(d) => {
-                    diverged = Some(d.to_string());
-                    return Err(JournalError::Empty);
-                }
-            },
-            Some(v) => match v.apply(&rec) {
-                Ok(a) => a,
-                Err(d) => {
-                    diverged = Some(d.to_string());
-                    return Err(JournalError::Empty);
-                }
-            },
+            None => RunView::new(&rec).map(|v| {
+                view = Some(v);
+                Applied { issue: None, from: None, to: None }
+            }),
+            Some(v) => v.apply(&rec),
+        };
+        let applied = match applied {
+            Ok(a) => a,
+            Err(d) => {
+                diverged = Some(d);
+                // Stops the scan; the divergence, not this placeholder, is what is reported.
+                return Err(JournalError::Empty);
+            }
         };
         line(&render::timeline_line(&rec, &applied));
         if keep_json {
@@ -71,8 +93,8 @@ pub fn replay_store(store: &dyn Store, mut line: impl FnMut(&str), keep_json: bo
     });
     let records = view.as_ref().map(|v| v.records).unwrap_or(0);
     let error = match (result, diverged) {
-        (_, Some(d)) => Some((exit::DIVERGED, format!("journal and code disagree at {d}"))),
-        (Err(e), None) => Some((exit::CORRUPT, e.to_string())),
+        (_, Some(d)) => Some(ReplayError::Nondeterminism(d)),
+        (Err(e), None) => Some(ReplayError::Corrupt(e)),
         (Ok(_), None) => None,
     };
     Verdict { records, view, error, timeline }
@@ -102,18 +124,18 @@ pub fn run(args: ReplayArgs) -> Result<i32, CliError> {
             "run_id": verdict.view.as_ref().map(|v| v.run_id.clone()),
             "records": verdict.records,
             "verified": verdict.error.is_none(),
-            "error": verdict.error.as_ref().map(|e| e.1.clone()),
+            "error": verdict.error.as_ref().map(|e| e.to_string()),
             "timeline": verdict.timeline,
             "status": verdict.view.as_ref().map(|v| render::status_json(v, None)),
         });
         println!("{out}");
     }
     match verdict.error {
-        Some((code, msg)) => {
+        Some(e) => {
             if !args.json {
-                eprintln!("loop: replay failed: {msg}");
+                eprintln!("loop: replay failed: {e}");
             }
-            Ok(code)
+            Ok(e.exit_code())
         }
         None => {
             if !args.json {

@@ -129,12 +129,12 @@ impl Progress {
         let (mut done, mut running, mut waiting, mut blocked) = (0, 0, 0, 0);
         let mut lines = Vec::new();
         for i in &view.issues {
-            match &i.state {
-                crate::machine::State::Done { .. } => done += 1,
-                crate::machine::State::Capped { .. }
-                | crate::machine::State::Blocked { .. }
-                | crate::machine::State::Failed { .. } => blocked += 1,
-                crate::machine::State::Pending if !live.since.contains_key(&i.id) => waiting += 1,
+            match &i.state.stage {
+                crate::machine::Stage::Done { .. } => done += 1,
+                crate::machine::Stage::Capped { .. }
+                | crate::machine::Stage::Blocked { .. }
+                | crate::machine::Stage::Failed { .. } => blocked += 1,
+                crate::machine::Stage::Pending if !live.since.contains_key(&i.id) => waiting += 1,
                 s => {
                     running += 1;
                     let since = live.since.get(&i.id).map(|t| t.elapsed().as_secs()).unwrap_or(0);

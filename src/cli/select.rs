@@ -6,7 +6,7 @@
 
 use super::CliError;
 use crate::journal::view::RunView;
-use crate::machine::State;
+use crate::machine::Stage;
 use crate::plan::Plan;
 use crate::runs::StateDir;
 
@@ -16,7 +16,7 @@ fn done_earlier(state: &StateDir, milestone: &str, issue: &str) -> bool {
     ids.iter().rev().any(|id| {
         let Ok(records) = state.read(id) else { return false };
         let Ok(view) = RunView::fold(&records) else { return false };
-        view.start.milestone == milestone && matches!(view.state_of(issue), Some(State::Done { .. }))
+        view.start.milestone == milestone && matches!(view.state_of(issue).map(|s| &s.stage), Some(Stage::Done { .. }))
     })
 }
 

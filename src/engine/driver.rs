@@ -1,27 +1,30 @@
-//! The issue driver: turns one issue's folded state into the next effect and performs it.
+//! The issue driver: carries out one issue's machine commands ([`Command`]), each answered by
+//! the events it journals.
 //!
-//! [`next_effect`] is the narrow, documented seam between the machine and the effects: given
-//! the issue's state (and whether this driver already journaled the phase's start) it names
-//! the one thing to do next. Another engine could drive the same machine by implementing
-//! these effects; once the machine emits commands, they replace this function.
+//! This is the narrow seam between the machine and the effects: a driver picking an issue up
+//! asks [`machine::resume`] what to do; every machine event it journals answers with the next
+//! commands ([`machine::transition`]), which supersede the ones before. Another engine could
+//! drive the same machine by carrying out the same seven commands.
 //!
 //! Invariants:
 //! - Every effect is preceded by its journaled decision (intent, `phase_started`…), and its
-//!   result is journaled before the next effect is worked out.
+//!   result is journaled before the next command is carried out.
 //! - A stop request (cancellation, or another issue halting the run) is honoured between
-//!   effects, never inside one: the phase in flight finishes or is interrupted by its agent.
+//!   commands, never inside one: the phase in flight finishes or is interrupted by its agent.
+//!   An issue that already ended still has its worktree removed or kept.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::hooks::Hooks;
+use super::phase::PhaseCall;
 use super::writer::Handle;
 use super::{EngineError, Step, Trouble};
 use crate::agent::Agent;
 use crate::clock::Clock;
-use crate::journal::view::IssueView;
-use crate::journal::{Body, Evidence, PlannedIssue};
-use crate::machine::{Event, Phase, State};
+use crate::journal::{Body, Entry, Evidence, Fact, PlannedIssue};
+use crate::machine::{self, Command, Event, Stage, StageKind, State};
 use crate::proc::Cancel;
 use crate::workspace::{Removal, Workspace};
 
@@ -34,65 +37,77 @@ pub(super) struct Parts<'a> {
     pub(super) cancel: Cancel,
 }
 
-/// The next thing to do for an issue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Effect {
-    /// The issue is terminal: end its worktree (remove or keep) and let it go.
-    Finish,
-    /// A stop was requested: journal `interrupted` and stop.
-    Interrupt,
-    /// Pending: check dependencies, then create (or adopt) the worktree.
-    Prepare,
-    /// Journal `phase_started` for this phase and attempt, and nothing more yet.
-    StartPhase { phase: Phase, attempt: u32 },
-    /// Run the phase; journal its `phase_started` first when `start` says which attempt.
-    RunPhase { phase: Phase, start: Option<u32> },
+/// Whether a command may be carried out after a stop request: an ended issue's worktree is
+/// still removed or kept (and its end is no step to interrupt).
+pub(super) fn runs_after_stop(command: &Command) -> bool {
+    matches!(command, Command::RemoveWorktree { .. } | Command::KeepWorktree { .. } | Command::Finish)
 }
 
-/// Maps today's state to the next effect. `started_here`: this driver journaled the phase's
-/// start itself, so the phase runs without another `phase_started`; a phase state found
-/// otherwise (an earlier process started it) is a new attempt.
-pub(super) fn next_effect(issue: &IssueView, started_here: bool, stop: bool) -> Effect {
-    let state = &issue.state;
-    if state.is_terminal() {
-        return Effect::Finish;
-    }
-    if stop {
-        return Effect::Interrupt;
-    }
-    match state {
-        State::Pending => Effect::Prepare,
-        State::WorktreeReady => Effect::StartPhase { phase: Phase::Dev, attempt: 1 },
-        _ => {
-            let phase = state.phase().expect("a non-terminal state past WorktreeReady runs a phase");
-            let start = (!started_here).then_some(issue.attempts + 1);
-            Effect::RunPhase { phase, start }
-        }
-    }
+/// How an ended issue's worktree ends.
+enum End<'b> {
+    /// Done or Capped: removed when nothing would be lost (the branch stays).
+    Remove { branch: &'b str },
+    /// Any other end: kept for inspection.
+    Keep { ended: StageKind },
 }
 
-/// Drives one issue: decides events, sends them to the writer, waits until each is durable,
-/// and only then performs the next effect.
+/// Drives one issue: carries out its commands, sends each answering event to the writer,
+/// waits until it is durable, and only then carries out the next command.
 pub(super) struct IssueDriver<'a> {
-    pub(super) handle: Handle,
+    handle: Handle,
     pub(super) parts: &'a Parts<'a>,
+    /// The commands still to carry out: those of the last machine event this driver journaled,
+    /// or of [`machine::resume`] when it picked the issue up.
+    next: RefCell<Vec<Command>>,
 }
 
-impl IssueDriver<'_> {
+impl<'a> IssueDriver<'a> {
+    pub(super) fn new(handle: Handle, parts: &'a Parts<'a>) -> IssueDriver<'a> {
+        IssueDriver { handle, parts, next: RefCell::new(Vec::new()) }
+    }
+
+    pub(super) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Journals a machine event; its commands (if it emitted any) become the next ones.
     pub(super) fn event(&self, issue: &str, event: Event, evidence: Option<Evidence>) -> Result<State, EngineError> {
-        self.handle.event(issue, event, evidence)
+        let (state, commands) = self.handle.event(issue, event, evidence)?;
+        // `session_started` emits none: the phase keeps running.
+        if !commands.is_empty() {
+            *self.next.borrow_mut() = commands;
+        }
+        Ok(state)
+    }
+
+    /// Journals an audit fact about the issue (no machine event).
+    pub(super) fn audit(&self, id: &str, fact: Fact, evidence: Option<Evidence>) -> Result<(), EngineError> {
+        self.handle.audit(id, fact, evidence)
+    }
+
+    /// Journals what a hook reported: a machine event or an audit fact.
+    pub(super) fn note(&self, id: &str, entry: Entry) -> Result<(), EngineError> {
+        match entry {
+            Entry::Machine(e) => self.event(id, e, None).map(|_| ()),
+            Entry::Audit(f) => self.audit(id, f, None),
+        }
     }
 
     pub(super) fn state(&self, id: &str) -> State {
-        self.handle.view().state_of(id).cloned().unwrap_or(State::Pending)
-    }
-
-    pub(super) fn issue_view(&self, id: &str) -> IssueView {
-        self.handle.view().issue(id).cloned().expect("a planned issue has a view")
+        self.handle.view().state_of(id).cloned().unwrap_or(State::PENDING)
     }
 
     fn stop_requested(&self) -> bool {
         self.parts.cancel.is_requested() || self.handle.halt.load(Ordering::SeqCst)
+    }
+
+    /// The next command: the first one left, or what resuming the issue's state asks for.
+    fn next_command(&self, id: &str) -> Command {
+        let mut next = self.next.borrow_mut();
+        if next.is_empty() {
+            *next = machine::resume(&self.state(id));
+        }
+        next.remove(0)
     }
 
     /// loop's environment failed at this step: journal the issue's interruption with the cause
@@ -108,7 +123,7 @@ impl IssueDriver<'_> {
                 None => cause.clone(),
             });
             // The same full disk often holds the journal: the first cause is the one to report.
-            if let Err(e) = self.event(id, Event::Interrupted, Some(evidence)) {
+            if let Err(e) = self.audit(id, Fact::Interrupted, Some(evidence)) {
                 cause = format!("{cause}; the journal could not record it either: {e}");
             }
         }
@@ -118,40 +133,40 @@ impl IssueDriver<'_> {
 
     pub(super) fn drive_issue(&self, planned: &PlannedIssue) -> Result<Step, EngineError> {
         let id = planned.id.as_str();
-        let mut started_here = false;
         self.check_worktree(planned)?;
+        *self.next.borrow_mut() = machine::resume(&self.state(id));
         loop {
-            let issue = self.issue_view(id);
-            match next_effect(&issue, started_here, self.stop_requested()) {
-                Effect::Finish => {
-                    self.finish_worktree(planned)?;
-                    return Ok(Step::Continue);
-                }
-                Effect::Interrupt => {
-                    self.event(id, Event::Interrupted, None)?;
-                    return Ok(Step::Stop);
-                }
-                Effect::Prepare => {
-                    if let Step::Stop = self.prepare(planned)? {
-                        return Ok(Step::Stop);
-                    }
-                }
-                Effect::StartPhase { phase, attempt } => {
-                    self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
-                    started_here = true;
-                }
-                Effect::RunPhase { phase, start } => {
-                    if let Some(attempt) = start {
-                        self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
-                    }
-                    started_here = false;
-                    if let Step::Stop = self.run_phase(planned, &issue.state, phase)? {
-                        self.event(id, Event::Interrupted, None)?;
-                        return Ok(Step::Stop);
-                    }
-                }
+            let command = self.next_command(id);
+            if !runs_after_stop(&command) && self.stop_requested() {
+                self.audit(id, Fact::Interrupted, None)?;
+                return Ok(Step::Stop);
+            }
+            if let Some(step) = self.perform(planned, command)? {
+                return Ok(step);
             }
         }
+    }
+
+    /// Carries out one command; `Some` when the issue's driving ends here.
+    fn perform(&self, planned: &PlannedIssue, command: Command) -> Result<Option<Step>, EngineError> {
+        let id = planned.id.as_str();
+        match command {
+            Command::Prepare => self.prepare(planned)?,
+            Command::CreateWorktree { path, branch, base, adopt } => self.create_worktree(planned, path, branch, base, adopt)?,
+            Command::StartPhase { phase, attempt } => {
+                self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
+            }
+            Command::RunPhase { phase, cycle, attempt, resume_session } => {
+                if let Step::Stop = self.run_phase(planned, PhaseCall { phase, cycle, attempt, resume_session })? {
+                    self.audit(id, Fact::Interrupted, None)?;
+                    return Ok(Some(Step::Stop));
+                }
+            }
+            Command::RemoveWorktree { path, branch } => self.end_worktree(planned, path, End::Remove { branch: &branch })?,
+            Command::KeepWorktree { path, ended } => self.end_worktree(planned, path, End::Keep { ended })?,
+            Command::Finish => return Ok(Some(Step::Continue)),
+        }
+        Ok(None)
     }
 
     /// Before this process first acts in a worktree an earlier process made (a phase to run, or
@@ -161,15 +176,15 @@ impl IssueDriver<'_> {
     fn check_worktree(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
         let id = planned.id.as_str();
         let Some(iv) = self.handle.view().issue(id).cloned() else { return Ok(()) };
-        let Some(wt) = iv.worktree else { return Ok(()) };
-        if !wt.created || wt.removed || wt.kept.is_some() {
+        let Some(wt) = iv.worktree().cloned() else { return Ok(()) };
+        if !wt.live() {
             return Ok(());
         }
-        let finishing = matches!(iv.state, State::Done { .. } | State::Capped { .. });
+        let finishing = matches!(iv.state.stage, Stage::Done { .. } | Stage::Capped { .. });
         if iv.state.is_terminal() && !finishing {
             return Ok(());
         }
-        let commit = wt.commit.clone().unwrap_or_else(|| wt.base.clone());
+        let commit = iv.commit.clone().unwrap_or_else(|| wt.base.clone());
         let checked = self
             .parts
             .workspace
@@ -185,14 +200,30 @@ impl IssueDriver<'_> {
         Ok(())
     }
 
-    /// Pending: check dependencies, then create (or adopt) the worktree.
-    fn prepare(&self, planned: &PlannedIssue) -> Result<Step, EngineError> {
+    /// `prepare`: a dependency that did not end Done blocks the issue; otherwise choose the
+    /// base and journal the intent (the licence to create the worktree).
+    fn prepare(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
         let id = planned.id.as_str();
         if let Some((dependency, dependency_state)) = self.dependency_not_done(planned) {
             self.event(id, Event::DependencyNotDone { dependency, dependency_state }, None)?;
-            return Ok(Step::Continue);
+            return Ok(());
         }
-        let Some((path, branch, base, adopt)) = self.worktree_intent(planned)? else { return Ok(Step::Continue) };
+        let base = match self.base_for(planned) {
+            Ok(b) => b,
+            Err(t) if t.blame.is_environment() => return Err(self.stop_for_environment(id, t.reason, None)),
+            Err(t) => {
+                self.event(id, Event::WorktreeFailed { reason: t.reason }, None)?;
+                return Ok(());
+            }
+        };
+        let intent = Event::WorktreeIntent { path: planned.worktree.clone(), branch: planned.branch.clone(), base };
+        self.event(id, intent, None)?;
+        Ok(())
+    }
+
+    /// `create_worktree` (or adopt the one an interrupted attempt left), then the hooks.
+    fn create_worktree(&self, planned: &PlannedIssue, path: String, branch: String, base: String, adopt: bool) -> Result<(), EngineError> {
+        let id = planned.id.as_str();
         match self.parts.workspace.create(Path::new(&path), &branch, &base, adopt) {
             Ok(repairs) => {
                 if !repairs.is_empty() {
@@ -202,9 +233,9 @@ impl IssueDriver<'_> {
                 let evidence = note.map(|n| Evidence { note: Some(n), ..Default::default() });
                 self.event(id, Event::WorktreeCreated { path, branch, base }, evidence)?;
                 for hooks in self.parts.hooks {
-                    let events = hooks.worktree_created(planned, &self.handle.view());
-                    for e in events {
-                        self.event(id, e, None)?;
+                    let entries = hooks.worktree_created(planned, &self.handle.view());
+                    for e in entries {
+                        self.note(id, e)?;
                     }
                 }
             }
@@ -213,39 +244,16 @@ impl IssueDriver<'_> {
                 self.event(id, Event::WorktreeFailed { reason: format!("worktree: {e}") }, None)?;
             }
         }
-        Ok(Step::Continue)
+        Ok(())
     }
 
-    /// The first dependency that ended other than Done, with its state's name.
-    fn dependency_not_done(&self, planned: &PlannedIssue) -> Option<(String, String)> {
+    /// The first dependency that ended other than Done, with its stage.
+    fn dependency_not_done(&self, planned: &PlannedIssue) -> Option<(String, StageKind)> {
         let view = self.handle.view();
-        planned.blocked_by.iter().find_map(|dep| match view.state_of(dep) {
-            Some(State::Done { .. }) | None => None,
-            Some(s) => Some((dep.clone(), s.name().to_string())),
+        planned.blocked_by.iter().find_map(|dep| match view.state_of(dep).map(|s| &s.stage) {
+            Some(Stage::Done { .. }) | None => None,
+            Some(s) => Some((dep.clone(), s.kind())),
         })
-    }
-
-    /// The worktree to create, `(path, branch, base, adopt)`: the journaled intent of an
-    /// interrupted attempt (adopted), or a new intent journaled here. None when the issue
-    /// ended instead (its base could not be read).
-    fn worktree_intent(&self, planned: &PlannedIssue) -> Result<Option<(String, String, String, bool)>, EngineError> {
-        let id = planned.id.as_str();
-        let existing = self.handle.view().issue(id).and_then(|v| v.worktree.clone());
-        if let Some(wt) = existing.filter(|w| w.intended) {
-            return Ok(Some((wt.path, wt.branch, wt.base, true)));
-        }
-        let base = match self.base_for(planned) {
-            Ok(b) => b,
-            Err(t) if t.blame.is_environment() => return Err(self.stop_for_environment(id, t.reason, None)),
-            Err(t) => {
-                self.event(id, Event::WorktreeFailed { reason: t.reason }, None)?;
-                return Ok(None);
-            }
-        };
-        let (path, branch) = (planned.worktree.clone(), planned.branch.clone());
-        let intent = Event::WorktreeIntent { path: path.clone(), branch: branch.clone(), base: base.clone() };
-        self.event(id, intent, None)?;
-        Ok(Some((path, branch, base, false)))
     }
 
     /// An issue with exactly one dependency builds on that dependency's branch, so its work is
@@ -269,24 +277,18 @@ impl IssueDriver<'_> {
         Ok(base_commit)
     }
 
-    /// After an issue ends: Done and Capped worktrees are removed when nothing would be lost;
-    /// any other worktree is kept for inspection. Done once per issue.
-    fn finish_worktree(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
+    /// `remove_worktree` or `keep_worktree`; the hooks see the issue's end first.
+    fn end_worktree(&self, planned: &PlannedIssue, path: String, end: End<'_>) -> Result<(), EngineError> {
         let id = planned.id.as_str();
-        let Some(iv) = self.handle.view().issue(id).cloned() else { return Ok(()) };
-        let Some(wt) = iv.worktree else { return Ok(()) };
-        if !wt.created || wt.removed || wt.kept.is_some() {
-            return Ok(());
-        }
-        let path = wt.path.clone();
+        let state = self.state(id);
         for hooks in self.parts.hooks {
-            for e in hooks.issue_done(planned, &iv.state, Path::new(&path)) {
-                self.event(id, e, None)?;
+            for e in hooks.issue_done(planned, &state, Path::new(&path)) {
+                self.note(id, e)?;
             }
         }
-        let event = match &iv.state {
-            State::Done { .. } | State::Capped { .. } => self.remove_worktree(id, path, &wt.branch)?,
-            other => Event::WorktreeKept { path, reason: format!("issue ended {}; kept for inspection", other.name()) },
+        let event = match end {
+            End::Remove { branch } => self.remove_worktree(id, path, branch)?,
+            End::Keep { ended } => Event::WorktreeKept { path, reason: format!("issue ended {ended}; kept for inspection") },
         };
         self.event(id, event, None)?;
         Ok(())

@@ -4,25 +4,28 @@
 //! submit drafts).
 //!
 //! Invariants:
-//! - A hook never journals: it returns the events, and the engine journals them in the order
-//!   the hooks were added, before the step that follows.
+//! - A hook never journals: it returns entries (machine events or audit facts), and the engine
+//!   journals them in the order the hooks were added, before the step that follows. A machine
+//!   event from a hook (a failed check, a failed `gt track`) ends the issue: the commands it
+//!   yields supersede the ones before.
 //! - Every method has a default that does nothing, so a hook implements only its own points.
 
 use std::path::{Path, PathBuf};
 
 use crate::guard::{shim, snapshot, Guard};
 use crate::journal::view::RunView;
-use crate::journal::PlannedIssue;
-use crate::machine::{Event, Phase, State};
+use crate::journal::{Entry, Fact, PlannedIssue};
+use crate::machine::{Event, Phase, Stage, State};
 use crate::stack::{Stack, SubmitMode};
 use crate::workspace::{Workspace, WorkspaceError};
 
 /// What a hook says before a phase; `'h` is the hook's own lifetime (the after half may
 /// borrow it).
 pub struct Before<'h> {
-    /// Journaled at once (e.g. `guard_checked`).
-    pub event: Event,
-    /// False: the phase does not run; `event` is its result.
+    /// Journaled at once: an audit fact (a passed check), or a machine event that ends the
+    /// phase (a failed check).
+    pub entry: Entry,
+    /// False: the phase does not run; `entry` is its result.
     pub proceed: bool,
     /// Added to the agent's environment.
     pub env: Vec<(String, String)>,
@@ -32,8 +35,8 @@ pub struct Before<'h> {
 
 /// The second half of a before/after pair, holding what the first half saw.
 pub trait After {
-    /// Events to journal first (decisions), then the violation that fails the phase, if any.
-    fn after_phase(self: Box<Self>) -> (Vec<Event>, Option<Event>);
+    /// Entries to journal first (decisions), then the violation that fails the phase, if any.
+    fn after_phase(self: Box<Self>) -> (Vec<Entry>, Option<Event>);
 }
 
 /// A hook's commit of the agent's work in place of loop's own `git commit`.
@@ -46,7 +49,7 @@ pub struct Commit {
 
 pub trait Hooks: Sync {
     /// After `worktree_created` was journaled.
-    fn worktree_created(&self, _planned: &PlannedIssue, _view: &RunView) -> Vec<Event> {
+    fn worktree_created(&self, _planned: &PlannedIssue, _view: &RunView) -> Vec<Entry> {
         Vec::new()
     }
 
@@ -61,7 +64,7 @@ pub trait Hooks: Sync {
     }
 
     /// The issue is terminal in `state` and its worktree is about to be removed or kept.
-    fn issue_done(&self, _planned: &PlannedIssue, _state: &State, _worktree: &Path) -> Vec<Event> {
+    fn issue_done(&self, _planned: &PlannedIssue, _state: &State, _worktree: &Path) -> Vec<Entry> {
         Vec::new()
     }
 }
@@ -79,16 +82,17 @@ struct GuardAfter<'g> {
 }
 
 impl After for GuardAfter<'_> {
-    fn after_phase(self: Box<Self>) -> (Vec<Event>, Option<Event>) {
+    fn after_phase(self: Box<Self>) -> (Vec<Entry>, Option<Event>) {
         let GuardAfter { guard, planned, worktree, phase, snapshot, relay } = *self;
-        guard.after_phase(&planned, &worktree, phase, &snapshot, relay)
+        let (decisions, violation) = guard.after_phase(&planned, &worktree, phase, &snapshot, relay);
+        (decisions.into_iter().map(Entry::Audit).collect(), violation)
     }
 }
 
 impl Hooks for GuardHooks<'_> {
     fn before_phase(&self, planned: &PlannedIssue, worktree: &Path, phase: Phase, view: &RunView) -> Option<Before<'_>> {
         let before = self.0.before_phase(planned, worktree, phase, &view.start.issues);
-        let proceed = !matches!(before.event, Event::GuardChecked { ok: false, .. });
+        let proceed = !matches!(before.entry, Entry::Machine(_));
         let after = before.snapshot.map(|snapshot| {
             let after = GuardAfter {
                 guard: self.0,
@@ -100,7 +104,7 @@ impl Hooks for GuardHooks<'_> {
             };
             Box::new(after) as Box<dyn After + '_>
         });
-        Some(Before { event: before.event, proceed, env: before.env, after })
+        Some(Before { entry: before.entry, proceed, env: before.env, after })
     }
 }
 
@@ -109,18 +113,20 @@ impl Hooks for GuardHooks<'_> {
 pub struct StackHooks<'s>(pub &'s Stack);
 
 impl Hooks for StackHooks<'_> {
-    fn worktree_created(&self, planned: &PlannedIssue, view: &RunView) -> Vec<Event> {
+    fn worktree_created(&self, planned: &PlannedIssue, view: &RunView) -> Vec<Entry> {
         let stack = self.0;
         let parent = match planned.blocked_by.as_slice() {
             [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
             _ => None,
         }
         .unwrap_or_else(|| stack.trunk.clone());
-        let Some(wt) = view.issue(&planned.id).and_then(|i| i.worktree.as_ref()).map(|w| PathBuf::from(&w.path)) else {
+        let Some(wt) = view.issue(&planned.id).and_then(|i| i.worktree()).map(|w| PathBuf::from(&w.path)) else {
             return Vec::new();
         };
-        let result = stack.track(&wt, &parent);
-        vec![Event::StackTracked { parent, error: result.err().map(|e| e.to_string()) }]
+        vec![match stack.track(&wt, &parent) {
+            Ok(()) => Entry::Audit(Fact::StackTracked { parent }),
+            Err(e) => Entry::Machine(Event::StackTrackFailed { parent, error: e.to_string() }),
+        }]
     }
 
     fn commit(&self, worktree: &Path, message: &str, date: Option<&str>, ws: &dyn Workspace) -> Option<Commit> {
@@ -129,14 +135,14 @@ impl Hooks for StackHooks<'_> {
         Some(Commit { result, note: "committed with `gt modify --commit --all`".into() })
     }
 
-    fn issue_done(&self, _planned: &PlannedIssue, state: &State, worktree: &Path) -> Vec<Event> {
-        if self.0.submit != SubmitMode::Draft || !matches!(state, State::Done { .. }) {
+    fn issue_done(&self, _planned: &PlannedIssue, state: &State, worktree: &Path) -> Vec<Entry> {
+        if self.0.submit != SubmitMode::Draft || !matches!(state.stage, Stage::Done { .. }) {
             return Vec::new();
         }
-        let event = match self.0.gt.submit_draft(worktree) {
-            Ok(out) => Event::StackSubmitted { ok: true, detail: out.lines().last().unwrap_or("").trim().to_string() },
-            Err(e) => Event::StackSubmitted { ok: false, detail: e.to_string() },
+        let fact = match self.0.gt.submit_draft(worktree) {
+            Ok(out) => Fact::StackSubmitted { ok: true, detail: out.lines().last().unwrap_or("").trim().to_string() },
+            Err(e) => Fact::StackSubmitted { ok: false, detail: e.to_string() },
         };
-        vec![event]
+        vec![Entry::Audit(fact)]
     }
 }

@@ -63,8 +63,10 @@ pub enum EngineError {
     Journal(#[from] JournalError),
     #[error("internal: {0}")]
     Illegal(#[from] IllegalTransition),
+    /// Boxed: a divergence carries both stages and command lists, and every engine step
+    /// returns this error.
     #[error("internal: the engine's own journal does not fold: {0}")]
-    Divergence(#[from] Divergence),
+    Divergence(Box<Divergence>),
     #[error("internal: the journal writer stopped")]
     WriterGone,
     /// loop's own worktree is damaged beyond what loop repairs (the run stops, exit 1).
@@ -79,6 +81,12 @@ pub enum EngineError {
     /// The journal could not be written: an I/O error, never a sign of corruption.
     #[error("appending to the journal failed, the run stops (`loop resume` continues from the last durable record): {0}")]
     Append(String),
+}
+
+impl From<Divergence> for EngineError {
+    fn from(d: Divergence) -> EngineError {
+        EngineError::Divergence(Box::new(d))
+    }
 }
 
 /// Why a step failed, and whether resuming could cure it.

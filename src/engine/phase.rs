@@ -23,9 +23,19 @@ use super::{EngineError, Step, Trouble};
 use crate::agent::{output, AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::journal::view::IssueView;
 use crate::journal::{Body, Evidence, PlannedIssue};
-use crate::machine::{Event, Phase, State};
+use crate::machine::{Event, Phase};
 use crate::proc;
 use crate::reviewdoc;
+
+/// The machine's `run_phase` command.
+pub(super) struct PhaseCall {
+    pub(super) phase: Phase,
+    /// The fix cycle (fix), fixes so far (review), 0 (dev).
+    pub(super) cycle: u32,
+    pub(super) attempt: u32,
+    /// The agent session an earlier attempt of this phase left, to continue.
+    pub(super) resume_session: Option<String>,
+}
 
 /// What every step of one phase reads.
 struct PhaseCtx {
@@ -33,9 +43,10 @@ struct PhaseCtx {
     run_id: String,
     budget: Option<u64>,
     worktree: PathBuf,
-    /// The fix cycle (fix), fixes so far (review), 0 (dev).
     cycle: u32,
     phase: Phase,
+    attempt: u32,
+    resume_session: Option<String>,
 }
 
 /// How a step ended the phase early.
@@ -47,8 +58,8 @@ enum Early {
 }
 
 impl IssueDriver<'_> {
-    pub(super) fn run_phase(&self, planned: &PlannedIssue, state: &State, phase: Phase) -> Result<Step, EngineError> {
-        let ctx = self.phase_ctx(planned, state, phase);
+    pub(super) fn run_phase(&self, planned: &PlannedIssue, call: PhaseCall) -> Result<Step, EngineError> {
+        let ctx = self.phase_ctx(planned, call);
         let mut req = self.prepare_request(planned, &ctx);
         let Some(after) = self.before_phase(planned, &ctx, &mut req)? else { return Ok(Step::Continue) };
         let result = self.run_agent(planned, &ctx, &req)?;
@@ -66,25 +77,21 @@ impl IssueDriver<'_> {
         Ok(Step::Continue)
     }
 
-    fn phase_ctx(&self, planned: &PlannedIssue, state: &State, phase: Phase) -> PhaseCtx {
+    fn phase_ctx(&self, planned: &PlannedIssue, call: PhaseCall) -> PhaseCtx {
         let (issue, run_id, budget) = {
-            let view = self.handle.view();
+            let view = self.handle().view();
             let issue = view.issue(&planned.id).cloned().expect("planned issue has a view");
             (issue, view.run_id.clone(), view.start.max_tokens_per_issue)
         };
-        let worktree = issue.worktree.as_ref().map(|w| PathBuf::from(&w.path)).unwrap_or_else(|| planned.worktree.clone().into());
-        let cycle = match state {
-            State::Fix { cycle } => *cycle,
-            State::Review { fix_cycles } => *fix_cycles,
-            _ => 0,
-        };
-        PhaseCtx { issue, run_id, budget, worktree, cycle, phase }
+        let worktree = issue.worktree().map(|w| PathBuf::from(&w.path)).unwrap_or_else(|| planned.worktree.clone().into());
+        let PhaseCall { phase, cycle, attempt, resume_session } = call;
+        PhaseCtx { issue, run_id, budget, worktree, cycle, phase, attempt, resume_session }
     }
 
     /// Everything the agent is told, from the folded view.
     fn prepare_request(&self, planned: &PlannedIssue, ctx: &PhaseCtx) -> PhaseRequest {
         let (milestone, timeout_secs) = {
-            let view = self.handle.view();
+            let view = self.handle().view();
             (view.start.milestone.clone(), view.start.phase_timeout_secs)
         };
         PhaseRequest {
@@ -93,10 +100,10 @@ impl IssueDriver<'_> {
             issue: planned.clone(),
             phase: ctx.phase,
             cycle: ctx.cycle,
-            attempt: ctx.issue.attempts.max(1),
+            attempt: ctx.attempt.max(1),
             worktree: ctx.worktree.clone(),
             last_review: ctx.issue.last_review.clone(),
-            resume_session: ctx.issue.session.clone(),
+            resume_session: ctx.resume_session.clone(),
             timeout: Duration::from_secs(timeout_secs),
             env: Vec::new(),
         }
@@ -107,8 +114,8 @@ impl IssueDriver<'_> {
     fn before_phase(&self, planned: &PlannedIssue, ctx: &PhaseCtx, req: &mut PhaseRequest) -> Result<Option<Vec<Box<dyn After + '_>>>, EngineError> {
         let mut afters = Vec::new();
         for hooks in self.parts.hooks {
-            let Some(before) = hooks.before_phase(planned, &ctx.worktree, ctx.phase, &self.handle.view()) else { continue };
-            self.event(&planned.id, before.event, None)?;
+            let Some(before) = hooks.before_phase(planned, &ctx.worktree, ctx.phase, &self.handle().view()) else { continue };
+            self.note(&planned.id, before.entry)?;
             if !before.proceed {
                 return Ok(None);
             }
@@ -125,7 +132,7 @@ impl IssueDriver<'_> {
         let mut journal_failure: Option<EngineError> = None;
         let spawn_failure: Arc<Mutex<Option<EngineError>>> = Arc::new(Mutex::new(None));
         let hook = {
-            let (handle, issue, failure) = (self.handle.clone(), id.to_string(), spawn_failure.clone());
+            let (handle, issue, failure) = (self.handle().clone(), id.to_string(), spawn_failure.clone());
             move |spawned: proc::Spawned| {
                 let body = Body::ProcessGroup { issue: issue.clone(), phase, pgid: spawned.pgid, start_time: spawned.start_time };
                 if let Err(e) = handle.run_record(body) {
@@ -158,7 +165,7 @@ impl IssueDriver<'_> {
         for after in afters {
             let (decisions, violation) = after.after_phase();
             for d in decisions {
-                self.event(&planned.id, d, None)?;
+                self.note(&planned.id, d)?;
             }
             if let Some(v) = violation {
                 self.event(&planned.id, v, None)?;
@@ -263,7 +270,7 @@ impl IssueDriver<'_> {
         evidence: &mut Evidence,
     ) -> Result<(), ReviewDocFailure> {
         let (enabled, milestone, run_id) = {
-            let view = self.handle.view();
+            let view = self.handle().view();
             (view.start.review_doc, view.start.milestone.clone(), view.run_id.clone())
         };
         if !enabled {

@@ -31,8 +31,8 @@ impl Recorder {
 
     /// Continues a journal whose verified records are `records` (from [`Journal::reopen`]).
     /// Only the fold can fail here: a journal that does not fold is "journal and code disagree".
-    pub fn open(journal: Journal, records: &[Record]) -> Result<Recorder, Divergence> {
-        Ok(Recorder { journal, view: RunView::fold(records)? })
+    pub fn open(journal: Journal, records: &[Record]) -> Result<Recorder, Box<Divergence>> {
+        Ok(Recorder { journal, view: RunView::fold(records).map_err(Box::new)? })
     }
 
     pub fn view(&self) -> &RunView {
@@ -50,9 +50,10 @@ impl Recorder {
     /// Journals an issue event outside a drive (`loop clean`'s `worktree_removed`), with the
     /// state the machine decides; returns that state.
     pub fn issue_event(&mut self, issue: &str, event: Event) -> Result<State, EngineError> {
-        let from = self.view.state_of(issue).cloned().unwrap_or(State::Pending);
-        let to = machine::transition(&from, &event, &self.view.start.rules)?;
-        let rec = self.append(Body::Issue { issue: issue.to_string(), event, to: to.clone(), evidence: None })?;
+        let from = self.view.state_of(issue).cloned().unwrap_or(State::PENDING);
+        let (to, commands) = machine::transition(&from, &event, &self.view.start.rules)?;
+        let body = Body::Issue { issue: issue.to_string(), event, to: to.stage.clone(), commands: Some(commands), evidence: None };
+        let rec = self.append(body)?;
         self.view.apply(&rec)?;
         Ok(to)
     }

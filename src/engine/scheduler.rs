@@ -85,7 +85,7 @@ impl Scheduler {
                 continue;
             }
             let Some(iv) = view.issue(&planned.id) else { continue };
-            let needs_cleanup = iv.worktree.as_ref().is_some_and(|w| w.created && !w.removed && w.kept.is_none());
+            let needs_cleanup = iv.worktree().is_some_and(|w| w.live());
             if iv.state.is_terminal() && !needs_cleanup {
                 self.settled.insert(planned.id.clone());
                 continue;
@@ -112,7 +112,7 @@ impl Scheduler {
                 let view = handle.view().clone();
                 for planned in self.ready(&view) {
                     self.running.insert(planned.id.clone());
-                    let driver = IssueDriver { handle: handle.clone(), parts };
+                    let driver = IssueDriver::new(handle.clone(), parts);
                     let done_tx = done_tx.clone();
                     scope.spawn(move || {
                         let result = driver.drive_issue(&planned);

@@ -7,14 +7,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::driver::{next_effect, Effect};
+use super::driver::runs_after_stop;
 use super::hooks::{After, Before, Hooks};
 use super::*;
 use crate::agent::sim::{SimAgent, SimScript};
 use crate::agent::{AgentError, PhaseReply, PhaseRequest, Signal};
-use crate::journal::view::IssueView;
-use crate::journal::{AgentSpec, Body, Journal, MemStore, PlannedIssue, RunStart, Store, StoreError};
-use crate::machine::{Event, Phase, Rules, State};
+use crate::journal::{AgentSpec, Body, Entry, Fact, Journal, MemStore, PlannedIssue, RunStart, Store, StoreError};
+use crate::machine::{Command, Event, Phase, Rules, Stage, StageKind, State};
 use crate::workspace::{Checked, Removal, WorkspaceError};
 
 // ---------------------------------------------------------------------------------------------
@@ -231,12 +230,17 @@ fn line(body: &Body) -> String {
     match body {
         Body::RunStarted(_) => "run_started".into(),
         Body::Issue { issue, event, .. } => format!("{issue} {}", event.name()),
+        Body::Audit { issue, fact, .. } => format!("{issue} {}", fact.name()),
         Body::RunResumed => "run_resumed".into(),
         Body::RunInterrupted { reason } => format!("run_interrupted: {reason}"),
         Body::RunFinished => "run_finished".into(),
         Body::WorktreeRepaired { issue, .. } => format!("{issue} worktree_repaired"),
         Body::ProcessGroup { issue, .. } => format!("{issue} process_group"),
     }
+}
+
+fn stage<'v>(view: &'v RunView, id: &str) -> Option<&'v Stage> {
+    view.state_of(id).map(|s| &s.stage)
 }
 
 fn sim(scenario: &[(&str, SimScript)]) -> SimAgent {
@@ -264,7 +268,7 @@ fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() 
     let (outcome, view) = run.drive_sim(&[], 1).unwrap();
     assert_eq!(outcome, Outcome::Finished);
     for id in ["A", "B"] {
-        assert_eq!(view.state_of(id), Some(&State::Done { fix_cycles: 0 }));
+        assert_eq!(stage(&view, id), Some(&Stage::Done { fix_cycles: 0 }));
         assert_eq!(
             run.events_of(id),
             strs(&["worktree_intent", "worktree_created", "phase_started", "work_finished", "phase_started", "review_finished", "worktree_removed"])
@@ -274,7 +278,7 @@ fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() 
     let lines = run.lines();
     assert_eq!((lines.first().unwrap().as_str(), lines.last().unwrap().as_str()), ("run_started", "run_finished"));
     // B has one dependency: it branches from A's work, the tip of A's branch.
-    let base_b = view.issue("B").unwrap().worktree.as_ref().unwrap().base.clone();
+    let base_b = view.issue("B").unwrap().worktree().unwrap().base.clone();
     assert_ne!(base_b, "0".repeat(40), "B builds on A's last commit, not the run's base");
 }
 
@@ -282,7 +286,7 @@ fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() 
 fn a_review_asking_for_changes_runs_a_fix_cycle_then_reviews_again() {
     let run = Run::new(&[("A", &[])]);
     let (_, view) = run.drive_sim(&[("A", script("pass", &["changes_required", "pass"]))], 1).unwrap();
-    assert_eq!(view.state_of("A"), Some(&State::Done { fix_cycles: 1 }));
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 1 }));
     let finished: Vec<String> = run.events_of("A").into_iter().filter(|e| e.ends_with("_finished")).collect();
     assert_eq!(finished, strs(&["work_finished", "review_finished", "work_finished", "review_finished"]));
 }
@@ -293,7 +297,7 @@ fn changes_required_past_the_fix_cycle_limit_caps_the_issue() {
     run.rules = Rules { max_fix_cycles: 1 };
     let (outcome, view) = run.drive_sim(&[("A", script("pass", &["changes_required"; 3]))], 1).unwrap();
     assert_eq!(outcome, Outcome::Finished);
-    assert!(matches!(view.state_of("A"), Some(State::Capped { fix_cycles: 1, .. })), "{:?}", view.state_of("A"));
+    assert!(matches!(stage(&view, "A"), Some(Stage::Capped { fix_cycles: 1, .. })), "{:?}", stage(&view, "A"));
     assert_eq!(run.events_of("A").last().unwrap(), "worktree_removed", "a Capped issue's worktree is removed too");
 }
 
@@ -302,9 +306,9 @@ fn an_issue_whose_dependency_failed_is_blocked_without_a_worktree() {
     let run = Run::new(&[("A", &[]), ("B", &["A"]), ("C", &[])]);
     let (outcome, view) = run.drive_sim(&[("A", script("failed", &[]))], 1).unwrap();
     assert_eq!(outcome, Outcome::Finished);
-    assert!(matches!(view.state_of("A"), Some(State::Failed { .. })));
-    assert!(matches!(view.state_of("B"), Some(State::Blocked { .. })));
-    assert_eq!(view.state_of("C"), Some(&State::Done { fix_cycles: 0 }), "an independent issue still runs");
+    assert!(matches!(stage(&view, "A"), Some(Stage::Failed { .. })));
+    assert!(matches!(stage(&view, "B"), Some(Stage::Blocked { .. })));
+    assert_eq!(stage(&view, "C"), Some(&Stage::Done { fix_cycles: 0 }), "an independent issue still runs");
     assert_eq!(run.events_of("B"), strs(&["dependency_not_done"]));
     assert_eq!(run.events_of("A").last().unwrap(), "worktree_kept", "a Failed issue's worktree is kept for inspection");
     assert!(run.dir.path().join("A").exists());
@@ -318,8 +322,8 @@ fn an_interrupted_run_journals_it_and_resume_reruns_only_the_unfinished_phase() 
     let ws = FakeWorkspace::default();
     let (outcome, view) = run.drive(run.recorder(), &agent, &ws, Settings::new(1, Run::clock(), cancel), &[]).unwrap();
     assert_eq!(outcome, Outcome::Interrupted);
-    assert_eq!(view.state_of("A"), Some(&State::Review { fix_cycles: 0 }));
-    assert_eq!(view.state_of("B"), Some(&State::Pending), "nothing new starts after a stop request");
+    assert_eq!(stage(&view, "A"), Some(&Stage::Review { fix_cycles: 0 }));
+    assert_eq!(stage(&view, "B"), Some(&Stage::Pending), "nothing new starts after a stop request");
     assert_eq!(run.lines().last().unwrap(), "run_interrupted: interrupted by SIGTERM");
     assert_eq!(run.events_of("A").last().unwrap(), "interrupted");
 
@@ -327,7 +331,7 @@ fn an_interrupted_run_journals_it_and_resume_reruns_only_the_unfinished_phase() 
     recorder.resumed(&mut Silent).unwrap();
     let (outcome, view) = run.drive(recorder, &sim(&[]), &ws, settings(1), &[]).unwrap();
     assert_eq!(outcome, Outcome::Finished);
-    assert!(view.all_terminal() && view.state_of("A") == Some(&State::Done { fix_cycles: 0 }));
+    assert!(view.all_terminal() && stage(&view, "A") == Some(&Stage::Done { fix_cycles: 0 }));
     let a = run.events_of("A");
     assert_eq!(a.iter().filter(|e| *e == "work_finished").count(), 1, "dev is not run again: {a:?}");
     let records = crate::journal::read_all(&run.store).unwrap();
@@ -366,7 +370,7 @@ fn jobs_bounds_concurrency_and_a_dependant_waits_for_its_dependencies() {
     let agent = Counting { sim: sim(&[]), now: AtomicUsize::new(0), max: AtomicUsize::new(0) };
     let (outcome, view) = run.drive(run.recorder(), &agent, &FakeWorkspace::default(), settings(3), &[]).unwrap();
     assert_eq!(outcome, Outcome::Finished);
-    assert!(view.issues.iter().all(|i| i.state == State::Done { fix_cycles: 0 }));
+    assert!(view.issues.iter().all(|i| i.state.stage == Stage::Done { fix_cycles: 0 }));
     let max = agent.max.load(Ordering::SeqCst);
     assert!((1..=3).contains(&max), "at most --jobs phases at once, saw {max}");
     let lines = run.lines();
@@ -397,7 +401,7 @@ fn an_environment_failure_interrupts_the_issue_and_the_run_for_resume() {
     // Resume on a healthy disk adopts the journaled intent and finishes.
     let (outcome, view) = run.drive(run.reopen(), &sim(&[]), &FakeWorkspace::default(), settings(1), &[]).unwrap();
     assert_eq!(outcome, Outcome::Finished);
-    assert_eq!(view.state_of("A"), Some(&State::Done { fix_cycles: 0 }));
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 0 }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -414,14 +418,14 @@ struct Probe {
 struct ProbeAfter<'p>(&'p Probe, Phase);
 
 impl After for ProbeAfter<'_> {
-    fn after_phase(self: Box<Self>) -> (Vec<Event>, Option<Event>) {
+    fn after_phase(self: Box<Self>) -> (Vec<Entry>, Option<Event>) {
         self.0.calls.lock().unwrap().push(format!("after {}", self.1));
         (Vec::new(), None)
     }
 }
 
 impl Hooks for Probe {
-    fn worktree_created(&self, planned: &PlannedIssue, _: &RunView) -> Vec<Event> {
+    fn worktree_created(&self, planned: &PlannedIssue, _: &RunView) -> Vec<Entry> {
         self.calls.lock().unwrap().push(format!("created {}", planned.id));
         Vec::new()
     }
@@ -429,12 +433,16 @@ impl Hooks for Probe {
     fn before_phase(&self, planned: &PlannedIssue, _: &Path, phase: Phase, _: &RunView) -> Option<Before<'_>> {
         self.calls.lock().unwrap().push(format!("before {phase}"));
         let ok = self.refuse != Some(phase);
-        let event = Event::GuardChecked { phase, ok, details: vec![format!("probe for {}", planned.id)] };
+        let details = vec![format!("probe for {}", planned.id)];
+        let entry = match ok {
+            true => Entry::Audit(Fact::GuardChecked { phase, details }),
+            false => Entry::Machine(Event::GuardCheckFailed { phase, details }),
+        };
         let after = ok.then(|| Box::new(ProbeAfter(self, phase)) as Box<dyn After + '_>);
-        Some(Before { event, proceed: ok, env: vec![("PROBE".into(), "1".into())], after })
+        Some(Before { entry, proceed: ok, env: vec![("PROBE".into(), "1".into())], after })
     }
 
-    fn issue_done(&self, planned: &PlannedIssue, state: &State, _: &Path) -> Vec<Event> {
+    fn issue_done(&self, planned: &PlannedIssue, state: &State, _: &Path) -> Vec<Entry> {
         self.calls.lock().unwrap().push(format!("done {} {}", planned.id, state.name()));
         Vec::new()
     }
@@ -459,7 +467,7 @@ fn hooks_are_called_around_every_phase_and_their_events_are_journaled() {
     let run = Run::new(&[("A", &[])]);
     let probe = Probe::default();
     let (_, view) = run.drive(run.recorder(), &EnvCheck(sim(&[])), &FakeWorkspace::default(), settings(1), &[&probe]).unwrap();
-    assert_eq!(view.state_of("A"), Some(&State::Done { fix_cycles: 0 }));
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 0 }));
     assert_eq!(*probe.calls.lock().unwrap(), strs(&["created A", "before dev", "after dev", "before review", "after review", "done A done"]));
     assert_eq!(run.events_of("A").iter().filter(|e| *e == "guard_checked").count(), 2);
 }
@@ -469,7 +477,7 @@ fn a_hook_refusing_a_phase_ends_it_without_running_the_agent() {
     let run = Run::new(&[("A", &[])]);
     let probe = Probe { refuse: Some(Phase::Review), ..Default::default() };
     let (_, view) = run.drive(run.recorder(), &sim(&[]), &FakeWorkspace::default(), settings(1), &[&probe]).unwrap();
-    assert!(matches!(view.state_of("A"), Some(State::Failed { .. })));
+    assert!(matches!(stage(&view, "A"), Some(Stage::Failed { .. })));
     let a = run.events_of("A");
     assert_eq!(a[a.len() - 3..], strs(&["phase_started", "guard_checked", "worktree_kept"]), "{a:?}");
     assert!(!probe.calls.lock().unwrap().contains(&"after review".to_string()));
@@ -478,32 +486,16 @@ fn a_hook_refusing_a_phase_ends_it_without_running_the_agent() {
 // ---------------------------------------------------------------------------------------------
 // The driver's seam
 
-fn issue_in(state: State, attempts: u32) -> IssueView {
-    IssueView {
-        id: "A".into(),
-        state,
-        worktree: None,
-        attempts,
-        last_review: None,
-        interruptions: 0,
-        session: None,
-        tokens: 0,
-        guard: Default::default(),
-        process_group: None,
-    }
-}
-
 #[test]
-fn next_effect_maps_each_state_to_one_effect() {
-    use Effect::*;
-    assert_eq!(next_effect(&issue_in(State::Pending, 0), false, false), Prepare);
-    assert_eq!(next_effect(&issue_in(State::Pending, 0), false, true), Interrupt);
-    assert_eq!(next_effect(&issue_in(State::Done { fix_cycles: 0 }, 0), false, true), Finish, "terminal wins over a stop");
-    assert_eq!(next_effect(&issue_in(State::WorktreeReady, 0), false, false), StartPhase { phase: Phase::Dev, attempt: 1 });
-    assert_eq!(next_effect(&issue_in(State::Dev, 1), true, false), RunPhase { phase: Phase::Dev, start: None });
-    // A phase an earlier process started runs again as the next attempt.
-    assert_eq!(next_effect(&issue_in(State::Review { fix_cycles: 1 }, 2), false, false), RunPhase { phase: Phase::Review, start: Some(3) });
-    assert_eq!(next_effect(&issue_in(State::Fix { cycle: 1 }, 0), false, false), RunPhase { phase: Phase::Fix, start: Some(1) });
+fn a_stop_request_lets_an_ended_issue_finish_its_worktree_but_starts_nothing() {
+    let path = "/w".to_string();
+    assert!(runs_after_stop(&Command::RemoveWorktree { path: path.clone(), branch: "b".into() }));
+    assert!(runs_after_stop(&Command::KeepWorktree { path: path.clone(), ended: StageKind::Failed }));
+    assert!(runs_after_stop(&Command::Finish));
+    assert!(!runs_after_stop(&Command::Prepare));
+    assert!(!runs_after_stop(&Command::CreateWorktree { path, branch: "b".into(), base: "c".into(), adopt: true }));
+    assert!(!runs_after_stop(&Command::StartPhase { phase: Phase::Dev, attempt: 1 }));
+    assert!(!runs_after_stop(&Command::RunPhase { phase: Phase::Dev, cycle: 0, attempt: 1, resume_session: None }));
 }
 
 #[test]

@@ -18,10 +18,13 @@ use std::time::Duration;
 
 use super::{EngineError, Observer, Silent};
 use crate::journal::view::RunView;
-use crate::journal::{Body, Evidence, Journal};
-use crate::machine::{self, Event, State};
+use crate::journal::{Body, Evidence, Fact, Journal};
+use crate::machine::{self, Command, Event, State};
 
-pub(super) type Reply = mpsc::Sender<Result<State, EngineError>>;
+/// An issue's state after an event, and the commands the machine emitted with it.
+pub(super) type Decided = (State, Vec<Command>);
+
+pub(super) type Reply = mpsc::Sender<Result<Decided, EngineError>>;
 
 /// A request to the journal writer.
 pub(super) enum WriteReq {
@@ -88,7 +91,7 @@ impl Writer<'_> {
 
     /// Decides every transition of the group, against the view plus the earlier members of the
     /// group; an illegal one is answered at once and left out.
-    fn decide(&self, batch: Vec<WriteReq>) -> Vec<(Body, Reply, State)> {
+    fn decide(&self, batch: Vec<WriteReq>) -> Vec<(Body, Reply, Decided)> {
         let rules = lock(&self.view).start.rules;
         let mut pending = Vec::new();
         let mut scratch: HashMap<String, State> = HashMap::new();
@@ -99,18 +102,19 @@ impl Writer<'_> {
                         .get(&issue)
                         .cloned()
                         .or_else(|| lock(&self.view).state_of(&issue).cloned())
-                        .unwrap_or(State::Pending);
+                        .unwrap_or(State::PENDING);
                     match machine::transition(&from, &event, &rules) {
-                        Ok(to) => {
+                        Ok((to, commands)) => {
                             scratch.insert(issue.clone(), to.clone());
-                            pending.push((Body::Issue { issue, event, to: to.clone(), evidence }, reply, to));
+                            let body = Body::Issue { issue, event, to: to.stage.clone(), commands: Some(commands.clone()), evidence };
+                            pending.push((body, reply, (to, commands)));
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e.into()));
                         }
                     }
                 }
-                WriteReq::Run { body, reply } => pending.push((body, reply, State::Pending)),
+                WriteReq::Run { body, reply } => pending.push((body, reply, (State::PENDING, Vec::new()))),
             }
         }
         pending
@@ -134,7 +138,7 @@ pub(super) struct Handle {
 }
 
 impl Handle {
-    pub(super) fn event(&self, issue: &str, event: Event, evidence: Option<Evidence>) -> Result<State, EngineError> {
+    pub(super) fn event(&self, issue: &str, event: Event, evidence: Option<Evidence>) -> Result<Decided, EngineError> {
         let (reply, rx) = mpsc::channel();
         self.tx
             .send(WriteReq::Issue { issue: issue.to_string(), event, evidence, reply })
@@ -148,14 +152,19 @@ impl Handle {
         rx.recv().map_err(|_| EngineError::WriterGone)?.map(|_| ())
     }
 
+    /// Journals an audit fact about an issue (no machine event).
+    pub(super) fn audit(&self, issue: &str, fact: Fact, evidence: Option<Evidence>) -> Result<(), EngineError> {
+        self.run_record(Body::Audit { issue: issue.to_string(), fact, evidence })
+    }
+
     pub(super) fn view(&self) -> std::sync::MutexGuard<'_, RunView> {
         lock(&self.view)
     }
 }
 
 /// Drives the journal writer exactly as a parallel run does, with `writers` threads each
-/// appending `per_writer` events for its own issue (`interrupted` on a Pending issue: legal
-/// and state-preserving), and returns how long it took. Used by `loop bench`.
+/// appending `per_writer` records for its own issue (the audit fact `interrupted`), and
+/// returns how long it took. Used by `loop bench`.
 pub fn bench_group_commit(
     journal: Journal,
     view: RunView,
@@ -178,7 +187,7 @@ pub fn bench_group_commit(
                 let h = handle.clone();
                 scope.spawn(move || -> Result<(), EngineError> {
                     for _ in 0..per_writer {
-                        h.event(id, Event::Interrupted, None)?;
+                        h.audit(id, Fact::Interrupted, None)?;
                     }
                     Ok(())
                 })
@@ -219,9 +228,10 @@ mod tests {
         }
     }
 
-    fn issue_req(id: &str) -> (WriteReq, mpsc::Receiver<Result<State, EngineError>>) {
+    fn issue_req(id: &str) -> (WriteReq, mpsc::Receiver<Result<Decided, EngineError>>) {
         let (reply, rx) = mpsc::channel();
-        (WriteReq::Issue { issue: id.into(), event: Event::Interrupted, evidence: None, reply }, rx)
+        let body = Body::Audit { issue: id.into(), fact: Fact::Interrupted, evidence: None };
+        (WriteReq::Run { body, reply }, rx)
     }
 
     #[test]

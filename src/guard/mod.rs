@@ -18,6 +18,7 @@ use std::time::Duration;
 
 
 
+use crate::journal::{Entry, Fact};
 pub use crate::vocab::{GuardConfig, GuardSpec, SandboxSettings};
 use crate::vocab::PlannedIssue;
 use crate::machine::{Event, Phase};
@@ -101,8 +102,8 @@ pub struct Guard {
 
 /// What `before_phase` found.
 pub struct Before {
-    /// Journal this (it is `guard_checked`, ok or not).
-    pub event: Event,
+    /// Journal this: a passed check is an audit fact, a failed one fails the phase.
+    pub entry: Entry,
     /// Compare against this after the phase; `None` when the check failed.
     pub snapshot: Option<snapshot::Snapshot>,
     /// The agent's environment for the shims (empty without shims).
@@ -142,8 +143,8 @@ impl Guard {
         let mut details = Vec::new();
         let mut ok = true;
         if !self.cfg.checks {
-            let event = Event::GuardChecked { phase, ok, details: vec!["guard checks off (--no-guard)".into()] };
-            return Before { event, snapshot: None, env: Vec::new(), relay: None };
+            let entry = Entry::Audit(Fact::GuardChecked { phase, details: vec!["guard checks off (--no-guard)".into()] });
+            return Before { entry, snapshot: None, env: Vec::new(), relay: None };
         }
         match snapshot::main_status(&self.repo, self.timeout) {
             Ok(lines) if lines.is_empty() => details.push("main checkout clean".to_string()),
@@ -207,7 +208,11 @@ impl Guard {
             }
         }
         let snapshot = if ok { snap.ok() } else { None };
-        Before { event: Event::GuardChecked { phase, ok, details }, snapshot, env, relay }
+        let entry = match ok {
+            true => Entry::Audit(Fact::GuardChecked { phase, details }),
+            false => Entry::Machine(Event::GuardCheckFailed { phase, details }),
+        };
+        Before { entry, snapshot, env, relay }
     }
 
     /// The issue's stack: its branch and the branches of every issue it depends on.
@@ -296,7 +301,7 @@ impl Guard {
         phase: Phase,
         before: &snapshot::Snapshot,
         relay: Option<shim::Relay>,
-    ) -> (Vec<Event>, Option<Event>) {
+    ) -> (Vec<Fact>, Option<Event>) {
         if let Some(r) = relay {
             r.finish();
         }

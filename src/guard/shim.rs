@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::{self, Decision, PolicyContext, Tool};
 use super::{io, GuardConfig, GuardError};
-use crate::machine::{Event, Phase};
+use crate::journal::Fact;
+use crate::machine::Phase;
 
 /// Everything a shim process needs, written next to the shim home as JSON.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -498,7 +499,7 @@ pub fn hook_claude(input: &mut dyn Read) -> i32 {
 }
 
 /// Reads and retires an issue's decisions file, as events to journal.
-pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Event> {
+pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Fact> {
     let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
     let mut n = 0;
     let mut done = file.with_extension(format!("jsonl.folded-{n}"));
@@ -510,14 +511,14 @@ pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Event> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| match serde_json::from_str::<DecisionLine>(l) {
-            Ok(d) => Event::CommandDecided {
+            Ok(d) => Fact::CommandDecided {
                 phase,
                 tool: d.tool.as_str().to_string(),
                 argv: d.argv,
                 allowed: d.allowed,
                 rule: format!("{} ({})", d.rule, d.via),
             },
-            Err(e) => Event::CommandDecided {
+            Err(e) => Fact::CommandDecided {
                 phase,
                 tool: "?".into(),
                 argv: vec![l.to_string()],

@@ -9,6 +9,7 @@
 pub mod log;
 pub mod record;
 pub mod store;
+pub mod v1;
 pub mod view;
 
 use std::io::Write;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
-pub use record::{AgentSpec, Body, Content, Evidence, Hash, PlannedIssue, Record, RunStart, FORMAT_VERSION};
+pub use record::{AgentSpec, Body, Content, Entry, Evidence, Fact, Hash, PlannedIssue, Record, RunStart, FORMAT_VERSION};
 pub use store::{MemStore, SledStore, Store, StoreError};
 
 use crate::clock::Clock;

@@ -5,16 +5,23 @@
 //!   stored, so it never depends on re-encoding being canonical.
 //! - `content.prev` is the previous record's hash (all zeroes for the first), so any edit,
 //!   insertion, removal or reordering breaks the chain at a known sequence number.
-//! - `content.version` is [`FORMAT_VERSION`]; a reader refuses versions it does not know.
+//! - `content.version` is [`FORMAT_VERSION`] for what this loop writes; a reader refuses
+//!   versions it does not know. Format 2 encodes content as positional msgpack (structs as
+//!   arrays, enums tagged by variant name, times as nanoseconds), which decodes without
+//!   buffering; format-1 records (named maps, internally tagged enums) are still read, by
+//!   [`super::v1`], and converted into format-2 types on the way in, so nothing past [`open`]
+//!   knows an older format existed.
+//! - Only events that change an issue's state are [`Body::Issue`] records; what the guard
+//!   decided, passed checks, stack bookkeeping and interruptions are [`Body::Audit`] facts.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Event, State};
+use crate::machine::{Command, Event, Phase, Stage};
 pub use crate::vocab::{AgentSpec, PlannedIssue, RunStart};
 
 /// Bumped whenever the encoding of [`Content`] changes; pinned by a golden-hash test.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// A blake3 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +81,7 @@ pub struct Content {
     pub version: u16,
     pub run_id: String,
     pub seq: u64,
+    #[serde(with = "chrono::serde::ts_nanoseconds")]
     pub time: DateTime<Utc>,
     pub prev: Hash,
     pub body: Body,
@@ -94,13 +102,16 @@ impl Record {
 
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Body {
     /// The first record of every run: everything resume and replay need besides the events.
     RunStarted(RunStart),
-    /// One issue's machine took an event. `to` is the state the code decided when it was written;
-    /// replay recomputes it and reports any difference.
-    Issue { issue: String, event: Event, to: State, evidence: Option<Evidence> },
+    /// One issue's machine took an event. `to` is the stage and `commands` what the code
+    /// decided when it was written; replay recomputes both and reports any difference.
+    /// `commands` is `None` only for records read from format 1, which did not keep them.
+    Issue { issue: String, event: Event, to: Stage, commands: Option<Vec<Command>>, evidence: Option<Evidence> },
+    /// Audit, no machine event: a fact about an issue that changes nothing in its state.
+    Audit { issue: String, fact: Fact, evidence: Option<Evidence> },
     /// A `loop resume` picked the run up again.
     RunResumed,
     /// Ctrl-C (or SIGTERM) stopped the run; resume continues it.
@@ -117,6 +128,43 @@ pub enum Body {
     ProcessGroup { issue: String, phase: crate::machine::Phase, pgid: i32, start_time: u64 },
 }
 
+/// What the journal keeps for the record about an issue without it moving the machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fact {
+    /// The guard's before-phase check passed (a failed one is the machine event
+    /// `GuardCheckFailed`); `details` says what was allowed (`allow_dirty`, checks off).
+    GuardChecked { phase: Phase, details: Vec<String> },
+    /// A git/gt shim or the Claude Code hook classified a command the agent ran.
+    CommandDecided { phase: Phase, tool: String, argv: Vec<String>, allowed: bool, rule: String },
+    /// `gt track` of the new worktree's branch onto its parent worked (`--stack graphite`).
+    StackTracked { parent: String },
+    /// `gt submit --draft` at Done (`--submit draft`); a failure is reported, the issue stays Done.
+    StackSubmitted { ok: bool, detail: String },
+    /// Ctrl-C, a stop request or loop's own trouble stopped the issue; resume runs the
+    /// unfinished step again. The evidence carries the cause and the tokens spent.
+    Interrupted,
+}
+
+impl Fact {
+    /// The fact's name in timelines and JSON (the event names format 1 used).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fact::GuardChecked { .. } => "guard_checked",
+            Fact::CommandDecided { .. } => "command_decided",
+            Fact::StackTracked { .. } => "stack_tracked",
+            Fact::StackSubmitted { .. } => "stack_submitted",
+            Fact::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Something to journal about an issue: an event for its machine, or an audit fact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Machine(Event),
+    Audit(Fact),
+}
 
 
 
@@ -139,7 +187,7 @@ pub struct Evidence {
 
 /// Encodes content and hashes it: the bytes to store, and the hash.
 pub fn seal(content: &Content) -> (Vec<u8>, Hash) {
-    let mut bytes = rmp_serde::to_vec_named(content).expect("journal content always encodes");
+    let mut bytes = rmp_serde::to_vec(content).expect("journal content always encodes");
     let hash = Hash::of(&bytes);
     bytes.extend_from_slice(&hash.0);
     (bytes, hash)
@@ -154,11 +202,12 @@ pub enum RecordError {
     HashMismatch,
     #[error("record does not decode: {0}")]
     Decode(String),
-    #[error("record format version {0} is not known to this loop (knows {FORMAT_VERSION})")]
+    #[error("record format version {0} is not known to this loop (knows 1 and {FORMAT_VERSION})")]
     Version(u16),
 }
 
-/// Checks a stored record's own hash and decodes it. Chain checks are the reader's job.
+/// Checks a stored record's own hash and decodes it, whatever format it was written in.
+/// Chain checks are the reader's job.
 pub fn open(bytes: &[u8]) -> Result<Record, RecordError> {
     if bytes.len() < 32 {
         return Err(RecordError::TooShort(bytes.len()));
@@ -169,14 +218,39 @@ pub fn open(bytes: &[u8]) -> Result<Record, RecordError> {
         return Err(RecordError::HashMismatch);
     }
     // The decoder's message quotes the record's strings (fuzz: `journal_record`).
-    let content: Content = rmp_serde::from_slice(body)
-        .map_err(|e| RecordError::Decode(crate::text::printable(&e.to_string(), 300)))?;
-    if content.version != FORMAT_VERSION {
-        return Err(RecordError::Version(content.version));
-    }
+    let decode = |e: &dyn std::fmt::Display| RecordError::Decode(crate::text::printable(&e.to_string(), 300));
+    // Format 1 wrote content as a map, format 2 as an array whose first element is the version.
+    let content = match body.first() {
+        Some(0x80..=0x8f | 0xde | 0xdf) => super::v1::decode(body)?,
+        _ => {
+            match array_version(body) {
+                Some(v) if v == u64::from(FORMAT_VERSION) => {}
+                Some(v) => return Err(RecordError::Version(u16::try_from(v).unwrap_or(u16::MAX))),
+                None => return Err(decode(&"content is neither a format-1 map nor a versioned array")),
+            }
+            rmp_serde::from_slice::<Content>(body).map_err(|e| decode(&e))?
+        }
+    };
     Ok(Record { content, hash })
 }
 
+/// The first element of a msgpack array holding an unsigned integer: the format-2 version,
+/// read before committing to a decoder that only knows format 2.
+fn array_version(body: &[u8]) -> Option<u64> {
+    let rest = match *body.first()? {
+        0x90..=0x9f => body.get(1..)?,
+        0xdc => body.get(3..)?,
+        0xdd => body.get(5..)?,
+        _ => return None,
+    };
+    match *rest.first()? {
+        b @ 0x00..=0x7f => Some(u64::from(b)),
+        0xcc => rest.get(1).map(|b| u64::from(*b)),
+        0xcd => Some(u64::from(u16::from_be_bytes(rest.get(1..3)?.try_into().ok()?))),
+        0xce => Some(u64::from(u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?))),
+        _ => None,
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -193,7 +267,8 @@ mod tests {
             body: Body::Issue {
                 issue: "ORB-1".into(),
                 event: Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass },
-                to: State::Review { fix_cycles: 0 },
+                to: Stage::Review { fix_cycles: 0 },
+                commands: Some(vec![Command::StartPhase { phase: Phase::Review, attempt: 1 }]),
                 evidence: Some(Evidence {
                     exit_code: Some(0),
                     duration_ms: 12,
@@ -208,11 +283,38 @@ mod tests {
     }
 
     /// Pins the encoding: if this changes, bump FORMAT_VERSION and keep reading old journals.
+    /// (Format 1 is pinned by `v1::tests::golden_v1_record_hash`.)
     #[test]
     fn golden_record_hash() {
         let (bytes, hash) = seal(&sample());
-        assert_eq!(hash.hex(), "591389e8d6b5e1d6b235c34c30c5e9a441f61f1d00f1ca136917ac0340a2971f");
+        assert_eq!(hash.hex(), "606a1d17c580bf6552ce82c3eb8d7657f99926c71d1d35bae0bb115788cb3d81");
         assert_eq!(open(&bytes).unwrap().content, sample());
+    }
+
+    #[test]
+    fn audit_facts_round_trip() {
+        let mut c = sample();
+        c.body = Body::Audit {
+            issue: "ORB-1".into(),
+            fact: Fact::CommandDecided {
+                phase: Phase::Dev,
+                tool: "gt".into(),
+                argv: vec!["sync".into()],
+                allowed: false,
+                rule: "gt-sync-restack".into(),
+            },
+            evidence: None,
+        };
+        let (bytes, _) = seal(&c);
+        assert_eq!(open(&bytes).unwrap().content, c);
+    }
+
+    #[test]
+    fn unknown_versions_are_refused_by_number() {
+        let mut c = sample();
+        c.version = 3;
+        let (bytes, _) = seal(&c);
+        assert_eq!(open(&bytes).unwrap_err(), RecordError::Version(3));
     }
 
     #[test]

@@ -2,50 +2,56 @@
 //! does each issue stand". The engine, `status`, `resume` and `replay` all use it, so a live run
 //! and a replay can never disagree about what a record means.
 //!
-//! Invariant: [`RunView::apply`] re-derives every transition with [`machine::transition`] and
-//! compares it with the state the record says was decided; any difference is a [`Divergence`]
-//! ("journal and code disagree"), kept apart from corruption, which the chain reader reports.
+//! Invariants:
+//! - Every issue's state is the machine's own [`State`] (stage, worktree lifecycle, attempts,
+//!   session); the view keeps no second state machine, only tallies beside it (tokens, guard
+//!   decisions, the last review, interruptions, the last commit and process group).
+//! - [`RunView::apply`] re-runs [`machine::transition`] on every machine event and compares the
+//!   stage and the commands it decides now with what the record says was decided; any
+//!   difference is a [`Divergence`] ("journal and code disagree"), kept apart from corruption,
+//!   which the chain reader reports.
+//! - Audit facts never reach the machine; they only move tallies.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::record::{Body, Record, RunStart};
-use crate::machine::{self, Event, IllegalTransition, State};
-
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct WorktreeView {
-    pub path: String,
-    pub branch: String,
-    pub base: String,
-    /// A `worktree_intent` was journaled: loop may create or adopt this path and branch.
-    pub intended: bool,
-    pub created: bool,
-    pub removed: bool,
-    pub kept: Option<String>,
-    /// The last commit journaled for this issue (evidence of a phase): what its branch must hold.
-    #[serde(skip)]
-    pub commit: Option<String>,
-}
+use super::record::{Body, Evidence, Fact, Record, RunStart};
+use crate::machine::{self, Command, Event, IllegalTransition, Stage, State, Worktree};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct IssueView {
     pub id: String,
     pub state: State,
-    pub worktree: Option<WorktreeView>,
-    /// `phase_started` records since the state last changed (0: the phase has not started).
-    pub attempts: u32,
     /// The latest review's raw output (the fix agent's input).
     pub last_review: Option<String>,
     pub interruptions: u32,
-    /// The session of the current phase attempt, if the agent reported one.
-    pub session: Option<String>,
     /// Tokens used by all of this issue's phases.
     pub tokens: u64,
     pub guard: GuardTally,
+    /// The last commit journaled for this issue (evidence of a phase): what its branch must hold.
+    #[serde(skip)]
+    pub commit: Option<String>,
     /// The last process group recorded for this issue's phases: `(pgid, start_time)`.
     #[serde(skip)]
     pub process_group: Option<(i32, u64)>,
+}
+
+impl IssueView {
+    pub fn worktree(&self) -> Option<&Worktree> {
+        self.state.worktree.as_ref()
+    }
+
+    /// Tallies a record's evidence: tokens spent and the commit made.
+    fn absorb(&mut self, evidence: Option<&Evidence>) {
+        let Some(e) = evidence else { return };
+        if let Some(c) = &e.commit {
+            self.commit = Some(c.clone());
+        }
+        if let Some(t) = e.tokens {
+            self.tokens += t.total();
+        }
+    }
 }
 
 /// What the guard decided for one issue, for `status` and `replay`.
@@ -80,8 +86,10 @@ pub struct RunView {
 pub enum Divergence {
     #[error("record {seq}: {source}")]
     Illegal { seq: u64, source: IllegalTransition },
-    #[error("record {seq}: issue {issue}: journal says {recorded}, code decides {computed}")]
-    Mismatch { seq: u64, issue: String, recorded: String, computed: String },
+    #[error("record {seq}: issue {issue}: journal says {recorded:?}, code decides {computed:?}")]
+    Mismatch { seq: u64, issue: String, recorded: Stage, computed: Stage },
+    #[error("record {seq}: issue {issue}: journal says the engine was told {recorded:?}, code decides {computed:?}")]
+    Commands { seq: u64, issue: String, recorded: Vec<Command>, computed: Vec<Command> },
     #[error("record {seq}: issue {issue} is not part of this run")]
     UnknownIssue { seq: u64, issue: String },
     #[error("record {seq}: a second run_started")]
@@ -95,6 +103,7 @@ impl Divergence {
         match self {
             Divergence::Illegal { seq, .. }
             | Divergence::Mismatch { seq, .. }
+            | Divergence::Commands { seq, .. }
             | Divergence::UnknownIssue { seq, .. }
             | Divergence::Restarted { seq }
             | Divergence::NoStart { seq } => *seq,
@@ -106,8 +115,8 @@ impl Divergence {
 #[derive(Clone, Debug)]
 pub struct Applied {
     pub issue: Option<String>,
-    pub from: Option<State>,
-    pub to: Option<State>,
+    pub from: Option<Stage>,
+    pub to: Option<Stage>,
 }
 
 impl RunView {
@@ -121,14 +130,12 @@ impl RunView {
             .iter()
             .map(|p| IssueView {
                 id: p.id.clone(),
-                state: State::Pending,
-                worktree: None,
-                attempts: 0,
+                state: State::PENDING,
                 last_review: None,
                 interruptions: 0,
-                session: None,
                 tokens: 0,
                 guard: GuardTally::default(),
+                commit: None,
                 process_group: None,
             })
             .collect();
@@ -162,6 +169,10 @@ impl RunView {
         self.issue(id).map(|v| &v.state)
     }
 
+    fn index_of(&self, seq: u64, issue: &str) -> Result<usize, Divergence> {
+        self.index.get(issue).copied().ok_or_else(|| Divergence::UnknownIssue { seq, issue: issue.to_string() })
+    }
+
     pub fn all_terminal(&self) -> bool {
         self.issues.iter().all(|i| i.state.is_terminal())
     }
@@ -186,95 +197,231 @@ impl RunView {
                 Ok(none)
             }
             Body::WorktreeRepaired { issue, .. } => {
-                if !self.index.contains_key(issue) {
-                    return Err(Divergence::UnknownIssue { seq, issue: issue.clone() });
-                }
+                self.index_of(seq, issue)?;
                 Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
             }
             Body::ProcessGroup { issue, pgid, start_time, .. } => {
-                let idx = *self
-                    .index
-                    .get(issue)
-                    .ok_or_else(|| Divergence::UnknownIssue { seq, issue: issue.clone() })?;
+                let idx = self.index_of(seq, issue)?;
                 self.issues[idx].process_group = Some((*pgid, *start_time));
                 Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
             }
-            Body::Issue { issue, event, to, evidence } => {
-                let idx = *self
-                    .index
-                    .get(issue)
-                    .ok_or_else(|| Divergence::UnknownIssue { seq, issue: issue.clone() })?;
-                let rules = self.start.rules;
+            Body::Audit { issue, fact, evidence } => {
+                let idx = self.index_of(seq, issue)?;
                 let view = &mut self.issues[idx];
-                let from = view.state.clone();
-                let computed =
-                    machine::transition(&from, event, &rules).map_err(|source| Divergence::Illegal { seq, source })?;
-                if &computed != to {
-                    return Err(Divergence::Mismatch {
-                        seq,
-                        issue: issue.clone(),
-                        recorded: format!("{to:?}"),
-                        computed: format!("{computed:?}"),
-                    });
-                }
-                match event {
-                    Event::WorktreeIntent { path, branch, base } => {
-                        view.worktree = Some(WorktreeView {
-                            path: path.clone(),
-                            branch: branch.clone(),
-                            base: base.clone(),
-                            intended: true,
-                            ..Default::default()
-                        });
-                    }
-                    Event::WorktreeCreated { path, branch, base } => {
-                        let wt = view.worktree.get_or_insert_with(Default::default);
-                        wt.path = path.clone();
-                        wt.branch = branch.clone();
-                        wt.base = base.clone();
-                        wt.created = true;
-                    }
-                    Event::WorktreeRemoved { .. } => {
-                        if let Some(wt) = &mut view.worktree {
-                            wt.removed = true;
-                            wt.kept = None;
-                        }
-                    }
-                    Event::WorktreeKept { reason, .. } => {
-                        if let Some(wt) = &mut view.worktree {
-                            wt.kept = Some(reason.clone());
-                        }
-                    }
-                    Event::PhaseStarted { .. } => view.attempts += 1,
-                    Event::ReviewFinished { .. } => {
-                        view.last_review = evidence.as_ref().and_then(|e| e.output.clone());
-                    }
-                    Event::Interrupted => view.interruptions += 1,
-                    Event::SessionStarted { session, .. } => view.session = Some(session.clone()),
-                    Event::GuardChecked { ok: false, .. } => view.guard.checks_failed += 1,
-                    Event::GuardViolation { .. } => view.guard.violations += 1,
-                    Event::CommandDecided { allowed: true, .. } => view.guard.allowed += 1,
-                    Event::CommandDecided { tool, argv, allowed: false, rule, .. } => {
+                match fact {
+                    Fact::Interrupted => view.interruptions += 1,
+                    Fact::CommandDecided { allowed: true, .. } => view.guard.allowed += 1,
+                    Fact::CommandDecided { tool, argv, allowed: false, rule, .. } => {
                         view.guard.refused += 1;
                         if view.guard.refused_commands.len() < GuardTally::SHOWN {
                             view.guard.refused_commands.push(format!("{tool} {} [{rule}]", argv.join(" ")));
                         }
                     }
+                    Fact::GuardChecked { .. } | Fact::StackTracked { .. } | Fact::StackSubmitted { .. } => {}
+                }
+                view.absorb(evidence.as_ref());
+                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
+            }
+            Body::Issue { issue, event, to, commands, evidence } => {
+                let idx = self.index_of(seq, issue)?;
+                let rules = self.start.rules;
+                let view = &mut self.issues[idx];
+                let (next, computed) =
+                    machine::transition(&view.state, event, &rules).map_err(|source| Divergence::Illegal { seq, source })?;
+                if !next.stage.agrees_with(to) {
+                    return Err(Divergence::Mismatch {
+                        seq,
+                        issue: issue.clone(),
+                        recorded: to.clone(),
+                        computed: next.stage,
+                    });
+                }
+                if let Some(recorded) = commands.as_ref().filter(|c| **c != computed) {
+                    return Err(Divergence::Commands { seq, issue: issue.clone(), recorded: recorded.clone(), computed });
+                }
+                match event {
+                    Event::ReviewFinished { .. } => {
+                        view.last_review = evidence.as_ref().and_then(|e| e.output.clone());
+                    }
+                    Event::GuardCheckFailed { .. } => view.guard.checks_failed += 1,
+                    Event::GuardViolation { .. } => view.guard.violations += 1,
                     _ => {}
                 }
-                if let (Some(c), Some(wt)) = (evidence.as_ref().and_then(|e| e.commit.as_ref()), view.worktree.as_mut()) {
-                    wt.commit = Some(c.clone());
-                }
-                if let Some(t) = evidence.as_ref().and_then(|e| e.tokens) {
-                    view.tokens += t.total();
-                }
-                if computed != from {
-                    view.session = None;
-                    view.attempts = u32::from(matches!(event, Event::PhaseStarted { .. }));
-                }
-                view.state = computed;
-                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(view.state.clone()) })
+                view.absorb(evidence.as_ref());
+                let from = std::mem::replace(&mut view.state, next).stage;
+                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(view.state.stage.clone()) })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::Tokens;
+    use crate::journal::record::{self, AgentSpec, Content, Hash, PlannedIssue};
+    use crate::journal::v1;
+    use crate::machine::{Phase, Rules, Verdict, WorkStatus};
+
+    fn start() -> RunStart {
+        let issue = |id: &str, deps: &[&str]| PlannedIssue {
+            id: id.into(),
+            title: id.into(),
+            doc: format!("docs/{id}.md"),
+            blocked_by: deps.iter().map(|d| d.to_string()).collect(),
+            branch: format!("loop/M/{id}"),
+            worktree: format!("/w/{id}"),
+        };
+        RunStart {
+            tool_version: "t".into(),
+            milestone: "M".into(),
+            repo: "/repo".into(),
+            base_commit: "0".repeat(40),
+            rules: Rules { max_fix_cycles: 1 },
+            agent: AgentSpec { kind: "sim".into(), scenario: None, settings: None },
+            phase_timeout_secs: 60,
+            max_tokens_per_issue: None,
+            review_doc: false,
+            issues: vec![issue("A", &[]), issue("B", &["A"]), issue("C", &[])],
+            guard: None,
+        }
+    }
+
+    fn ev(tokens: u64, output: &str, commit: Option<&str>) -> Option<Evidence> {
+        Some(Evidence {
+            output: Some(output.into()),
+            tokens: Some(Tokens { input: tokens, ..Default::default() }),
+            commit: commit.map(String::from),
+            ..Default::default()
+        })
+    }
+
+    /// A run as format 1 recorded it: (issue, event, evidence), with every kind of event,
+    /// the state-free ones included.
+    fn script() -> Vec<(&'static str, v1::Event, Option<Evidence>)> {
+        use v1::Event as E;
+        let wt = |id: &str| (format!("/w/{id}"), format!("loop/M/{id}"), "c0".to_string());
+        let (pa, ba, ca) = wt("A");
+        let (pc, bc, cc) = wt("C");
+        vec![
+            ("A", E::WorktreeIntent { path: pa.clone(), branch: ba.clone(), base: ca.clone() }, None),
+            ("A", E::WorktreeCreated { path: pa.clone(), branch: ba.clone(), base: ca }, None),
+            ("A", E::StackTracked { parent: "main".into(), error: None }, None),
+            ("A", E::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None),
+            ("A", E::GuardChecked { phase: Phase::Dev, ok: true, details: vec!["clean".into()] }, None),
+            ("A", E::SessionStarted { phase: Phase::Dev, session: "t1".into() }, None),
+            ("A", E::Interrupted, ev(5, "", None)),
+            ("A", E::PhaseStarted { phase: Phase::Dev, attempt: 2 }, None),
+            ("A", E::CommandDecided { phase: Phase::Dev, tool: "gt".into(), argv: vec!["sync".into()], allowed: false, rule: "r".into() }, None),
+            ("A", E::CommandDecided { phase: Phase::Dev, tool: "git".into(), argv: vec!["status".into()], allowed: true, rule: "ok".into() }, None),
+            ("A", E::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, ev(10, "{}", Some("c1"))),
+            ("A", E::PhaseStarted { phase: Phase::Review, attempt: 1 }, None),
+            ("A", E::ReviewFinished { verdict: Verdict::ChangesRequired }, ev(3, "fix it", None)),
+            ("A", E::PhaseStarted { phase: Phase::Fix, attempt: 1 }, None),
+            ("A", E::WorkFinished { phase: Phase::Fix, status: WorkStatus::Pass }, ev(4, "{}", Some("c2"))),
+            ("A", E::PhaseStarted { phase: Phase::Review, attempt: 1 }, None),
+            ("A", E::ReviewFinished { verdict: Verdict::ChangesRequired }, ev(2, "still", None)),
+            ("A", E::WorktreeRemoved { path: pa }, None),
+            ("B", E::DependencyNotDone { dependency: "A".into(), dependency_state: "Capped".into() }, None),
+            ("C", E::WorktreeCreated { path: pc.clone(), branch: bc, base: cc }, None),
+            ("C", E::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None),
+            ("C", E::GuardViolation { phase: Phase::Dev, changes: vec!["ref x".into()] }, None),
+            ("C", E::WorktreeKept { path: pc, reason: "issue ended Failed; kept for inspection".into() }, None),
+        ]
+    }
+
+    fn v1_record(seq: u64, prev: Hash, body: v1::Body) -> Record {
+        let c = v1::Content { version: v1::VERSION, run_id: "r".into(), seq, time: "2026-01-01T00:00:00Z".parse().unwrap(), prev, body };
+        record::open(&v1::seal(&c).0).expect("a format-1 record opens")
+    }
+
+    /// The same run, as format 1 wrote it and as this code writes it, folds to the same end.
+    #[test]
+    fn a_v1_record_stream_replays_to_the_same_end_states() {
+        // Format 1, with the states the old machine recorded.
+        let mut old = vec![v1_record(0, Hash::ZERO, v1::Body::RunStarted(start()))];
+        let mut states: HashMap<&str, v1::State> = HashMap::new();
+        for (issue, event, evidence) in script() {
+            let from = states.get(issue).cloned().unwrap_or(v1::State::Pending);
+            let to = old_machine(&from, &event);
+            states.insert(issue, to.clone());
+            let body = v1::Body::Issue { issue: issue.into(), event, to, evidence };
+            let prev = old.last().unwrap().hash;
+            old.push(v1_record(old.len() as u64, prev, body));
+        }
+        let old_view = RunView::fold(&old).expect("format 1 replays");
+
+        // Format 2, written the way the engine writes it.
+        let first = Record {
+            content: Content { version: record::FORMAT_VERSION, run_id: "r".into(), seq: 0, time: Default::default(), prev: Hash::ZERO, body: Body::RunStarted(start()) },
+            hash: Hash::ZERO,
+        };
+        let mut new_view = RunView::new(&first).unwrap();
+        for (n, r) in old[1..].iter().enumerate() {
+            let body = match &r.content.body {
+                Body::Issue { issue, event, evidence, .. } => {
+                    let from = new_view.state_of(issue).unwrap().clone();
+                    let (to, commands) = machine::transition(&from, event, &new_view.start.rules).unwrap();
+                    Body::Issue { issue: issue.clone(), event: event.clone(), to: to.stage, commands: Some(commands), evidence: evidence.clone() }
+                }
+                other => other.clone(),
+            };
+            let content = Content { seq: n as u64 + 1, body, ..first.content.clone() };
+            new_view.apply(&Record { content, hash: Hash::ZERO }).expect("format 2 replays");
+        }
+
+        for (a, b) in old_view.issues.iter().zip(&new_view.issues) {
+            assert_eq!(a.state.stage.kind(), b.state.stage.kind(), "{}", a.id);
+            assert_eq!(a.state.reason().map(|r| r.to_string()), b.state.reason().map(|r| r.to_string()));
+            assert!(b.state.stage.agrees_with(&a.state.stage), "{}: {:?} vs {:?}", a.id, a.state, b.state);
+            assert_eq!((&a.state.worktree, a.state.attempts, &a.state.session), (&b.state.worktree, b.state.attempts, &b.state.session));
+            assert_eq!((a.tokens, &a.guard, a.interruptions, &a.last_review, &a.commit), (b.tokens, &b.guard, b.interruptions, &b.last_review, &b.commit));
+        }
+        let a = old_view.issue("A").unwrap();
+        assert_eq!(a.state.reason().unwrap().to_string(), "changes still required after 1 fix cycles");
+        assert!(a.state.worktree.as_ref().unwrap().removed());
+        assert_eq!((a.tokens, a.interruptions, a.guard.refused, a.guard.allowed), (24, 1, 1, 1));
+        assert_eq!(old_view.issue("B").unwrap().state.reason().unwrap().to_string(), "dependency A ended Capped");
+        let c = old_view.issue("C").unwrap();
+        assert_eq!((c.guard.violations, c.state.worktree.as_ref().unwrap().kept()), (1, Some("issue ended Failed; kept for inspection")));
+    }
+
+    /// A record whose recorded stage the code no longer decides is a divergence, whatever the
+    /// format.
+    #[test]
+    fn a_v1_record_with_another_outcome_diverges() {
+        let mut recs = vec![v1_record(0, Hash::ZERO, v1::Body::RunStarted(start()))];
+        let body = v1::Body::Issue {
+            issue: "B".into(),
+            event: v1::Event::DependencyNotDone { dependency: "A".into(), dependency_state: "Failed".into() },
+            to: v1::State::Blocked { fix_cycles: 0, reason: "dependency A ended Capped".into() },
+            evidence: None,
+        };
+        recs.push(v1_record(1, recs[0].hash, body));
+        assert!(matches!(RunView::fold(&recs), Err(Divergence::Mismatch { seq: 1, .. })));
+    }
+
+    /// The format-1 machine, only as far as [`script`] needs it: what it recorded as `to`.
+    fn old_machine(from: &v1::State, e: &v1::Event) -> v1::State {
+        use v1::Event as E;
+        use v1::State as S;
+        match (from, e) {
+            (S::Pending, E::WorktreeCreated { .. }) => S::WorktreeReady,
+            (S::WorktreeReady, E::PhaseStarted { .. }) => S::Dev,
+            (S::Dev, E::WorkFinished { .. }) => S::Review { fix_cycles: 0 },
+            (S::Review { fix_cycles: 0 }, E::ReviewFinished { .. }) => S::Fix { cycle: 1 },
+            (S::Fix { cycle }, E::WorkFinished { .. }) => S::Review { fix_cycles: *cycle },
+            (S::Review { fix_cycles }, E::ReviewFinished { .. }) => {
+                S::Capped { fix_cycles: *fix_cycles, reason: "changes still required after 1 fix cycles".into() }
+            }
+            (S::Pending, E::DependencyNotDone { dependency, dependency_state }) => {
+                S::Blocked { fix_cycles: 0, reason: format!("dependency {dependency} ended {dependency_state}") }
+            }
+            (S::Dev, E::GuardViolation { changes, .. }) => S::Failed {
+                fix_cycles: 0,
+                reason: format!("guard: the agent changed things outside its worktree: {}", changes.join("; ")),
+            },
+            (s, _) => s.clone(),
         }
     }
 }

@@ -1,72 +1,290 @@
-//! Shared helpers for integration tests: temporary repos with issue docs, and running the real
-//! `loop` binary with a fixed clock.
+//! Shared helpers for integration tests. Every command a test runs (the real `loop` binary, git,
+//! gt, a fake agent) is built by one [`TestEnvironment`], in the manner of jj's
+//! `cli/tests/common/TestEnvironment`; a [`TestRepo`] is a directory of one environment, like
+//! jj's `TestWorkDir`.
+//!
+//! Invariants of every command the environment builds:
+//! - the environment is cleared first, then only [`ALLOWED_VARIABLES`] are set, so nothing of the
+//!   developer's or CI's environment (the real HOME with its `~/.config/graphite/aliases` and
+//!   `~/.gitconfig`, `LOOP_*` overrides, `CODEX_HOME`) reaches a child; a test adds what it needs
+//!   explicitly, and `environment::only_allowed_variables_reach_a_child` checks the rest;
+//! - HOME, the XDG dirs, TMPDIR and the global git config live inside the test's own temp dir;
+//! - `loop` commands get a clock stepped per command (`LOOP_NOW`), so output is deterministic
+//!   yet no two commands of one environment share an instant.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different part of this module")]
 
+pub mod codex;
+
+use std::ffi::OsStr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
+/// Exit codes by name (`exit::NOT_ALL_DONE`, ...): the crate's own constants, so a test never
+/// spells a bare number. When the CLI's codes become a type, only this line changes.
+pub use devloop::cli::exit;
+
+/// The clock of an environment's first `loop` command; each further one is
+/// [`CLOCK_STEP_SECS`] later.
 pub const NOW: &str = "2026-01-01T00:00:00Z";
+pub const CLOCK_STEP_SECS: i64 = 1;
 
 pub const DEMO_DOCS: &[(&str, &str)] = devloop::cli::demo::DOCS;
 pub const DEMO_SCENARIO: &str = devloop::cli::demo::SCENARIO;
+
+/// Taken from the parent by name, because the tools need them: PATH resolves git, node (for gt)
+/// and codex; the test CLI paths say which codex and gt the tests use.
+const PASSED_THROUGH: &[&str] = &["PATH", "LOOP_TEST_CODEX_BIN", "LOOP_TEST_GT_BIN"];
+
+/// Every variable a child of the environment can see unless the test sets more itself.
+pub const ALLOWED_VARIABLES: &[&str] = &[
+    "PATH",
+    "LOOP_TEST_CODEX_BIN",
+    "LOOP_TEST_GT_BIN",
+    "HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CACHE_HOME",
+    "TMPDIR",
+    "GIT_CONFIG_NOSYSTEM",
+    "GIT_CONFIG_GLOBAL",
+    "GIT_AUTHOR_DATE",
+    "GIT_COMMITTER_DATE",
+    "GRAPHITE_DISABLE_TELEMETRY",
+    "GRAPHITE_DISABLE_UPGRADE_PROMPT",
+    "LOOP_NOW",
+    "LOOP_RUN_ID",
+];
 
 pub fn loop_bin() -> &'static str {
     env!("CARGO_BIN_EXE_loop")
 }
 
-/// A command for the real binary with a deterministic environment.
-pub fn loop_cmd(repo: &Path) -> Command {
-    let mut c = Command::new(loop_bin());
-    c.current_dir(repo)
-        .env("LOOP_NOW", NOW)
-        .env_remove("LOOP_FAULT_AFTER_APPEND")
-        .env_remove("LOOP_RUN_ID")
-        .env_remove("LOOP_STATE_DIR")
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
-        .stdin(std::process::Stdio::null());
-    c
+/// One test's world: a temp dir holding its HOME, XDG dirs, TMPDIR, global git config and
+/// repositories, and the builder of every command the test runs.
+pub struct TestEnvironment {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    home: PathBuf,
+    run_id: Option<String>,
+    commands: AtomicI64,
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00+0000")
-        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00+0000")
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A temporary git repo holding `files`, committed on main.
-pub fn repo_with(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
-    let t = tempfile::Builder::new().prefix("loop-test-").tempdir().expect("tempdir");
-    let root = std::fs::canonicalize(t.path()).expect("canonical");
-    git(&root, &["init", "-q", "-b", "main"]);
-    for (rel, text) in files {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&p, text).expect("write");
+impl TestEnvironment {
+    pub fn new() -> Arc<TestEnvironment> {
+        Self::build(None)
     }
-    std::fs::write(root.join("README.md"), "test repo\n").expect("write");
-    git(&root, &["add", "-A"]);
-    git(&root, &["commit", "-q", "-m", "docs"]);
-    (t, root)
+
+    /// An environment whose every `loop` command gets `LOOP_RUN_ID=id`.
+    pub fn with_run_id(id: &str) -> Arc<TestEnvironment> {
+        Self::build(Some(id.to_string()))
+    }
+
+    fn build(run_id: Option<String>) -> Arc<TestEnvironment> {
+        let tmp = tempfile::Builder::new().prefix("loop-test-").tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(tmp.path()).expect("canonical");
+        let home = root.join("home");
+        for d in ["home/.config", "home/.local/share", "home/.cache", "tmp"] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        std::fs::write(
+            home.join(".gitconfig"),
+            "[user]\n\tname = Test\n\temail = test@example.invalid\n[init]\n\tdefaultBranch = main\n\
+             [commit]\n\tgpgsign = false\n[tag]\n\tgpgsign = false\n",
+        )
+        .expect("write gitconfig");
+        Arc::new(TestEnvironment { _tmp: tmp, root, home, run_id, commands: AtomicI64::new(0) })
+    }
+
+    /// The (canonical) temp dir everything of this test lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn gitconfig(&self) -> PathBuf {
+        self.home.join(".gitconfig")
+    }
+
+    /// `program` with a cleared environment and only the variables a test needs.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear();
+        for name in PASSED_THROUGH {
+            if let Some(v) = std::env::var_os(name) {
+                c.env(name, v);
+            }
+        }
+        c.env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_DATA_HOME", self.home.join(".local/share"))
+            .env("XDG_CACHE_HOME", self.home.join(".cache"))
+            .env("TMPDIR", self.root.join("tmp"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", self.gitconfig())
+            .env("GRAPHITE_DISABLE_TELEMETRY", "1")
+            .env("GRAPHITE_DISABLE_UPGRADE_PROMPT", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// The instant the next `loop` command sees: [`NOW`] plus one step per command built so far.
+    fn tick(&self) -> String {
+        let n = self.commands.fetch_add(1, Ordering::Relaxed);
+        let base = chrono::DateTime::parse_from_rfc3339(NOW).expect("NOW parses").to_utc();
+        (base + chrono::Duration::seconds(n * CLOCK_STEP_SECS)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    /// The real `loop` binary, run in `dir`, with the next step of the clock.
+    pub fn loop_cmd(&self, dir: &Path) -> Command {
+        let mut c = self.command(loop_bin());
+        c.current_dir(dir).env("LOOP_NOW", self.tick());
+        if let Some(id) = &self.run_id {
+            c.env("LOOP_RUN_ID", id);
+        }
+        c
+    }
+
+    /// `git -C dir ARGS` with fixed dates; panics unless it succeeds, returns trimmed stdout.
+    pub fn git(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.git_output(dir, args);
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `git -C dir ARGS` with fixed dates, whatever its exit.
+    pub fn git_output(&self, dir: &Path, args: &[&str]) -> Output {
+        self.command("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00+0000")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00+0000")
+            .output()
+            .expect("git runs")
+    }
+
+    /// `path` (anywhere, e.g. on a small tmpfs a test mounted) as a directory of this environment.
+    pub fn dir_at(self: &Arc<Self>, path: impl Into<PathBuf>) -> TestRepo {
+        TestRepo { env: self.clone(), path: path.into() }
+    }
+
+    /// A directory `<root>/<name>` holding `files` (no git), for commands that need none.
+    pub fn dir_named(self: &Arc<Self>, name: &str, files: &[(&str, &[u8])]) -> TestRepo {
+        let path = self.root.join(name);
+        std::fs::create_dir_all(&path).expect("mkdir");
+        for (rel, bytes) in files {
+            let p = path.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, bytes).expect("write");
+        }
+        TestRepo { env: self.clone(), path }
+    }
+
+    /// A git repo `<root>/<name>` holding `files` and a README, committed on main.
+    pub fn repo_named(self: &Arc<Self>, name: &str, files: &[(&str, &str)]) -> TestRepo {
+        let bytes: Vec<(&str, &[u8])> = files.iter().map(|(p, t)| (*p, t.as_bytes())).collect();
+        let repo = self.dir_named(name, &bytes);
+        std::fs::write(repo.join("README.md"), "test repo\n").expect("write");
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-q", "-m", "docs"]);
+        repo
+    }
+
+    /// `text` with this environment's paths replaced by stable placeholders, for snapshots.
+    pub fn redact(&self, text: &str) -> String {
+        text.replace(&self.home.display().to_string(), "[HOME]").replace(&self.root.display().to_string(), "[ROOT]")
+    }
 }
 
-pub fn demo_repo() -> (tempfile::TempDir, PathBuf) {
-    let (t, root) = repo_with(DEMO_DOCS);
-    std::fs::write(root.join("scenario.json"), DEMO_SCENARIO).expect("write scenario");
-    git(&root, &["add", "-A"]);
-    git(&root, &["commit", "-q", "-m", "scenario"]);
-    (t, root)
+/// A directory of a [`TestEnvironment`] (usually a git repo): what most tests work on. It keeps
+/// its environment (and so the temp dir) alive, and derefs to its path.
+#[derive(Clone)]
+pub struct TestRepo {
+    env: Arc<TestEnvironment>,
+    path: PathBuf,
+}
+
+impl TestRepo {
+    pub fn env(&self) -> &Arc<TestEnvironment> {
+        &self.env
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The real `loop` binary, run in this repo, with the next step of the clock.
+    pub fn loop_cmd(&self) -> Command {
+        self.env.loop_cmd(&self.path)
+    }
+
+    /// `git -C <this repo> ARGS`; panics unless it succeeds, returns trimmed stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        self.env.git(&self.path, args)
+    }
+
+    /// Writes a file into the repo and commits it, so the guard's clean-checkout check holds.
+    pub fn write_committed(&self, name: &str, text: &str) {
+        std::fs::write(self.path.join(name), text).expect("write");
+        self.git(&["add", name]);
+        self.git(&["commit", "-q", "-m", name]);
+    }
+}
+
+impl Deref for TestRepo {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TestRepo {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<OsStr> for TestRepo {
+    fn as_ref(&self) -> &OsStr {
+        self.path.as_os_str()
+    }
+}
+
+/// A fresh environment and a repo `<root>/repo` in it holding `files`, committed on main.
+pub fn repo_with(files: &[(&str, &str)]) -> TestRepo {
+    TestEnvironment::new().repo_named("repo", files)
+}
+
+/// A fresh environment and the demo repo in it: the demo's docs and `scenario.json`, committed.
+pub fn demo_repo() -> TestRepo {
+    let repo = repo_with(DEMO_DOCS);
+    std::fs::write(repo.join("scenario.json"), DEMO_SCENARIO).expect("write scenario");
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "scenario"]);
+    repo
+}
+
+/// `repo.loop_cmd()`, as a function (the form most tests were written in).
+pub fn loop_cmd(repo: &TestRepo) -> Command {
+    repo.loop_cmd()
+}
+
+/// `repo.git(args)`, as a function.
+pub fn git(repo: &TestRepo, args: &[&str]) -> String {
+    repo.git(args)
+}
+
+/// `repo.write_committed(name, text)`, as a function.
+pub fn write_committed(repo: &TestRepo, name: &str, text: &str) {
+    repo.write_committed(name, text)
 }
 
 pub fn text(o: &Output) -> (String, String) {
@@ -112,15 +330,8 @@ pub fn tamper_record(state: &Path, run: &str, seq: u64, f: impl FnOnce(&mut Vec<
     std::fs::remove_dir_all(&fresh).expect("tidy");
 }
 
-/// Writes a file into the repo and commits it, so the guard's clean-checkout check holds.
-pub fn write_committed(repo: &Path, name: &str, text: &str) {
-    std::fs::write(repo.join(name), text).expect("write");
-    git(repo, &["add", name]);
-    git(repo, &["commit", "-q", "-m", name]);
-}
-
 /// The docs of a generated 14-issue milestone `GEN` whose dependencies form a DAG with chains,
-/// diamonds and independent roots (tests/parallel.rs and tests/signals.rs add their scenarios).
+/// diamonds and independent roots (tests/it/parallel.rs and tests/it/signals.rs add their scenarios).
 pub fn generated_dag_docs() -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = Vec::new();
     for i in 0..14 {

@@ -5,13 +5,11 @@
 //! "Survivor" means a living process whose working directory is inside the repo's
 //! `.loop/worktrees`, read from `/proc/*/cwd`, as the issue was reported.
 
-mod support;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// Processes with their cwd under `<repo>/.loop/worktrees`: `(pid, cwd, cmdline)`.
 fn survivors(repo: &Path) -> Vec<(i32, String, String)> {
@@ -92,7 +90,7 @@ fn escaping_agent(pidfile: &Path) -> String {
     )
 }
 
-fn start_escaping_run(repo: &Path, run_id: &str, pidfile: &Path) -> Child {
+fn start_escaping_run(repo: &TestRepo, run_id: &str, pidfile: &Path) -> Child {
     let scenario = serde_json::json!({"ORB-1": {"dev": escaping_agent(pidfile)}}).to_string();
     write_committed(repo, "escape.json", &scenario);
     loop_cmd(repo)
@@ -106,7 +104,7 @@ fn start_escaping_run(repo: &Path, run_id: &str, pidfile: &Path) -> Child {
 /// signal) and the issue in flight, and nothing left: loop waits for the supervisor, which
 /// ends only when every process below it is gone, so this holds the moment loop has exited.
 fn stopping_signal_case(sig: &str, code: i32) {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let scratch = tempfile::tempdir().unwrap();
     let pidfile = scratch.path().join("grandchild.pid");
     let mut child = start_escaping_run(&repo, "sig", &pidfile);
@@ -137,22 +135,22 @@ fn stopping_signal_case(sig: &str, code: i32) {
 
 #[test]
 fn sigterm_is_journaled_as_interrupted_exits_143_and_leaves_no_process() {
-    stopping_signal_case("TERM", 143);
+    stopping_signal_case("TERM", exit::TERMINATED);
 }
 
 #[test]
 fn sighup_is_journaled_as_interrupted_exits_129_and_leaves_no_process() {
-    stopping_signal_case("HUP", 129);
+    stopping_signal_case("HUP", exit::HANGUP);
 }
 
 #[test]
 fn sigint_stops_even_a_grandchild_that_left_its_group() {
-    stopping_signal_case("INT", 130);
+    stopping_signal_case("INT", exit::INTERRUPTED);
 }
 
 #[test]
 fn sigkill_of_loop_leaves_no_process_not_even_one_that_left_its_group() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let scratch = tempfile::tempdir().unwrap();
     let pidfile = scratch.path().join("grandchild.pid");
     let mut child = start_escaping_run(&repo, "killed", &pidfile);
@@ -168,7 +166,7 @@ fn sigkill_of_loop_leaves_no_process_not_even_one_that_left_its_group() {
 /// `resume` finds the recorded group and kills it before it runs the phase again.
 #[test]
 fn resume_kills_a_recorded_group_that_outlived_loop_and_its_supervisor() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let scratch = tempfile::tempdir().unwrap();
     let pidfile = scratch.path().join("member.pid");
     let marker = scratch.path().join("second-attempt");
@@ -204,16 +202,16 @@ fn resume_kills_a_recorded_group_that_outlived_loop_and_its_supervisor() {
 
     let out = loop_cmd(&repo).args(["resume", "left", "--json", "-q"]).output().unwrap();
     let (_, err) = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(out.status.code(), Some(exit::OK), "{err}");
     assert!(err.contains(&format!("killed process group {pgid}")), "{err}");
     assert!(!alive(member, member_start), "resume left the recorded group's member running");
     assert!(json(&out)["issues"].as_array().unwrap().iter().all(|i| i["state"] == "Done"), "{err}");
     assert_no_survivors(&repo, "after resume");
 }
 
-/// A generated 14-issue milestone (as tests/parallel.rs) whose scenario has fix cycles, a Capped,
+/// A generated 14-issue milestone (as tests/it/parallel.rs) whose scenario has fix cycles, a Capped,
 /// a Failed and Blocked issues, and agents that leave a `setsid` grandchild in their worktree.
-fn generated() -> (tempfile::TempDir, PathBuf) {
+fn generated() -> TestRepo {
     let mut files = generated_dag_docs();
     let shell = "shell:(setsid sleep 3599 &); sleep 0.3";
     let scenario = serde_json::json!({
@@ -232,7 +230,7 @@ fn generated() -> (tempfile::TempDir, PathBuf) {
     repo_with(&refs)
 }
 
-fn gen_run(repo: &Path, id: &str) -> Command {
+fn gen_run(repo: &TestRepo, id: &str) -> Command {
     let mut c = loop_cmd(repo);
     c.args(["run", "-m", "GEN", "--sim-scenario", "scenario.json", "--json", "-q", "--jobs", "3"]);
     c.env("LOOP_RUN_ID", id);
@@ -255,11 +253,11 @@ fn next(seed: &mut u64) -> u64 {
 
 #[test]
 fn sigkill_at_seeded_moments_of_a_jobs_3_run_leaves_no_process_and_resume_ends_the_same() {
-    let (_r, reference) = generated();
+    let reference = generated();
     let started = Instant::now();
     let want_out = gen_run(&reference, "ref").output().unwrap();
     let took = started.elapsed();
-    assert_eq!(want_out.status.code(), Some(3), "{:?}", text(&want_out));
+    assert_eq!(want_out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&want_out));
     let want = final_states(&want_out);
     assert_no_survivors(&reference, "uninterrupted run");
 
@@ -272,7 +270,7 @@ fn sigkill_at_seeded_moments_of_a_jobs_3_run_leaves_no_process_and_resume_ends_t
     let span = (took.as_millis() as u64 * 9 / 10).max(100);
     for round in 0..5 {
         let at = Duration::from_millis(30 + next(&mut seed) % span);
-        let (_t, repo) = generated();
+        let repo = generated();
         let mut child = gen_run(&repo, "k").stdout(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(at);
         kill(child.id() as i32, "KILL");
@@ -280,10 +278,10 @@ fn sigkill_at_seeded_moments_of_a_jobs_3_run_leaves_no_process_and_resume_ends_t
         let what = format!("round {round}: SIGKILL after {at:?} (exit {status:?})");
         assert_no_survivors(&repo, &what);
         let resumed = loop_cmd(&repo).args(["resume", "k", "--json", "-q", "--jobs", "3"]).output().unwrap();
-        assert_eq!(resumed.status.code(), Some(3), "{what}: {:?}", text(&resumed));
+        assert_eq!(resumed.status.code(), Some(exit::NOT_ALL_DONE), "{what}: {:?}", text(&resumed));
         assert_eq!(final_states(&resumed), want, "{what}");
         let rp = loop_cmd(&repo).args(["replay", "k", "-q"]).output().unwrap();
-        assert_eq!(rp.status.code(), Some(0), "{what}: {:?}", text(&rp));
+        assert_eq!(rp.status.code(), Some(exit::OK), "{what}: {:?}", text(&rp));
         assert_no_survivors(&repo, &format!("{what}, after resume"));
     }
 }

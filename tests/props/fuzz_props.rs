@@ -2,7 +2,7 @@
 //! seeds and every crash ever found) plus a few thousand cheap mutations of them. libFuzzer
 //! explores further (scripts/fuzz.sh); this keeps whatever it found fixed.
 
-#[path = "../fuzz/props/mod.rs"]
+#[path = "../../fuzz/props/mod.rs"]
 mod props;
 
 use std::path::{Path, PathBuf};

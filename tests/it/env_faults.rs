@@ -5,12 +5,10 @@
 //! The disks are small tmpfs mounts, so these tests need root (CI runs as root); without it they
 //! fail loudly rather than pass without having tried anything.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::*;
+use crate::support::*;
 
 /// A tmpfs mounted for the test's lifetime; unmounted on drop, even when the test fails.
 struct Tmpfs {
@@ -49,9 +47,9 @@ impl Drop for Tmpfs {
 /// The demo's sample repo at `repo` (ORB-1 ← ORB-2, ORB-3 ← ORB-5 ← ORB-4), and a scenario
 /// file beside it: the demo's script plus a dev phase for ORB-1 that runs `fill` once (the
 /// marker keeps a resumed attempt from filling the disk again).
-fn setup(repo: &Path, scenario_dir: &Path, fill: &str) -> PathBuf {
-    std::fs::create_dir_all(repo).unwrap();
-    devloop::cli::demo::write_sample_repo(repo).unwrap();
+fn setup(repo: &TestRepo, scenario_dir: &Path, fill: &str) -> PathBuf {
+    std::fs::create_dir_all(repo.path()).unwrap();
+    devloop::cli::demo::write_sample_repo(repo.path()).unwrap();
     let marker = scenario_dir.join("filled-once");
     let mut scenario: serde_json::Value = serde_json::from_str(DEMO_SCENARIO).unwrap();
     let shell = format!("test -e '{}' || {{ touch '{}'; {fill}; }}", marker.display(), marker.display());
@@ -61,11 +59,11 @@ fn setup(repo: &Path, scenario_dir: &Path, fill: &str) -> PathBuf {
     file
 }
 
-fn run(repo: &Path, state: &Path, scenario: &Path) -> Output {
+fn run(repo: &TestRepo, state: &Path, scenario: &Path) -> Output {
     run_jobs(repo, state, scenario, "1")
 }
 
-fn run_jobs(repo: &Path, state: &Path, scenario: &Path, jobs: &str) -> Output {
+fn run_jobs(repo: &TestRepo, state: &Path, scenario: &Path, jobs: &str) -> Output {
     loop_cmd(repo)
         .args(["run", "--milestone", "M1-core", "--agent", "sim", "-q", "--json", "--jobs", jobs, "--sim-scenario"])
         .arg(scenario)
@@ -76,20 +74,20 @@ fn run_jobs(repo: &Path, state: &Path, scenario: &Path, jobs: &str) -> Output {
         .unwrap()
 }
 
-fn resume(repo: &Path, state: &Path) -> Output {
+fn resume(repo: &TestRepo, state: &Path) -> Output {
     loop_cmd(repo).args(["resume", "r", "-q", "--json", "--state-dir"]).arg(state).output().unwrap()
 }
 
-fn status(repo: &Path, state: &Path) -> serde_json::Value {
+fn status(repo: &TestRepo, state: &Path) -> serde_json::Value {
     let out = loop_cmd(repo).args(["status", "r", "--json", "--state-dir"]).arg(state).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
     json(&out)
 }
 
 /// State-changing transitions per issue, from `replay --json` (which must verify).
-fn transitions(repo: &Path, state: &Path) -> Vec<(String, String, String)> {
+fn transitions(repo: &TestRepo, state: &Path) -> Vec<(String, String, String)> {
     let out = loop_cmd(repo).args(["replay", "r", "--json", "--state-dir"]).arg(state).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "replay failed: {:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "replay failed: {:?}", text(&out));
     let v = json(&out);
     timeline_transitions(&v)
 }
@@ -102,18 +100,19 @@ struct End {
 }
 
 /// The same scenario with nothing disturbed (the marker exists, so nothing fills any disk).
-fn undisturbed(base: &Path) -> End {
-    let (repo, state, sdir) = (base.join("ref-repo"), base.join("ref-state"), base.join("ref-scenario"));
+fn undisturbed(env: &std::sync::Arc<TestEnvironment>) -> End {
+    let base = env.root();
+    let (repo, state, sdir) = (env.dir_at(base.join("ref-repo")), base.join("ref-state"), base.join("ref-scenario"));
     std::fs::create_dir_all(&sdir).unwrap();
     let scenario = setup(&repo, &sdir, "true");
     std::fs::write(sdir.join("filled-once"), "").unwrap();
     let out = run(&repo, &state, &scenario);
-    assert_eq!(out.status.code(), Some(3), "the reference run ends with ORB-4 Capped: {:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "the reference run ends with ORB-4 Capped: {:?}", text(&out));
     End { states: states(&json(&out)), transitions: transitions(&repo, &state), trees: trees(&repo) }
 }
 
 /// Each issue branch's tree: what the run left in git.
-fn trees(repo: &Path) -> Vec<String> {
+fn trees(repo: &TestRepo) -> Vec<String> {
     ["ORB-1", "ORB-2", "ORB-3", "ORB-4", "ORB-5"]
         .iter()
         .map(|i| git(repo, &["rev-parse", &format!("loop/M1-core/{i}^{{tree}}")]))
@@ -122,9 +121,9 @@ fn trees(repo: &Path) -> Vec<String> {
 
 /// Exit 1 naming the cause, and no issue in a terminal state: ORB-1 (first in plan order) is
 /// still in `phase`, the rest never started.
-fn assert_stopped_not_failed(out: &Output, repo: &Path, state: &Path, cause: &[&str], phase: &str) {
+fn assert_stopped_not_failed(out: &Output, repo: &TestRepo, state: &Path, cause: &[&str], phase: &str) {
     let (stdout, stderr) = text(out);
-    assert_eq!(out.status.code(), Some(1), "a full disk must stop the run with exit 1: {stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(exit::ERROR), "a full disk must stop the run with exit 1: {stdout}\n{stderr}");
     for c in cause {
         assert!(stderr.contains(c), "the message must name the cause ({c}): {stderr}");
     }
@@ -138,13 +137,13 @@ fn assert_stopped_not_failed(out: &Output, repo: &Path, state: &Path, cause: &[&
 
 #[test]
 fn a_full_disk_under_git_add_stops_the_run_and_resume_ends_as_undisturbed() {
-    let tmp = tempfile::Builder::new().prefix("loop-envfault-").tempdir().unwrap();
-    let base = std::fs::canonicalize(tmp.path()).unwrap();
-    let End { states: ref_states, transitions: ref_transitions, trees: ref_trees } = undisturbed(&base);
+    let env = TestEnvironment::new();
+    let base = env.root().to_path_buf();
+    let End { states: ref_states, transitions: ref_transitions, trees: ref_trees } = undisturbed(&env);
 
     // The repository (and so git's object store) on a small disk; loop's state elsewhere.
     let disk = Tmpfs::mount(&base.join("disk"), "4m");
-    let repo = disk.dir.join("repo");
+    let repo = env.dir_at(disk.dir.join("repo"));
     let state = base.join("state");
     let fill = disk.dir.join("fill");
     let scenario = setup(&repo, &base, &format!("head -c 16M /dev/zero > '{}'", fill.display()));
@@ -154,7 +153,7 @@ fn a_full_disk_under_git_add_stops_the_run_and_resume_ends_as_undisturbed() {
 
     std::fs::remove_file(&fill).unwrap();
     let resumed = resume(&repo, &state);
-    assert_eq!(resumed.status.code(), Some(3), "{:?}", text(&resumed));
+    assert_eq!(resumed.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&resumed));
     assert_eq!(states(&json(&resumed)), ref_states);
     assert_eq!(transitions(&repo, &state), ref_transitions, "the same transitions as the undisturbed run");
     assert_eq!(trees(&repo), ref_trees, "the same branch contents as the undisturbed run");
@@ -163,14 +162,14 @@ fn a_full_disk_under_git_add_stops_the_run_and_resume_ends_as_undisturbed() {
 
 #[test]
 fn a_full_disk_under_the_review_doc_stops_the_run_and_resume_ends_as_undisturbed() {
-    let tmp = tempfile::Builder::new().prefix("loop-envfault-").tempdir().unwrap();
-    let base = std::fs::canonicalize(tmp.path()).unwrap();
-    let End { states: ref_states, transitions: ref_transitions, .. } = undisturbed(&base);
+    let env = TestEnvironment::new();
+    let base = env.root().to_path_buf();
+    let End { states: ref_states, transitions: ref_transitions, .. } = undisturbed(&env);
 
     // The worktrees on a small disk; the repository and the journal elsewhere. ORB-1's dev
     // shell writes its work file first, then fills the disk: the simulated agent rewrites that
     // file in place (it fits), loop commits it, and the review doc is the first new file.
-    let repo = base.join("repo");
+    let repo = env.dir_at(base.join("repo"));
     let state = base.join("state");
     let disk = Tmpfs::mount(&state.join("worktrees"), "4m");
     let fill = disk.dir.join("fill");
@@ -185,7 +184,7 @@ fn a_full_disk_under_the_review_doc_stops_the_run_and_resume_ends_as_undisturbed
 
     std::fs::remove_file(&fill).unwrap();
     let resumed = resume(&repo, &state);
-    assert_eq!(resumed.status.code(), Some(3), "{:?}", text(&resumed));
+    assert_eq!(resumed.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&resumed));
     assert_eq!(states(&json(&resumed)), ref_states);
     assert_eq!(transitions(&repo, &state), ref_transitions, "the same transitions as the undisturbed run");
     drop(disk);
@@ -193,13 +192,13 @@ fn a_full_disk_under_the_review_doc_stops_the_run_and_resume_ends_as_undisturbed
 
 #[test]
 fn a_full_disk_under_the_journal_is_an_io_error_and_resume_ends_as_undisturbed() {
-    let tmp = tempfile::Builder::new().prefix("loop-envfault-").tempdir().unwrap();
-    let base = std::fs::canonicalize(tmp.path()).unwrap();
-    let ref_states = undisturbed(&base).states;
+    let env = TestEnvironment::new();
+    let base = env.root().to_path_buf();
+    let ref_states = undisturbed(&env).states;
 
     // The journals on a small disk, filled while three issues run: the next append (alone or in
     // a group) cannot be written.
-    let repo = base.join("repo");
+    let repo = env.dir_at(base.join("repo"));
     let state = base.join("state");
     let disk = Tmpfs::mount(&state.join("runs"), "1m");
     let fill = disk.dir.join("fill");
@@ -207,30 +206,30 @@ fn a_full_disk_under_the_journal_is_an_io_error_and_resume_ends_as_undisturbed()
 
     let out = run_jobs(&repo, &state, &scenario, "3");
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "an append that fails is an I/O error: {stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(exit::ERROR), "an append that fails is an I/O error: {stdout}\n{stderr}");
     assert!(stderr.contains("appending to the journal failed") && stderr.contains("No space left on device"), "{stderr}");
     assert!(!stderr.contains("corrupt"), "a failed append is never reported as corruption: {stderr}");
 
     std::fs::remove_file(&fill).unwrap();
     let resumed = loop_cmd(&repo).args(["resume", "r", "-q", "--json", "--jobs", "3", "--state-dir"]).arg(&state).output().unwrap();
-    assert_eq!(resumed.status.code(), Some(3), "{:?}", text(&resumed));
+    assert_eq!(resumed.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&resumed));
     assert_eq!(states(&json(&resumed)), ref_states);
     let replay = loop_cmd(&repo).args(["replay", "r", "-q", "--state-dir"]).arg(&state).output().unwrap();
-    assert_eq!(replay.status.code(), Some(0), "{:?}", text(&replay));
+    assert_eq!(replay.status.code(), Some(exit::OK), "{:?}", text(&replay));
     drop(disk);
 }
 
 #[test]
 fn everything_on_one_full_disk_reports_the_first_cause_and_resume_ends_as_undisturbed() {
-    let tmp = tempfile::Builder::new().prefix("loop-envfault-").tempdir().unwrap();
-    let base = std::fs::canonicalize(tmp.path()).unwrap();
-    let End { states: ref_states, trees: ref_trees, .. } = undisturbed(&base);
+    let env = TestEnvironment::new();
+    let base = env.root().to_path_buf();
+    let End { states: ref_states, trees: ref_trees, .. } = undisturbed(&env);
 
     // The usual layout: repository, worktrees and journal (<repo>/.loop) on one disk. ORB-1's
     // work file is written before the disk fills (as in the review-doc test), so git's object
     // store is the first to fail; the journal may or may not still take the interruption.
     let disk = Tmpfs::mount(&base.join("disk"), "4m");
-    let repo = disk.dir.join("repo");
+    let repo = env.dir_at(disk.dir.join("repo"));
     let state = repo.join(".loop");
     let fill = disk.dir.join("fill");
     let fill_cmd = format!(
@@ -241,7 +240,7 @@ fn everything_on_one_full_disk_reports_the_first_cause_and_resume_ends_as_undist
 
     let out = run(&repo, &state, &scenario);
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(exit::ERROR), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("ORB-1") && stderr.contains("git add -A") && stderr.contains("No space left on device"),
         "the first cause is reported, whether or not the journal could record it: {stderr}"
@@ -250,10 +249,10 @@ fn everything_on_one_full_disk_reports_the_first_cause_and_resume_ends_as_undist
 
     std::fs::remove_file(&fill).unwrap();
     let resumed = resume(&repo, &state);
-    assert_eq!(resumed.status.code(), Some(3), "{:?}", text(&resumed));
+    assert_eq!(resumed.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&resumed));
     assert_eq!(states(&json(&resumed)), ref_states);
     assert_eq!(trees(&repo), ref_trees, "the same branch contents as the undisturbed run");
     let replay = loop_cmd(&repo).args(["replay", "r", "-q", "--state-dir"]).arg(&state).output().unwrap();
-    assert_eq!(replay.status.code(), Some(0), "{:?}", text(&replay));
+    assert_eq!(replay.status.code(), Some(exit::OK), "{:?}", text(&replay));
     drop(disk);
 }

@@ -3,34 +3,27 @@
 //! half-written, and a run that met the bad input still resumable and replayable.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-const BAD_INPUT: i32 = 2;
-const NOT_ALL_DONE: i32 = 3;
-const CORRUPT: i32 = 4;
+use crate::support::exit::{self, BAD_INPUT, CORRUPT, NOT_ALL_DONE};
+use crate::support::{TestEnvironment, TestRepo};
 
 struct Repo {
-    dir: tempfile::TempDir,
+    dir: TestRepo,
 }
 
 impl Repo {
     /// A directory with `files` (paths relative to it); no git, for commands that need none.
+    /// Every `loop` command of its environment runs as run `r1`.
     fn plain(files: &[(&str, &[u8])]) -> Repo {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for (rel, bytes) in files {
-            let p = dir.path().join(rel);
-            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            std::fs::write(&p, bytes).expect("write");
-        }
-        Repo { dir }
+        Repo { dir: TestEnvironment::with_run_id("r1").dir_named("repo", files) }
     }
 
     /// The same, committed to a git repository, for `loop run`.
     fn git(files: &[(&str, &[u8])]) -> Repo {
         let r = Repo::plain(files);
         for args in [&["init", "-q", "-b", "main"][..], &["add", "-A"], &["commit", "-q", "-m", "docs"]] {
-            let out = Command::new("git").arg("-C").arg(r.path()).args(args).envs(git_env()).output().expect("git");
-            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            r.dir.git(args);
         }
         r
     }
@@ -51,7 +44,14 @@ impl Repo {
         let mut all: Vec<&str> = args.to_vec();
         let repo = self.path().to_str().expect("utf-8 temp path");
         all.extend(["--repo", repo]);
-        loop_cmd(&all, &[])
+        self.cmd(&all, &[])
+    }
+
+    /// `loop ARGS` with `env` added, run from the environment's root (which is no repository:
+    /// only `--repo` or `--file` says what a command works on).
+    fn cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let env_ = self.dir.env();
+        env_.loop_cmd(env_.root()).args(args).envs(env.iter().copied()).output().expect("run loop")
     }
 
     /// Run ids recorded under .loop/runs (a rejected run must leave none).
@@ -61,30 +61,6 @@ impl Repo {
             Err(_) => Vec::new(),
         }
     }
-}
-
-fn git_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("GIT_AUTHOR_NAME", "loop test"),
-        ("GIT_AUTHOR_EMAIL", "test@loop.invalid"),
-        ("GIT_COMMITTER_NAME", "loop test"),
-        ("GIT_COMMITTER_EMAIL", "test@loop.invalid"),
-        ("GIT_CONFIG_NOSYSTEM", "1"),
-    ]
-}
-
-fn loop_cmd(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loop"))
-        .args(args)
-        .envs(git_env())
-        .env("LOOP_NOW", "2026-01-01T00:00:00Z")
-        .env("LOOP_RUN_ID", "r1")
-        .env_remove("LOOP_STATE_DIR")
-        .env_remove("LOOP_FAULT_AFTER_APPEND")
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run loop")
 }
 
 fn stderr(out: &Output) -> String {
@@ -275,7 +251,7 @@ fn enormous_title_is_accepted() {
     let files: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
     let repo = Repo::plain(&files);
     let out = repo.run(&["plan", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["issues"][0]["title"].as_str().map(str::len), Some(5 << 20));
 }
@@ -474,7 +450,7 @@ fn run_with(scenario: &str, env: &[(&str, &str)]) -> (Repo, Output) {
     let f = repo.path().join(".git/scenario.json");
     std::fs::write(&f, scenario).expect("write scenario");
     let repo_s = repo.path().to_str().expect("utf-8").to_owned();
-    let out = loop_cmd(
+    let out = repo.cmd(
         &["run", "--repo", &repo_s, "--agent", "sim", "--sim-scenario", f.to_str().expect("utf-8"), "--json", "-q", "--phase-timeout", "2"],
         env,
     );
@@ -494,7 +470,7 @@ fn state_of(status: &serde_json::Value, id: &str) -> String {
 #[track_caller]
 fn replays_clean(repo: &Repo) {
     let out = repo.run(&["replay", "r1", "-q"]);
-    assert_eq!(out.status.code(), Some(0), "replay: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "replay: {}", stderr(&out));
 }
 
 #[track_caller]
@@ -538,7 +514,7 @@ fn fix_message_breaks_schema() {
 fn agent_crash_mid_run_then_resume_and_replay() {
     // Killed right after the 4th record is durable, while B still waits for A.
     let (repo, out) = run_with(r#"{"A": {"dev": "garbage"}}"#, &[("LOOP_FAULT_AFTER_APPEND", "4")]);
-    assert_ne!(out.status.code(), Some(0), "the fault hook did not fire: {}", stderr(&out));
+    assert_ne!(out.status.code(), Some(exit::OK), "the fault hook did not fire: {}", stderr(&out));
     let resumed = repo.run(&["resume", "r1", "--json", "-q"]);
     assert_eq!(resumed.status.code(), Some(NOT_ALL_DONE), "{}", stderr(&resumed));
     assert!(status_of(&resumed).to_string().contains("not JSON"));
@@ -587,7 +563,7 @@ fn exported() -> (Repo, Vec<u8>) {
     assert_eq!(out.status.code(), Some(NOT_ALL_DONE), "{}", stderr(&out));
     let file = repo.path().join(".git/r1.loopjnl");
     let out = repo.run(&["export", "r1", "--out", file.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", stderr(&out));
     let bytes = std::fs::read(&file).expect("export");
     (repo, bytes)
 }
@@ -609,7 +585,7 @@ fn bounds(bytes: &[u8]) -> Vec<usize> {
 #[track_caller]
 fn replay_file_fails(repo: &Repo, bytes: &[u8], prefix: &str, needle: &str) {
     let f = repo.write(".git/bad.loopjnl", bytes);
-    let out = loop_cmd(&["replay", "--file", f.to_str().expect("utf-8"), "-q"], &[]);
+    let out = repo.cmd(&["replay", "--file", f.to_str().expect("utf-8"), "-q"], &[]);
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(CORRUPT), "{err}");
@@ -627,8 +603,8 @@ fn replay_file_fails(repo: &Repo, bytes: &[u8], prefix: &str, needle: &str) {
 fn export_file_round_trips() {
     let (repo, bytes) = exported();
     let f = repo.write(".git/copy.loopjnl", &bytes);
-    let out = loop_cmd(&["replay", "--file", f.to_str().expect("utf-8"), "-q"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = repo.cmd(&["replay", "--file", f.to_str().expect("utf-8"), "-q"], &[]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", stderr(&out));
 }
 
 #[test]
@@ -694,7 +670,7 @@ fn export_with_a_huge_announced_length() {
 #[test]
 fn export_of_a_missing_file() {
     let repo = Repo::plain(&[]);
-    let out = loop_cmd(&["replay", "--file", repo.path().join("nope.loopjnl").to_str().expect("utf-8")], &[]);
+    let out = repo.cmd(&["replay", "--file", repo.path().join("nope.loopjnl").to_str().expect("utf-8")], &[]);
     // A wrong argument, not a damaged journal: exit 2, not 4.
     let msg = fails(&out, BAD_INPUT, "--file ", "nope.loopjnl");
     assert!(msg.contains("No such file"), "{msg}");
@@ -763,7 +739,7 @@ fn ids_with_dots_spaces_unicode_and_shell_text_stay_inside_the_state_dir() {
     let files: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
     let repo = Repo::git(&files);
     let out = repo.run(&["run", "--agent", "sim", "--json", "-q"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", stderr(&out));
     let status = status_of(&out);
     for id in ids {
         assert_eq!(state_of(&status, id), "Done", "{status}");

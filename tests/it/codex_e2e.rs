@@ -2,13 +2,11 @@
 //! model API on 127.0.0.1: the whole loop (dev → review → fix → review), model errors, unusable
 //! replies, a hung server, and a crash right after `thread.started` resumed in the same thread.
 
-#[path = "codex_support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::*;
+use crate::support::codex::*;
+use crate::support::exit;
 
 const M: &str = "M1";
 
@@ -56,7 +54,7 @@ fn full_milestone_dev_review_fix_with_real_codex() {
     let out = r.run(&["run", "--milestone", M, "--json"], &[("LOOP_RUN_ID", "e2e")]);
     let secs = t.elapsed().as_secs_f64();
     eprintln!("TIMING e2e milestone (2 issues, 6 codex phases, {} model requests): {secs:.2}s", mock.count());
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
 
     let status = r.status();
     let one = issue_state(&status, "ORB-1");
@@ -68,7 +66,7 @@ fn full_milestone_dev_review_fix_with_real_codex() {
     );
 
     // Commits: loop's own, naming issue and phase; files are the agent's real work.
-    let log = git(&r.path, &["log", "--format=%s", "loop/M1/ORB-1"]);
+    let log = r.git(&r.path, &["log", "--format=%s", "loop/M1/ORB-1"]);
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
         [
@@ -80,16 +78,16 @@ fn full_milestone_dev_review_fix_with_real_codex() {
             "init"
         ]
     );
-    assert_eq!(git(&r.path, &["show", "loop/M1/ORB-1:hello.txt"]), "hello");
-    assert_eq!(git(&r.path, &["show", "loop/M1/ORB-1:fixed.txt"]), "fixed by the fix agent");
-    let log2 = git(&r.path, &["log", "--format=%s", "loop/M1/ORB-2"]);
+    assert_eq!(r.git(&r.path, &["show", "loop/M1/ORB-1:hello.txt"]), "hello");
+    assert_eq!(r.git(&r.path, &["show", "loop/M1/ORB-1:fixed.txt"]), "fixed by the fix agent");
+    let log2 = r.git(&r.path, &["log", "--format=%s", "loop/M1/ORB-2"]);
     assert_eq!(
         log2.lines().take(3).collect::<Vec<_>>(),
         ["ORB-2: review 1 (pass)", "ORB-2: dev", "ORB-1: review 2 (pass)"]
     );
 
     // The review doc, written by loop in the issue's branch.
-    let doc = git(&r.path, &["show", "loop/M1/ORB-1:docs/projects/orbit/reviews/REVIEW-M1.md"]);
+    let doc = r.git(&r.path, &["show", "loop/M1/ORB-1:docs/projects/orbit/reviews/REVIEW-M1.md"]);
     assert!(doc.contains("## ORB-1 — review 1: changes_required"), "{doc}");
     assert!(doc.contains("- **[high] needs: add fixed.txt** — found in review\n  - Evidence: `hello.txt:1`"), "{doc}");
     assert!(doc.contains("## ORB-1 — review 2: pass"), "{doc}");
@@ -136,7 +134,7 @@ fn model_http_500_fails_the_issue_with_the_message() {
     let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
     r.use_mock(&mock, codex);
     let out = r.run(&["run", "--json"], &[]);
-    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{}", show(&out));
     let s = issue_state(&r.status(), "ORB-1");
     assert_eq!(s["state"], "Failed");
     let reason = s["reason"].as_str().unwrap();
@@ -159,7 +157,7 @@ fn unusable_replies_get_one_resume_retry_then_fail() {
     let t = Instant::now();
     let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "retry")]);
     eprintln!("TIMING one mocked phase with a schema retry (2 codex runs): {:.2}s", t.elapsed().as_secs_f64());
-    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{}", show(&out));
     assert_eq!(mock.count(), 2, "exactly one retry");
     // The retry continued the same thread (it sees the bad reply) and was told what was wrong.
     let retry = mock.request(1);
@@ -188,10 +186,10 @@ fn schema_breaking_review_retried_successfully_continues() {
     let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
     r.use_mock(&mock, codex);
     let out = r.run(&["run", "--json", "--no-review-doc"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
     assert_eq!(mock.count(), 3);
     // --no-review-doc: no review commit; dev changed nothing, so no dev commit either.
-    assert_eq!(git(&r.path, &["log", "--format=%s", "loop/M1/ORB-1"]), "loop.toml\ninit");
+    assert_eq!(r.git(&r.path, &["log", "--format=%s", "loop/M1/ORB-1"]), "loop.toml\ninit");
 }
 
 #[test]
@@ -203,7 +201,7 @@ fn hung_model_server_phase_timeout_kills_codex() {
     let t = Instant::now();
     let out = r.run(&["run", "--json", "--phase-timeout", "3"], &[]);
     let secs = t.elapsed().as_secs_f64();
-    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{}", show(&out));
     assert!(secs < 15.0, "took {secs}s");
     let s = issue_state(&r.status(), "ORB-1");
     assert_eq!(s["state"], "Failed");
@@ -230,7 +228,7 @@ fn crash_after_thread_started_resumes_the_same_thread() {
     // process_group, session_started (the first turn), process_group (the retry's codex),
     // session_started (the retry's resume of the same thread) -> abort.
     let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "crash"), ("LOOP_FAULT_AFTER_APPEND", "9")]);
-    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert_ne!(out.status.code(), Some(exit::OK), "{}", show(&out));
     assert!(r.wait_no_codex(Duration::from_secs(20)), "orphaned codex: {:?}", r.codex_processes());
     let before = r.records("crash");
     let sessions = events(&before, "session_started");
@@ -239,7 +237,7 @@ fn crash_after_thread_started_resumes_the_same_thread() {
     assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Dev");
 
     let out = r.run(&["resume", "crash", "--json"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
     let resumed = (0..mock.count())
         .map(|i| mock.request(i))
         .find(|b| texts(b, "user").join("").contains("loop was interrupted"))
@@ -273,14 +271,14 @@ fn crash_right_after_first_thread_started_continues_that_thread() {
     // The 7th append is the first session_started (after run_started, worktree_intent,
     // worktree_created, phase_started, guard_checked, process_group).
     let out = r.run(&["run"], &[("LOOP_RUN_ID", "crash5"), ("LOOP_FAULT_AFTER_APPEND", "7")]);
-    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert_ne!(out.status.code(), Some(exit::OK), "{}", show(&out));
     assert!(r.wait_no_codex(Duration::from_secs(20)), "orphaned codex: {:?}", r.codex_processes());
     let before = events(&r.records("crash5"), "session_started");
     assert_eq!(before.len(), 1);
     let thread = before[0]["body"]["event"]["session"].as_str().unwrap().to_string();
 
     let out = r.run(&["resume", "crash5"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
     let after = r.records("crash5");
     let dev: Vec<Value> =
         events(&after, "session_started").into_iter().filter(|s| s["body"]["event"]["phase"] == "dev").collect();
@@ -310,16 +308,16 @@ fn dry_run_changes_nothing_and_shows_argv_and_prompts() {
     r.codex = Some("/nonexistent/codex".into());
     let snapshot = |r: &Repo| {
         (
-            git(&r.path, &["status", "--porcelain", "--ignored"]),
-            git(&r.path, &["worktree", "list"]),
-            git(&r.path, &["for-each-ref"]),
+            r.git(&r.path, &["status", "--porcelain", "--ignored"]),
+            r.git(&r.path, &["worktree", "list"]),
+            r.git(&r.path, &["for-each-ref"]),
             std::fs::read_to_string(r.path.join(".git/info/exclude")).unwrap_or_default(),
             std::fs::read_to_string(r.path.join(".git/config")).unwrap(),
         )
     };
     let before = snapshot(&r);
     let out = r.run(&["run", "--milestone", M, "--dry-run", "--model", "gpt-5.5"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(snapshot(&r), before);
     assert!(!r.path.join(".loop").exists(), "dry run created the state dir");
@@ -343,7 +341,7 @@ fn missing_codex_says_how_to_install() {
     let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
     r.codex = Some("/nonexistent/codex".into());
     let out = r.run(&["run"], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("codex is not installed") && err.contains("npm install -g @openai/codex@0.169.0"), "{err}");
     assert!(!r.path.join(".loop/runs").exists());
@@ -353,15 +351,15 @@ fn missing_codex_says_how_to_install() {
 fn issue_filter_requires_dependencies() {
     let r = repo(M, &[("ORB-1", "Say hello", &[]), ("ORB-2", "Build on hello", &["ORB-1"])]);
     let out = r.run(&["run", "--agent", "sim", "--issue", "ORB-2"], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("depends on ORB-1"));
     let out = r.run(&["run", "--agent", "sim", "--issue", "ORB-1", "--json"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["issues"].as_array().unwrap().len(), 1);
     // ORB-1 is Done in an earlier run now, so ORB-2 alone may run.
     let out = r.run(&["run", "--agent", "sim", "--issue", "ORB-2"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
 }
 
 #[test]
@@ -383,12 +381,12 @@ fn prompts_list_show_install() {
     let (cx, cl) = (home.join("codex"), home.join("claude"));
     let out =
         r.run(&["prompts", "install", "--codex-home", cx.to_str().unwrap(), "--claude-dir", cl.to_str().unwrap()], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
     assert!(cx.join("prompts/dev-auto-review-linear.md").exists() && cl.join("dev-auto-fix-review.md").exists());
     // A bad loop.toml names the file and line.
     std::fs::write(r.path.join("loop.toml"), "[codex]\nmodle = \"x\"\n").unwrap();
     let out = r.run(&["run", "--dry-run"], &[]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loop.toml:2: unknown field `modle`"), "{}", show(&out));
 }
 
@@ -400,7 +398,7 @@ fn token_budget_caps_the_issue() {
     r.use_mock(&mock, codex);
     // The mock reports 100 input + 20 output tokens per response.
     let out = r.run(&["run", "--json", "--max-tokens-per-issue", "50"], &[]);
-    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{}", show(&out));
     let status = r.status();
     let s = issue_state(&status, "ORB-1");
     assert_eq!(s["state"], "Capped");

@@ -2,15 +2,13 @@
 //! sees it, `clean` takes it), text from docs and agents escaped before it reaches a terminal,
 //! and a reader that goes away ends a command quietly without costing a journal record.
 
-mod support;
-
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const TWO: &[(&str, &str)] = &[
     ("docs/projects/p/issues/a.md", "---\nid: A\nmilestone: M\n---\n"),
@@ -18,7 +16,7 @@ const TWO: &[(&str, &str)] = &[
 ];
 
 /// Polls `status RUN` in `state` until one of its issues is in Dev (20 s at most).
-fn wait_for_dev(repo: &Path, state: &Path, run: &str) {
+fn wait_for_dev(repo: &TestRepo, state: &Path, run: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let st = loop_cmd(repo).args(["status", run, "--json", "--state-dir"]).arg(state).output().unwrap();
@@ -30,7 +28,7 @@ fn wait_for_dev(repo: &Path, state: &Path, run: &str) {
     }
 }
 
-fn with_state(repo: &Path, state: &Path, run_id: &str, args: &[&str]) -> Command {
+fn with_state(repo: &TestRepo, state: &Path, run_id: &str, args: &[&str]) -> Command {
     let mut c = loop_cmd(repo);
     c.args(args).arg("--state-dir").arg(state).env("LOOP_RUN_ID", run_id);
     c
@@ -38,7 +36,7 @@ fn with_state(repo: &Path, state: &Path, run_id: &str, args: &[&str]) -> Command
 
 #[test]
 fn the_milestone_lock_is_seen_from_every_state_dir_and_clean_takes_it() {
-    let (_t, repo) = repo_with(TWO);
+    let repo = repo_with(TWO);
     write_committed(&repo, "fail.json", r#"{"A": {"dev": "failed"}}"#);
     write_committed(&repo, "hang.json", r#"{"B": {"dev": "hang"}}"#);
     let (x, y, z) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -47,7 +45,7 @@ fn the_milestone_lock_is_seen_from_every_state_dir_and_clean_takes_it() {
     let done = with_state(&repo, x.path(), "done", &["run", "-m", "M", "--issue", "A", "--sim-scenario", "fail.json", "-q"])
         .output()
         .unwrap();
-    assert_eq!(done.status.code(), Some(3), "{:?}", text(&done));
+    assert_eq!(done.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&done));
     let kept = x.path().join("worktrees/M/A");
     assert!(kept.is_dir());
 
@@ -67,7 +65,7 @@ fn the_milestone_lock_is_seen_from_every_state_dir_and_clean_takes_it() {
         .output()
         .unwrap();
     let (_, err) = text(&second);
-    assert_eq!(second.status.code(), Some(6), "{err}");
+    assert_eq!(second.status.code(), Some(exit::LOCKED), "{err}");
     assert!(err.contains("milestone M is already being run by run live (pid"), "{err}");
     assert!(err.contains(&format!("with state dir {}", y.path().display())), "{err}");
     assert!(!z.path().join("runs/second").exists(), "a refused run left a journal");
@@ -75,20 +73,20 @@ fn the_milestone_lock_is_seen_from_every_state_dir_and_clean_takes_it() {
     // `clean` takes the lock before it looks: refused for that run, skipped in a sweep.
     let clean = with_state(&repo, x.path(), "-", &["clean", "done"]).output().unwrap();
     let (_, err) = text(&clean);
-    assert_eq!(clean.status.code(), Some(6), "{err}");
+    assert_eq!(clean.status.code(), Some(exit::LOCKED), "{err}");
     assert!(err.contains("already being run by run live"), "{err}");
     let sweep = with_state(&repo, x.path(), "-", &["clean"]).output().unwrap();
     let (out, err) = text(&sweep);
-    assert_eq!(sweep.status.code(), Some(0), "{err}");
+    assert_eq!(sweep.status.code(), Some(exit::OK), "{err}");
     assert!(out.contains("run done: milestone M is already being run by run live") && out.contains("skipped"), "{out}");
     assert!(kept.is_dir(), "clean touched a worktree while the milestone was running");
 
     let _ = Command::new("kill").args(["-INT", &live.id().to_string()]).status();
-    assert_eq!(live.wait().unwrap().code(), Some(130));
+    assert_eq!(live.wait().unwrap().code(), Some(exit::INTERRUPTED));
     // The lock dies with its holder: the same clean now removes the worktree.
     let clean = with_state(&repo, x.path(), "-", &["clean", "done"]).output().unwrap();
     let (out, err) = text(&clean);
-    assert_eq!(clean.status.code(), Some(0), "{err}");
+    assert_eq!(clean.status.code(), Some(exit::OK), "{err}");
     assert!(out.contains("removed") && !kept.exists(), "{out}");
 }
 
@@ -98,7 +96,7 @@ fn text_from_docs_and_agents_reaches_a_terminal_escaped_and_json_keeps_it_exact(
     const EVIL: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
     const SHOWN: &str = "\\u{1b}]0;pwned\\u{7}\\u{1b}[2J";
     let raw = |s: &str| s.contains('\u{1b}') || s.contains('\u{7}');
-    let (t, repo) = repo_with(&[("docs/projects/p/issues/a.md", "---\nid: A\nmilestone: M\ntitle: \"x \\e]0;pwned\\a\\e[2J\"\n---\n")]);
+    let repo = repo_with(&[("docs/projects/p/issues/a.md", "---\nid: A\nmilestone: M\ntitle: \"x \\e]0;pwned\\a\\e[2J\"\n---\n")]);
 
     let (out, _) = text(&loop_cmd(&repo).arg("plan").output().unwrap());
     assert!(!raw(&out) && out.contains(&format!("A: x {SHOWN}")), "{out:?}");
@@ -106,7 +104,7 @@ fn text_from_docs_and_agents_reaches_a_terminal_escaped_and_json_keeps_it_exact(
     assert_eq!(plan["issues"][0]["title"], format!("x {EVIL}"));
 
     // A codex whose turn fails with the same sequences (outside the repo: the checkout stays clean).
-    let fake = t.path().parent().unwrap().join(format!("{}-codex", t.path().file_name().unwrap().to_string_lossy()));
+    let fake = repo.env().root().join("fake-codex");
     std::fs::write(
         &fake,
         "#!/bin/sh\nprintf '%s\\n' '{\"type\":\"thread.started\",\"thread_id\":\"t1\"}'\n\
@@ -122,7 +120,7 @@ fn text_from_docs_and_agents_reaches_a_terminal_escaped_and_json_keeps_it_exact(
     let run = loop_cmd(&repo).args(["run", "--codex-bin", fake_s]).env("LOOP_RUN_ID", "r").env("LOOP_PLAIN_PROGRESS", "1").output().unwrap();
     let _ = std::fs::remove_file(&fake);
     let (out, err) = text(&run);
-    assert_eq!(run.status.code(), Some(3), "{err}");
+    assert_eq!(run.status.code(), Some(exit::NOT_ALL_DONE), "{err}");
     assert!(!raw(&out) && !raw(&err) && err.contains(&format!("boom {SHOWN}")), "progress and status: {err:?}");
 
     let (out, _) = text(&loop_cmd(&repo).args(["status", "r"]).output().unwrap());
@@ -158,23 +156,23 @@ fn closed_pipe(mut cmd: Command, both: bool) -> (std::process::ExitStatus, Strin
 
 #[test]
 fn a_closed_pipe_ends_read_only_commands_quietly() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let out = loop_cmd(&repo).args(["run", "--sim-scenario", "scenario.json", "-q"]).env("LOOP_RUN_ID", "r").output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
     for args in [&["replay", "r", "--json"][..], &["replay", "r"], &["status", "r"], &["status", "--json"], &["runs"], &["plan"]] {
         let mut c = loop_cmd(&repo);
         c.args(args);
         let (status, err) = closed_pipe(c, false);
         assert!(err.is_empty(), "{args:?}: {err}");
         // Like `cat`: SIGPIPE's default, not a panic (exit 101).
-        assert_eq!(status.signal(), Some(13), "{args:?}: {status:?}");
+        assert_eq!(status.signal(), Some(libc::SIGPIPE), "{args:?}: {status:?}");
     }
 }
 
-fn finished_and_verified(repo: &Path, run: &str) -> serde_json::Value {
+fn finished_and_verified(repo: &TestRepo, run: &str) -> serde_json::Value {
     let r: Output = loop_cmd(repo).args(["replay", run, "--json"]).output().unwrap();
     let v = json(&r);
-    assert_eq!(r.status.code(), Some(0), "{v}");
+    assert_eq!(r.status.code(), Some(exit::OK), "{v}");
     assert_eq!(v["status"]["finished"], true, "{v}");
     v["status"].clone()
 }
@@ -183,16 +181,16 @@ fn finished_and_verified(repo: &Path, run: &str) -> serde_json::Value {
 /// its end, journals it, and exits with the run's own code.
 #[test]
 fn a_closed_pipe_costs_a_run_nothing() {
-    let (_t, reference) = demo_repo();
+    let reference = demo_repo();
     let out = loop_cmd(&reference).args(["run", "--sim-scenario", "scenario.json", "-q"]).env("LOOP_RUN_ID", "r").output().unwrap();
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE));
     let want = states(&finished_and_verified(&reference, "r"));
     for args in [&["--json"][..], &["--json-events"], &[]] {
-        let (_t, repo) = demo_repo();
+        let repo = demo_repo();
         let mut c = loop_cmd(&repo);
         c.args(["run", "--sim-scenario", "scenario.json"]).args(args).env("LOOP_RUN_ID", "r").env("LOOP_PLAIN_PROGRESS", "1");
         let (status, _) = closed_pipe(c, true);
-        assert_eq!(status.code(), Some(3), "{args:?}: {status:?}");
+        assert_eq!(status.code(), Some(exit::NOT_ALL_DONE), "{args:?}: {status:?}");
         assert_eq!(states(&finished_and_verified(&repo, "r")), want, "{args:?}");
     }
 }

@@ -6,16 +6,16 @@
 //! (`connection: close`), a JSON body with content-length, and either an SSE stream, an error
 //! status, or silence (the connection is held open and never answered).
 
-#![allow(dead_code, reason = "each test binary uses a different part of this module")]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use super::TestEnvironment;
 
 /// How the mock answers one request.
 pub enum Reply {
@@ -192,32 +192,20 @@ pub fn codex_bin() -> Option<PathBuf> {
     }
 }
 
-/// A temporary git repo with a milestone's issue docs, plus an isolated CODEX_HOME.
+/// A git repo `<root>/repo` with a milestone's issue docs, plus an isolated CODEX_HOME
+/// (`<root>/codex-home`), in a [`TestEnvironment`] of its own.
 pub struct Repo {
-    pub tmp: tempfile::TempDir,
+    pub env: Arc<TestEnvironment>,
     pub path: PathBuf,
     pub codex_home: PathBuf,
     pub codex: Option<PathBuf>,
 }
 
-pub const GIT_ENV: &[(&str, &str)] = &[
-    ("GIT_AUTHOR_NAME", "loop test"),
-    ("GIT_AUTHOR_EMAIL", "test@loop.invalid"),
-    ("GIT_COMMITTER_NAME", "loop test"),
-    ("GIT_COMMITTER_EMAIL", "test@loop.invalid"),
-];
-
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).envs(GIT_ENV.iter().copied()).output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
-
 /// `issues`: (id, title, blocked_by).
 pub fn repo(milestone: &str, issues: &[(&str, &str, &[&str])]) -> Repo {
-    let tmp = tempfile::Builder::new().prefix("loop-codex-test-").tempdir().unwrap();
-    let path = std::fs::canonicalize(tmp.path()).unwrap().join("repo");
-    let codex_home = path.parent().unwrap().join("codex-home");
+    let env = TestEnvironment::new();
+    let path = env.root().join("repo");
+    let codex_home = env.root().join("codex-home");
     std::fs::create_dir_all(path.join("docs/projects/orbit/issues")).unwrap();
     std::fs::create_dir_all(path.join("docs/projects/orbit/milestones")).unwrap();
     std::fs::create_dir_all(&codex_home).unwrap();
@@ -242,10 +230,10 @@ pub fn repo(milestone: &str, issues: &[(&str, &str, &[&str])]) -> Repo {
     )
     .unwrap();
     std::fs::write(path.join("README.md"), "# orbit\n").unwrap();
-    git(&path, &["init", "-q", "-b", "main"]);
-    git(&path, &["add", "-A"]);
-    git(&path, &["-c", "commit.gpgsign=false", "commit", "-q", "-m", "init"]);
-    Repo { tmp, path, codex_home, codex: None }
+    env.git(&path, &["init", "-q", "-b", "main"]);
+    env.git(&path, &["add", "-A"]);
+    env.git(&path, &["commit", "-q", "-m", "init"]);
+    Repo { env, path, codex_home, codex: None }
 }
 
 impl Repo {
@@ -280,29 +268,24 @@ stream_idle_timeout_ms = 10000
         // loop.toml at the repo root, as a team would have it.
         std::fs::write(self.path.join("loop.toml"), "[codex]\nmodel = \"gpt-5.5\"\n\n[run]\nphase_timeout = 120\n")
             .unwrap();
-        git(&self.path, &["add", "loop.toml"]);
-        git(&self.path, &["-c", "commit.gpgsign=false", "commit", "-q", "-m", "loop.toml"]);
+        self.git(&self.path, &["add", "loop.toml"]);
+        self.git(&self.path, &["commit", "-q", "-m", "loop.toml"]);
         self.codex = Some(codex);
     }
 
+    /// `git -C dir ARGS` in this repo's environment; panics unless it succeeds.
+    pub fn git(&self, dir: &Path, args: &[&str]) -> String {
+        self.env.git(dir, args)
+    }
+
+    /// `loop ARGS --repo <repo>` with codex's home and the mock's key; the codex of
+    /// [`Repo::use_mock`], if any, as `LOOP_CODEX_BIN`.
     pub fn loop_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_loop"));
-        c.args(args)
-            .arg("--repo")
-            .arg(&self.path)
-            .current_dir(&self.path)
-            .stdin(Stdio::null())
-            .env("CODEX_HOME", &self.codex_home)
-            .env("MOCK_KEY", "test-key")
-            .env("LOOP_NOW", "2026-01-02T03:04:05Z")
-            .env_remove("LOOP_AGENT")
-            .env_remove("LOOP_FAULT_AFTER_APPEND")
-            .env_remove("LOOP_STATE_DIR")
-            .envs(GIT_ENV.iter().copied());
-        match &self.codex {
-            Some(b) => c.env("LOOP_CODEX_BIN", b),
-            None => c.env_remove("LOOP_CODEX_BIN"),
-        };
+        let mut c = self.env.loop_cmd(&self.path);
+        c.args(args).arg("--repo").arg(&self.path).env("CODEX_HOME", &self.codex_home).env("MOCK_KEY", "test-key");
+        if let Some(b) = &self.codex {
+            c.env("LOOP_CODEX_BIN", b);
+        }
         c
     }
 

@@ -1,5 +1,5 @@
 //! Crashes the fuzz targets found, each pinned at the level it was fixed. Their inputs are also
-//! kept in fuzz/corpus/ (named `crash-*`), which tests/fuzz_props.rs replays.
+//! kept in fuzz/corpus/ (named `crash-*`), which tests/props/fuzz_props.rs replays.
 
 use std::path::Path;
 

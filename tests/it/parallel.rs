@@ -1,15 +1,13 @@
 //! Parallel runs (`--jobs N`): same outcomes as sequential, crash-safe, lockable, interruptible.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A generated milestone of 14 issues in a DAG, with a scenario that exercises fix cycles, the
 /// cap, failures and blocked dependents.
-fn generated() -> (tempfile::TempDir, std::path::PathBuf) {
+fn generated() -> TestRepo {
     let mut files = generated_dag_docs();
     files.push((
         "scenario.json".into(),
@@ -24,7 +22,7 @@ fn generated() -> (tempfile::TempDir, std::path::PathBuf) {
     repo_with(&refs)
 }
 
-fn run(repo: &std::path::Path, id: &str, jobs: &str, extra: &[(&str, &str)]) -> std::process::Output {
+fn run(repo: &TestRepo, id: &str, jobs: &str, extra: &[(&str, &str)]) -> std::process::Output {
     let mut c = loop_cmd(repo);
     c.args(["run", "-m", "GEN", "--sim-scenario", "scenario.json", "--json", "-q", "--jobs", jobs]);
     c.env("LOOP_RUN_ID", id);
@@ -42,12 +40,12 @@ fn final_states(out: &std::process::Output) -> Vec<(String, String, u64)> {
 
 #[test]
 fn jobs_4_reaches_the_same_states_as_jobs_1() {
-    let (_a, seq) = generated();
-    let (_b, par) = generated();
+    let seq = generated();
+    let par = generated();
     let one = run(&seq, "seq", "1", &[]);
     let four = run(&par, "par", "4", &[]);
-    assert_eq!(one.status.code(), Some(3), "{:?}", text(&one));
-    assert_eq!(four.status.code(), Some(3), "{:?}", text(&four));
+    assert_eq!(one.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&one));
+    assert_eq!(four.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&four));
     let s1 = final_states(&one);
     assert_eq!(s1, final_states(&four));
     // Sanity: the scenario really produced a mix.
@@ -55,7 +53,7 @@ fn jobs_4_reaches_the_same_states_as_jobs_1() {
     assert!(count("Done") >= 6 && count("Capped") == 1 && count("Failed") == 1 && count("Blocked") >= 3, "{s1:?}");
     for (repo, id) in [(&seq, "seq"), (&par, "par")] {
         let r = loop_cmd(repo).args(["replay", id, "-q"]).output().unwrap();
-        assert_eq!(r.status.code(), Some(0), "{:?}", text(&r));
+        assert_eq!(r.status.code(), Some(exit::OK), "{:?}", text(&r));
     }
     // The parallel run really overlapped issues: some phase started while another was running.
     let r = json(&loop_cmd(&par).args(["replay", "par", "--json"]).output().unwrap());
@@ -79,7 +77,7 @@ fn jobs_4_reaches_the_same_states_as_jobs_1() {
 
 #[test]
 fn crash_during_a_parallel_run_resumes_to_the_same_states() {
-    let (_t, reference) = generated();
+    let reference = generated();
     let want = final_states(&run(&reference, "ref", "4", &[]));
     let r = json(&loop_cmd(&reference).args(["replay", "ref", "--json"]).output().unwrap());
     let total = r["records"].as_u64().unwrap();
@@ -87,14 +85,14 @@ fn crash_during_a_parallel_run_resumes_to_the_same_states() {
     let points: Vec<u64> = (1..total).filter(|n| n % 9 == 1 || *n == total - 1).collect();
     assert!(points.len() >= 8);
     for n in points {
-        let (_t, repo) = generated();
+        let repo = generated();
         let crashed = run(&repo, "c", "4", &[("LOOP_FAULT_AFTER_APPEND", &n.to_string())]);
         assert_eq!(crashed.status.code(), None, "n={n}: {:?}", text(&crashed));
         let resumed = loop_cmd(&repo).args(["resume", "c", "--json", "-q", "--jobs", "4"]).output().unwrap();
-        assert_eq!(resumed.status.code(), Some(3), "n={n}: {:?}", text(&resumed));
+        assert_eq!(resumed.status.code(), Some(exit::NOT_ALL_DONE), "n={n}: {:?}", text(&resumed));
         assert_eq!(final_states(&resumed), want, "n={n}");
         let rp = loop_cmd(&repo).args(["replay", "c", "-q"]).output().unwrap();
-        assert_eq!(rp.status.code(), Some(0), "n={n}: {:?}", text(&rp));
+        assert_eq!(rp.status.code(), Some(exit::OK), "n={n}: {:?}", text(&rp));
         // Only the Failed/Blocked-by-review issues keep worktrees.
         let wts = git(&repo, &["worktree", "list", "--porcelain"]);
         assert!(wts.matches("worktree ").count() <= 3, "n={n}: {wts}");
@@ -102,7 +100,7 @@ fn crash_during_a_parallel_run_resumes_to_the_same_states() {
 }
 
 /// Polls `status RUN` until at least `n` issues are in Dev (20 s at most).
-fn wait_for_dev(repo: &std::path::Path, run: &str, n: usize, never: &str) {
+fn wait_for_dev(repo: &TestRepo, run: &str, n: usize, never: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let st = loop_cmd(repo).args(["status", run, "--json"]).output().unwrap();
@@ -116,7 +114,7 @@ fn wait_for_dev(repo: &std::path::Path, run: &str, n: usize, never: &str) {
 
 #[test]
 fn a_second_run_of_an_active_milestone_is_refused_naming_the_run() {
-    let (_t, repo) = generated();
+    let repo = generated();
     write_committed(&repo, "hang.json", r#"{"G-0": {"dev": "hang"}}"#);
     let mut first = loop_cmd(&repo)
         .args(["run", "-m", "GEN", "--sim-scenario", "hang.json", "--phase-timeout", "60", "-q", "--jobs", "2"])
@@ -130,15 +128,15 @@ fn a_second_run_of_an_active_milestone_is_refused_naming_the_run() {
         .output()
         .unwrap();
     let (_, err) = text(&second);
-    assert_eq!(second.status.code(), Some(6), "{err}");
+    assert_eq!(second.status.code(), Some(exit::LOCKED), "{err}");
     assert!(err.contains("milestone GEN is already being run by run first (pid"), "{err}");
     let _ = Command::new("kill").args(["-INT", &first.id().to_string()]).status();
-    assert_eq!(first.wait().unwrap().code(), Some(130));
+    assert_eq!(first.wait().unwrap().code(), Some(exit::INTERRUPTED));
 }
 
 #[test]
 fn ctrl_c_stops_every_running_phase_and_resume_continues_them_all() {
-    let (_t, repo) = generated();
+    let repo = generated();
     write_committed(&repo, "hang.json", r#"{"G-0": {"dev": "hang"}, "G-1": {"dev": "hang"}, "G-2": {"dev": "hang"}}"#);
     let mut child = loop_cmd(&repo)
         .args(["run", "-m", "GEN", "--sim-scenario", "hang.json", "--phase-timeout", "8", "-q", "--jobs", "3"])
@@ -147,7 +145,7 @@ fn ctrl_c_stops_every_running_phase_and_resume_continues_them_all() {
         .unwrap();
     wait_for_dev(&repo, "int", 3, "three phases never ran at once");
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(child.wait().unwrap().code(), Some(exit::INTERRUPTED));
     let r = json(&loop_cmd(&repo).args(["replay", "int", "--json"]).output().unwrap());
     let interrupted: Vec<String> = r["timeline"]
         .as_array()
@@ -164,7 +162,7 @@ fn ctrl_c_stops_every_running_phase_and_resume_continues_them_all() {
 
     // Resume continues all three (their recorded scenario hangs again, so each now times out).
     let out = loop_cmd(&repo).args(["resume", "int", "--json", "-q", "--jobs", "3"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
     let v = json(&out);
     for id in ["G-0", "G-1", "G-2"] {
         let i = v["issues"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap();

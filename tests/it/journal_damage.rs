@@ -4,16 +4,14 @@
 //! commands never change a byte; empty runs are listed, skipped and removable; format-1 journals
 //! still replay and resume.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
-const CORRUPT: i32 = 4;
+use crate::support::exit::CORRUPT;
 
-fn run_demo(repo: &Path, run_id: &str) -> std::process::Output {
+fn run_demo(repo: &TestRepo, run_id: &str) -> std::process::Output {
     loop_cmd(repo)
         .args(["run", "--milestone", "M1-core", "--agent", "sim", "--sim-scenario", "scenario.json", "--json", "-q"])
         .env("LOOP_RUN_ID", run_id)
@@ -25,7 +23,7 @@ fn log_path(repo: &Path, run: &str) -> PathBuf {
     repo.join(".loop/runs").join(run).join("journal.log")
 }
 
-fn replay_q(repo: &Path, run: &str) -> (Option<i32>, String, String) {
+fn replay_q(repo: &TestRepo, run: &str) -> (Option<i32>, String, String) {
     let out = loop_cmd(repo).args(["replay", run, "--json"]).output().expect("replay");
     let (o, mut e) = text(&out);
     // With --json the verdict's error is in the object; keep it with stderr's lines.
@@ -70,11 +68,11 @@ fn same_tree(a: &BTreeMap<PathBuf, Vec<u8>>, b: &BTreeMap<PathBuf, Vec<u8>>, wha
 /// bytes across the whole file. Not one case may report success with fewer records.
 #[test]
 fn every_truncation_and_flipped_byte_is_reported() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let out = run_demo(&repo, "d");
-    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
     let (code, stdout, err) = replay_q(&repo, "d");
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(code, Some(exit::OK), "{err}");
     let full = records_of(&stdout);
     assert!(full > 50, "a demo run has many records: {full}");
     let path = log_path(&repo, "d");
@@ -93,7 +91,7 @@ fn every_truncation_and_flipped_byte_is_reported() {
                 assert!(line.contains("runs/d/journal.log"), "{what}: the file is not named: {err}");
                 assert!(line.contains("record "), "{what}: no record named: {err}");
             }
-            Some(0) => {
+            Some(exit::OK) => {
                 // Only damage that loses nothing may pass (an inactive head slot), and it is said.
                 assert_eq!(records_of(&stdout), full, "{what}: replay ok with fewer records: {err}");
                 assert!(err.contains("head slot"), "{what}: harmless damage must still be said: {err}");
@@ -126,14 +124,14 @@ fn every_truncation_and_flipped_byte_is_reported() {
     eprintln!("damage cases: {cases}, reported (exit 4): {reported}, harmless and said: {harmless}");
     assert!(reported > cases * 9 / 10, "{reported} of {cases}");
     let (code, _, err) = replay_q(&repo, "d");
-    assert_eq!(code, Some(0), "restored journal replays: {err}");
+    assert_eq!(code, Some(exit::OK), "restored journal replays: {err}");
 }
 
 /// The seen cases: a truncated journal used to replay "ok" with fewer records and resume used
 /// to re-drive finished issues; a swapped or deleted file must be named too.
 #[test]
 fn truncated_swapped_and_deleted_journals_are_named_and_never_resumed() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     run_demo(&repo, "a");
     run_demo(&repo, "b");
     let a = log_path(&repo, "a");
@@ -178,7 +176,7 @@ fn truncated_swapped_and_deleted_journals_are_named_and_never_resumed() {
     assert_eq!(code, Some(CORRUPT), "{err}");
     assert!(err.contains("run a") && err.contains("missing"), "{err}");
     let runs = loop_cmd(&repo).args(["runs", "--json"]).output().unwrap();
-    assert_eq!(runs.status.code(), Some(0));
+    assert_eq!(runs.status.code(), Some(exit::OK));
     let v = json(&runs);
     let row = v.as_array().unwrap().iter().find(|r| r["run_id"] == "a").expect("a listed");
     assert_eq!(row["state"], "unreadable", "{row}");
@@ -192,11 +190,11 @@ fn truncated_swapped_and_deleted_journals_are_named_and_never_resumed() {
 fn a_torn_unacknowledged_tail_costs_one_step_not_the_run() {
     use devloop::journal::log::{encode_frame, scan_file};
     let want = {
-        let (_t, other) = demo_repo();
+        let other = demo_repo();
         run_demo(&other, "whole");
         states(&json(&loop_cmd(&other).args(["status", "whole", "--json"]).output().unwrap()))
     };
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
 
     // A run that crashed after its 20th append, then a torn 21st group as a power cut leaves it.
     let out = loop_cmd(&repo)
@@ -205,7 +203,7 @@ fn a_torn_unacknowledged_tail_costs_one_step_not_the_run() {
         .env("LOOP_FAULT_AFTER_APPEND", "20")
         .output()
         .unwrap();
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(exit::OK));
     let path = log_path(&repo, "torn");
     let good = std::fs::read(&path).unwrap();
     let scan = scan_file(&path, Some("torn")).unwrap();
@@ -219,7 +217,7 @@ fn a_torn_unacknowledged_tail_costs_one_step_not_the_run() {
     std::fs::write(&path, &torn).unwrap();
 
     let (code, stdout, err) = replay_q(&repo, "torn");
-    assert_eq!(code, Some(0), "a torn tail is not corruption: {err}");
+    assert_eq!(code, Some(exit::OK), "a torn tail is not corruption: {err}");
     assert_eq!(records_of(&stdout), 20);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains("runs/torn/journal.log"), "{err}");
@@ -237,23 +235,23 @@ fn a_torn_unacknowledged_tail_costs_one_step_not_the_run() {
     std::fs::write(&path, &torn).unwrap();
     let out = loop_cmd(&repo).args(["resume", "torn", "--json", "-q"]).output().unwrap();
     let (_, err) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{err}");
     assert!(err.contains("never completed"), "the tail is reported: {err}");
     assert_eq!(states(&json(&out)), want);
     let aside = path.with_file_name(format!("journal.log.torn-{}", good.len()));
     assert_eq!(std::fs::read(&aside).unwrap(), frame, "the torn bytes are kept as evidence");
     let (code, _, err) = replay_q(&repo, "torn");
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(code, Some(exit::OK), "{err}");
 }
 
 /// A cut export (even at a record boundary) is caught by the trailer.
 #[test]
 fn an_export_cut_at_a_record_boundary_is_caught() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     run_demo(&repo, "x");
     let file = repo.join("x.loopj");
     let out = loop_cmd(&repo).args(["export", "x", "--out"]).arg(&file).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
     let bytes = std::fs::read(&file).unwrap();
     let mut at = 8;
     let mut boundaries = vec![];
@@ -277,13 +275,13 @@ fn an_export_cut_at_a_record_boundary_is_caught() {
     // The golden v1 export (no trailer) still replays.
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("journals/demo-golden.loopj");
     let out = loop_cmd(&repo).args(["replay", "-q", "--file"]).arg(&golden).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
 }
 
 /// Read-only commands never change a byte, and work on a read-only `.loop/` and a full disk.
 #[test]
 fn read_only_commands_are_read_only_even_on_a_read_only_or_full_file_system() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     run_demo(&repo, "ro");
     let state = repo.join(".loop");
     let before = tree_bytes(&state);
@@ -299,7 +297,7 @@ fn read_only_commands_are_read_only_even_on_a_read_only_or_full_file_system() {
     ];
     for c in &cmds {
         let out = loop_cmd(&repo).args(c).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{c:?}: {:?}", text(&out));
+        assert_eq!(out.status.code(), Some(exit::OK), "{c:?}: {:?}", text(&out));
     }
     same_tree(&before, &tree_bytes(&state), "a read-only command changed the state dir");
 
@@ -334,7 +332,7 @@ fn read_only_commands_are_read_only_even_on_a_read_only_or_full_file_system() {
         let before = tree_bytes(&copy);
         for c in cmds.iter().filter(|c| c[0] != "export") {
             let out = loop_cmd(&repo).args(c).arg("--state-dir").arg(&copy).output().unwrap();
-            assert_eq!(out.status.code(), Some(0), "{mode} {c:?}: {:?}", text(&out));
+            assert_eq!(out.status.code(), Some(exit::OK), "{mode} {c:?}: {:?}", text(&out));
         }
         same_tree(&before, &tree_bytes(&copy), mode);
     }
@@ -344,7 +342,7 @@ fn read_only_commands_are_read_only_even_on_a_read_only_or_full_file_system() {
 /// 1, a run directory with just its lock): listed as empty, skipped by status, removed by clean.
 #[test]
 fn an_empty_run_is_listed_skipped_and_removable() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     run_demo(&repo, "20260101-000000-aaaaaa");
     let runs = repo.join(".loop/runs");
     // Sorts after the real run, as a newer run would.
@@ -357,7 +355,7 @@ fn an_empty_run_is_listed_skipped_and_removable() {
     std::fs::write(old.join("lock"), "123").unwrap();
 
     let out = loop_cmd(&repo).args(["runs", "--json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
     let v = json(&out);
     let by_id = |id: &str| v.as_array().unwrap().iter().find(|r| r["run_id"] == id).cloned().expect(id);
     assert_eq!(by_id("20260101-000001-bbbbbb")["state"], "empty");
@@ -365,12 +363,12 @@ fn an_empty_run_is_listed_skipped_and_removable() {
     assert_eq!(by_id("20260101-000000-aaaaaa")["state"], "finished");
 
     let out = loop_cmd(&repo).args(["status", "--json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "status skips empty runs: {:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "status skips empty runs: {:?}", text(&out));
     assert_eq!(json(&out)["run_id"], "20260101-000000-aaaaaa");
 
     for _ in 0..2 {
         let out = loop_cmd(&repo).args(["clean"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "clean: {:?}", text(&out));
+        assert_eq!(out.status.code(), Some(exit::OK), "clean: {:?}", text(&out));
     }
     assert!(!staged.exists() && !old.exists(), "empty runs removed");
     assert!(runs.join("20260101-000000-aaaaaa/journal.log").exists(), "the real run stays");
@@ -382,14 +380,14 @@ fn an_empty_run_is_listed_skipped_and_removable() {
 fn format_1_journals_still_replay_and_resume() {
     use devloop::journal::log::scan_file;
     use devloop::journal::{SledStore, Store};
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let out = loop_cmd(&repo)
         .args(["run", "--milestone", "M1-core", "--agent", "sim", "--sim-scenario", "scenario.json", "-q"])
         .env("LOOP_RUN_ID", "new")
         .env("LOOP_FAULT_AFTER_APPEND", "25")
         .output()
         .unwrap();
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), Some(exit::OK));
     let records = scan_file(&log_path(&repo, "new"), Some("new")).unwrap().records;
     // Rewrite the same run in format 1, as loop 0.1 left it.
     let dir = repo.join(".loop/runs/new");
@@ -401,15 +399,15 @@ fn format_1_journals_still_replay_and_resume() {
     }
     let before = tree_bytes(&dir);
     let (code, stdout, err) = replay_q(&repo, "new");
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(code, Some(exit::OK), "{err}");
     assert_eq!(records_of(&stdout), 25);
     same_tree(&before, &tree_bytes(&dir), "replay of a format-1 journal wrote to it");
 
     let out = loop_cmd(&repo).args(["resume", "new", "--json", "-q"]).output().unwrap();
     let (_, err) = text(&out);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{err}");
     assert!(err.contains("upgraded to format 2"), "{err}");
     assert!(dir.join("journal.log").exists() && dir.join("journal.v1").is_dir());
     let (code, _, err) = replay_q(&repo, "new");
-    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(code, Some(exit::OK), "{err}");
 }

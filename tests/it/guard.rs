@@ -1,42 +1,31 @@
 //! Guardrails end to end: the real loop binary on temporary repos, real git, real gt.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-const LOOP: &str = env!("CARGO_BIN_EXE_loop");
-
-fn git_env(c: &mut Command, home: &Path) {
-    c.env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .env("HOME", home)
-        .env("GRAPHITE_DISABLE_TELEMETRY", "1")
-        .env("GRAPHITE_DISABLE_UPGRADE_PROMPT", "1")
-        .env("LOOP_NOW", "2026-01-01T00:00:00Z")
-        .env_remove("LOOP_STATE_DIR");
-}
+use crate::support::{exit, TestEnvironment, TestRepo};
 
 struct Repo {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    home: PathBuf,
+    /// The repository, in a `TestEnvironment` whose HOME is the test's own.
+    dir: TestRepo,
 }
 
 /// The demo's sample repo (ORB-1 ← ORB-2, ORB-3 ← ORB-5 ← ORB-4).
 fn repo() -> Repo {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("repo");
-    let home = tmp.path().join("home");
+    let env = TestEnvironment::new();
+    let dir = env.dir_at(env.root().join("repo"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&home).unwrap();
     devloop::cli::demo::write_sample_repo(&dir).unwrap();
-    Repo { _tmp: tmp, dir, home }
+    Repo { dir }
+}
+
+/// `loop`, run from the environment's root (no repository: `--repo` says which).
+fn loop_at(r: &Repo) -> Command {
+    r.dir.env().loop_cmd(r.dir.env().root())
 }
 
 fn run_loop(r: &Repo, args: &[&str], scenario: Option<&str>, extra_env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(LOOP);
-    git_env(&mut c, &r.home);
+    let mut c = loop_at(r);
     c.arg("run").arg("--repo").arg(&r.dir).args(["--milestone", "M1-core", "-q", "--agent", "sim"]).args(args);
     if let Some(s) = scenario {
         let f = r.dir.parent().unwrap().join("scenario.json");
@@ -50,8 +39,7 @@ fn run_loop(r: &Repo, args: &[&str], scenario: Option<&str>, extra_env: &[(&str,
 }
 
 fn loop_cmd(r: &Repo, args: &[&str]) -> Output {
-    let mut c = Command::new(LOOP);
-    git_env(&mut c, &r.home);
+    let mut c = loop_at(r);
     c.args(args).arg("--repo").arg(&r.dir);
     c.output().unwrap()
 }
@@ -82,8 +70,8 @@ fn events(r: &Repo, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+fn git(dir: &TestRepo, args: &[&str]) -> String {
+    let out = dir.env().git_output(dir, args);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -93,7 +81,7 @@ fn each_forbidden_action_fails_the_phase_and_is_listed() {
         let r = repo();
         let scenario = format!(r#"{{"ORB-1": {{"dev": "rogue:{action}"}}}}"#);
         let out = run_loop(&r, &[], Some(&scenario), &[]);
-        assert_eq!(out.status.code(), Some(3), "{action}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{action}: {}", String::from_utf8_lossy(&out.stderr));
         let st = status_json(&r);
         let orb1 = issue(&st, "ORB-1");
         assert_eq!(orb1["state"], "Failed", "{action}");
@@ -118,14 +106,14 @@ fn a_dirty_main_checkout_fails_the_phase_unless_allowed() {
     let r = repo();
     std::fs::write(r.dir.join("scratch.txt"), "mine").unwrap();
     let out = run_loop(&r, &[], None, &[]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE));
     let st = status_json(&r);
     assert!(issue(&st, "ORB-1")["reason"].as_str().unwrap().contains("main checkout is not clean"));
 
     let r = repo();
     std::fs::write(r.dir.join("scratch.txt"), "mine").unwrap();
     let out = run_loop(&r, &["--allow-dirty"], None, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", String::from_utf8_lossy(&out.stderr));
     let checked = events(&r, "guard_checked");
     let details = checked[0]["event"]["details"].to_string();
     assert!(details.contains("allowed by allow_dirty"), "{details}");
@@ -139,7 +127,7 @@ fn shims_refuse_before_the_real_binary_and_decisions_are_journaled() {
     let fake = r.dir.parent().unwrap().join("fakebin");
     std::fs::create_dir_all(&fake).unwrap();
     let calls = r.dir.parent().unwrap().join("git-calls.log");
-    let real_git = String::from_utf8(Command::new("sh").args(["-c", "command -v git"]).output().unwrap().stdout).unwrap();
+    let real_git = String::from_utf8(r.dir.env().command("sh").args(["-c", "command -v git"]).output().unwrap().stdout).unwrap();
     let script = format!(
         "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec {} \"$@\"\n",
         calls.display(),
@@ -147,7 +135,7 @@ fn shims_refuse_before_the_real_binary_and_decisions_are_journaled() {
     );
     let fake_git = fake.join("git");
     std::fs::write(&fake_git, script).unwrap();
-    std::process::Command::new("chmod").arg("+x").arg(&fake_git).status().unwrap();
+    r.dir.env().command("chmod").arg("+x").arg(&fake_git).status().unwrap();
     let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
     let scenario = r#"{"ORB-1": {"dev": "shell:git worktree add ../sneaky; git branch -D main; git status --short >/dev/null; command -v git > shim-path.txt"}}"#;
     let out = run_loop(&r, &[], Some(scenario), &[("PATH", &path)]);
@@ -183,7 +171,8 @@ fn shims_refuse_before_the_real_binary_and_decisions_are_journaled() {
 
 #[test]
 fn the_claude_hook_blocks_with_exit_2() {
-    let mut c = Command::new(LOOP);
+    let env = TestEnvironment::new();
+    let mut c = env.loop_cmd(env.root());
     c.args(["hook", "claude"]).env_remove("LOOP_GUARD_CTX").stdin(std::process::Stdio::piped());
     let run = |c: &mut Command, input: &str| {
         use std::io::Write;
@@ -192,12 +181,12 @@ fn the_claude_hook_blocks_with_exit_2() {
         child.wait_with_output().unwrap()
     };
     let out = run(&mut c, r#"{"tool_name":"Bash","tool_input":{"command":"cd x && gt sync"}}"#);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gt-sync-restack"));
     let out = run(&mut c, r#"{"tool_name":"Bash","tool_input":{"command":"gt sync --no-restack && git status"}}"#);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&mut c, r#"{"tool_name":"Edit","tool_input":{"file_path":"x"}}"#);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(exit::OK));
 }
 
 #[test]
@@ -205,7 +194,7 @@ fn cleanup_keeps_uncommitted_work_and_never_touches_foreign_worktrees() {
     let r = repo();
     // ORB-1 fails, so its worktree is kept for inspection; ORB-2/3 never start.
     let out = run_loop(&r, &[], Some(r#"{"ORB-1": {"dev": "failed"}}"#), &[]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE));
     let st = status_json(&r);
     let wt = PathBuf::from(issue(&st, "ORB-1")["worktree"]["path"].as_str().unwrap());
     assert_eq!(issue(&st, "ORB-1")["worktree"]["exists"], true);
@@ -260,9 +249,9 @@ fn graphite_dependency_chain_becomes_a_stack() {
     let calls = r.dir.parent().unwrap().join("gt-calls.log");
     let wrapper = r.dir.parent().unwrap().join("gt-logged");
     std::fs::write(&wrapper, format!("#!/bin/sh\nprintf '%s|%s\\n' \"$PWD\" \"$*\" >> '{}'\nexec '{gt}' \"$@\"\n", calls.display())).unwrap();
-    Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
+    r.dir.env().command("chmod").arg("+x").arg(&wrapper).status().unwrap();
     let out = run_loop(&r, &["--stack", "graphite"], Some("{}"), &[("LOOP_GT_BIN", wrapper.to_str().unwrap())]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", String::from_utf8_lossy(&out.stderr));
     // Every dev commit went through `gt modify` in the issue's own worktree, and is on its branch.
     let log = std::fs::read_to_string(&calls).unwrap();
     let finished: Vec<serde_json::Value> = replay_json(&r)["timeline"]
@@ -280,7 +269,7 @@ fn graphite_dependency_chain_becomes_a_stack() {
         let wt = format!("/.loop/worktrees/M1-core/{id}|modify --commit --all --no-verify --message {id}: dev");
         assert!(log.lines().any(|l| l.contains(&wt)), "{id}: no gt modify in its worktree:\n{log}");
         assert_eq!(git(&r.dir, &["log", "-1", "--format=%s", commit]), format!("{id}: dev"));
-        assert!(Command::new("git")
+        assert!(r.dir.env().command("git")
             .arg("-C")
             .arg(&r.dir)
             .args(["merge-base", "--is-ancestor", commit, &format!("loop/M1-core/{id}")])
@@ -291,8 +280,7 @@ fn graphite_dependency_chain_becomes_a_stack() {
     assert!(!log.contains("restack") && !log.contains("sync"), "{log}");
     let tracked = events(&r, "stack_tracked");
     assert_eq!(tracked.len(), 5, "{tracked:?}");
-    let mut c = Command::new(&gt);
-    git_env(&mut c, &r.home);
+    let mut c = r.dir.env().command(&gt);
     let state = c.args(["state", "--no-interactive"]).current_dir(&r.dir).output().unwrap();
     let text = String::from_utf8_lossy(&state.stdout);
     let json: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
@@ -329,8 +317,7 @@ fn loop_toml_guard_table_sets_the_policy() {
     let r = repo();
     std::fs::write(r.dir.join("loop.toml"), "[guard]\nallow_dirty = true\ndeny = [\"git log\"]\n").unwrap();
     git(&r.dir, &["add", "loop.toml"]);
-    let mut c = Command::new("git");
-    git_env(&mut c, &r.home);
+    let mut c = r.dir.env().command("git");
     assert!(c.arg("-C").arg(&r.dir).args(["commit", "-qm", "loop.toml"]).status().unwrap().success());
     std::fs::write(r.dir.join("scratch.txt"), "mine").unwrap();
     let dry = run_loop(&r, &["--dry-run", "--stack", "graphite"], None, &[]);
@@ -342,7 +329,7 @@ fn loop_toml_guard_table_sets_the_policy() {
     let scenario = r#"{"ORB-1": {"dev": "shell:git log -1 > log.txt; echo rc=$? > rc.txt; git status --short > /dev/null"}}"#;
     let out = run_loop(&r, &[], Some(scenario), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.status.code(), Some(exit::OK), "{stderr}");
     let decided: Vec<String> = events(&r, "command_decided")
         .iter()
         .map(|d| format!("{} {} {}", d["event"]["argv"][0].as_str().unwrap_or(""), d["event"]["allowed"], d["event"]["rule"]))
@@ -358,7 +345,7 @@ fn loop_toml_guard_table_sets_the_policy() {
     let r = repo();
     std::fs::write(r.dir.join("loop.toml"), "[guard]\n\ndeny = [\"stash drop\"]\n").unwrap();
     let out = run_loop(&r, &[], None, &[]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("loop.toml:3: [guard] deny pattern \"stash drop\" must start with `git` or `gt`"), "{stderr}");
 }
@@ -371,7 +358,7 @@ fn a_matching_branch_or_path_loop_did_not_create_is_never_touched() {
     git(&r.dir, &["branch", "loop/M1-core/ORB-1"]);
     let before = git(&r.dir, &["rev-parse", "loop/M1-core/ORB-1"]);
     let out = run_loop(&r, &[], None, &[]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE));
     let st = status_json(&r);
     let reason = issue(&st, "ORB-1")["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("branch loop/M1-core/ORB-1 already exists and loop did not create it"), "{reason}");
@@ -383,7 +370,7 @@ fn a_matching_branch_or_path_loop_did_not_create_is_never_touched() {
     std::fs::create_dir_all(&path).unwrap();
     std::fs::write(path.join("mine.txt"), "not loop's").unwrap();
     let out = run_loop(&r, &[], None, &[]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE));
     let st = status_json(&r);
     let reason = issue(&st, "ORB-1")["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("already exists and was not created by loop"), "{reason}");

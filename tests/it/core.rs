@@ -1,12 +1,10 @@
 //! End-to-end tests of the core loop with the real binary on temporary git repos.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
-fn run_demo_scenario(repo: &std::path::Path, run_id: &str) -> std::process::Output {
+fn run_demo_scenario(repo: &TestRepo, run_id: &str) -> std::process::Output {
     loop_cmd(repo)
         .args(["run", "--milestone", "M1-core", "--agent", "sim", "--sim-scenario", "scenario.json", "--json", "-q"])
         .env("LOOP_RUN_ID", run_id)
@@ -23,9 +21,9 @@ fn expected_final() -> Vec<(String, String, u64)> {
 
 /// The state-changing transitions per issue, from `replay --json`: what must be identical
 /// between an interrupted-and-resumed run and an uninterrupted one.
-fn transitions(repo: &std::path::Path, run: &str) -> Vec<(String, String, String)> {
+fn transitions(repo: &TestRepo, run: &str) -> Vec<(String, String, String)> {
     let out = loop_cmd(repo).args(["replay", run, "--json"]).output().expect("replay");
-    assert_eq!(out.status.code(), Some(0), "replay failed: {:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "replay failed: {:?}", text(&out));
     let v = json(&out);
     assert_eq!(v["verified"], true);
     timeline_transitions(&v)
@@ -33,9 +31,9 @@ fn transitions(repo: &std::path::Path, run: &str) -> Vec<(String, String, String
 
 #[test]
 fn full_run_reaches_expected_states_and_commits() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let out = run_demo_scenario(&repo, "full");
-    assert_eq!(out.status.code(), Some(3), "one issue is Capped: {:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "one issue is Capped: {:?}", text(&out));
     let status = json(&out);
     assert_eq!(status["run_id"], "full");
     assert_eq!(states(&status), expected_final());
@@ -56,15 +54,15 @@ fn full_run_reaches_expected_states_and_commits() {
 
 #[test]
 fn crash_after_every_append_then_resume_matches_uninterrupted_run() {
-    let (_t, clean_repo) = demo_repo();
-    assert_eq!(run_demo_scenario(&clean_repo, "clean").status.code(), Some(3));
+    let clean_repo = demo_repo();
+    assert_eq!(run_demo_scenario(&clean_repo, "clean").status.code(), Some(exit::NOT_ALL_DONE));
     let reference = transitions(&clean_repo, "clean");
     let replay = loop_cmd(&clean_repo).args(["replay", "clean", "--json"]).output().unwrap();
     let total = json(&replay)["records"].as_u64().unwrap();
     assert!(total > 40, "the demo scenario journals {total} records");
 
     for n in 1..total {
-        let (_t, repo) = demo_repo();
+        let repo = demo_repo();
         let crashed = loop_cmd(&repo)
             .args(["run", "--milestone", "M1-core", "--sim-scenario", "scenario.json", "-q"])
             .env("LOOP_RUN_ID", "r")
@@ -73,7 +71,7 @@ fn crash_after_every_append_then_resume_matches_uninterrupted_run() {
             .unwrap();
         assert_eq!(crashed.status.code(), None, "n={n}: the fault must abort the process: {:?}", text(&crashed));
         let resumed = loop_cmd(&repo).args(["resume", "r", "--json", "-q"]).output().unwrap();
-        assert_eq!(resumed.status.code(), Some(3), "n={n}: {:?}", text(&resumed));
+        assert_eq!(resumed.status.code(), Some(exit::NOT_ALL_DONE), "n={n}: {:?}", text(&resumed));
         assert_eq!(states(&json(&resumed)), expected_final(), "n={n}");
         assert_eq!(transitions(&repo, "r"), reference, "n={n}: transitions differ from the uninterrupted run");
         assert_eq!(git(&repo, &["status", "--porcelain"]), "", "n={n}");
@@ -84,13 +82,13 @@ fn crash_after_every_append_then_resume_matches_uninterrupted_run() {
 
 #[test]
 fn replay_detects_a_flipped_byte_in_the_store_and_in_an_export() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     run_demo_scenario(&repo, "flip");
     let export = repo.join("flip.loopj");
     let out = loop_cmd(&repo).args(["export", "flip", "--out"]).arg(&export).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
     let ok = loop_cmd(&repo).args(["replay", "--file"]).arg(&export).output().unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{:?}", text(&ok));
+    assert_eq!(ok.status.code(), Some(exit::OK), "{:?}", text(&ok));
 
     // Every single-byte flip of the export is caught, by framing or by hash.
     let bytes = std::fs::read(&export).unwrap();
@@ -101,7 +99,7 @@ fn replay_detects_a_flipped_byte_in_the_store_and_in_an_export() {
         std::fs::write(&p, &b).unwrap();
         let out = loop_cmd(&repo).args(["replay", "-q", "--file"]).arg(&p).output().unwrap();
         let (_, err) = text(&out);
-        assert_eq!(out.status.code(), Some(4), "flip at byte {i} went unnoticed: {err}");
+        assert_eq!(out.status.code(), Some(exit::CORRUPT), "flip at byte {i} went unnoticed: {err}");
         assert!(err.contains("record") || err.contains("header"), "flip at {i}: message names no record: {err}");
     }
 
@@ -112,19 +110,19 @@ fn replay_detects_a_flipped_byte_in_the_store_and_in_an_export() {
     });
     let out = loop_cmd(&repo).args(["replay", "flip"]).output().unwrap();
     let (stdout, err) = text(&out);
-    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(out.status.code(), Some(exit::CORRUPT), "{err}");
     assert!(err.contains("corrupt at record 7"), "{err}");
     // The timeline up to the damage is still shown.
     assert!(stdout.contains("#6 "), "{stdout}");
     let st = loop_cmd(&repo).args(["status", "flip"]).output().unwrap();
-    assert_eq!(st.status.code(), Some(4), "status refuses a corrupt journal: {:?}", text(&st));
+    assert_eq!(st.status.code(), Some(exit::CORRUPT), "status refuses a corrupt journal: {:?}", text(&st));
 }
 
 #[test]
 fn golden_journal_replays() {
     let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/journals/demo-golden.loopj");
     let out = Command::new(loop_bin()).args(["replay", "--json", "--file", golden]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
     let v = json(&out);
     assert_eq!(v["verified"], true);
     assert_eq!(v["run_id"], "golden-demo");
@@ -133,7 +131,7 @@ fn golden_journal_replays() {
 
 #[test]
 fn second_process_on_a_running_run_is_refused_and_ctrl_c_is_resumable() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     write_committed(&repo, "hang.json", r#"{"ORB-1": {"dev": "hang"}}"#);
     let mut child = loop_cmd(&repo)
         .args(["run", "--milestone", "M1-core", "--sim-scenario", "hang.json", "--phase-timeout", "60", "-q"])
@@ -155,13 +153,13 @@ fn second_process_on_a_running_run_is_refused_and_ctrl_c_is_resumable() {
     assert_eq!(st["live"], true);
     let second = loop_cmd(&repo).args(["resume", "busy"]).output().unwrap();
     let (_, err) = text(&second);
-    assert_eq!(second.status.code(), Some(6), "{err}");
+    assert_eq!(second.status.code(), Some(exit::LOCKED), "{err}");
     assert!(err.contains("run busy is locked") && err.contains("pid"), "{err}");
 
     // Ctrl-C: the hanging phase is stopped, the interruption journaled, exit 130.
     unsafe_kill(child.id(), 2);
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(exit::INTERRUPTED));
     let st = json(&loop_cmd(&repo).args(["status", "busy", "--json"]).output().unwrap());
     assert_eq!(st["interrupted"], true);
     assert_eq!(st["issues"][0]["state"], "Dev");
@@ -177,7 +175,7 @@ fn unsafe_kill(pid: u32, sig: i32) {
 
 #[test]
 fn resume_reruns_an_interrupted_phase_and_finishes() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     // Crash mid-run at a phase start: the phase is run again on resume with attempt 2.
     let out = loop_cmd(&repo)
         .args(["run", "-m", "M1-core", "--sim-scenario", "scenario.json", "-q"])
@@ -195,21 +193,21 @@ fn resume_reruns_an_interrupted_phase_and_finishes() {
     // A finished run resumes to the same answer without appending anything.
     let before = json(&loop_cmd(&repo).args(["status", "again", "--json"]).output().unwrap())["records"].clone();
     let again = loop_cmd(&repo).args(["resume", "again", "--json", "-q"]).output().unwrap();
-    assert_eq!(again.status.code(), Some(3));
+    assert_eq!(again.status.code(), Some(exit::NOT_ALL_DONE));
     let after = json(&loop_cmd(&repo).args(["status", "again", "--json"]).output().unwrap())["records"].clone();
     assert_eq!(before, after);
 }
 
 #[test]
 fn agent_failures_end_in_failed_with_reasons_and_dependents_blocked() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let scenario = r#"{"ORB-1": {"reviews": ["garbage"]}, "ORB-5": {"dev": "crash"}, "ORB-3": {"dev": "hang"}}"#;
     write_committed(&repo, "bad.json", scenario);
     let out = loop_cmd(&repo)
         .args(["run", "-m", "M1-core", "--sim-scenario", "bad.json", "--phase-timeout", "1", "--json", "-q"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
     let v = json(&out);
     let by_id = |id: &str| v["issues"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone();
     assert_eq!(by_id("ORB-1")["state"], "Failed");
@@ -226,7 +224,7 @@ fn agent_failures_end_in_failed_with_reasons_and_dependents_blocked() {
 
 #[test]
 fn phase_timeout_kills_a_hanging_agent() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     write_committed(&repo, "hang.json", r#"{"ORB-5": {"dev": "hang"}}"#);
     let start = std::time::Instant::now();
     let out = loop_cmd(&repo)
@@ -240,16 +238,16 @@ fn phase_timeout_kills_a_hanging_agent() {
     assert!(orb5["reason"].as_str().unwrap().contains("timed out"), "{orb5}");
 }
 
-fn bad_repo(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
+fn bad_repo(files: &[(&str, &str)]) -> TestRepo {
     repo_with(files)
 }
 
 fn expect_bad(files: &[(&str, &str)], needle: &str) {
-    let (_t, repo) = bad_repo(files);
+    let repo = bad_repo(files);
     for cmd in [&["plan"][..], &["run", "-q", "--agent", "sim"][..]] {
         let out = loop_cmd(&repo).args(cmd).output().unwrap();
         let (_, err) = text(&out);
-        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+        assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{cmd:?}: {err}");
         assert!(err.contains(needle), "{cmd:?}: expected {needle:?} in: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
@@ -287,22 +285,22 @@ fn bad_docs_exit_2_naming_file_and_line() {
 
 #[test]
 fn unknown_milestone_and_unknown_run_are_bad_input() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let out = loop_cmd(&repo).args(["plan", "-m", "M9"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
     assert!(text(&out).1.contains("unknown milestone 'M9' (known: M1-core)"), "{:?}", text(&out));
     let out = loop_cmd(&repo).args(["resume", "nope"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
     assert!(text(&out).1.contains("no run matches 'nope'"));
     std::fs::write(repo.join("s.json"), r#"{"ORB-77": {"dev": "pass"}}"#).unwrap();
     let out = loop_cmd(&repo).args(["run", "--sim-scenario", "s.json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
     assert!(text(&out).1.contains("s.json: names issue ORB-77"), "{:?}", text(&out));
 }
 
 #[test]
 fn plan_prints_order_waves_and_graphs() {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let out = loop_cmd(&repo).args(["plan", "--json"]).output().unwrap();
     let v = json(&out);
     assert_eq!(v["order"], serde_json::json!(["ORB-1", "ORB-2", "ORB-3", "ORB-5", "ORB-4"]));
@@ -315,12 +313,12 @@ fn plan_prints_order_waves_and_graphs() {
 
 #[test]
 fn runs_lists_ids_by_shortest_unique_prefix() {
-    let (_t, repo) = demo_repo();
-    assert_eq!(run_demo_scenario(&repo, "20260101-000000-aaaa11").status.code(), Some(3));
+    let repo = demo_repo();
+    assert_eq!(run_demo_scenario(&repo, "20260101-000000-aaaa11").status.code(), Some(exit::NOT_ALL_DONE));
     // A second run of the same milestone finds the branches of the first and refuses to reuse
     // them (loop never takes over a branch its run did not create).
     let second = run_demo_scenario(&repo, "20260101-000000-aabb22");
-    assert_eq!(second.status.code(), Some(3));
+    assert_eq!(second.status.code(), Some(exit::NOT_ALL_DONE));
     let v = json(&second);
     assert!(v["issues"][0]["reason"].as_str().unwrap().contains("already exists"), "{v}");
     let out = loop_cmd(&repo).args(["runs", "--json"]).output().unwrap();
@@ -331,6 +329,6 @@ fn runs_lists_ids_by_shortest_unique_prefix() {
     let st = loop_cmd(&repo).args(["status", "20260101-000000-aab", "--json"]).output().unwrap();
     assert_eq!(json(&st)["run_id"], "20260101-000000-aabb22");
     let amb = loop_cmd(&repo).args(["status", "2026"]).output().unwrap();
-    assert_eq!(amb.status.code(), Some(2));
+    assert_eq!(amb.status.code(), Some(exit::BAD_INPUT));
     assert!(text(&amb).1.contains("matches several runs"));
 }

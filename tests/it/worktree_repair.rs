@@ -4,15 +4,13 @@
 //! repair, and end exactly as an uninterrupted run: same states, same transitions, same branch
 //! contents, no worktree left behind.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 const RUN: &str = "r";
 
-fn run(repo: &Path, fault_after: Option<u64>) -> std::process::Output {
+fn run(repo: &TestRepo, fault_after: Option<u64>) -> std::process::Output {
     let mut c = loop_cmd(repo);
     c.args(["run", "--milestone", "M1-core", "--agent", "sim", "--sim-scenario", "scenario.json", "--json", "-q"])
         .env("LOOP_RUN_ID", RUN);
@@ -22,9 +20,9 @@ fn run(repo: &Path, fault_after: Option<u64>) -> std::process::Output {
     c.output().expect("loop runs")
 }
 
-fn replay(repo: &Path) -> serde_json::Value {
+fn replay(repo: &TestRepo) -> serde_json::Value {
     let out = loop_cmd(repo).args(["replay", RUN, "--json"]).output().expect("replay");
-    assert_eq!(out.status.code(), Some(0), "replay failed: {:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "replay failed: {:?}", text(&out));
     let v = json(&out);
     assert_eq!(v["verified"], true);
     v
@@ -36,7 +34,7 @@ fn transitions(v: &serde_json::Value) -> Vec<(String, String, String)> {
 }
 
 /// `(branch, commit count, tree)` of every branch loop made.
-fn branch_contents(repo: &Path) -> Vec<(String, String, String)> {
+fn branch_contents(repo: &TestRepo) -> Vec<(String, String, String)> {
     let branches = git(repo, &["for-each-ref", "--format=%(refname:short)", "refs/heads/loop/"]);
     branches
         .lines()
@@ -67,9 +65,9 @@ struct Reference {
 }
 
 fn reference() -> Reference {
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let out = run(&repo, None);
-    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
     let timeline = replay(&repo);
     Reference { transitions: transitions(&timeline), branches: branch_contents(&repo), timeline }
 }
@@ -86,13 +84,13 @@ fn admin_of(wt: &Path) -> PathBuf {
 
 /// Aborts the run after `n` records, damages it, resumes, and checks the end against the
 /// uninterrupted run; returns the repairs journaled for `issue`.
-fn crash_damage_resume(reference: &Reference, n: u64, issue: &str, damage: impl FnOnce(&Path)) -> Vec<String> {
-    let (_t, repo) = demo_repo();
+fn crash_damage_resume(reference: &Reference, n: u64, issue: &str, damage: impl FnOnce(&TestRepo)) -> Vec<String> {
+    let repo = demo_repo();
     let crashed = run(&repo, Some(n));
     assert_eq!(crashed.status.code(), None, "n={n}: the fault must abort the process: {:?}", text(&crashed));
     damage(&repo);
     let resumed = loop_cmd(&repo).args(["resume", RUN, "--json", "-q"]).output().unwrap();
-    assert_eq!(resumed.status.code(), Some(3), "n={n}: {:?}", text(&resumed));
+    assert_eq!(resumed.status.code(), Some(exit::NOT_ALL_DONE), "n={n}: {:?}", text(&resumed));
     let v = replay(&repo);
     assert_eq!(transitions(&v), reference.transitions, "n={n}: transitions differ from the uninterrupted run");
     assert_eq!(branch_contents(&repo), reference.branches, "n={n}: branch contents differ");
@@ -188,7 +186,7 @@ fn a_half_removed_worktree_has_its_removal_finished_at_resume() {
 #[test]
 fn a_stale_lock_held_by_a_live_process_is_left_alone() {
     // The lock check itself: a lock file some process has open is not stale.
-    let (_t, repo) = demo_repo();
+    let repo = demo_repo();
     let crashed = run(&repo, Some(4));
     assert_eq!(crashed.status.code(), None, "{:?}", text(&crashed));
     let wt = worktree(&repo, "ORB-1");

@@ -3,18 +3,14 @@
 //! forbidden git commands and writes outside its worktree, and loop's git shims are in effect
 //! inside codex's own `bash -lc`.
 
-#[path = "codex_support/mod.rs"]
-mod support;
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
-use support::*;
+use crate::support::codex::*;
+use crate::support::exit;
 
 const M: &str = "M1";
 const BRANCH: &str = "loop/M1/ORB-1";
-
-
 
 fn issue_state(status: &Value, id: &str) -> Value {
     status["issues"]
@@ -74,13 +70,14 @@ fn real_git() -> PathBuf {
 }
 
 /// Everything outside loop's own issue branch and worktree that the agent must not touch.
-fn snapshot(repo: &Path) -> (String, String, String) {
-    let refs = git(repo, &["for-each-ref", "--format=%(refname) %(objectname)"])
+fn snapshot(r: &Repo) -> (String, String, String) {
+    let repo = r.path.as_path();
+    let refs = r.git(repo, &["for-each-ref", "--format=%(refname) %(objectname)"])
         .lines()
         .filter(|l| !l.starts_with(&format!("refs/heads/{BRANCH} ")))
         .collect::<Vec<_>>()
         .join("\n");
-    let worktrees = git(repo, &["worktree", "list", "--porcelain"])
+    let worktrees = r.git(repo, &["worktree", "list", "--porcelain"])
         .split("\n\n")
         .filter(|w| !w.contains(&format!("branch refs/heads/{BRANCH}")))
         .collect::<Vec<_>>()
@@ -88,7 +85,7 @@ fn snapshot(repo: &Path) -> (String, String, String) {
     (
         refs,
         worktrees,
-        git(repo, &["status", "--porcelain", "--ignored=no"]),
+        r.git(repo, &["status", "--porcelain", "--ignored=no"]),
     )
 }
 
@@ -117,12 +114,12 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
     r.use_mock(&mock, codex);
     // A branch the agent will try to delete (not checked out anywhere, unlike main), and a
     // local remote it will try to push to.
-    git(&r.path, &["branch", "keep"]);
+    r.git(&r.path, &["branch", "keep"]);
     let remote = r.path.parent().unwrap().join("remote.git");
-    git(r.path.parent().unwrap(), &["init", "-q", "--bare", remote.to_str().unwrap()]);
-    git(&r.path, &["remote", "add", "origin", remote.to_str().unwrap()]);
-    let before = snapshot(&r.path);
-    let main_sha = git(&r.path, &["rev-parse", "main"]);
+    r.git(r.path.parent().unwrap(), &["init", "-q", "--bare", remote.to_str().unwrap()]);
+    r.git(&r.path, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    let before = snapshot(&r);
+    let main_sha = r.git(&r.path, &["rev-parse", "main"]);
 
     let t = std::time::Instant::now();
     let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "sandbox")]);
@@ -133,25 +130,25 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
     );
     let seen = outputs_seen(&mock);
     eprintln!("command outputs seen by the model:\n{seen}");
-    assert_eq!(out.status.code(), Some(0), "{}\n{seen}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}\n{seen}", show(&out));
     // Every step ran (the model was asked again after each), then the dev reply and one review.
     assert_eq!(mock.count(), steps.len() + 2, "{seen}");
 
     // Nothing outside loop's own branch and worktree changed.
-    assert_eq!(snapshot(&r.path), before, "{seen}");
-    assert_eq!(git(&r.path, &["rev-parse", "main"]), main_sha);
-    assert!(git(
+    assert_eq!(snapshot(&r), before, "{seen}");
+    assert_eq!(r.git(&r.path, &["rev-parse", "main"]), main_sha);
+    assert!(r.git(
         &r.path,
         &["for-each-ref", "refs/heads/rogue", "refs/heads/x"]
     )
     .is_empty());
     assert!(
-        !git(&r.path, &["for-each-ref", "refs/heads/keep"]).is_empty(),
+        !r.git(&r.path, &["for-each-ref", "refs/heads/keep"]).is_empty(),
         "keep was deleted"
     );
     assert!(!intruder.exists(), "the agent wrote into the main checkout");
-    assert!(git(&remote, &["for-each-ref"]).is_empty(), "the agent pushed");
-    assert!(!git(&r.path, &["log", "--all", "--format=%s"]).lines().any(|l| l == "rogue"), "the agent committed");
+    assert!(r.git(&remote, &["for-each-ref"]).is_empty(), "the agent pushed");
+    assert!(!r.git(&r.path, &["log", "--all", "--format=%s"]).lines().any(|l| l == "rogue"), "the agent committed");
     assert!(
         !r.path.join(".loop/worktrees/M1/x").exists(),
         "the agent created a worktree"
@@ -159,7 +156,7 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
 
     // The write inside the worktree succeeded and is in loop's dev commit on the issue branch.
     assert_eq!(
-        git(&r.path, &["show", &format!("{BRANCH}:inside.txt")]),
+        r.git(&r.path, &["show", &format!("{BRANCH}:inside.txt")]),
         "inside"
     );
     let records = r.records("sandbox");
@@ -168,10 +165,10 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
         .unwrap()
         .to_string();
     assert_eq!(
-        git(&r.path, &["show", &format!("{dev_commit}:inside.txt")]),
+        r.git(&r.path, &["show", &format!("{dev_commit}:inside.txt")]),
         "inside"
     );
-    assert!(git(
+    assert!(r.git(
         &r.path,
         &["merge-base", "--is-ancestor", &dev_commit, BRANCH]
     )
@@ -198,12 +195,12 @@ fn shim_run(run_id: &str) -> (Repo, Mock, String) {
     let mock = scripted_dev(steps.to_vec(), BRANCH, "git status");
     let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
     r.use_mock(&mock, codex);
-    let before = snapshot(&r.path);
+    let before = snapshot(&r);
     let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", run_id)]);
     let seen = outputs_seen(&mock);
     eprintln!("command outputs seen by the model:\n{seen}");
-    assert_eq!(out.status.code(), Some(0), "{}\n{seen}", show(&out));
-    assert_eq!(snapshot(&r.path), before, "{seen}");
+    assert_eq!(out.status.code(), Some(exit::OK), "{}\n{seen}", show(&out));
+    assert_eq!(snapshot(&r), before, "{seen}");
     assert_eq!(mock.count(), steps.len() + 2, "{seen}");
     (r, mock, seen)
 }
@@ -311,21 +308,21 @@ fn full_access_forbidden_actions_are_caught_after_the_phase() {
     r.use_mock(&mock, codex);
     let toml = std::fs::read_to_string(r.path.join("loop.toml")).unwrap();
     std::fs::write(r.path.join("loop.toml"), format!("{toml}\n[codex.sandbox]\ndev = \"danger-full-access\"\n")).unwrap();
-    git(&r.path, &["commit", "-qam", "full access"]);
-    git(&r.path, &["branch", "keep"]);
+    r.git(&r.path, &["commit", "-qam", "full access"]);
+    r.git(&r.path, &["branch", "keep"]);
 
     // --jobs 2: changes outside every issue are still caught; loop warns about siblings.
     let out = r.run(&["run", "--json", "--jobs", "2"], &[("LOOP_RUN_ID", "full")]);
     let seen = outputs_seen(&mock);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{}\n{seen}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{}\n{seen}", show(&out));
     assert!(stderr.contains("WARNING: sandbox = \"danger-full-access\""), "{stderr}");
     assert!(stderr.contains("with --jobs 2 the after-phase check ignores other issues'"), "{stderr}");
     assert_eq!(mock.count(), steps.len() + 1, "every step ran, then the dev reply: {seen}");
 
     // The shim refused its command before the real git: no such worktree or branch.
     assert!(!r.path.join(".loop/worktrees/M1/via-shim").exists(), "{seen}");
-    assert!(git(&r.path, &["for-each-ref", "refs/heads/via-shim"]).is_empty());
+    assert!(r.git(&r.path, &["for-each-ref", "refs/heads/via-shim"]).is_empty());
     let records = r.records("full");
     let refused: Vec<Value> = events(&records, "command_decided")
         .into_iter()
@@ -347,7 +344,7 @@ fn full_access_forbidden_actions_are_caught_after_the_phase() {
     assert!(orb1["reason"].as_str().unwrap().contains("outside its worktree"), "{orb1}");
     // Nothing was reverted: the evidence stays for a human to judge.
     assert!(intruder.exists());
-    assert!(!git(&r.path, &["for-each-ref", "refs/heads/rogue"]).is_empty());
+    assert!(!r.git(&r.path, &["for-each-ref", "refs/heads/rogue"]).is_empty());
     assert!(r.path.join(".loop/worktrees/M1/rogue-wt").exists());
 }
 
@@ -380,13 +377,12 @@ fn codex_run_with_graphite_stack() {
     let env = [("LOOP_RUN_ID", "stack"), ("LOOP_GT_BIN", gt.as_str()), ("HOME", home.as_str())];
     let out = r.run(&["run", "--json", "--stack", "graphite"], &env);
     let seen = outputs_seen(&mock);
-    assert_eq!(out.status.code(), Some(0), "{}\n{seen}", show(&out));
+    assert_eq!(out.status.code(), Some(exit::OK), "{}\n{seen}", show(&out));
 
-    let state = std::process::Command::new(&gt)
+    let state = r.env.command(&gt)
         .args(["state", "--no-interactive"])
         .current_dir(&r.path)
         .env("HOME", &home)
-        .env("GRAPHITE_DISABLE_TELEMETRY", "1")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&state.stdout);
@@ -397,16 +393,16 @@ fn codex_run_with_graphite_stack() {
     let records = r.records("stack");
     for id in ["ORB-1", "ORB-2"] {
         let branch = format!("loop/M1/{id}");
-        assert_eq!(git(&r.path, &["show", &format!("{branch}:work.txt")]), id);
+        assert_eq!(r.git(&r.path, &["show", &format!("{branch}:work.txt")]), id);
         // loop's two commits on the branch: the dev work, then the review entry.
-        assert_eq!(git(&r.path, &["log", "-2", "--format=%s", &branch]), format!("{id}: review 1 (pass)\n{id}: dev"));
+        assert_eq!(r.git(&r.path, &["log", "-2", "--format=%s", &branch]), format!("{id}: review 1 (pass)\n{id}: dev"));
         for kind in ["work_finished", "review_finished"] {
             let done = events(&records, kind).into_iter().find(|e| e["body"]["issue"] == id).unwrap();
             assert!(done["body"]["evidence"]["note"].as_str().unwrap().contains("gt modify"), "{done}");
         }
     }
     // ORB-2's branch stands on ORB-1's work.
-    assert!(git(&r.path, &["merge-base", "--is-ancestor", "loop/M1/ORB-1", "loop/M1/ORB-2"]).is_empty());
+    assert!(r.git(&r.path, &["merge-base", "--is-ancestor", "loop/M1/ORB-1", "loop/M1/ORB-2"]).is_empty());
     let moves: Vec<Value> = events(&records, "command_decided")
         .into_iter()
         .map(|d| d["body"]["event"].clone())

@@ -1,25 +1,20 @@
 //! Issue #10 part 4: no write loop makes follows a symlink out of the tree. The real binary, the
 //! simulated agent, real git; the victim lives outside the repository and must never change.
 
-mod support;
-
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-use support::{git, loop_cmd, repo_with, text, DEMO_DOCS};
+use crate::support::{exit, git, loop_cmd, repo_with, text, TestEnvironment, TestRepo, DEMO_DOCS};
 
 const DOC: &str = "docs/projects/orbit/reviews/REVIEW-M1-core.md";
 
 /// A directory outside the repository holding `victim.txt`.
-fn outside() -> (tempfile::TempDir, PathBuf) {
-    let t = tempfile::Builder::new().prefix("loop-outside-").tempdir().unwrap();
-    let dir = std::fs::canonicalize(t.path()).unwrap();
-    std::fs::write(dir.join("victim.txt"), "victim\n").unwrap();
-    (t, dir)
+fn outside() -> TestRepo {
+    TestEnvironment::new().dir_named("outside", &[("victim.txt", b"victim\n")])
 }
 
-fn run(repo: &Path, scenario: Option<(&Path, &str)>) -> Output {
+fn run(repo: &TestRepo, scenario: Option<(&Path, &str)>) -> Output {
     let mut c = loop_cmd(repo);
     c.args(["run", "-m", "M1-core", "--agent", "sim", "-q"]);
     if let Some((dir, s)) = scenario {
@@ -31,8 +26,8 @@ fn run(repo: &Path, scenario: Option<(&Path, &str)>) -> Output {
     c.output().unwrap()
 }
 
-fn status(repo: &Path) -> serde_json::Value {
-    support::json(&loop_cmd(repo).args(["status", "--json"]).output().unwrap())
+fn status(repo: &TestRepo) -> serde_json::Value {
+    crate::support::json(&loop_cmd(repo).args(["status", "--json"]).output().unwrap())
 }
 
 fn issue<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
@@ -40,10 +35,10 @@ fn issue<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 }
 
 /// The `guard_violation` events of the only run, as their change lists.
-fn violations(repo: &Path) -> Vec<String> {
+fn violations(repo: &TestRepo) -> Vec<String> {
     let id = std::fs::read_dir(repo.join(".loop/runs")).unwrap().next().unwrap().unwrap().file_name();
     let out = loop_cmd(repo).args(["replay", id.to_str().unwrap(), "--json"]).output().unwrap();
-    support::json(&out)["timeline"]
+    crate::support::json(&out)["timeline"]
         .as_array()
         .unwrap()
         .iter()
@@ -63,8 +58,8 @@ fn entries(dir: &Path) -> Vec<String> {
 /// in its worktree, and loop appended its review to victim.txt; the issue ended Done.
 #[test]
 fn a_review_doc_symlinked_by_the_agent_is_a_guard_violation_and_the_victim_is_untouched() {
-    let (_t, repo) = repo_with(DEMO_DOCS);
-    let (_o, out) = outside();
+    let repo = repo_with(DEMO_DOCS);
+    let out = outside();
     let victim = out.join("victim.txt");
     let scenario = format!(
         r#"{{"ORB-1": {{"dev": "shell:mkdir -p docs/projects/orbit/reviews && ln -sf {} {DOC}"}}}}"#,
@@ -72,7 +67,7 @@ fn a_review_doc_symlinked_by_the_agent_is_a_guard_violation_and_the_victim_is_un
     );
     let o = run(&repo, Some((&out, &scenario)));
     let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(o.status.code(), Some(exit::NOT_ALL_DONE), "{stdout}\n{stderr}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n", "loop wrote through the symlink");
     assert_eq!(entries(&out), ["scenario.json", "victim.txt"]);
     let st = status(&repo);
@@ -90,8 +85,8 @@ fn a_review_doc_symlinked_by_the_agent_is_a_guard_violation_and_the_victim_is_un
 /// review doc into /tmp/x.
 #[test]
 fn a_committed_directory_symlink_is_a_guard_violation_and_nothing_lands_outside() {
-    let (_t, repo) = repo_with(DEMO_DOCS);
-    let (_o, out) = outside();
+    let repo = repo_with(DEMO_DOCS);
+    let out = outside();
     let x = out.join("x");
     std::fs::create_dir(&x).unwrap();
     symlink(&x, repo.join("docs/projects/orbit/reviews")).unwrap();
@@ -99,7 +94,7 @@ fn a_committed_directory_symlink_is_a_guard_violation_and_nothing_lands_outside(
     git(&repo, &["commit", "-q", "-m", "reviews symlink"]);
     let o = run(&repo, None);
     let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(o.status.code(), Some(exit::NOT_ALL_DONE), "{stdout}\n{stderr}");
     assert!(entries(&x).is_empty(), "loop wrote into the symlinked dir: {:?}", entries(&x));
     let st = status(&repo);
     let orb1 = issue(&st, "ORB-1");
@@ -119,10 +114,10 @@ fn a_committed_directory_symlink_is_a_guard_violation_and_nothing_lands_outside(
 /// Without symlinks the review doc is still written (the refusal is not a blanket one).
 #[test]
 fn without_symlinks_the_review_doc_is_written_and_committed() {
-    let (_t, repo) = repo_with(DEMO_DOCS);
+    let repo = repo_with(DEMO_DOCS);
     let o = run(&repo, None);
     let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(o.status.code(), Some(exit::OK), "{stdout}\n{stderr}");
     let doc = git(&repo, &["show", &format!("loop/M1-core/ORB-1:{DOC}")]);
     assert!(doc.starts_with("# Reviews: M1-core\n") && doc.contains("<!-- loop-review "), "{doc}");
 }
@@ -130,8 +125,8 @@ fn without_symlinks_the_review_doc_is_written_and_committed() {
 /// `loop prompts install` into a dir that has a symlink is refused as a whole.
 #[test]
 fn prompts_install_through_a_symlink_is_refused_and_writes_nothing() {
-    let (_t, repo) = repo_with(DEMO_DOCS);
-    let (_o, out) = outside();
+    let repo = repo_with(DEMO_DOCS);
+    let out = outside();
     let h = tempfile::tempdir().unwrap();
     let home = h.path().to_path_buf();
     let (codex, claude) = (home.join("codex"), home.join("claude"));
@@ -151,7 +146,7 @@ fn prompts_install_through_a_symlink_is_refused_and_writes_nothing() {
     symlink(&out, codex.join("prompts")).unwrap();
     let o = install(&codex, &claude);
     let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(o.status.code(), Some(exit::ERROR), "{stdout}\n{stderr}");
     assert!(stderr.contains(&format!("{} is a symlink", codex.join("prompts").display())), "{stderr}");
     assert_eq!(entries(&out), ["victim.txt"]);
     assert!(entries(&claude).is_empty(), "a refused install wrote elsewhere: {:?}", entries(&claude));
@@ -161,7 +156,7 @@ fn prompts_install_through_a_symlink_is_refused_and_writes_nothing() {
     symlink(out.join("victim.txt"), claude.join("dev-auto-fix-review.md")).unwrap();
     let o = install(&codex, &claude);
     let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(o.status.code(), Some(exit::ERROR), "{stdout}\n{stderr}");
     assert!(stderr.contains("dev-auto-fix-review.md is a symlink"), "{stderr}");
     assert_eq!(std::fs::read_to_string(out.join("victim.txt")).unwrap(), "victim\n");
     assert!(!codex.join("prompts").exists(), "nothing is written before every target is checked");
@@ -169,7 +164,7 @@ fn prompts_install_through_a_symlink_is_refused_and_writes_nothing() {
     // Without symlinks it installs.
     std::fs::remove_file(claude.join("dev-auto-fix-review.md")).unwrap();
     let o = install(&codex, &claude);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(o.status.code(), Some(exit::OK), "{:?}", text(&o));
     assert_eq!(entries(&claude).len(), 3);
     assert_eq!(entries(&codex.join("prompts")).len(), 3);
 }
@@ -178,13 +173,13 @@ fn prompts_install_through_a_symlink_is_refused_and_writes_nothing() {
 /// header. An empty (here: committed empty) doc gets the header again.
 #[test]
 fn an_empty_review_doc_gets_its_header_again() {
-    let (_t, repo) = repo_with(DEMO_DOCS);
+    let repo = repo_with(DEMO_DOCS);
     std::fs::create_dir_all(repo.join("docs/projects/orbit/reviews")).unwrap();
     std::fs::write(repo.join(DOC), "").unwrap();
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "empty review doc"]);
     let o = run(&repo, None);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(o.status.code(), Some(exit::OK), "{:?}", text(&o));
     let doc = git(&repo, &["show", &format!("loop/M1-core/ORB-1:{DOC}")]);
     assert!(doc.starts_with("# Reviews: M1-core\n\nAppended by loop"), "{doc}");
 }
@@ -193,14 +188,14 @@ fn an_empty_review_doc_gets_its_header_again() {
 /// points it (a symlink) at another repository would have loop commit there.
 #[test]
 fn a_symlinked_dot_git_in_the_worktree_is_a_guard_violation_and_the_other_repo_is_untouched() {
-    let (_t, repo) = repo_with(DEMO_DOCS);
-    let (_ot, other) = repo_with(&[("other.txt", "other\n")]);
-    let (_o, out) = outside();
+    let repo = repo_with(DEMO_DOCS);
+    let other = repo_with(&[("other.txt", "other\n")]);
+    let out = outside();
     let before = git(&other, &["rev-parse", "HEAD"]);
     let scenario = format!(r#"{{"ORB-1": {{"dev": "shell:rm .git && ln -s {}/.git .git"}}}}"#, other.display());
     let o = run(&repo, Some((&out, &scenario)));
     let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(o.status.code(), Some(exit::NOT_ALL_DONE), "{stdout}\n{stderr}");
     assert_eq!(git(&other, &["rev-parse", "HEAD"]), before, "loop committed into another repository");
     let st = status(&repo);
     let orb1 = issue(&st, "ORB-1");

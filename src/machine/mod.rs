@@ -1,0 +1,656 @@
+//! The per-issue state machine, as a transducer: `(state, event) -> (state, commands)`.
+//!
+//! Invariants:
+//! - [`transition`] is pure: no I/O, no clock, no randomness. Everything that decides a
+//!   transition travels inside the [`Event`], so replaying the journal re-derives every state
+//!   and every [`Command`].
+//! - [`State`] is the whole of what the machine knows about an issue: the [`Stage`], the
+//!   worktree lifecycle, the attempts of the current phase and the agent session to continue.
+//!   Nothing else (the journal view, the engine) keeps a second copy of any of it.
+//! - The table is a single exhaustive `match (stage, event)`; every pair it does not name is an
+//!   [`IllegalTransition`].
+//! - Only events that change the state travel through the machine. Audit facts (guard
+//!   decisions, passed checks, stack bookkeeping, interruptions) are journal records of their own.
+//! - The fix-cycle count is part of the stage, so "how many fixes so far" never lives anywhere else.
+//! - The commands after an event depend on the new state alone, except right after
+//!   `worktree_intent` (create, not adopt) and `phase_started` (run, not start), so
+//!   [`resume`] of any state is what a driver picking the issue up must do.
+
+pub mod command;
+pub mod reason;
+
+use serde::{Deserialize, Serialize};
+
+pub use command::Command;
+pub use reason::Reason;
+pub use crate::vocab::{Rules, DEFAULT_MAX_FIX_CYCLES};
+
+/// Where one issue stands in dev → review → fix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Not started.
+    Pending,
+    /// The issue's worktree exists; dev has not started.
+    WorktreeReady,
+    /// The dev phase is due or running.
+    Dev,
+    /// A review is due or running; `fix_cycles` fixes have happened so far.
+    Review { fix_cycles: u32 },
+    /// Fix number `cycle` (1-based) is due or running.
+    Fix { cycle: u32 },
+    Done { fix_cycles: u32 },
+    Capped { fix_cycles: u32, reason: Reason },
+    Blocked { fix_cycles: u32, reason: Reason },
+    Failed { fix_cycles: u32, reason: Reason },
+}
+
+/// A stage's name without its data: for messages, errors and dependency checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StageKind {
+    Pending,
+    WorktreeReady,
+    Dev,
+    Review,
+    Fix,
+    Done,
+    Capped,
+    Blocked,
+    Failed,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 9] = [
+        StageKind::Pending,
+        StageKind::WorktreeReady,
+        StageKind::Dev,
+        StageKind::Review,
+        StageKind::Fix,
+        StageKind::Done,
+        StageKind::Capped,
+        StageKind::Blocked,
+        StageKind::Failed,
+    ];
+
+    /// The short name used in status output and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Pending => "Pending",
+            StageKind::WorktreeReady => "WorktreeReady",
+            StageKind::Dev => "Dev",
+            StageKind::Review => "Review",
+            StageKind::Fix => "Fix",
+            StageKind::Done => "Done",
+            StageKind::Capped => "Capped",
+            StageKind::Blocked => "Blocked",
+            StageKind::Failed => "Failed",
+        }
+    }
+
+    /// The kind a [`StageKind::name`] names.
+    pub fn from_name(name: &str) -> Option<StageKind> {
+        StageKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Stage {
+    pub fn kind(&self) -> StageKind {
+        match self {
+            Stage::Pending => StageKind::Pending,
+            Stage::WorktreeReady => StageKind::WorktreeReady,
+            Stage::Dev => StageKind::Dev,
+            Stage::Review { .. } => StageKind::Review,
+            Stage::Fix { .. } => StageKind::Fix,
+            Stage::Done { .. } => StageKind::Done,
+            Stage::Capped { .. } => StageKind::Capped,
+            Stage::Blocked { .. } => StageKind::Blocked,
+            Stage::Failed { .. } => StageKind::Failed,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Stage::Done { .. } | Stage::Capped { .. } | Stage::Blocked { .. } | Stage::Failed { .. })
+    }
+
+    /// Fix cycles entered so far (a fix in progress counts).
+    pub fn fix_cycles(&self) -> u32 {
+        match self {
+            Stage::Pending | Stage::WorktreeReady | Stage::Dev => 0,
+            Stage::Fix { cycle: fix_cycles }
+            | Stage::Review { fix_cycles }
+            | Stage::Done { fix_cycles }
+            | Stage::Capped { fix_cycles, .. }
+            | Stage::Blocked { fix_cycles, .. }
+            | Stage::Failed { fix_cycles, .. } => *fix_cycles,
+        }
+    }
+
+    /// The short name used in status output and JSON.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    pub fn reason(&self) -> Option<&Reason> {
+        match self {
+            Stage::Capped { reason, .. } | Stage::Blocked { reason, .. } | Stage::Failed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The phase an agent runs in this stage, if any.
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            Stage::Dev => Some(Phase::Dev),
+            Stage::Review { .. } => Some(Phase::Review),
+            Stage::Fix { .. } => Some(Phase::Fix),
+            _ => None,
+        }
+    }
+
+    /// The fix cycle a phase in this stage belongs to (0 for dev and the first review).
+    pub fn cycle(&self) -> u32 {
+        match self {
+            Stage::Fix { cycle } => *cycle,
+            Stage::Review { fix_cycles } => *fix_cycles,
+            _ => 0,
+        }
+    }
+
+    /// Whether a stage the machine computed is the one a record holds (a format-1 record keeps
+    /// its reason as text: see [`Reason::agrees_with`]).
+    pub fn agrees_with(&self, recorded: &Stage) -> bool {
+        match (self.reason(), recorded.reason()) {
+            (Some(mine), Some(theirs)) => {
+                self.kind() == recorded.kind() && self.fix_cycles() == recorded.fix_cycles() && mine.agrees_with(theirs)
+            }
+            _ => self == recorded,
+        }
+    }
+}
+
+/// Where an issue's worktree is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Life {
+    /// `worktree_intent` was journaled: loop may create or adopt this path and branch.
+    Intended,
+    /// The worktree exists on its branch.
+    Created,
+    /// Removed after the issue ended (the branch stays).
+    Removed,
+    /// Kept after the issue ended, with the reason.
+    Kept { reason: String },
+}
+
+/// An issue's worktree as the machine knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worktree {
+    pub path: String,
+    pub branch: String,
+    pub base: String,
+    pub life: Life,
+}
+
+impl Worktree {
+    /// Intended but not (known to be) created yet.
+    pub fn intended(&self) -> bool {
+        self.life == Life::Intended
+    }
+
+    /// Created at some point (it may have been removed or kept since).
+    pub fn created(&self) -> bool {
+        self.life != Life::Intended
+    }
+
+    pub fn removed(&self) -> bool {
+        self.life == Life::Removed
+    }
+
+    pub fn kept(&self) -> Option<&str> {
+        match &self.life {
+            Life::Kept { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Created and neither removed nor kept: loop still owes it a removal or a keep.
+    pub fn live(&self) -> bool {
+        self.life == Life::Created
+    }
+}
+
+/// Everything the machine knows about one issue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub stage: Stage,
+    pub worktree: Option<Worktree>,
+    /// `phase_started` events since the stage last changed (0: the phase has not started).
+    pub attempts: u32,
+    /// The agent session of the current phase, if the agent reported one; kept across attempts
+    /// of the same phase so a re-run continues it.
+    pub session: Option<String>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::PENDING
+    }
+}
+
+impl State {
+    pub const PENDING: State = State { stage: Stage::Pending, worktree: None, attempts: 0, session: None };
+
+    pub fn is_terminal(&self) -> bool {
+        self.stage.is_terminal()
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.stage.name()
+    }
+
+    pub fn fix_cycles(&self) -> u32 {
+        self.stage.fix_cycles()
+    }
+
+    pub fn reason(&self) -> Option<&Reason> {
+        self.stage.reason()
+    }
+
+    pub fn phase(&self) -> Option<Phase> {
+        self.stage.phase()
+    }
+}
+
+/// An agent phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Dev,
+    Review,
+    Fix,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Dev => "dev",
+            Phase::Review => "review",
+            Phase::Fix => "fix",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a dev or fix agent said it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkStatus {
+    Pass,
+    Failed,
+    Deferred,
+}
+
+/// What a reviewer decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    ChangesRequired,
+    Blocked,
+}
+
+/// Everything that changes an issue's state. Each event carries the inputs that decide its
+/// transition; richer evidence (raw agent output, exit code, timings) rides beside it in the
+/// journal record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A dependency finished in a state other than Done, so this issue can never start.
+    DependencyNotDone { dependency: String, dependency_state: StageKind },
+    /// The orchestrator is about to create the worktree (journaled first: the licence to touch it).
+    WorktreeIntent { path: String, branch: String, base: String },
+    /// The worktree exists on its branch.
+    WorktreeCreated { path: String, branch: String, base: String },
+    /// The worktree could not be created (or adopted); the issue cannot start.
+    WorktreeFailed { reason: String },
+    /// `gt track` of the new worktree's branch onto its parent failed (`--stack graphite`).
+    StackTrackFailed { parent: String, error: String },
+    /// An agent phase is starting (again, after a crash or interruption, if already started).
+    PhaseStarted { phase: Phase, attempt: u32 },
+    /// The agent's session for the running phase exists (journaled the moment it is known, so
+    /// resume can continue it: the session is part of the state).
+    SessionStarted { phase: Phase, session: String },
+    /// The issue used more tokens than its budget allows.
+    BudgetExceeded { used: u64, limit: u64 },
+    /// Dev or fix finished with this status.
+    WorkFinished { phase: Phase, status: WorkStatus },
+    /// A review finished with this verdict.
+    ReviewFinished { verdict: Verdict },
+    /// A phase could not produce a usable result: crash, timeout, unusable output.
+    PhaseFailed { phase: Phase, reason: String },
+    /// The guard's before-phase check failed (main checkout, worktree ownership and branch).
+    GuardCheckFailed { phase: Phase, details: Vec<String> },
+    /// After the phase, things outside the issue's branch and worktree had changed.
+    GuardViolation { phase: Phase, changes: Vec<String> },
+    /// The worktree was removed after the issue ended (the branch stays).
+    WorktreeRemoved { path: String },
+    /// The worktree was kept after the issue ended, with the reason.
+    WorktreeKept { path: String, reason: String },
+}
+
+impl Event {
+    /// The event's name in timelines and JSON. A failed guard check and a failed `gt track`
+    /// keep the names format 1 gave them (`guard_checked`, `stack_tracked`), whose passing
+    /// counterparts are now audit records.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::DependencyNotDone { .. } => "dependency_not_done",
+            Event::WorktreeIntent { .. } => "worktree_intent",
+            Event::WorktreeCreated { .. } => "worktree_created",
+            Event::WorktreeFailed { .. } => "worktree_failed",
+            Event::StackTrackFailed { .. } => "stack_tracked",
+            Event::PhaseStarted { .. } => "phase_started",
+            Event::SessionStarted { .. } => "session_started",
+            Event::BudgetExceeded { .. } => "budget_exceeded",
+            Event::WorkFinished { .. } => "work_finished",
+            Event::ReviewFinished { .. } => "review_finished",
+            Event::PhaseFailed { .. } => "phase_failed",
+            Event::GuardCheckFailed { .. } => "guard_checked",
+            Event::GuardViolation { .. } => "guard_violation",
+            Event::WorktreeRemoved { .. } => "worktree_removed",
+            Event::WorktreeKept { .. } => "worktree_kept",
+        }
+    }
+}
+
+/// An event that the table does not allow in that stage.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("illegal transition: event `{event}` in state {state}")]
+pub struct IllegalTransition {
+    pub state: StageKind,
+    pub event: &'static str,
+}
+
+/// What a driver picking up an issue in `state` must do next (a fresh start, a resume after a
+/// crash or Ctrl-C, or the step after any event that changed the stage).
+pub fn resume(state: &State) -> Vec<Command> {
+    let stage = &state.stage;
+    match stage {
+        Stage::Pending => match &state.worktree {
+            Some(wt) if wt.intended() => vec![Command::CreateWorktree {
+                path: wt.path.clone(),
+                branch: wt.branch.clone(),
+                base: wt.base.clone(),
+                adopt: true,
+            }],
+            _ => vec![Command::Prepare],
+        },
+        Stage::WorktreeReady => vec![Command::StartPhase { phase: Phase::Dev, attempt: state.attempts + 1 }],
+        Stage::Dev | Stage::Review { .. } | Stage::Fix { .. } => {
+            let phase = stage.phase().expect("a phase stage");
+            vec![Command::StartPhase { phase, attempt: state.attempts + 1 }]
+        }
+        Stage::Done { .. } | Stage::Capped { .. } | Stage::Blocked { .. } | Stage::Failed { .. } => {
+            match &state.worktree {
+                Some(wt) if wt.live() => match stage {
+                    Stage::Done { .. } | Stage::Capped { .. } => {
+                        vec![Command::RemoveWorktree { path: wt.path.clone(), branch: wt.branch.clone() }]
+                    }
+                    _ => vec![Command::KeepWorktree { path: wt.path.clone(), ended: stage.kind() }],
+                },
+                _ => vec![Command::Finish],
+            }
+        }
+    }
+}
+
+/// The transition table: the next state and the commands the driver must carry out.
+pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State, Vec<Command>), IllegalTransition> {
+    use Event as E;
+    use Stage as S;
+    let mut worktree = state.worktree.clone();
+    let failed = |reason: Reason| S::Failed { fix_cycles: state.stage.fix_cycles(), reason };
+    let stage = match (&state.stage, event) {
+        (S::Pending, E::DependencyNotDone { dependency, dependency_state }) => S::Blocked {
+            fix_cycles: 0,
+            reason: Reason::DependencyNotDone { dependency: dependency.clone(), state: *dependency_state },
+        },
+        (S::Pending, E::WorktreeIntent { path, branch, base }) => {
+            worktree = Some(Worktree { path: path.clone(), branch: branch.clone(), base: base.clone(), life: Life::Intended });
+            S::Pending
+        }
+        (S::Pending, E::WorktreeCreated { path, branch, base }) => {
+            worktree = Some(Worktree { path: path.clone(), branch: branch.clone(), base: base.clone(), life: Life::Created });
+            S::WorktreeReady
+        }
+        (S::Pending, E::WorktreeFailed { reason }) => S::Failed {
+            fix_cycles: 0,
+            reason: Reason::WorktreeFailed { detail: reason.clone() },
+        },
+        (S::WorktreeReady, E::StackTrackFailed { parent, error }) => S::Failed {
+            fix_cycles: 0,
+            reason: Reason::StackTrackFailed { parent: parent.clone(), error: error.clone() },
+        },
+
+        (S::WorktreeReady | S::Dev, E::PhaseStarted { phase: Phase::Dev, .. }) => S::Dev,
+        (S::Review { .. }, E::PhaseStarted { phase: Phase::Review, .. })
+        | (S::Fix { .. }, E::PhaseStarted { phase: Phase::Fix, .. })
+        | (S::Dev, E::SessionStarted { phase: Phase::Dev, .. })
+        | (S::Review { .. }, E::SessionStarted { phase: Phase::Review, .. })
+        | (S::Fix { .. }, E::SessionStarted { phase: Phase::Fix, .. }) => state.stage.clone(),
+
+        (S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. }, E::BudgetExceeded { used, limit }) => S::Capped {
+            fix_cycles: state.stage.fix_cycles(),
+            reason: Reason::BudgetExceeded { used: *used, limit: *limit },
+        },
+
+        (S::Dev, E::WorkFinished { phase: Phase::Dev, status }) => match status {
+            WorkStatus::Pass => S::Review { fix_cycles: 0 },
+            WorkStatus::Failed => S::Failed { fix_cycles: 0, reason: Reason::DevFailed },
+            WorkStatus::Deferred => S::Blocked { fix_cycles: 0, reason: Reason::DevDeferred },
+        },
+        (S::Fix { cycle }, E::WorkFinished { phase: Phase::Fix, status }) => match status {
+            WorkStatus::Pass => S::Review { fix_cycles: *cycle },
+            WorkStatus::Failed => S::Failed { fix_cycles: *cycle, reason: Reason::FixFailed { cycle: *cycle } },
+            WorkStatus::Deferred => S::Blocked { fix_cycles: *cycle, reason: Reason::FixDeferred { cycle: *cycle } },
+        },
+
+        (S::Review { fix_cycles }, E::ReviewFinished { verdict }) => match verdict {
+            Verdict::Pass => S::Done { fix_cycles: *fix_cycles },
+            Verdict::Blocked => S::Blocked { fix_cycles: *fix_cycles, reason: Reason::ReviewBlocked },
+            Verdict::ChangesRequired if *fix_cycles >= rules.max_fix_cycles => S::Capped {
+                fix_cycles: *fix_cycles,
+                reason: Reason::ChangesStillRequired { max_fix_cycles: rules.max_fix_cycles },
+            },
+            Verdict::ChangesRequired => S::Fix { cycle: fix_cycles + 1 },
+        },
+
+        (S::Dev, E::PhaseFailed { phase: phase @ Phase::Dev, reason })
+        | (S::Review { .. }, E::PhaseFailed { phase: phase @ Phase::Review, reason })
+        | (S::Fix { .. }, E::PhaseFailed { phase: phase @ Phase::Fix, reason }) => {
+            failed(Reason::PhaseFailed { phase: *phase, detail: reason.clone() })
+        }
+        (S::Dev, E::GuardCheckFailed { phase: Phase::Dev, details })
+        | (S::Review { .. }, E::GuardCheckFailed { phase: Phase::Review, details })
+        | (S::Fix { .. }, E::GuardCheckFailed { phase: Phase::Fix, details }) => {
+            failed(Reason::GuardCheckFailed { details: details.clone() })
+        }
+        (S::Dev, E::GuardViolation { phase: Phase::Dev, changes })
+        | (S::Review { .. }, E::GuardViolation { phase: Phase::Review, changes })
+        | (S::Fix { .. }, E::GuardViolation { phase: Phase::Fix, changes }) => {
+            failed(Reason::GuardViolation { changes: changes.clone() })
+        }
+
+        (S::Done { .. } | S::Capped { .. } | S::Failed { .. } | S::Blocked { .. }, E::WorktreeRemoved { .. }) => {
+            // A kept worktree may be removed later (`loop clean`); one never created stays so.
+            if let Some(wt) = worktree.as_mut().filter(|wt| matches!(wt.life, Life::Created | Life::Kept { .. })) {
+                wt.life = Life::Removed;
+            }
+            state.stage.clone()
+        }
+        (S::Done { .. } | S::Capped { .. } | S::Failed { .. } | S::Blocked { .. }, E::WorktreeKept { reason, .. }) => {
+            if let Some(wt) = worktree.as_mut().filter(|wt| wt.live()) {
+                wt.life = Life::Kept { reason: reason.clone() };
+            }
+            state.stage.clone()
+        }
+
+        (
+            S::Pending
+            | S::WorktreeReady
+            | S::Dev
+            | S::Review { .. }
+            | S::Fix { .. }
+            | S::Done { .. }
+            | S::Capped { .. }
+            | S::Blocked { .. }
+            | S::Failed { .. },
+            E::DependencyNotDone { .. }
+            | E::WorktreeIntent { .. }
+            | E::WorktreeCreated { .. }
+            | E::WorktreeFailed { .. }
+            | E::StackTrackFailed { .. }
+            | E::PhaseStarted { .. }
+            | E::SessionStarted { .. }
+            | E::BudgetExceeded { .. }
+            | E::WorkFinished { .. }
+            | E::ReviewFinished { .. }
+            | E::PhaseFailed { .. }
+            | E::GuardCheckFailed { .. }
+            | E::GuardViolation { .. }
+            | E::WorktreeRemoved { .. }
+            | E::WorktreeKept { .. },
+        ) => return Err(IllegalTransition { state: state.stage.kind(), event: event.name() }),
+    };
+    // Attempts and the session belong to one stage: a new stage starts them afresh.
+    let (mut attempts, mut session) =
+        if stage == state.stage { (state.attempts, state.session.clone()) } else { (0, None) };
+    match event {
+        E::PhaseStarted { .. } => attempts += 1,
+        E::SessionStarted { session: s, .. } => session = Some(s.clone()),
+        _ => {}
+    }
+    let next = State { stage, worktree, attempts, session };
+    let commands = match event {
+        E::WorktreeIntent { path, branch, base } => {
+            vec![Command::CreateWorktree { path: path.clone(), branch: branch.clone(), base: base.clone(), adopt: false }]
+        }
+        E::PhaseStarted { phase, .. } => vec![Command::RunPhase {
+            phase: *phase,
+            cycle: next.stage.cycle(),
+            attempt: next.attempts,
+            resume_session: next.session.clone(),
+        }],
+        // The phase keeps running: nothing new to do.
+        E::SessionStarted { .. } => Vec::new(),
+        _ => resume(&next),
+    };
+    Ok((next, commands))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(events: &[Event]) -> Result<State, IllegalTransition> {
+        let rules = Rules::default();
+        events.iter().try_fold(State::PENDING, |s, e| transition(&s, e, &rules).map(|(s, _)| s))
+    }
+
+    fn wt() -> Vec<Event> {
+        vec![
+            Event::WorktreeCreated { path: "p".into(), branch: "b".into(), base: "c".into() },
+            Event::PhaseStarted { phase: Phase::Dev, attempt: 1 },
+            Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass },
+        ]
+    }
+
+    #[test]
+    fn happy_path_reaches_done_and_asks_for_the_worktree_removal() {
+        let mut ev = wt();
+        ev.push(Event::ReviewFinished { verdict: Verdict::Pass });
+        let s = run(&ev).unwrap();
+        assert_eq!(s.stage, Stage::Done { fix_cycles: 0 });
+        assert_eq!(resume(&s), vec![Command::RemoveWorktree { path: "p".into(), branch: "b".into() }]);
+        let (s, cmds) = transition(&s, &Event::WorktreeRemoved { path: "p".into() }, &Rules::default()).unwrap();
+        assert!(s.worktree.as_ref().unwrap().removed());
+        assert_eq!(cmds, vec![Command::Finish]);
+    }
+
+    #[test]
+    fn third_changes_required_caps() {
+        let mut ev = wt();
+        for _ in 0..2 {
+            ev.push(Event::ReviewFinished { verdict: Verdict::ChangesRequired });
+            ev.push(Event::PhaseStarted { phase: Phase::Fix, attempt: 1 });
+            ev.push(Event::WorkFinished { phase: Phase::Fix, status: WorkStatus::Pass });
+        }
+        assert_eq!(run(&ev).unwrap().stage, Stage::Review { fix_cycles: 2 });
+        ev.push(Event::ReviewFinished { verdict: Verdict::ChangesRequired });
+        let s = run(&ev).unwrap();
+        assert!(matches!(&s.stage, Stage::Capped { fix_cycles: 2, .. }));
+        assert_eq!(s.reason().unwrap().to_string(), "changes still required after 2 fix cycles");
+    }
+
+    #[test]
+    fn a_rerun_phase_counts_attempts_and_continues_its_session() {
+        let rules = Rules::default();
+        let mut s = run(&wt()[..2]).unwrap();
+        assert_eq!(s.attempts, 1);
+        s = transition(&s, &Event::SessionStarted { phase: Phase::Dev, session: "t1".into() }, &rules).unwrap().0;
+        assert_eq!(resume(&s), vec![Command::StartPhase { phase: Phase::Dev, attempt: 2 }]);
+        let (s, cmds) = transition(&s, &Event::PhaseStarted { phase: Phase::Dev, attempt: 2 }, &rules).unwrap();
+        assert_eq!(
+            cmds,
+            vec![Command::RunPhase { phase: Phase::Dev, cycle: 0, attempt: 2, resume_session: Some("t1".into()) }]
+        );
+        let (s, cmds) = transition(&s, &Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, &rules).unwrap();
+        assert_eq!((s.attempts, s.session.as_deref()), (0, None), "a new stage starts afresh");
+        assert_eq!(cmds, vec![Command::StartPhase { phase: Phase::Review, attempt: 1 }]);
+    }
+
+    #[test]
+    fn guard_failures_fail_the_phase() {
+        let ev = wt()[..2].to_vec();
+        let mut v = ev.clone();
+        v.push(Event::GuardViolation { phase: Phase::Dev, changes: vec!["ref refs/heads/x created".into()] });
+        let s = run(&v).unwrap();
+        assert!(matches!(&s.stage, Stage::Failed { reason: Reason::GuardViolation { .. }, .. }), "{s:?}");
+        assert!(s.reason().unwrap().to_string().contains("refs/heads/x"));
+        assert_eq!(resume(&s), vec![Command::KeepWorktree { path: "p".into(), ended: StageKind::Failed }]);
+        let mut v = ev.clone();
+        v.push(Event::GuardCheckFailed { phase: Phase::Dev, details: vec!["main checkout is not clean".into()] });
+        assert_eq!(run(&v).unwrap().reason().unwrap().to_string(), "guard: main checkout is not clean");
+        let mut v = ev;
+        v.push(Event::GuardCheckFailed { phase: Phase::Review, details: vec![] });
+        assert!(run(&v).is_err());
+    }
+
+    #[test]
+    fn review_before_dev_is_illegal() {
+        let err = run(&[Event::ReviewFinished { verdict: Verdict::Pass }]).unwrap_err();
+        assert_eq!((err.state, err.event), (StageKind::Pending, "review_finished"));
+        assert_eq!(err.to_string(), "illegal transition: event `review_finished` in state Pending");
+    }
+
+    #[test]
+    fn an_intent_is_created_fresh_and_adopted_on_resume() {
+        let intent = Event::WorktreeIntent { path: "p".into(), branch: "b".into(), base: "c".into() };
+        let (s, cmds) = transition(&State::PENDING, &intent, &Rules::default()).unwrap();
+        let create = |adopt| Command::CreateWorktree { path: "p".into(), branch: "b".into(), base: "c".into(), adopt };
+        assert_eq!(cmds, vec![create(false)]);
+        assert_eq!(resume(&s), vec![create(true)]);
+        assert_eq!(resume(&State::PENDING), vec![Command::Prepare]);
+    }
+}

@@ -1,0 +1,24 @@
+//! The integration tests that run the real `loop` binary, as one test binary (one link, one
+//! process per `cargo test` run instead of one per file). Each module is a former
+//! `tests/<name>.rs`; every command they run is built by `support::TestEnvironment`.
+//!
+//! `tests/power_cut.rs` (needs FUSE) and `tests/props/` (library properties and the fuzz
+//! corpus) are binaries of their own.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod codex_e2e;
+mod codex_guard;
+mod core;
+mod env_faults;
+mod environment;
+mod guard;
+mod inputs;
+mod journal_damage;
+mod parallel;
+mod safefs;
+mod signals;
+mod snapshots;
+mod worktree_repair;
