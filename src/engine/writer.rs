@@ -238,7 +238,7 @@ mod tests {
     fn a_failed_group_append_is_an_io_error_for_every_member_and_nothing_is_appended_after() {
         let attempts = Arc::new(Mutex::new(0));
         let store = FullDisk { ok: 1, attempts: attempts.clone() };
-        let mut journal = Journal::create(Box::new(store), "r", crate::clock::Clock::from_env());
+        let mut journal = Journal::create(Box::new(store), "r", crate::clock::Clock::fixed("2026-01-01T00:00:00Z".parse().unwrap()));
         let issues = ["A", "B"].map(|id| PlannedIssue {
             id: id.into(),
             title: id.into(),
