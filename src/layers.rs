@@ -34,8 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("runs", &["journal", "machine", "safefs", "workspace"]),
     ("reviewdoc", &["agent", "safefs", "workspace"]),
     ("agent", &["machine", "proc", "prompts", "safefs", "workspace"]),
-    // guard → journal (it reads `RunView` for the run's issues and worktrees) goes when the guard
-    // becomes an engine hook that is handed what it needs.
+    // guard → journal: only for the record kinds it reports in (`Entry`, `Fact`).
     ("guard", &["config", "journal", "machine", "proc", "safefs", "stack", "workspace"]),
     ("engine", &["agent", "guard", "journal", "machine", "plan", "proc", "reviewdoc", "runs", "safefs", "stack", "workspace"]),
     ("render", &["journal", "machine", "plan"]),

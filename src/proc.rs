@@ -47,6 +47,56 @@ pub fn cancel_signal() -> Option<i32> {
     }
 }
 
+/// A request to stop, passed to whoever must heed it (the engine checks it between steps).
+///
+/// [`Cancel::process`] is the process's own token: the signal handler sets it, and every
+/// cancellable child process ([`run`]) is stopped by it. [`Cancel::new`] makes an independent
+/// token (in-process engine tests), which stops the engine but no child process.
+#[derive(Clone, Debug)]
+pub struct Cancel(Option<std::sync::Arc<AtomicI32>>);
+
+impl Cancel {
+    /// The token the signal handler sets.
+    pub fn process() -> Cancel {
+        Cancel(None)
+    }
+
+    /// A token of its own, set only through [`Cancel::request`].
+    pub fn new() -> Cancel {
+        Cancel(Some(std::sync::Arc::new(AtomicI32::new(0))))
+    }
+
+    fn flag(&self) -> &AtomicI32 {
+        match &self.0 {
+            None => &SIGNAL,
+            Some(own) => own,
+        }
+    }
+
+    /// Asks to stop as `signal` would (the first request wins).
+    pub fn request(&self, signal: i32) {
+        let _ = self.flag().compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.flag().load(Ordering::SeqCst) != 0
+    }
+
+    /// The signal the stop was asked for with (SIGINT, SIGTERM or SIGHUP), if any.
+    pub fn signal(&self) -> Option<i32> {
+        match self.flag().load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+}
+
+impl Default for Cancel {
+    fn default() -> Cancel {
+        Cancel::new()
+    }
+}
+
 /// The signals that stop a run the way Ctrl-C does.
 pub const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 

@@ -18,6 +18,24 @@ use crate::workspace::WorkspaceError;
 
 
 
+/// `--stack graphite` for one run: what loop does with Graphite around an issue (track its
+/// branch, commit through gt, submit drafts). The engine calls it through its hooks
+/// (`engine::hooks::StackHooks`), apart from the guard, which only reads Graphite's metadata.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub gt: Gt,
+    pub repo: PathBuf,
+    pub trunk: String,
+    pub submit: SubmitMode,
+}
+
+impl Stack {
+    /// Tracks the worktree's branch on `parent`, initialising Graphite in the repository first.
+    pub fn track(&self, worktree: &Path, parent: &str) -> Result<(), WorkspaceError> {
+        self.gt.ensure_init(&self.repo, &self.trunk).and_then(|_| self.gt.track(worktree, parent))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gt {
     pub bin: PathBuf,

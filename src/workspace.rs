@@ -177,9 +177,15 @@ impl GitWorkspace {
             has_identity: Default::default(),
             admin: Default::default(),
             common: Default::default(),
-            // Only `loop bench` turns this off, to show what durability costs per issue.
-            durable: std::env::var_os("LOOP_BENCH_NO_GIT_FSYNC").is_none(),
+            durable: true,
         }
+    }
+
+    /// Turns git's fsync settings off (only `loop bench` does, to show what durability costs
+    /// per issue; the CLI reads `LOOP_BENCH_NO_GIT_FSYNC`).
+    pub fn with_durability(mut self, durable: bool) -> GitWorkspace {
+        self.durable = durable;
+        self
     }
 
     /// A git command that changes the repository: with git's fsync settings when durable.

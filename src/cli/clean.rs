@@ -9,10 +9,11 @@ use clap::Args;
 
 use super::{CliError, ExitCode, RepoArgs};
 use crate::clock::Clock;
-use crate::journal::{Body, Journal};
-use crate::machine::{self, Event};
+use crate::engine::Recorder;
+use crate::journal::Journal;
+use crate::machine::Event;
 use crate::runs::{Holder, RunsError};
-use crate::workspace::{git, git_ok, GitWorkspace, Removal, Workspace};
+use crate::workspace::{git, git_ok, Removal, Workspace};
 
 #[derive(Args, Debug)]
 pub struct CleanArgs {
@@ -101,7 +102,7 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
         };
         // Read again under the lock: another `loop clean` may have journaled removals meanwhile.
         let view = state.view(&id)??;
-        let ws = GitWorkspace::new(&repo);
+        let ws = super::git_workspace(&repo);
         let mut to_journal: Vec<(String, Event)> = Vec::new();
         for issue in &view.issues {
             let Some(wt) = issue.worktree() else { continue };
@@ -140,13 +141,11 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
         }
         if !to_journal.is_empty() {
             let _lock = state.lock(&id)?;
-            let (mut journal, mut view) = Journal::reopen_view(Box::new(state.open_store(&id, &mut |note| eprintln!("loop: {note}"))?), Clock::from_env())??;
+            let store = state.open_store(&id, &mut |note| eprintln!("loop: {note}"))?;
+            let (journal, view) = Journal::reopen_view(Box::new(store), Clock::from_env())??;
+            let mut recorder = Recorder::from_view(journal.with_fault_after(super::fault_after_append()), view);
             for (issue, event) in to_journal {
-                let from = view.state_of(&issue).cloned().unwrap_or(machine::State::PENDING);
-                let (to, commands) =
-                    machine::transition(&from, &event, &view.start.rules).map_err(crate::engine::EngineError::from)?;
-                let rec = journal.append(Body::Issue { issue, event, to: to.stage, commands: Some(commands), evidence: None })?;
-                view.apply(&rec)?;
+                recorder.issue_event(&issue, event)?;
             }
         }
     }

@@ -358,7 +358,7 @@ mod tests {
             ),
             (RunsError::GitDir("g".into()).into(), ExitCode::Error),
             (RunsError::Io { path: "p".into(), source: io() }.into(), ExitCode::Error),
-            (EngineError::Divergence(divergence()).into(), ExitCode::Diverged),
+            (EngineError::Divergence(Box::new(divergence())).into(), ExitCode::Diverged),
             (EngineError::Illegal(illegal()).into(), ExitCode::Error),
             (EngineError::WriterGone.into(), ExitCode::Error),
             (EngineError::Append("a".into()).into(), ExitCode::Error),

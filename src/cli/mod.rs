@@ -126,6 +126,23 @@ pub fn run_exit_code(view: &crate::journal::view::RunView, outcome: crate::engin
     }
 }
 
+/// `LOOP_FAULT_AFTER_APPEND=N` (tests): abort right after the Nth record this process appends
+/// to a journal is durable.
+pub fn fault_after_append() -> Option<u64> {
+    std::env::var("LOOP_FAULT_AFTER_APPEND").ok().and_then(|v| v.parse().ok())
+}
+
+/// The repository's worktrees, durable unless `LOOP_BENCH_NO_GIT_FSYNC` is set (`loop bench`).
+pub fn git_workspace(repo: &std::path::Path) -> GitWorkspace {
+    GitWorkspace::new(repo).with_durability(std::env::var_os("LOOP_BENCH_NO_GIT_FSYNC").is_none())
+}
+
+/// How the engine drives: `jobs` at once, the clock `LOOP_NOW` may fix, and the process's
+/// cancellation token (set by the signal handler).
+pub fn engine_settings(jobs: usize) -> crate::engine::Settings {
+    crate::engine::Settings::new(jobs, crate::clock::Clock::from_env(), crate::proc::Cancel::process())
+}
+
 /// SIGINT, SIGTERM and SIGHUP stop running phases and journal the interruption; a second one
 /// exits at once (the journal is consistent after every append, so nothing is lost).
 pub fn install_interrupt_handler() {

@@ -6,8 +6,8 @@ use super::run::{drive, finish_output};
 use super::{CliError, ExitCode, RepoArgs};
 use crate::clock::Clock;
 use crate::journal::view::RunView;
-use crate::journal::{Body, Journal};
-use crate::workspace::GitWorkspace;
+use crate::engine::Recorder;
+use crate::journal::Journal;
 
 #[derive(Args, Debug)]
 pub struct ResumeArgs {
@@ -26,23 +26,21 @@ pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
     let store = state.open_store(&run_id, &mut |note| eprintln!("loop: {note}"))?;
     let clock = Clock::from_env();
     let (journal, view) = Journal::reopen_view(Box::new(store), clock.clone())??;
+    let mut recorder = Recorder::from_view(journal.with_fault_after(super::fault_after_append()), view);
+    let view = recorder.view();
     let repo = std::path::PathBuf::from(&view.start.repo);
     let _milestone_lock = state.lock_milestone(&repo, &view.start.milestone, crate::runs::Holder::Run(&run_id))?;
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
     let agent = crate::agent::from_spec(&view.start.agent, &ids, "the recorded scenario")?;
-    let ws = GitWorkspace::new(&repo);
+    let ws = super::git_workspace(&repo);
     args.drive.check()?;
     let mut progress = args.drive.progress();
-    let mut engine_journal = journal;
-    let mut view = view;
-    if !view.finished {
+    if !recorder.view().finished {
         super::install_interrupt_handler();
-        kill_leftovers(&view);
-        let rec = engine_journal.append(Body::RunResumed)?;
-        let applied = view.apply(&rec)?;
-        progress.record(&rec, &applied, &view);
+        kill_leftovers(recorder.view());
+        recorder.resumed(&mut progress)?;
     }
-    let (code, view) = drive(engine_journal, view, agent.as_ref(), &ws, &mut progress, args.drive.jobs)?;
+    let (code, view) = drive(recorder, agent.as_ref(), &ws, &mut progress, args.drive.jobs)?;
     finish_output(&view, args.drive.json, &repo, args.drive.quiet);
     Ok(code)
 }

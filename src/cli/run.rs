@@ -11,11 +11,11 @@ use crate::agent::Agent;
 use crate::clock::{self, Clock};
 use super::inputs::{GuardInputs, RunInputs};
 use crate::config::{EnvSettings, RunFlags};
-use crate::engine::{Engine, Observer, Outcome};
+use crate::engine::{Engine, GuardHooks, Hooks, Observer, Outcome, Recorder, StackHooks};
 use crate::journal::view::{Applied, RunView};
-use crate::journal::{AgentSpec, Body, Journal, Record, RunStart};
+use crate::journal::{AgentSpec, Journal, Record, RunStart};
 use crate::render::progress::Progress;
-use crate::workspace::{GitWorkspace, Workspace};
+use crate::workspace::Workspace;
 use crate::{docs, plan, render};
 
 #[derive(Args, Debug)]
@@ -122,7 +122,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
     let clock = Clock::from_env();
     let agent_impl = crate::agent::from_spec(&agent, &ids, &scenario_source)?;
 
-    let ws = GitWorkspace::new(&repo);
+    let ws = super::git_workspace(&repo);
     if state.root.starts_with(&repo) {
         if let Ok(rel) = state.root.strip_prefix(&repo) {
             ws.exclude(&format!("/{}/", rel.display()))?;
@@ -139,7 +139,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
     }
     let _milestone_lock = state.lock_milestone(&repo, &milestone, crate::runs::Holder::Run(&run_id))?;
     let (_lock, store) = state.create_run(&run_id)?;
-    let mut journal = Journal::create(Box::new(store), &run_id, clock.clone());
+    let journal = Journal::create(Box::new(store), &run_id, clock.clone()).with_fault_after(super::fault_after_append());
     let start = RunStart {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         milestone: milestone.clone(),
@@ -153,23 +153,20 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         issues,
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
     };
-    let first = journal.append(Body::RunStarted(start))?;
-    let view = RunView::new(&first)?;
-    let applied = Applied { issue: None, from: None, to: None };
-    progress.record(&first, &applied, &view);
+    let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();
-    drive(journal, view, agent_impl.as_ref(), &ws, progress, jobs)
+    drive(recorder, agent_impl.as_ref(), &ws, progress, jobs)
 }
 
 /// Drives a journaled run to its end or to an interruption.
 pub fn drive(
-    journal: Journal,
-    view: RunView,
+    recorder: Recorder,
     agent: &dyn Agent,
     ws: &dyn Workspace,
     progress: &mut Progress,
     jobs: usize,
 ) -> Result<(ExitCode, RunView), CliError> {
+    let view = recorder.view();
     let mut guard = view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, Path::new(&view.start.repo)));
     if let (Some(g), true) = (&mut guard, jobs > 1) {
         g.siblings = view.start.issues.iter().map(|p| (p.branch.clone(), p.worktree.clone())).collect();
@@ -185,9 +182,12 @@ pub fn drive(
             );
         }
     }
-    let mut engine = Engine::new(journal, view, agent, ws, progress).jobs(jobs);
-    if let Some(g) = &guard {
-        engine.set_guard(g);
+    let stack = guard.as_ref().and_then(|g| g.stack());
+    let guard_hooks = guard.as_ref().map(GuardHooks);
+    let stack_hooks = stack.as_ref().map(StackHooks);
+    let mut engine = Engine::new(recorder, agent, ws, progress, super::engine_settings(jobs));
+    for hooks in [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)].into_iter().flatten() {
+        engine = engine.hook(hooks);
     }
     let (outcome, view) = engine.drive()?;
     let code = super::run_exit_code(&view, outcome);

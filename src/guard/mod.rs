@@ -6,7 +6,8 @@
 //! Invariants:
 //! - Every guard decision is journaled as an issue event; nothing is reverted silently.
 //! - The engine calls this module at two points per phase ([`Guard::before_phase`],
-//!   [`Guard::after_phase`]) and never interprets snapshots itself.
+//!   [`Guard::after_phase`], through its hooks) and never interprets snapshots itself.
+//! - Graphite stacking is not the guard's job: [`Guard::stack`] hands it to [`crate::stack`].
 
 pub mod policy;
 pub mod shim;
@@ -17,7 +18,6 @@ use std::time::Duration;
 
 
 
-use crate::journal::view::RunView;
 use crate::journal::{Entry, Fact};
 pub use crate::vocab::{GuardConfig, GuardSpec, SandboxSettings};
 use crate::vocab::PlannedIssue;
@@ -138,7 +138,8 @@ impl Guard {
 
     /// Before a phase: the main checkout is clean (or `allow_dirty`, recorded), the worktree
     /// exists, is registered to this repository and is on the issue's branch.
-    pub fn before_phase(&self, planned: &PlannedIssue, worktree: &Path, phase: Phase, view: &RunView) -> Before {
+    /// `issues`: the run's issues in plan order (for the issue's stack of branches).
+    pub fn before_phase(&self, planned: &PlannedIssue, worktree: &Path, phase: Phase, issues: &[PlannedIssue]) -> Before {
         let mut details = Vec::new();
         let mut ok = true;
         if !self.cfg.checks {
@@ -189,7 +190,7 @@ impl Guard {
         let mut env = Vec::new();
         let mut relay = None;
         if ok && self.cfg.shims {
-            match self.prepare_shims(planned, view, snap.as_ref().ok()) {
+            match self.prepare_shims(planned, issues, snap.as_ref().ok()) {
                 Ok((s, r)) => {
                     details.push(format!("shims in {} (HOME {})", s.bin_dir.display(), s.home.display()));
                     env = s.env;
@@ -215,11 +216,11 @@ impl Guard {
     }
 
     /// The issue's stack: its branch and the branches of every issue it depends on.
-    pub fn stack_of(planned: &PlannedIssue, view: &RunView) -> Vec<String> {
+    pub fn stack_of(planned: &PlannedIssue, issues: &[PlannedIssue]) -> Vec<String> {
         let mut out = Vec::new();
         let mut todo: Vec<&str> = planned.blocked_by.iter().map(String::as_str).collect();
         while let Some(dep) = todo.pop() {
-            if let Some(p) = view.start.issues.iter().find(|p| p.id == dep) {
+            if let Some(p) = issues.iter().find(|p| p.id == dep) {
                 if !out.contains(&p.branch) {
                     out.push(p.branch.clone());
                     todo.extend(p.blocked_by.iter().map(String::as_str));
@@ -230,7 +231,7 @@ impl Guard {
     }
 
     /// The policy context of one issue, without the (per-invocation) current branch.
-    pub fn policy_context(&self, planned: &PlannedIssue, view: &RunView, snap: Option<&snapshot::Snapshot>) -> policy::PolicyContext {
+    pub fn policy_context(&self, planned: &PlannedIssue, issues: &[PlannedIssue], snap: Option<&snapshot::Snapshot>) -> policy::PolicyContext {
         let aliases = std::env::var_os("HOME")
             .map(|h| Path::new(&h).join(".config/graphite/aliases"))
             .and_then(|p| std::fs::read_to_string(p).ok())
@@ -238,7 +239,7 @@ impl Guard {
             .unwrap_or_else(policy::default_gt_aliases);
         policy::PolicyContext {
             branch: planned.branch.clone(),
-            stack: Self::stack_of(planned, view),
+            stack: Self::stack_of(planned, issues),
             trunk: self.trunk.clone(),
             current_branch: None,
             branches: snap
@@ -251,7 +252,7 @@ impl Guard {
     fn prepare_shims(
         &self,
         planned: &PlannedIssue,
-        view: &RunView,
+        issues: &[PlannedIssue],
         snap: Option<&snapshot::Snapshot>,
     ) -> Result<(shim::ShimEnv, Result<shim::Relay, GuardError>), GuardError> {
         let file = self.decisions_file(&planned.id);
@@ -271,7 +272,7 @@ impl Guard {
             bin_dir,
             decisions: file.clone(),
             fifo: Some(fifo.clone()),
-            policy: self.policy_context(planned, view, snap),
+            policy: self.policy_context(planned, issues, snap),
             config: self.cfg.clone(),
         };
         let exe = std::env::current_exe().map_err(io(Path::new("current_exe")))?;
@@ -284,45 +285,11 @@ impl Guard {
         Ok((env, shim::Relay::start(&fifo, &file)))
     }
 
-    /// `--stack graphite`: track the new branch on its dependency's branch (or trunk).
-    pub fn after_worktree_created(&self, planned: &PlannedIssue, view: &RunView) -> Option<Entry> {
-        let gt = self.gt.as_ref()?;
-        let parent = match planned.blocked_by.as_slice() {
-            [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
-            _ => None,
-        }
-        .unwrap_or_else(|| self.trunk.clone());
-        let wt = view.issue(&planned.id).and_then(|i| i.worktree()).map(|w| PathBuf::from(&w.path))?;
-        let result = gt.ensure_init(&self.repo, &self.trunk).and_then(|_| gt.track(&wt, &parent));
-        Some(match result {
-            Ok(_) => Entry::Audit(Fact::StackTracked { parent }),
-            Err(e) => Entry::Machine(Event::StackTrackFailed { parent, error: e.to_string() }),
-        })
-    }
-
-    /// `--stack graphite`: the agent's work is committed through gt (`gt modify --commit
-    /// --all`); None without a stack, when loop commits with git itself.
-    pub fn stack_commit(
-        &self,
-        worktree: &Path,
-        message: &str,
-        date: Option<&str>,
-        ws: &dyn crate::workspace::Workspace,
-    ) -> Option<Result<Option<String>, crate::workspace::WorkspaceError>> {
-        let gt = self.gt.as_ref()?;
-        Some(ws.has_identity(worktree).and_then(|id| gt.commit_all(worktree, message, date, id)))
-    }
-
-    /// `--submit draft` at Done.
-    pub fn at_done(&self, _planned: &PlannedIssue, worktree: &Path) -> Option<Fact> {
-        if self.submit != crate::stack::SubmitMode::Draft {
-            return None;
-        }
-        let gt = self.gt.as_ref()?;
-        Some(match gt.submit_draft(worktree) {
-            Ok(out) => Fact::StackSubmitted { ok: true, detail: out.lines().last().unwrap_or("").trim().to_string() },
-            Err(e) => Fact::StackSubmitted { ok: false, detail: e.to_string() },
-        })
+    /// The run's Graphite stack (`--stack graphite`), which the engine drives through its own
+    /// hooks; the guard keeps `gt` only to snapshot Graphite's metadata.
+    pub fn stack(&self) -> Option<crate::stack::Stack> {
+        let gt = self.gt.clone()?;
+        Some(crate::stack::Stack { gt, repo: self.repo.clone(), trunk: self.trunk.clone(), submit: self.submit })
     }
 
     /// After a phase: the shims' decisions (to journal first), then a `guard_violation` if

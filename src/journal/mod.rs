@@ -78,7 +78,7 @@ impl Journal {
             last: Hash::ZERO,
             clock,
             appended: 0,
-            fault_after: fault_from_env(),
+            fault_after: None,
         }
     }
 
@@ -93,7 +93,7 @@ impl Journal {
             store,
             clock,
             appended: 0,
-            fault_after: fault_from_env(),
+            fault_after: None,
         };
         Ok((journal, records))
     }
@@ -117,9 +117,16 @@ impl Journal {
             store,
             clock,
             appended: 0,
-            fault_after: fault_from_env(),
+            fault_after: None,
         };
         Ok(folder.finish().map(|view| (journal, view)))
+    }
+
+    /// Test hook: abort the process right after the `n`th record this journal appends is
+    /// durable (the CLI reads it from `LOOP_FAULT_AFTER_APPEND`).
+    pub fn with_fault_after(mut self, n: Option<u64>) -> Journal {
+        self.fault_after = n.filter(|n| *n > 0);
+        self
     }
 
     pub fn run_id(&self) -> &str {
@@ -170,9 +177,6 @@ impl Journal {
     }
 }
 
-fn fault_from_env() -> Option<u64> {
-    std::env::var("LOOP_FAULT_AFTER_APPEND").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0)
-}
 
 /// Verifies records one at a time as they stream past; keeps only the previous hash, so
 /// memory stays flat however long the journal is.

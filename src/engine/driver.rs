@@ -1,0 +1,313 @@
+//! The issue driver: carries out one issue's machine commands ([`Command`]), each answered by
+//! the events it journals.
+//!
+//! This is the narrow seam between the machine and the effects: a driver picking an issue up
+//! asks [`machine::resume`] what to do; every machine event it journals answers with the next
+//! commands ([`machine::transition`]), which supersede the ones before. Another engine could
+//! drive the same machine by carrying out the same seven commands.
+//!
+//! Invariants:
+//! - Every effect is preceded by its journaled decision (intent, `phase_started`…), and its
+//!   result is journaled before the next command is carried out.
+//! - A stop request (cancellation, or another issue halting the run) is honoured between
+//!   commands, never inside one: the phase in flight finishes or is interrupted by its agent.
+//!   An issue that already ended still has its worktree removed or kept.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use super::hooks::Hooks;
+use super::phase::PhaseCall;
+use super::writer::Handle;
+use super::{EngineError, Step, Trouble};
+use crate::agent::Agent;
+use crate::clock::Clock;
+use crate::journal::{Body, Entry, Evidence, Fact, PlannedIssue};
+use crate::machine::{self, Command, Event, Stage, StageKind, State};
+use crate::proc::Cancel;
+use crate::workspace::{Removal, Workspace};
+
+/// The engine's collaborators, shared by every issue driver of a drive.
+pub(super) struct Parts<'a> {
+    pub(super) agent: &'a dyn Agent,
+    pub(super) workspace: &'a dyn Workspace,
+    pub(super) hooks: &'a [&'a dyn Hooks],
+    pub(super) clock: Clock,
+    pub(super) cancel: Cancel,
+}
+
+/// Whether a command may be carried out after a stop request: an ended issue's worktree is
+/// still removed or kept (and its end is no step to interrupt).
+pub(super) fn runs_after_stop(command: &Command) -> bool {
+    matches!(command, Command::RemoveWorktree { .. } | Command::KeepWorktree { .. } | Command::Finish)
+}
+
+/// How an ended issue's worktree ends.
+enum End<'b> {
+    /// Done or Capped: removed when nothing would be lost (the branch stays).
+    Remove { branch: &'b str },
+    /// Any other end: kept for inspection.
+    Keep { ended: StageKind },
+}
+
+/// Drives one issue: carries out its commands, sends each answering event to the writer,
+/// waits until it is durable, and only then carries out the next command.
+pub(super) struct IssueDriver<'a> {
+    handle: Handle,
+    pub(super) parts: &'a Parts<'a>,
+    /// The commands still to carry out: those of the last machine event this driver journaled,
+    /// or of [`machine::resume`] when it picked the issue up.
+    next: RefCell<Vec<Command>>,
+}
+
+impl<'a> IssueDriver<'a> {
+    pub(super) fn new(handle: Handle, parts: &'a Parts<'a>) -> IssueDriver<'a> {
+        IssueDriver { handle, parts, next: RefCell::new(Vec::new()) }
+    }
+
+    pub(super) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Journals a machine event; its commands (if it emitted any) become the next ones.
+    pub(super) fn event(&self, issue: &str, event: Event, evidence: Option<Evidence>) -> Result<State, EngineError> {
+        let (state, commands) = self.handle.event(issue, event, evidence)?;
+        // `session_started` emits none: the phase keeps running.
+        if !commands.is_empty() {
+            *self.next.borrow_mut() = commands;
+        }
+        Ok(state)
+    }
+
+    /// Journals an audit fact about the issue (no machine event).
+    pub(super) fn audit(&self, id: &str, fact: Fact, evidence: Option<Evidence>) -> Result<(), EngineError> {
+        self.handle.audit(id, fact, evidence)
+    }
+
+    /// Journals what a hook reported: a machine event or an audit fact.
+    pub(super) fn note(&self, id: &str, entry: Entry) -> Result<(), EngineError> {
+        match entry {
+            Entry::Machine(e) => self.event(id, e, None).map(|_| ()),
+            Entry::Audit(f) => self.audit(id, f, None),
+        }
+    }
+
+    pub(super) fn state(&self, id: &str) -> State {
+        self.handle.view().state_of(id).cloned().unwrap_or(State::PENDING)
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.parts.cancel.is_requested() || self.handle.halt.load(Ordering::SeqCst)
+    }
+
+    /// The next command: the first one left, or what resuming the issue's state asks for.
+    fn next_command(&self, id: &str) -> Command {
+        let mut next = self.next.borrow_mut();
+        if next.is_empty() {
+            *next = machine::resume(&self.state(id));
+        }
+        next.remove(0)
+    }
+
+    /// loop's environment failed at this step: journal the issue's interruption with the cause
+    /// (and whatever evidence the step had, tokens included) and stop the run. The step stays
+    /// unfinished, so resume retries it. A terminal issue (its worktree's removal failed) takes
+    /// no event; the run's `run_interrupted` carries the cause.
+    pub(super) fn stop_for_environment(&self, id: &str, cause: String, evidence: Option<Evidence>) -> EngineError {
+        let mut cause = cause;
+        if !self.state(id).is_terminal() {
+            let mut evidence = evidence.unwrap_or_default();
+            evidence.note = Some(match evidence.note.take() {
+                Some(n) => format!("{cause}; {n}"),
+                None => cause.clone(),
+            });
+            // The same full disk often holds the journal: the first cause is the one to report.
+            if let Err(e) = self.audit(id, Fact::Interrupted, Some(evidence)) {
+                cause = format!("{cause}; the journal could not record it either: {e}");
+            }
+        }
+        let run_id = self.handle.view().run_id.clone();
+        EngineError::Environment { run_id, issue: id.to_string(), cause }
+    }
+
+    pub(super) fn drive_issue(&self, planned: &PlannedIssue) -> Result<Step, EngineError> {
+        let id = planned.id.as_str();
+        self.check_worktree(planned)?;
+        *self.next.borrow_mut() = machine::resume(&self.state(id));
+        loop {
+            let command = self.next_command(id);
+            if !runs_after_stop(&command) && self.stop_requested() {
+                self.audit(id, Fact::Interrupted, None)?;
+                return Ok(Step::Stop);
+            }
+            if let Some(step) = self.perform(planned, command)? {
+                return Ok(step);
+            }
+        }
+    }
+
+    /// Carries out one command; `Some` when the issue's driving ends here.
+    fn perform(&self, planned: &PlannedIssue, command: Command) -> Result<Option<Step>, EngineError> {
+        let id = planned.id.as_str();
+        match command {
+            Command::Prepare => self.prepare(planned)?,
+            Command::CreateWorktree { path, branch, base, adopt } => self.create_worktree(planned, path, branch, base, adopt)?,
+            Command::StartPhase { phase, attempt } => {
+                self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
+            }
+            Command::RunPhase { phase, cycle, attempt, resume_session } => {
+                if let Step::Stop = self.run_phase(planned, PhaseCall { phase, cycle, attempt, resume_session })? {
+                    self.audit(id, Fact::Interrupted, None)?;
+                    return Ok(Some(Step::Stop));
+                }
+            }
+            Command::RemoveWorktree { path, branch } => self.end_worktree(planned, path, End::Remove { branch: &branch })?,
+            Command::KeepWorktree { path, ended } => self.end_worktree(planned, path, End::Keep { ended })?,
+            Command::Finish => return Ok(Some(Step::Continue)),
+        }
+        Ok(None)
+    }
+
+    /// Before this process first acts in a worktree an earlier process made (a phase to run, or
+    /// the removal after Done/Capped): have the workspace check it and repair what loop's own
+    /// interrupted git left, and journal the repair. Worktrees loop no longer acts in (kept,
+    /// removed, Failed/Blocked) are not looked at.
+    fn check_worktree(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
+        let id = planned.id.as_str();
+        let Some(iv) = self.handle.view().issue(id).cloned() else { return Ok(()) };
+        let Some(wt) = iv.worktree().cloned() else { return Ok(()) };
+        if !wt.live() {
+            return Ok(());
+        }
+        let finishing = matches!(iv.state.stage, Stage::Done { .. } | Stage::Capped { .. });
+        if iv.state.is_terminal() && !finishing {
+            return Ok(());
+        }
+        let commit = iv.commit.clone().unwrap_or_else(|| wt.base.clone());
+        let checked = self
+            .parts
+            .workspace
+            .check(Path::new(&wt.path), &wt.branch, &commit, finishing)
+            .map_err(|source| EngineError::Workspace { issue: id.to_string(), source })?;
+        if !checked.repairs.is_empty() {
+            let body = Body::WorktreeRepaired { issue: id.to_string(), path: wt.path.clone(), repairs: checked.repairs };
+            self.handle.run_record(body)?;
+        }
+        if checked.removed {
+            self.event(id, Event::WorktreeRemoved { path: wt.path }, None)?;
+        }
+        Ok(())
+    }
+
+    /// `prepare`: a dependency that did not end Done blocks the issue; otherwise choose the
+    /// base and journal the intent (the licence to create the worktree).
+    fn prepare(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
+        let id = planned.id.as_str();
+        if let Some((dependency, dependency_state)) = self.dependency_not_done(planned) {
+            self.event(id, Event::DependencyNotDone { dependency, dependency_state }, None)?;
+            return Ok(());
+        }
+        let base = match self.base_for(planned) {
+            Ok(b) => b,
+            Err(t) if t.blame.is_environment() => return Err(self.stop_for_environment(id, t.reason, None)),
+            Err(t) => {
+                self.event(id, Event::WorktreeFailed { reason: t.reason }, None)?;
+                return Ok(());
+            }
+        };
+        let intent = Event::WorktreeIntent { path: planned.worktree.clone(), branch: planned.branch.clone(), base };
+        self.event(id, intent, None)?;
+        Ok(())
+    }
+
+    /// `create_worktree` (or adopt the one an interrupted attempt left), then the hooks.
+    fn create_worktree(&self, planned: &PlannedIssue, path: String, branch: String, base: String, adopt: bool) -> Result<(), EngineError> {
+        let id = planned.id.as_str();
+        match self.parts.workspace.create(Path::new(&path), &branch, &base, adopt) {
+            Ok(repairs) => {
+                if !repairs.is_empty() {
+                    self.handle.run_record(Body::WorktreeRepaired { issue: id.to_string(), path: path.clone(), repairs })?;
+                }
+                let note = adopt.then(|| "adopted the worktree of an interrupted attempt".to_string());
+                let evidence = note.map(|n| Evidence { note: Some(n), ..Default::default() });
+                self.event(id, Event::WorktreeCreated { path, branch, base }, evidence)?;
+                for hooks in self.parts.hooks {
+                    let entries = hooks.worktree_created(planned, &self.handle.view());
+                    for e in entries {
+                        self.note(id, e)?;
+                    }
+                }
+            }
+            Err(e) if e.blame().is_environment() => return Err(self.stop_for_environment(id, format!("worktree: {e}"), None)),
+            Err(e) => {
+                self.event(id, Event::WorktreeFailed { reason: format!("worktree: {e}") }, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first dependency that ended other than Done, with its stage.
+    fn dependency_not_done(&self, planned: &PlannedIssue) -> Option<(String, StageKind)> {
+        let view = self.handle.view();
+        planned.blocked_by.iter().find_map(|dep| match view.state_of(dep).map(|s| &s.stage) {
+            Some(Stage::Done { .. }) | None => None,
+            Some(s) => Some((dep.clone(), s.kind())),
+        })
+    }
+
+    /// An issue with exactly one dependency builds on that dependency's branch, so its work is
+    /// there; otherwise it starts from the run's base commit.
+    fn base_for(&self, planned: &PlannedIssue) -> Result<String, Trouble> {
+        let (dep_branch, base_commit) = {
+            let view = self.handle.view();
+            let dep_branch = match planned.blocked_by.as_slice() {
+                [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
+                _ => None,
+            };
+            (dep_branch, view.start.base_commit.clone())
+        };
+        if let Some(branch) = dep_branch {
+            match self.parts.workspace.branch_tip(&branch) {
+                Ok(Some(tip)) => return Ok(tip),
+                Ok(None) => {}
+                Err(e) => return Err(Trouble::new(format!("reading branch {branch}: {e}"), e.blame())),
+            }
+        }
+        Ok(base_commit)
+    }
+
+    /// `remove_worktree` or `keep_worktree`; the hooks see the issue's end first.
+    fn end_worktree(&self, planned: &PlannedIssue, path: String, end: End<'_>) -> Result<(), EngineError> {
+        let id = planned.id.as_str();
+        let state = self.state(id);
+        for hooks in self.parts.hooks {
+            for e in hooks.issue_done(planned, &state, Path::new(&path)) {
+                self.note(id, e)?;
+            }
+        }
+        let event = match end {
+            End::Remove { branch } => self.remove_worktree(id, path, branch)?,
+            End::Keep { ended } => Event::WorktreeKept { path, reason: format!("issue ended {ended}; kept for inspection") },
+        };
+        self.event(id, event, None)?;
+        Ok(())
+    }
+
+    /// Removes a finished issue's worktree; what happened, as the event to journal.
+    fn remove_worktree(&self, id: &str, path: String, branch: &str) -> Result<Event, EngineError> {
+        Ok(match self.parts.workspace.remove(Path::new(&path), branch) {
+            Ok(Removal::Removed) | Ok(Removal::AlreadyGone) => Event::WorktreeRemoved { path },
+            Ok(Removal::Finished(repair)) => {
+                let body = Body::WorktreeRepaired { issue: id.to_string(), path: path.clone(), repairs: vec![repair] };
+                self.handle.run_record(body)?;
+                Event::WorktreeRemoved { path }
+            }
+            Ok(Removal::Kept(reason)) => Event::WorktreeKept { path, reason },
+            Err(e) if e.blame().is_environment() => {
+                return Err(self.stop_for_environment(id, format!("removing the worktree {path}: {e}"), None));
+            }
+            Err(e) => Event::WorktreeKept { path, reason: format!("removal failed: {e}") },
+        })
+    }
+}

@@ -1,0 +1,74 @@
+//! The engine's journal service outside a drive: the records the CLI needs written before or
+//! after the engine drives (a new run's `run_started`, a resume's `run_resumed`, `loop
+//! clean`'s removals). With the drive's [`super::writer`], it makes the engine the journal's
+//! only writer.
+//!
+//! Invariants:
+//! - The view is always the fold of exactly the journal's records: each record is applied
+//!   right after it is durable.
+//! - Issue events are decided by the machine here too ([`machine::transition`]); nobody
+//!   appends a state the machine did not compute.
+
+use super::{EngineError, Observer};
+use crate::journal::view::{Applied, Divergence, RunView};
+use crate::journal::{Body, Journal, Record, RunStart};
+use crate::machine::{self, Event, State};
+
+/// A journal and its folded view, ready to be driven ([`super::Engine::new`]) or amended.
+pub struct Recorder {
+    journal: Journal,
+    view: RunView,
+}
+
+impl Recorder {
+    /// Journals `run_started` as the first record of a new (empty) journal.
+    pub fn start(mut journal: Journal, start: RunStart, observer: &mut dyn Observer) -> Result<Recorder, EngineError> {
+        let first = journal.append(Body::RunStarted(start))?;
+        let view = RunView::new(&first)?;
+        observer.record(&first, &Applied { issue: None, from: None, to: None }, &view);
+        Ok(Recorder { journal, view })
+    }
+
+    /// Continues a journal whose verified records are `records` (from [`Journal::reopen`]).
+    /// Only the fold can fail here: a journal that does not fold is "journal and code disagree".
+    pub fn open(journal: Journal, records: &[Record]) -> Result<Recorder, Box<Divergence>> {
+        Ok(Recorder { journal, view: RunView::fold(records).map_err(Box::new)? })
+    }
+
+    /// Continues a journal already folded into `view` (from [`Journal::reopen_view`], which
+    /// keeps no records).
+    pub fn from_view(journal: Journal, view: RunView) -> Recorder {
+        Recorder { journal, view }
+    }
+
+    pub fn view(&self) -> &RunView {
+        &self.view
+    }
+
+    /// Journals `run_resumed`.
+    pub fn resumed(&mut self, observer: &mut dyn Observer) -> Result<(), EngineError> {
+        let rec = self.append(Body::RunResumed)?;
+        let applied = self.view.apply(&rec)?;
+        observer.record(&rec, &applied, &self.view);
+        Ok(())
+    }
+
+    /// Journals an issue event outside a drive (`loop clean`'s `worktree_removed`), with the
+    /// state the machine decides; returns that state.
+    pub fn issue_event(&mut self, issue: &str, event: Event) -> Result<State, EngineError> {
+        let from = self.view.state_of(issue).cloned().unwrap_or(State::PENDING);
+        let (to, commands) = machine::transition(&from, &event, &self.view.start.rules)?;
+        let body = Body::Issue { issue: issue.to_string(), event, to: to.stage.clone(), commands: Some(commands), evidence: None };
+        let rec = self.append(body)?;
+        self.view.apply(&rec)?;
+        Ok(to)
+    }
+
+    fn append(&mut self, body: Body) -> Result<Record, EngineError> {
+        Ok(self.journal.append(body)?)
+    }
+
+    pub(super) fn into_parts(self) -> (Journal, RunView) {
+        (self.journal, self.view)
+    }
+}

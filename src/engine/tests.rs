@@ -1,0 +1,510 @@
+//! In-process engine tests: a fake workspace (directories, no git), an in-memory journal
+//! store and the simulated agent, so a whole run takes milliseconds. The integration tests
+//! (`tests/`) keep the real binary and real git.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::driver::runs_after_stop;
+use super::hooks::{After, Before, Hooks};
+use super::*;
+use crate::agent::sim::{SimAgent, SimScript};
+use crate::agent::{AgentError, PhaseReply, PhaseRequest, Signal};
+use crate::journal::{AgentSpec, Body, Entry, Fact, Journal, MemStore, PlannedIssue, RunStart, Store, StoreError};
+use crate::machine::{Command, Event, Phase, Rules, Stage, StageKind, State};
+use crate::workspace::{Checked, Removal, WorkspaceError};
+
+// ---------------------------------------------------------------------------------------------
+// Fakes
+
+/// A journal store shared between a run and its resume (a `MemStore` behind a lock), that
+/// can be told to fail every append after the first `ok` ones.
+#[derive(Clone, Default)]
+struct SharedStore {
+    mem: Arc<Mutex<MemStore>>,
+    ok: Option<usize>,
+    appends: Arc<AtomicUsize>,
+}
+
+impl Store for SharedStore {
+    fn append(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let n = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.ok.is_some_and(|ok| n > ok) {
+            return Err(StoreError::Io { path: "journal".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) });
+        }
+        self.mem.lock().unwrap().append(records)
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        self.mem.lock().unwrap().scan(f)
+    }
+}
+
+/// Worktrees as plain directories, commits as counters: just enough for the engine and the
+/// simulated agent (which writes files into the worktree).
+#[derive(Default)]
+struct FakeWorkspace {
+    branches: Mutex<HashMap<String, String>>,
+    commits: AtomicUsize,
+    /// Worktree creation fails with this I/O error kind (an environment failure).
+    fail_create: Option<i32>,
+}
+
+impl Workspace for FakeWorkspace {
+    fn head_commit(&self) -> Result<String, WorkspaceError> {
+        Ok("0".repeat(40))
+    }
+
+    fn branch_tip(&self, branch: &str) -> Result<Option<String>, WorkspaceError> {
+        Ok(self.branches.lock().unwrap().get(branch).cloned())
+    }
+
+    fn create(&self, path: &Path, branch: &str, base: &str, _adopt: bool) -> Result<Vec<String>, WorkspaceError> {
+        if let Some(errno) = self.fail_create {
+            let source = std::io::Error::from_raw_os_error(errno);
+            return Err(WorkspaceError::Io { what: path.display().to_string(), source });
+        }
+        std::fs::create_dir_all(path).map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })?;
+        self.branches.lock().unwrap().insert(branch.to_string(), base.to_string());
+        Ok(Vec::new())
+    }
+
+    fn check(&self, _: &Path, _: &str, _: &str, _: bool) -> Result<Checked, WorkspaceError> {
+        Ok(Checked::default())
+    }
+
+    fn commit_all(&self, worktree: &Path, _message: &str, _date: Option<&str>) -> Result<Option<String>, WorkspaceError> {
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let commit = format!("{n:040x}");
+        // The branch of a worktree is the one it was created on: find it by the path's name.
+        let name = worktree.file_name().unwrap().to_string_lossy().to_string();
+        let mut branches = self.branches.lock().unwrap();
+        if let Some(tip) = branches.iter_mut().find(|(b, _)| b.ends_with(&format!("/{name}"))).map(|(_, t)| t) {
+            *tip = commit.clone();
+        }
+        Ok(Some(commit))
+    }
+
+    fn remove(&self, path: &Path, _branch: &str) -> Result<Removal, WorkspaceError> {
+        std::fs::remove_dir_all(path).map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })?;
+        Ok(Removal::Removed)
+    }
+
+    fn has_identity(&self, _: &Path) -> Result<bool, WorkspaceError> {
+        Ok(true)
+    }
+}
+
+/// The simulated agent, which requests a stop (as Ctrl-C would) when it is asked to run
+/// `phase` of `issue`, and then reports the phase interrupted.
+struct Interrupting {
+    sim: SimAgent,
+    at: (String, Phase),
+    cancel: Cancel,
+}
+
+impl Agent for Interrupting {
+    fn name(&self) -> &str {
+        "interrupting"
+    }
+
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
+        if (req.issue.id.as_str(), req.phase) == (self.at.0.as_str(), self.at.1) && !self.cancel.is_requested() {
+            self.cancel.request(libc::SIGTERM);
+            return Err(AgentError::Interrupted { phase: req.phase });
+        }
+        self.sim.run(req, signal)
+    }
+}
+
+/// Counts the phases running at once, for the `--jobs` bound.
+struct Counting {
+    sim: SimAgent,
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Agent for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let reply = self.sim.run(req, signal);
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        reply
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A run
+
+struct Run {
+    dir: tempfile::TempDir,
+    store: SharedStore,
+    rules: Rules,
+    issues: Vec<PlannedIssue>,
+}
+
+impl Run {
+    /// Issues as `(id, blocked_by)`, in plan order.
+    fn new(issues: &[(&str, &[&str])]) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let issues = issues
+            .iter()
+            .map(|(id, deps)| PlannedIssue {
+                id: id.to_string(),
+                title: format!("issue {id}"),
+                doc: format!("docs/projects/p/issues/{id}.md"),
+                blocked_by: deps.iter().map(|d| d.to_string()).collect(),
+                branch: format!("loop/M/{id}"),
+                worktree: dir.path().join(id).display().to_string(),
+            })
+            .collect();
+        Run { dir, store: SharedStore::default(), rules: Rules::default(), issues }
+    }
+
+    fn start(&self) -> RunStart {
+        RunStart {
+            tool_version: "test".into(),
+            milestone: "M".into(),
+            repo: self.dir.path().display().to_string(),
+            base_commit: "0".repeat(40),
+            rules: self.rules,
+            agent: AgentSpec { kind: "sim".into(), scenario: None, settings: None },
+            phase_timeout_secs: 60,
+            max_tokens_per_issue: None,
+            review_doc: false,
+            issues: self.issues.clone(),
+            guard: None,
+        }
+    }
+
+    fn clock() -> Clock {
+        Clock::fixed("2026-01-01T00:00:00Z".parse().unwrap())
+    }
+
+    fn recorder(&self) -> Recorder {
+        let journal = Journal::create(Box::new(self.store.clone()), "run", Run::clock());
+        Recorder::start(journal, self.start(), &mut Silent).unwrap()
+    }
+
+    fn reopen(&self) -> Recorder {
+        let (journal, records) = Journal::reopen(Box::new(self.store.clone()), Run::clock()).unwrap();
+        Recorder::open(journal, &records).unwrap()
+    }
+
+    fn drive(&self, recorder: Recorder, agent: &dyn Agent, ws: &dyn Workspace, settings: Settings, hooks: &[&dyn Hooks]) -> Result<(Outcome, RunView), EngineError> {
+        let mut silent = Silent;
+        let mut engine = Engine::new(recorder, agent, ws, &mut silent, settings);
+        for h in hooks {
+            engine = engine.hook(*h);
+        }
+        engine.drive()
+    }
+
+    fn drive_sim(&self, scenario: &[(&str, SimScript)], jobs: usize) -> Result<(Outcome, RunView), EngineError> {
+        let agent = sim(scenario);
+        self.drive(self.recorder(), &agent, &FakeWorkspace::default(), settings(jobs), &[])
+    }
+
+    /// Every record, one line each: `A phase_started`, `run_finished`…
+    fn lines(&self) -> Vec<String> {
+        let records = crate::journal::read_all(&self.store).unwrap();
+        records.iter().map(|r| line(&r.content.body)).collect()
+    }
+
+    /// The records of one issue, by event name.
+    fn events_of(&self, id: &str) -> Vec<String> {
+        let prefix = format!("{id} ");
+        self.lines().into_iter().filter_map(|l| l.strip_prefix(&prefix).map(String::from)).collect()
+    }
+}
+
+fn line(body: &Body) -> String {
+    match body {
+        Body::RunStarted(_) => "run_started".into(),
+        Body::Issue { issue, event, .. } => format!("{issue} {}", event.name()),
+        Body::Audit { issue, fact, .. } => format!("{issue} {}", fact.name()),
+        Body::RunResumed => "run_resumed".into(),
+        Body::RunInterrupted { reason } => format!("run_interrupted: {reason}"),
+        Body::RunFinished => "run_finished".into(),
+        Body::WorktreeRepaired { issue, .. } => format!("{issue} worktree_repaired"),
+        Body::ProcessGroup { issue, .. } => format!("{issue} process_group"),
+    }
+}
+
+fn stage<'v>(view: &'v RunView, id: &str) -> Option<&'v Stage> {
+    view.state_of(id).map(|s| &s.stage)
+}
+
+fn sim(scenario: &[(&str, SimScript)]) -> SimAgent {
+    SimAgent::new(scenario.iter().map(|(id, s)| (id.to_string(), s.clone())).collect::<BTreeMap<_, _>>())
+}
+
+fn script(dev: &str, reviews: &[&str]) -> SimScript {
+    SimScript { dev: Some(dev.into()), fix: None, reviews: reviews.iter().map(|r| r.to_string()).collect() }
+}
+
+fn settings(jobs: usize) -> Settings {
+    Settings::new(jobs, Run::clock(), Cancel::new())
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviour
+
+#[test]
+fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() {
+    let run = Run::new(&[("A", &[]), ("B", &["A"])]);
+    let (outcome, view) = run.drive_sim(&[], 1).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    for id in ["A", "B"] {
+        assert_eq!(stage(&view, id), Some(&Stage::Done { fix_cycles: 0 }));
+        assert_eq!(
+            run.events_of(id),
+            strs(&["worktree_intent", "worktree_created", "phase_started", "work_finished", "phase_started", "review_finished", "worktree_removed"])
+        );
+        assert!(!run.dir.path().join(id).exists(), "{id}'s worktree is removed");
+    }
+    let lines = run.lines();
+    assert_eq!((lines.first().unwrap().as_str(), lines.last().unwrap().as_str()), ("run_started", "run_finished"));
+    // B has one dependency: it branches from A's work, the tip of A's branch.
+    let base_b = view.issue("B").unwrap().worktree().unwrap().base.clone();
+    assert_ne!(base_b, "0".repeat(40), "B builds on A's last commit, not the run's base");
+}
+
+#[test]
+fn a_review_asking_for_changes_runs_a_fix_cycle_then_reviews_again() {
+    let run = Run::new(&[("A", &[])]);
+    let (_, view) = run.drive_sim(&[("A", script("pass", &["changes_required", "pass"]))], 1).unwrap();
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 1 }));
+    let finished: Vec<String> = run.events_of("A").into_iter().filter(|e| e.ends_with("_finished")).collect();
+    assert_eq!(finished, strs(&["work_finished", "review_finished", "work_finished", "review_finished"]));
+}
+
+#[test]
+fn changes_required_past_the_fix_cycle_limit_caps_the_issue() {
+    let mut run = Run::new(&[("A", &[])]);
+    run.rules = Rules { max_fix_cycles: 1 };
+    let (outcome, view) = run.drive_sim(&[("A", script("pass", &["changes_required"; 3]))], 1).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert!(matches!(stage(&view, "A"), Some(Stage::Capped { fix_cycles: 1, .. })), "{:?}", stage(&view, "A"));
+    assert_eq!(run.events_of("A").last().unwrap(), "worktree_removed", "a Capped issue's worktree is removed too");
+}
+
+#[test]
+fn an_issue_whose_dependency_failed_is_blocked_without_a_worktree() {
+    let run = Run::new(&[("A", &[]), ("B", &["A"]), ("C", &[])]);
+    let (outcome, view) = run.drive_sim(&[("A", script("failed", &[]))], 1).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert!(matches!(stage(&view, "A"), Some(Stage::Failed { .. })));
+    assert!(matches!(stage(&view, "B"), Some(Stage::Blocked { .. })));
+    assert_eq!(stage(&view, "C"), Some(&Stage::Done { fix_cycles: 0 }), "an independent issue still runs");
+    assert_eq!(run.events_of("B"), strs(&["dependency_not_done"]));
+    assert_eq!(run.events_of("A").last().unwrap(), "worktree_kept", "a Failed issue's worktree is kept for inspection");
+    assert!(run.dir.path().join("A").exists());
+}
+
+#[test]
+fn an_interrupted_run_journals_it_and_resume_reruns_only_the_unfinished_phase() {
+    let run = Run::new(&[("A", &[]), ("B", &[])]);
+    let cancel = Cancel::new();
+    let agent = Interrupting { sim: sim(&[]), at: ("A".into(), Phase::Review), cancel: cancel.clone() };
+    let ws = FakeWorkspace::default();
+    let (outcome, view) = run.drive(run.recorder(), &agent, &ws, Settings::new(1, Run::clock(), cancel), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Interrupted);
+    assert_eq!(stage(&view, "A"), Some(&Stage::Review { fix_cycles: 0 }));
+    assert_eq!(stage(&view, "B"), Some(&Stage::Pending), "nothing new starts after a stop request");
+    assert_eq!(run.lines().last().unwrap(), "run_interrupted: interrupted by SIGTERM");
+    assert_eq!(run.events_of("A").last().unwrap(), "interrupted");
+
+    let mut recorder = run.reopen();
+    recorder.resumed(&mut Silent).unwrap();
+    let (outcome, view) = run.drive(recorder, &sim(&[]), &ws, settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert!(view.all_terminal() && stage(&view, "A") == Some(&Stage::Done { fix_cycles: 0 }));
+    let a = run.events_of("A");
+    assert_eq!(a.iter().filter(|e| *e == "work_finished").count(), 1, "dev is not run again: {a:?}");
+    let records = crate::journal::read_all(&run.store).unwrap();
+    let attempts: Vec<u32> = records
+        .iter()
+        .filter_map(|r| match &r.content.body {
+            Body::Issue { issue, event: Event::PhaseStarted { phase: Phase::Review, attempt }, .. } if issue == "A" => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![1, 2], "the interrupted review runs again as attempt 2");
+}
+
+#[test]
+fn jobs_one_runs_issues_one_after_another_in_plan_order() {
+    let run = Run::new(&[("A", &[]), ("B", &[]), ("C", &["A"]), ("D", &[])]);
+    let agent = Counting { sim: sim(&[]), now: AtomicUsize::new(0), max: AtomicUsize::new(0) };
+    run.drive(run.recorder(), &agent, &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    let issue_order: Vec<String> = run.lines().iter().filter_map(|l| l.strip_suffix(" worktree_intent").map(String::from)).collect();
+    assert_eq!(issue_order, strs(&["A", "B", "C", "D"]));
+    // Each issue's records are contiguous: one issue at a time.
+    let owners: Vec<String> = run.lines().iter().filter_map(|l| l.split_once(' ').map(|(i, _)| i.to_string())).collect();
+    let mut runs = owners.clone();
+    runs.dedup();
+    assert_eq!(runs, strs(&["A", "B", "C", "D"]), "{owners:?}");
+    assert_eq!(agent.max.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn jobs_bounds_concurrency_and_a_dependant_waits_for_its_dependencies() {
+    let names: Vec<String> = (0..6).map(|i| format!("I{i}")).collect();
+    let mut issues: Vec<(&str, &[&str])> = names.iter().map(|n| (n.as_str(), &[][..])).collect();
+    let deps = ["I0", "I1"];
+    issues.push(("Z", &deps));
+    let run = Run::new(&issues);
+    let agent = Counting { sim: sim(&[]), now: AtomicUsize::new(0), max: AtomicUsize::new(0) };
+    let (outcome, view) = run.drive(run.recorder(), &agent, &FakeWorkspace::default(), settings(3), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert!(view.issues.iter().all(|i| i.state.stage == Stage::Done { fix_cycles: 0 }));
+    let max = agent.max.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&max), "at most --jobs phases at once, saw {max}");
+    let lines = run.lines();
+    let pos = |l: &str| lines.iter().position(|x| x == l).unwrap_or_else(|| panic!("{l} in {lines:?}"));
+    for dep in deps {
+        assert!(pos(&format!("{dep} worktree_removed")) < pos("Z worktree_intent"), "Z starts after {dep} ended");
+    }
+}
+
+#[test]
+fn a_failed_append_stops_the_run_and_nothing_is_appended_after_it() {
+    let mut run = Run::new(&[("A", &[]), ("B", &[])]);
+    run.store.ok = Some(4);
+    let err = run.drive_sim(&[], 2).unwrap_err();
+    assert!(matches!(&err, EngineError::Append(msg) if msg.contains("No space left on device")), "{err}");
+    assert_eq!(run.store.appends.load(Ordering::SeqCst), 5, "four appends, one failed, none after it");
+    let lines = run.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("run_") && l != "run_started"), "the run is neither finished nor closed: {lines:?}");
+}
+
+#[test]
+fn an_environment_failure_interrupts_the_issue_and_the_run_for_resume() {
+    let run = Run::new(&[("A", &[])]);
+    let ws = FakeWorkspace { fail_create: Some(libc::ENOSPC), ..Default::default() };
+    let err = run.drive(run.recorder(), &sim(&[]), &ws, settings(1), &[]).unwrap_err();
+    assert!(matches!(&err, EngineError::Environment { issue, .. } if issue == "A"), "{err}");
+    assert_eq!(run.events_of("A"), strs(&["worktree_intent", "interrupted"]));
+    assert!(run.lines().last().unwrap().starts_with("run_interrupted: A: worktree:"));
+    // Resume on a healthy disk adopts the journaled intent and finishes.
+    let (outcome, view) = run.drive(run.reopen(), &sim(&[]), &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 0 }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hooks
+
+/// Records which hook points were called, refuses the phases it is told to, and gives the
+/// agent an environment variable.
+#[derive(Default)]
+struct Probe {
+    calls: Mutex<Vec<String>>,
+    refuse: Option<Phase>,
+}
+
+struct ProbeAfter<'p>(&'p Probe, Phase);
+
+impl After for ProbeAfter<'_> {
+    fn after_phase(self: Box<Self>) -> (Vec<Entry>, Option<Event>) {
+        self.0.calls.lock().unwrap().push(format!("after {}", self.1));
+        (Vec::new(), None)
+    }
+}
+
+impl Hooks for Probe {
+    fn worktree_created(&self, planned: &PlannedIssue, _: &RunView) -> Vec<Entry> {
+        self.calls.lock().unwrap().push(format!("created {}", planned.id));
+        Vec::new()
+    }
+
+    fn before_phase(&self, planned: &PlannedIssue, _: &Path, phase: Phase, _: &RunView) -> Option<Before<'_>> {
+        self.calls.lock().unwrap().push(format!("before {phase}"));
+        let ok = self.refuse != Some(phase);
+        let details = vec![format!("probe for {}", planned.id)];
+        let entry = match ok {
+            true => Entry::Audit(Fact::GuardChecked { phase, details }),
+            false => Entry::Machine(Event::GuardCheckFailed { phase, details }),
+        };
+        let after = ok.then(|| Box::new(ProbeAfter(self, phase)) as Box<dyn After + '_>);
+        Some(Before { entry, proceed: ok, env: vec![("PROBE".into(), "1".into())], after })
+    }
+
+    fn issue_done(&self, planned: &PlannedIssue, state: &State, _: &Path) -> Vec<Entry> {
+        self.calls.lock().unwrap().push(format!("done {} {}", planned.id, state.name()));
+        Vec::new()
+    }
+}
+
+/// Checks that the hooks' environment reaches the agent.
+struct EnvCheck(SimAgent);
+
+impl Agent for EnvCheck {
+    fn name(&self) -> &str {
+        "env-check"
+    }
+
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
+        assert!(req.env.contains(&("PROBE".into(), "1".into())), "the hook's env reaches the agent: {:?}", req.env);
+        self.0.run(req, signal)
+    }
+}
+
+#[test]
+fn hooks_are_called_around_every_phase_and_their_events_are_journaled() {
+    let run = Run::new(&[("A", &[])]);
+    let probe = Probe::default();
+    let (_, view) = run.drive(run.recorder(), &EnvCheck(sim(&[])), &FakeWorkspace::default(), settings(1), &[&probe]).unwrap();
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 0 }));
+    assert_eq!(*probe.calls.lock().unwrap(), strs(&["created A", "before dev", "after dev", "before review", "after review", "done A Done"]));
+    assert_eq!(run.events_of("A").iter().filter(|e| *e == "guard_checked").count(), 2);
+}
+
+#[test]
+fn a_hook_refusing_a_phase_ends_it_without_running_the_agent() {
+    let run = Run::new(&[("A", &[])]);
+    let probe = Probe { refuse: Some(Phase::Review), ..Default::default() };
+    let (_, view) = run.drive(run.recorder(), &sim(&[]), &FakeWorkspace::default(), settings(1), &[&probe]).unwrap();
+    assert!(matches!(stage(&view, "A"), Some(Stage::Failed { .. })));
+    let a = run.events_of("A");
+    assert_eq!(a[a.len() - 3..], strs(&["phase_started", "guard_checked", "worktree_kept"]), "{a:?}");
+    assert!(!probe.calls.lock().unwrap().contains(&"after review".to_string()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driver's seam
+
+#[test]
+fn a_stop_request_lets_an_ended_issue_finish_its_worktree_but_starts_nothing() {
+    let path = "/w".to_string();
+    assert!(runs_after_stop(&Command::RemoveWorktree { path: path.clone(), branch: "b".into() }));
+    assert!(runs_after_stop(&Command::KeepWorktree { path: path.clone(), ended: StageKind::Failed }));
+    assert!(runs_after_stop(&Command::Finish));
+    assert!(!runs_after_stop(&Command::Prepare));
+    assert!(!runs_after_stop(&Command::CreateWorktree { path, branch: "b".into(), base: "c".into(), adopt: true }));
+    assert!(!runs_after_stop(&Command::StartPhase { phase: Phase::Dev, attempt: 1 }));
+    assert!(!runs_after_stop(&Command::RunPhase { phase: Phase::Dev, cycle: 0, attempt: 1, resume_session: None }));
+}
+
+#[test]
+fn a_process_cancel_token_and_an_own_token_are_independent() {
+    let own = Cancel::new();
+    own.request(libc::SIGHUP);
+    own.request(libc::SIGINT);
+    assert_eq!(own.signal(), Some(libc::SIGHUP), "the first request wins");
+    assert!(!Cancel::new().is_requested());
+    assert!(!Cancel::process().is_requested(), "an own token does not cancel the process");
+}
