@@ -261,7 +261,16 @@ impl Guard {
             let event = Event::GuardChecked { phase, ok, details: vec!["guard checks off (--no-guard)".into()] };
             return Before { event, snapshot: None, env: Vec::new(), relay: None };
         }
-        match snapshot::main_status(&self.repo, self.timeout) {
+        let siblings = self.siblings_of(planned);
+        let own = snapshot::Own::new(&planned.branch, worktree, &siblings);
+        let snap = snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own);
+        // The snapshot holds the main checkout's status already: one `git status` of a large
+        // checkout, not two.
+        let main = match &snap {
+            Ok(s) if s.status.contains_key(&s.main) => Ok(s.status[&s.main].clone()),
+            _ => snapshot::main_status(&self.repo, self.timeout),
+        };
+        match main {
             Ok(lines) if lines.is_empty() => details.push("main checkout clean".to_string()),
             Ok(lines) if self.cfg.allow_dirty => {
                 details.push(format!("main checkout has {} change(s); allowed by allow_dirty (--allow-dirty or loop.toml [guard])", lines.len()))
@@ -278,7 +287,6 @@ impl Guard {
                 details.push(format!("main checkout status: {e}"));
             }
         }
-        let snap = snapshot::take(&self.repo, self.gt.as_ref(), self.timeout);
         match &snap {
             Ok(s) => {
                 let wt = std::fs::canonicalize(worktree).unwrap_or_else(|_| worktree.to_path_buf());
@@ -324,6 +332,11 @@ impl Guard {
         }
         let snapshot = if ok { snap.ok() } else { None };
         Before { event: Event::GuardChecked { phase, ok, details }, snapshot, env, relay }
+    }
+
+    /// The other issues of a concurrent run (see [`Guard::siblings`]).
+    fn siblings_of(&self, planned: &PlannedIssue) -> Vec<(String, String)> {
+        self.siblings.iter().filter(|(b, _)| *b != planned.branch).cloned().collect()
     }
 
     /// The issue's stack: its branch and the branches of every issue it depends on.
@@ -448,10 +461,9 @@ impl Guard {
             r.finish();
         }
         let decisions = shim::take_decisions(&self.decisions_file(&planned.id), phase);
-        let siblings: Vec<(String, String)> =
-            self.siblings.iter().filter(|(b, _)| *b != planned.branch).cloned().collect();
-        let own = snapshot::Own { branch: &planned.branch, worktree, siblings: &siblings };
-        let violation = match snapshot::take(&self.repo, self.gt.as_ref(), self.timeout) {
+        let siblings = self.siblings_of(planned);
+        let own = snapshot::Own::new(&planned.branch, worktree, &siblings);
+        let violation = match snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own) {
             Ok(after) => {
                 let changes = snapshot::foreign_changes(before, &after, &own);
                 (!changes.is_empty()).then_some(Event::GuardViolation { phase, changes })
