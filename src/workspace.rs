@@ -896,7 +896,7 @@ fn sync_path(p: &Path) -> std::io::Result<()> {
 /// repository, and the repository grows with the milestone (each issue adds its doc), so an
 /// fsync per file made each issue cost more the more issues there were (on ext4 each fsync is
 /// a journal commit and a device flush: about 1.5 ms here, 440 of them per issue at 200 issues).
-const SYNCFS_FROM: usize = 16;
+const SYNCFS_FROM: usize = 8;
 
 /// fsyncs every regular file and directory under `dir` changed at or after `since` (all when
 /// None), each directory after its entries. Symlinks are not followed: their entry is the
