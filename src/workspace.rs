@@ -965,8 +965,8 @@ fn syncfs_reaches_the_device(p: &Path) -> bool {
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return false;
     }
-    // f_type's width differs between targets; the magic numbers are 32 bits.
-    #[expect(clippy::unnecessary_cast, reason = "f_type is i64 on some targets and u32 on others")]
+    // f_type's width differs between targets (i64 here, u32 elsewhere); the magic numbers are
+    // 32 bits.
     let kind = (st.f_type as u64) & 0xFFFF_FFFF;
     [EXT4, XFS, BTRFS, F2FS, TMPFS].contains(&kind)
 }
