@@ -214,6 +214,8 @@ pub struct Guard {
     /// `(branch, worktree)` of every issue in the run when issues run concurrently; empty with
     /// `--jobs 1`, where any change to another issue's branch or worktree is a violation.
     pub siblings: Vec<(String, String)>,
+    /// The repository's common git dir, asked once (None: each snapshot asks git).
+    pub common: Option<PathBuf>,
 }
 
 /// What `before_phase` found.
@@ -234,7 +236,8 @@ impl Guard {
         let trunk = snapshot::current_branch(repo, timeout).unwrap_or_else(|| "main".into());
         let gt = (stack == StackMode::Graphite).then(|| Gt::from_env(timeout));
         let submit = crate::stack::SubmitMode::Never;
-        Guard { cfg, repo: repo.to_path_buf(), logs: logs.to_path_buf(), trunk, stack, submit, gt, timeout, siblings: Vec::new() }
+        let common = snapshot::common_dir(repo, timeout).ok();
+        Guard { cfg, repo: repo.to_path_buf(), logs: logs.to_path_buf(), trunk, stack, submit, gt, timeout, siblings: Vec::new(), common }
     }
 
     /// The guard of a journaled run (None when its checks are off).
@@ -263,7 +266,7 @@ impl Guard {
         }
         let siblings = self.siblings_of(planned);
         let own = snapshot::Own::new(&planned.branch, worktree, &siblings);
-        let snap = snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own);
+        let snap = snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own, self.common.as_deref());
         // The snapshot holds the main checkout's status already: one `git status` of a large
         // checkout, not two.
         let main = match &snap {
@@ -463,7 +466,7 @@ impl Guard {
         let decisions = shim::take_decisions(&self.decisions_file(&planned.id), phase);
         let siblings = self.siblings_of(planned);
         let own = snapshot::Own::new(&planned.branch, worktree, &siblings);
-        let violation = match snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own) {
+        let violation = match snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own, self.common.as_deref()) {
             Ok(after) => {
                 let changes = snapshot::foreign_changes(before, &after, &own);
                 (!changes.is_empty()).then_some(Event::GuardViolation { phase, changes })

@@ -95,10 +95,19 @@ fn canon(p: &Path) -> PathBuf {
 /// With `--jobs`, another issue's `git worktree add` can be half-way (its admin dir exists, its
 /// `commondir` not yet), and `git worktree list` then fails; that is transient, so a failed
 /// snapshot is retried a few times before it counts.
-pub fn take(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration, own: &Own) -> Result<Snapshot, WorkspaceError> {
+///
+/// `common` is the repository's common git dir when the caller knows it (it never moves; asking
+/// git costs a process per snapshot).
+pub fn take(
+    repo: &Path,
+    gt: Option<&crate::stack::Gt>,
+    timeout: Duration,
+    own: &Own,
+    common: Option<&Path>,
+) -> Result<Snapshot, WorkspaceError> {
     let mut last = None;
     for attempt in 0..5u64 {
-        match take_once(repo, gt, timeout, own) {
+        match take_once(repo, gt, timeout, own, common) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -107,7 +116,13 @@ pub fn take(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration, own: 
     Err(last.expect("at least one attempt"))
 }
 
-fn take_once(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration, own: &Own) -> Result<Snapshot, WorkspaceError> {
+fn take_once(
+    repo: &Path,
+    gt: Option<&crate::stack::Gt>,
+    timeout: Duration,
+    own: &Own,
+    common: Option<&Path>,
+) -> Result<Snapshot, WorkspaceError> {
     let mut s = Snapshot::default();
     let refs = git_ok(repo, &["for-each-ref", "--format=%(refname) %(objectname)"], timeout)?;
     for line in refs.lines() {
@@ -156,9 +171,12 @@ fn take_once(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration, own:
         let lines = out.stdout_text().lines().map(String::from).collect();
         s.status.insert(path, lines);
     }
-    let common = git_ok(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"], timeout)?;
+    let common = match common {
+        Some(c) => c.to_path_buf(),
+        None => common_dir(repo, timeout)?,
+    };
     for f in GRAPHITE_FILES {
-        let hash = match std::fs::read(Path::new(&common).join(f)) {
+        let hash = match std::fs::read(common.join(f)) {
             Ok(bytes) => blake3::hash(&bytes).to_hex().to_string(),
             Err(_) => "absent".to_string(),
         };
@@ -249,6 +267,11 @@ pub fn foreign_changes(before: &Snapshot, after: &Snapshot, own: &Own) -> Vec<St
 
 fn short(oid: &str) -> &str {
     &oid[..oid.len().min(12)]
+}
+
+/// The repository's common git dir, absolute.
+pub fn common_dir(repo: &Path, timeout: Duration) -> Result<PathBuf, WorkspaceError> {
+    git_ok(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"], timeout).map(PathBuf::from)
 }
 
 /// `git status --porcelain` of the main checkout, for the before-phase cleanliness check.
