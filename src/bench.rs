@@ -397,58 +397,96 @@ fn git(dir: &Path, args: &[&str]) -> Result<(), BenchError> {
 fn sample_repo(dir: &Path, issues: usize) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir.join("docs/projects/bench/issues")).map_err(io)?;
     git(dir, &["init", "-q", "-b", "main"])?;
-    for i in 0..issues {
-        let text = format!("---\nid: B-{i}\ntitle: bench issue {i}\nmilestone: M1\n---\n\n# B-{i}\n");
-        std::fs::write(dir.join(format!("docs/projects/bench/issues/B-{i}.md")), text).map_err(io)?;
-    }
+    write_issue_docs(dir, "M1", "B", issues)?;
     git(dir, &["add", "-A"])?;
     git(dir, &["commit", "-q", "-m", "bench docs"])
 }
 
-/// 4. Per-issue overhead of `loop run --agent sim` vs the git worktree add + remove floor.
-fn per_issue(dir: &Path, issues: usize) -> Result<Row, BenchError> {
-    let floor_repo = dir.join("floor");
-    // The same repository content as the runs below: a worktree checks out every file.
-    sample_repo(&floor_repo, issues)?;
+fn write_issue_docs(dir: &Path, milestone: &str, prefix: &str, issues: usize) -> Result<(), BenchError> {
+    let docs = dir.join("docs/projects/bench/issues");
+    std::fs::create_dir_all(&docs).map_err(io)?;
+    for i in 0..issues {
+        let text = format!("---\nid: {prefix}-{i}\ntitle: bench issue {i}\nmilestone: {milestone}\n---\n\n# {prefix}-{i}\n");
+        std::fs::write(docs.join(format!("{prefix}-{i}.md")), text).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// `loop run --agent sim -q` in `repo` with `extra` arguments; how long it took.
+fn time_loop(repo: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Duration, BenchError> {
+    let exe = std::env::current_exe().map_err(io)?;
+    let t = Instant::now();
+    let out = Command::new(&exe)
+        .args(["run", "--agent", "sim", "-q", "--repo"])
+        .arg(repo)
+        .args(extra)
+        .env("GIT_AUTHOR_NAME", "bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@loop.invalid")
+        .env("GIT_COMMITTER_NAME", "bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@loop.invalid")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io)?;
+    if out.status.code() != Some(0) {
+        return Err(BenchError::Io(format!("loop run failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(t.elapsed())
+}
+
+/// The floor one issue cannot go below: `git worktree add` of a new branch, one file written
+/// and committed in it, `git worktree remove`, each a plain git command (no fsync).
+fn floor(repo: &Path, issues: usize) -> Result<Duration, BenchError> {
     let t = Instant::now();
     for i in 0..issues {
-        let wt = floor_repo.join(format!(".wt/w{i}"));
+        let wt = repo.join(format!(".wt/w{i}"));
         let w = wt.to_string_lossy();
-        git(&floor_repo, &["worktree", "add", "-q", "-b", &format!("b{i}"), &w, "HEAD"])?;
-        git(&floor_repo, &["worktree", "remove", &w])?;
+        git(repo, &["worktree", "add", "-q", "-b", &format!("b{i}"), &w, "HEAD"])?;
+        std::fs::write(wt.join("work.txt"), format!("work of issue {i}\n")).map_err(io)?;
+        git(&wt, &["add", "-A"])?;
+        git(&wt, &["commit", "-q", "-m", "work"])?;
+        git(repo, &["worktree", "remove", &w])?;
     }
-    let floor = t.elapsed();
+    Ok(t.elapsed())
+}
 
-    let exe = std::env::current_exe().map_err(io)?;
+/// 4. Per-issue overhead of `loop run --agent sim --no-guard` vs the git floor, at one size.
+///
+/// `details` adds the guard, `--jobs 4` and durability figures (once is enough).
+fn per_issue(dir: &Path, issues: usize, details: bool) -> Result<Row, BenchError> {
+    let floor_repo = dir.join(format!("floor-{issues}"));
+    // The same repository content as the runs below: a worktree checks out every file, and
+    // the milestone's docs are files of it, so a bigger milestone means a bigger checkout.
+    sample_repo(&floor_repo, issues)?;
+    let floor = floor(&floor_repo, issues)?;
+    let _ = std::fs::remove_dir_all(&floor_repo);
+
     let timed_env = |name: &str, extra: &[&str], env: &[(&str, &str)]| -> Result<Duration, BenchError> {
-        let repo = dir.join(name);
+        let repo = dir.join(format!("{name}-{issues}"));
         sample_repo(&repo, issues)?;
-        let t = Instant::now();
-        let out = Command::new(&exe)
-            .args(["run", "--agent", "sim", "-q", "--repo"])
-            .arg(&repo)
-            .args(extra)
-            .env("GIT_AUTHOR_NAME", "bench")
-            .env("GIT_AUTHOR_EMAIL", "bench@loop.invalid")
-            .env("GIT_COMMITTER_NAME", "bench")
-            .env("GIT_COMMITTER_EMAIL", "bench@loop.invalid")
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(io)?;
-        if out.status.code() != Some(0) {
-            return Err(BenchError::Io(format!("loop run failed: {}", String::from_utf8_lossy(&out.stderr))));
-        }
-        Ok(t.elapsed())
+        let took = time_loop(&repo, extra, env);
+        let _ = std::fs::remove_dir_all(&repo);
+        took
     };
     let timed = |name: &str, extra: &[&str]| timed_env(name, extra, &[]);
     let plain = timed("run-noguard", &["--no-guard", "--no-review-doc"])?;
-    let guarded = timed("run-guard", &["--no-review-doc"])?;
-    let jobs = timed("run-jobs4", &["--no-guard", "--no-review-doc", "--jobs", "4"])?;
-    // The same run without the fsyncs that make git's effects durable before they are
-    // journaled (git's core.fsync and loop's own): what durability costs per issue.
-    let unsynced = timed_env("run-nofsync", &["--no-guard", "--no-review-doc"], &[("LOOP_BENCH_NO_GIT_FSYNC", "1")])?;
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / issues as f64;
+    let mut notes = vec![format!("{:.2}× the floor", plain.as_secs_f64() / floor.as_secs_f64())];
+    if details {
+        let guarded = timed("run-guard", &["--no-review-doc"])?;
+        let jobs = timed("run-jobs4", &["--no-guard", "--no-review-doc", "--jobs", "4"])?;
+        // The same run without the fsyncs that make git's effects durable before they are
+        // journaled (git's core.fsync and loop's own): what durability costs per issue.
+        let unsynced = timed_env("run-nofsync", &["--no-guard", "--no-review-doc"], &[("LOOP_BENCH_NO_GIT_FSYNC", "1")])?;
+        notes.push(format!("with guard checks: {:.1} ms/issue", per(guarded)));
+        notes.push(format!("--jobs 4, no guard: {:.1} ms/issue", per(jobs)));
+        notes.push(format!(
+            "git effects durable (the default) {:.1} ms/issue vs without their fsyncs {:.1} ms/issue: {:+.1} ms/issue",
+            per(plain),
+            per(unsynced),
+            per(plain) - per(unsynced)
+        ));
+    }
     let ratio = floor.as_secs_f64() / plain.as_secs_f64();
     Ok(Row {
         id: "per-issue",
@@ -456,22 +494,70 @@ fn per_issue(dir: &Path, issues: usize) -> Result<Row, BenchError> {
         loop_value: per(plain),
         baseline_value: per(floor),
         unit: "ms/issue",
-        baseline: "git worktree add + git worktree remove".into(),
+        baseline: "git worktree add + commit + worktree remove".into(),
         ratio,
         goal: "≤ 1.3× the floor (ratio ≥ 0.77)".into(),
         met: plain.as_secs_f64() <= 1.3 * floor.as_secs_f64(),
-        notes: vec![
-            format!("{:.2}× the floor", plain.as_secs_f64() / floor.as_secs_f64()),
-            format!("with guard checks: {:.1} ms/issue", per(guarded)),
-            format!("--jobs 4, no guard: {:.1} ms/issue", per(jobs)),
-            format!(
-                "git effects durable (the default) {:.1} ms/issue vs without their fsyncs {:.1} ms/issue: {:+.1} ms/issue",
-                per(plain),
-                per(unsynced),
-                per(plain) - per(unsynced)
-            ),
-        ],
+        notes,
     })
+}
+
+/// A repository of `files` source files (100 to a directory, as a real tree has them) and one
+/// milestone of `issues` issues per name in `milestones`, so each run gets a fresh milestone in
+/// the same checkout.
+fn large_repo(dir: &Path, files: usize, milestones: &[&str], issues: usize) -> Result<(), BenchError> {
+    std::fs::create_dir_all(dir).map_err(io)?;
+    git(dir, &["init", "-q", "-b", "main"])?;
+    for i in 0..files {
+        let sub = dir.join(format!("src/m{}/d{}", i / 1000, (i / 100) % 10));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&sub).map_err(io)?;
+        }
+        std::fs::write(sub.join(format!("f{i}.rs")), format!("// file {i}\npub fn f{i}() -> u32 {{\n    {i}\n}}\n")).map_err(io)?;
+    }
+    for m in milestones {
+        write_issue_docs(dir, m, m, issues)?;
+    }
+    git(dir, &["add", "-A"])?;
+    git(dir, &["commit", "-q", "-m", "large repository"])?;
+    // A checkout in use has an index git refreshed after its files last changed. Right after a
+    // commit, files written in the index's own second look "racily clean" and every `git
+    // status` re-reads them; a second later one refresh settles that, as daily use would.
+    std::thread::sleep(Duration::from_millis(1100));
+    git(dir, &["update-index", "-q", "--refresh"])
+}
+
+/// 6. The guard's per-issue overhead on a large repository.
+///
+/// The same milestone size runs with the guard (the default) and with `--no-guard`, at
+/// `--jobs 1` and `--jobs 4`.
+fn guard_overhead(dir: &Path, files: usize, issues: usize) -> Result<Vec<Row>, BenchError> {
+    let repo = dir.join("large");
+    let names = ["G1", "G2", "G3", "G4"];
+    let t = Instant::now();
+    large_repo(&repo, files, &names, issues)?;
+    let made = t.elapsed();
+    let mut rows = Vec::new();
+    for (jobs, plain_m, guard_m) in [("1", "G1", "G2"), ("4", "G3", "G4")] {
+        let plain = time_loop(&repo, &["--milestone", plain_m, "--no-guard", "--no-review-doc", "--jobs", jobs], &[])?;
+        let guarded = time_loop(&repo, &["--milestone", guard_m, "--no-review-doc", "--jobs", jobs], &[])?;
+        let per = |d: Duration| d.as_secs_f64() * 1000.0 / issues as f64;
+        let times = guarded.as_secs_f64() / plain.as_secs_f64();
+        rows.push(Row {
+            id: "guard-overhead",
+            what: format!("guard on vs --no-guard, {files} files, {issues} issues, --jobs {jobs}"),
+            loop_value: per(guarded),
+            baseline_value: per(plain),
+            unit: "ms/issue",
+            baseline: "the same run with --no-guard".into(),
+            ratio: plain.as_secs_f64() / guarded.as_secs_f64(),
+            goal: "≤ 1.2× --no-guard (ratio ≥ 0.83)".into(),
+            met: times <= 1.2,
+            notes: vec![format!("{times:.2}× --no-guard; repository generated in {:.1}s", made.as_secs_f64())],
+        });
+    }
+    let _ = std::fs::remove_dir_all(&repo);
+    Ok(rows)
 }
 
 /// 5. Planning a generated milestone (docs on disk, dependencies in a random DAG).
@@ -560,10 +646,20 @@ pub fn run_all(quick: bool, only: Option<&str>, progress: &mut dyn FnMut(&Row)) 
         }
     }
     if wanted("per-issue") {
-        push(per_issue(dir, if quick { 10 } else { 200 })?, &mut rows);
+        // The ratio must stay flat as the milestone grows: the first size adds the detail notes.
+        let sizes: &[usize] = if quick { &[10, 50] } else { &[10, 200, 1000] };
+        for (i, &n) in sizes.iter().enumerate() {
+            push(per_issue(dir, n, i == 0)?, &mut rows);
+        }
     }
     if wanted("plan") {
         push(planning(dir, if quick { 1000 } else { 10_000 })?, &mut rows);
+    }
+    if wanted("guard-overhead") {
+        let (files, issues) = if quick { (2_000, 3) } else { (30_000, 8) };
+        for row in guard_overhead(dir, files, issues)? {
+            push(row, &mut rows);
+        }
     }
     Ok(Report { machine: machine(), rows })
 }

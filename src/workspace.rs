@@ -10,7 +10,9 @@
 //!   branch moved, worktree removed) is on disk when the method returns. loop's own git commands
 //!   run with git's fsync settings ([`FSYNC_CONFIG`]), and loop fsyncs what git never does: the
 //!   worktree's `.git` file and checkout, the admin dir under `.git/worktrees/`, and the
-//!   directories that gained or lost an entry (git fsyncs files, not directories).
+//!   directories that gained or lost an entry (git fsyncs files, not directories). Many files at
+//!   once (a checkout) are made durable with one `syncfs` on local file systems whose `syncfs`
+//!   reaches the device, so an issue's cost does not grow with the repository's file count.
 //! - Verify before trusting: before loop acts again in a worktree an earlier process made,
 //!   [`Workspace::check`] looks at it; what loop's own killed git left (an empty `.git` file, a
 //!   missing admin dir, a worktree still locked "initializing", a half-done removal, a stale
@@ -895,24 +897,96 @@ fn sync_path(p: &Path) -> std::io::Result<()> {
     std::fs::File::open(p)?.sync_all()
 }
 
+/// From this many files and directories on, [`sync_tree`] makes them durable with one `syncfs`
+/// of their file system instead of one fsync each. A checkout holds every file of the
+/// repository, and the repository grows with the milestone (each issue adds its doc), so an
+/// fsync per file made each issue cost more the more issues there were (on ext4 each fsync is
+/// a journal commit and a device flush: about 1.5 ms here, 440 of them per issue at 200 issues).
+const SYNCFS_FROM: usize = 8;
+
 /// fsyncs every regular file and directory under `dir` changed at or after `since` (all when
 /// None), each directory after its entries. Symlinks are not followed: their entry is the
-/// directory's.
+/// directory's. Many at once on a file system whose `syncfs` is known to reach the device are
+/// made durable by one `syncfs` per file system instead ([`SYNCFS_FROM`]).
 fn sync_tree(dir: &Path, since: Option<SystemTime>) -> std::io::Result<()> {
+    let mut todo = Vec::new();
+    collect_fresh(dir, since, &mut todo)?;
+    if todo.len() >= SYNCFS_FROM {
+        // One path per file system (a mount point inside the tree is another one).
+        let mut per_dev: Vec<(u64, &Path)> = Vec::new();
+        for (p, dev) in &todo {
+            if !per_dev.iter().any(|(d, _)| d == dev) {
+                per_dev.push((*dev, p));
+            }
+        }
+        if per_dev.iter().all(|(_, p)| syncfs_reaches_the_device(p)) {
+            for (_, p) in per_dev {
+                syncfs(p)?;
+            }
+            return Ok(());
+        }
+    }
+    for (p, _) in &todo {
+        sync_path(p)?;
+    }
+    Ok(())
+}
+
+/// The paths [`sync_tree`] must make durable, each directory after its entries, with their
+/// device.
+fn collect_fresh(dir: &Path, since: Option<SystemTime>, out: &mut Vec<(PathBuf, u64)>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let fresh = |m: &std::fs::Metadata| since.is_none_or(|s| m.modified().is_ok_and(|t| t >= s));
     for e in std::fs::read_dir(dir)? {
         let e = e?;
-        let m = e.path().symlink_metadata()?;
+        let p = e.path();
+        let m = p.symlink_metadata()?;
         if m.is_dir() {
-            sync_tree(&e.path(), since)?;
+            collect_fresh(&p, since, out)?;
         } else if m.is_file() && fresh(&m) {
-            sync_path(&e.path())?;
+            out.push((p, m.dev()));
         }
     }
     match dir.symlink_metadata() {
-        Ok(m) if fresh(&m) => sync_path(dir),
-        _ => Ok(()),
+        Ok(m) if fresh(&m) => out.push((dir.to_path_buf(), m.dev())),
+        _ => {}
     }
+    Ok(())
+}
+
+/// Whether `syncfs` on the file system holding `p` makes its files' data and metadata durable:
+/// only local file systems loop knows to implement it so. FUSE file systems, for one, are not
+/// asked (the kernel sends their daemon fsync, not syncfs), so everything else keeps an fsync
+/// per file.
+fn syncfs_reaches_the_device(p: &Path) -> bool {
+    const EXT4: u64 = 0xEF53;
+    const XFS: u64 = 0x5846_5342;
+    const BTRFS: u64 = 0x9123_683E;
+    const F2FS: u64 = 0xF2F5_2010;
+    const TMPFS: u64 = 0x0102_1994;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statfs buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    // f_type's width differs between targets (i64 here, u32 elsewhere); the magic numbers are
+    // 32 bits.
+    let kind = (st.f_type as u64) & 0xFFFF_FFFF;
+    [EXT4, XFS, BTRFS, F2FS, TMPFS].contains(&kind)
+}
+
+/// `syncfs(2)` of the file system holding `p`: every dirty file and directory on it reaches the
+/// device. Since Linux 5.8 it also reports a writeback error seen on that file system.
+fn syncfs(p: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(p)?;
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The admin dirs under `<common>/worktrees/` that belong to the worktree at `path`: those whose

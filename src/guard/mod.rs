@@ -98,6 +98,8 @@ pub struct Guard {
     /// `(branch, worktree)` of every issue in the run when issues run concurrently; empty with
     /// `--jobs 1`, where any change to another issue's branch or worktree is a violation.
     pub siblings: Vec<(String, String)>,
+    /// The repository's common git dir, asked once (None: each snapshot asks git).
+    pub common: Option<PathBuf>,
 }
 
 /// What `before_phase` found.
@@ -118,7 +120,8 @@ impl Guard {
         let trunk = snapshot::current_branch(repo, timeout).unwrap_or_else(|| "main".into());
         let gt = (stack == StackMode::Graphite).then(|| Gt::from_env(timeout));
         let submit = crate::stack::SubmitMode::Never;
-        Guard { cfg, repo: repo.to_path_buf(), logs: logs.to_path_buf(), trunk, stack, submit, gt, timeout, siblings: Vec::new() }
+        let common = snapshot::common_dir(repo, timeout).ok();
+        Guard { cfg, repo: repo.to_path_buf(), logs: logs.to_path_buf(), trunk, stack, submit, gt, timeout, siblings: Vec::new(), common }
     }
 
     /// The guard of a journaled run (None when its checks are off).
@@ -146,7 +149,16 @@ impl Guard {
             let entry = Entry::Audit(Fact::GuardChecked { phase, details: vec!["guard checks off (--no-guard)".into()] });
             return Before { entry, snapshot: None, env: Vec::new(), relay: None };
         }
-        match snapshot::main_status(&self.repo, self.timeout) {
+        let siblings = self.siblings_of(planned);
+        let own = snapshot::Own::new(&planned.branch, worktree, &siblings);
+        let snap = snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own, self.common.as_deref());
+        // The snapshot holds the main checkout's status already: one `git status` of a large
+        // checkout, not two.
+        let main = match &snap {
+            Ok(s) if s.status.contains_key(&s.main) => Ok(s.status[&s.main].clone()),
+            _ => snapshot::main_status(&self.repo, self.timeout),
+        };
+        match main {
             Ok(lines) if lines.is_empty() => details.push("main checkout clean".to_string()),
             Ok(lines) if self.cfg.allow_dirty => {
                 details.push(format!("main checkout has {} change(s); allowed by allow_dirty (--allow-dirty or loop.toml [guard])", lines.len()))
@@ -163,7 +175,6 @@ impl Guard {
                 details.push(format!("main checkout status: {e}"));
             }
         }
-        let snap = snapshot::take(&self.repo, self.gt.as_ref(), self.timeout);
         match &snap {
             Ok(s) => {
                 let wt = std::fs::canonicalize(worktree).unwrap_or_else(|_| worktree.to_path_buf());
@@ -213,6 +224,11 @@ impl Guard {
             false => Entry::Machine(Event::GuardCheckFailed { phase, details }),
         };
         Before { entry, snapshot, env, relay }
+    }
+
+    /// The other issues of a concurrent run (see [`Guard::siblings`]).
+    fn siblings_of(&self, planned: &PlannedIssue) -> Vec<(String, String)> {
+        self.siblings.iter().filter(|(b, _)| *b != planned.branch).cloned().collect()
     }
 
     /// The issue's stack: its branch and the branches of every issue it depends on.
@@ -306,10 +322,9 @@ impl Guard {
             r.finish();
         }
         let decisions = shim::take_decisions(&self.decisions_file(&planned.id), phase);
-        let siblings: Vec<(String, String)> =
-            self.siblings.iter().filter(|(b, _)| *b != planned.branch).cloned().collect();
-        let own = snapshot::Own { branch: &planned.branch, worktree, siblings: &siblings };
-        let violation = match snapshot::take(&self.repo, self.gt.as_ref(), self.timeout) {
+        let siblings = self.siblings_of(planned);
+        let own = snapshot::Own::new(&planned.branch, worktree, &siblings);
+        let violation = match snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own, self.common.as_deref()) {
             Ok(after) => {
                 let changes = snapshot::foreign_changes(before, &after, &own);
                 (!changes.is_empty()).then_some(Event::GuardViolation { phase, changes })

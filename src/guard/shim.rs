@@ -90,6 +90,15 @@ fn shell_quote(s: &str) -> String {
 /// Writes the shim dir, the loop-owned HOME and the context for one issue's phase.
 ///
 /// `user_home` keeps the user's git identity (GIT_CONFIG_GLOBAL) and codex login (CODEX_HOME).
+/// Every phase of an issue prepares the same shim files: an unchanged one is left as it is
+/// (each durable write is two fsyncs, which a busy disk makes the guard's largest cost per phase).
+fn write_if_changed(root: &Path, rel: &Path, bytes: &[u8]) -> Result<(), GuardError> {
+    if crate::safefs::read(root, rel)?.as_deref() != Some(bytes) {
+        crate::safefs::write(root, rel, bytes)?;
+    }
+    Ok(())
+}
+
 pub fn prepare(
     dir: &Path,
     ctx: ShimContext,
@@ -111,7 +120,7 @@ pub fn prepare(
     }
     let ctx_file = dir.join("context.json");
     let text = serde_json::to_string_pretty(&ctx).expect("shim context encodes");
-    crate::safefs::write(dir, Path::new("context.json"), text.as_bytes())?;
+    write_if_changed(dir, Path::new("context.json"), text.as_bytes())?;
     let profile = format!(
         "# Written by loop: keeps loop's git/gt shims first on PATH in login shells.\n\
          export PATH={}:\"$PATH\"\nexport {CTX_ENV}={}\nexport {VIA_ENV}=agent-shell\n",
@@ -119,7 +128,7 @@ pub fn prepare(
         shell_quote(&ctx_file.display().to_string()),
     );
     for f in [".bash_profile", ".profile", ".bashrc"] {
-        crate::safefs::write(&home, Path::new(f), profile.as_bytes())?;
+        write_if_changed(&home, Path::new(f), profile.as_bytes())?;
     }
     let mut env = vec![
         ("HOME".to_string(), home.display().to_string()),

@@ -4,7 +4,7 @@
 //! This is the one guard that still holds under `danger-full-access`: it does not depend on
 //! the agent's shell at all. Nothing is ever reverted; changes are only reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 
 use crate::workspace::{git, git_ok, WorkspaceError};
+
+/// Every change a checkout shows, untracked files one by one.
+const STATUS: &[&str] = &["status", "--porcelain", "--untracked-files=all"];
 
 const GRAPHITE_FILES: &[&str] = &[".graphite_repo_config", ".graphite_metadata.db", ".graphite_pr_info"];
 
@@ -27,20 +30,42 @@ pub struct Snapshot {
     /// gt's view per branch (`gt state`), when gt is in use: it lets own-branch metadata
     /// changes pass while other branches' changes are caught.
     pub graphite_state: Option<BTreeMap<String, String>>,
-    /// worktree path (the main checkout included) → `git status --porcelain` lines.
+    /// worktree path (the main checkout included) → `git status --porcelain` lines; the
+    /// issue's own worktree and its siblings' are left out (see [`take`]).
     pub status: BTreeMap<String, Vec<String>>,
+    /// The main checkout's path, as a key of `worktrees` and `status`.
+    #[serde(default)]
+    pub main: String,
 }
 
 /// Which changes belong to the issue.
 pub struct Own<'a> {
     pub branch: &'a str,
-    pub worktree: &'a Path,
+    /// The issue's worktree, canonical.
+    worktree: String,
     /// `(branch, worktree)` of the run's other issues while they run concurrently (`--jobs` > 1):
     /// loop itself changes those during this phase, so they are theirs to check, not this one's.
     pub siblings: &'a [(String, String)],
+    /// The siblings' worktree paths, as given and canonical: asked for every worktree of every
+    /// snapshot, so made once (a run of 1,000 issues has 999 siblings).
+    sibling_paths: HashSet<String>,
 }
 
-impl Own<'_> {
+impl<'a> Own<'a> {
+    pub fn new(branch: &'a str, worktree: &Path, siblings: &'a [(String, String)]) -> Own<'a> {
+        let sibling_paths = siblings
+            .iter()
+            .flat_map(|(_, w)| [w.clone(), canon(Path::new(w)).display().to_string()])
+            .collect();
+        Own { branch, worktree: canon(worktree).display().to_string(), siblings, sibling_paths }
+    }
+
+    /// Whether `path` (a snapshot's key) is the issue's own worktree or a sibling's: their
+    /// checkouts change during the phase by design, so their status is neither taken nor compared.
+    fn owns_checkout(&self, path: &str) -> bool {
+        path == self.worktree || self.is_sibling_worktree(path)
+    }
+
     /// The issue's branch, and branches it stacked on top of itself (`BRANCH-…`, the names
     /// README "Safety" asks `gt create` to use).
     fn owns_branch(&self, name: &str) -> bool {
@@ -49,7 +74,7 @@ impl Own<'_> {
     }
 
     fn is_sibling_worktree(&self, path: &str) -> bool {
-        self.siblings.iter().any(|(_, w)| canon(Path::new(w)).display().to_string() == path || w == path)
+        self.sibling_paths.contains(path)
     }
 
     fn owns_ref(&self, refname: &str) -> bool {
@@ -63,13 +88,26 @@ fn canon(p: &Path) -> PathBuf {
 
 /// Takes a snapshot of `repo` (the main checkout). `gt` is used for `gt state` when given.
 ///
+/// `git status` is the expensive part (it looks at every file of a checkout: about 0.2 s per
+/// 30,000 files, more in a fresh checkout whose index git never refreshed), so it is taken only
+/// where [`foreign_changes`] compares it: the main checkout and worktrees that are not `own`'s.
+///
 /// With `--jobs`, another issue's `git worktree add` can be half-way (its admin dir exists, its
 /// `commondir` not yet), and `git worktree list` then fails; that is transient, so a failed
 /// snapshot is retried a few times before it counts.
-pub fn take(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration) -> Result<Snapshot, WorkspaceError> {
+///
+/// `common` is the repository's common git dir when the caller knows it (it never moves; asking
+/// git costs a process per snapshot).
+pub fn take(
+    repo: &Path,
+    gt: Option<&crate::stack::Gt>,
+    timeout: Duration,
+    own: &Own,
+    common: Option<&Path>,
+) -> Result<Snapshot, WorkspaceError> {
     let mut last = None;
     for attempt in 0..5u64 {
-        match take_once(repo, gt, timeout) {
+        match take_once(repo, gt, timeout, own, common) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -78,7 +116,13 @@ pub fn take(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration) -> Re
     Err(last.expect("at least one attempt"))
 }
 
-fn take_once(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration) -> Result<Snapshot, WorkspaceError> {
+fn take_once(
+    repo: &Path,
+    gt: Option<&crate::stack::Gt>,
+    timeout: Duration,
+    own: &Own,
+    common: Option<&Path>,
+) -> Result<Snapshot, WorkspaceError> {
     let mut s = Snapshot::default();
     let refs = git_ok(repo, &["for-each-ref", "--format=%(refname) %(objectname)"], timeout)?;
     for line in refs.lines() {
@@ -92,8 +136,13 @@ fn take_once(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration) -> R
     let mut cur: Option<String> = None;
     for line in list.lines() {
         if let Some(p) = line.strip_prefix("worktree ") {
-            cur = Some(canon(Path::new(p)).display().to_string());
-            s.worktrees.insert(cur.clone().unwrap_or_default(), String::new());
+            let path = canon(Path::new(p)).display().to_string();
+            // git lists the main worktree first.
+            if s.worktrees.is_empty() {
+                s.main = path.clone();
+            }
+            s.worktrees.insert(path.clone(), String::new());
+            cur = Some(path);
         } else if let Some(c) = &cur {
             let what = if let Some(b) = line.strip_prefix("branch ") {
                 format!("branch {}", b.trim_start_matches("refs/heads/"))
@@ -110,16 +159,24 @@ fn take_once(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration) -> R
         }
     }
     for path in s.worktrees.keys().cloned().collect::<Vec<_>>() {
-        if !Path::new(&path).is_dir() {
+        if own.owns_checkout(&path) || !Path::new(&path).is_dir() {
             continue;
         }
-        let out = git(Path::new(&path), &["status", "--porcelain", "--untracked-files=all"], timeout)?;
+        let out = git(Path::new(&path), STATUS, timeout)?;
+        // The main checkout's status also decides whether a phase may start: a failure there
+        // is an error (retried), never "clean".
+        if path == s.main && !out.success() {
+            return Err(WorkspaceError::git(STATUS.join(" "), out.stderr_text().trim(), &out.stderr_text()));
+        }
         let lines = out.stdout_text().lines().map(String::from).collect();
         s.status.insert(path, lines);
     }
-    let common = git_ok(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"], timeout)?;
+    let common = match common {
+        Some(c) => c.to_path_buf(),
+        None => common_dir(repo, timeout)?,
+    };
     for f in GRAPHITE_FILES {
-        let hash = match std::fs::read(Path::new(&common).join(f)) {
+        let hash = match std::fs::read(common.join(f)) {
             Ok(bytes) => blake3::hash(&bytes).to_hex().to_string(),
             Err(_) => "absent".to_string(),
         };
@@ -136,7 +193,7 @@ fn take_once(repo: &Path, gt: Option<&crate::stack::Gt>, timeout: Duration) -> R
 /// Every change from `before` to `after` that is not the issue's own, one line each.
 pub fn foreign_changes(before: &Snapshot, after: &Snapshot, own: &Own) -> Vec<String> {
     let mut out = Vec::new();
-    let own_wt = canon(own.worktree).display().to_string();
+    let own_wt = own.worktree.as_str();
     for (name, oid) in &after.refs {
         match before.refs.get(name) {
             Some(old) if old == oid => {}
@@ -157,7 +214,7 @@ pub fn foreign_changes(before: &Snapshot, after: &Snapshot, own: &Own) -> Vec<St
         match before.worktrees.get(path) {
             None => out.push(format!("worktree {path} added ({what})")),
             Some(old) if old != what => {
-                let own_move = *path == own_wt
+                let own_move = path == own_wt
                     && what.strip_prefix("branch ").is_some_and(|b| own.owns_branch(b));
                 if !own_move {
                     out.push(format!("worktree {path} switched from {old} to {what}"));
@@ -190,7 +247,7 @@ pub fn foreign_changes(before: &Snapshot, after: &Snapshot, own: &Own) -> Vec<St
         }
     }
     for (path, lines) in &after.status {
-        if *path == own_wt || own.is_sibling_worktree(path) {
+        if own.owns_checkout(path) {
             continue;
         }
         let old = before.status.get(path).cloned().unwrap_or_default();
@@ -212,9 +269,14 @@ fn short(oid: &str) -> &str {
     &oid[..oid.len().min(12)]
 }
 
+/// The repository's common git dir, absolute.
+pub fn common_dir(repo: &Path, timeout: Duration) -> Result<PathBuf, WorkspaceError> {
+    git_ok(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"], timeout).map(PathBuf::from)
+}
+
 /// `git status --porcelain` of the main checkout, for the before-phase cleanliness check.
 pub fn main_status(repo: &Path, timeout: Duration) -> Result<Vec<String>, WorkspaceError> {
-    let out = git_ok(repo, &["status", "--porcelain", "--untracked-files=all"], timeout)?;
+    let out = git_ok(repo, STATUS, timeout)?;
     Ok(out.lines().map(String::from).collect())
 }
 
