@@ -34,8 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("runs", &["journal", "machine", "safefs", "workspace"]),
     ("reviewdoc", &["agent", "safefs", "workspace"]),
     ("agent", &["machine", "proc", "prompts", "safefs", "workspace"]),
-    // guard → journal: only for the record kinds it reports in (`Entry`, `Fact`).
-    ("guard", &["config", "journal", "machine", "proc", "safefs", "stack", "workspace"]),
+    ("guard", &["config", "machine", "proc", "safefs", "stack", "workspace"]),
     ("engine", &["agent", "guard", "journal", "machine", "plan", "proc", "reviewdoc", "runs", "safefs", "stack", "workspace"]),
     ("render", &["journal", "machine", "plan"]),
     ("bench", &["docs", "engine", "journal", "machine", "plan", "runs", "agent", "workspace"]),

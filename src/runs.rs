@@ -290,6 +290,9 @@ impl StateDir {
                 }
             }
         }
+        // A run under this id that never made its first record durable (a power cut or a kill
+        // while it was staged) acknowledged nothing: with no process holding it, it gives way.
+        self.remove_empty(id)?;
         if self.kind(id) != RunKind::Absent {
             return Err(RunsError::Io {
                 path: self.run_dir(id).display().to_string(),

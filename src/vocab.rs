@@ -268,6 +268,62 @@ pub fn review_doc_path(issue_doc: &str, milestone: &str) -> String {
     base.join("reviews").join(format!("REVIEW-{}.md", sanitize(milestone))).display().to_string()
 }
 
+/// An agent phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Dev,
+    Review,
+    Fix,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Dev => "dev",
+            Phase::Review => "review",
+            Phase::Fix => "fix",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the journal keeps for the record about an issue without it moving the machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fact {
+    /// The guard's before-phase check passed (a failed one is the machine event
+    /// `GuardCheckFailed`); `details` says what was allowed (`allow_dirty`, checks off).
+    GuardChecked { phase: Phase, details: Vec<String> },
+    /// A git/gt shim or the Claude Code hook classified a command the agent ran.
+    CommandDecided { phase: Phase, tool: String, argv: Vec<String>, allowed: bool, rule: String },
+    /// `gt track` of the new worktree's branch onto its parent worked (`--stack graphite`).
+    StackTracked { parent: String },
+    /// `gt submit --draft` at Done (`--submit draft`); a failure is reported, the issue stays Done.
+    StackSubmitted { ok: bool, detail: String },
+    /// Ctrl-C, a stop request or loop's own trouble stopped the issue; resume runs the
+    /// unfinished step again. The evidence carries the cause and the tokens spent.
+    Interrupted,
+}
+
+impl Fact {
+    /// The fact's name in timelines and JSON (the event names format 1 used).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fact::GuardChecked { .. } => "guard_checked",
+            Fact::CommandDecided { .. } => "command_decided",
+            Fact::StackTracked { .. } => "stack_tracked",
+            Fact::StackSubmitted { .. } => "stack_submitted",
+            Fact::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// Newtypes for the names a run is made of. Each is a `String` on the wire
 /// (`#[serde(transparent)]`), so adopting one changes no journal byte; in code they keep an issue
 /// id from being passed where a branch name is wanted.

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 
 
-use crate::journal::{Entry, Fact};
+use crate::machine::Entry;
+use crate::vocab::Fact;
 pub use crate::vocab::{GuardConfig, GuardSpec, SandboxSettings};
 use crate::vocab::PlannedIssue;
 use crate::machine::{Event, Phase};

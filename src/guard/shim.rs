@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::{self, Decision, PolicyContext, Tool};
 use super::{io, GuardConfig, GuardError};
-use crate::journal::Fact;
+use crate::vocab::Fact;
 use crate::machine::Phase;
 
 /// Everything a shim process needs, written next to the shim home as JSON.

@@ -17,8 +17,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Command, Event, Phase, Stage};
-pub use crate::vocab::{AgentSpec, PlannedIssue, RunStart};
+use crate::machine::{Command, Event, Stage};
+pub use crate::machine::Entry;
+pub use crate::vocab::{AgentSpec, Fact, PlannedIssue, RunStart};
 
 /// Bumped whenever the encoding of [`Content`] changes; pinned by a golden-hash test.
 pub const FORMAT_VERSION: u16 = 2;
@@ -128,43 +129,8 @@ pub enum Body {
     ProcessGroup { issue: String, phase: crate::machine::Phase, pgid: i32, start_time: u64 },
 }
 
-/// What the journal keeps for the record about an issue without it moving the machine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fact {
-    /// The guard's before-phase check passed (a failed one is the machine event
-    /// `GuardCheckFailed`); `details` says what was allowed (`allow_dirty`, checks off).
-    GuardChecked { phase: Phase, details: Vec<String> },
-    /// A git/gt shim or the Claude Code hook classified a command the agent ran.
-    CommandDecided { phase: Phase, tool: String, argv: Vec<String>, allowed: bool, rule: String },
-    /// `gt track` of the new worktree's branch onto its parent worked (`--stack graphite`).
-    StackTracked { parent: String },
-    /// `gt submit --draft` at Done (`--submit draft`); a failure is reported, the issue stays Done.
-    StackSubmitted { ok: bool, detail: String },
-    /// Ctrl-C, a stop request or loop's own trouble stopped the issue; resume runs the
-    /// unfinished step again. The evidence carries the cause and the tokens spent.
-    Interrupted,
-}
 
-impl Fact {
-    /// The fact's name in timelines and JSON (the event names format 1 used).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Fact::GuardChecked { .. } => "guard_checked",
-            Fact::CommandDecided { .. } => "command_decided",
-            Fact::StackTracked { .. } => "stack_tracked",
-            Fact::StackSubmitted { .. } => "stack_submitted",
-            Fact::Interrupted => "interrupted",
-        }
-    }
-}
 
-/// Something to journal about an issue: an event for its machine, or an audit fact.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Entry {
-    Machine(Event),
-    Audit(Fact),
-}
 
 
 

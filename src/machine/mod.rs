@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 pub use command::Command;
 pub use reason::Reason;
-pub use crate::vocab::{Rules, DEFAULT_MAX_FIX_CYCLES};
+pub use crate::vocab::{Phase, Rules, DEFAULT_MAX_FIX_CYCLES};
+use crate::vocab::Fact;
 
 /// Where one issue stands in dev → review → fix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,30 +268,8 @@ impl State {
     }
 }
 
-/// An agent phase.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Dev,
-    Review,
-    Fix,
-}
 
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Dev => "dev",
-            Phase::Review => "review",
-            Phase::Fix => "fix",
-        }
-    }
-}
 
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What a dev or fix agent said it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -557,6 +536,13 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
         _ => resume(&next),
     };
     Ok((next, commands))
+}
+
+/// Something to journal about an issue: an event for its machine, or an audit fact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Machine(Event),
+    Audit(Fact),
 }
 
 #[cfg(test)]
