@@ -71,11 +71,11 @@ fn sample_body(i: u64) -> Body {
 fn planned(n: usize) -> Vec<PlannedIssue> {
     (0..n)
         .map(|i| PlannedIssue {
-            id: format!("ORB-{i}"),
+            id: format!("ORB-{i}").into(),
             title: format!("issue {i}"),
             doc: format!("docs/projects/p/issues/ORB-{i}.md"),
             blocked_by: vec![],
-            branch: format!("loop/M1/ORB-{i}"),
+            branch: format!("loop/M1/ORB-{i}").into(),
             worktree: format!("/repo/.loop/worktrees/M1/ORB-{i}"),
         })
         .collect()

@@ -583,11 +583,11 @@ pub fn planned_issues(plan: &Plan, worktrees_dir: &Path, milestone: &str) -> Vec
     plan.order
         .iter()
         .map(|p| PlannedIssue {
-            id: p.id.clone(),
+            id: p.id.clone().into(),
             title: p.title.clone(),
             doc: p.doc.clone(),
-            blocked_by: p.blocked_by.clone(),
-            branch: branch_name(milestone, &p.id),
+            blocked_by: p.blocked_by.iter().map(|d| d.as_str().into()).collect(),
+            branch: branch_name(milestone, &p.id).into(),
             worktree: wt_root.join(sanitize(&p.id)).display().to_string(),
         })
         .collect()

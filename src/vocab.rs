@@ -58,12 +58,12 @@ pub struct AgentSpec {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlannedIssue {
-    pub id: String,
+    pub id: IssueId,
     pub title: String,
     /// Path of the issue doc relative to the repo root.
     pub doc: String,
-    pub blocked_by: Vec<String>,
-    pub branch: String,
+    pub blocked_by: Vec<IssueId>,
+    pub branch: BranchName,
     /// Absolute path of the issue's worktree.
     pub worktree: String,
 }

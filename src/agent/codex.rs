@@ -148,11 +148,11 @@ impl CodexAgent {
         let t = prompts::load(prompts::name_for(req.phase), self.settings.prompts_dir.as_deref().map(Path::new))?;
         let values = [
             ("run_id", req.run_id.clone()),
-            ("issue_id", req.issue.id.clone()),
+            ("issue_id", req.issue.id.to_string()),
             ("issue_title", req.issue.title.clone()),
             ("issue_doc", req.issue.doc.clone()),
             ("milestone", req.milestone.clone()),
-            ("branch", req.issue.branch.clone()),
+            ("branch", req.issue.branch.to_string()),
             ("worktree", req.worktree.display().to_string()),
             ("cycle", req.cycle.to_string()),
             ("review_number", (req.cycle + 1).to_string()),

@@ -128,7 +128,7 @@ impl SimAgent {
     }
 
     fn outcome(&self, req: &PhaseRequest) -> String {
-        let script = self.scenario.get(&req.issue.id).cloned().unwrap_or_default();
+        let script = self.scenario.get(req.issue.id.as_str()).cloned().unwrap_or_default();
         match req.phase {
             Phase::Dev => script.dev.unwrap_or_else(|| "pass".into()),
             Phase::Fix => script.fix.unwrap_or_else(|| "pass".into()),

@@ -169,7 +169,7 @@ pub fn drive(
     let view = recorder.view();
     let mut guard = view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, Path::new(&view.start.repo)));
     if let (Some(g), true) = (&mut guard, jobs > 1) {
-        g.siblings = view.start.issues.iter().map(|p| (p.branch.clone(), p.worktree.clone())).collect();
+        g.siblings = view.start.issues.iter().map(|p| (p.branch.to_string(), p.worktree.clone())).collect();
     }
     if let Some(w) = view.start.guard.as_ref().and_then(|g| g.config.sandbox.warning()) {
         crate::eoutln!("loop: {w}");

@@ -216,7 +216,7 @@ impl<'a> IssueDriver<'a> {
                 return Ok(());
             }
         };
-        let intent = Event::WorktreeIntent { path: planned.worktree.clone(), branch: planned.branch.clone(), base };
+        let intent = Event::WorktreeIntent { path: planned.worktree.clone(), branch: planned.branch.to_string(), base };
         self.event(id, intent, None)?;
         Ok(())
     }
@@ -252,7 +252,7 @@ impl<'a> IssueDriver<'a> {
         let view = self.handle.view();
         planned.blocked_by.iter().find_map(|dep| match view.state_of(dep).map(|s| &s.stage) {
             Some(Stage::Done { .. }) | None => None,
-            Some(s) => Some((dep.clone(), s.kind())),
+            Some(s) => Some((dep.to_string(), s.kind())),
         })
     }
 

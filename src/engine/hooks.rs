@@ -116,7 +116,7 @@ impl Hooks for StackHooks<'_> {
     fn worktree_created(&self, planned: &PlannedIssue, view: &RunView) -> Vec<Entry> {
         let stack = self.0;
         let parent = match planned.blocked_by.as_slice() {
-            [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
+            [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.to_string()),
             _ => None,
         }
         .unwrap_or_else(|| stack.trunk.clone());

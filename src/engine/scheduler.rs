@@ -81,13 +81,13 @@ impl Scheduler {
             if self.running.len() + out.len() >= self.jobs {
                 break;
             }
-            if self.running.contains(&planned.id) || self.settled.contains(&planned.id) {
+            if self.running.contains(planned.id.as_str()) || self.settled.contains(planned.id.as_str()) {
                 continue;
             }
             let Some(iv) = view.issue(&planned.id) else { continue };
             let needs_cleanup = iv.worktree().is_some_and(|w| w.live());
             if iv.state.is_terminal() && !needs_cleanup {
-                self.settled.insert(planned.id.clone());
+                self.settled.insert(planned.id.to_string());
                 continue;
             }
             let deps_ready = planned.blocked_by.iter().all(|d| view.state_of(d).is_none_or(|s| s.is_terminal()));
@@ -111,12 +111,12 @@ impl Scheduler {
             if !(parts.cancel.is_requested() || ended.stopped || ended.failure.is_some()) {
                 let view = handle.view().clone();
                 for planned in self.ready(&view) {
-                    self.running.insert(planned.id.clone());
+                    self.running.insert(planned.id.to_string());
                     let driver = IssueDriver::new(handle.clone(), parts);
                     let done_tx = done_tx.clone();
                     scope.spawn(move || {
                         let result = driver.drive_issue(&planned);
-                        let _ = done_tx.send((planned.id.clone(), result));
+                        let _ = done_tx.send((planned.id.to_string(), result));
                     });
                 }
             }

@@ -158,11 +158,11 @@ impl Run {
         let issues = issues
             .iter()
             .map(|(id, deps)| PlannedIssue {
-                id: id.to_string(),
+                id: (*id).into(),
                 title: format!("issue {id}"),
                 doc: format!("docs/projects/p/issues/{id}.md"),
-                blocked_by: deps.iter().map(|d| d.to_string()).collect(),
-                branch: format!("loop/M/{id}"),
+                blocked_by: deps.iter().map(|d| (*d).into()).collect(),
+                branch: format!("loop/M/{id}").into(),
                 worktree: dir.path().join(id).display().to_string(),
             })
             .collect();

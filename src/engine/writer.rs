@@ -171,7 +171,7 @@ pub fn bench_group_commit(
     writers: usize,
     per_writer: usize,
 ) -> Result<Duration, EngineError> {
-    let ids: Vec<String> = view.start.issues.iter().take(writers).map(|p| p.id.clone()).collect();
+    let ids: Vec<String> = view.start.issues.iter().take(writers).map(|p| p.id.to_string()).collect();
     let shared = Arc::new(Mutex::new(view));
     let mut silent = Silent;
     let observer: Arc<Mutex<&mut dyn Observer>> = Arc::new(Mutex::new(&mut silent));
@@ -244,7 +244,7 @@ mod tests {
             title: id.into(),
             doc: format!("docs/projects/p/issues/{id}.md"),
             blocked_by: vec![],
-            branch: format!("loop/M/{id}"),
+            branch: format!("loop/M/{id}").into(),
             worktree: format!("/w/{id}"),
         });
         let first = journal

@@ -229,18 +229,18 @@ impl Guard {
 
     /// The other issues of a concurrent run (see [`Guard::siblings`]).
     fn siblings_of(&self, planned: &PlannedIssue) -> Vec<(String, String)> {
-        self.siblings.iter().filter(|(b, _)| *b != planned.branch).cloned().collect()
+        self.siblings.iter().filter(|(b, _)| b != planned.branch.as_str()).cloned().collect()
     }
 
     /// The issue's stack: its branch and the branches of every issue it depends on.
     pub fn stack_of(planned: &PlannedIssue, issues: &[PlannedIssue]) -> Vec<String> {
         let mut out = Vec::new();
-        let mut todo: Vec<&str> = planned.blocked_by.iter().map(String::as_str).collect();
+        let mut todo: Vec<&str> = planned.blocked_by.iter().map(crate::vocab::IssueId::as_str).collect();
         while let Some(dep) = todo.pop() {
             if let Some(p) = issues.iter().find(|p| p.id == dep) {
-                if !out.contains(&p.branch) {
-                    out.push(p.branch.clone());
-                    todo.extend(p.blocked_by.iter().map(String::as_str));
+                if !out.iter().any(|b| p.branch == *b) {
+                    out.push(p.branch.to_string());
+                    todo.extend(p.blocked_by.iter().map(crate::vocab::IssueId::as_str));
                 }
             }
         }
@@ -255,7 +255,7 @@ impl Guard {
             .map(|t| policy::parse_gt_aliases(&t))
             .unwrap_or_else(policy::default_gt_aliases);
         policy::PolicyContext {
-            branch: planned.branch.clone(),
+            branch: planned.branch.to_string(),
             stack: Self::stack_of(planned, issues),
             trunk: self.trunk.clone(),
             current_branch: None,
@@ -283,7 +283,7 @@ impl Guard {
             None => shim::which("gt", Some(&bin_dir)),
         };
         let ctx = shim::ShimContext {
-            issue: planned.id.clone(),
+            issue: planned.id.to_string(),
             real_git,
             real_gt,
             bin_dir,

@@ -129,7 +129,7 @@ impl RunView {
             .issues
             .iter()
             .map(|p| IssueView {
-                id: p.id.clone(),
+                id: p.id.to_string(),
                 state: State::PENDING,
                 last_review: None,
                 interruptions: 0,
@@ -268,8 +268,8 @@ mod tests {
             id: id.into(),
             title: id.into(),
             doc: format!("docs/{id}.md"),
-            blocked_by: deps.iter().map(|d| d.to_string()).collect(),
-            branch: format!("loop/M/{id}"),
+            blocked_by: deps.iter().map(|d| (*d).into()).collect(),
+            branch: format!("loop/M/{id}").into(),
             worktree: format!("/w/{id}"),
         };
         RunStart {
