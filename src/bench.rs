@@ -14,9 +14,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::clock::Clock;
+use crate::journal::log::{LogReader, LogStore};
 use crate::journal::view::RunView;
 use crate::journal::{self, record, AgentSpec, Body, Evidence, Journal, PlannedIssue, RunStart, Store};
-use crate::journal::log::{LogReader, LogStore};
 use crate::machine::{Event, Phase, Rules, Stage, State, Verdict, WorkStatus};
 
 #[derive(Debug, Serialize)]
@@ -240,13 +240,25 @@ pub fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchErro
                 (Event::WorktreeCreated { path: "/w".into(), branch: "b".into(), base: "c".into() }, None)
             }
             Stage::WorktreeReady => (Event::PhaseStarted { phase: Phase::Dev, attempt: 1 }, None),
-            Stage::Dev => (Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, Some(sample_evidence())),
-            Stage::Review { .. } => (Event::ReviewFinished { verdict: Verdict::ChangesRequired }, Some(sample_evidence())),
-            Stage::Fix { .. } => (Event::WorkFinished { phase: Phase::Fix, status: WorkStatus::Pass }, Some(sample_evidence())),
+            Stage::Dev => {
+                (Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, Some(sample_evidence()))
+            }
+            Stage::Review { .. } => {
+                (Event::ReviewFinished { verdict: Verdict::ChangesRequired }, Some(sample_evidence()))
+            }
+            Stage::Fix { .. } => {
+                (Event::WorkFinished { phase: Phase::Fix, status: WorkStatus::Pass }, Some(sample_evidence()))
+            }
             _ => unreachable!("nothing ends in this generator"),
         };
         let (to, commands) = crate::machine::transition(s, &event, &rules).map_err(io)?;
-        batch.push(Body::Issue { issue: format!("ORB-{idx}"), event, to: to.stage.clone(), commands: Some(commands), evidence });
+        batch.push(Body::Issue {
+            issue: format!("ORB-{idx}"),
+            event,
+            to: to.stage.clone(),
+            commands: Some(commands),
+            evidence,
+        });
         states[idx] = to;
         written += 1;
         if batch.len() == 1000 || written == events {
@@ -406,7 +418,8 @@ fn write_issue_docs(dir: &Path, milestone: &str, prefix: &str, issues: usize) ->
     let docs = dir.join("docs/projects/bench/issues");
     std::fs::create_dir_all(&docs).map_err(io)?;
     for i in 0..issues {
-        let text = format!("---\nid: {prefix}-{i}\ntitle: bench issue {i}\nmilestone: {milestone}\n---\n\n# {prefix}-{i}\n");
+        let text =
+            format!("---\nid: {prefix}-{i}\ntitle: bench issue {i}\nmilestone: {milestone}\n---\n\n# {prefix}-{i}\n");
         std::fs::write(docs.join(format!("{prefix}-{i}.md")), text).map_err(io)?;
     }
     Ok(())
@@ -477,7 +490,8 @@ fn per_issue(dir: &Path, issues: usize, details: bool) -> Result<Row, BenchError
         let jobs = timed("run-jobs4", &["--no-guard", "--no-review-doc", "--jobs", "4"])?;
         // The same run without the fsyncs that make git's effects durable before they are
         // journaled (git's core.fsync and loop's own): what durability costs per issue.
-        let unsynced = timed_env("run-nofsync", &["--no-guard", "--no-review-doc"], &[("LOOP_BENCH_NO_GIT_FSYNC", "1")])?;
+        let unsynced =
+            timed_env("run-nofsync", &["--no-guard", "--no-review-doc"], &[("LOOP_BENCH_NO_GIT_FSYNC", "1")])?;
         notes.push(format!("with guard checks: {:.1} ms/issue", per(guarded)));
         notes.push(format!("--jobs 4, no guard: {:.1} ms/issue", per(jobs)));
         notes.push(format!(
@@ -513,7 +527,8 @@ fn large_repo(dir: &Path, files: usize, milestones: &[&str], issues: usize) -> R
         if i % 100 == 0 {
             std::fs::create_dir_all(&sub).map_err(io)?;
         }
-        std::fs::write(sub.join(format!("f{i}.rs")), format!("// file {i}\npub fn f{i}() -> u32 {{\n    {i}\n}}\n")).map_err(io)?;
+        std::fs::write(sub.join(format!("f{i}.rs")), format!("// file {i}\npub fn f{i}() -> u32 {{\n    {i}\n}}\n"))
+            .map_err(io)?;
     }
     for m in milestones {
         write_issue_docs(dir, m, m, issues)?;
@@ -575,7 +590,11 @@ fn planning(dir: &Path, issues: usize) -> Result<Row, BenchError> {
         let deps: Vec<String> = if i == 0 {
             vec![]
         } else {
-            (0..(next() % 4)).map(|_| format!("P-{}", next() as usize % i)).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+            (0..(next() % 4))
+                .map(|_| format!("P-{}", next() as usize % i))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
         };
         let text = format!(
             "---\nid: P-{i}\ntitle: planned issue {i}\nmilestone: BIG\nblocked_by: [{}]\n---\n\nBody of P-{i}.\n",
@@ -615,7 +634,11 @@ pub struct Report {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{cores} cores, {cpu}")

@@ -119,9 +119,9 @@ pub fn parse(text: &str, path: &Path) -> Result<LoopConfig, ConfigError> {
     let cfg: LoopConfig = toml::from_str(text).map_err(|e: toml::de::Error| {
         // An error at the very end (after the last newline) is reported on the last line.
         let last = text.lines().count().max(1);
-        let line = e.span().map_or(1, |s| {
-            text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
-        });
+        let line = e
+            .span()
+            .map_or(1, |s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
         let line = line.min(last);
         // toml's own message repeats the location and quotes the source; keep only its reason.
         ConfigError::Parse { path: path.display().to_string(), line, message: e.message().trim().to_string() }
@@ -228,7 +228,9 @@ impl RunSettings {
     /// The sandbox the agent will really run each phase in, for the guard to record.
     pub fn sandbox(&self) -> SandboxSettings {
         match &self.codex {
-            Some(c) => SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review)),
+            Some(c) => {
+                SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review))
+            }
             // The simulated agent runs in no sandbox at all; say so in the journal.
             None => SandboxSettings::from_modes("none", "none", "none"),
         }
@@ -244,10 +246,14 @@ pub fn resolve_run(
     repo: &Path,
     logs_root: &Path,
 ) -> Result<RunSettings, ConfigError> {
-    let max_fix_cycles = flags.max_fix_cycles.or(file.run.max_fix_cycles).unwrap_or(crate::vocab::DEFAULT_MAX_FIX_CYCLES);
+    let max_fix_cycles =
+        flags.max_fix_cycles.or(file.run.max_fix_cycles).unwrap_or(crate::vocab::DEFAULT_MAX_FIX_CYCLES);
     let from_toml = |key: &str, v: Option<i64>| -> Result<Option<u64>, ConfigError> {
-        v.map(|n| u64::try_from(n).map_err(|_| ConfigError::Invalid(format!("{FILE_NAME}: [run] {key} must not be negative ({n})"))))
-            .transpose()
+        v.map(|n| {
+            u64::try_from(n)
+                .map_err(|_| ConfigError::Invalid(format!("{FILE_NAME}: [run] {key} must not be negative ({n})")))
+        })
+        .transpose()
     };
     let phase_timeout =
         flags.phase_timeout.or(from_toml("phase_timeout", file.run.phase_timeout)?).unwrap_or(DEFAULT_PHASE_TIMEOUT);
@@ -329,15 +335,17 @@ pub fn resolve_codex(
         }
     }
     for spec in &flags.sandbox {
-        let (phase, mode) = spec
-            .split_once('=')
-            .ok_or_else(|| ConfigError::Invalid(format!("--sandbox {spec}: expected PHASE=MODE, e.g. review=read-only")))?;
+        let (phase, mode) = spec.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(format!("--sandbox {spec}: expected PHASE=MODE, e.g. review=read-only"))
+        })?;
         let phase = match phase {
             "dev" => Phase::Dev,
             "review" => Phase::Review,
             "fix" => Phase::Fix,
             other => {
-                return Err(ConfigError::Invalid(format!("--sandbox {spec}: unknown phase {other:?} (dev, review, fix)")))
+                return Err(ConfigError::Invalid(format!(
+                    "--sandbox {spec}: unknown phase {other:?} (dev, review, fix)"
+                )))
             }
         };
         *sandbox_mut(&mut s, phase) = check_sandbox(mode, &format!("--sandbox {spec}"))?;
@@ -391,11 +399,16 @@ dir = "team-prompts"
 
     #[test]
     fn guard_table_parses_and_bad_patterns_name_their_line() {
-        let c = parse("[guard]\nallow_dirty = true\ndeny = [\"git stash drop\"]\nallow = [\"gt submit --stack\"]\n", Path::new("l.toml")).unwrap();
+        let c = parse(
+            "[guard]\nallow_dirty = true\ndeny = [\"git stash drop\"]\nallow = [\"gt submit --stack\"]\n",
+            Path::new("l.toml"),
+        )
+        .unwrap();
         assert_eq!(c.guard.allow_dirty, Some(true));
         assert_eq!(c.guard.deny, ["git stash drop"]);
         assert_eq!(c.guard.allow, ["gt submit --stack"]);
-        let err = parse("[guard]\nchecks = true\nallow = [\n  \"gt\",\n]\n", Path::new("l.toml")).unwrap_err().to_string();
+        let err =
+            parse("[guard]\nchecks = true\nallow = [\n  \"gt\",\n]\n", Path::new("l.toml")).unwrap_err().to_string();
         assert!(err.starts_with("l.toml:4: [guard] allow pattern \"gt\" must start"), "{err}");
         let err = parse("[guard]\ndeny = ['rm -rf']\n", Path::new("l.toml")).unwrap_err().to_string();
         assert!(err.starts_with("l.toml:2: [guard] deny pattern \"rm -rf\""), "{err}");
@@ -444,7 +457,10 @@ dir = "team-prompts"
         let c = s.codex.unwrap();
         // A relative path in the file is the repo's.
         assert_eq!(c.bin, "/repo/tools/codex");
-        assert_eq!((c.model.as_deref(), c.retries, c.config.as_slice()), (Some("file-model"), 2, &["a=1".to_string()][..]));
+        assert_eq!(
+            (c.model.as_deref(), c.retries, c.config.as_slice()),
+            (Some("file-model"), 2, &["a=1".to_string()][..])
+        );
         assert_eq!((c.sandbox_dev.as_str(), c.sandbox_review.as_str()), ("workspace-write", "workspace-write"));
     }
 
@@ -455,7 +471,10 @@ dir = "team-prompts"
         let s = resolve(&file(), &env, &RunFlags::default()).unwrap();
         assert_eq!(s.codex.unwrap().bin, "env/codex");
         // flag over env.
-        let flags = RunFlags { codex: CodexFlags { bin: Some("/flag/codex".into()), ..Default::default() }, ..Default::default() };
+        let flags = RunFlags {
+            codex: CodexFlags { bin: Some("/flag/codex".into()), ..Default::default() },
+            ..Default::default()
+        };
         assert_eq!(resolve(&file(), &env, &flags).unwrap().codex.unwrap().bin, "/flag/codex");
 
         let env = EnvSettings { agent: Some("sim".into()), codex_bin: None };
@@ -506,17 +525,23 @@ dir = "team-prompts"
 
     #[test]
     fn bad_settings_say_where_they_came_from() {
-        let err = |file: &LoopConfig, env: &EnvSettings, flags: &RunFlags| resolve(file, env, flags).unwrap_err().to_string();
+        let err =
+            |file: &LoopConfig, env: &EnvSettings, flags: &RunFlags| resolve(file, env, flags).unwrap_err().to_string();
         let none = EnvSettings::default();
         let neg = parse("[run]\nphase_timeout = -1\n", Path::new("loop.toml")).unwrap();
         assert_eq!(err(&neg, &none, &RunFlags::default()), "loop.toml: [run] phase_timeout must not be negative (-1)");
         let env = EnvSettings { agent: Some("claude".into()), codex_bin: None };
-        assert!(err(&LoopConfig::default(), &env, &RunFlags::default()).starts_with("LOOP_AGENT=\"claude\": not an agent"));
+        assert!(
+            err(&LoopConfig::default(), &env, &RunFlags::default()).starts_with("LOOP_AGENT=\"claude\": not an agent")
+        );
         let flags = RunFlags { phase_timeout: Some(0), ..Default::default() };
         assert_eq!(err(&LoopConfig::default(), &none, &flags), "--phase-timeout must be at least 1 second");
         let flags = RunFlags { max_fix_cycles: Some(101), ..Default::default() };
         assert_eq!(err(&LoopConfig::default(), &none, &flags), "--max-fix-cycles must be at most 100");
-        let flags = RunFlags { codex: CodexFlags { sandbox: vec!["lint=read-only".into()], ..Default::default() }, ..Default::default() };
+        let flags = RunFlags {
+            codex: CodexFlags { sandbox: vec!["lint=read-only".into()], ..Default::default() },
+            ..Default::default()
+        };
         assert!(err(&LoopConfig::default(), &none, &flags).contains("unknown phase \"lint\""));
     }
 }

@@ -117,17 +117,9 @@ pub enum DocError {
     #[error("{}:1: no front matter (the file must start with a '---' line)", path.display())]
     NoFrontMatter { path: PathBuf },
     #[error("{}:{line}: malformed front matter: {message}", path.display())]
-    MalformedFrontMatter {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    MalformedFrontMatter { path: PathBuf, line: usize, message: String },
     #[error("{}:{line}: missing required field '{field}'", path.display())]
-    MissingField {
-        path: PathBuf,
-        line: usize,
-        field: &'static str,
-    },
+    MissingField { path: PathBuf, line: usize, field: &'static str },
     #[error("{}:{line}: invalid {what} {value:?}: {reason}", path.display())]
     InvalidId {
         path: PathBuf,
@@ -142,25 +134,13 @@ pub enum DocError {
         path.display(),
         other_path.display()
     )]
-    DuplicateIssue {
-        path: PathBuf,
-        line: usize,
-        id: String,
-        other_path: PathBuf,
-        other_line: usize,
-    },
+    DuplicateIssue { path: PathBuf, line: usize, id: String, other_path: PathBuf, other_line: usize },
     #[error(
         "{}:{line}: duplicate milestone id '{id}' in project {project} (also in {})",
         path.display(),
         other_path.display()
     )]
-    DuplicateMilestone {
-        path: PathBuf,
-        line: usize,
-        id: String,
-        project: String,
-        other_path: PathBuf,
-    },
+    DuplicateMilestone { path: PathBuf, line: usize, id: String, project: String, other_path: PathBuf },
     #[error("{}:{line}: {field} names unknown issue '{id}'", path.display())]
     UnknownIssue {
         path: PathBuf,
@@ -174,13 +154,7 @@ pub enum DocError {
         path.display(),
         known.join(", ")
     )]
-    UnknownMilestone {
-        path: PathBuf,
-        line: usize,
-        milestone: String,
-        project: String,
-        known: Vec<String>,
-    },
+    UnknownMilestone { path: PathBuf, line: usize, milestone: String, project: String, known: Vec<String> },
     /// An issue put in two milestones would be planned, branched and run in both.
     #[error(
         "{}:{line}: Issue Map of milestone '{milestone}' lists '{id}', {why}; an issue belongs to one milestone",
@@ -225,9 +199,7 @@ pub fn load(repo: &Path) -> Result<DocSet, DocError> {
         }
     }
     if issues.is_empty() {
-        return Err(DocError::NoDocs {
-            repo: repo.to_path_buf(),
-        });
+        return Err(DocError::NoDocs { repo: repo.to_path_buf() });
     }
     validate(issues, milestones)
 }
@@ -235,10 +207,7 @@ pub fn load(repo: &Path) -> Result<DocSet, DocError> {
 /// Cross-file checks; split from [`load`] so it can be tested without files.
 /// Files were read in path order, so the "first" of two duplicates is the one
 /// with the smaller path, and it is the later one that gets reported.
-pub fn validate(
-    mut issues: Vec<IssueDoc>,
-    mut milestones: Vec<MilestoneDoc>,
-) -> Result<DocSet, DocError> {
+pub fn validate(mut issues: Vec<IssueDoc>, mut milestones: Vec<MilestoneDoc>) -> Result<DocSet, DocError> {
     // Stable sort keeps path order among equal ids, so duplicates are adjacent
     // and the first one is the earlier path.
     issues.sort_by(|a, b| a.id.cmp(&b.id));
@@ -271,20 +240,14 @@ pub fn validate(
         by_project.entry(&m.project).or_default().push(m.id.clone());
     }
 
-    let mut set = DocSet {
-        issues,
-        milestones: Vec::new(),
-    };
+    let mut set = DocSet { issues, milestones: Vec::new() };
 
     // Problems are reported in path order, like the parse errors.
     let mut order: Vec<usize> = (0..set.issues.len()).collect();
     order.sort_by(|&a, &b| set.issues[a].path.cmp(&set.issues[b].path));
     for &i in &order {
         let issue = &set.issues[i];
-        for (field, deps) in [
-            ("blocked_by", &issue.blocked_by),
-            ("blocking", &issue.blocking),
-        ] {
+        for (field, deps) in [("blocked_by", &issue.blocked_by), ("blocking", &issue.blocking)] {
             if let Some(dep) = deps.iter().find(|d| set.issue_index(&d.id).is_none()) {
                 return Err(DocError::UnknownIssue {
                     path: issue.path.clone(),
@@ -294,8 +257,7 @@ pub fn validate(
                 });
             }
         }
-        if let (Some(ms), Some(known)) = (&issue.milestone, by_project.get(issue.project.as_str()))
-        {
+        if let (Some(ms), Some(known)) = (&issue.milestone, by_project.get(issue.project.as_str())) {
             if !known.contains(ms) {
                 return Err(DocError::UnknownMilestone {
                     path: issue.path.clone(),
@@ -308,11 +270,7 @@ pub fn validate(
         }
     }
     for m in &milestones {
-        if let Some(dep) = m
-            .issue_map
-            .iter()
-            .find(|d| set.issue_index(&d.id).is_none())
-        {
+        if let Some(dep) = m.issue_map.iter().find(|d| set.issue_index(&d.id).is_none()) {
             return Err(DocError::UnknownIssue {
                 path: m.path.clone(),
                 line: dep.line,
@@ -364,10 +322,7 @@ pub fn validate(
 /// Directory entries of `dir` sorted by path; a missing `dir` is empty, since
 /// projects need not have milestones (or issues).
 fn sorted_entries(repo: &Path, dir: &Path, dirs: bool) -> Result<Vec<PathBuf>, DocError> {
-    let io_err = |e: std::io::Error| DocError::Io {
-        path: rel(repo, dir),
-        message: e.to_string(),
-    };
+    let io_err = |e: std::io::Error| DocError::Io { path: rel(repo, dir), message: e.to_string() };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -378,9 +333,7 @@ fn sorted_entries(repo: &Path, dir: &Path, dirs: bool) -> Result<Vec<PathBuf>, D
         let entry = entry.map_err(io_err)?;
         let path = entry.path();
         // `metadata` follows symlinks, so a symlinked project dir still counts.
-        let is_dir = std::fs::metadata(&path)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
+        let is_dir = std::fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false);
         if is_dir == dirs {
             out.push(path);
         }
@@ -402,19 +355,13 @@ fn rel(repo: &Path, path: &Path) -> PathBuf {
 /// Reads a doc as UTF-8; invalid UTF-8 is reported with the line of the first bad byte.
 fn read_doc(repo: &Path, path: &Path) -> Result<(String, PathBuf), DocError> {
     let rel_path = rel(repo, path);
-    let bytes = std::fs::read(path).map_err(|e| DocError::Io {
-        path: rel_path.clone(),
-        message: e.to_string(),
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| DocError::Io { path: rel_path.clone(), message: e.to_string() })?;
     match String::from_utf8(bytes) {
         Ok(text) => Ok((text, rel_path)),
         Err(e) => {
             let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
-            Err(DocError::NotUtf8 {
-                path: rel_path,
-                line,
-            })
+            Err(DocError::NotUtf8 { path: rel_path, line })
         }
     }
 }
@@ -460,11 +407,7 @@ fn split_front_matter<'a>(text: &'a str, path: &Path) -> Result<Option<Split<'a>
                     message: "carriage return (CR) without a line feed; use LF or CRLF line ends".to_owned(),
                 });
             }
-            return Ok(Some(Split {
-                yaml,
-                body: &text[offset + line.len()..],
-                body_line: i + 3,
-            }));
+            return Ok(Some(Split { yaml, body: &text[offset + line.len()..], body_line: i + 3 }));
         }
         offset += line.len();
     }
@@ -484,15 +427,10 @@ fn yaml_options() -> serde_saphyr::Options {
 
 /// Front matter line (1-based) → file line: the YAML starts on file line 2.
 fn file_line(yaml_line: u64) -> usize {
-    usize::try_from(yaml_line)
-        .unwrap_or(usize::MAX)
-        .saturating_add(1)
+    usize::try_from(yaml_line).unwrap_or(usize::MAX).saturating_add(1)
 }
 
-fn parse_yaml<T: for<'de> Deserialize<'de>>(
-    yaml: &str,
-    path: &Path,
-) -> Result<Option<T>, DocError> {
+fn parse_yaml<T: for<'de> Deserialize<'de>>(yaml: &str, path: &Path) -> Result<Option<T>, DocError> {
     // An empty / comment-only front matter is an empty mapping, not an error.
     serde_saphyr::from_str_with_options::<Option<T>>(yaml, yaml_options()).map_err(|e| {
         let loc = e.location().filter(|l| l.line() > 0);
@@ -506,9 +444,7 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(
             }
         }
         // A hint for the library's users, not for doc authors.
-        if let Some(stripped) =
-            message.strip_suffix(", set DuplicateKeyPolicy in Options if acceptable")
-        {
+        if let Some(stripped) = message.strip_suffix(", set DuplicateKeyPolicy in Options if acceptable") {
             message = stripped.to_owned();
         }
         DocError::MalformedFrontMatter {
@@ -542,10 +478,7 @@ impl<'de> Visitor<'de> for TextVisitor {
         f.write_str("a string or other scalar")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-        Ok(Text {
-            value: Some(v.to_owned()),
-            plain: false,
-        })
+        Ok(Text { value: Some(v.to_owned()), plain: false })
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
         Ok(Text::number(v.to_string()))
@@ -566,10 +499,7 @@ impl<'de> Visitor<'de> for TextVisitor {
         Ok(Text::number(v.to_string()))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
-        Ok(Text {
-            value: None,
-            plain: false,
-        })
+        Ok(Text { value: None, plain: false })
     }
     fn visit_none<E: de::Error>(self) -> Result<Text, E> {
         self.visit_unit()
@@ -578,10 +508,7 @@ impl<'de> Visitor<'de> for TextVisitor {
 
 impl Text {
     fn number(s: String) -> Self {
-        Text {
-            value: Some(s),
-            plain: true,
-        }
+        Text { value: Some(s), plain: true }
     }
 }
 
@@ -673,12 +600,7 @@ struct MilestoneFront {
 
 /// Checks an id-like value; ids end up in error messages, DOT/Mermaid output
 /// and JSON, so emptiness and control characters are rejected early.
-fn check_id(
-    value: String,
-    what: &'static str,
-    path: &Path,
-    line: usize,
-) -> Result<String, DocError> {
+fn check_id(value: String, what: &'static str, path: &Path, line: usize) -> Result<String, DocError> {
     let trimmed = value.trim();
     let reason = if trimmed.is_empty() {
         Some("must not be empty")
@@ -693,11 +615,7 @@ fn check_id(
             line,
             what,
             // Enough to recognise it; a multi-megabyte id must not become a multi-megabyte error.
-            value: if value.chars().count() > 100 {
-                value.chars().take(100).chain(['…']).collect()
-            } else {
-                value
-            },
+            value: if value.chars().count() > 100 { value.chars().take(100).chain(['…']).collect() } else { value },
             reason,
         }),
         None => Ok(trimmed.to_owned()),
@@ -713,22 +631,14 @@ fn spanned_line(s: &Spanned<impl Sized>, fallback: usize) -> usize {
     }
 }
 
-fn deps(
-    list: Option<Spanned<IdList>>,
-    what: &'static str,
-    yaml: &str,
-    path: &Path,
-) -> Result<Vec<Dep>, DocError> {
+fn deps(list: Option<Spanned<IdList>>, what: &'static str, yaml: &str, path: &Path) -> Result<Vec<Dep>, DocError> {
     let Some(list) = list else {
         return Ok(Vec::new());
     };
     let outer = spanned_line(&list, 2);
     let items: Vec<(Option<String>, usize)> = match list.value {
         IdList::One(t) => vec![(t.value, outer)],
-        IdList::Many(items) => items
-            .iter()
-            .map(|s| (scalar_text(s, yaml), spanned_line(s, outer)))
-            .collect(),
+        IdList::Many(items) => items.iter().map(|s| (scalar_text(s, yaml), spanned_line(s, outer))).collect(),
     };
     items
         .into_iter()
@@ -742,40 +652,23 @@ fn deps(
 /// Parses one issue doc. Pure; `rel_path` is only used in errors and stored.
 pub fn parse_issue(text: &str, rel_path: &Path, project: &str) -> Result<IssueDoc, DocError> {
     let Some(split) = split_front_matter(text, rel_path)? else {
-        return Err(DocError::NoFrontMatter {
-            path: rel_path.to_path_buf(),
-        });
+        return Err(DocError::NoFrontMatter { path: rel_path.to_path_buf() });
     };
     let yaml = split.yaml;
     let front: Option<IssueFront> = parse_yaml(yaml, rel_path)?;
-    let missing_id = || DocError::MissingField {
-        path: rel_path.to_path_buf(),
-        line: 2,
-        field: "id",
-    };
+    let missing_id = || DocError::MissingField { path: rel_path.to_path_buf(), line: 2, field: "id" };
     let front = front.ok_or_else(missing_id)?;
     let id_field = front.id.ok_or_else(missing_id)?;
     let line = spanned_line(&id_field, 2);
-    let id = check_id(
-        scalar_text(&id_field, yaml).unwrap_or_default(),
-        "issue id",
-        rel_path,
-        line,
-    )?;
-    let title = front
-        .title
-        .and_then(|t| scalar_text(&t, yaml))
-        .unwrap_or_default();
+    let id = check_id(scalar_text(&id_field, yaml).unwrap_or_default(), "issue id", rel_path, line)?;
+    let title = front.title.and_then(|t| scalar_text(&t, yaml)).unwrap_or_default();
     let (milestone, milestone_line) = match front.milestone {
         Some(m) => {
             let mline = spanned_line(&m, line);
             match scalar_text(&m, yaml) {
                 // `milestone:` with no value means "not assigned".
                 None => (None, None),
-                Some(v) => (
-                    Some(check_id(v, "milestone", rel_path, mline)?),
-                    Some(mline),
-                ),
+                Some(v) => (Some(check_id(v, "milestone", rel_path, mline)?), Some(mline)),
             }
         }
         None => (None, None),
@@ -799,15 +692,8 @@ pub fn parse_issue(text: &str, rel_path: &Path, project: &str) -> Result<IssueDo
 /// Parses one milestone doc. Pure. Front matter is optional here (every field
 /// has a default), so a plain markdown file with an Issue Map is accepted; the
 /// id then defaults to the file stem.
-pub fn parse_milestone(
-    text: &str,
-    rel_path: &Path,
-    project: &str,
-) -> Result<MilestoneDoc, DocError> {
-    let stem = rel_path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+pub fn parse_milestone(text: &str, rel_path: &Path, project: &str) -> Result<MilestoneDoc, DocError> {
+    let stem = rel_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let (id, title, body, body_line) = match split_front_matter(text, rel_path)? {
         Some(split) => {
             let front: Option<MilestoneFront> = parse_yaml(split.yaml, rel_path)?;
@@ -823,27 +709,16 @@ pub fn parse_milestone(
                         }
                         None => check_id(stem.clone(), "milestone id", rel_path, 1)?,
                     };
-                    let title = f
-                        .title
-                        .and_then(|t| scalar_text(&t, split.yaml))
-                        .unwrap_or_default();
+                    let title = f.title.and_then(|t| scalar_text(&t, split.yaml)).unwrap_or_default();
                     (id, title)
                 }
-                None => (
-                    check_id(stem.clone(), "milestone id", rel_path, 1)?,
-                    String::new(),
-                ),
+                None => (check_id(stem.clone(), "milestone id", rel_path, 1)?, String::new()),
             };
             (id, title, split.body, split.body_line)
         }
         None => {
             let body = text.strip_prefix('\u{feff}').unwrap_or(text);
-            (
-                check_id(stem, "milestone id", rel_path, 1)?,
-                String::new(),
-                body,
-                1,
-            )
+            (check_id(stem, "milestone id", rel_path, 1)?, String::new(), body, 1)
         }
     };
     // Table cells are raw text: hold them to the same rules as `blocked_by`, so an unknown-issue
@@ -855,13 +730,7 @@ pub fn parse_milestone(
             Ok(Dep { id, line: d.line })
         })
         .collect::<Result<_, DocError>>()?;
-    Ok(MilestoneDoc {
-        id,
-        title,
-        path: rel_path.to_path_buf(),
-        project: project.to_owned(),
-        issue_map,
-    })
+    Ok(MilestoneDoc { id, title, path: rel_path.to_path_buf(), project: project.to_owned(), issue_map })
 }
 
 /// ATX heading text (`## Issue Map` → `Issue Map`), or `None` for other lines.
@@ -885,11 +754,7 @@ fn heading_text(line: &str) -> Option<&str> {
 fn table_cells(line: &str) -> Vec<String> {
     let t = line.trim();
     let t = t.strip_prefix('|').unwrap_or(t);
-    let t = if t.ends_with('|') && !t.ends_with("\\|") {
-        &t[..t.len() - 1]
-    } else {
-        t
-    };
+    let t = if t.ends_with('|') && !t.ends_with("\\|") { &t[..t.len() - 1] } else { t };
     let mut cells = vec![String::new()];
     let mut chars = t.chars().peekable();
     while let Some(c) = chars.next() {
@@ -951,8 +816,7 @@ pub fn parse_issue_map(body: &str, first_line: usize) -> Vec<Dep> {
             i += 1;
             continue;
         }
-        let is_map =
-            !in_fence && heading_text(line).is_some_and(|h| h.to_lowercase().contains("issue map"));
+        let is_map = !in_fence && heading_text(line).is_some_and(|h| h.to_lowercase().contains("issue map"));
         i += 1;
         if !is_map {
             continue;
@@ -973,10 +837,7 @@ pub fn parse_issue_map(body: &str, first_line: usize) -> Vec<Dep> {
                     let cells = table_cells(lines[i]);
                     let id = cells.get(col).map(|c| cell_id(c)).unwrap_or_default();
                     if !id.is_empty() {
-                        out.push(Dep {
-                            id,
-                            line: first_line + i,
-                        });
+                        out.push(Dep { id, line: first_line + i });
                     }
                     i += 1;
                 }
@@ -1021,26 +882,8 @@ mod tests {
         assert_eq!(doc.title, "First");
         assert_eq!(doc.milestone.as_deref(), Some("M1"));
         assert_eq!(doc.milestone_line, Some(4));
-        assert_eq!(
-            doc.blocked_by,
-            vec![
-                Dep {
-                    id: "ORB-2".into(),
-                    line: 6
-                },
-                Dep {
-                    id: "3".into(),
-                    line: 7
-                }
-            ]
-        );
-        assert_eq!(
-            doc.blocking,
-            vec![Dep {
-                id: "ORB-4".into(),
-                line: 8
-            }]
-        );
+        assert_eq!(doc.blocked_by, vec![Dep { id: "ORB-2".into(), line: 6 }, Dep { id: "3".into(), line: 7 }]);
+        assert_eq!(doc.blocking, vec![Dep { id: "ORB-4".into(), line: 8 }]);
         assert_eq!(doc.path, path("a.md"));
         assert_eq!(doc.project, "p");
     }
@@ -1059,11 +902,7 @@ mod tests {
     #[test]
     fn unknown_fields_with_no_are_ignored() {
         // With strict booleans `no` is a string; either way it must not break parsing.
-        let doc = issue(
-            "a.md",
-            "---\nid: A\nowner: no\nextra: {deep: [1, 2]}\n---\n",
-        )
-        .expect("valid");
+        let doc = issue("a.md", "---\nid: A\nowner: no\nextra: {deep: [1, 2]}\n---\n").expect("valid");
         assert_eq!(doc.id, "A");
         assert_eq!(doc.title, "");
         assert!(doc.milestone.is_none());
@@ -1071,19 +910,9 @@ mod tests {
 
     #[test]
     fn bom_and_crlf_are_accepted() {
-        let doc = issue(
-            "a.md",
-            "\u{feff}---\r\nid: A\r\nblocked_by:\r\n  - B\r\n---\r\nbody\r\n",
-        )
-        .expect("valid");
+        let doc = issue("a.md", "\u{feff}---\r\nid: A\r\nblocked_by:\r\n  - B\r\n---\r\nbody\r\n").expect("valid");
         assert_eq!(doc.id, "A");
-        assert_eq!(
-            doc.blocked_by,
-            vec![Dep {
-                id: "B".into(),
-                line: 4
-            }]
-        );
+        assert_eq!(doc.blocked_by, vec![Dep { id: "B".into(), line: 4 }]);
     }
 
     #[test]
@@ -1101,23 +930,14 @@ mod tests {
     #[test]
     fn malformed_front_matter_points_at_file_line() {
         let e = err(issue("a.md", "---\nid: A\ntitle: [unclosed\n---\n"));
-        assert!(
-            e.starts_with("docs/projects/p/issues/a.md:3: malformed front matter: "),
-            "{e}"
-        );
+        assert!(e.starts_with("docs/projects/p/issues/a.md:3: malformed front matter: "), "{e}");
         assert!(!e.contains('\n'), "{e}");
         let e = err(issue("a.md", "---\nid: A\nid: B\n---\n"));
-        assert!(
-            e.starts_with("docs/projects/p/issues/a.md:3: malformed front matter: "),
-            "{e}"
-        );
+        assert!(e.starts_with("docs/projects/p/issues/a.md:3: malformed front matter: "), "{e}");
         assert!(e.contains("duplicate"), "{e}");
         assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
         let e = err(issue("a.md", "---\n- a list\n---\n"));
-        assert!(
-            e.starts_with("docs/projects/p/issues/a.md:2: malformed front matter: "),
-            "{e}"
-        );
+        assert!(e.starts_with("docs/projects/p/issues/a.md:2: malformed front matter: "), "{e}");
     }
 
     #[test]
@@ -1143,19 +963,13 @@ mod tests {
             "docs/projects/p/issues/a.md:3: invalid issue id \"\": must not be empty"
         );
         // A null id counts as absent.
-        assert_eq!(
-            err(issue("a.md", "---\nid:\n---\n")),
-            "docs/projects/p/issues/a.md:2: missing required field 'id'"
-        );
+        assert_eq!(err(issue("a.md", "---\nid:\n---\n")), "docs/projects/p/issues/a.md:2: missing required field 'id'");
         assert_eq!(
             err(issue("a.md", "---\nid: \"A\\nB\"\n---\n")),
             "docs/projects/p/issues/a.md:2: invalid issue id \"A\\nB\": must not contain newlines or control characters"
         );
         assert_eq!(
-            err(issue(
-                "a.md",
-                "---\nid: A\nblocked_by:\n  - B\n  - \"\"\n---\n"
-            )),
+            err(issue("a.md", "---\nid: A\nblocked_by:\n  - B\n  - \"\"\n---\n")),
             "docs/projects/p/issues/a.md:5: invalid blocked_by entry \"\": must not be empty"
         );
     }
@@ -1164,69 +978,37 @@ mod tests {
     fn issue_map_with_links_and_id_column() {
         let body = "intro\n\n## Issue map\n\nSome text.\n\n| Title | Issue ID |\n|---|:---:|\n| one | [ORB-3](../issues/ORB-3.md) |\n| two | `ORB-4` |\n| none | |\n\nafter\n## Other\n| id |\n|--|\n| NOT-1 |\n";
         let deps = parse_issue_map(body, 10);
-        assert_eq!(
-            deps,
-            vec![
-                Dep {
-                    id: "ORB-3".into(),
-                    line: 18
-                },
-                Dep {
-                    id: "ORB-4".into(),
-                    line: 19
-                }
-            ]
-        );
+        assert_eq!(deps, vec![Dep { id: "ORB-3".into(), line: 18 }, Dep { id: "ORB-4".into(), line: 19 }]);
     }
 
     #[test]
     fn issue_map_defaults_to_first_column_and_skips_code() {
-        let body = "```\n# Issue Map\n| x |\n|-|\n| NO |\n```\n# ISSUE MAP\n| Key | Title |\n| --- | --- |\n| A-1 | x |\n";
-        assert_eq!(
-            parse_issue_map(body, 1),
-            vec![Dep {
-                id: "A-1".into(),
-                line: 10
-            }]
-        );
+        let body =
+            "```\n# Issue Map\n| x |\n|-|\n| NO |\n```\n# ISSUE MAP\n| Key | Title |\n| --- | --- |\n| A-1 | x |\n";
+        assert_eq!(parse_issue_map(body, 1), vec![Dep { id: "A-1".into(), line: 10 }]);
         assert!(parse_issue_map("# Issue Map\nno table\n", 1).is_empty());
     }
 
     #[test]
     fn milestone_doc() {
         let text = "---\ntitle: First\n---\n# Issue Map\n| id |\n|---|\n| ORB-1 |\n";
-        let m = parse_milestone(text, Path::new("docs/projects/p/milestones/M1.md"), "p")
-            .expect("valid");
+        let m = parse_milestone(text, Path::new("docs/projects/p/milestones/M1.md"), "p").expect("valid");
         assert_eq!(m.id, "M1");
         assert_eq!(m.title, "First");
-        assert_eq!(
-            m.issue_map,
-            vec![Dep {
-                id: "ORB-1".into(),
-                line: 7
-            }]
-        );
+        assert_eq!(m.issue_map, vec![Dep { id: "ORB-1".into(), line: 7 }]);
         let m = parse_milestone("---\nid: 2\n---\n", Path::new("x/M1.md"), "p").expect("valid");
         assert_eq!(m.id, "2");
-        let m = parse_milestone("# Issue Map\n|id|\n|-|\n|A|\n", Path::new("x/M3.md"), "p")
-            .expect("valid");
+        let m = parse_milestone("# Issue Map\n|id|\n|-|\n|A|\n", Path::new("x/M3.md"), "p").expect("valid");
         assert_eq!((m.id.as_str(), m.issue_map.len()), ("M3", 1));
     }
 
     fn set(docs: &[(&str, &str)], milestones: &[(&str, &str)]) -> Result<DocSet, DocError> {
-        let issues = docs
-            .iter()
-            .map(|(name, text)| issue(name, text).expect("valid issue"))
-            .collect();
+        let issues = docs.iter().map(|(name, text)| issue(name, text).expect("valid issue")).collect();
         let ms = milestones
             .iter()
             .map(|(name, text)| {
-                parse_milestone(
-                    text,
-                    Path::new(&format!("docs/projects/p/milestones/{name}")),
-                    "p",
-                )
-                .expect("valid milestone")
+                parse_milestone(text, Path::new(&format!("docs/projects/p/milestones/{name}")), "p")
+                    .expect("valid milestone")
             })
             .collect();
         validate(issues, ms)
@@ -1243,20 +1025,11 @@ mod tests {
     #[test]
     fn unknown_references() {
         assert_eq!(
-            err(set(
-                &[(
-                    "a.md",
-                    "---\nid: A\ntitle: t\nmilestone: M1\nblocked_by: [ORB-99]\n---\n"
-                )],
-                &[]
-            )),
+            err(set(&[("a.md", "---\nid: A\ntitle: t\nmilestone: M1\nblocked_by: [ORB-99]\n---\n")], &[])),
             "docs/projects/p/issues/a.md:5: blocked_by names unknown issue 'ORB-99'"
         );
         assert_eq!(
-            err(set(
-                &[("a.md", "---\nid: A\nblocking:\n  - A\n  - Z\n---\n")],
-                &[]
-            )),
+            err(set(&[("a.md", "---\nid: A\nblocking:\n  - A\n  - Z\n---\n")], &[])),
             "docs/projects/p/issues/a.md:5: blocking names unknown issue 'Z'"
         );
         assert_eq!(
@@ -1281,10 +1054,7 @@ mod tests {
     #[test]
     fn docset_queries() {
         let s = set(
-            &[
-                ("b.md", "---\nid: B\nmilestone: M2\n---\n"),
-                ("a.md", "---\nid: A\nmilestone: M1\n---\n"),
-            ],
+            &[("b.md", "---\nid: B\nmilestone: M2\n---\n"), ("a.md", "---\nid: A\nmilestone: M1\n---\n")],
             &[("M1.md", "x\n"), ("M2.md", "x\n"), ("M3.md", "x\n")],
         )
         .expect("valid");
@@ -1298,13 +1068,7 @@ mod tests {
     fn load_reads_files_in_order_and_reports_bad_utf8() {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path();
-        assert_eq!(
-            err(load(repo)),
-            format!(
-                "no issue docs found under {}/docs/projects/*/issues/",
-                repo.display()
-            )
-        );
+        assert_eq!(err(load(repo)), format!("no issue docs found under {}/docs/projects/*/issues/", repo.display()));
         let issues = repo.join("docs/projects/p/issues");
         let ms = repo.join("docs/projects/p/milestones");
         std::fs::create_dir_all(&issues).expect("mkdir");
@@ -1312,32 +1076,13 @@ mod tests {
         std::fs::write(issues.join("b.md"), "---\nid: B\nblocked_by: A\n---\n").expect("write");
         std::fs::write(issues.join("a.md"), "---\nid: A\nmilestone: M1\n---\n").expect("write");
         std::fs::write(issues.join("notes.txt"), "ignored").expect("write");
-        std::fs::write(
-            ms.join("M1.md"),
-            "---\ntitle: One\n---\n## Issue Map\n|id|\n|-|\n|B|\n",
-        )
-        .expect("write");
+        std::fs::write(ms.join("M1.md"), "---\ntitle: One\n---\n## Issue Map\n|id|\n|-|\n|B|\n").expect("write");
         let s = load(repo).expect("valid");
         assert_eq!(s.issues.len(), 2);
-        assert_eq!(
-            s.issues[1].blocked_by,
-            vec![Dep {
-                id: "A".into(),
-                line: 3
-            }]
-        );
-        assert_eq!(
-            s.milestones[0].issue_map,
-            vec![Dep {
-                id: "B".into(),
-                line: 7
-            }]
-        );
+        assert_eq!(s.issues[1].blocked_by, vec![Dep { id: "A".into(), line: 3 }]);
+        assert_eq!(s.milestones[0].issue_map, vec![Dep { id: "B".into(), line: 7 }]);
 
         std::fs::write(issues.join("c.md"), b"---\nid: C\ntitle: \xff\n---\n").expect("write");
-        assert_eq!(
-            err(load(repo)),
-            "docs/projects/p/issues/c.md:3: file is not valid UTF-8"
-        );
+        assert_eq!(err(load(repo)), "docs/projects/p/issues/c.md:3: file is not valid UTF-8");
     }
 }

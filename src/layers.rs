@@ -35,7 +35,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("reviewdoc", &["agent", "safefs", "workspace"]),
     ("agent", &["machine", "proc", "prompts", "safefs", "workspace"]),
     ("guard", &["config", "machine", "proc", "safefs", "stack", "workspace"]),
-    ("engine", &["agent", "guard", "journal", "machine", "plan", "proc", "reviewdoc", "runs", "safefs", "stack", "workspace"]),
+    (
+        "engine",
+        &["agent", "guard", "journal", "machine", "plan", "proc", "reviewdoc", "runs", "safefs", "stack", "workspace"],
+    ),
     ("render", &["journal", "machine", "plan"]),
     ("bench", &["docs", "engine", "journal", "machine", "plan", "runs", "agent", "workspace"]),
 ];
@@ -55,7 +58,8 @@ fn targets(code: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut lines = code.lines().peekable();
     while let Some(line) = lines.next() {
-        if line.trim() == "#[cfg(test)]" && lines.peek().is_some_and(|next| next.trim_start().starts_with("mod tests")) {
+        if line.trim() == "#[cfg(test)]" && lines.peek().is_some_and(|next| next.trim_start().starts_with("mod tests"))
+        {
             break;
         }
         let line = match line.find("//") {
@@ -141,7 +145,12 @@ fn every_arrow_between_modules_is_allowed() {
 #[test]
 fn the_table_has_no_cycles() {
     // Depth-first over the table: a module reached again while on the path is a cycle.
-    fn visit<'a>(m: &'a str, table: &BTreeMap<&'a str, &'a [&'a str]>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) {
+    fn visit<'a>(
+        m: &'a str,
+        table: &BTreeMap<&'a str, &'a [&'a str]>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
         if done.contains(m) {
             return;
         }
@@ -162,7 +171,9 @@ fn the_table_has_no_cycles() {
 
 #[test]
 fn the_scanner_sees_grouped_and_inline_paths() {
-    let t = targets("use crate::{journal::Record, machine};\nlet x = crate::agent::Tokens::default(); // crate::cli\n$crate::out::x
-crate::eoutln!(\"x\")");
+    let t = targets(
+        "use crate::{journal::Record, machine};\nlet x = crate::agent::Tokens::default(); // crate::cli\n$crate::out::x
+crate::eoutln!(\"x\")",
+    );
     assert_eq!(t.into_iter().collect::<Vec<_>>(), ["agent", "journal", "machine", "out"]);
 }

@@ -61,19 +61,10 @@ pub enum PlanError {
     /// `cycle` starts and ends with the same (smallest) id; `path:line` is the
     /// `blocked_by`/`blocking` entry of the cycle's first edge.
     #[error("dependency cycle: {} ({}:{line})", cycle.join(" → "), path.display())]
-    Cycle {
-        cycle: Vec<String>,
-        path: PathBuf,
-        line: usize,
-    },
+    Cycle { cycle: Vec<String>, path: PathBuf, line: usize },
     #[error("unknown milestone '{milestone}' (known: {})", known_list(known))]
-    UnknownMilestone {
-        milestone: String,
-        known: Vec<String>,
-    },
-    #[error(
-        "no milestones found: there are no milestone docs and no issue has a 'milestone' field"
-    )]
+    UnknownMilestone { milestone: String, known: Vec<String> },
+    #[error("no milestones found: there are no milestone docs and no issue has a 'milestone' field")]
     NoMilestones,
     #[error(
         "several milestones found ({}); pass --milestone <id> to choose one",
@@ -129,10 +120,7 @@ pub fn choose_milestone(docs: &DocSet, requested: Option<&str>) -> Result<String
     let known = docs.milestone_ids();
     match requested {
         Some(m) if known.iter().any(|k| k == m) => Ok(m.to_owned()),
-        Some(m) => Err(PlanError::UnknownMilestone {
-            milestone: m.to_owned(),
-            known,
-        }),
+        Some(m) => Err(PlanError::UnknownMilestone { milestone: m.to_owned(), known }),
         None => match known.len() {
             0 => Err(PlanError::NoMilestones),
             1 => Ok(known.into_iter().next().unwrap_or_default()),
@@ -158,16 +146,10 @@ impl<'a> Deps<'a> {
         // `load` sorts issues by id, but a hand-built DocSet may not be.
         let mut by_rank: Vec<usize> = (0..docs.issues.len()).collect();
         by_rank.sort_by(|&a, &b| docs.issues[a].id.cmp(&docs.issues[b].id));
-        let rank: HashMap<&str, usize> = by_rank
-            .iter()
-            .enumerate()
-            .map(|(r, &i)| (docs.issues[i].id.as_str(), r))
-            .collect();
-        let mut graph = DiGraphMap::with_capacity_and_hasher(
-            by_rank.len(),
-            by_rank.len(),
-            std::hash::RandomState::new(),
-        );
+        let rank: HashMap<&str, usize> =
+            by_rank.iter().enumerate().map(|(r, &i)| (docs.issues[i].id.as_str(), r)).collect();
+        let mut graph =
+            DiGraphMap::with_capacity_and_hasher(by_rank.len(), by_rank.len(), std::hash::RandomState::new());
         for r in 0..by_rank.len() {
             graph.add_node(r);
         }
@@ -178,26 +160,17 @@ impl<'a> Deps<'a> {
             for dep in &issue.blocked_by {
                 if let Some(&d) = rank.get(dep.id.as_str()) {
                     graph.add_edge(d, r, ());
-                    origin
-                        .entry((r, d))
-                        .or_insert_with(|| (issue.path.clone(), dep.line));
+                    origin.entry((r, d)).or_insert_with(|| (issue.path.clone(), dep.line));
                 }
             }
             for blocked in &issue.blocking {
                 if let Some(&b) = rank.get(blocked.id.as_str()) {
                     graph.add_edge(r, b, ());
-                    origin
-                        .entry((b, r))
-                        .or_insert_with(|| (issue.path.clone(), blocked.line));
+                    origin.entry((b, r)).or_insert_with(|| (issue.path.clone(), blocked.line));
                 }
             }
         }
-        Deps {
-            docs,
-            by_rank,
-            graph,
-            origin,
-        }
+        Deps { docs, by_rank, graph, origin }
     }
 
     fn id(&self, rank: usize) -> &'a str {
@@ -216,11 +189,7 @@ impl<'a> Deps<'a> {
         let mut indegree: HashMap<usize, usize> = HashMap::with_capacity(nodes.len());
         let mut ready = BinaryHeap::new();
         for &n in &nodes {
-            let d = self
-                .graph
-                .neighbors_directed(n, Direction::Incoming)
-                .filter(|&p| inside(p))
-                .count();
+            let d = self.graph.neighbors_directed(n, Direction::Incoming).filter(|&p| inside(p)).count();
             indegree.insert(n, d);
             if d == 0 {
                 ready.push(Reverse(n));
@@ -256,11 +225,7 @@ impl<'a> Deps<'a> {
             .min_by_key(|(min, _)| *min);
         let Some((start, component)) = start else {
             // Unreachable when called after a failed Kahn; stay total anyway.
-            return PlanError::Cycle {
-                cycle: Vec::new(),
-                path: PathBuf::new(),
-                line: 0,
-            };
+            return PlanError::Cycle { cycle: Vec::new(), path: PathBuf::new(), line: 0 };
         };
         let component: BTreeSet<usize> = component.into_iter().collect();
         // BFS over "depends on" edges (dependent → dep = Incoming in `graph`).
@@ -268,11 +233,8 @@ impl<'a> Deps<'a> {
         let mut queue = VecDeque::from([start]);
         let mut last = start;
         'bfs: while let Some(u) = queue.pop_front() {
-            let mut next: Vec<usize> = self
-                .graph
-                .neighbors_directed(u, Direction::Incoming)
-                .filter(|v| component.contains(v))
-                .collect();
+            let mut next: Vec<usize> =
+                self.graph.neighbors_directed(u, Direction::Incoming).filter(|v| component.contains(v)).collect();
             next.sort_unstable();
             for v in next {
                 if v == start {
@@ -294,16 +256,8 @@ impl<'a> Deps<'a> {
         ranks[1..].reverse();
         ranks.push(start);
         let second = ranks.get(1).copied().unwrap_or(start);
-        let (path, line) = self
-            .origin
-            .get(&(start, second))
-            .cloned()
-            .unwrap_or_default();
-        PlanError::Cycle {
-            cycle: ranks.iter().map(|&r| self.id(r).to_owned()).collect(),
-            path,
-            line,
-        }
+        let (path, line) = self.origin.get(&(start, second)).cloned().unwrap_or_default();
+        PlanError::Cycle { cycle: ranks.iter().map(|&r| self.id(r).to_owned()).collect(), path, line }
     }
 }
 
@@ -313,22 +267,15 @@ impl<'a> Deps<'a> {
 pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
     let known = docs.milestone_ids();
     if !known.iter().any(|k| k == milestone) {
-        return Err(PlanError::UnknownMilestone {
-            milestone: milestone.to_owned(),
-            known,
-        });
+        return Err(PlanError::UnknownMilestone { milestone: milestone.to_owned(), known });
     }
     let deps = Deps::new(docs);
     if deps.kahn(None).len() != deps.by_rank.len() {
         return Err(deps.cycle_error());
     }
 
-    let rank_of: HashMap<&str, usize> = deps
-        .by_rank
-        .iter()
-        .enumerate()
-        .map(|(r, &i)| (docs.issues[i].id.as_str(), r))
-        .collect();
+    let rank_of: HashMap<&str, usize> =
+        deps.by_rank.iter().enumerate().map(|(r, &i)| (docs.issues[i].id.as_str(), r)).collect();
     let mut members: BTreeSet<usize> = deps
         .by_rank
         .iter()
@@ -337,11 +284,7 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
         .map(|(r, _)| r)
         .collect();
     for m in docs.milestones.iter().filter(|m| m.id == milestone) {
-        members.extend(
-            m.issue_map
-                .iter()
-                .filter_map(|d| rank_of.get(d.id.as_str())),
-        );
+        members.extend(m.issue_map.iter().filter_map(|d| rank_of.get(d.id.as_str())));
     }
 
     // Safe ids keep their names (journals already name those branches), so a safe id that
@@ -399,12 +342,7 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
         }
         waves[l].push(deps.id(r).to_owned());
     }
-    Ok(Plan {
-        milestone: milestone.to_owned(),
-        order,
-        waves,
-        external,
-    })
+    Ok(Plan { milestone: milestone.to_owned(), order, waves, external })
 }
 
 /// Quotes a string for DOT (`"` and `\` escaped, newlines as `\n`).
@@ -509,12 +447,7 @@ impl Plan {
         let _ = writeln!(out, "digraph {} {{", dot_quote(&self.milestone));
         out.push_str("  rankdir=LR;\n  node [shape=box];\n");
         for issue in &self.order {
-            let _ = writeln!(
-                out,
-                "  {} [label={}];",
-                dot_quote(&issue.id),
-                dot_quote(&Self::titled(issue))
-            );
+            let _ = writeln!(out, "  {} [label={}];", dot_quote(&issue.id), dot_quote(&Self::titled(issue)));
         }
         let mut ext_nodes: Vec<&str> = self.external.iter().map(|(_, d)| d.as_str()).collect();
         ext_nodes.sort_unstable();
@@ -528,12 +461,7 @@ impl Plan {
             }
         }
         for (issue, dep) in &self.external {
-            let _ = writeln!(
-                out,
-                "  {} -> {} [style=dashed];",
-                dot_quote(dep),
-                dot_quote(issue)
-            );
+            let _ = writeln!(out, "  {} -> {} [style=dashed];", dot_quote(dep), dot_quote(issue));
         }
         out.push_str("}\n");
         out
@@ -603,8 +531,7 @@ mod tests {
     /// `id` on line 2, `milestone` on 3, `title` on 4, `blocked_by` entries
     /// from line 6, then a `blocking:` line and its entries.
     fn doc(id: &str, milestone: &str, blocked_by: &[&str], blocking: &[&str]) -> IssueDoc {
-        let mut text =
-            format!("---\nid: {id}\nmilestone: {milestone}\ntitle: Title {id}\nblocked_by:\n");
+        let mut text = format!("---\nid: {id}\nmilestone: {milestone}\ntitle: Title {id}\nblocked_by:\n");
         for b in blocked_by {
             text.push_str(&format!("  - {b}\n"));
         }
@@ -672,10 +599,16 @@ mod tests {
         b.milestone = None;
         let issues = vec![doc("A", "M1", &[], &[]), b];
         let map = |m: &str| {
-            parse_milestone("# Issue Map\n| id |\n|--|\n| B |\n", Path::new(&format!("docs/projects/p/milestones/{m}.md")), "p")
-                .expect("valid")
+            parse_milestone(
+                "# Issue Map\n| id |\n|--|\n| B |\n",
+                Path::new(&format!("docs/projects/p/milestones/{m}.md")),
+                "p",
+            )
+            .expect("valid")
         };
-        let empty = |m: &str| parse_milestone("x\n", Path::new(&format!("docs/projects/p/milestones/{m}.md")), "p").expect("valid");
+        let empty = |m: &str| {
+            parse_milestone("x\n", Path::new(&format!("docs/projects/p/milestones/{m}.md")), "p").expect("valid")
+        };
         let set = validate(issues.clone(), vec![empty("M1"), map("M2")]).expect("valid");
         assert_eq!(ids(&build(&set, "M1").expect("plan")), ["A"]);
         // B is in M2 by its Issue Map alone; there its dependency A is external.
@@ -698,35 +631,21 @@ mod tests {
             doc("D", "M1", &["C"], &[]),
         ]);
         let e = build(&set, "M1").expect_err("cycle").to_string();
-        assert_eq!(
-            e,
-            "dependency cycle: A → B → C → A (docs/projects/p/issues/a.md:6)"
-        );
+        assert_eq!(e, "dependency cycle: A → B → C → A (docs/projects/p/issues/a.md:6)");
     }
 
     #[test]
     fn cycle_through_blocking_uses_blocking_line() {
         // B.blocking: [A] means A depends on B; B depends on A.
-        let set = docs(vec![
-            doc("A", "M1", &[], &[]),
-            doc("B", "M1", &["A"], &["A"]),
-        ]);
+        let set = docs(vec![doc("A", "M1", &[], &[]), doc("B", "M1", &["A"], &["A"])]);
         let e = build(&set, "M1").expect_err("cycle").to_string();
-        assert_eq!(
-            e,
-            "dependency cycle: A → B → A (docs/projects/p/issues/b.md:8)"
-        );
+        assert_eq!(e, "dependency cycle: A → B → A (docs/projects/p/issues/b.md:8)");
     }
 
     #[test]
     fn self_dependency_is_a_cycle() {
-        let set = docs(vec![
-            doc("A", "M1", &[], &[]),
-            doc("S", "M2", &["A", "S"], &[]),
-        ]);
-        let e = build(&set, "M1")
-            .expect_err("cycle spanning milestones")
-            .to_string();
+        let set = docs(vec![doc("A", "M1", &[], &[]), doc("S", "M2", &["A", "S"], &[])]);
+        let e = build(&set, "M1").expect_err("cycle spanning milestones").to_string();
         assert_eq!(e, "dependency cycle: S → S (docs/projects/p/issues/s.md:7)");
     }
 
@@ -742,10 +661,7 @@ mod tests {
                     milestone: Some("M".into()),
                     milestone_line: None,
                     blocked_by: if i > 0 || cyclic {
-                        vec![Dep {
-                            id: id((i + n - 1) % n),
-                            line: 3,
-                        }]
+                        vec![Dep { id: id((i + n - 1) % n), line: 3 }]
                     } else {
                         Vec::new()
                     },
@@ -782,32 +698,21 @@ mod tests {
         let one = docs(vec![doc("A", "M1", &[], &[])]);
         assert_eq!(choose_milestone(&one, None).expect("only one"), "M1");
         assert_eq!(
-            choose_milestone(&one, Some("X"))
-                .expect_err("unknown")
-                .to_string(),
+            choose_milestone(&one, Some("X")).expect_err("unknown").to_string(),
             "unknown milestone 'X' (known: M1)"
         );
         let two = docs(vec![doc("A", "M1", &[], &[]), doc("B", "M2", &[], &[])]);
         assert_eq!(choose_milestone(&two, Some("M2")).expect("exists"), "M2");
         assert_eq!(
-            choose_milestone(&two, None)
-                .expect_err("ambiguous")
-                .to_string(),
+            choose_milestone(&two, None).expect_err("ambiguous").to_string(),
             "several milestones found (M1, M2); pass --milestone <id> to choose one"
         );
-        assert_eq!(
-            build(&two, "M9").expect_err("unknown").to_string(),
-            "unknown milestone 'M9' (known: M1, M2)"
-        );
+        assert_eq!(build(&two, "M9").expect_err("unknown").to_string(), "unknown milestone 'M9' (known: M1, M2)");
     }
 
     #[test]
     fn renderings_contain_the_edges() {
-        let set = docs(vec![
-            doc("A", "M1", &[], &[]),
-            doc("B", "M1", &["A", "X"], &[]),
-            doc("X", "M2", &[], &[]),
-        ]);
+        let set = docs(vec![doc("A", "M1", &[], &[]), doc("B", "M1", &["A", "X"], &[]), doc("X", "M2", &[], &[])]);
         let plan = build(&set, "M1").expect("plan");
         let dot = plan.to_dot();
         assert!(dot.starts_with("digraph \"M1\" {"), "{dot}");
@@ -824,10 +729,7 @@ mod tests {
         assert_eq!(json["waves"], serde_json::json!([["A"], ["B"]]));
         assert_eq!(json["issues"][1]["blocked_by"], serde_json::json!(["A"]));
         assert_eq!(json["issues"][1]["doc"], "docs/projects/p/issues/b.md");
-        assert_eq!(
-            json["external"],
-            serde_json::json!([{"issue": "B", "dep": "X"}])
-        );
+        assert_eq!(json["external"], serde_json::json!([{"issue": "B", "dep": "X"}]));
         let text = plan.to_text();
         assert!(text.contains("2. B: Title B  (after A)"), "{text}");
         assert!(text.contains("  wave 2: B\n"), "{text}");
@@ -849,8 +751,6 @@ mod tests {
         };
         assert!(plan.to_dot().contains("digraph \"M\\\"1\""));
         assert!(plan.to_dot().contains("label=\"A: say \\\"hi\\\" <b>\""));
-        assert!(plan
-            .to_mermaid()
-            .contains("i0[\"A: say #quot;hi#quot; #lt;b#gt;\"]"));
+        assert!(plan.to_mermaid().contains("i0[\"A: say #quot;hi#quot; #lt;b#gt;\"]"));
     }
 }

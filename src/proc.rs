@@ -349,12 +349,7 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
         }
         None => Command::new(&cmd.program),
     };
-    command
-        .args(&cmd.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    command.args(&cmd.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     if cmd.cancellable {
         // The supervisor gets SIGTERM so it can stop the agent's whole tree; a plain child
         // simply dies with loop.
@@ -628,8 +623,10 @@ pub fn kill_leftover_group(pgid: i32, recorded_start: u64) -> Leftover {
     }
     let mut frozen: Vec<Stat> = Vec::new();
     for _ in 0..100 {
-        let fresh: Vec<Stat> =
-            members().into_iter().filter(|s| !frozen.iter().any(|f| f.pid == s.pid && f.start_time == s.start_time)).collect();
+        let fresh: Vec<Stat> = members()
+            .into_iter()
+            .filter(|s| !frozen.iter().any(|f| f.pid == s.pid && f.start_time == s.start_time))
+            .collect();
         if fresh.is_empty() {
             break;
         }

@@ -101,9 +101,8 @@ pub fn render(t: &Template, values: &[(&str, String)]) -> Result<String, PromptE
 /// the user named (trusted as given) and the dir below it (walked without following symlinks).
 pub fn install_targets(codex_home: Option<PathBuf>, claude_dir: Option<PathBuf>) -> Vec<(PathBuf, PathBuf)> {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    let codex = codex_home
-        .or_else(|| std::env::var_os("CODEX_HOME").map(PathBuf::from))
-        .unwrap_or_else(|| home.join(".codex"));
+    let codex =
+        codex_home.or_else(|| std::env::var_os("CODEX_HOME").map(PathBuf::from)).unwrap_or_else(|| home.join(".codex"));
     let claude = claude_dir.unwrap_or_else(|| home.join(".claude").join("commands"));
     vec![(codex, PathBuf::from("prompts")), (claude, PathBuf::new())]
 }

@@ -210,7 +210,8 @@ impl StateDir {
 
     fn lock_in(dir: &Path, id: &str) -> Result<RunLock, RunsError> {
         let path = Self::lock_file(dir);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -240,13 +241,17 @@ impl StateDir {
         let dir = Path::new(&common).join("loop").join("active");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let path = dir.join(format!("{}.lock", crate::workspace::sanitize(milestone)));
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let field = |key: &str| {
-                    text.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(key))
+                        .map(|v| v.trim().to_string())
+                        .filter(|v| !v.is_empty())
                 };
                 return Err(RunsError::MilestoneBusy {
                     milestone: milestone.to_string(),
@@ -263,7 +268,8 @@ impl StateDir {
             Holder::Clean => "loop clean".to_string(),
         };
         // One `key value` line each; the state dir is last and may hold spaces.
-        write!(file, "holder {holder}\npid {}\nstate {}\n", std::process::id(), self.root.display()).map_err(io(&path))?;
+        write!(file, "holder {holder}\npid {}\nstate {}\n", std::process::id(), self.root.display())
+            .map_err(io(&path))?;
         Ok(RunLock { _file: file })
     }
 
@@ -338,7 +344,8 @@ impl StateDir {
         std::fs::create_dir(&staging).map_err(io(&staging))?;
         {
             use crate::journal::Store as _;
-            let mut store = LogStore::create_staged(&staging, &dir.join(".upgraded"), id).map_err(JournalError::from)?;
+            let mut store =
+                LogStore::create_staged(&staging, &dir.join(".upgraded"), id).map_err(JournalError::from)?;
             store.append(&mem.records).map_err(JournalError::from)?;
         }
         let moved = dir.join(".upgraded").join(jlog::LOG_FILE);
@@ -350,7 +357,10 @@ impl StateDir {
             std::fs::rename(&wal, dir.join("journal.v1.wal")).map_err(io(&wal))?;
         }
         jlog::sync_dir(&dir).map_err(io(&dir))?;
-        on_note(format!("run {id}: journal upgraded to format 2 ({} records); the format-1 store is kept as journal.v1", mem.records.len()));
+        on_note(format!(
+            "run {id}: journal upgraded to format 2 ({} records); the format-1 store is kept as journal.v1",
+            mem.records.len()
+        ));
         Ok(())
     }
 
@@ -365,7 +375,9 @@ impl StateDir {
                 let reader = LogReader::open(&path, Some(id)).map_err(JournalError::from)?;
                 Ok(Snapshot::Log { reader, id: id.to_string(), state: self.clone(), told: AtomicBool::new(false) })
             }
-            RunKind::Legacy => Ok(Snapshot::Legacy(read_legacy(&self.legacy_journal_path(id)).map_err(JournalError::from)?)),
+            RunKind::Legacy => {
+                Ok(Snapshot::Legacy(read_legacy(&self.legacy_journal_path(id)).map_err(JournalError::from)?))
+            }
             RunKind::Missing => Err(self.missing(id).into()),
             RunKind::Empty => Err(JournalError::Empty.into()),
             RunKind::Absent => Err(RunsError::NoSuchRun(id.to_string())),

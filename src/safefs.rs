@@ -81,10 +81,7 @@ fn components<'a>(root: &Path, rel: &'a Path) -> Result<Vec<&'a std::ffi::OsStr>
             Component::Normal(s) => out.push(s),
             Component::CurDir => {}
             _ => {
-                return Err(SafeFsError::NotBelow {
-                    path: rel.display().to_string(),
-                    root: root.display().to_string(),
-                })
+                return Err(SafeFsError::NotBelow { path: rel.display().to_string(), root: root.display().to_string() })
             }
         }
     }
@@ -148,7 +145,13 @@ fn openat2_beneath(root: &OwnedFd, rel: &[&std::ffi::OsStr]) -> Option<OwnedFd> 
     };
     // SAFETY: a valid descriptor, C string and struct of the size passed.
     let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, root.as_raw_fd(), name.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
     };
     // Any failure (no such syscall, a seccomp filter, a missing dir, a symlink) goes to the walk,
     // which creates what is missing and names what is wrong.
@@ -265,7 +268,8 @@ impl Dir {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let mut attempt = 0;
         let (fd, tmp_c) = loop {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
             let mut tmp_name = std::ffi::OsString::from(".");
             tmp_name.push(name);
             tmp_name.push(format!(
@@ -315,7 +319,8 @@ impl Dir {
         prefix.push(".loop-tmp-");
         let prefix = prefix.into_vec();
         // The directory's own entries, through its descriptor rather than its path.
-        let listing = std::fs::read_dir(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).map_err(io_err(&self.shown))?;
+        let listing =
+            std::fs::read_dir(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).map_err(io_err(&self.shown))?;
         let mut removed = 0;
         for e in listing {
             let e = e.map_err(io_err(&self.shown))?;
@@ -410,7 +415,12 @@ pub fn update(root: &Path, rel: &Path, change: impl FnOnce(Option<&[u8]>) -> Vec
 
 /// [`update`]; with `sole_writer` (the caller knows no other writer of this file can be live),
 /// temps an earlier, killed writer of it left are removed first ([`Dir::remove_leftover_temps`]).
-pub fn update_with(root: &Path, rel: &Path, sole_writer: bool, change: impl FnOnce(Option<&[u8]>) -> Vec<u8>) -> Result<Vec<u8>> {
+pub fn update_with(
+    root: &Path,
+    rel: &Path,
+    sole_writer: bool,
+    change: impl FnOnce(Option<&[u8]>) -> Vec<u8>,
+) -> Result<Vec<u8>> {
     let (dir, name) = split(root, rel)?;
     let d = open_dir(root, dir, true)?;
     if sole_writer {

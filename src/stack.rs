@@ -12,11 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::vocab::{StackMode, SubmitMode};
 use crate::proc::{self, Cmd};
+pub use crate::vocab::{StackMode, SubmitMode};
 use crate::workspace::WorkspaceError;
-
-
 
 /// `--stack graphite` for one run: what loop does with Graphite around an issue (track its
 /// branch, commit through gt, submit drafts). The engine calls it through its hooks
@@ -85,7 +83,8 @@ impl Gt {
 
     /// `gt init --trunk TRUNK`, once per repository.
     pub fn ensure_init(&self, repo: &Path, trunk: &str) -> Result<(), WorkspaceError> {
-        let common = crate::workspace::git_ok(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"], self.timeout)?;
+        let common =
+            crate::workspace::git_ok(repo, &["rev-parse", "--path-format=absolute", "--git-common-dir"], self.timeout)?;
         if Path::new(&common).join(".graphite_repo_config").exists() {
             return Ok(());
         }
@@ -109,11 +108,13 @@ impl Gt {
         date: Option<&str>,
         has_identity: bool,
     ) -> Result<Option<String>, WorkspaceError> {
-        let status = crate::workspace::git_ok(worktree, &["status", "--porcelain", "--untracked-files=all"], self.timeout)?;
+        let status =
+            crate::workspace::git_ok(worktree, &["status", "--porcelain", "--untracked-files=all"], self.timeout)?;
         if status.trim().is_empty() {
             return Ok(None);
         }
-        let mut cmd = self.cmd(worktree, &["modify", "--commit", "--all", "--no-verify", "--message", message]).not_cancellable();
+        let mut cmd =
+            self.cmd(worktree, &["modify", "--commit", "--all", "--no-verify", "--message", message]).not_cancellable();
         // Commit as loop rather than fail when git has no identity here (as `git commit` does).
         if !has_identity {
             for (k, v) in [
@@ -143,8 +144,6 @@ impl Gt {
         let end = text.rfind('}').map(|e| e + 1).unwrap_or(text.len());
         let v: serde_json::Value = serde_json::from_str(&text[start..end])
             .map_err(|e| WorkspaceError::git("gt state", format!("not JSON: {e}"), ""))?;
-        Ok(v.as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
-            .unwrap_or_default())
+        Ok(v.as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()).unwrap_or_default())
     }
 }

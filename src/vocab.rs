@@ -183,7 +183,13 @@ impl GuardSpec {
     pub fn describe(&self) -> String {
         let c = &self.config;
         let on = |b: bool| if b { "on" } else { "off" };
-        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+            }
+        };
         let mut line = format!(
             "guard: checks {}, shims {}, allow_dirty {}; sandbox dev/fix {}, review {}; allow {}; deny {}; stack {}",
             on(c.checks),
@@ -263,7 +269,10 @@ pub fn sanitize(id: &str) -> String {
 /// The review doc for an issue doc `docs/projects/<project>/issues/X.md`, relative to the repo:
 /// `docs/projects/<project>/reviews/REVIEW-<milestone>.md` (a sibling `reviews/` of the issue dir).
 pub fn review_doc_path(issue_doc: &str, milestone: &str) -> String {
-    let project_dir = std::path::Path::new(issue_doc).parent().and_then(std::path::Path::parent).filter(|p| !p.as_os_str().is_empty());
+    let project_dir = std::path::Path::new(issue_doc)
+        .parent()
+        .and_then(std::path::Path::parent)
+        .filter(|p| !p.as_os_str().is_empty());
     let base = project_dir.map(|p| p.to_path_buf()).unwrap_or_else(|| std::path::Path::new("docs").to_path_buf());
     base.join("reviews").join(format!("REVIEW-{}.md", sanitize(milestone))).display().to_string()
 }

@@ -232,7 +232,8 @@ impl GitWorkspace {
             crate::safefs::SafeFsError::Io { path, source } => WorkspaceError::Io { what: path, source },
             other => WorkspaceError::git("info/exclude", other.to_string(), ""),
         };
-        let existing = String::from_utf8_lossy(&crate::safefs::read(&common, rel).map_err(fs)?.unwrap_or_default()).into_owned();
+        let existing =
+            String::from_utf8_lossy(&crate::safefs::read(&common, rel).map_err(fs)?.unwrap_or_default()).into_owned();
         if existing.lines().any(|l| l.trim() == pattern) {
             return Ok(());
         }
@@ -416,7 +417,10 @@ impl Workspace for GitWorkspace {
             };
             if !lost {
                 let t = tip.unwrap_or_default();
-                return Err(unrepairable(path, &format!("branch {branch} is at {t}, which does not contain the journaled commit {commit}")));
+                return Err(unrepairable(
+                    path,
+                    &format!("branch {branch} is at {t}, which does not contain the journaled commit {commit}"),
+                ));
             }
             self.teardown(path, &admins)?;
             out.repairs.extend(self.ensure_branch(path, branch, commit)?);
@@ -561,7 +565,8 @@ impl GitWorkspace {
         if !self.durable {
             return Ok(());
         }
-        sync_tree(dir, since).map_err(|e| WorkspaceError::Sync { path: dir.display().to_string(), detail: e.to_string() })
+        sync_tree(dir, since)
+            .map_err(|e| WorkspaceError::Sync { path: dir.display().to_string(), detail: e.to_string() })
     }
 
     fn make_parents(&self, path: &Path) -> Result<(), WorkspaceError> {
@@ -660,7 +665,10 @@ impl GitWorkspace {
         if let Some(a) = admin {
             // git fsynced the new index; its rename into place is an entry of the admin dir.
             self.sync(a)?;
-            if let Some(head) = std::fs::read_to_string(a.join("HEAD")).ok().and_then(|h| h.trim().strip_prefix("ref: refs/heads/").map(str::to_string)) {
+            if let Some(head) = std::fs::read_to_string(a.join("HEAD"))
+                .ok()
+                .and_then(|h| h.trim().strip_prefix("ref: refs/heads/").map(str::to_string))
+            {
                 self.sync_ref_dirs(&head, started)?;
             }
         }
@@ -775,7 +783,8 @@ impl GitWorkspace {
             if held_by_live_process(&lock) {
                 continue;
             }
-            std::fs::remove_file(&lock).map_err(|e| unrepairable(path, &format!("removing {}: {e}", lock.display())))?;
+            std::fs::remove_file(&lock)
+                .map_err(|e| unrepairable(path, &format!("removing {}: {e}", lock.display())))?;
             if let Some(dir) = lock.parent() {
                 self.sync(dir)?;
             }
@@ -839,7 +848,8 @@ impl GitWorkspace {
                 if h.trim() != f.1 {
                     // git would skip a file whose size and times match its index entry.
                     let p = wt.join(&f.0);
-                    std::fs::remove_file(&p).map_err(|e| unrepairable(wt, &format!("removing {}: {e}", p.display())))?;
+                    std::fs::remove_file(&p)
+                        .map_err(|e| unrepairable(wt, &format!("removing {}: {e}", p.display())))?;
                     lost.push(f.0.clone());
                 }
             }
@@ -853,7 +863,8 @@ impl GitWorkspace {
             self.git_w_ok(wt, &args)?;
         }
         let shown: Vec<&str> = lost.iter().take(5).map(String::as_str).collect();
-        let more = if lost.len() > shown.len() { format!(" and {} more", lost.len() - shown.len()) } else { String::new() };
+        let more =
+            if lost.len() > shown.len() { format!(" and {} more", lost.len() - shown.len()) } else { String::new() };
         Ok(Some(format!(
             "{} file(s) of its checkout had lost their data (a power cut before the checkout was fsynced): restored from HEAD: {}{more}",
             lost.len(),

@@ -10,9 +10,9 @@
 //! `LOOP_POWERCUT_SEED` replays a run of cuts (the seed is printed), `LOOP_POWERCUT_CUTS` sets how
 //! many random cases each `--jobs` value gets (default 3; more is the long mode).
 
-mod support;
 #[path = "power_cut/cutfs.rs"]
 mod cutfs;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
@@ -85,7 +85,11 @@ fn the_layer_keeps_synced_data_and_loses_the_rest() {
     synced.write_all_at(b" and lost", 4).expect("write");
     drop(synced);
     std::fs::write(m.join("d/unsynced"), vec![b'x'; 3000]).expect("write");
-    assert_eq!(std::fs::read(m.join("d/unsynced")).expect("read").len(), 3000, "a reader sees unsynced data before the cut");
+    assert_eq!(
+        std::fs::read(m.join("d/unsynced")).expect("read").len(),
+        3000,
+        "a reader sees unsynced data before the cut"
+    );
     std::fs::rename(m.join("d/unsynced"), m.join("d/renamed")).expect("rename");
     let torn = std::fs::File::create(m.join("torn")).expect("create");
     torn.write_all_at(&[7u8; 900], 0).expect("write");
@@ -93,7 +97,11 @@ fn the_layer_keeps_synced_data_and_loses_the_rest() {
 
     let r = a.fs.cut(CutMode::Thirds).expect("cut");
     assert_eq!(r.files, 3, "{r:?}");
-    assert_eq!(std::fs::read(m.join("d/synced")).expect("read"), b"kept an\0\0\0ost", "synced data kept; the unsynced write torn");
+    assert_eq!(
+        std::fs::read(m.join("d/synced")).expect("read"),
+        b"kept an\0\0\0ost",
+        "synced data kept; the unsynced write torn"
+    );
     let renamed = std::fs::read(m.join("d/renamed")).expect("the rename is metadata and survives");
     assert_eq!(renamed.len(), 3000);
     assert!(renamed[1000..2000].iter().all(|&b| b == 0) && renamed[..1000].iter().all(|&b| b == b'x'));
@@ -128,7 +136,9 @@ impl PartialEq for Outcome {
 fn branches(repo: &TestRepo) -> Vec<(String, String, String)> {
     let refs = git(repo, &["for-each-ref", "--format=%(refname:short)", "refs/heads/loop/"]);
     refs.lines()
-        .map(|b| (b.to_string(), git(repo, &["rev-list", "--count", b]), git(repo, &["rev-parse", &format!("{b}^{{tree}}")])))
+        .map(|b| {
+            (b.to_string(), git(repo, &["rev-list", "--count", b]), git(repo, &["rev-parse", &format!("{b}^{{tree}}")]))
+        })
         .collect()
 }
 
@@ -138,9 +148,23 @@ fn scenario(repo: &Path) -> String {
 
 fn run_args(repo: &Path, state: &Path, jobs: usize) -> Vec<String> {
     let s = state.display().to_string();
-    ["run", "-m", "M1-core", "--agent", "sim", "--sim-scenario", &scenario(repo), "--jobs", &jobs.to_string(), "--json-events", "-q", "--state-dir", &s]
-        .map(String::from)
-        .to_vec()
+    [
+        "run",
+        "-m",
+        "M1-core",
+        "--agent",
+        "sim",
+        "--sim-scenario",
+        &scenario(repo),
+        "--jobs",
+        &jobs.to_string(),
+        "--json-events",
+        "-q",
+        "--state-dir",
+        &s,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn resume_args(state: &Path, jobs: usize) -> Vec<String> {
@@ -168,10 +192,17 @@ fn uninterrupted(jobs: usize) -> (Outcome, usize) {
 fn outcome(repo: &TestRepo, state: &Path) -> Result<Outcome, String> {
     let out = loop_at(repo).args(["status", RUN_ID, "--json", "--state-dir"]).arg(state).output().expect("loop runs");
     let (stdout, stderr) = text(&out);
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).map_err(|_| format!("status exit {:?}: {}", out.status.code(), stderr.trim()))?;
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())
+        .map_err(|_| format!("status exit {:?}: {}", out.status.code(), stderr.trim()))?;
     let reasons = v["issues"]
         .as_array()
-        .map(|a| a.iter().filter_map(|i| Some((i["id"].as_str()?.to_string(), i["reason"].as_str()?.chars().take(240).collect()))).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| {
+                    Some((i["id"].as_str()?.to_string(), i["reason"].as_str()?.chars().take(240).collect()))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     Ok(Outcome { states: states(&v), branches: branches(repo), reasons })
 }
@@ -279,7 +310,13 @@ fn random_cut(rng: &mut Rng, records: usize) -> Cut {
 
 /// Runs until the cut's moment (or the end), kills the tree, then cuts. Returns the exit code if
 /// the command finished first, and the records it acknowledged.
-fn attempt(area: &mut Area, repo: &TestRepo, args: &[String], cut: Option<Cut>, log: &mut Vec<String>) -> (Option<i32>, Vec<serde_json::Value>, String) {
+fn attempt(
+    area: &mut Area,
+    repo: &TestRepo,
+    args: &[String],
+    cut: Option<Cut>,
+    log: &mut Vec<String>,
+) -> (Option<i32>, Vec<serde_json::Value>, String) {
     if let Some(Cut { when: When::AtFsync(n), .. }) = cut {
         area.fs.arm_fsync_trap(n);
     }
@@ -319,7 +356,10 @@ fn attempt(area: &mut Area, repo: &TestRepo, args: &[String], cut: Option<Cut>, 
     let mode = cut.expect("a cut").mode;
     let r = area.fs.cut(mode).expect("cut");
     let at = match (cut.expect("cut").when, &trapped) {
-        (When::AtFsync(n), Some(path)) => format!("at fsync #{n} of {}", path.rsplit('/').take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/")),
+        (When::AtFsync(n), Some(path)) => format!(
+            "at fsync #{n} of {}",
+            path.rsplit('/').take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/")
+        ),
         (w, _) => format!("{w:?}"),
     };
     log.push(format!(
@@ -335,7 +375,13 @@ fn attempt(area: &mut Area, repo: &TestRepo, args: &[String], cut: Option<Cut>, 
 
 /// One case: `loop run`, cut, `loop resume` (cut again, maybe), resume to the end; then the end
 /// must be the uninterrupted one and every acknowledged record must still be in the journal.
-fn case(jobs: usize, cuts: &[Option<Cut>], rng: &mut Rng, records: usize, expected: &Outcome) -> Result<Vec<String>, (String, Vec<String>)> {
+fn case(
+    jobs: usize,
+    cuts: &[Option<Cut>],
+    rng: &mut Rng,
+    records: usize,
+    expected: &Outcome,
+) -> Result<Vec<String>, (String, Vec<String>)> {
     let repo = demo_repo();
     let mut area = Area::new();
     let state = area.mnt().join("state");
@@ -346,7 +392,9 @@ fn case(jobs: usize, cuts: &[Option<Cut>], rng: &mut Rng, records: usize, expect
     for _ in 0..cuts.len() + 3 {
         let args = if acked.is_empty() { run_args(&repo, &state, jobs) } else { resume_args(&state, jobs) };
         // A `None` plan is a random cut among the records still to come.
-        let cut = cuts.get(next_cut).map(|c| c.unwrap_or_else(|| random_cut(rng, records.saturating_sub(acked.len()).max(1))));
+        let cut = cuts
+            .get(next_cut)
+            .map(|c| c.unwrap_or_else(|| random_cut(rng, records.saturating_sub(acked.len()).max(1))));
         let (code, records, err) = attempt(&mut area, &repo, &args, cut, &mut log);
         for r in &records {
             if let (Some(seq), Some(hash)) = (r["seq"].as_u64(), r["hash"].as_str()) {
@@ -375,8 +423,23 @@ fn case(jobs: usize, cuts: &[Option<Cut>], rng: &mut Rng, records: usize, expect
             .iter()
             .zip(&got.states)
             .filter(|(a, b)| a != b)
-            .map(|(a, b)| format!("{} {} (want {}){}", b.0, b.1, a.1, got.reasons.get(&b.0).map(|r| format!(": {r}")).unwrap_or_default()))
-            .chain(expected.branches.iter().zip(&got.branches).filter(|(a, b)| a != b).map(|(a, b)| format!("{} has {} commits (want {})", b.0, b.1, a.1)))
+            .map(|(a, b)| {
+                format!(
+                    "{} {} (want {}){}",
+                    b.0,
+                    b.1,
+                    a.1,
+                    got.reasons.get(&b.0).map(|r| format!(": {r}")).unwrap_or_default()
+                )
+            })
+            .chain(
+                expected
+                    .branches
+                    .iter()
+                    .zip(&got.branches)
+                    .filter(|(a, b)| a != b)
+                    .map(|(a, b)| format!("{} has {} commits (want {})", b.0, b.1, a.1)),
+            )
             .collect();
         return Err((format!("ended otherwise than the uninterrupted run: {}", diff.join("; ")), log));
     }
@@ -385,7 +448,8 @@ fn case(jobs: usize, cuts: &[Option<Cut>], rng: &mut Rng, records: usize, expect
     if out.status.code() != Some(exit::OK) {
         return Err((format!("replay exit {:?}: {}", out.status.code(), stderr.trim()), log));
     }
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).map_err(|e| (format!("replay --json: {e}"), log.clone()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).map_err(|e| (format!("replay --json: {e}"), log.clone()))?;
     let journal: std::collections::BTreeMap<u64, String> = v["timeline"]
         .as_array()
         .map(|t| t.iter().filter_map(|r| Some((r["seq"].as_u64()?, r["hash"].as_str()?.to_string()))).collect())
@@ -526,7 +590,13 @@ fn cuts_during_status_and_replay_change_nothing() {
                 .into_iter()
                 .filter(|k| before.get(*k) != after.get(*k))
                 .take(6)
-                .map(|k| format!("{k}: {} -> {}", before.get(k).map(String::as_str).unwrap_or("absent"), after.get(k).map(String::as_str).unwrap_or("absent")))
+                .map(|k| {
+                    format!(
+                        "{k}: {} -> {}",
+                        before.get(k).map(String::as_str).unwrap_or("absent"),
+                        after.get(k).map(String::as_str).unwrap_or("absent")
+                    )
+                })
                 .collect();
             failures.push(format!("{} ({when:?}, {mode:?}) changed the state dir: {}", args[0], changed.join("; ")));
         }

@@ -166,8 +166,7 @@ pub fn stream(data: &[u8]) {
         assert!(u.chars().count() <= 20 + 80 * 10, "unknown note unbounded: {} chars", u.len());
     }
 
-    let crlf: Vec<u8> =
-        data.iter().flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] }).collect();
+    let crlf: Vec<u8> = data.iter().flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] }).collect();
     assert_eq!(Summary::of_stdout(&crlf), s, "CRLF line ends changed the summary");
     if let Ok(text) = std::str::from_utf8(data) {
         if !text.contains('\r') {

@@ -10,9 +10,23 @@ const PATH: &str = "loop.toml";
 
 /// Every key `LoopConfig` knows, as table paths.
 const KNOWN: &[&str] = &[
-    "run", "run.phase_timeout", "run.max_fix_cycles", "run.max_tokens_per_issue", "run.review_doc",
-    "codex", "codex.bin", "codex.model", "codex.profile", "codex.sandbox", "codex.sandbox.dev",
-    "codex.sandbox.review", "codex.sandbox.fix", "codex.config", "codex.retries", "prompts", "prompts.dir",
+    "run",
+    "run.phase_timeout",
+    "run.max_fix_cycles",
+    "run.max_tokens_per_issue",
+    "run.review_doc",
+    "codex",
+    "codex.bin",
+    "codex.model",
+    "codex.profile",
+    "codex.sandbox",
+    "codex.sandbox.dev",
+    "codex.sandbox.review",
+    "codex.sandbox.fix",
+    "codex.config",
+    "codex.retries",
+    "prompts",
+    "prompts.dir",
 ];
 
 fn keys(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
@@ -34,7 +48,11 @@ pub fn check(data: &[u8]) {
             let msg = e.to_string();
             one_line(&msg);
             let line = line_of(&msg, PATH);
-            assert!((1..=line_count(&text)).contains(&line), "line {line} outside the file's {} lines: {msg}", line_count(&text));
+            assert!(
+                (1..=line_count(&text)).contains(&line),
+                "line {line} outside the file's {} lines: {msg}",
+                line_count(&text)
+            );
         }
         Ok(c) => {
             assert_eq!(parse(&text, Path::new(PATH)).ok().as_ref(), Some(&c), "re-parse differs");

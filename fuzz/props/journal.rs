@@ -1,9 +1,9 @@
 //! Journal records and exported journal files.
 
-use devloop::journal::replay::replay;
-use devloop::render;
 use devloop::journal::record::{open, seal, FORMAT_VERSION};
+use devloop::journal::replay::replay;
 use devloop::journal::{self, Hash, JournalError};
+use devloop::render;
 
 use super::one_line;
 
@@ -104,7 +104,11 @@ pub fn export_file_with(data: &[u8], flips: usize) {
         (0..data.len()).collect()
     } else {
         let h = Hash::of(data).0;
-        (0..flips).map(|i| u32::from_le_bytes([h[i % 8 * 4], h[i % 8 * 4 + 1], h[i % 8 * 4 + 2], i as u8]) as usize % data.len()).collect()
+        (0..flips)
+            .map(|i| {
+                u32::from_le_bytes([h[i % 8 * 4], h[i % 8 * 4 + 1], h[i % 8 * 4 + 2], i as u8]) as usize % data.len()
+            })
+            .collect()
     };
     for &p in &positions {
         let mut bad = data.to_vec();

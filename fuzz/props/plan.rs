@@ -12,8 +12,7 @@ use devloop::plan::{self, PlanError};
 
 use super::one_line;
 
-const IDS: &[&str] =
-    &["A", "B", "C-1", "../up", "a b", "é", "$(rm -rf x)", "007", "Z;echo", "m\u{301}", "`x`", "zz"];
+const IDS: &[&str] = &["A", "B", "C-1", "../up", "a b", "é", "$(rm -rf x)", "007", "Z;echo", "m\u{301}", "`x`", "zz"];
 
 pub fn check(data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else { return };

@@ -167,7 +167,8 @@ impl CodexAgent {
     fn base(&self, req: &PhaseRequest) -> Cmd {
         let s = &self.settings;
         let sandbox = s.sandbox(req.phase);
-        let mut cmd = Cmd::new(&s.bin).arg("exec").arg("--json").arg("-C").arg(&req.worktree).args(["-s", sandbox]).supervised();
+        let mut cmd =
+            Cmd::new(&s.bin).arg("exec").arg("--json").arg("-C").arg(&req.worktree).args(["-s", sandbox]).supervised();
         if let Some(m) = &s.model {
             cmd = cmd.args(["-m", m]);
         }
@@ -217,7 +218,9 @@ impl CodexAgent {
     /// symlink or a bad path is not.
     fn fs_err(phase: Phase, what: String, e: safefs::SafeFsError) -> AgentError {
         match e {
-            safefs::SafeFsError::Io { path, source } => AgentError::Io { phase, what: format!("{what} {path}"), source },
+            safefs::SafeFsError::Io { path, source } => {
+                AgentError::Io { phase, what: format!("{what} {path}"), source }
+            }
             other => Self::setup_err(phase, format!("{what}: {other}")),
         }
     }
@@ -298,8 +301,11 @@ impl CodexAgent {
     fn prepare(&self, req: &PhaseRequest) -> Result<String, AgentError> {
         let phase = req.phase;
         let root = Path::new(&self.settings.logs_root);
-        std::fs::create_dir_all(root)
-            .map_err(|source| AgentError::Io { phase, what: format!("creating {}", root.display()), source })?;
+        std::fs::create_dir_all(root).map_err(|source| AgentError::Io {
+            phase,
+            what: format!("creating {}", root.display()),
+            source,
+        })?;
         let dir = self.log_dir(req);
         let (_, rel) = self.below_logs(&dir);
         safefs::open_dir(root, rel, true).map_err(|e| Self::fs_err(phase, "creating the log dir".into(), e))?;

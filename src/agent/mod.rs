@@ -10,12 +10,11 @@ pub mod sim;
 
 use std::path::PathBuf;
 
-
 use std::time::Duration;
 
+use crate::machine::Phase;
 pub use crate::vocab::Tokens;
 use crate::vocab::{AgentSpec, PlannedIssue};
-use crate::machine::Phase;
 
 /// Everything an agent is told about a phase: explicit inputs, nothing to infer.
 #[derive(Clone, Debug)]
@@ -37,8 +36,6 @@ pub struct PhaseRequest {
     /// LOOP_GUARD_CTX, GIT_CONFIG_GLOBAL, CODEX_HOME). Empty when no guard is active.
     pub env: Vec<(String, String)>,
 }
-
-
 
 /// What an agent reports while a phase runs; the engine journals it at once.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,10 +66,19 @@ pub enum AgentError {
     #[error("the {phase} agent was interrupted")]
     Interrupted { phase: Phase },
     #[error("the {phase} agent could not run: {source}")]
-    Setup { phase: Phase, #[source] source: Box<dyn std::error::Error + Send + Sync> },
+    Setup {
+        phase: Phase,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A file of loop's own around the agent (logs, schema; the simulated agent's work) failed.
     #[error("the {phase} agent could not run: {what}: {source}")]
-    Io { phase: Phase, what: String, #[source] source: std::io::Error },
+    Io {
+        phase: Phase,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl AgentError {

@@ -120,7 +120,6 @@ pub fn validate(phase: Phase, text: &str) -> Result<Value, OutputError> {
     Ok(value)
 }
 
-
 pub fn parse_work(phase: Phase, text: &str) -> Result<WorkOutput, OutputError> {
     let v = validate(phase, text)?;
     serde_json::from_value(v).map_err(|e| OutputError::Schema {

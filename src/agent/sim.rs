@@ -41,9 +41,8 @@ const ROGUE_ACTIONS: &[&str] = &["ref", "worktree", "main-write"];
 fn misbehave(req: &PhaseRequest, what: &str) -> Result<(), String> {
     let t = req.timeout;
     let wt = &req.worktree;
-    let git = |args: &[&str]| -> Result<String, String> {
-        crate::workspace::git_ok(wt, args, t).map_err(|e| e.to_string())
-    };
+    let git =
+        |args: &[&str]| -> Result<String, String> { crate::workspace::git_ok(wt, args, t).map_err(|e| e.to_string()) };
     if let Some(cmd) = what.strip_prefix("shell:") {
         let mut c = Cmd::new("bash").args(["-lc", cmd]).cwd(wt).timeout(t).supervised();
         for (k, v) in &req.env {
@@ -86,13 +85,20 @@ pub fn parse_scenario(
 ) -> Result<BTreeMap<String, SimScript>, ScenarioError> {
     let map: BTreeMap<String, SimScript> = serde_json::from_str(text)
         // serde's message quotes unknown keys verbatim (fuzz: `sim_scenario`).
-        .map_err(|e| ScenarioError::Parse { source_name: source_name.into(), detail: crate::text::printable(&e.to_string(), 300) })?;
+        .map_err(|e| ScenarioError::Parse {
+            source_name: source_name.into(),
+            detail: crate::text::printable(&e.to_string(), 300),
+        })?;
     for (issue, script) in &map {
         if !issue_ids.contains(&issue.as_str()) {
-            return Err(ScenarioError::UnknownIssue { source_name: source_name.into(), issue: crate::text::printable(issue, 100) });
+            return Err(ScenarioError::UnknownIssue {
+                source_name: source_name.into(),
+                issue: crate::text::printable(issue, 100),
+            });
         }
         let check = |field: &str, v: &str, allowed: &[&str]| {
-            let rogue = field != "reviews" && (ROGUE_ACTIONS.iter().any(|a| v.strip_prefix("rogue:") == Some(a)) || v.starts_with("shell:"));
+            let rogue = field != "reviews"
+                && (ROGUE_ACTIONS.iter().any(|a| v.strip_prefix("rogue:") == Some(a)) || v.starts_with("shell:"));
             if allowed.contains(&v) || rogue {
                 Ok(())
             } else {
@@ -139,7 +145,11 @@ impl SimAgent {
     fn work(&self, req: &PhaseRequest) -> Result<(), AgentError> {
         let phase = req.phase;
         let dir = req.worktree.join("loop-sim");
-        std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io { phase, what: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io {
+            phase,
+            what: dir.display().to_string(),
+            source,
+        })?;
         let name = sanitize(&req.issue.id);
         let (file, text) = match req.phase {
             Phase::Dev => (
@@ -201,8 +211,9 @@ impl Agent for SimAgent {
             }
             "hang" => {
                 // In the worktree, as a real agent would be: a survivor there is what tests look for.
-                let out = proc::run(&Cmd::new("sleep").arg("3600").cwd(&req.worktree).timeout(req.timeout).supervised())
-                    .map_err(|e| AgentError::Setup { phase, source: Box::new(e) })?;
+                let out =
+                    proc::run(&Cmd::new("sleep").arg("3600").cwd(&req.worktree).timeout(req.timeout).supervised())
+                        .map_err(|e| AgentError::Setup { phase, source: Box::new(e) })?;
                 if out.cancelled {
                     return Err(AgentError::Interrupted { phase });
                 }
@@ -265,6 +276,11 @@ impl Agent for SimAgent {
                 })
             }
         };
-        Ok(PhaseReply { output: output.to_string(), exit_code: Some(0), duration: start.elapsed(), ..Default::default() })
+        Ok(PhaseReply {
+            output: output.to_string(),
+            exit_code: Some(0),
+            duration: start.elapsed(),
+            ..Default::default()
+        })
     }
 }

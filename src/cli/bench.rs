@@ -35,7 +35,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     }
     let json_out = args.json;
     if !json_out {
-        crate::eoutln!("loop bench{}: each figure is measured beside its baseline in this run", if args.quick { " --quick" } else { "" });
+        crate::eoutln!(
+            "loop bench{}: each figure is measured beside its baseline in this run",
+            if args.quick { " --quick" } else { "" }
+        );
     }
     let report = bench::run_all(args.quick, args.only.as_deref(), &mut |row| {
         if !json_out {

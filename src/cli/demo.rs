@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
+use super::inputs::RunInputs;
 use super::run::start;
 use super::{CliError, ExitCode};
 use crate::clock::Clock;
-use super::inputs::RunInputs;
 use crate::journal::AgentSpec;
 use crate::machine::Rules;
 use crate::proc::{self, Cmd};
@@ -85,7 +85,6 @@ pub fn write_sample_repo(dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-
 pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let started = Instant::now();
     let (repo, _guard) = match &args.dir {
@@ -97,7 +96,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
             (std::path::absolute(d).map_err(|e| CliError::io(d, e))?, None)
         }
         None => {
-            let t = tempfile::Builder::new().prefix("loop-demo-").tempdir().map_err(|e| CliError::io(Path::new("/tmp"), e))?;
+            let t = tempfile::Builder::new()
+                .prefix("loop-demo-")
+                .tempdir()
+                .map_err(|e| CliError::io(Path::new("/tmp"), e))?;
             let path = t.path().to_path_buf();
             if args.keep {
                 (t.keep(), None)

@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::inputs::RunInputs;
 use super::{CliError, ExitCode};
 use crate::agent::codex::{check_installed, CodexAgent, CodexSettings};
 use crate::agent::PhaseRequest;
 use crate::clock::{self, Clock};
-use super::inputs::RunInputs;
 use crate::machine::Phase;
 use crate::render::dryrun::{DryRun, DryRunIssue, DryRunPhase};
 use crate::workspace::{GitWorkspace, Workspace};
@@ -67,9 +67,11 @@ fn phases(
     issue: &crate::journal::PlannedIssue,
 ) -> Result<Vec<DryRunPhase>, CliError> {
     let mut out = Vec::new();
-    for (phase, cycle, label) in
-        [(Phase::Dev, 0, "dev".to_string()), (Phase::Review, 0, "review 1".into()), (Phase::Fix, 1, "fix cycle 1".into())]
-    {
+    for (phase, cycle, label) in [
+        (Phase::Dev, 0, "dev".to_string()),
+        (Phase::Review, 0, "review 1".into()),
+        (Phase::Fix, 1, "fix cycle 1".into()),
+    ] {
         let req = PhaseRequest {
             run_id: run_id.to_string(),
             milestone: milestone.to_string(),

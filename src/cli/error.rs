@@ -178,11 +178,9 @@ impl CliError {
     /// The one mapping from error kinds to exit codes.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Docs(_)
-            | CliError::Plan(_)
-            | CliError::Config(_)
-            | CliError::Agent(_)
-            | CliError::Usage(_) => ExitCode::BadInput,
+            CliError::Docs(_) | CliError::Plan(_) | CliError::Config(_) | CliError::Agent(_) | CliError::Usage(_) => {
+                ExitCode::BadInput
+            }
             CliError::Runs(e) => runs_code(e),
             CliError::Journal(j) => journal_code(j),
             CliError::Engine(e) => engine_code(e),
@@ -287,8 +285,12 @@ mod tests {
         StoreError::Io { path: PathBuf::from("/s"), source: io() }
     }
     fn illegal() -> crate::machine::IllegalTransition {
-        crate::machine::transition(&State::PENDING, &Event::ReviewFinished { verdict: Verdict::Pass }, &Rules::default())
-            .unwrap_err()
+        crate::machine::transition(
+            &State::PENDING,
+            &Event::ReviewFinished { verdict: Verdict::Pass },
+            &Rules::default(),
+        )
+        .unwrap_err()
     }
     fn divergence() -> Divergence {
         Divergence::NoStart { seq: 3 }
@@ -353,7 +355,8 @@ mod tests {
             (RunsError::Ambiguous { prefix: "r".into(), matches: vec![] }.into(), ExitCode::BadInput),
             (RunsError::Locked { run: "r".into(), pid: None }.into(), ExitCode::Locked),
             (
-                RunsError::MilestoneBusy { milestone: "M".into(), holder: "h".into(), pid: None, state_dir: None }.into(),
+                RunsError::MilestoneBusy { milestone: "M".into(), holder: "h".into(), pid: None, state_dir: None }
+                    .into(),
                 ExitCode::Locked,
             ),
             (RunsError::GitDir("g".into()).into(), ExitCode::Error),
@@ -362,7 +365,10 @@ mod tests {
             (EngineError::Illegal(illegal()).into(), ExitCode::Error),
             (EngineError::WriterGone.into(), ExitCode::Error),
             (EngineError::Append("a".into()).into(), ExitCode::Error),
-            (EngineError::Environment { run_id: "r".into(), issue: "i".into(), cause: "c".into() }.into(), ExitCode::Error),
+            (
+                EngineError::Environment { run_id: "r".into(), issue: "i".into(), cause: "c".into() }.into(),
+                ExitCode::Error,
+            ),
             (
                 EngineError::Workspace { issue: "i".into(), source: WorkspaceError::NotARepo("/x".into()) }.into(),
                 ExitCode::Error,
@@ -372,7 +378,10 @@ mod tests {
             (divergence().into(), ExitCode::Diverged),
             (ReplayError::Nondeterminism(divergence()).into(), ExitCode::Diverged),
             (ShimError::NoContext { command: "git x".into(), reason: "r".into() }.into(), ExitCode::Error),
-            (ShimError::Refused { command: "git x".into(), rule: "r".into(), message: "m".into() }.into(), ExitCode::Error),
+            (
+                ShimError::Refused { command: "git x".into(), rule: "r".into(), message: "m".into() }.into(),
+                ExitCode::Error,
+            ),
             (ShimError::RealNotFound { tool: "gt" }.into(), ExitCode::CommandNotFound),
             (ShimError::Exec { path: "/bin/git".into(), source: io() }.into(), ExitCode::CannotExecute),
             (ShimError::HookInput.into(), ExitCode::HOOK_BLOCKS),
@@ -412,7 +421,10 @@ mod tests {
         assert_eq!(CliError::Usage("two\n  lines".into()).report().unwrap(), "loop: error: two lines");
         assert_eq!(CliError::Usage("esc \u{1b}[2J".into()).report().unwrap(), "loop: error: esc \\u{1b}[2J");
         let f = ReplayError::Nondeterminism(divergence());
-        assert_eq!(CliError::from(f).report().unwrap(), "loop: replay failed: journal and code disagree at record 3: the first record is not run_started");
+        assert_eq!(
+            CliError::from(f).report().unwrap(),
+            "loop: replay failed: journal and code disagree at record 3: the first record is not run_started"
+        );
         let refused = CliError::Shim(ShimError::RealNotFound { tool: "gt" });
         assert_eq!(refused.report().unwrap(), "loop guard: the real gt was not found");
         assert_eq!(CliError::Usage("u".into()).reported().report(), None);

@@ -1,9 +1,9 @@
 //! The command line: one file per subcommand (parsing and printing only), and the error type
 //! whose kind decides the exit code ([`error`]).
 
-pub mod codex_args;
-pub mod clean;
 pub mod bench;
+pub mod clean;
+pub mod codex_args;
 pub mod demo;
 pub mod dryrun;
 pub mod error;
@@ -151,7 +151,10 @@ pub fn install_interrupt_handler() {
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     // Only commands that journal nothing may die of a closed pipe (see `crate::out`).
-    if matches!(cli.command, Command::Plan(_) | Command::Replay(_) | Command::Status(_) | Command::Runs(_) | Command::Export(_)) {
+    if matches!(
+        cli.command,
+        Command::Plan(_) | Command::Replay(_) | Command::Status(_) | Command::Runs(_) | Command::Export(_)
+    ) {
         crate::out::die_on_closed_pipe();
     }
     match cli.command {

@@ -29,9 +29,10 @@ pub struct PlanArgs {
 }
 
 pub fn run(args: PlanArgs) -> Result<ExitCode, CliError> {
-    let repo = args.repo.repo_root().or_else(|_| {
-        std::path::absolute(&args.repo.repo).map_err(|e| CliError::io(&args.repo.repo, e))
-    })?;
+    let repo = args
+        .repo
+        .repo_root()
+        .or_else(|_| std::path::absolute(&args.repo.repo).map_err(|e| CliError::io(&args.repo.repo, e)))?;
     let docs = docs::load(&repo)?;
     let milestone = plan::choose_milestone(&docs, args.milestone.as_deref())?;
     let plan = plan::build(&docs, &milestone)?;

@@ -67,7 +67,10 @@ pub fn run(args: PromptsArgs) -> Result<ExitCode, CliError> {
         }
         PromptsCommand::Show { name, .. } => crate::out!("{}", load(&name)?.text),
         PromptsCommand::Install { codex_home, claude_dir, .. } => {
-            let texts = BUILTIN.iter().map(|(name, _, _)| Ok((*name, load(name)?.text))).collect::<Result<Vec<_>, CliError>>()?;
+            let texts = BUILTIN
+                .iter()
+                .map(|(name, _, _)| Ok((*name, load(name)?.text)))
+                .collect::<Result<Vec<_>, CliError>>()?;
             // Every target is checked before anything is written: a symlink in one refuses the
             // whole install, so no half-installed set is left either.
             let targets = prompts::install_targets(codex_home, claude_dir);

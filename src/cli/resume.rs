@@ -5,8 +5,8 @@ use clap::Args;
 use super::run::{drive, finish_output};
 use super::{CliError, ExitCode, RepoArgs};
 use crate::clock::Clock;
-use crate::journal::view::RunView;
 use crate::engine::Recorder;
+use crate::journal::view::RunView;
 use crate::journal::Journal;
 
 #[derive(Args, Debug)]

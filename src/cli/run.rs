@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::inputs::{GuardInputs, RunInputs};
 use super::{CliError, ExitCode, RepoArgs};
 use crate::agent::Agent;
 use crate::clock::{self, Clock};
-use super::inputs::{GuardInputs, RunInputs};
 use crate::config::{EnvSettings, RunFlags};
 use crate::engine::{Engine, GuardHooks, Hooks, Observer, Outcome, Recorder, StackHooks};
 use crate::journal::view::{Applied, RunView};
@@ -139,7 +139,8 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
     }
     let _milestone_lock = state.lock_milestone(&repo, &milestone, crate::runs::Holder::Run(&run_id))?;
     let (_lock, store) = state.create_run(&run_id)?;
-    let journal = Journal::create(Box::new(store), &run_id, clock.clone()).with_fault_after(super::fault_after_append());
+    let journal =
+        Journal::create(Box::new(store), &run_id, clock.clone()).with_fault_after(super::fault_after_append());
     let start = RunStart {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         milestone: milestone.clone(),
@@ -167,7 +168,8 @@ pub fn drive(
     jobs: usize,
 ) -> Result<(ExitCode, RunView), CliError> {
     let view = recorder.view();
-    let mut guard = view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, Path::new(&view.start.repo)));
+    let mut guard =
+        view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, Path::new(&view.start.repo)));
     if let (Some(g), true) = (&mut guard, jobs > 1) {
         g.siblings = view.start.issues.iter().map(|p| (p.branch.to_string(), p.worktree.clone())).collect();
     }
@@ -186,7 +188,10 @@ pub fn drive(
     let guard_hooks = guard.as_ref().map(GuardHooks);
     let stack_hooks = stack.as_ref().map(StackHooks);
     let mut engine = Engine::new(recorder, agent, ws, progress, super::engine_settings(jobs));
-    for hooks in [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)].into_iter().flatten() {
+    for hooks in [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)]
+        .into_iter()
+        .flatten()
+    {
         engine = engine.hook(hooks);
     }
     let (outcome, view) = engine.drive()?;
@@ -222,7 +227,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         no_review_doc: args.no_review_doc,
         codex: args.codex.flags(),
     };
-    let settings = crate::config::resolve_run(&cfg, &EnvSettings::from_process(), &flags, &repo, &state.root.join("logs"))?;
+    let settings =
+        crate::config::resolve_run(&cfg, &EnvSettings::from_process(), &flags, &repo, &state.root.join("logs"))?;
     args.drive.check()?;
     // A scenario file is checked against the milestone's ids inside `start`; its parse errors
     // name the file, so check the syntax here where the path is known.
@@ -244,11 +250,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         review_doc: settings.review_doc,
         issues: args.issues,
         jobs: args.drive.jobs,
-        guard: Some(GuardInputs {
-            args: args.guard,
-            file: cfg.guard.clone(),
-            sandbox: settings.sandbox(),
-        }),
+        guard: Some(GuardInputs { args: args.guard, file: cfg.guard.clone(), sandbox: settings.sandbox() }),
     };
     if args.dry_run {
         return super::dryrun::show(&inputs, codex.as_ref());

@@ -152,7 +152,9 @@ impl<'a> IssueDriver<'a> {
         let id = planned.id.as_str();
         match command {
             Command::Prepare => self.prepare(planned)?,
-            Command::CreateWorktree { path, branch, base, adopt } => self.create_worktree(planned, path, branch, base, adopt)?,
+            Command::CreateWorktree { path, branch, base, adopt } => {
+                self.create_worktree(planned, path, branch, base, adopt)?
+            }
             Command::StartPhase { phase, attempt } => {
                 self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
             }
@@ -162,7 +164,9 @@ impl<'a> IssueDriver<'a> {
                     return Ok(Some(Step::Stop));
                 }
             }
-            Command::RemoveWorktree { path, branch } => self.end_worktree(planned, path, End::Remove { branch: &branch })?,
+            Command::RemoveWorktree { path, branch } => {
+                self.end_worktree(planned, path, End::Remove { branch: &branch })?
+            }
             Command::KeepWorktree { path, ended } => self.end_worktree(planned, path, End::Keep { ended })?,
             Command::Finish => return Ok(Some(Step::Continue)),
         }
@@ -191,7 +195,8 @@ impl<'a> IssueDriver<'a> {
             .check(Path::new(&wt.path), &wt.branch, &commit, finishing)
             .map_err(|source| EngineError::Workspace { issue: id.to_string(), source })?;
         if !checked.repairs.is_empty() {
-            let body = Body::WorktreeRepaired { issue: id.to_string(), path: wt.path.clone(), repairs: checked.repairs };
+            let body =
+                Body::WorktreeRepaired { issue: id.to_string(), path: wt.path.clone(), repairs: checked.repairs };
             self.handle.run_record(body)?;
         }
         if checked.removed {
@@ -222,12 +227,23 @@ impl<'a> IssueDriver<'a> {
     }
 
     /// `create_worktree` (or adopt the one an interrupted attempt left), then the hooks.
-    fn create_worktree(&self, planned: &PlannedIssue, path: String, branch: String, base: String, adopt: bool) -> Result<(), EngineError> {
+    fn create_worktree(
+        &self,
+        planned: &PlannedIssue,
+        path: String,
+        branch: String,
+        base: String,
+        adopt: bool,
+    ) -> Result<(), EngineError> {
         let id = planned.id.as_str();
         match self.parts.workspace.create(Path::new(&path), &branch, &base, adopt) {
             Ok(repairs) => {
                 if !repairs.is_empty() {
-                    self.handle.run_record(Body::WorktreeRepaired { issue: id.to_string(), path: path.clone(), repairs })?;
+                    self.handle.run_record(Body::WorktreeRepaired {
+                        issue: id.to_string(),
+                        path: path.clone(),
+                        repairs,
+                    })?;
                 }
                 let note = adopt.then(|| "adopted the worktree of an interrupted attempt".to_string());
                 let evidence = note.map(|n| Evidence { note: Some(n), ..Default::default() });
@@ -239,7 +255,9 @@ impl<'a> IssueDriver<'a> {
                     }
                 }
             }
-            Err(e) if e.blame().is_environment() => return Err(self.stop_for_environment(id, format!("worktree: {e}"), None)),
+            Err(e) if e.blame().is_environment() => {
+                return Err(self.stop_for_environment(id, format!("worktree: {e}"), None))
+            }
             Err(e) => {
                 self.event(id, Event::WorktreeFailed { reason: format!("worktree: {e}") }, None)?;
             }
@@ -288,7 +306,9 @@ impl<'a> IssueDriver<'a> {
         }
         let event = match end {
             End::Remove { branch } => self.remove_worktree(id, path, branch)?,
-            End::Keep { ended } => Event::WorktreeKept { path, reason: format!("issue ended {ended}; kept for inspection") },
+            End::Keep { ended } => {
+                Event::WorktreeKept { path, reason: format!("issue ended {ended}; kept for inspection") }
+            }
         };
         self.event(id, event, None)?;
         Ok(())

@@ -54,7 +54,13 @@ pub trait Hooks: Sync {
     }
 
     /// Before the agent runs a phase (after its `phase_started`).
-    fn before_phase(&self, _planned: &PlannedIssue, _worktree: &Path, _phase: Phase, _view: &RunView) -> Option<Before<'_>> {
+    fn before_phase(
+        &self,
+        _planned: &PlannedIssue,
+        _worktree: &Path,
+        _phase: Phase,
+        _view: &RunView,
+    ) -> Option<Before<'_>> {
         None
     }
 
@@ -90,7 +96,13 @@ impl After for GuardAfter<'_> {
 }
 
 impl Hooks for GuardHooks<'_> {
-    fn before_phase(&self, planned: &PlannedIssue, worktree: &Path, phase: Phase, view: &RunView) -> Option<Before<'_>> {
+    fn before_phase(
+        &self,
+        planned: &PlannedIssue,
+        worktree: &Path,
+        phase: Phase,
+        view: &RunView,
+    ) -> Option<Before<'_>> {
         let before = self.0.before_phase(planned, worktree, phase, &view.start.issues);
         let proceed = !matches!(before.entry, Entry::Machine(_));
         let after = before.snapshot.map(|snapshot| {

@@ -79,7 +79,9 @@ pub enum EngineError {
     )]
     Environment { run_id: String, issue: String, cause: String },
     /// The journal could not be written: an I/O error, never a sign of corruption.
-    #[error("appending to the journal failed, the run stops (`loop resume` continues from the last durable record): {0}")]
+    #[error(
+        "appending to the journal failed, the run stops (`loop resume` continues from the last durable record): {0}"
+    )]
     Append(String),
 }
 
@@ -182,7 +184,13 @@ impl<'a> Engine<'a> {
     pub fn drive(self) -> Result<(Outcome, RunView), EngineError> {
         let Engine { recorder, agent, workspace, observer, hooks, settings } = self;
         let (journal, view) = recorder.into_parts();
-        let parts = driver::Parts { agent, workspace, hooks: &hooks, clock: settings.clock.clone(), cancel: settings.cancel.clone() };
+        let parts = driver::Parts {
+            agent,
+            workspace,
+            hooks: &hooks,
+            clock: settings.clock.clone(),
+            cancel: settings.cancel.clone(),
+        };
         scheduler::run(journal, view, observer, &parts, settings.jobs)
     }
 }

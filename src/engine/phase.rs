@@ -83,7 +83,8 @@ impl IssueDriver<'_> {
             let issue = view.issue(&planned.id).cloned().expect("planned issue has a view");
             (issue, view.run_id.clone(), view.start.max_tokens_per_issue)
         };
-        let worktree = issue.worktree().map(|w| PathBuf::from(&w.path)).unwrap_or_else(|| planned.worktree.clone().into());
+        let worktree =
+            issue.worktree().map(|w| PathBuf::from(&w.path)).unwrap_or_else(|| planned.worktree.clone().into());
         let PhaseCall { phase, cycle, attempt, resume_session } = call;
         PhaseCtx { issue, run_id, budget, worktree, cycle, phase, attempt, resume_session }
     }
@@ -111,10 +112,17 @@ impl IssueDriver<'_> {
 
     /// The hooks' before-phase checks, each journaled; the agent's environment gets what they
     /// add. None when a check refused the phase (its event is the phase's result).
-    fn before_phase(&self, planned: &PlannedIssue, ctx: &PhaseCtx, req: &mut PhaseRequest) -> Result<Option<Vec<Box<dyn After + '_>>>, EngineError> {
+    fn before_phase(
+        &self,
+        planned: &PlannedIssue,
+        ctx: &PhaseCtx,
+        req: &mut PhaseRequest,
+    ) -> Result<Option<Vec<Box<dyn After + '_>>>, EngineError> {
         let mut afters = Vec::new();
         for hooks in self.parts.hooks {
-            let Some(before) = hooks.before_phase(planned, &ctx.worktree, ctx.phase, &self.handle().view()) else { continue };
+            let Some(before) = hooks.before_phase(planned, &ctx.worktree, ctx.phase, &self.handle().view()) else {
+                continue;
+            };
             self.note(&planned.id, before.entry)?;
             if !before.proceed {
                 return Ok(None);
@@ -127,14 +135,24 @@ impl IssueDriver<'_> {
 
     /// Runs the agent, journaling its session and each process group the moment they exist,
     /// so a resume after loop was killed can continue the one and kill the other.
-    fn run_agent(&self, planned: &PlannedIssue, ctx: &PhaseCtx, req: &PhaseRequest) -> Result<Result<PhaseReply, AgentError>, EngineError> {
+    fn run_agent(
+        &self,
+        planned: &PlannedIssue,
+        ctx: &PhaseCtx,
+        req: &PhaseRequest,
+    ) -> Result<Result<PhaseReply, AgentError>, EngineError> {
         let (id, phase) = (planned.id.as_str(), ctx.phase);
         let mut journal_failure: Option<EngineError> = None;
         let spawn_failure: Arc<Mutex<Option<EngineError>>> = Arc::new(Mutex::new(None));
         let hook = {
             let (handle, issue, failure) = (self.handle().clone(), id.to_string(), spawn_failure.clone());
             move |spawned: proc::Spawned| {
-                let body = Body::ProcessGroup { issue: issue.clone(), phase, pgid: spawned.pgid, start_time: spawned.start_time };
+                let body = Body::ProcessGroup {
+                    issue: issue.clone(),
+                    phase,
+                    pgid: spawned.pgid,
+                    start_time: spawned.start_time,
+                };
                 if let Err(e) = handle.run_record(body) {
                     lock(&failure).get_or_insert(e);
                 }
@@ -177,7 +195,12 @@ impl IssueDriver<'_> {
 
     /// The agent's reply, or how its failure ends the phase: interrupted (stop), the
     /// environment's fault (the run stops), else `phase_failed`.
-    fn agent_reply(&self, planned: &PlannedIssue, ctx: &PhaseCtx, result: Result<PhaseReply, AgentError>) -> Result<Result<PhaseReply, Early>, EngineError> {
+    fn agent_reply(
+        &self,
+        planned: &PlannedIssue,
+        ctx: &PhaseCtx,
+        result: Result<PhaseReply, AgentError>,
+    ) -> Result<Result<PhaseReply, Early>, EngineError> {
         let e = match result {
             Ok(reply) => return Ok(Ok(reply)),
             Err(AgentError::Interrupted { .. }) => return Ok(Err(Early::Stop)),
@@ -201,7 +224,13 @@ impl IssueDriver<'_> {
 
     /// Validates the reply against its phase's schema and keeps the work: dev and fix are
     /// committed, a review is appended to the review doc. The result event to journal.
-    fn judge(&self, planned: &PlannedIssue, ctx: &PhaseCtx, reply: &PhaseReply, evidence: &mut Evidence) -> Result<Event, EngineError> {
+    fn judge(
+        &self,
+        planned: &PlannedIssue,
+        ctx: &PhaseCtx,
+        reply: &PhaseReply,
+        evidence: &mut Evidence,
+    ) -> Result<Event, EngineError> {
         let phase = ctx.phase;
         Ok(match phase {
             Phase::Dev | Phase::Fix => match output::parse_work(phase, &reply.output) {
@@ -226,7 +255,12 @@ impl IssueDriver<'_> {
     }
 
     /// Commits the agent's dev or fix work; `Err(event)` when that ends the phase otherwise.
-    fn commit_work(&self, planned: &PlannedIssue, ctx: &PhaseCtx, evidence: &mut Evidence) -> Result<Result<(), Event>, EngineError> {
+    fn commit_work(
+        &self,
+        planned: &PlannedIssue,
+        ctx: &PhaseCtx,
+        evidence: &mut Evidence,
+    ) -> Result<Result<(), Event>, EngineError> {
         let (id, phase) = (planned.id.as_str(), ctx.phase);
         let what = if phase == Phase::Dev { "dev".to_string() } else { format!("fix cycle {}", ctx.cycle) };
         let message = format!("{id}: {what}\n\nCommitted by loop (run {}).", ctx.run_id);
@@ -240,14 +274,23 @@ impl IssueDriver<'_> {
                 let cause = format!("committing the agent's changes: {e}");
                 return Err(self.stop_for_environment(id, cause, Some(evidence.clone())));
             }
-            Err(e) => return Ok(Err(Event::PhaseFailed { phase, reason: format!("committing the agent's changes: {e}") })),
+            Err(e) => {
+                return Ok(Err(Event::PhaseFailed { phase, reason: format!("committing the agent's changes: {e}") }))
+            }
         }
         Ok(Ok(()))
     }
 
     /// Journals the phase's result, then `budget_exceeded` when the issue used more tokens
     /// than allowed and is still running.
-    fn record_result(&self, planned: &PlannedIssue, ctx: &PhaseCtx, event: Event, evidence: Evidence, reply: &PhaseReply) -> Result<(), EngineError> {
+    fn record_result(
+        &self,
+        planned: &PlannedIssue,
+        ctx: &PhaseCtx,
+        event: Event,
+        evidence: Evidence,
+        reply: &PhaseReply,
+    ) -> Result<(), EngineError> {
         let id = planned.id.as_str();
         let used = ctx.issue.tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
         let now = self.event(id, event, Some(evidence))?;
@@ -277,7 +320,13 @@ impl IssueDriver<'_> {
             return Ok(());
         }
         let rel = reviewdoc::doc_path(&planned.doc, &milestone);
-        let entry = reviewdoc::Entry { run_id: &run_id, issue: &planned.id, review: fix_cycles + 1, fix_cycles, result: review };
+        let entry = reviewdoc::Entry {
+            run_id: &run_id,
+            issue: &planned.id,
+            review: fix_cycles + 1,
+            fix_cycles,
+            result: review,
+        };
         reviewdoc::write(worktree, &rel, &milestone, &entry).map_err(|e| match e.is_symlink() {
             true => ReviewDocFailure::Symlink(vec![e.to_string()]),
             false => ReviewDocFailure::Other(Trouble::new(e.to_string(), e.blame())),
@@ -285,15 +334,16 @@ impl IssueDriver<'_> {
         if let Some(changes) = symlinked_git_file(worktree) {
             return Err(ReviewDocFailure::Symlink(changes));
         }
-        let verdict = serde_json::to_value(review.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let verdict =
+            serde_json::to_value(review.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let message = format!(
             "{}: review {} ({verdict})\n\nReview entry appended by loop (run {run_id}).",
             planned.id,
             fix_cycles + 1,
         );
-        let commit = self
-            .commit(worktree, &message, evidence)
-            .map_err(|e| ReviewDocFailure::Other(Trouble::new(format!("committing the review doc {rel}: {e}"), e.blame())))?;
+        let commit = self.commit(worktree, &message, evidence).map_err(|e| {
+            ReviewDocFailure::Other(Trouble::new(format!("committing the review doc {rel}: {e}"), e.blame()))
+        })?;
         evidence.commit = commit;
         prepend_note(evidence, format!("review_doc_path={rel}; review_entry_written=true"));
         Ok(())
@@ -301,7 +351,12 @@ impl IssueDriver<'_> {
 
     /// Commits everything in the worktree for the agent: through the first hook that commits
     /// (the Graphite stack, noted in the evidence), else with git.
-    fn commit(&self, worktree: &Path, message: &str, evidence: &mut Evidence) -> Result<Option<String>, crate::workspace::WorkspaceError> {
+    fn commit(
+        &self,
+        worktree: &Path,
+        message: &str,
+        evidence: &mut Evidence,
+    ) -> Result<Option<String>, crate::workspace::WorkspaceError> {
         let date = self.commit_date();
         let ws = self.parts.workspace;
         let hooked = self.parts.hooks.iter().find_map(|h| h.commit(worktree, message, date.as_deref(), ws));

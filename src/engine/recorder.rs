@@ -58,7 +58,13 @@ impl Recorder {
     pub fn issue_event(&mut self, issue: &str, event: Event) -> Result<State, EngineError> {
         let from = self.view.state_of(issue).cloned().unwrap_or(State::PENDING);
         let (to, commands) = machine::transition(&from, &event, &self.view.start.rules)?;
-        let body = Body::Issue { issue: issue.to_string(), event, to: to.stage.clone(), commands: Some(commands), evidence: None };
+        let body = Body::Issue {
+            issue: issue.to_string(),
+            event,
+            to: to.stage.clone(),
+            commands: Some(commands),
+            evidence: None,
+        };
         let rec = self.append(body)?;
         self.view.apply(&rec)?;
         Ok(to)

@@ -32,7 +32,10 @@ impl Store for SharedStore {
     fn append(&mut self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
         let n = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
         if self.ok.is_some_and(|ok| n > ok) {
-            return Err(StoreError::Io { path: "journal".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) });
+            return Err(StoreError::Io {
+                path: "journal".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            });
         }
         self.mem.lock().unwrap().append(records)
     }
@@ -66,7 +69,8 @@ impl Workspace for FakeWorkspace {
             let source = std::io::Error::from_raw_os_error(errno);
             return Err(WorkspaceError::Io { what: path.display().to_string(), source });
         }
-        std::fs::create_dir_all(path).map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })?;
+        std::fs::create_dir_all(path)
+            .map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })?;
         self.branches.lock().unwrap().insert(branch.to_string(), base.to_string());
         Ok(Vec::new())
     }
@@ -75,7 +79,12 @@ impl Workspace for FakeWorkspace {
         Ok(Checked::default())
     }
 
-    fn commit_all(&self, worktree: &Path, _message: &str, _date: Option<&str>) -> Result<Option<String>, WorkspaceError> {
+    fn commit_all(
+        &self,
+        worktree: &Path,
+        _message: &str,
+        _date: Option<&str>,
+    ) -> Result<Option<String>, WorkspaceError> {
         let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
         let commit = format!("{n:040x}");
         // The branch of a worktree is the one it was created on: find it by the path's name.
@@ -88,7 +97,8 @@ impl Workspace for FakeWorkspace {
     }
 
     fn remove(&self, path: &Path, _branch: &str) -> Result<Removal, WorkspaceError> {
-        std::fs::remove_dir_all(path).map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })?;
+        std::fs::remove_dir_all(path)
+            .map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })?;
         Ok(Removal::Removed)
     }
 
@@ -199,7 +209,14 @@ impl Run {
         Recorder::open(journal, &records).unwrap()
     }
 
-    fn drive(&self, recorder: Recorder, agent: &dyn Agent, ws: &dyn Workspace, settings: Settings, hooks: &[&dyn Hooks]) -> Result<(Outcome, RunView), EngineError> {
+    fn drive(
+        &self,
+        recorder: Recorder,
+        agent: &dyn Agent,
+        ws: &dyn Workspace,
+        settings: Settings,
+        hooks: &[&dyn Hooks],
+    ) -> Result<(Outcome, RunView), EngineError> {
         let mut silent = Silent;
         let mut engine = Engine::new(recorder, agent, ws, &mut silent, settings);
         for h in hooks {
@@ -271,7 +288,15 @@ fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() 
         assert_eq!(stage(&view, id), Some(&Stage::Done { fix_cycles: 0 }));
         assert_eq!(
             run.events_of(id),
-            strs(&["worktree_intent", "worktree_created", "phase_started", "work_finished", "phase_started", "review_finished", "worktree_removed"])
+            strs(&[
+                "worktree_intent",
+                "worktree_created",
+                "phase_started",
+                "work_finished",
+                "phase_started",
+                "review_finished",
+                "worktree_removed"
+            ])
         );
         assert!(!run.dir.path().join(id).exists(), "{id}'s worktree is removed");
     }
@@ -338,7 +363,9 @@ fn an_interrupted_run_journals_it_and_resume_reruns_only_the_unfinished_phase() 
     let attempts: Vec<u32> = records
         .iter()
         .filter_map(|r| match &r.content.body {
-            Body::Issue { issue, event: Event::PhaseStarted { phase: Phase::Review, attempt }, .. } if issue == "A" => Some(*attempt),
+            Body::Issue { issue, event: Event::PhaseStarted { phase: Phase::Review, attempt }, .. } if issue == "A" => {
+                Some(*attempt)
+            }
             _ => None,
         })
         .collect();
@@ -350,10 +377,12 @@ fn jobs_one_runs_issues_one_after_another_in_plan_order() {
     let run = Run::new(&[("A", &[]), ("B", &[]), ("C", &["A"]), ("D", &[])]);
     let agent = Counting { sim: sim(&[]), now: AtomicUsize::new(0), max: AtomicUsize::new(0) };
     run.drive(run.recorder(), &agent, &FakeWorkspace::default(), settings(1), &[]).unwrap();
-    let issue_order: Vec<String> = run.lines().iter().filter_map(|l| l.strip_suffix(" worktree_intent").map(String::from)).collect();
+    let issue_order: Vec<String> =
+        run.lines().iter().filter_map(|l| l.strip_suffix(" worktree_intent").map(String::from)).collect();
     assert_eq!(issue_order, strs(&["A", "B", "C", "D"]));
     // Each issue's records are contiguous: one issue at a time.
-    let owners: Vec<String> = run.lines().iter().filter_map(|l| l.split_once(' ').map(|(i, _)| i.to_string())).collect();
+    let owners: Vec<String> =
+        run.lines().iter().filter_map(|l| l.split_once(' ').map(|(i, _)| i.to_string())).collect();
     let mut runs = owners.clone();
     runs.dedup();
     assert_eq!(runs, strs(&["A", "B", "C", "D"]), "{owners:?}");
@@ -388,7 +417,10 @@ fn a_failed_append_stops_the_run_and_nothing_is_appended_after_it() {
     assert!(matches!(&err, EngineError::Append(msg) if msg.contains("No space left on device")), "{err}");
     assert_eq!(run.store.appends.load(Ordering::SeqCst), 5, "four appends, one failed, none after it");
     let lines = run.lines();
-    assert!(!lines.iter().any(|l| l.starts_with("run_") && l != "run_started"), "the run is neither finished nor closed: {lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("run_") && l != "run_started"),
+        "the run is neither finished nor closed: {lines:?}"
+    );
 }
 
 #[test]
@@ -467,9 +499,13 @@ impl Agent for EnvCheck {
 fn hooks_are_called_around_every_phase_and_their_events_are_journaled() {
     let run = Run::new(&[("A", &[])]);
     let probe = Probe::default();
-    let (_, view) = run.drive(run.recorder(), &EnvCheck(sim(&[])), &FakeWorkspace::default(), settings(1), &[&probe]).unwrap();
+    let (_, view) =
+        run.drive(run.recorder(), &EnvCheck(sim(&[])), &FakeWorkspace::default(), settings(1), &[&probe]).unwrap();
     assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 0 }));
-    assert_eq!(*probe.calls.lock().unwrap(), strs(&["created A", "before dev", "after dev", "before review", "after review", "done A Done"]));
+    assert_eq!(
+        *probe.calls.lock().unwrap(),
+        strs(&["created A", "before dev", "after dev", "before review", "after review", "done A Done"])
+    );
     assert_eq!(run.events_of("A").iter().filter(|e| *e == "guard_checked").count(), 2);
 }
 

@@ -106,7 +106,13 @@ impl Writer<'_> {
                     match machine::transition(&from, &event, &rules) {
                         Ok((to, commands)) => {
                             scratch.insert(issue.clone(), to.clone());
-                            let body = Body::Issue { issue, event, to: to.stage.clone(), commands: Some(commands.clone()), evidence };
+                            let body = Body::Issue {
+                                issue,
+                                event,
+                                to: to.stage.clone(),
+                                commands: Some(commands.clone()),
+                                evidence,
+                            };
                             pending.push((body, reply, (to, commands)));
                         }
                         Err(e) => {
@@ -238,7 +244,8 @@ mod tests {
     fn a_failed_group_append_is_an_io_error_for_every_member_and_nothing_is_appended_after() {
         let attempts = Arc::new(Mutex::new(0));
         let store = FullDisk { ok: 1, attempts: attempts.clone() };
-        let mut journal = Journal::create(Box::new(store), "r", crate::clock::Clock::fixed("2026-01-01T00:00:00Z".parse().unwrap()));
+        let mut journal =
+            Journal::create(Box::new(store), "r", crate::clock::Clock::fixed("2026-01-01T00:00:00Z".parse().unwrap()));
         let issues = ["A", "B"].map(|id| PlannedIssue {
             id: id.into(),
             title: id.into(),

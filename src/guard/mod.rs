@@ -16,19 +16,12 @@ pub mod snapshot;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-
-
 use crate::machine::Entry;
-use crate::vocab::Fact;
-pub use crate::vocab::{GuardConfig, GuardSpec, SandboxSettings};
-use crate::vocab::PlannedIssue;
 use crate::machine::{Event, Phase};
 use crate::stack::{Gt, StackMode};
-
-
-
-
-
+use crate::vocab::Fact;
+use crate::vocab::PlannedIssue;
+pub use crate::vocab::{GuardConfig, GuardSpec, SandboxSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
@@ -43,8 +36,6 @@ pub enum GuardError {
 pub fn io(path: &Path) -> impl Fn(std::io::Error) -> GuardError + '_ {
     move |source| GuardError::Io { path: path.display().to_string(), source }
 }
-
-
 
 /// The guard flags of `loop run`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -122,7 +113,18 @@ impl Guard {
         let gt = (stack == StackMode::Graphite).then(|| Gt::from_env(timeout));
         let submit = crate::stack::SubmitMode::Never;
         let common = snapshot::common_dir(repo, timeout).ok();
-        Guard { cfg, repo: repo.to_path_buf(), logs: logs.to_path_buf(), trunk, stack, submit, gt, timeout, siblings: Vec::new(), common }
+        Guard {
+            cfg,
+            repo: repo.to_path_buf(),
+            logs: logs.to_path_buf(),
+            trunk,
+            stack,
+            submit,
+            gt,
+            timeout,
+            siblings: Vec::new(),
+            common,
+        }
     }
 
     /// The guard of a journaled run (None when its checks are off).
@@ -143,11 +145,18 @@ impl Guard {
     /// Before a phase: the main checkout is clean (or `allow_dirty`, recorded), the worktree
     /// exists, is registered to this repository and is on the issue's branch.
     /// `issues`: the run's issues in plan order (for the issue's stack of branches).
-    pub fn before_phase(&self, planned: &PlannedIssue, worktree: &Path, phase: Phase, issues: &[PlannedIssue]) -> Before {
+    pub fn before_phase(
+        &self,
+        planned: &PlannedIssue,
+        worktree: &Path,
+        phase: Phase,
+        issues: &[PlannedIssue],
+    ) -> Before {
         let mut details = Vec::new();
         let mut ok = true;
         if !self.cfg.checks {
-            let entry = Entry::Audit(Fact::GuardChecked { phase, details: vec!["guard checks off (--no-guard)".into()] });
+            let entry =
+                Entry::Audit(Fact::GuardChecked { phase, details: vec!["guard checks off (--no-guard)".into()] });
             return Before { entry, snapshot: None, env: Vec::new(), relay: None };
         }
         let siblings = self.siblings_of(planned);
@@ -161,9 +170,10 @@ impl Guard {
         };
         match main {
             Ok(lines) if lines.is_empty() => details.push("main checkout clean".to_string()),
-            Ok(lines) if self.cfg.allow_dirty => {
-                details.push(format!("main checkout has {} change(s); allowed by allow_dirty (--allow-dirty or loop.toml [guard])", lines.len()))
-            }
+            Ok(lines) if self.cfg.allow_dirty => details.push(format!(
+                "main checkout has {} change(s); allowed by allow_dirty (--allow-dirty or loop.toml [guard])",
+                lines.len()
+            )),
             Ok(lines) => {
                 ok = false;
                 details.push(format!(
@@ -186,7 +196,11 @@ impl Guard {
                     }
                     Some(on) if *on != format!("branch {}", planned.branch) => {
                         ok = false;
-                        details.push(format!("worktree {} has {on}, expected branch {}", worktree.display(), planned.branch));
+                        details.push(format!(
+                            "worktree {} has {on}, expected branch {}",
+                            worktree.display(),
+                            planned.branch
+                        ));
                     }
                     Some(_) => details.push(format!("worktree on {}", planned.branch)),
                 }
@@ -248,7 +262,12 @@ impl Guard {
     }
 
     /// The policy context of one issue, without the (per-invocation) current branch.
-    pub fn policy_context(&self, planned: &PlannedIssue, issues: &[PlannedIssue], snap: Option<&snapshot::Snapshot>) -> policy::PolicyContext {
+    pub fn policy_context(
+        &self,
+        planned: &PlannedIssue,
+        issues: &[PlannedIssue],
+        snap: Option<&snapshot::Snapshot>,
+    ) -> policy::PolicyContext {
         let aliases = std::env::var_os("HOME")
             .map(|h| Path::new(&h).join(".config/graphite/aliases"))
             .and_then(|p| std::fs::read_to_string(p).ok())
@@ -365,7 +384,8 @@ mod tests {
             deny: vec!["git stash drop".into()],
         };
         let logs = Path::new("/l");
-        let c = GuardArgs { allow_dirty: true, ..Default::default() }.spec(&file, SandboxSettings::default(), logs).config;
+        let c =
+            GuardArgs { allow_dirty: true, ..Default::default() }.spec(&file, SandboxSettings::default(), logs).config;
         assert!(c.checks && c.allow_dirty && !c.shims);
         assert_eq!((c.allow.as_slice(), c.deny.as_slice()), (&file.allow[..], &file.deny[..]));
         let c = GuardArgs { no_guard: true, ..Default::default() }.spec(&file, SandboxSettings::default(), logs).config;

@@ -308,7 +308,10 @@ fn classify_gt(argv: &[String], ctx: &PolicyContext) -> Decision {
             } else if p.has(&["a", "all"]) {
                 refuse("gt-sync-all", "`gt sync --all` touches other trunks; refused")
             } else if !p.has(&["no-restack"]) || p.has(&["restack"]) {
-                refuse("gt-sync-restack", "only `gt sync --no-restack` is allowed: a restacking sync rebases every stack")
+                refuse(
+                    "gt-sync-restack",
+                    "only `gt sync --no-restack` is allowed: a restacking sync rebases every stack",
+                )
             } else {
                 allow("gt-sync-no-restack", "gt sync --no-restack")
             }
@@ -337,7 +340,9 @@ fn classify_gt(argv: &[String], ctx: &PolicyContext) -> Decision {
                 return refuse("gt-track-other", format!("`gt track` of {t}: only {} may be tracked", ctx.branch));
             }
             match p.values(&["p", "parent"]).into_iter().find(|b| *b != ctx.trunk && !ctx.in_stack(b)) {
-                Some(b) => refuse("gt-track-parent", format!("`gt track -p {b}`: the parent is outside this issue's stack")),
+                Some(b) => {
+                    refuse("gt-track-parent", format!("`gt track -p {b}`: the parent is outside this issue's stack"))
+                }
                 None if p.has(&["p", "parent"]) && p.values(&["p", "parent"]).is_empty() => {
                     refuse("gt-track-parent", "`gt track -p` without a parent")
                 }
@@ -355,7 +360,10 @@ fn classify_gt(argv: &[String], ctx: &PolicyContext) -> Decision {
                 return refuse("gt-create-onto", "`gt create --onto` without a branch");
             }
             if p.has(&["i", "insert"]) {
-                return refuse("gt-create-insert", "`gt create --insert` reparents the children, which belong to other issues");
+                return refuse(
+                    "gt-create-insert",
+                    "`gt create --insert` reparents the children, which belong to other issues",
+                );
             }
             allow("gt-create-own", "create on this issue's own stack")
         }
@@ -380,8 +388,12 @@ fn classify_gt(argv: &[String], ctx: &PolicyContext) -> Decision {
             }
         }
         "checkout" => match p.positionals.first() {
-            Some(b) if ctx.in_stack(b) && p.flags.is_empty() => allow("gt-checkout-own", "checkout within the own stack"),
-            Some(b) => refuse("gt-checkout-other", format!("`gt checkout {b}`: only this issue's stack may be checked out")),
+            Some(b) if ctx.in_stack(b) && p.flags.is_empty() => {
+                allow("gt-checkout-own", "checkout within the own stack")
+            }
+            Some(b) => {
+                refuse("gt-checkout-other", format!("`gt checkout {b}`: only this issue's stack may be checked out"))
+            }
             None => refuse("gt-checkout-other", "`gt checkout` needs a branch of this issue's stack"),
         },
         "continue" | "abort" | "add" | "restore" if on_stack => allow("gt-own", format!("gt {cmd} on the own stack")),
@@ -391,19 +403,87 @@ fn classify_gt(argv: &[String], ctx: &PolicyContext) -> Decision {
 
 /// Git commands that read only (or write only inside the current worktree and its branch).
 const GIT_SAFE: &[&str] = &[
-    "status", "log", "diff", "show", "rev-parse", "rev-list", "ls-files", "ls-tree", "cat-file", "blame", "grep",
-    "shortlog", "describe", "name-rev", "merge-base", "for-each-ref", "show-ref", "check-ignore", "check-attr",
-    "range-diff", "whatchanged", "help", "version", "var", "add", "rm", "mv", "restore", "commit", "stash", "reset",
-    "clean", "apply", "am", "format-patch", "fetch", "pull", "merge", "rebase", "cherry-pick", "revert", "notes",
-    "diff-tree", "diff-index", "diff-files", "hash-object", "count-objects", "archive", "bisect",
+    "status",
+    "log",
+    "diff",
+    "show",
+    "rev-parse",
+    "rev-list",
+    "ls-files",
+    "ls-tree",
+    "cat-file",
+    "blame",
+    "grep",
+    "shortlog",
+    "describe",
+    "name-rev",
+    "merge-base",
+    "for-each-ref",
+    "show-ref",
+    "check-ignore",
+    "check-attr",
+    "range-diff",
+    "whatchanged",
+    "help",
+    "version",
+    "var",
+    "add",
+    "rm",
+    "mv",
+    "restore",
+    "commit",
+    "stash",
+    "reset",
+    "clean",
+    "apply",
+    "am",
+    "format-patch",
+    "fetch",
+    "pull",
+    "merge",
+    "rebase",
+    "cherry-pick",
+    "revert",
+    "notes",
+    "diff-tree",
+    "diff-index",
+    "diff-files",
+    "hash-object",
+    "count-objects",
+    "archive",
+    "bisect",
 ];
 
 const GIT_GLOBAL_VALUE: &[&str] = &["C", "c", "git-dir", "work-tree", "namespace", "exec-path", "config-env"];
 
 const GIT_VALUE_FLAGS: &[&str] = &[
-    "b", "B", "orphan", "c", "C", "create", "force-create", "t", "track", "u", "set-upstream-to", "format", "sort",
-    "contains", "no-contains", "merged", "no-merged", "points-at", "m", "message", "o", "push-option", "repo",
-    "receive-pack", "exec", "F", "file",
+    "b",
+    "B",
+    "orphan",
+    "c",
+    "C",
+    "create",
+    "force-create",
+    "t",
+    "track",
+    "u",
+    "set-upstream-to",
+    "format",
+    "sort",
+    "contains",
+    "no-contains",
+    "merged",
+    "no-merged",
+    "points-at",
+    "m",
+    "message",
+    "o",
+    "push-option",
+    "repo",
+    "receive-pack",
+    "exec",
+    "F",
+    "file",
 ];
 
 fn classify_git(argv: &[String], ctx: &PolicyContext) -> Decision {
@@ -421,7 +501,9 @@ fn classify_git(argv: &[String], ctx: &PolicyContext) -> Decision {
         } else {
             a.split_once('=').map(|(_, v)| v.to_string())
         };
-        if (name == "c" || a.starts_with("-c")) && value.as_deref().is_some_and(|v| v.to_ascii_lowercase().starts_with("alias.")) {
+        if (name == "c" || a.starts_with("-c"))
+            && value.as_deref().is_some_and(|v| v.to_ascii_lowercase().starts_with("alias."))
+        {
             return refuse("git-inline-alias", "`git -c alias.…` hides the real command; refused");
         }
         if name == "config-env" {
@@ -445,7 +527,18 @@ fn classify_git(argv: &[String], ctx: &PolicyContext) -> Decision {
             None => refuse("git-worktree", "`git worktree` needs a subcommand; only `list` is allowed"),
         },
         "push" => {
-            if p.has(&["f", "force", "force-with-lease", "force-if-includes", "mirror", "d", "delete", "prune", "all", "tags"]) {
+            if p.has(&[
+                "f",
+                "force",
+                "force-with-lease",
+                "force-if-includes",
+                "mirror",
+                "d",
+                "delete",
+                "prune",
+                "all",
+                "tags",
+            ]) {
                 return refuse("git-push-force", "force, delete, mirror and all-branch pushes are refused");
             }
             for spec in p.positionals.iter().skip(1) {
@@ -454,7 +547,10 @@ fn classify_git(argv: &[String], ctx: &PolicyContext) -> Decision {
                 }
                 let dst = spec.rsplit(':').next().unwrap_or(spec);
                 if !own(dst) && !ctx.stack.iter().any(|s| s == dst || dst.strip_prefix("refs/heads/") == Some(s)) {
-                    return refuse("git-push-other", format!("`git push` of `{spec}`: only this issue's stack may be pushed"));
+                    return refuse(
+                        "git-push-other",
+                        format!("`git push` of `{spec}`: only this issue's stack may be pushed"),
+                    );
                 }
             }
             allow("git-push", "push of this issue's own branch")
@@ -469,7 +565,19 @@ fn classify_git(argv: &[String], ctx: &PolicyContext) -> Decision {
             if p.has(&["f", "force"]) {
                 return refuse("git-branch-force", "`git branch --force` is refused");
             }
-            let listing = p.has(&["l", "list", "a", "all", "r", "remotes", "contains", "no-contains", "merged", "no-merged", "points-at"]);
+            let listing = p.has(&[
+                "l",
+                "list",
+                "a",
+                "all",
+                "r",
+                "remotes",
+                "contains",
+                "no-contains",
+                "merged",
+                "no-merged",
+                "points-at",
+            ]);
             if p.has(&["u", "set-upstream-to", "unset-upstream", "edit-description"]) {
                 return match p.positionals.first() {
                     Some(b) if !own(b) => refuse("git-branch-other", format!("changing branch {b} is refused")),
@@ -503,10 +611,16 @@ fn classify_git(argv: &[String], ctx: &PolicyContext) -> Decision {
                 None => p.positionals.iter().collect(),
             };
             for b in before {
-                let is_branch = cmd == "switch" || b == "-" || b.starts_with("@{") || ctx.branches.contains(b.as_str())
+                let is_branch = cmd == "switch"
+                    || b == "-"
+                    || b.starts_with("@{")
+                    || ctx.branches.contains(b.as_str())
                     || ctx.branches.contains(b.trim_start_matches("refs/heads/"));
                 if is_branch && !own(b) {
-                    return refuse("git-checkout-other", format!("`git {cmd} {b}`: only {} may be checked out", ctx.branch));
+                    return refuse(
+                        "git-checkout-other",
+                        format!("`git {cmd} {b}`: only {} may be checked out", ctx.branch),
+                    );
                 }
             }
             allow("git-checkout-own", "checkout within the own branch")
@@ -523,7 +637,20 @@ fn classify_git(argv: &[String], ctx: &PolicyContext) -> Decision {
             Some(sub) => refuse("git-remote", format!("`git remote {sub}` is refused")),
         },
         "config" => {
-            let writes = p.has(&["unset", "unset-all", "add", "replace-all", "rename-section", "remove-section", "edit", "e", "global", "system", "file", "f"]);
+            let writes = p.has(&[
+                "unset",
+                "unset-all",
+                "add",
+                "replace-all",
+                "rename-section",
+                "remove-section",
+                "edit",
+                "e",
+                "global",
+                "system",
+                "file",
+                "f",
+            ]);
             let reads = p.has(&["get", "get-all", "get-regexp", "list", "l", "show-origin"]);
             if !writes && (reads || p.positionals.len() <= 1) {
                 allow("git-read-only", "config read")
@@ -531,9 +658,15 @@ fn classify_git(argv: &[String], ctx: &PolicyContext) -> Decision {
                 refuse("git-config-write", "changing git config is refused")
             }
         }
-        "symbolic-ref" if p.positionals.len() <= 1 && !p.has(&["d", "delete"]) => allow("git-read-only", "symbolic-ref read"),
-        "reflog" if matches!(p.positionals.first().map(String::as_str), None | Some("show")) => allow("git-read-only", "reflog read"),
-        "submodule" if matches!(p.positionals.first().map(String::as_str), None | Some("status")) => allow("git-read-only", "submodule status"),
+        "symbolic-ref" if p.positionals.len() <= 1 && !p.has(&["d", "delete"]) => {
+            allow("git-read-only", "symbolic-ref read")
+        }
+        "reflog" if matches!(p.positionals.first().map(String::as_str), None | Some("show")) => {
+            allow("git-read-only", "reflog read")
+        }
+        "submodule" if matches!(p.positionals.first().map(String::as_str), None | Some("status")) => {
+            allow("git-read-only", "submodule status")
+        }
         c if GIT_SAFE.contains(&c) => allow("git-safe", format!("git {c} within the worktree")),
         other => refuse("git-unknown", format!("`git {other}` is not in loop's git policy; refused")),
     }
@@ -686,7 +819,8 @@ mod tests {
     #[test]
     fn config_patterns_override_the_builtin_policy() {
         let c = ctx();
-        let cfg = GuardConfig { allow: vec!["gt submit".into()], deny: vec!["git stash drop".into()], ..Default::default() };
+        let cfg =
+            GuardConfig { allow: vec!["gt submit".into()], deny: vec!["git stash drop".into()], ..Default::default() };
         let d = classify(Tool::Gt, &words("ss"), &c, &cfg);
         assert_eq!((d.allowed, d.rule.as_str()), (true, "config-allow"));
         let d = classify(Tool::Git, &words("stash drop"), &c, &cfg);

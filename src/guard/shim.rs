@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::{self, Decision, PolicyContext, Tool};
 use super::{io, GuardConfig, GuardError};
-use crate::vocab::Fact;
 use crate::machine::Phase;
+use crate::vocab::Fact;
 
 /// Everything a shim process needs, written next to the shim home as JSON.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,10 +77,7 @@ const MAX_LINE: usize = 3500;
 /// Finds a program on PATH, skipping `skip` (the shim dir itself).
 pub fn which(name: &str, skip: Option<&Path>) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .filter(|d| skip.is_none_or(|s| d != s))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).filter(|d| skip.is_none_or(|s| d != s)).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 fn shell_quote(s: &str) -> String {
@@ -99,12 +96,7 @@ fn write_if_changed(root: &Path, rel: &Path, bytes: &[u8]) -> Result<(), GuardEr
     Ok(())
 }
 
-pub fn prepare(
-    dir: &Path,
-    ctx: ShimContext,
-    loop_exe: &Path,
-    user_home: Option<&Path>,
-) -> Result<ShimEnv, GuardError> {
+pub fn prepare(dir: &Path, ctx: ShimContext, loop_exe: &Path, user_home: Option<&Path>) -> Result<ShimEnv, GuardError> {
     let bin = ctx.bin_dir.clone();
     let home = dir.join("home");
     // The caller opened `dir` below the run's log dir without symlinks; nothing below it is
@@ -134,10 +126,7 @@ pub fn prepare(
         ("HOME".to_string(), home.display().to_string()),
         (CTX_ENV.to_string(), ctx_file.display().to_string()),
         (VIA_ENV.to_string(), "agent-process".to_string()),
-        (
-            "PATH".to_string(),
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
-        ),
+        ("PATH".to_string(), format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())),
     ];
     if let Some(h) = user_home {
         let gitconfig = std::env::var("GIT_CONFIG_GLOBAL").map(PathBuf::from).unwrap_or_else(|_| h.join(".gitconfig"));
@@ -254,8 +243,10 @@ impl Relay {
             Err(_) => {}
         }
         if !fifo.exists() {
-            let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
-                .map_err(|_| GuardError::Io { path: fifo.display().to_string(), source: std::io::ErrorKind::InvalidInput.into() })?;
+            let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).map_err(|_| GuardError::Io {
+                path: fifo.display().to_string(),
+                source: std::io::ErrorKind::InvalidInput.into(),
+            })?;
             // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
             if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
                 return Err(io(fifo)(std::io::Error::last_os_error()));
@@ -486,7 +477,11 @@ pub fn hook_claude(input: &mut dyn Read) -> Result<(), ShimError> {
         Ok(c) => {
             let mut p = c.policy.clone();
             if let Some(cwd) = v.get("cwd").and_then(|c| c.as_str()) {
-                let out = crate::workspace::git(Path::new(cwd), &["symbolic-ref", "-q", "--short", "HEAD"], Duration::from_secs(20));
+                let out = crate::workspace::git(
+                    Path::new(cwd),
+                    &["symbolic-ref", "-q", "--short", "HEAD"],
+                    Duration::from_secs(20),
+                );
                 p.current_branch = out.ok().filter(|o| o.success()).map(|o| o.stdout_text().trim().to_string());
             } else {
                 p.current_branch = policy_for_cwd(c).current_branch;
@@ -502,7 +497,13 @@ pub fn hook_claude(input: &mut dyn Read) -> Result<(), ShimError> {
             record(c, tool, &argv, &d, "claude-hook");
         }
         if !d.allowed {
-            refused.push(format!("loop guard: refused `{} {}` (rule {}): {}", tool.as_str(), argv.join(" "), d.rule, d.message));
+            refused.push(format!(
+                "loop guard: refused `{} {}` (rule {}): {}",
+                tool.as_str(),
+                argv.join(" "),
+                d.rule,
+                d.message
+            ));
         }
     }
     if refused.is_empty() {
@@ -607,12 +608,18 @@ mod tests {
             assert!(back.argv.len() <= 17);
         }
         assert!(decision_line(&line(&["x".repeat(4000).as_str()])).contains("…"));
-        assert_eq!(decision_line(&line(&["status"])), format!("{}\n", serde_json::to_string(&line(&["status"])).unwrap()));
+        assert_eq!(
+            decision_line(&line(&["status"])),
+            format!("{}\n", serde_json::to_string(&line(&["status"])).unwrap())
+        );
     }
 
     #[test]
     fn finds_git_and_gt_in_compound_commands() {
-        let found = invocations("cd x && gt sync; echo hi | /usr/bin/git push -f origin \"a b\" && bash -c 'gt move --onto main'", 0);
+        let found = invocations(
+            "cd x && gt sync; echo hi | /usr/bin/git push -f origin \"a b\" && bash -c 'gt move --onto main'",
+            0,
+        );
         let shown: Vec<String> = found.iter().map(|(t, a)| format!("{} {}", t.as_str(), a.join(" "))).collect();
         assert_eq!(shown, ["gt sync", "git push -f origin a b", "gt move --onto main"]);
     }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-
 use crate::workspace::{git, git_ok, WorkspaceError};
 
 /// Every change a checkout shows, untracked files one by one.
@@ -53,10 +52,8 @@ pub struct Own<'a> {
 
 impl<'a> Own<'a> {
     pub fn new(branch: &'a str, worktree: &Path, siblings: &'a [(String, String)]) -> Own<'a> {
-        let sibling_paths = siblings
-            .iter()
-            .flat_map(|(_, w)| [w.clone(), canon(Path::new(w)).display().to_string()])
-            .collect();
+        let sibling_paths =
+            siblings.iter().flat_map(|(_, w)| [w.clone(), canon(Path::new(w)).display().to_string()]).collect();
         Own { branch, worktree: canon(worktree).display().to_string(), siblings, sibling_paths }
     }
 
@@ -214,8 +211,7 @@ pub fn foreign_changes(before: &Snapshot, after: &Snapshot, own: &Own) -> Vec<St
         match before.worktrees.get(path) {
             None => out.push(format!("worktree {path} added ({what})")),
             Some(old) if old != what => {
-                let own_move = path == own_wt
-                    && what.strip_prefix("branch ").is_some_and(|b| own.owns_branch(b));
+                let own_move = path == own_wt && what.strip_prefix("branch ").is_some_and(|b| own.owns_branch(b));
                 if !own_move {
                     out.push(format!("worktree {path} switched from {old} to {what}"));
                 }
@@ -285,4 +281,3 @@ pub fn current_branch(dir: &Path, timeout: Duration) -> Option<String> {
     let out = git(dir, &["symbolic-ref", "-q", "--short", "HEAD"], timeout).ok()?;
     out.success().then(|| out.stdout_text().trim().to_string())
 }
-

@@ -402,7 +402,11 @@ fn scan_stream(
                 scan.good_end = HEADER_LEN + pos;
             }
             Ok((first, _, _)) => {
-                damaged(&mut scan, next_seq, format!("the frame at byte {offset} starts at record {first}, record {next_seq} is missing"));
+                damaged(
+                    &mut scan,
+                    next_seq,
+                    format!("the frame at byte {offset} starts at record {first}, record {next_seq} is missing"),
+                );
                 return Ok(scan);
             }
             Err(why) => {
@@ -603,7 +607,9 @@ impl LogStore {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&aside)
                 .map_err(|source| StoreError::Io { path: aside.clone(), source })?;
-            f.write_all(&tail).and_then(|_| f.sync_all()).map_err(|source| StoreError::Io { path: aside.clone(), source })?;
+            f.write_all(&tail)
+                .and_then(|_| f.sync_all())
+                .map_err(|source| StoreError::Io { path: aside.clone(), source })?;
             file.set_len(t.offset).map_err(io)?;
             file.sync_all().map_err(io)?;
             if let Some(dir) = path.parent() {
@@ -620,8 +626,7 @@ impl LogStore {
         for n in &scan.notes {
             on_note(format!("{}: {n}", path.display()));
         }
-        let head =
-            Head { generation: scan.head.map(|h| h.generation).unwrap_or(0), count, end: scan.good_end, last };
+        let head = Head { generation: scan.head.map(|h| h.generation).unwrap_or(0), count, end: scan.good_end, last };
         let mut store =
             LogStore { path: path.to_path_buf(), file, head, staged: None, durable: true, head_dirty: false, opened };
         // Make the head exact again before anything new is appended.
@@ -738,18 +743,23 @@ mod tests {
     fn trickled(bytes: &[u8], step: usize) -> Scan {
         let split = bytes.len().min(HEADER_LEN as usize);
         let mut records = Vec::new();
-        let mut scan = scan_stream(&bytes[..split], &mut Trickle { bytes: &bytes[split..], step }, Some("bench"), &mut |k, b| {
-            records.push((k, b.to_vec()));
-            true
-        })
-        .unwrap();
+        let mut scan =
+            scan_stream(&bytes[..split], &mut Trickle { bytes: &bytes[split..], step }, Some("bench"), &mut |k, b| {
+                records.push((k, b.to_vec()));
+                true
+            })
+            .unwrap();
         scan.records = records;
         scan
     }
 
     fn same(a: &Scan, b: &Scan, what: &str) {
         assert_eq!(a.records, b.records, "{what}: records");
-        assert_eq!((a.good_end, &a.torn, &a.damage, &a.notes, a.head), (b.good_end, &b.torn, &b.damage, &b.notes, b.head), "{what}");
+        assert_eq!(
+            (a.good_end, &a.torn, &a.damage, &a.notes, a.head),
+            (b.good_end, &b.torn, &b.damage, &b.notes, b.head),
+            "{what}"
+        );
     }
 
     /// The frame-at-a-time reader gives the whole-file answer however the bytes arrive: cut

@@ -18,7 +18,9 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
-pub use record::{AgentSpec, Body, Content, Entry, Evidence, Fact, Hash, PlannedIssue, Record, RunStart, FORMAT_VERSION};
+pub use record::{
+    AgentSpec, Body, Content, Entry, Evidence, Fact, Hash, PlannedIssue, Record, RunStart, FORMAT_VERSION,
+};
 pub use store::{MemStore, SledStore, Store, StoreError};
 
 use crate::clock::Clock;
@@ -101,7 +103,10 @@ impl Journal {
     /// [`Journal::reopen`] that folds the records into a view as they are verified instead of
     /// returning them, so memory stays flat for long journals. Corruption is the outer error,
     /// divergence the inner one (see [`fold_verified`]).
-    pub fn reopen_view(store: Box<dyn Store>, clock: Clock) -> Result<Result<(Journal, RunView), Divergence>, JournalError> {
+    pub fn reopen_view(
+        store: Box<dyn Store>,
+        clock: Clock,
+    ) -> Result<Result<(Journal, RunView), Divergence>, JournalError> {
         let mut folder = Folder::default();
         let mut last: Option<(String, u64, Hash)> = None;
         scan_verified(store.as_ref(), &mut |rec| {
@@ -110,15 +115,7 @@ impl Journal {
             Ok(())
         })?;
         let (run_id, seq, hash) = last.ok_or(JournalError::Empty)?;
-        let journal = Journal {
-            run_id,
-            next_seq: seq + 1,
-            last: hash,
-            store,
-            clock,
-            appended: 0,
-            fault_after: None,
-        };
+        let journal = Journal { run_id, next_seq: seq + 1, last: hash, store, clock, appended: 0, fault_after: None };
         Ok(folder.finish().map(|view| (journal, view)))
     }
 
@@ -177,7 +174,6 @@ impl Journal {
     }
 }
 
-
 /// Verifies records one at a time as they stream past; keeps only the previous hash, so
 /// memory stays flat however long the journal is.
 #[derive(Default)]
@@ -195,7 +191,11 @@ impl ChainChecker {
     /// The chain checks of [`ChainChecker::check`] on a record already opened (its own hash
     /// checked and decoded, perhaps on another thread): the order of checks, and so which
     /// error a bad record gets, is the same.
-    pub fn check_opened(&mut self, key: u64, opened: Result<Record, record::RecordError>) -> Result<Record, JournalError> {
+    pub fn check_opened(
+        &mut self,
+        key: u64,
+        opened: Result<Record, record::RecordError>,
+    ) -> Result<Record, JournalError> {
         let corrupt = |reason: String| JournalError::Corrupt { seq: key, reason };
         let rec = opened.map_err(|e| corrupt(e.to_string()))?;
         let c = &rec.content;
@@ -500,7 +500,8 @@ pub fn parse_export(bytes: &[u8], path: &str) -> Result<MemStore, JournalError> 
             } else {
                 let count = u64::from_be_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes"));
                 let last = &bytes[pos + 8..pos + 40];
-                let stored = store.records.last().map(|(_, b)| &b[b.len().saturating_sub(32)..]).unwrap_or(&[0u8; 32][..]);
+                let stored =
+                    store.records.last().map(|(_, b)| &b[b.len().saturating_sub(32)..]).unwrap_or(&[0u8; 32][..]);
                 if count != index {
                     Some(format!("the trailer says {count} records, the file holds {index}"))
                 } else if stored != last {
@@ -591,7 +592,8 @@ mod tests {
         let (_dir, good) = records_of(5);
         let start = record::open(&good[0].1).unwrap().content.body;
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::create(Box::new(LogStore::create_in(dir.path(), "bench").unwrap()), "bench", Clock::from_env());
+        let mut j =
+            Journal::create(Box::new(LogStore::create_in(dir.path(), "bench").unwrap()), "bench", Clock::from_env());
         j.append(start.clone()).unwrap();
         j.append(start).unwrap(); // a second run_started: the fold diverges here
         for _ in 0..3 {

@@ -17,8 +17,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Command, Event, Stage};
 pub use crate::machine::Entry;
+use crate::machine::{Command, Event, Stage};
 pub use crate::vocab::{AgentSpec, Fact, PlannedIssue, RunStart};
 
 /// Bumped whenever the encoding of [`Content`] changes; pinned by a golden-hash test.
@@ -128,11 +128,6 @@ pub enum Body {
     /// never hit.
     ProcessGroup { issue: String, phase: crate::machine::Phase, pgid: i32, start_time: u64 },
 }
-
-
-
-
-
 
 /// The inputs behind a decision that are not part of the event itself.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -163,10 +163,8 @@ impl Store for SledStore {
     fn scan(&self, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
         for item in self.tree.iter() {
             let (k, v) = item.map_err(|source| StoreError::Sled { path: self.path.clone(), source })?;
-            let key: [u8; 8] = k
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::BadKey { path: self.path.clone(), key: k.to_vec() })?;
+            let key: [u8; 8] =
+                k.as_ref().try_into().map_err(|_| StoreError::BadKey { path: self.path.clone(), key: k.to_vec() })?;
             if !f(u64::from_be_bytes(key), &v) {
                 break;
             }

@@ -108,7 +108,9 @@ fn convert(body: Body) -> Result<record::Body, String> {
             let audit = |fact| Ok(B::Audit { issue: issue.clone(), fact, evidence: evidence.clone() });
             let event = match event {
                 Event::Interrupted => return audit(Fact::Interrupted),
-                Event::GuardChecked { phase, ok: true, details } => return audit(Fact::GuardChecked { phase, details }),
+                Event::GuardChecked { phase, ok: true, details } => {
+                    return audit(Fact::GuardChecked { phase, details })
+                }
                 Event::CommandDecided { phase, tool, argv, allowed, rule } => {
                     return audit(Fact::CommandDecided { phase, tool, argv, allowed, rule })
                 }

@@ -226,8 +226,8 @@ impl RunView {
                 let idx = self.index_of(seq, issue)?;
                 let rules = self.start.rules;
                 let view = &mut self.issues[idx];
-                let (next, computed) =
-                    machine::transition(&view.state, event, &rules).map_err(|source| Divergence::Illegal { seq, source })?;
+                let (next, computed) = machine::transition(&view.state, event, &rules)
+                    .map_err(|source| Divergence::Illegal { seq, source })?;
                 if !next.stage.agrees_with(to) {
                     return Err(Divergence::Mismatch {
                         seq,
@@ -237,7 +237,12 @@ impl RunView {
                     });
                 }
                 if let Some(recorded) = commands.as_ref().filter(|c| **c != computed) {
-                    return Err(Divergence::Commands { seq, issue: issue.clone(), recorded: recorded.clone(), computed });
+                    return Err(Divergence::Commands {
+                        seq,
+                        issue: issue.clone(),
+                        recorded: recorded.clone(),
+                        computed,
+                    });
                 }
                 match event {
                     Event::ReviewFinished { .. } => {
@@ -258,10 +263,10 @@ impl RunView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vocab::Tokens;
     use crate::journal::record::{self, AgentSpec, Content, Hash, PlannedIssue};
     use crate::journal::v1;
     use crate::machine::{Phase, Rules, Verdict, WorkStatus};
+    use crate::vocab::Tokens;
 
     fn start() -> RunStart {
         let issue = |id: &str, deps: &[&str]| PlannedIssue {
@@ -312,8 +317,28 @@ mod tests {
             ("A", E::SessionStarted { phase: Phase::Dev, session: "t1".into() }, None),
             ("A", E::Interrupted, ev(5, "", None)),
             ("A", E::PhaseStarted { phase: Phase::Dev, attempt: 2 }, None),
-            ("A", E::CommandDecided { phase: Phase::Dev, tool: "gt".into(), argv: vec!["sync".into()], allowed: false, rule: "r".into() }, None),
-            ("A", E::CommandDecided { phase: Phase::Dev, tool: "git".into(), argv: vec!["status".into()], allowed: true, rule: "ok".into() }, None),
+            (
+                "A",
+                E::CommandDecided {
+                    phase: Phase::Dev,
+                    tool: "gt".into(),
+                    argv: vec!["sync".into()],
+                    allowed: false,
+                    rule: "r".into(),
+                },
+                None,
+            ),
+            (
+                "A",
+                E::CommandDecided {
+                    phase: Phase::Dev,
+                    tool: "git".into(),
+                    argv: vec!["status".into()],
+                    allowed: true,
+                    rule: "ok".into(),
+                },
+                None,
+            ),
             ("A", E::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, ev(10, "{}", Some("c1"))),
             ("A", E::PhaseStarted { phase: Phase::Review, attempt: 1 }, None),
             ("A", E::ReviewFinished { verdict: Verdict::ChangesRequired }, ev(3, "fix it", None)),
@@ -331,7 +356,14 @@ mod tests {
     }
 
     fn v1_record(seq: u64, prev: Hash, body: v1::Body) -> Record {
-        let c = v1::Content { version: v1::VERSION, run_id: "r".into(), seq, time: "2026-01-01T00:00:00Z".parse().unwrap(), prev, body };
+        let c = v1::Content {
+            version: v1::VERSION,
+            run_id: "r".into(),
+            seq,
+            time: "2026-01-01T00:00:00Z".parse().unwrap(),
+            prev,
+            body,
+        };
         record::open(&v1::seal(&c).0).expect("a format-1 record opens")
     }
 
@@ -353,7 +385,14 @@ mod tests {
 
         // Format 2, written the way the engine writes it.
         let first = Record {
-            content: Content { version: record::FORMAT_VERSION, run_id: "r".into(), seq: 0, time: Default::default(), prev: Hash::ZERO, body: Body::RunStarted(start()) },
+            content: Content {
+                version: record::FORMAT_VERSION,
+                run_id: "r".into(),
+                seq: 0,
+                time: Default::default(),
+                prev: Hash::ZERO,
+                body: Body::RunStarted(start()),
+            },
             hash: Hash::ZERO,
         };
         let mut new_view = RunView::new(&first).unwrap();
@@ -362,7 +401,13 @@ mod tests {
                 Body::Issue { issue, event, evidence, .. } => {
                     let from = new_view.state_of(issue).unwrap().clone();
                     let (to, commands) = machine::transition(&from, event, &new_view.start.rules).unwrap();
-                    Body::Issue { issue: issue.clone(), event: event.clone(), to: to.stage, commands: Some(commands), evidence: evidence.clone() }
+                    Body::Issue {
+                        issue: issue.clone(),
+                        event: event.clone(),
+                        to: to.stage,
+                        commands: Some(commands),
+                        evidence: evidence.clone(),
+                    }
                 }
                 other => other.clone(),
             };
@@ -374,8 +419,14 @@ mod tests {
             assert_eq!(a.state.stage.kind(), b.state.stage.kind(), "{}", a.id);
             assert_eq!(a.state.reason().map(|r| r.to_string()), b.state.reason().map(|r| r.to_string()));
             assert!(b.state.stage.agrees_with(&a.state.stage), "{}: {:?} vs {:?}", a.id, a.state, b.state);
-            assert_eq!((&a.state.worktree, a.state.attempts, &a.state.session), (&b.state.worktree, b.state.attempts, &b.state.session));
-            assert_eq!((a.tokens, &a.guard, a.interruptions, &a.last_review, &a.commit), (b.tokens, &b.guard, b.interruptions, &b.last_review, &b.commit));
+            assert_eq!(
+                (&a.state.worktree, a.state.attempts, &a.state.session),
+                (&b.state.worktree, b.state.attempts, &b.state.session)
+            );
+            assert_eq!(
+                (a.tokens, &a.guard, a.interruptions, &a.last_review, &a.commit),
+                (b.tokens, &b.guard, b.interruptions, &b.last_review, &b.commit)
+            );
         }
         let a = old_view.issue("A").unwrap();
         assert_eq!(a.state.reason().unwrap().to_string(), "changes still required after 1 fix cycles");
@@ -383,7 +434,10 @@ mod tests {
         assert_eq!((a.tokens, a.interruptions, a.guard.refused, a.guard.allowed), (24, 1, 1, 1));
         assert_eq!(old_view.issue("B").unwrap().state.reason().unwrap().to_string(), "dependency A ended Capped");
         let c = old_view.issue("C").unwrap();
-        assert_eq!((c.guard.violations, c.state.worktree.as_ref().unwrap().kept()), (1, Some("issue ended Failed; kept for inspection")));
+        assert_eq!(
+            (c.guard.violations, c.state.worktree.as_ref().unwrap().kept()),
+            (1, Some("issue ended Failed; kept for inspection"))
+        );
     }
 
     /// A record whose recorded stage the code no longer decides is a divergence, whatever the

@@ -21,10 +21,10 @@ pub mod reason;
 
 use serde::{Deserialize, Serialize};
 
+use crate::vocab::Fact;
+pub use crate::vocab::{Phase, Rules, DEFAULT_MAX_FIX_CYCLES};
 pub use command::Command;
 pub use reason::Reason;
-pub use crate::vocab::{Phase, Rules, DEFAULT_MAX_FIX_CYCLES};
-use crate::vocab::Fact;
 
 /// Where one issue stands in dev → review → fix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,13 +37,28 @@ pub enum Stage {
     /// The dev phase is due or running.
     Dev,
     /// A review is due or running; `fix_cycles` fixes have happened so far.
-    Review { fix_cycles: u32 },
+    Review {
+        fix_cycles: u32,
+    },
     /// Fix number `cycle` (1-based) is due or running.
-    Fix { cycle: u32 },
-    Done { fix_cycles: u32 },
-    Capped { fix_cycles: u32, reason: Reason },
-    Blocked { fix_cycles: u32, reason: Reason },
-    Failed { fix_cycles: u32, reason: Reason },
+    Fix {
+        cycle: u32,
+    },
+    Done {
+        fix_cycles: u32,
+    },
+    Capped {
+        fix_cycles: u32,
+        reason: Reason,
+    },
+    Blocked {
+        fix_cycles: u32,
+        reason: Reason,
+    },
+    Failed {
+        fix_cycles: u32,
+        reason: Reason,
+    },
 }
 
 /// A stage's name without its data: for messages, errors and dependency checks.
@@ -268,9 +283,6 @@ impl State {
     }
 }
 
-
-
-
 /// What a dev or fix agent said it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -406,17 +418,18 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             reason: Reason::DependencyNotDone { dependency: dependency.clone(), state: *dependency_state },
         },
         (S::Pending, E::WorktreeIntent { path, branch, base }) => {
-            worktree = Some(Worktree { path: path.clone(), branch: branch.clone(), base: base.clone(), life: Life::Intended });
+            worktree =
+                Some(Worktree { path: path.clone(), branch: branch.clone(), base: base.clone(), life: Life::Intended });
             S::Pending
         }
         (S::Pending, E::WorktreeCreated { path, branch, base }) => {
-            worktree = Some(Worktree { path: path.clone(), branch: branch.clone(), base: base.clone(), life: Life::Created });
+            worktree =
+                Some(Worktree { path: path.clone(), branch: branch.clone(), base: base.clone(), life: Life::Created });
             S::WorktreeReady
         }
-        (S::Pending, E::WorktreeFailed { reason }) => S::Failed {
-            fix_cycles: 0,
-            reason: Reason::WorktreeFailed { detail: reason.clone() },
-        },
+        (S::Pending, E::WorktreeFailed { reason }) => {
+            S::Failed { fix_cycles: 0, reason: Reason::WorktreeFailed { detail: reason.clone() } }
+        }
         (S::WorktreeReady, E::StackTrackFailed { parent, error }) => S::Failed {
             fix_cycles: 0,
             reason: Reason::StackTrackFailed { parent: parent.clone(), error: error.clone() },
@@ -429,10 +442,12 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
         | (S::Review { .. }, E::SessionStarted { phase: Phase::Review, .. })
         | (S::Fix { .. }, E::SessionStarted { phase: Phase::Fix, .. }) => state.stage.clone(),
 
-        (S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. }, E::BudgetExceeded { used, limit }) => S::Capped {
-            fix_cycles: state.stage.fix_cycles(),
-            reason: Reason::BudgetExceeded { used: *used, limit: *limit },
-        },
+        (S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. }, E::BudgetExceeded { used, limit }) => {
+            S::Capped {
+                fix_cycles: state.stage.fix_cycles(),
+                reason: Reason::BudgetExceeded { used: *used, limit: *limit },
+            }
+        }
 
         (S::Dev, E::WorkFinished { phase: Phase::Dev, status }) => match status {
             WorkStatus::Pass => S::Review { fix_cycles: 0 },
@@ -523,7 +538,12 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
     let next = State { stage, worktree, attempts, session };
     let commands = match event {
         E::WorktreeIntent { path, branch, base } => {
-            vec![Command::CreateWorktree { path: path.clone(), branch: branch.clone(), base: base.clone(), adopt: false }]
+            vec![Command::CreateWorktree {
+                path: path.clone(),
+                branch: branch.clone(),
+                base: base.clone(),
+                adopt: false,
+            }]
         }
         E::PhaseStarted { phase, .. } => vec![Command::RunPhase {
             phase: *phase,
@@ -601,7 +621,8 @@ mod tests {
             cmds,
             vec![Command::RunPhase { phase: Phase::Dev, cycle: 0, attempt: 2, resume_session: Some("t1".into()) }]
         );
-        let (s, cmds) = transition(&s, &Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, &rules).unwrap();
+        let (s, cmds) =
+            transition(&s, &Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Pass }, &rules).unwrap();
         assert_eq!((s.attempts, s.session.as_deref()), (0, None), "a new stage starts afresh");
         assert_eq!(cmds, vec![Command::StartPhase { phase: Phase::Review, attempt: 1 }]);
     }

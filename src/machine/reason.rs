@@ -15,25 +15,49 @@ use super::{Phase, StageKind};
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// A dependency ended in a state other than Done.
-    DependencyNotDone { dependency: String, state: StageKind },
+    DependencyNotDone {
+        dependency: String,
+        state: StageKind,
+    },
     /// The worktree could not be created or adopted (the workspace's words).
-    WorktreeFailed { detail: String },
+    WorktreeFailed {
+        detail: String,
+    },
     /// `gt track -p <parent>` of the new worktree's branch failed.
-    StackTrackFailed { parent: String, error: String },
-    BudgetExceeded { used: u64, limit: u64 },
+    StackTrackFailed {
+        parent: String,
+        error: String,
+    },
+    BudgetExceeded {
+        used: u64,
+        limit: u64,
+    },
     DevFailed,
     DevDeferred,
-    FixFailed { cycle: u32 },
-    FixDeferred { cycle: u32 },
+    FixFailed {
+        cycle: u32,
+    },
+    FixDeferred {
+        cycle: u32,
+    },
     ReviewBlocked,
     /// The review still asked for changes when no fix cycle was left.
-    ChangesStillRequired { max_fix_cycles: u32 },
+    ChangesStillRequired {
+        max_fix_cycles: u32,
+    },
     /// A phase produced no usable result (crash, timeout, unusable output): the engine's words.
-    PhaseFailed { phase: Phase, detail: String },
+    PhaseFailed {
+        phase: Phase,
+        detail: String,
+    },
     /// The guard's before-phase check failed.
-    GuardCheckFailed { details: Vec<String> },
+    GuardCheckFailed {
+        details: Vec<String>,
+    },
     /// After a phase, things outside the branch and worktree had changed.
-    GuardViolation { changes: Vec<String> },
+    GuardViolation {
+        changes: Vec<String>,
+    },
     /// A reason read from a format-1 record, verbatim.
     Recorded(String),
 }

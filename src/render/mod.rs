@@ -163,7 +163,9 @@ fn timeline_text(rec: &Record, applied: &Applied) -> String {
         Body::WorktreeRepaired { issue, repairs, .. } => {
             format!("{head} {issue:<12} worktree_repaired {}", printable(&repairs.join("; "), 400))
         }
-        Body::ProcessGroup { issue, phase, pgid, .. } => format!("{head} {issue:<12} {phase} agent runs as process group {pgid}"),
+        Body::ProcessGroup { issue, phase, pgid, .. } => {
+            format!("{head} {issue:<12} {phase} agent runs as process group {pgid}")
+        }
         Body::Audit { issue, fact, .. } => {
             let detail = fact_detail(fact);
             let detail = if detail.is_empty() { String::new() } else { format!(" {detail}") };
@@ -339,7 +341,3 @@ pub fn status_text(view: &RunView, live: bool) -> String {
     }
     out
 }
-
-
-
-

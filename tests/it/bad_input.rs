@@ -125,12 +125,20 @@ fn empty_file() {
 
 #[test]
 fn truncated_before_the_closing_fence() {
-    plan_rejects(&[issue("a.md", "---\nid: A\ntitle: half a ti")], &format!("{ISSUES}/a.md:1"), "unterminated front matter");
+    plan_rejects(
+        &[issue("a.md", "---\nid: A\ntitle: half a ti")],
+        &format!("{ISSUES}/a.md:1"),
+        "unterminated front matter",
+    );
 }
 
 #[test]
 fn truncated_inside_a_flow_list() {
-    plan_rejects(&[issue("a.md", "---\nid: A\nmilestone: M1\nblocked_by: [B,\n---\n")], &format!("{ISSUES}/a.md:4"), "unclosed bracket");
+    plan_rejects(
+        &[issue("a.md", "---\nid: A\nmilestone: M1\nblocked_by: [B,\n---\n")],
+        &format!("{ISSUES}/a.md:4"),
+        "unclosed bracket",
+    );
 }
 
 #[test]
@@ -160,7 +168,11 @@ fn crlf_keeps_line_numbers() {
 
 #[test]
 fn tab_indentation_in_yaml() {
-    plan_rejects(&[issue("a.md", "---\nid: A\nblocked_by:\n\t- B\n---\n")], &format!("{ISSUES}/a.md:4"), "malformed front matter");
+    plan_rejects(
+        &[issue("a.md", "---\nid: A\nblocked_by:\n\t- B\n---\n")],
+        &format!("{ISSUES}/a.md:4"),
+        "malformed front matter",
+    );
 }
 
 #[test]
@@ -170,7 +182,11 @@ fn duplicate_keys() {
 
 #[test]
 fn duplicate_issue_ids_across_files() {
-    plan_rejects(&[good("a.md", "A"), good("b.md", "A")], &format!("{ISSUES}/b.md:2"), "also in docs/projects/p/issues/a.md:2");
+    plan_rejects(
+        &[good("a.md", "A"), good("b.md", "A")],
+        &format!("{ISSUES}/b.md:2"),
+        "also in docs/projects/p/issues/a.md:2",
+    );
 }
 
 #[test]
@@ -180,12 +196,20 @@ fn front_matter_that_is_a_list() {
 
 #[test]
 fn missing_id() {
-    plan_rejects(&[issue("a.md", "---\ntitle: no id\n---\n")], &format!("{ISSUES}/a.md:2"), "missing required field 'id'");
+    plan_rejects(
+        &[issue("a.md", "---\ntitle: no id\n---\n")],
+        &format!("{ISSUES}/a.md:2"),
+        "missing required field 'id'",
+    );
 }
 
 #[test]
 fn id_that_is_a_mapping() {
-    plan_rejects(&[issue("a.md", "---\ntitle: t\nid: {x: 1}\n---\n")], &format!("{ISSUES}/a.md:3"), "malformed front matter");
+    plan_rejects(
+        &[issue("a.md", "---\ntitle: t\nid: {x: 1}\n---\n")],
+        &format!("{ISSUES}/a.md:3"),
+        "malformed front matter",
+    );
 }
 
 #[test]
@@ -195,12 +219,20 @@ fn id_with_a_newline() {
 
 #[test]
 fn id_with_a_nul_byte() {
-    plan_rejects(&[issue("a.md", "---\ntitle: t\nid: \"A\\0B\"\n---\n")], &format!("{ISSUES}/a.md:3"), "control characters");
+    plan_rejects(
+        &[issue("a.md", "---\ntitle: t\nid: \"A\\0B\"\n---\n")],
+        &format!("{ISSUES}/a.md:3"),
+        "control characters",
+    );
 }
 
 #[test]
 fn empty_dependency_entry() {
-    plan_rejects(&[issue("a.md", "---\nid: A\nblocked_by:\n  - ''\n---\n")], &format!("{ISSUES}/a.md:4"), "must not be empty");
+    plan_rejects(
+        &[issue("a.md", "---\nid: A\nblocked_by:\n  - ''\n---\n")],
+        &format!("{ISSUES}/a.md:4"),
+        "must not be empty",
+    );
 }
 
 #[test]
@@ -267,7 +299,12 @@ fn dependency_on_itself() {
 fn ten_thousand_issue_cycle() {
     let n = 10_000;
     let files: Vec<(String, Vec<u8>)> = (0..n)
-        .map(|i| issue(&format!("i{i:05}.md"), &format!("---\nid: I{i:05}\nmilestone: M1\nblocked_by: [I{:05}]\n---\n", (i + 1) % n)))
+        .map(|i| {
+            issue(
+                &format!("i{i:05}.md"),
+                &format!("---\nid: I{i:05}\nmilestone: M1\nblocked_by: [I{:05}]\n---\n", (i + 1) % n),
+            )
+        })
         .collect();
     let files: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
     let repo = Repo::plain(&files);
@@ -278,8 +315,11 @@ fn ten_thousand_issue_cycle() {
 
 #[test]
 fn unknown_dependency() {
-    plan_rejects(&[issue("a.md", "---\nid: A\nblocking:\n  - B\n  - \"../../etc/passwd\"\n---\n"), good("b.md", "B")],
-        &format!("{ISSUES}/a.md:5"), "blocking names unknown issue '../../etc/passwd'");
+    plan_rejects(
+        &[issue("a.md", "---\nid: A\nblocking:\n  - B\n  - \"../../etc/passwd\"\n---\n"), good("b.md", "B")],
+        &format!("{ISSUES}/a.md:5"),
+        "blocking names unknown issue '../../etc/passwd'",
+    );
 }
 
 #[test]
@@ -297,7 +337,12 @@ fn no_docs_at_all() {
 #[test]
 fn unknown_milestone_requested() {
     let repo = Repo::plain(&[(&format!("{ISSUES}/a.md"), b"---\nid: A\nmilestone: M1\n---\n")]);
-    fails(&repo.run(&["plan", "--milestone", "M1; rm -rf ~"]), BAD_INPUT, "unknown milestone 'M1; rm -rf ~'", "known: M1");
+    fails(
+        &repo.run(&["plan", "--milestone", "M1; rm -rf ~"]),
+        BAD_INPUT,
+        "unknown milestone 'M1; rm -rf ~'",
+        "known: M1",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,30 +354,50 @@ const MS: &str = "docs/projects/p/milestones";
 #[test]
 fn issue_map_names_an_unknown_issue() {
     let map = "---\ntitle: M\n---\n# M1\n\n## Issue Map\n| ID | Title |\n|---|---|\n| [A](../issues/a.md) | a |\n| `NOPE` | gone |\n";
-    plan_rejects(&[good("a.md", "A"), (format!("{MS}/M1.md"), map.as_bytes().to_vec())], &format!("{MS}/M1.md:10"), "Issue Map names unknown issue 'NOPE'");
+    plan_rejects(
+        &[good("a.md", "A"), (format!("{MS}/M1.md"), map.as_bytes().to_vec())],
+        &format!("{MS}/M1.md:10"),
+        "Issue Map names unknown issue 'NOPE'",
+    );
 }
 
 #[test]
 fn issue_map_with_crlf_and_bom() {
     let map = "\u{feff}# M1\r\n## Issue Map\r\n| id |\r\n|:--:|\r\n| A |\r\n| B |\r\n";
-    plan_rejects(&[good("a.md", "A"), (format!("{MS}/M1.md"), map.as_bytes().to_vec())], &format!("{MS}/M1.md:6"), "unknown issue 'B'");
+    plan_rejects(
+        &[good("a.md", "A"), (format!("{MS}/M1.md"), map.as_bytes().to_vec())],
+        &format!("{MS}/M1.md:6"),
+        "unknown issue 'B'",
+    );
 }
 
 #[test]
 fn issue_map_with_an_escaped_pipe() {
     let map = "## Issue Map\n| id | note |\n|-|-|\n| A\\|B | x |\n";
-    plan_rejects(&[good("a.md", "A"), (format!("{MS}/M1.md"), map.as_bytes().to_vec())], &format!("{MS}/M1.md:4"), "unknown issue 'A|B'");
+    plan_rejects(
+        &[good("a.md", "A"), (format!("{MS}/M1.md"), map.as_bytes().to_vec())],
+        &format!("{MS}/M1.md:4"),
+        "unknown issue 'A|B'",
+    );
 }
 
 #[test]
 fn milestone_doc_with_invalid_utf8() {
-    plan_rejects(&[good("a.md", "A"), (format!("{MS}/M1.md"), b"# M1\n\n## Issue Map\n| id |\n|-|\n| \xc3\x28 |\n".to_vec())], &format!("{MS}/M1.md:6"), "not valid UTF-8");
+    plan_rejects(
+        &[good("a.md", "A"), (format!("{MS}/M1.md"), b"# M1\n\n## Issue Map\n| id |\n|-|\n| \xc3\x28 |\n".to_vec())],
+        &format!("{MS}/M1.md:6"),
+        "not valid UTF-8",
+    );
 }
 
 #[test]
 fn duplicate_milestone_ids() {
     plan_rejects(
-        &[good("a.md", "A"), (format!("{MS}/M1.md"), b"# one\n".to_vec()), (format!("{MS}/other.md"), b"---\nid: M1\n---\n".to_vec())],
+        &[
+            good("a.md", "A"),
+            (format!("{MS}/M1.md"), b"# one\n".to_vec()),
+            (format!("{MS}/other.md"), b"---\nid: M1\n---\n".to_vec()),
+        ],
         &format!("{MS}/other.md:1"),
         "duplicate milestone id 'M1'",
     );
@@ -340,7 +405,11 @@ fn duplicate_milestone_ids() {
 
 #[test]
 fn milestone_front_matter_unterminated() {
-    plan_rejects(&[good("a.md", "A"), (format!("{MS}/M1.md"), b"---\nid: M1\n# Issue Map\n".to_vec())], &format!("{MS}/M1.md:1"), "unterminated");
+    plan_rejects(
+        &[good("a.md", "A"), (format!("{MS}/M1.md"), b"---\nid: M1\n# Issue Map\n".to_vec())],
+        &format!("{MS}/M1.md:1"),
+        "unterminated",
+    );
 }
 
 #[test]
@@ -451,7 +520,19 @@ fn run_with(scenario: &str, env: &[(&str, &str)]) -> (Repo, Output) {
     std::fs::write(&f, scenario).expect("write scenario");
     let repo_s = repo.path().to_str().expect("utf-8").to_owned();
     let out = repo.cmd(
-        &["run", "--repo", &repo_s, "--agent", "sim", "--sim-scenario", f.to_str().expect("utf-8"), "--json", "-q", "--phase-timeout", "2"],
+        &[
+            "run",
+            "--repo",
+            &repo_s,
+            "--agent",
+            "sim",
+            "--sim-scenario",
+            f.to_str().expect("utf-8"),
+            "--json",
+            "-q",
+            "--phase-timeout",
+            "2",
+        ],
         env,
     );
     (repo, out)
@@ -706,7 +787,12 @@ fn corrupt_store_is_named_and_never_extended() {
     assert!(stderr(&out).contains("record 3"), "{}", stderr(&out));
     // No partial write: the export refuses and leaves no file behind.
     let out_file = repo.path().join(".git/never.loopjnl");
-    fails(&repo.run(&["export", "r1", "--out", out_file.to_str().expect("utf-8")]), CORRUPT, "journal is corrupt at record 3", "");
+    fails(
+        &repo.run(&["export", "r1", "--out", out_file.to_str().expect("utf-8")]),
+        CORRUPT,
+        "journal is corrupt at record 3",
+        "",
+    );
     assert!(!out_file.exists(), "a corrupt journal was exported");
 }
 
@@ -721,7 +807,12 @@ fn store_record_truncated() {
 fn store_record_shorter_than_a_hash() {
     let (repo, _) = exported();
     tamper(&repo, 1, |b| b.truncate(7));
-    fails(&repo.run(&["status", "r1"]), CORRUPT, "journal is corrupt at record 1: ", "record is 7 bytes, shorter than its hash");
+    fails(
+        &repo.run(&["status", "r1"]),
+        CORRUPT,
+        "journal is corrupt at record 1: ",
+        "record is 7 bytes, shorter than its hash",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -792,7 +883,11 @@ fn export_from_a_future_format_version() {
 
 #[test]
 fn lone_carriage_returns() {
-    plan_rejects(&[issue("a.md", "---\nid: A\nmilestone: M1\rblocked_by: [B]\n---\n")], &format!("{ISSUES}/a.md:3"), "carriage return (CR) without a line feed");
+    plan_rejects(
+        &[issue("a.md", "---\nid: A\nmilestone: M1\rblocked_by: [B]\n---\n")],
+        &format!("{ISSUES}/a.md:3"),
+        "carriage return (CR) without a line feed",
+    );
 }
 
 #[track_caller]

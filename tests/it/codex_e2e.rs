@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use crate::support::codex::*;
 use crate::support::exit;
+use serde_json::Value;
 
 const M: &str = "M1";
 
@@ -19,8 +19,6 @@ fn issue_of(body: &Value) -> String {
     }
     String::new()
 }
-
-
 
 fn issue_state(status: &Value, id: &str) -> Value {
     status["issues"].as_array().unwrap().iter().find(|i| i["id"] == id).cloned().unwrap()

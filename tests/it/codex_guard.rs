@@ -5,38 +5,29 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
 use crate::support::codex::*;
 use crate::support::exit;
+use serde_json::Value;
 
 const M: &str = "M1";
 const BRANCH: &str = "loop/M1/ORB-1";
 
 fn issue_state(status: &Value, id: &str) -> Value {
-    status["issues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == id)
-        .cloned()
-        .unwrap()
+    status["issues"].as_array().unwrap().iter().find(|i| i["id"] == id).cloned().unwrap()
 }
 
 /// How many tool results the request carries (= how many commands already ran in this turn).
 fn tool_outputs(body: &Value) -> usize {
-    body["input"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|i| i["type"] == "function_call_output")
-                .count()
-        })
-        .unwrap_or(0)
+    body["input"].as_array().map(|a| a.iter().filter(|i| i["type"] == "function_call_output").count()).unwrap_or(0)
 }
 
 /// A mock whose dev turn runs `steps` as shell calls, one per model request, then replies
 /// `pass` for `branch`; every review passes.
-fn scripted_dev<S: AsRef<str> + Send + Sync + 'static>(steps: Vec<S>, branch: &'static str, test_cmd: &'static str) -> Mock {
+fn scripted_dev<S: AsRef<str> + Send + Sync + 'static>(
+    steps: Vec<S>,
+    branch: &'static str,
+    test_cmd: &'static str,
+) -> Mock {
     Mock::start(move |_, body| match phase_of(body) {
         "dev" => match steps.get(tool_outputs(body)) {
             Some(cmd) => shell(&format!("call_{}", tool_outputs(body)), cmd.as_ref()),
@@ -72,21 +63,19 @@ fn real_git() -> PathBuf {
 /// Everything outside loop's own issue branch and worktree that the agent must not touch.
 fn snapshot(r: &Repo) -> (String, String, String) {
     let repo = r.path.as_path();
-    let refs = r.git(repo, &["for-each-ref", "--format=%(refname) %(objectname)"])
+    let refs = r
+        .git(repo, &["for-each-ref", "--format=%(refname) %(objectname)"])
         .lines()
         .filter(|l| !l.starts_with(&format!("refs/heads/{BRANCH} ")))
         .collect::<Vec<_>>()
         .join("\n");
-    let worktrees = r.git(repo, &["worktree", "list", "--porcelain"])
+    let worktrees = r
+        .git(repo, &["worktree", "list", "--porcelain"])
         .split("\n\n")
         .filter(|w| !w.contains(&format!("branch refs/heads/{BRANCH}")))
         .collect::<Vec<_>>()
         .join("\n\n");
-    (
-        refs,
-        worktrees,
-        r.git(repo, &["status", "--porcelain", "--ignored=no"]),
-    )
+    (refs, worktrees, r.git(repo, &["status", "--porcelain", "--ignored=no"]))
 }
 
 /// Case 1: The sandbox is the prevention layer: an agent that calls the real git directly (no shim in
@@ -123,11 +112,7 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
 
     let t = std::time::Instant::now();
     let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "sandbox")]);
-    eprintln!(
-        "TIMING sandbox run: {:.2}s, {} model requests",
-        t.elapsed().as_secs_f64(),
-        mock.count()
-    );
+    eprintln!("TIMING sandbox run: {:.2}s, {} model requests", t.elapsed().as_secs_f64(), mock.count());
     let seen = outputs_seen(&mock);
     eprintln!("command outputs seen by the model:\n{seen}");
     assert_eq!(out.status.code(), Some(exit::OK), "{}\n{seen}", show(&out));
@@ -137,61 +122,30 @@ fn sandbox_blocks_forbidden_git_and_writes_outside_the_worktree() {
     // Nothing outside loop's own branch and worktree changed.
     assert_eq!(snapshot(&r), before, "{seen}");
     assert_eq!(r.git(&r.path, &["rev-parse", "main"]), main_sha);
-    assert!(r.git(
-        &r.path,
-        &["for-each-ref", "refs/heads/rogue", "refs/heads/x"]
-    )
-    .is_empty());
-    assert!(
-        !r.git(&r.path, &["for-each-ref", "refs/heads/keep"]).is_empty(),
-        "keep was deleted"
-    );
+    assert!(r.git(&r.path, &["for-each-ref", "refs/heads/rogue", "refs/heads/x"]).is_empty());
+    assert!(!r.git(&r.path, &["for-each-ref", "refs/heads/keep"]).is_empty(), "keep was deleted");
     assert!(!intruder.exists(), "the agent wrote into the main checkout");
     assert!(r.git(&remote, &["for-each-ref"]).is_empty(), "the agent pushed");
     assert!(!r.git(&r.path, &["log", "--all", "--format=%s"]).lines().any(|l| l == "rogue"), "the agent committed");
-    assert!(
-        !r.path.join(".loop/worktrees/M1/x").exists(),
-        "the agent created a worktree"
-    );
+    assert!(!r.path.join(".loop/worktrees/M1/x").exists(), "the agent created a worktree");
 
     // The write inside the worktree succeeded and is in loop's dev commit on the issue branch.
-    assert_eq!(
-        r.git(&r.path, &["show", &format!("{BRANCH}:inside.txt")]),
-        "inside"
-    );
+    assert_eq!(r.git(&r.path, &["show", &format!("{BRANCH}:inside.txt")]), "inside");
     let records = r.records("sandbox");
-    let dev_commit = events(&records, "work_finished")[0]["body"]["evidence"]["commit"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        r.git(&r.path, &["show", &format!("{dev_commit}:inside.txt")]),
-        "inside"
-    );
-    assert!(r.git(
-        &r.path,
-        &["merge-base", "--is-ancestor", &dev_commit, BRANCH]
-    )
-    .is_empty());
+    let dev_commit = events(&records, "work_finished")[0]["body"]["evidence"]["commit"].as_str().unwrap().to_string();
+    assert_eq!(r.git(&r.path, &["show", &format!("{dev_commit}:inside.txt")]), "inside");
+    assert!(r.git(&r.path, &["merge-base", "--is-ancestor", &dev_commit, BRANCH]).is_empty());
 
     // The after-phase check ran and found nothing foreign.
-    assert!(
-        events(&records, "guard_violation").is_empty(),
-        "{records:#?}"
-    );
+    assert!(events(&records, "guard_violation").is_empty(), "{records:#?}");
     let checked = events(&records, "guard_checked");
-    assert!(checked
-        .iter()
-        .any(|c| c["body"]["event"]["phase"] == "dev" && c["body"]["event"]["ok"] == true));
+    assert!(checked.iter().any(|c| c["body"]["event"]["phase"] == "dev" && c["body"]["event"]["ok"] == true));
     assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Done");
 }
 
 fn shim_run(run_id: &str) -> (Repo, Mock, String) {
     let codex = codex_bin().expect("checked by the caller");
-    let steps = [
-        "echo HOME=$HOME; command -v git; git worktree add ../y -b y",
-        "git status",
-    ];
+    let steps = ["echo HOME=$HOME; command -v git; git worktree add ../y -b y", "git status"];
     let mock = scripted_dev(steps.to_vec(), BRANCH, "git status");
     let mut r = repo(M, &[("ORB-1", "Say hello", &[])]);
     r.use_mock(&mock, codex);
@@ -216,33 +170,16 @@ fn shims_are_in_effect_inside_codex_login_shell() {
     }
     let (r, _mock, seen) = shim_run("shims");
     let guard_dir = r.path.join(".loop/logs/shims/guard/ORB-1");
-    let call0 = seen
-        .lines()
-        .find(|l| l.starts_with("\"call_0\""))
-        .unwrap_or_else(|| panic!("{seen}"));
-    assert!(
-        call0.contains(&format!("HOME={}", guard_dir.join("home").display())),
-        "{call0}"
-    );
-    assert!(
-        call0.contains(&format!("\\n{}\\n", guard_dir.join("bin/git").display())),
-        "{call0}"
-    );
+    let call0 = seen.lines().find(|l| l.starts_with("\"call_0\"")).unwrap_or_else(|| panic!("{seen}"));
+    assert!(call0.contains(&format!("HOME={}", guard_dir.join("home").display())), "{call0}");
+    assert!(call0.contains(&format!("\\n{}\\n", guard_dir.join("bin/git").display())), "{call0}");
     assert!(
         call0.contains("Process exited with code 1")
-            && call0
-                .contains("loop guard: refused `git worktree add ../y -b y` (rule git-worktree)"),
+            && call0.contains("loop guard: refused `git worktree add ../y -b y` (rule git-worktree)"),
         "{call0}"
     );
-    let call1 = seen
-        .lines()
-        .find(|l| l.starts_with("\"call_1\""))
-        .unwrap_or_else(|| panic!("{seen}"));
-    assert!(
-        call1.contains("Process exited with code 0")
-            && call1.contains(&format!("On branch {BRANCH}")),
-        "{call1}"
-    );
+    let call1 = seen.lines().find(|l| l.starts_with("\"call_1\"")).unwrap_or_else(|| panic!("{seen}"));
+    assert!(call1.contains("Process exited with code 0") && call1.contains(&format!("On branch {BRANCH}")), "{call1}");
     assert!(!r.path.join(".loop/worktrees/M1/y").exists());
     assert_eq!(issue_state(&r.status(), "ORB-1")["state"], "Done");
 }
@@ -274,10 +211,7 @@ fn agent_shim_decisions_are_journaled() {
     let status = find(serde_json::json!(["status"]))
         .unwrap_or_else(|| panic!("no decision for `git status`: {decided:#?}\n{seen}"));
     assert_eq!(status["allowed"], true, "{status}");
-    assert!(
-        status["rule"].as_str().unwrap().ends_with("(shim)"),
-        "{status}"
-    );
+    assert!(status["rule"].as_str().unwrap().ends_with("(shim)"), "{status}");
     // Anything else decided in this phase came from codex itself, and says so.
     let agent_argvs = [serde_json::json!(["worktree", "add", "../y", "-b", "y"]), serde_json::json!(["status"])];
     for e in decided.iter().filter(|e| !agent_argvs.contains(&e["argv"])) {
@@ -307,7 +241,8 @@ fn full_access_forbidden_actions_are_caught_after_the_phase() {
     let mock = scripted_dev(steps.clone(), BRANCH, "true");
     r.use_mock(&mock, codex);
     let toml = std::fs::read_to_string(r.path.join("loop.toml")).unwrap();
-    std::fs::write(r.path.join("loop.toml"), format!("{toml}\n[codex.sandbox]\ndev = \"danger-full-access\"\n")).unwrap();
+    std::fs::write(r.path.join("loop.toml"), format!("{toml}\n[codex.sandbox]\ndev = \"danger-full-access\"\n"))
+        .unwrap();
     r.git(&r.path, &["commit", "-qam", "full access"]);
     r.git(&r.path, &["branch", "keep"]);
 
@@ -379,14 +314,17 @@ fn codex_run_with_graphite_stack() {
     let seen = outputs_seen(&mock);
     assert_eq!(out.status.code(), Some(exit::OK), "{}\n{seen}", show(&out));
 
-    let state = r.env.command(&gt)
+    let state = r
+        .env
+        .command(&gt)
         .args(["state", "--no-interactive"])
         .current_dir(&r.path)
         .env("HOME", &home)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&state.stdout);
-    let json: Value = serde_json::from_str(&text[text.find('{').unwrap_or(0)..]).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let json: Value =
+        serde_json::from_str(&text[text.find('{').unwrap_or(0)..]).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(json["loop/M1/ORB-1"]["parents"][0]["ref"], "main", "{json}");
     assert_eq!(json["loop/M1/ORB-2"]["parents"][0]["ref"], "loop/M1/ORB-1", "{json}");
 
@@ -409,7 +347,10 @@ fn codex_run_with_graphite_stack() {
         .filter(|e| e["tool"] == "gt" && e["argv"][0] == "move")
         .collect();
     assert_eq!(moves.len(), 2, "one refused `gt move` per issue: {moves:#?}\n{seen}");
-    assert!(moves.iter().all(|m| m["allowed"] == false && m["rule"].as_str().unwrap().ends_with("(shim)")), "{moves:#?}");
+    assert!(
+        moves.iter().all(|m| m["allowed"] == false && m["rule"].as_str().unwrap().ends_with("(shim)")),
+        "{moves:#?}"
+    );
     assert!(seen.contains("loop guard: refused `gt move --onto main`"), "{seen}");
     // The real gt's move failed in the sandbox: the stack above is unchanged and no
     // guard_violation was raised (the after-phase check compares gt's metadata too).

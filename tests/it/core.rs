@@ -262,7 +262,10 @@ fn bad_docs_exit_2_naming_file_and_line() {
     expect_bad(&[(&format!("{I}/a.md"), "---\nid: [unclosed\n---\n")], &format!("{I}/a.md:"));
     expect_bad(&[(&format!("{I}/a.md"), "---\ntitle: x\nmilestone: M\n---\n")], "missing required field 'id'");
     expect_bad(
-        &[(&format!("{I}/a.md"), "---\nid: A\nmilestone: M\n---\n"), (&format!("{I}/b.md"), "---\nid: A\nmilestone: M\n---\n")],
+        &[
+            (&format!("{I}/a.md"), "---\nid: A\nmilestone: M\n---\n"),
+            (&format!("{I}/b.md"), "---\nid: A\nmilestone: M\n---\n"),
+        ],
         &format!("{I}/b.md:2: duplicate issue id 'A'"),
     );
     expect_bad(

@@ -107,7 +107,12 @@ fn undisturbed(env: &std::sync::Arc<TestEnvironment>) -> End {
     let scenario = setup(&repo, &sdir, "true");
     std::fs::write(sdir.join("filled-once"), "").unwrap();
     let out = run(&repo, &state, &scenario);
-    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "the reference run ends with ORB-4 Capped: {:?}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::NOT_ALL_DONE),
+        "the reference run ends with ORB-4 Capped: {:?}",
+        text(&out)
+    );
     End { states: states(&json(&out)), transitions: transitions(&repo, &state), trees: trees(&repo) }
 }
 
@@ -207,11 +212,18 @@ fn a_full_disk_under_the_journal_is_an_io_error_and_resume_ends_as_undisturbed()
     let out = run_jobs(&repo, &state, &scenario, "3");
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(exit::ERROR), "an append that fails is an I/O error: {stdout}\n{stderr}");
-    assert!(stderr.contains("appending to the journal failed") && stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("appending to the journal failed") && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("corrupt"), "a failed append is never reported as corruption: {stderr}");
 
     std::fs::remove_file(&fill).unwrap();
-    let resumed = loop_cmd(&repo).args(["resume", "r", "-q", "--json", "--jobs", "3", "--state-dir"]).arg(&state).output().unwrap();
+    let resumed = loop_cmd(&repo)
+        .args(["resume", "r", "-q", "--json", "--jobs", "3", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
     assert_eq!(resumed.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&resumed));
     assert_eq!(states(&json(&resumed)), ref_states);
     let replay = loop_cmd(&repo).args(["replay", "r", "-q", "--state-dir"]).arg(&state).output().unwrap();

@@ -60,18 +60,26 @@ fn nothing_of_the_parent_reaches_loop_or_its_agent() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let out: Output =
-        loop_cmd(&repo).args(["run", "-q", "--codex-bin", fake.to_str().unwrap()]).env("LOOP_RUN_ID", "r").output().unwrap();
+    let out: Output = loop_cmd(&repo)
+        .args(["run", "-q", "--codex-bin", fake.to_str().unwrap()])
+        .env("LOOP_RUN_ID", "r")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
     let seen = parse_env(&std::fs::read_to_string(&dump).expect("the fake codex ran"));
     let parent = parent_only();
-    let leaked: Vec<&(String, String)> = parent.iter().filter(|(k, v)| !v.is_empty() && seen.get(k) == Some(v)).collect();
+    let leaked: Vec<&(String, String)> =
+        parent.iter().filter(|(k, v)| !v.is_empty() && seen.get(k) == Some(v)).collect();
     assert!(leaked.is_empty(), "reached the agent from the test process: {leaked:?}");
     if let Ok(home) = std::env::var("HOME") {
         assert!(seen.values().all(|v| !v.split(':').any(|p| p == home)), "the real HOME ({home}) reached the agent");
     }
     let gitconfig = repo.env().gitconfig();
-    assert_eq!(seen.get("GIT_CONFIG_GLOBAL").map(String::as_str), gitconfig.to_str(), "git in the agent reads the environment's config");
+    assert_eq!(
+        seen.get("GIT_CONFIG_GLOBAL").map(String::as_str),
+        gitconfig.to_str(),
+        "git in the agent reads the environment's config"
+    );
 }
 
 #[test]

@@ -77,7 +77,9 @@ fn git(dir: &TestRepo, args: &[&str]) -> String {
 
 #[test]
 fn each_forbidden_action_fails_the_phase_and_is_listed() {
-    for (action, needle) in [("ref", "refs/heads/rogue created"), ("worktree", "-rogue added"), ("main-write", "ROGUE.txt")] {
+    for (action, needle) in
+        [("ref", "refs/heads/rogue created"), ("worktree", "-rogue added"), ("main-write", "ROGUE.txt")]
+    {
         let r = repo();
         let scenario = format!(r#"{{"ORB-1": {{"dev": "rogue:{action}"}}}}"#);
         let out = run_loop(&r, &[], Some(&scenario), &[]);
@@ -127,12 +129,10 @@ fn shims_refuse_before_the_real_binary_and_decisions_are_journaled() {
     let fake = r.dir.parent().unwrap().join("fakebin");
     std::fs::create_dir_all(&fake).unwrap();
     let calls = r.dir.parent().unwrap().join("git-calls.log");
-    let real_git = String::from_utf8(r.dir.env().command("sh").args(["-c", "command -v git"]).output().unwrap().stdout).unwrap();
-    let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec {} \"$@\"\n",
-        calls.display(),
-        real_git.trim()
-    );
+    let real_git =
+        String::from_utf8(r.dir.env().command("sh").args(["-c", "command -v git"]).output().unwrap().stdout).unwrap();
+    let script =
+        format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec {} \"$@\"\n", calls.display(), real_git.trim());
     let fake_git = fake.join("git");
     std::fs::write(&fake_git, script).unwrap();
     r.dir.env().command("chmod").arg("+x").arg(&fake_git).status().unwrap();
@@ -147,7 +147,9 @@ fn shims_refuse_before_the_real_binary_and_decisions_are_journaled() {
     let decided = events(&r, "command_decided");
     let shown: Vec<String> = decided
         .iter()
-        .map(|d| format!("{} {} {}", d["event"]["argv"][0].as_str().unwrap_or(""), d["event"]["allowed"], d["event"]["rule"]))
+        .map(|d| {
+            format!("{} {} {}", d["event"]["argv"][0].as_str().unwrap_or(""), d["event"]["allowed"], d["event"]["rule"])
+        })
         .collect();
     assert!(shown.iter().any(|s| s.starts_with("worktree false") && s.contains("git-worktree")), "{shown:?}");
     assert!(shown.iter().any(|s| s.starts_with("branch false") && s.contains("git-branch-delete")), "{shown:?}");
@@ -248,7 +250,11 @@ fn graphite_dependency_chain_becomes_a_stack() {
     // A gt that logs each call (cwd and argv) before running the real one.
     let calls = r.dir.parent().unwrap().join("gt-calls.log");
     let wrapper = r.dir.parent().unwrap().join("gt-logged");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nprintf '%s|%s\\n' \"$PWD\" \"$*\" >> '{}'\nexec '{gt}' \"$@\"\n", calls.display())).unwrap();
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nprintf '%s|%s\\n' \"$PWD\" \"$*\" >> '{}'\nexec '{gt}' \"$@\"\n", calls.display()),
+    )
+    .unwrap();
     r.dir.env().command("chmod").arg("+x").arg(&wrapper).status().unwrap();
     let out = run_loop(&r, &["--stack", "graphite"], Some("{}"), &[("LOOP_GT_BIN", wrapper.to_str().unwrap())]);
     assert_eq!(out.status.code(), Some(exit::OK), "{}", String::from_utf8_lossy(&out.stderr));
@@ -269,7 +275,10 @@ fn graphite_dependency_chain_becomes_a_stack() {
         let wt = format!("/.loop/worktrees/M1-core/{id}|modify --commit --all --no-verify --message {id}: dev");
         assert!(log.lines().any(|l| l.contains(&wt)), "{id}: no gt modify in its worktree:\n{log}");
         assert_eq!(git(&r.dir, &["log", "-1", "--format=%s", commit]), format!("{id}: dev"));
-        assert!(r.dir.env().command("git")
+        assert!(r
+            .dir
+            .env()
+            .command("git")
             .arg("-C")
             .arg(&r.dir)
             .args(["merge-base", "--is-ancestor", commit, &format!("loop/M1-core/{id}")])
@@ -326,18 +335,25 @@ fn loop_toml_guard_table_sets_the_policy() {
         text.contains("guard: checks on, shims on, allow_dirty on; sandbox dev/fix none, review none; allow none; deny `git log`; stack graphite"),
         "{text}"
     );
-    let scenario = r#"{"ORB-1": {"dev": "shell:git log -1 > log.txt; echo rc=$? > rc.txt; git status --short > /dev/null"}}"#;
+    let scenario =
+        r#"{"ORB-1": {"dev": "shell:git log -1 > log.txt; echo rc=$? > rc.txt; git status --short > /dev/null"}}"#;
     let out = run_loop(&r, &[], Some(scenario), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(exit::OK), "{stderr}");
     let decided: Vec<String> = events(&r, "command_decided")
         .iter()
-        .map(|d| format!("{} {} {}", d["event"]["argv"][0].as_str().unwrap_or(""), d["event"]["allowed"], d["event"]["rule"]))
+        .map(|d| {
+            format!("{} {} {}", d["event"]["argv"][0].as_str().unwrap_or(""), d["event"]["allowed"], d["event"]["rule"])
+        })
         .collect();
     assert!(decided.iter().any(|s| s.starts_with("log false") && s.contains("config-deny")), "{decided:?}");
     assert!(decided.iter().any(|s| s.starts_with("status true")), "{decided:?}");
     let dev = issue(&status_json(&r), "ORB-1")["worktree"]["branch"].as_str().unwrap().to_string();
-    assert_eq!(git(&r.dir, &["show", &format!("{dev}:rc.txt")]), "rc=1", "the refused git log must fail in the agent's shell");
+    assert_eq!(
+        git(&r.dir, &["show", &format!("{dev}:rc.txt")]),
+        "rc=1",
+        "the refused git log must fail in the agent's shell"
+    );
     assert_eq!(git(&r.dir, &["show", &format!("{dev}:log.txt")]), "", "the refused git log must not run");
     let checked = events(&r, "guard_checked");
     assert!(checked[0]["event"]["details"].to_string().contains("allowed by allow_dirty"), "{checked:?}");
@@ -347,7 +363,10 @@ fn loop_toml_guard_table_sets_the_policy() {
     let out = run_loop(&r, &[], None, &[]);
     assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("loop.toml:3: [guard] deny pattern \"stash drop\" must start with `git` or `gt`"), "{stderr}");
+    assert!(
+        stderr.contains("loop.toml:3: [guard] deny pattern \"stash drop\" must start with `git` or `gt`"),
+        "{stderr}"
+    );
 }
 
 /// The journal is the only licence: a branch or a worktree path that matches an issue's name but

@@ -42,9 +42,10 @@ fn the_milestone_lock_is_seen_from_every_state_dir_and_clean_takes_it() {
     let (x, y, z) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
 
     // A finished run in state dir X that left A's worktree behind (Failed keeps it, clean).
-    let done = with_state(&repo, x.path(), "done", &["run", "-m", "M", "--issue", "A", "--sim-scenario", "fail.json", "-q"])
-        .output()
-        .unwrap();
+    let done =
+        with_state(&repo, x.path(), "done", &["run", "-m", "M", "--issue", "A", "--sim-scenario", "fail.json", "-q"])
+            .output()
+            .unwrap();
     assert_eq!(done.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&done));
     let kept = x.path().join("worktrees/M/A");
     assert!(kept.is_dir());
@@ -96,7 +97,10 @@ fn text_from_docs_and_agents_reaches_a_terminal_escaped_and_json_keeps_it_exact(
     const EVIL: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
     const SHOWN: &str = "\\u{1b}]0;pwned\\u{7}\\u{1b}[2J";
     let raw = |s: &str| s.contains('\u{1b}') || s.contains('\u{7}');
-    let repo = repo_with(&[("docs/projects/p/issues/a.md", "---\nid: A\nmilestone: M\ntitle: \"x \\e]0;pwned\\a\\e[2J\"\n---\n")]);
+    let repo = repo_with(&[(
+        "docs/projects/p/issues/a.md",
+        "---\nid: A\nmilestone: M\ntitle: \"x \\e]0;pwned\\a\\e[2J\"\n---\n",
+    )]);
 
     let (out, _) = text(&loop_cmd(&repo).arg("plan").output().unwrap());
     assert!(!raw(&out) && out.contains(&format!("A: x {SHOWN}")), "{out:?}");
@@ -117,7 +121,12 @@ fn text_from_docs_and_agents_reaches_a_terminal_escaped_and_json_keeps_it_exact(
     let (out, _) = text(&loop_cmd(&repo).args(["run", "--dry-run", "--codex-bin", fake_s]).output().unwrap());
     assert!(!raw(&out) && out.contains(SHOWN), "dry run: {out:?}");
 
-    let run = loop_cmd(&repo).args(["run", "--codex-bin", fake_s]).env("LOOP_RUN_ID", "r").env("LOOP_PLAIN_PROGRESS", "1").output().unwrap();
+    let run = loop_cmd(&repo)
+        .args(["run", "--codex-bin", fake_s])
+        .env("LOOP_RUN_ID", "r")
+        .env("LOOP_PLAIN_PROGRESS", "1")
+        .output()
+        .unwrap();
     let _ = std::fs::remove_file(&fake);
     let (out, err) = text(&run);
     assert_eq!(run.status.code(), Some(exit::NOT_ALL_DONE), "{err}");
@@ -131,7 +140,8 @@ fn text_from_docs_and_agents_reaches_a_terminal_escaped_and_json_keeps_it_exact(
     let status = json(&loop_cmd(&repo).args(["status", "r", "--json"]).output().unwrap());
     assert!(status["issues"][0]["reason"].as_str().unwrap().contains(&format!("boom {EVIL}")), "{status}");
     let replay = json(&loop_cmd(&repo).args(["replay", "r", "--json"]).output().unwrap());
-    let failed = replay["timeline"].as_array().unwrap().iter().find(|r| r["body"]["event"]["event"] == "phase_failed").unwrap();
+    let failed =
+        replay["timeline"].as_array().unwrap().iter().find(|r| r["body"]["event"]["event"] == "phase_failed").unwrap();
     assert!(failed["body"]["event"]["reason"].as_str().unwrap().contains(&format!("boom {EVIL}")), "{failed}");
 }
 
@@ -157,9 +167,20 @@ fn closed_pipe(mut cmd: Command, both: bool) -> (std::process::ExitStatus, Strin
 #[test]
 fn a_closed_pipe_ends_read_only_commands_quietly() {
     let repo = demo_repo();
-    let out = loop_cmd(&repo).args(["run", "--sim-scenario", "scenario.json", "-q"]).env("LOOP_RUN_ID", "r").output().unwrap();
+    let out = loop_cmd(&repo)
+        .args(["run", "--sim-scenario", "scenario.json", "-q"])
+        .env("LOOP_RUN_ID", "r")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
-    for args in [&["replay", "r", "--json"][..], &["replay", "r"], &["status", "r"], &["status", "--json"], &["runs"], &["plan"]] {
+    for args in [
+        &["replay", "r", "--json"][..],
+        &["replay", "r"],
+        &["status", "r"],
+        &["status", "--json"],
+        &["runs"],
+        &["plan"],
+    ] {
         let mut c = loop_cmd(&repo);
         c.args(args);
         let (status, err) = closed_pipe(c, false);
@@ -182,13 +203,20 @@ fn finished_and_verified(repo: &TestRepo, run: &str) -> serde_json::Value {
 #[test]
 fn a_closed_pipe_costs_a_run_nothing() {
     let reference = demo_repo();
-    let out = loop_cmd(&reference).args(["run", "--sim-scenario", "scenario.json", "-q"]).env("LOOP_RUN_ID", "r").output().unwrap();
+    let out = loop_cmd(&reference)
+        .args(["run", "--sim-scenario", "scenario.json", "-q"])
+        .env("LOOP_RUN_ID", "r")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE));
     let want = states(&finished_and_verified(&reference, "r"));
     for args in [&["--json"][..], &["--json-events"], &[]] {
         let repo = demo_repo();
         let mut c = loop_cmd(&repo);
-        c.args(["run", "--sim-scenario", "scenario.json"]).args(args).env("LOOP_RUN_ID", "r").env("LOOP_PLAIN_PROGRESS", "1");
+        c.args(["run", "--sim-scenario", "scenario.json"])
+            .args(args)
+            .env("LOOP_RUN_ID", "r")
+            .env("LOOP_PLAIN_PROGRESS", "1");
         let (status, _) = closed_pipe(c, true);
         assert_eq!(status.code(), Some(exit::NOT_ALL_DONE), "{args:?}: {status:?}");
         assert_eq!(states(&finished_and_verified(&repo, "r")), want, "{args:?}");

@@ -27,7 +27,9 @@ fn replay_q(repo: &TestRepo, run: &str) -> (Option<i32>, String, String) {
     let out = loop_cmd(repo).args(["replay", run, "--json"]).output().expect("replay");
     let (o, mut e) = text(&out);
     // With --json the verdict's error is in the object; keep it with stderr's lines.
-    if let Some(msg) = serde_json::from_str::<serde_json::Value>(o.trim()).ok().and_then(|v| v["error"].as_str().map(str::to_string)) {
+    if let Some(msg) =
+        serde_json::from_str::<serde_json::Value>(o.trim()).ok().and_then(|v| v["error"].as_str().map(str::to_string))
+    {
         e.push_str(&msg);
         e.push('\n');
     }

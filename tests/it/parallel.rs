@@ -104,7 +104,9 @@ fn wait_for_dev(repo: &TestRepo, run: &str, n: usize, never: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let st = loop_cmd(repo).args(["status", run, "--json"]).output().unwrap();
-        if st.status.success() && json(&st)["issues"].as_array().unwrap().iter().filter(|i| i["state"] == "Dev").count() >= n {
+        if st.status.success()
+            && json(&st)["issues"].as_array().unwrap().iter().filter(|i| i["state"] == "Dev").count() >= n
+        {
             return;
         }
         assert!(Instant::now() < deadline, "{never}");

@@ -100,7 +100,10 @@ fn a_committed_directory_symlink_is_a_guard_violation_and_nothing_lands_outside(
     let orb1 = issue(&st, "ORB-1");
     assert_eq!(orb1["state"], "Failed", "{st}");
     let reason = orb1["reason"].as_str().unwrap();
-    assert!(reason.contains("docs/projects/orbit/reviews is a symlink") && reason.contains(&x.display().to_string()), "{reason}");
+    assert!(
+        reason.contains("docs/projects/orbit/reviews is a symlink") && reason.contains(&x.display().to_string()),
+        "{reason}"
+    );
     // ORB-1 and ORB-3 have no dependencies, so both get to review and meet the symlink.
     let v = violations(&repo);
     assert_eq!(v.len(), 2, "{v:?}");

@@ -261,11 +261,9 @@ fn sigkill_at_seeded_moments_of_a_jobs_3_run_leaves_no_process_and_resume_ends_t
     let want = final_states(&want_out);
     assert_no_survivors(&reference, "uninterrupted run");
 
-    let mut seed: u64 = std::env::var("LOOP_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64)
-        | 1;
+    let mut seed: u64 = std::env::var("LOOP_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    }) | 1;
     eprintln!("sigkill moments: seed {seed} (LOOP_TEST_SEED={seed} repeats them); uninterrupted run took {took:?}");
     let span = (took.as_millis() as u64 * 9 / 10).max(100);
     for round in 0..5 {

@@ -180,7 +180,10 @@ fn a_half_removed_worktree_has_its_removal_finished_at_resume() {
         std::fs::remove_file(wt.join(".git")).unwrap();
         std::fs::remove_file(wt.join("README.md")).unwrap();
     });
-    assert!(repairs.iter().any(|r| r.contains(".git file is missing") && r.contains("finished its removal")), "{repairs:?}");
+    assert!(
+        repairs.iter().any(|r| r.contains(".git file is missing") && r.contains("finished its removal")),
+        "{repairs:?}"
+    );
 }
 
 #[test]

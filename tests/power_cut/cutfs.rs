@@ -165,7 +165,8 @@ impl CutFs {
     /// The file whose fsync is being held, if the trap went off.
     pub fn trap_hit(&self, wait: Duration) -> Option<String> {
         let t = lock(&self.shared.trap);
-        let (t, _) = self.shared.trap_cv.wait_timeout_while(t, wait, |t| t.hit.is_none()).unwrap_or_else(|p| p.into_inner());
+        let (t, _) =
+            self.shared.trap_cv.wait_timeout_while(t, wait, |t| t.hit.is_none()).unwrap_or_else(|p| p.into_inner());
         t.hit.clone()
     }
 
@@ -192,7 +193,10 @@ impl CutFs {
                 let c = CString::new(self.mountpoint.as_os_str().as_bytes())?;
                 // SAFETY: a valid C string; umount2 only reads it.
                 if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                    return Err(io::Error::other(format!("unmount failed ({e}) and detaching too: {}", io::Error::last_os_error())));
+                    return Err(io::Error::other(format!(
+                        "unmount failed ({e}) and detaching too: {}",
+                        io::Error::last_os_error()
+                    )));
                 }
             }
         }
@@ -264,7 +268,11 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
     }
 }
 
@@ -311,7 +319,11 @@ fn cstr(name: &OsStr) -> io::Result<CString> {
 }
 
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 fn proc_path(fd: RawFd) -> PathBuf {
@@ -519,7 +531,9 @@ impl Filesystem for Fs {
             if uid.is_some() || gid.is_some() {
                 let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
                 // SAFETY: "" with AT_EMPTY_PATH names the descriptor.
-                check(unsafe { libc::fchownat(fd, c"".as_ptr(), u, g, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) })?;
+                check(unsafe {
+                    libc::fchownat(fd, c"".as_ptr(), u, g, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+                })?;
             }
             if let Some(sz) = size {
                 // A truncate is metadata here: it applies at once, and unsynced data past it is gone.
@@ -574,7 +588,16 @@ impl Filesystem for Fs {
         }
     }
 
-    fn mknod(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let run = || -> Result<FileAttr, Errno> {
             let (pfd, _) = self.fd(parent)?;
             let c = cstr(name).map_err(errno)?;
@@ -695,7 +718,16 @@ impl Filesystem for Fs {
         }
     }
 
-    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let run = || -> Result<(FileAttr, u64), Errno> {
             let (pfd, _) = self.fd(parent)?;
             let c = cstr(name).map_err(errno)?;
@@ -731,7 +763,8 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         let run = || -> io::Result<Vec<u8>> {
-            let file = lock(&self.handles).files.get(&fh.0).cloned().ok_or(io::Error::from_raw_os_error(libc::EBADF))?;
+            let file =
+                lock(&self.handles).files.get(&fh.0).cloned().ok_or(io::Error::from_raw_os_error(libc::EBADF))?;
             let st = fstat(file.as_raw_fd())?;
             let pending = lock(&self.shared.pending);
             let p = pending.get(&key(&st));
@@ -753,7 +786,8 @@ impl Filesystem for Fs {
             for (woff, data) in p.map(|p| p.writes.as_slice()).unwrap_or(&[]) {
                 let (a, b) = ((*woff).max(offset), (woff + data.len() as u64).min(offset + n as u64));
                 if a < b {
-                    buf[(a - offset) as usize..(b - offset) as usize].copy_from_slice(&data[(a - woff) as usize..(b - woff) as usize]);
+                    buf[(a - offset) as usize..(b - offset) as usize]
+                        .copy_from_slice(&data[(a - woff) as usize..(b - woff) as usize]);
                 }
             }
             Ok(buf)
@@ -900,7 +934,16 @@ impl Filesystem for Fs {
         reply.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, 255, s.f_frsize as u32);
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _offset: u64, _length: u64, _mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(Errno::EOPNOTSUPP);
     }
 }

@@ -45,9 +45,30 @@ impl Rng {
 /// parsers (a lost quote, a doubled `---`, a stray `|`, a CR, a NUL, a huge length).
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     const TOKENS: &[&[u8]] = &[
-        b"---\n", b"\r\n", b"\t", b"|", b"\\|", b"\"", b"'", b"[", b"{", b"}", b"]", b": ", b"- ", b"\0",
-        b"\xff", b"\xef\xbb\xbf", b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"&a ", b"*a", b"!!binary ",
-        b"# Issue Map\n", b"```\n", b"\xc1\x00",
+        b"---\n",
+        b"\r\n",
+        b"\t",
+        b"|",
+        b"\\|",
+        b"\"",
+        b"'",
+        b"[",
+        b"{",
+        b"}",
+        b"]",
+        b": ",
+        b"- ",
+        b"\0",
+        b"\xff",
+        b"\xef\xbb\xbf",
+        b"\xff\xff\xff\xff",
+        b"\x00\x00\x00\x00",
+        b"&a ",
+        b"*a",
+        b"!!binary ",
+        b"# Issue Map\n",
+        b"```\n",
+        b"\xc1\x00",
     ];
     let mut d = seed.to_vec();
     for _ in 0..1 + rng.below(4) {

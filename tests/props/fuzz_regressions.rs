@@ -94,7 +94,10 @@ fn invalid_enormous_id_is_quoted_briefly() {
 fn lone_carriage_return_in_front_matter() {
     let text = "---\nid: A\ntitle: x\r\rbroken: [\n---\nbody\n";
     let e = devloop::docs::parse_issue(text, Path::new("a.md"), "p").expect_err("lone CR");
-    assert_eq!(e.to_string(), "a.md:3: malformed front matter: carriage return (CR) without a line feed; use LF or CRLF line ends");
+    assert_eq!(
+        e.to_string(),
+        "a.md:3: malformed front matter: carriage return (CR) without a line feed; use LF or CRLF line ends"
+    );
     let e = parse_milestone("---\r\nid: M1\r\ntitle: a\rb\r\n---\r\n", Path::new("M1.md"), "p").expect_err("lone CR");
     assert!(e.to_string().starts_with("M1.md:3: "), "{e}");
     // CRLF alone is fine, and a CR in the body is the body's business.
@@ -178,7 +181,9 @@ fn loop_toml_error_at_eof_is_on_the_last_line() {
 #[test]
 fn loop_toml_integer_beyond_i64_is_an_error_at_its_line() {
     use devloop::config::parse;
-    let e = parse("[run]\nphase_timeout = 15532559262904483838\n", Path::new("loop.toml")).expect_err("accepted").to_string();
+    let e = parse("[run]\nphase_timeout = 15532559262904483838\n", Path::new("loop.toml"))
+        .expect_err("accepted")
+        .to_string();
     assert!(e.starts_with("loop.toml:2: "), "{e}");
     let cmd = devloop::proc::Cmd::new("true").timeout(std::time::Duration::from_secs(u64::MAX));
     assert!(devloop::proc::run(&cmd).unwrap().success());

@@ -6,9 +6,7 @@
 //! machine keeps (stage, fix cycles, reason, worktree lifecycle, attempts, session) and every
 //! command it emits.
 
-use devloop::machine::{
-    resume, transition, Command, Event, Life, Phase, Rules, StageKind, State, Verdict, WorkStatus,
-};
+use devloop::machine::{resume, transition, Command, Event, Life, Phase, Rules, StageKind, State, Verdict, WorkStatus};
 use proptest::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,7 +126,12 @@ fn model_step(m: &Model, e: &Event, cap: u32) -> Option<(Model, Vec<Command>)> {
             let mut m = m;
             m.wt = Wt::Intended;
             m.place = Some((path.clone(), branch.clone(), base.clone()));
-            let cmd = Command::CreateWorktree { path: path.clone(), branch: branch.clone(), base: base.clone(), adopt: false };
+            let cmd = Command::CreateWorktree {
+                path: path.clone(),
+                branch: branch.clone(),
+                base: base.clone(),
+                adopt: false,
+            };
             return Some((m, vec![cmd]));
         }
         Event::WorktreeCreated { path, branch, base } if m.stage == Pending => {
@@ -138,12 +141,15 @@ fn model_step(m: &Model, e: &Event, cap: u32) -> Option<(Model, Vec<Command>)> {
             Some(m)
         }
         Event::WorktreeFailed { reason } if m.stage == Pending => fail(m, reason.clone()),
-        Event::StackTrackFailed { parent, error } if m.stage == Ready => fail(m, format!("gt track -p {parent}: {error}")),
+        Event::StackTrackFailed { parent, error } if m.stage == Ready => {
+            fail(m, format!("gt track -p {parent}: {error}"))
+        }
         Event::PhaseStarted { phase, .. } if m.stage == Ready && *phase == Phase::Dev || in_phase(phase) => {
             let mut m = if m.stage == Ready { m.go(Dev, None) } else { m };
             m.attempts += 1;
             let cycle = if m.stage == Dev { 0 } else { m.fixes };
-            let cmd = Command::RunPhase { phase: *phase, cycle, attempt: m.attempts, resume_session: m.session.clone() };
+            let cmd =
+                Command::RunPhase { phase: *phase, cycle, attempt: m.attempts, resume_session: m.session.clone() };
             return Some((m, vec![cmd]));
         }
         Event::SessionStarted { phase, session } if in_phase(phase) => {
@@ -177,7 +183,9 @@ fn model_step(m: &Model, e: &Event, cap: u32) -> Option<(Model, Vec<Command>)> {
             }
         },
         Event::PhaseFailed { phase, reason } if in_phase(phase) => fail(m, reason.clone()),
-        Event::GuardCheckFailed { phase, details } if in_phase(phase) => fail(m, format!("guard: {}", details.join("; "))),
+        Event::GuardCheckFailed { phase, details } if in_phase(phase) => {
+            fail(m, format!("guard: {}", details.join("; ")))
+        }
         Event::GuardViolation { phase, changes } if in_phase(phase) => {
             fail(m, format!("guard: the agent changed things outside its worktree: {}", changes.join("; ")))
         }
