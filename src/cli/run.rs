@@ -134,6 +134,8 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
     let issues = plan::planned_issues(&plan, &state.worktrees_dir(), &milestone);
 
     let run_id = clock::new_run_id(&clock);
+    // A staged run under this id that never made a record durable gives way (see `create_run`).
+    state.remove_empty(&run_id)?;
     if state.kind(&run_id) != crate::runs::RunKind::Absent {
         return Err(CliError::Usage(format!("run {run_id} already exists")));
     }

@@ -413,3 +413,23 @@ fn format_1_journals_still_replay_and_resume() {
     let (code, _, err) = replay_q(&repo, "new");
     assert_eq!(code, Some(exit::OK), "{err}");
 }
+
+/// A power cut while a run was staged (before its first record was durable) leaves
+/// `runs/.new-<id>/`; a new run under the same id acknowledged nothing there, so it proceeds
+/// instead of refusing. Seen with power_cut seed 1796282737680829760 ("run powercut already
+/// exists").
+#[test]
+fn a_run_staged_and_cut_before_its_first_record_gives_way_to_a_new_run_of_that_id() {
+    let repo = demo_repo();
+    let staged = repo.join(".loop/runs/.new-cutrun");
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::write(staged.join("run.lock"), "").unwrap();
+    std::fs::write(staged.join("journal.log"), b"LOOPLOG2").unwrap();
+    let out = run_demo(&repo, "cutrun");
+    // The demo ends with one issue Capped.
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
+    assert!(!staged.exists(), "the staged leftover was replaced");
+    assert!(log_path(&repo, "cutrun").exists());
+    let (code, _, err) = replay_q(&repo, "cutrun");
+    assert_eq!(code, Some(exit::OK), "{err}");
+}
