@@ -12,7 +12,11 @@ pub struct Clock {
 
 impl Clock {
     pub fn from_env() -> Clock {
-        let fixed = std::env::var("LOOP_NOW").ok().and_then(|v| DateTime::parse_from_rfc3339(&v).ok());
+        // Records hold times as i64 nanoseconds: a fixed time outside 1677–2262 is ignored.
+        let fixed = std::env::var("LOOP_NOW")
+            .ok()
+            .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+            .filter(|t| t.timestamp_nanos_opt().is_some());
         Clock { fixed: fixed.map(|t| t.with_timezone(&Utc)) }
     }
 

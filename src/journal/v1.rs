@@ -91,6 +91,12 @@ pub fn decode(body: &[u8]) -> Result<record::Content, RecordError> {
     if c.version != VERSION {
         return Err(RecordError::Version(c.version));
     }
+    // Format 2 stores the time as i64 nanoseconds (1677–2262): an older record outside that
+    // range cannot be carried over, so it is refused here rather than failing when re-sealed
+    // (fuzz: `journal_record`, a format-1 time in the year 4646).
+    if c.time.timestamp_nanos_opt().is_none() {
+        return Err(bad(format!("time {} is outside what a record can hold (years 1677 to 2262)", c.time)));
+    }
     let body = convert(c.body).map_err(bad)?;
     Ok(record::Content { version: c.version, run_id: c.run_id, seq: c.seq, time: c.time, prev: c.prev, body })
 }
