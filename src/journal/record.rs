@@ -192,6 +192,11 @@ pub fn open(bytes: &[u8]) -> Result<Record, RecordError> {
             rmp_serde::from_slice::<Content>(body).map_err(|e| decode(&e))?
         }
     };
+    // The time is stored as i64 nanoseconds, but the decoder also takes a u64 beyond i64::MAX
+    // (fuzz: `journal_record`); such a record could never be sealed again, so it is refused.
+    if content.time.timestamp_nanos_opt().is_none() {
+        return Err(decode(&format!("time {} is outside what a record can hold (years 1677 to 2262)", content.time)));
+    }
     Ok(Record { content, hash })
 }
 
