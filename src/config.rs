@@ -6,7 +6,8 @@
 //! Invariants: every key is optional and unknown keys are errors (a misspelt key must not be
 //! silently ignored); errors name the file and line. Precedence is default < file < environment <
 //! flag, for every setting, in one function; the merged result is recorded in the journal, so
-//! `loop resume` never re-reads this file or the environment.
+//! `loop resume` never re-reads this file or the environment for a run's course (its pre-flight
+//! reads `[run] min_free_disk_mb` again: that guards the machine, not the run).
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,9 @@ pub struct RunConfig {
     pub max_tokens_per_issue: Option<i64>,
     /// Append each review to docs/projects/<project>/reviews/REVIEW-<milestone>.md (default true).
     pub review_doc: Option<bool>,
+    /// Pre-flight refuses to start a run with less free space (MiB) on the state dir's file
+    /// system (default [`crate::preflight::DEFAULT_MIN_FREE_DISK_MB`]; 0 turns the check off).
+    pub min_free_disk_mb: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
