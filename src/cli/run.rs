@@ -280,6 +280,9 @@ pub fn preflight(
     let mut plan = plan::build(&docs, &milestone)?;
     super::select::only_issues(&mut plan, &inputs.issues, &inputs.state)?;
     let issues = plan::planned_issues(&plan, &inputs.state.worktrees_dir(), &milestone);
+    // Bad input (a scenario naming unknown issues) is reported as such, before the environment.
+    let ids: Vec<&str> = issues.iter().map(|p| p.id.as_str()).collect();
+    crate::agent::from_spec(&inputs.agent, &ids, &inputs.scenario_source)?;
     let guard = inputs.guard.as_ref().map(|g| g.args.spec(&g.file, g.sandbox.clone(), Path::new("")));
     let req = crate::preflight::Request {
         repo: &inputs.repo,
