@@ -183,25 +183,31 @@ pub enum DocError {
     #[error("{}:{line}: unknown front-matter key '{key}': did you mean '{meant}'?", path.display())]
     NearMissKey { path: PathBuf, line: usize, key: String, meant: &'static str },
     /// The Issue Map's "Blocked by" cell and the docs disagree; the plan follows the docs.
-    #[error(
-        "{}:{line}: Issue Map says '{id}' is blocked by {}, but {}:{issue_line} says {}; make them agree",
-        path.display(),
-        listed(map),
-        issue_path.display(),
-        listed(docs)
-    )]
-    MapContradicts {
-        /// The milestone doc and the row.
-        path: PathBuf,
-        line: usize,
-        id: String,
-        map: Vec<String>,
-        /// The issue doc and its `blocked_by` line (its `id` line when it has none).
-        issue_path: PathBuf,
-        issue_line: usize,
-        /// Its dependencies by the docs: `blocked_by` and other issues' `blocking`.
-        docs: Vec<String>,
-    },
+    /// Boxed: every command's error type carries this enum.
+    #[error("{0}")]
+    MapContradicts(Box<MapContradiction>),
+}
+
+/// An Issue Map row whose "Blocked by" cell is not what the issue docs say.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}:{line}: Issue Map says '{id}' is blocked by {}, but {}:{issue_line} says {}; make them agree",
+    path.display(),
+    listed(map),
+    issue_path.display(),
+    listed(docs)
+)]
+pub struct MapContradiction {
+    /// The milestone doc and the row.
+    pub path: PathBuf,
+    pub line: usize,
+    pub id: String,
+    pub map: Vec<String>,
+    /// The issue doc and its `blocked_by` line (its `id` line when it has none).
+    pub issue_path: PathBuf,
+    pub issue_line: usize,
+    /// Its dependencies by the docs: `blocked_by` and other issues' `blocking`.
+    pub docs: Vec<String>,
 }
 
 fn listed(ids: &[String]) -> String {
@@ -373,7 +379,7 @@ fn check_map_blocked_by(set: &DocSet, m: &MilestoneDoc) -> Result<(), DocError> 
         map.sort();
         map.dedup();
         if map != docs {
-            return Err(DocError::MapContradicts {
+            return Err(DocError::MapContradicts(Box::new(MapContradiction {
                 path: m.path.clone(),
                 line: row.line,
                 id: row.id.clone(),
@@ -381,7 +387,7 @@ fn check_map_blocked_by(set: &DocSet, m: &MilestoneDoc) -> Result<(), DocError> 
                 issue_path: issue.path.clone(),
                 issue_line: issue.blocked_by.first().map_or(issue.line, |d| d.line),
                 docs,
-            });
+            })));
         }
     }
     Ok(())
@@ -678,8 +684,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
