@@ -59,7 +59,7 @@ pub struct RunConfig {
     pub phase_timeout: Option<i64>,
     pub max_fix_cycles: Option<u32>,
     pub max_tokens_per_issue: Option<i64>,
-    /// Append each review to docs/projects/<project>/reviews/REVIEW-<milestone>.md (default true).
+    /// Append each review to docs/projects/<project>/reviews/<milestone>/<issue>.md (default true).
     pub review_doc: Option<bool>,
     /// Pre-flight refuses to start a run with less free space (MiB) on the state dir's file
     /// system (default [`crate::preflight::DEFAULT_MIN_FREE_DISK_MB`]; 0 turns the check off).

@@ -43,7 +43,7 @@ pub fn show(
             Some(agent) => Some(phases(agent, inputs, &run_id, &milestone, &issue)?),
             None => None,
         };
-        let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone));
+        let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone, &issue.id));
         shown.push(DryRunIssue { issue, review_doc, phases });
     }
     let dry = DryRun {

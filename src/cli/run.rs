@@ -48,7 +48,7 @@ pub struct RunArgs {
     /// Tokens one issue may use; over it the issue ends Capped [default: unlimited, or loop.toml].
     #[arg(long, value_name = "N")]
     pub max_tokens_per_issue: Option<u64>,
-    /// Do not append reviews to docs/projects/<project>/reviews/REVIEW-<milestone>.md.
+    /// Do not append reviews to docs/projects/<project>/reviews/<milestone>/<issue>.md.
     #[arg(long)]
     pub no_review_doc: bool,
     #[command(flatten)]
