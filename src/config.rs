@@ -421,6 +421,14 @@ dir = "team-prompts"
     }
 
     #[test]
+    fn min_free_disk_is_a_run_key_and_never_negative() {
+        let c = parse("[run]\nmin_free_disk_mb = 0\n", Path::new("loop.toml")).unwrap();
+        assert_eq!(c.run.min_free_disk_mb, Some(0));
+        let err = parse("[run]\nmin_free_disk_mb = -5\n", Path::new("loop.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("loop.toml:2: "), "{err}");
+    }
+
+    #[test]
     fn missing_file_is_empty() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(load(d.path()).unwrap(), LoopConfig::default());

@@ -187,7 +187,7 @@ mod tests {
         let rel = "docs/projects/p/reviews/M/I-1.md";
         let r = review("pass");
         let e = Entry { run_id: "R", issue: "I-1", review: 1, fix_cycles: 0, result: &r };
-        std::fs::create_dir_all(d.path().join("docs/projects/p/reviews")).unwrap();
+        std::fs::create_dir_all(d.path().join("docs/projects/p/reviews/M")).unwrap();
         std::fs::write(d.path().join(rel), "").unwrap();
         let text = write(d.path(), rel, "M", &e).unwrap();
         assert!(text.starts_with("# Reviews: M / I-1\n\nAppended by loop"), "{text}");
