@@ -316,14 +316,17 @@ pub fn sanitize(id: &str) -> String {
 }
 
 /// The review doc for an issue doc `docs/projects/<project>/issues/X.md`, relative to the repo:
-/// `docs/projects/<project>/reviews/REVIEW-<milestone>.md` (a sibling `reviews/` of the issue dir).
-pub fn review_doc_path(issue_doc: &str, milestone: &str) -> String {
+/// `docs/projects/<project>/reviews/<milestone>/<issue>.md` (a sibling `reviews/` of the issue
+/// dir). One file per issue: every issue's branch writes only its own, so merging all the Done
+/// branches of a milestone, in any order, never conflicts in them. (Before #12 it was one
+/// `REVIEW-<milestone>.md` for all; old journals keep that path only as text in their evidence.)
+pub fn review_doc_path(issue_doc: &str, milestone: &str, issue: &str) -> String {
     let project_dir = std::path::Path::new(issue_doc)
         .parent()
         .and_then(std::path::Path::parent)
         .filter(|p| !p.as_os_str().is_empty());
     let base = project_dir.map(|p| p.to_path_buf()).unwrap_or_else(|| std::path::Path::new("docs").to_path_buf());
-    base.join("reviews").join(format!("REVIEW-{}.md", sanitize(milestone))).display().to_string()
+    base.join("reviews").join(sanitize(milestone)).join(format!("{}.md", sanitize(issue))).display().to_string()
 }
 
 /// An agent phase.
@@ -490,7 +493,10 @@ mod tests {
 
     #[test]
     fn review_doc_sits_beside_the_issues_dir() {
-        assert_eq!(review_doc_path("docs/projects/p/issues/A.md", "M1"), "docs/projects/p/reviews/REVIEW-M1.md");
-        assert_eq!(review_doc_path("A.md", "M 1"), format!("docs/reviews/REVIEW-{}.md", sanitize("M 1")));
+        assert_eq!(review_doc_path("docs/projects/p/issues/A.md", "M1", "A"), "docs/projects/p/reviews/M1/A.md");
+        assert_eq!(
+            review_doc_path("A.md", "M 1", "A/../B"),
+            format!("docs/reviews/{}/{}.md", sanitize("M 1"), sanitize("A/../B"))
+        );
     }
 }

@@ -63,6 +63,7 @@ pub fn check(data: &[u8]) {
             path: PathBuf::from("docs/projects/p/milestones/M1.md"),
             project: "p".to_owned(),
             issue_map: map,
+            map_blocked_by: Vec::new(),
         }]
     };
 

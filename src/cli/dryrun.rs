@@ -19,7 +19,12 @@ use crate::{docs, plan, prompts};
 /// A review shaped like a real one, so the fix prompt shows where required actions go.
 const SAMPLE_REVIEW: &str = r#"{"required_actions": ["<the required_actions of the review before this fix>"]}"#;
 
-pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<ExitCode, CliError> {
+/// `problems`: what pre-flight found (shown; a dry run starts nothing, so it still exits 0).
+pub fn show(
+    inputs: &RunInputs,
+    codex: Option<&CodexSettings>,
+    problems: &[crate::preflight::Problem],
+) -> Result<ExitCode, CliError> {
     let docs = docs::load(&inputs.repo)?;
     let milestone = plan::choose_milestone(&docs, inputs.milestone.as_deref())?;
     let mut plan = plan::build(&docs, &milestone)?;
@@ -38,7 +43,7 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<ExitCod
             Some(agent) => Some(phases(agent, inputs, &run_id, &milestone, &issue)?),
             None => None,
         };
-        let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone));
+        let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone, &issue.id));
         shown.push(DryRunIssue { issue, review_doc, phases });
     }
     let dry = DryRun {
@@ -53,6 +58,7 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<ExitCod
         guard,
         codex: codex.map(|s| check_installed(&s.bin).map(|p| p.display().to_string())),
         issues: shown,
+        preflight: problems.iter().map(ToString::to_string).collect(),
     };
     crate::out!("{}", crate::render::dryrun::text(&dry));
     Ok(ExitCode::Ok)

@@ -36,6 +36,7 @@ pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
     args.drive.check()?;
     let mut progress = args.drive.progress();
     if !recorder.view().finished {
+        resume_preflight(recorder.view(), &state.root)?;
         super::install_interrupt_handler();
         kill_leftovers(recorder.view());
         recorder.resumed(&mut progress)?;
@@ -43,6 +44,38 @@ pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
     let (code, view) = drive(recorder, agent.as_ref(), &ws, &mut progress, args.drive.jobs)?;
     finish_output(&view, args.drive.json, &repo, args.drive.quiet);
     Ok(code)
+}
+
+/// Pre-flight before a resumed run appends anything: the recorded agent (codex present and
+/// logged in), gt for a graphite stack, the main checkout under the recorded guard, the state dir
+/// and free disk space. Issue docs are not checked again: the run was planned from them.
+fn resume_preflight(view: &RunView, state_root: &std::path::Path) -> Result<(), CliError> {
+    let repo = std::path::Path::new(&view.start.repo);
+    let codex = match (view.start.agent.kind.as_str(), &view.start.agent.settings) {
+        ("codex", Some(text)) => serde_json::from_str::<crate::agent::codex::CodexSettings>(text)
+            .ok()
+            .map(|s| crate::agent::codex::check_installed(&s.bin)),
+        _ => None,
+    };
+    let guard = view.start.guard.as_ref();
+    // Only this setting of loop.toml is read again: it guards the machine, not the run's course.
+    let min_free_disk_mb = crate::config::load(repo)
+        .ok()
+        .and_then(|c| c.run.min_free_disk_mb)
+        .unwrap_or(crate::preflight::DEFAULT_MIN_FREE_DISK_MB);
+    let req = crate::preflight::Request {
+        repo,
+        state_dir: state_root,
+        allow_dirty: guard.is_some_and(|g| g.config.allow_dirty),
+        check_checkout: guard.is_some_and(|g| g.config.checks),
+        docs: Vec::new(),
+        codex,
+        gt: guard
+            .filter(|g| g.stack == crate::stack::StackMode::Graphite)
+            .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
+        min_free_disk_mb,
+    };
+    Ok(crate::preflight::run(&req)?)
 }
 
 /// An agent of the interrupted run that still lives (its loop was killed and it escaped the

@@ -48,7 +48,7 @@ pub struct RunArgs {
     /// Tokens one issue may use; over it the issue ends Capped [default: unlimited, or loop.toml].
     #[arg(long, value_name = "N")]
     pub max_tokens_per_issue: Option<u64>,
-    /// Do not append reviews to docs/projects/<project>/reviews/REVIEW-<milestone>.md.
+    /// Do not append reviews to docs/projects/<project>/reviews/<milestone>/<issue>.md.
     #[arg(long)]
     pub no_review_doc: bool,
     #[command(flatten)]
@@ -255,14 +255,48 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         jobs: args.drive.jobs,
         guard: Some(GuardInputs { args: args.guard, file: cfg.guard.clone(), sandbox: settings.sandbox() }),
     };
+    let min_free_disk_mb = cfg.run.min_free_disk_mb.unwrap_or(crate::preflight::DEFAULT_MIN_FREE_DISK_MB);
+    let problems = preflight(&inputs, codex.as_ref(), min_free_disk_mb)?;
     if args.dry_run {
-        return super::dryrun::show(&inputs, codex.as_ref());
+        return super::dryrun::show(&inputs, codex.as_ref(), &problems);
     }
-    if let Some(c) = &codex {
-        crate::agent::codex::check_installed(&c.bin).map_err(CliError::Usage)?;
+    if !problems.is_empty() {
+        return Err(crate::preflight::PreflightError { problems }.into());
     }
     let mut progress = args.drive.progress();
     let (code, view) = start(inputs, &mut progress)?;
     finish_output(&view, args.drive.json, &repo, args.drive.quiet);
     Ok(code)
+}
+
+/// Pre-flight for a new run of `inputs` (README "Pre-flight"): every problem that would stop it,
+/// found before anything is written. Docs that do not load or plan are errors of their own.
+pub fn preflight(
+    inputs: &RunInputs,
+    codex: Option<&crate::agent::codex::CodexSettings>,
+    min_free_disk_mb: u64,
+) -> Result<Vec<crate::preflight::Problem>, CliError> {
+    let docs = docs::load(&inputs.repo)?;
+    let milestone = plan::choose_milestone(&docs, inputs.milestone.as_deref())?;
+    let mut plan = plan::build(&docs, &milestone)?;
+    super::select::only_issues(&mut plan, &inputs.issues, &inputs.state)?;
+    let issues = plan::planned_issues(&plan, &inputs.state.worktrees_dir(), &milestone);
+    // Bad input (a scenario naming unknown issues) is reported as such, before the environment.
+    let ids: Vec<&str> = issues.iter().map(|p| p.id.as_str()).collect();
+    crate::agent::from_spec(&inputs.agent, &ids, &inputs.scenario_source)?;
+    let guard = inputs.guard.as_ref().map(|g| g.args.spec(&g.file, g.sandbox.clone(), Path::new("")));
+    let req = crate::preflight::Request {
+        repo: &inputs.repo,
+        state_dir: &inputs.state.root,
+        allow_dirty: guard.as_ref().is_some_and(|g| g.config.allow_dirty),
+        check_checkout: guard.as_ref().is_some_and(|g| g.config.checks),
+        docs: issues.iter().map(|i| i.doc.clone()).collect(),
+        codex: codex.map(|c| crate::agent::codex::check_installed(&c.bin)),
+        gt: guard
+            .as_ref()
+            .filter(|g| g.stack == crate::stack::StackMode::Graphite)
+            .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
+        min_free_disk_mb,
+    };
+    Ok(crate::preflight::check(&crate::preflight::gather(&req)))
 }

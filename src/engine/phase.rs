@@ -319,7 +319,7 @@ impl IssueDriver<'_> {
         if !enabled {
             return Ok(());
         }
-        let rel = reviewdoc::doc_path(&planned.doc, &milestone);
+        let rel = reviewdoc::doc_path(&planned.doc, &milestone, &planned.id);
         let entry = reviewdoc::Entry {
             run_id: &run_id,
             issue: &planned.id,

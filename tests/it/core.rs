@@ -335,3 +335,40 @@ fn runs_lists_ids_by_shortest_unique_prefix() {
     assert_eq!(amb.status.code(), Some(exit::BAD_INPUT));
     assert!(text(&amb).1.contains("matches several runs"));
 }
+
+/// #12: each issue's reviews go to a file of its own, so merging every Done branch of the
+/// milestone into one branch, in plan order or the reverse, never conflicts in loop's files
+/// (with one `REVIEW-<milestone>.md` every merge after the first conflicted).
+#[test]
+fn merging_every_done_branch_in_any_order_has_no_conflict_in_review_docs() {
+    let repo = demo_repo();
+    let scenario = repo.env().root().join("all-done.json");
+    std::fs::write(&scenario, r#"{"ORB-2": {"reviews": ["changes_required", "pass"]}}"#).unwrap();
+    let out = loop_cmd(&repo)
+        .args(["run", "-m", "M1-core", "--sim-scenario"])
+        .arg(&scenario)
+        .args(["--json", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
+    let done: Vec<String> = states(&json(&out)).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(done, ["ORB-1", "ORB-2", "ORB-3", "ORB-5", "ORB-4"]);
+    let mut reversed = done.clone();
+    reversed.reverse();
+    for (n, order) in [done.clone(), reversed].iter().enumerate() {
+        let wt = repo.env().root().join(format!("land-{n}"));
+        let wt_s = wt.to_str().unwrap();
+        git(&repo, &["worktree", "add", "-q", "-b", &format!("land-{n}"), wt_s, "main"]);
+        for id in order {
+            let merged = repo.env().git_output(&wt, &["merge", "--no-edit", "-q", &format!("loop/M1-core/{id}")]);
+            let (out, err) = text(&merged);
+            let conflicts = repo.env().git_output(&wt, &["diff", "--name-only", "--diff-filter=U"]);
+            assert!(merged.status.success(), "merging {id} (order {order:?}): {out}{err}\n{}", text(&conflicts).0);
+        }
+        for id in &done {
+            let doc = std::fs::read_to_string(wt.join(format!("docs/projects/orbit/reviews/M1-core/{id}.md"))).unwrap();
+            assert!(doc.starts_with(&format!("# Reviews: M1-core / {id}\n")), "{doc}");
+            assert!(doc.contains(&format!("## {id} — review ")), "{doc}");
+        }
+    }
+}

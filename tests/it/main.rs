@@ -18,6 +18,7 @@ mod guard;
 mod inputs;
 mod journal_damage;
 mod parallel;
+mod preflight;
 mod safefs;
 mod signals;
 mod snapshots;
