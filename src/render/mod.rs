@@ -61,6 +61,31 @@ fn fact_detail(f: &Fact) -> String {
         Fact::StackTracked { parent } => format!("tracked on {parent}"),
         Fact::StackSubmitted { ok, detail } => format!("{}: {detail}", if *ok { "submitted" } else { "submit failed" }),
         Fact::Interrupted => String::new(),
+        Fact::CheckRan(run) => {
+            let mut s = format!("{} `{}` {} in {}ms", run.kind.as_str(), run.command, run.status(), run.duration_ms);
+            if !run.passed() {
+                if let Some(last) = run.tail.lines().last() {
+                    s.push_str(&format!(": {}", printable(last, 200)));
+                }
+            }
+            s
+        }
+        Fact::BaselineChecked { base, failing, setup_failed, .. } => {
+            let short = &base[..base.len().min(12)];
+            match (setup_failed, failing.is_empty()) {
+                (true, _) => format!("base {short}: setup failed, no failure counts as pre-existing"),
+                (false, true) => format!("base {short}: every check passes"),
+                (false, false) => format!("base {short}: already failing: {}", failing.join(", ")),
+            }
+        }
+        Fact::SetupChecked { lockfiles, ran, passed } => {
+            let short = &lockfiles[..lockfiles.len().min(12)];
+            match (ran, passed) {
+                (false, _) => format!("setup skipped (lockfiles {short})"),
+                (true, true) => format!("setup passed (lockfiles {short})"),
+                (true, false) => format!("setup FAILED (lockfiles {short})"),
+            }
+        }
     }
 }
 
