@@ -29,6 +29,28 @@ pub struct LoopConfig {
     pub prompts: PromptsConfig,
     #[serde(default)]
     pub guard: GuardTable,
+    #[serde(default)]
+    pub verify: VerifyTable,
+}
+
+/// `[verify]`: the commands loop itself runs (`sh -c`) after dev and each fix (README
+/// "Verification"). An issue's front matter `verify: [...]` adds its own.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyTable {
+    /// Checks, run in order in the worktree; every one must pass (a pre-existing failure aside).
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Installs, run once per worktree before the checks (skipped when the lockfiles' hash
+    /// matches a setup that passed in this run).
+    #[serde(default)]
+    pub setup: Vec<String>,
+    /// Seconds one command may take (default 600).
+    pub timeout: Option<i64>,
+    /// Files whose content decides whether setup must run again (default: the usual lockfiles).
+    pub lockfiles: Option<Vec<String>>,
+    /// A check that fails on the base commit too counts against the issue (default false).
+    pub count_preexisting: Option<bool>,
 }
 
 /// `[guard]`: the team's command policy (docs in README "Safety"). Flags override it:

@@ -105,6 +105,24 @@ impl Workspace for FakeWorkspace {
     fn has_identity(&self, _: &Path) -> Result<bool, WorkspaceError> {
         Ok(true)
     }
+
+    fn tree_of(&self, commit: &str) -> Result<String, WorkspaceError> {
+        Ok(format!("tree-of-{commit}"))
+    }
+
+    fn add_scratch(&self, path: &Path, _commit: &str) -> Result<(), WorkspaceError> {
+        let _ = std::fs::remove_dir_all(path);
+        std::fs::create_dir_all(path).map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })
+    }
+
+    fn remove_scratch(&self, path: &Path) -> Result<(), WorkspaceError> {
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(WorkspaceError::Io { what: path.display().to_string(), source: e })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The simulated agent, which requests a stop (as Ctrl-C would) when it is asked to run
