@@ -29,7 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("stack", &["proc", "workspace"]),
     ("prompts", &["machine"]),
     // config resolves the codex agent's settings (file < env < flag).
-    ("config", &["agent", "machine"]),
+    ("config", &["agent", "machine", "verify"]),
     ("plan", &["docs", "workspace"]),
     ("journal", &["machine", "safefs"]),
     ("runs", &["journal", "machine", "safefs", "workspace"]),

@@ -321,9 +321,10 @@ pub enum Fact {
     /// loop ran one verification command (a setup step, a check, or a check on the base).
     CheckRan(CheckRun),
     /// The checks ran on a base commit (in a loop-owned detached worktree): `failing` are the
-    /// commands that fail there already. The run's cache of baselines, keyed by `tree`; `setup_failed`:
-    /// the base could not be set up, so no failure counts as pre-existing.
-    BaselineChecked { base: String, tree: String, failing: Vec<String>, setup_failed: bool },
+    /// commands that fail there already. The run's cache of baselines, keyed by `tree`.
+    /// `unusable`: why the base could not be checked (its setup failed…); then no failure
+    /// counts as pre-existing.
+    BaselineChecked { base: String, tree: String, failing: Vec<String>, unusable: Option<String> },
     /// The setup commands for a worktree whose lockfiles hash to `lockfiles`: `ran` false when
     /// they were skipped (a setup with that hash passed in this run, or `--skip-setup`).
     SetupChecked { lockfiles: String, ran: bool, passed: bool },

@@ -21,6 +21,8 @@ pub struct RunInputs {
     /// Only these issues (empty: the whole milestone).
     pub issues: Vec<String>,
     pub jobs: usize,
+    /// `--skip-setup`: never run `[verify] setup`.
+    pub skip_setup: bool,
     /// Guardrails (README "Safety"); `None` runs unguarded.
     pub guard: Option<GuardInputs>,
 }

@@ -35,6 +35,9 @@ pub(super) struct Parts<'a> {
     pub(super) hooks: &'a [&'a dyn Hooks],
     pub(super) clock: Clock,
     pub(super) cancel: Cancel,
+    pub(super) verify: super::VerifyEnv,
+    /// One baseline is checked at a time, so issues on the same base share it.
+    pub(super) baseline: std::sync::Mutex<()>,
 }
 
 /// Whether a command may be carried out after a stop request: an ended issue's worktree is
@@ -161,6 +164,11 @@ impl<'a> IssueDriver<'a> {
             Command::RunPhase { phase, cycle, attempt, resume_session } => {
                 if let Step::Stop = self.run_phase(planned, PhaseCall { phase, cycle, attempt, resume_session })? {
                     self.audit(id, Fact::Interrupted, None)?;
+                    return Ok(Some(Step::Stop));
+                }
+            }
+            Command::Verify { path, cycle } => {
+                if let Step::Stop = self.verify(planned, path, cycle)? {
                     return Ok(Some(Step::Stop));
                 }
             }

@@ -86,9 +86,9 @@ pub struct RunView {
     pub finished: bool,
     pub interrupted: bool,
     pub records: u64,
-    /// Baselines checked in this run, by tree id: the commands failing there, and whether the
-    /// base could not be set up (then no failure counts as pre-existing).
-    pub baselines: HashMap<String, (Vec<String>, bool)>,
+    /// Baselines checked in this run, by tree id: the commands failing there (None: the base
+    /// could not be checked, so no failure counts as pre-existing).
+    pub baselines: HashMap<String, Option<Vec<String>>>,
     /// Lockfile hashes whose setup passed in this run.
     pub setups_passed: HashSet<String>,
 }
@@ -224,8 +224,8 @@ impl RunView {
             Body::Audit { issue, fact, evidence } => {
                 let idx = self.index_of(seq, issue)?;
                 match fact {
-                    Fact::BaselineChecked { tree, failing, setup_failed, .. } => {
-                        self.baselines.insert(tree.clone(), (failing.clone(), *setup_failed));
+                    Fact::BaselineChecked { tree, failing, unusable, .. } => {
+                        self.baselines.insert(tree.clone(), unusable.is_none().then(|| failing.clone()));
                     }
                     Fact::SetupChecked { lockfiles, ran: true, passed: true } => {
                         self.setups_passed.insert(lockfiles.clone());
@@ -288,6 +288,17 @@ impl RunView {
                 match event {
                     Event::ReviewFinished { .. } => {
                         view.last_review = evidence.as_ref().and_then(|e| e.output.clone());
+                    }
+                    Event::VerifyFinished { failures } => {
+                        view.verifying = false;
+                        // The fix agent's required actions are the failures, as a review's would be.
+                        if !failures.is_empty() {
+                            let actions = serde_json::json!({
+                                "summary": "loop's verification failed",
+                                "required_actions": failures,
+                            });
+                            view.last_review = Some(actions.to_string());
+                        }
                     }
                     Event::GuardCheckFailed { .. } => view.guard.checks_failed += 1,
                     Event::GuardViolation { .. } => view.guard.violations += 1,

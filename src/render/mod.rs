@@ -49,7 +49,11 @@ fn event_detail(e: &Event) -> String {
         Event::GuardCheckFailed { phase, details } => format!("{phase} FAILED: {}", details.join("; ")),
         Event::GuardViolation { phase, changes } => format!("{phase}: {}", changes.join("; ")),
         Event::StackTrackFailed { parent, error } => format!("tracking on {parent} failed: {error}"),
-    }
+        Event::VerifyFinished { failures } if failures.is_empty() => "passed".to_string(),
+        Event::VerifyFinished { failures } => {
+            let first: Vec<&str> = failures.iter().map(|f| f.lines().next().unwrap_or("")).collect();
+            format!("{} failing: {}", failures.len(), first.join("; "))
+        }
 }
 
 fn fact_detail(f: &Fact) -> String {
@@ -70,12 +74,12 @@ fn fact_detail(f: &Fact) -> String {
             }
             s
         }
-        Fact::BaselineChecked { base, failing, setup_failed, .. } => {
+        Fact::BaselineChecked { base, failing, unusable, .. } => {
             let short = &base[..base.len().min(12)];
-            match (setup_failed, failing.is_empty()) {
-                (true, _) => format!("base {short}: setup failed, no failure counts as pre-existing"),
-                (false, true) => format!("base {short}: every check passes"),
-                (false, false) => format!("base {short}: already failing: {}", failing.join(", ")),
+            match (unusable, failing.is_empty()) {
+                (Some(why), _) => format!("base {short}: {why}; no failure counts as pre-existing"),
+                (None, true) => format!("base {short}: every check passes"),
+                (None, false) => format!("base {short}: already failing: {}", failing.join(", ")),
             }
         }
         Fact::SetupChecked { lockfiles, ran, passed } => {
@@ -246,6 +250,16 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                 "reason": i.state.reason().map(|r| r.to_string()),
                 "tokens": i.tokens,
                 "worktree": wt,
+                "verification": i.verification.iter().map(|c| json!({
+                    "command": c.command,
+                    "status": c.status(),
+                    "passed": c.passed(),
+                    "pre_existing": c.pre_existing,
+                    "exit_code": c.exit_code,
+                    "duration_ms": c.duration_ms,
+                    "output_hash": c.output_hash,
+                    "log": c.log,
+                })).collect::<Vec<_>>(),
                 "guard": {
                     "checks_failed": i.guard.checks_failed,
                     "violations": i.guard.violations,
@@ -312,6 +326,27 @@ pub fn guard_summary(view: &RunView) -> Option<String> {
 }
 
 /// The human status table.
+/// The last verification in a few words: `verified: 2 passed, 1 pre-existing failure`,
+/// or the failing commands.
+fn verification_note(checks: &[crate::vocab::CheckRun]) -> Option<String> {
+    if checks.is_empty() {
+        return None;
+    }
+    let passed = checks.iter().filter(|c| c.passed()).count();
+    let pre = checks.iter().filter(|c| !c.passed() && c.pre_existing).count();
+    let failed: Vec<String> =
+        checks.iter().filter(|c| !c.passed() && !c.pre_existing).map(|c| format!("`{}` {}", c.command, c.status())).collect();
+    let mut parts = vec![format!("{passed} passed")];
+    if pre > 0 {
+        parts.push(format!("{pre} pre-existing failure(s)"));
+    }
+    Some(if failed.is_empty() {
+        format!("verified: {}", parts.join(", "))
+    } else {
+        format!("last verification: {}, failing: {}", parts.join(", "), failed.join(", "))
+    })
+}
+
 pub fn status_text(view: &RunView, live: bool) -> String {
     let mut out = String::new();
     let phase = if live {
@@ -336,6 +371,9 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         }
         if let Some(g) = guard_note(&i.guard) {
             notes.push(g);
+        }
+        if let Some(v) = verification_note(&i.verification) {
+            notes.push(v);
         }
         if let Some(wt) = i.worktree() {
             if wt.removed() {
