@@ -244,6 +244,8 @@ pub struct RunSettings {
     pub review_doc: bool,
     /// Present when the agent is codex.
     pub codex: Option<CodexSettings>,
+    /// `[verify]`, checked.
+    pub verify: crate::vocab::VerifySpec,
 }
 
 impl RunSettings {
@@ -308,11 +310,12 @@ pub fn resolve_run(
     };
     Ok(RunSettings {
         agent,
-        rules: Rules { max_fix_cycles },
+        rules: Rules::with_max_fix_cycles(max_fix_cycles),
         phase_timeout_secs: phase_timeout,
         max_tokens_per_issue: max_tokens,
         review_doc: !flags.no_review_doc && file.run.review_doc.unwrap_or(true),
         codex,
+        verify: verify_spec(&file.verify)?,
     })
 }
 
@@ -419,7 +422,10 @@ mod tests {
     fn verify_table_resolves_and_bad_values_are_named() {
         let text = "[verify]\ncommands = [\"cargo test -q\"]\nsetup = [\"cargo fetch\"]\ntimeout = 30\n";
         let spec = verify_spec(&parse(text, Path::new("loop.toml")).unwrap().verify).unwrap();
-        assert_eq!((spec.commands, spec.setup, spec.timeout_secs), (vec!["cargo test -q".to_string()], vec!["cargo fetch".to_string()], 30));
+        assert_eq!(
+            (spec.commands, spec.setup, spec.timeout_secs),
+            (vec!["cargo test -q".to_string()], vec!["cargo fetch".to_string()], 30)
+        );
         assert!(!spec.count_preexisting);
         let spec = verify_spec(&VerifyTable::default()).unwrap();
         assert_eq!(spec.timeout_secs, crate::verify::DEFAULT_TIMEOUT_SECS);

@@ -67,11 +67,10 @@ fn phases(
     issue: &crate::journal::PlannedIssue,
 ) -> Result<Vec<DryRunPhase>, CliError> {
     let mut out = Vec::new();
-    let verify_lines = inputs
+    let verify_lines = issue
         .verify
-        .commands
         .iter()
-        .chain(issue.verify.iter())
+        .chain(inputs.verify.commands.iter())
         .map(|c| format!("- `{c}`: <passed, or a pre-existing failure> (<duration>; log <path>)"))
         .collect::<Vec<_>>()
         .join("\n");

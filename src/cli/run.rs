@@ -114,6 +114,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         review_doc,
         issues: only,
         jobs,
+        verify,
         skip_setup,
         guard,
     } = inputs;
@@ -159,6 +160,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         review_doc,
         issues,
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
+        verify,
     };
     let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();
@@ -258,6 +260,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         review_doc: settings.review_doc,
         issues: args.issues,
         jobs: args.drive.jobs,
+        verify: settings.verify.clone(),
         skip_setup: args.drive.skip_setup,
         guard: Some(GuardInputs { args: args.guard, file: cfg.guard.clone(), sandbox: settings.sandbox() }),
     };

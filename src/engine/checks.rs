@@ -78,7 +78,7 @@ impl IssueDriver<'_> {
             let base = view.state_of(id).and_then(|s| s.worktree.as_ref()).map(|w| w.base.clone());
             (view.start.verify.clone(), view.run_id.clone(), base)
         };
-        let commands: Vec<String> = spec.commands.iter().chain(planned.verify.iter()).cloned().collect();
+        let commands: Vec<String> = planned.verify.iter().chain(spec.commands.iter()).cloned().collect();
         let timeout = timeout_of(&spec);
         let env = &self.parts.verify;
         let dir = PathBuf::from(sanitize(&run_id)).join(sanitize(id));
@@ -187,12 +187,18 @@ impl IssueDriver<'_> {
         let run_id = self.handle().view().run_id.clone();
         let scratch = self.parts.verify.scratch_root.join(sanitize(&run_id)).join(format!("base-{short}"));
         ws.add_scratch(&scratch, base).map_err(|e| self.workspace_halt(id, "checking out the base", e))?;
-        let logs = Logs { root: self.parts.verify.logs_root.clone(), dir: dir.to_path_buf(), label: format!("base-{short}") };
+        let logs =
+            Logs { root: self.parts.verify.logs_root.clone(), dir: dir.to_path_buf(), label: format!("base-{short}") };
         let result = self.baseline_in(id, spec, commands, &scratch, &logs);
         let removed = ws.remove_scratch(&scratch);
         let (failing, unusable) = result?;
         removed.map_err(|e| self.workspace_halt(id, "removing the base's checkout", e))?;
-        let fact = Fact::BaselineChecked { base: base.to_string(), tree, failing: failing.clone(), unusable: unusable.clone() };
+        let fact = Fact::BaselineChecked {
+            base: base.to_string(),
+            tree,
+            failing: failing.clone(),
+            unusable: unusable.clone(),
+        };
         self.audit(id, fact, None)?;
         Ok(unusable.is_none().then_some(failing))
     }

@@ -26,6 +26,11 @@ pub fn state_short(s: &Stage) -> String {
     }
 }
 
+/// A commit as people read it: its first seven hex digits.
+fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
 fn event_detail(e: &Event) -> String {
     match e {
         Event::DependencyNotDone { dependency, dependency_state } => format!("{dependency} ended {dependency_state}"),
@@ -49,11 +54,17 @@ fn event_detail(e: &Event) -> String {
         Event::GuardCheckFailed { phase, details } => format!("{phase} FAILED: {}", details.join("; ")),
         Event::GuardViolation { phase, changes } => format!("{phase}: {}", changes.join("; ")),
         Event::StackTrackFailed { parent, error } => format!("tracking on {parent} failed: {error}"),
-        Event::VerifyFinished { failures } if failures.is_empty() => "passed".to_string(),
+        Event::BasesMerged { commit } => format!("merged into {}", short(commit)),
+        Event::MergeConflict { parent, files } => format!("merging {parent} conflicted in {}", files.join(", ")),
+        Event::VerifyFinished { failures } if failures.is_empty() => "checks passed".to_string(),
         Event::VerifyFinished { failures } => {
+            // Each failure carries its output tail: the timeline shows its first line.
             let first: Vec<&str> = failures.iter().map(|f| f.lines().next().unwrap_or("")).collect();
-            format!("{} failing: {}", failures.len(), first.join("; "))
+            format!("{} check(s) failed: {}", failures.len(), first.join("; "))
         }
+        Event::CarriedOver { run, branch, tip } => format!("Done in run {run}: {branch} at {}", short(tip)),
+        Event::Reopened { extra_fix_cycles } => format!("reopened with {extra_fix_cycles} more fix cycle(s)"),
+    }
 }
 
 fn fact_detail(f: &Fact) -> String {
@@ -334,8 +345,11 @@ fn verification_note(checks: &[crate::vocab::CheckRun]) -> Option<String> {
     }
     let passed = checks.iter().filter(|c| c.passed()).count();
     let pre = checks.iter().filter(|c| !c.passed() && c.pre_existing).count();
-    let failed: Vec<String> =
-        checks.iter().filter(|c| !c.passed() && !c.pre_existing).map(|c| format!("`{}` {}", c.command, c.status())).collect();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed() && !c.pre_existing)
+        .map(|c| format!("`{}` {}", c.command, c.status()))
+        .collect();
     let mut parts = vec![format!("{passed} passed")];
     if pre > 0 {
         parts.push(format!("{pre} pre-existing failure(s)"));

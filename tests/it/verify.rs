@@ -81,7 +81,10 @@ fn a_failing_check_goes_to_fix_and_review_runs_only_after_it_passes() {
     assert!(recs.iter().any(|b| event_name(b) == "baseline_checked"));
     // The fix agent was given the failing command as its required action.
     let fixes = git(&repo, &["show", "loop/M/A:loop-sim/A.fixes"]);
-    assert!(fixes.contains("- addressed: verification command `grep -q ok status.txt` failed (exit code 1)"), "{fixes}");
+    assert!(
+        fixes.contains("- addressed: verification command `grep -q ok status.txt` failed (exit code 1)"),
+        "{fixes}"
+    );
 
     // status and replay say what was verified.
     let st = loop_cmd(&repo).args(["status", "v1"]).output().unwrap();
@@ -118,10 +121,7 @@ fn a_check_that_hangs_fails_closed_and_caps_the_issue() {
 
 #[test]
 fn a_failure_already_on_the_base_is_pre_existing_and_does_not_fail_the_issue() {
-    let repo = repo(&[
-        issue("A", "[\"grep -q ok status.txt\", \"true\"]"),
-        ("status.txt".into(), "broken\n".into()),
-    ]);
+    let repo = repo(&[issue("A", "[\"grep -q ok status.txt\", \"true\"]"), ("status.txt".into(), "broken\n".into())]);
     let out = run(&repo, "v3", "{}", &[]);
     assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
     assert_eq!(states(&json(&out)), vec![("A".to_string(), "Done".to_string(), 0)]);
@@ -143,7 +143,9 @@ fn setup_repo() -> (TestRepo, std::path::PathBuf) {
     let repo = TestEnvironment::new().repo_named("repo", &[]);
     let log = repo.env().root().join("setup.log");
     let toml = format!("[verify]\ncommands = [\"true\"]\nsetup = [\"echo ran >> '{}'\"]\n", log.display());
-    for (name, text) in [issue("A", "[]"), issue("B", "[]"), ("loop.toml".into(), toml), ("Cargo.lock".into(), "x".into())] {
+    for (name, text) in
+        [issue("A", "[]"), issue("B", "[]"), ("loop.toml".into(), toml), ("Cargo.lock".into(), "x".into())]
+    {
         let path = repo.join(&name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
