@@ -110,6 +110,9 @@ pub fn run_one(
     let log_path = logs.root.join(&rel);
     let log_err = |source| VerifyError::Log { path: log_path.display().to_string(), source };
     // Opened before the command runs: a log that cannot be written stops loop, not the issue.
+    // The root is the one path trusted as given (loop's own state dir), so it may be made plainly.
+    std::fs::create_dir_all(&logs.root)
+        .map_err(|source| log_err(SafeFsError::Io { path: logs.root.display().to_string(), source }))?;
     let mut log = safefs::open_log(&logs.root, &rel, safefs::Log::Truncate).map_err(log_err)?;
     // `sh -c LINE`: the user's own command line, the one shell loop runs (see the module doc).
     let cmd = Cmd::new("sh")

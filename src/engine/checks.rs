@@ -191,6 +191,10 @@ impl IssueDriver<'_> {
             Logs { root: self.parts.verify.logs_root.clone(), dir: dir.to_path_buf(), label: format!("base-{short}") };
         let result = self.baseline_in(id, spec, commands, &scratch, &logs);
         let removed = ws.remove_scratch(&scratch);
+        // The run's scratch dir goes too once empty (an error just means it is not).
+        if let Some(run_dir) = scratch.parent() {
+            let _ = std::fs::remove_dir(run_dir);
+        }
         let (failing, unusable) = result?;
         removed.map_err(|e| self.workspace_halt(id, "removing the base's checkout", e))?;
         let fact = Fact::BaselineChecked {

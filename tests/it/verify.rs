@@ -47,7 +47,7 @@ fn checks(records: &[serde_json::Value]) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_failing_check_goes_to_fix_and_review_runs_only_after_it_passes() {
-    let repo = repo(&[issue("A", "[\"grep -q ok status.txt\"]"), ("status.txt".into(), "ok\n".into())]);
+    let repo = repo(&[issue("A", "[\"grep -qx ok status.txt\"]"), ("status.txt".into(), "ok\n".into())]);
     let scenario = r#"{"A": {"dev": "shell:echo broken > status.txt", "fix": "shell:echo ok > status.txt"}}"#;
     let out = run(&repo, "v1", scenario, &[]);
     assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
@@ -82,7 +82,7 @@ fn a_failing_check_goes_to_fix_and_review_runs_only_after_it_passes() {
     // The fix agent was given the failing command as its required action.
     let fixes = git(&repo, &["show", "loop/M/A:loop-sim/A.fixes"]);
     assert!(
-        fixes.contains("- addressed: verification command `grep -q ok status.txt` failed (exit code 1)"),
+        fixes.contains("- addressed: verification command `grep -qx ok status.txt` failed (exit code 1)"),
         "{fixes}"
     );
 
@@ -91,7 +91,7 @@ fn a_failing_check_goes_to_fix_and_review_runs_only_after_it_passes() {
     assert!(text(&st).0.contains("verified: 1 passed"), "{:?}", text(&st));
     let rp = loop_cmd(&repo).args(["replay", "v1"]).output().unwrap();
     let timeline = text(&rp).0;
-    assert!(timeline.contains("check_ran check `grep -q ok status.txt` failed (exit code 1)"), "{timeline}");
+    assert!(timeline.contains("check_ran check `grep -qx ok status.txt` failed (exit code 1)"), "{timeline}");
     assert!(timeline.contains("verify_finished"), "{timeline}");
 }
 
@@ -121,13 +121,13 @@ fn a_check_that_hangs_fails_closed_and_caps_the_issue() {
 
 #[test]
 fn a_failure_already_on_the_base_is_pre_existing_and_does_not_fail_the_issue() {
-    let repo = repo(&[issue("A", "[\"grep -q ok status.txt\", \"true\"]"), ("status.txt".into(), "broken\n".into())]);
+    let repo = repo(&[issue("A", "[\"grep -qx ok status.txt\", \"true\"]"), ("status.txt".into(), "broken\n".into())]);
     let out = run(&repo, "v3", "{}", &[]);
     assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
     assert_eq!(states(&json(&out)), vec![("A".to_string(), "Done".to_string(), 0)]);
     let recs = records(&repo, "v3");
     let base = recs.iter().find(|b| event_name(b) == "baseline_checked").expect("baseline");
-    assert_eq!(base["event"]["failing"], serde_json::json!(["grep -q ok status.txt"]));
+    assert_eq!(base["event"]["failing"], serde_json::json!(["grep -qx ok status.txt"]));
     let issue_checks: Vec<serde_json::Value> = checks(&recs).into_iter().filter(|c| c["kind"] == "check").collect();
     assert_eq!(issue_checks[0]["pre_existing"], true);
     assert_eq!(issue_checks[1]["pre_existing"], false);
