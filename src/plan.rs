@@ -36,6 +36,8 @@ pub struct PlanIssue {
     /// Dependencies inside this milestone, sorted by id; merged from this
     /// issue's `blocked_by` and other issues' `blocking`.
     pub blocked_by: Vec<String>,
+    /// The issue's own verification commands (front matter `verify`).
+    pub verify: Vec<String>,
 }
 
 /// The execution plan of one milestone.
@@ -330,6 +332,7 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
             title: issue.title.clone(),
             doc: issue.path.to_string_lossy().into_owned(),
             blocked_by: inside.iter().map(|&d| deps.id(d).to_owned()).collect(),
+            verify: issue.verify.clone(),
         });
     }
     external.sort();
@@ -517,7 +520,7 @@ pub fn planned_issues(plan: &Plan, worktrees_dir: &Path, milestone: &str) -> Vec
             blocked_by: p.blocked_by.iter().map(|d| d.as_str().into()).collect(),
             branch: branch_name(milestone, &p.id).into(),
             worktree: wt_root.join(sanitize(&p.id)).display().to_string(),
-            verify: Vec::new(),
+            verify: p.verify.clone(),
         })
         .collect()
 }
@@ -670,6 +673,7 @@ mod tests {
                     path: PathBuf::from(format!("{}.md", id(i))),
                     project: "p".into(),
                     line: 2,
+                    verify: Vec::new(),
                 })
                 .collect();
             validate(issues, Vec::new()).expect("valid")
@@ -746,6 +750,7 @@ mod tests {
                 title: "say \"hi\" <b>".into(),
                 doc: "a.md".into(),
                 blocked_by: Vec::new(),
+                verify: Vec::new(),
             }],
             waves: vec![vec!["A".into()]],
             external: Vec::new(),
