@@ -236,7 +236,7 @@ impl<'a> IssueDriver<'a> {
         adopt: bool,
     ) -> Result<(), EngineError> {
         let id = planned.id.as_str();
-        match self.parts.workspace.create(Path::new(&path), &branch, &base, adopt) {
+        match self.parts.workspace.create(Path::new(&path), &branch, &base, adopt, false) {
             Ok(repairs) => {
                 if !repairs.is_empty() {
                     self.handle.run_record(Body::WorktreeRepaired {

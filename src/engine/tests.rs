@@ -14,7 +14,7 @@ use crate::agent::sim::{SimAgent, SimScript};
 use crate::agent::{AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::journal::{AgentSpec, Body, Entry, Fact, Journal, MemStore, PlannedIssue, RunStart, Store, StoreError};
 use crate::machine::{Command, Event, Phase, Rules, Stage, StageKind, State};
-use crate::workspace::{Checked, Removal, WorkspaceError};
+use crate::workspace::{Checked, MergeOutcome, Removal, WorkspaceError};
 
 // ---------------------------------------------------------------------------------------------
 // Fakes
@@ -64,7 +64,14 @@ impl Workspace for FakeWorkspace {
         Ok(self.branches.lock().unwrap().get(branch).cloned())
     }
 
-    fn create(&self, path: &Path, branch: &str, base: &str, _adopt: bool) -> Result<Vec<String>, WorkspaceError> {
+    fn create(
+        &self,
+        path: &Path,
+        branch: &str,
+        base: &str,
+        _adopt: bool,
+        _reuse: bool,
+    ) -> Result<Vec<String>, WorkspaceError> {
         if let Some(errno) = self.fail_create {
             let source = std::io::Error::from_raw_os_error(errno);
             return Err(WorkspaceError::Io { what: path.display().to_string(), source });
@@ -73,6 +80,28 @@ impl Workspace for FakeWorkspace {
             .map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })?;
         self.branches.lock().unwrap().insert(branch.to_string(), base.to_string());
         Ok(Vec::new())
+    }
+
+    fn merge(
+        &self,
+        worktree: &Path,
+        parents: &[String],
+        _message: &str,
+        _date: Option<&str>,
+    ) -> Result<MergeOutcome, WorkspaceError> {
+        // A parent named `conflict:<file>` conflicts in that file; anything else merges.
+        if let Some(file) = parents.iter().find_map(|p| p.strip_prefix("conflict:")) {
+            let parent = parents.iter().find(|p| p.starts_with("conflict:")).cloned().unwrap_or_default();
+            return Ok(MergeOutcome::Conflict { parent, files: vec![file.to_string()] });
+        }
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let commit = format!("{n:040x}");
+        let name = worktree.file_name().unwrap().to_string_lossy().to_string();
+        let mut branches = self.branches.lock().unwrap();
+        if let Some(tip) = branches.iter_mut().find(|(b, _)| b.ends_with(&format!("/{name}"))).map(|(_, t)| t) {
+            *tip = commit.clone();
+        }
+        Ok(MergeOutcome::Merged { commit, repairs: Vec::new() })
     }
 
     fn check(&self, _: &Path, _: &str, _: &str, _: bool) -> Result<Checked, WorkspaceError> {
