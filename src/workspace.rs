@@ -159,6 +159,8 @@ pub trait Workspace: Send + Sync {
     /// Commits everything in the worktree (the agent's sandbox cannot write `.git`, so loop
     /// commits for it). Returns the new commit, or None when nothing changed.
     fn commit_all(&self, worktree: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError>;
+    /// Whether `ancestor` is `commit` or one of its ancestors.
+    fn is_ancestor(&self, ancestor: &str, commit: &str) -> Result<bool, WorkspaceError>;
     /// Removes a finished issue's worktree if nothing would be lost.
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError>;
     /// Whether git has a user identity here (else loop commits as `loop`); asked once per run.
@@ -664,6 +666,15 @@ impl Workspace for GitWorkspace {
         Ok(MergeOutcome::Merged { commit: merged, repairs })
     }
 
+    fn is_ancestor(&self, a: &str, b: &str) -> Result<bool, WorkspaceError> {
+        let out = git(&self.repo, &["merge-base", "--is-ancestor", a, b], self.timeout)?;
+        match out.code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(git_error(&["merge-base", "--is-ancestor", a, b], &out)),
+        }
+    }
+
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError> {
         if !path.exists() {
             // Already gone (removed by hand): let git forget it, nothing else to protect.
@@ -1091,15 +1102,6 @@ impl GitWorkspace {
             self.git_w_ok(&self.repo, &["worktree", "add", "-q", &p, branch])?;
         }
         self.sync_added(path, branch, started)
-    }
-
-    fn is_ancestor(&self, a: &str, b: &str) -> Result<bool, WorkspaceError> {
-        let out = git(&self.repo, &["merge-base", "--is-ancestor", a, b], self.timeout)?;
-        match out.code {
-            Some(0) => Ok(true),
-            Some(1) => Ok(false),
-            _ => Err(git_error(&["merge-base", "--is-ancestor", a, b], &out)),
-        }
     }
 }
 

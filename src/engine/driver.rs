@@ -22,9 +22,12 @@ use super::phase::PhaseCall;
 use super::writer::Handle;
 use super::{EngineError, Step, Trouble};
 use crate::agent::Agent;
+use crate::blame::Blame;
 use crate::clock::Clock;
+use crate::journal::view::RunView;
 use crate::journal::{Body, Entry, Evidence, Fact, PlannedIssue};
 use crate::machine::{self, Command, Event, Stage, StageKind, State};
+use crate::plan::{self, Base};
 use crate::proc::Cancel;
 use crate::workspace::{Removal, Workspace};
 
@@ -41,6 +44,15 @@ pub(super) struct Parts<'a> {
 /// still removed or kept (and its end is no step to interrupt).
 pub(super) fn runs_after_stop(command: &Command) -> bool {
     matches!(command, Command::RemoveWorktree { .. } | Command::KeepWorktree { .. } | Command::Finish)
+}
+
+/// The branch of the milestone's issue `dep`: as planned when it is in this run, else the
+/// name loop gives it (a dependency Done in an earlier run of the milestone).
+pub(super) fn dependency_branch(view: &RunView, dep: &str) -> String {
+    match view.start.issues.iter().find(|p| p.id.as_str() == dep) {
+        Some(p) => p.branch.to_string(),
+        None => plan::branch_name(&view.start.milestone, dep),
+    }
 }
 
 /// How an ended issue's worktree ends.
@@ -213,7 +225,7 @@ impl<'a> IssueDriver<'a> {
             self.event(id, Event::DependencyNotDone { dependency, dependency_state }, None)?;
             return Ok(());
         }
-        let base = match self.base_for(planned) {
+        let (base, _merge) = match self.base_for(planned) {
             Ok(b) => b,
             Err(t) if t.blame.is_environment() => return Err(self.stop_for_environment(id, t.reason, None)),
             Err(t) => {
@@ -274,25 +286,41 @@ impl<'a> IssueDriver<'a> {
         })
     }
 
-    /// An issue with exactly one dependency builds on that dependency's branch, so its work is
-    /// there; otherwise it starts from the run's base commit.
-    fn base_for(&self, planned: &PlannedIssue) -> Result<String, Trouble> {
-        let (dep_branch, base_commit) = {
+    /// Where the issue's branch starts ([`plan::base_of`]): the run's base commit when it has
+    /// no dependency, else its first dependency's branch tip (plan order), with the other
+    /// dependencies' tips to merge into it (those the base already holds left out). A
+    /// dependency counts whether it ended Done in this run or in an earlier one of the
+    /// milestone (carried over): its branch holds its work either way.
+    fn base_for(&self, planned: &PlannedIssue) -> Result<(String, Vec<String>), Trouble> {
+        let (branches, base_commit) = {
             let view = self.handle.view();
-            let dep_branch = match planned.blocked_by.as_slice() {
-                [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
-                _ => None,
-            };
-            (dep_branch, view.start.base_commit.clone())
+            let branches: Vec<String> = planned.blocked_by.iter().map(|d| dependency_branch(&view, d)).collect();
+            (branches, view.start.base_commit.clone())
         };
-        if let Some(branch) = dep_branch {
-            match self.parts.workspace.branch_tip(&branch) {
-                Ok(Some(tip)) => return Ok(tip),
-                Ok(None) => {}
-                Err(e) => return Err(Trouble::new(format!("reading branch {branch}: {e}"), e.blame())),
+        let ws = self.parts.workspace;
+        let tip = |branch: &str| match ws.branch_tip(branch) {
+            Ok(Some(tip)) => Ok(tip),
+            // Starting without it would hide its work from the agent: refuse instead.
+            Ok(None) => Err(Trouble::new(format!("the dependency's branch {branch} is missing"), Blame::Issue)),
+            Err(e) => Err(Trouble::new(format!("reading branch {branch}: {e}"), e.blame())),
+        };
+        match plan::base_of(&branches) {
+            Base::Run => Ok((base_commit, Vec::new())),
+            Base::Deps { first, merge } => {
+                let base = tip(&first)?;
+                let mut parents: Vec<String> = Vec::new();
+                for branch in merge {
+                    let t = tip(&branch)?;
+                    let held = ws
+                        .is_ancestor(&t, &base)
+                        .map_err(|e| Trouble::new(format!("comparing {branch} with {first}: {e}"), e.blame()))?;
+                    if !held && !parents.contains(&t) {
+                        parents.push(t);
+                    }
+                }
+                Ok((base, parents))
             }
         }
-        Ok(base_commit)
     }
 
     /// `remove_worktree` or `keep_worktree`; the hooks see the issue's end first.

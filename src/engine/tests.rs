@@ -104,6 +104,10 @@ impl Workspace for FakeWorkspace {
         Ok(MergeOutcome::Merged { commit, repairs: Vec::new() })
     }
 
+    fn is_ancestor(&self, ancestor: &str, commit: &str) -> Result<bool, WorkspaceError> {
+        Ok(ancestor == commit)
+    }
+
     fn check(&self, _: &Path, _: &str, _: &str, _: bool) -> Result<Checked, WorkspaceError> {
         Ok(Checked::default())
     }
