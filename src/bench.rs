@@ -77,6 +77,7 @@ fn planned(n: usize) -> Vec<PlannedIssue> {
             blocked_by: vec![],
             branch: format!("loop/M1/ORB-{i}").into(),
             worktree: format!("/repo/.loop/worktrees/M1/ORB-{i}"),
+            verify: Vec::new(),
         })
         .collect()
 }
@@ -94,6 +95,7 @@ fn run_start(issues: usize, rules: Rules) -> Body {
         review_doc: false,
         issues: planned(issues),
         guard: None,
+        verify: Default::default(),
     })
 }
 
@@ -225,9 +227,9 @@ pub fn generate(dir: &Path, events: u64) -> Result<(PathBuf, PathBuf), BenchErro
     store.set_fsync(false);
     let mut j = Journal::create(Box::new(store), "bench", Clock::from_env());
     let issues = 1000usize;
-    j.append(run_start(issues, Rules { max_fix_cycles: u32::MAX })).map_err(io)?;
+    j.append(run_start(issues, Rules::with_max_fix_cycles(u32::MAX))).map_err(io)?;
     let mut states: Vec<State> = vec![State::PENDING; issues];
-    let rules = Rules { max_fix_cycles: u32::MAX };
+    let rules = Rules::with_max_fix_cycles(u32::MAX);
     let mut batch = Vec::with_capacity(1000);
     let mut written = 1u64;
     let mut i = 0usize;

@@ -286,7 +286,7 @@ pub fn resolve_run(
     };
     Ok(RunSettings {
         agent,
-        rules: Rules { max_fix_cycles },
+        rules: Rules::with_max_fix_cycles(max_fix_cycles),
         phase_timeout_secs: phase_timeout,
         max_tokens_per_issue: max_tokens,
         review_doc: !flags.no_review_doc && file.run.review_doc.unwrap_or(true),

@@ -572,6 +572,7 @@ pub fn planned_issues(plan: &Plan, worktrees_dir: &Path, milestone: &str) -> Vec
             blocked_by: p.blocked_by.iter().map(|d| d.as_str().into()).collect(),
             branch: branch_name(milestone, &p.id).into(),
             worktree: wt_root.join(sanitize(&p.id)).display().to_string(),
+            verify: Vec::new(),
         })
         .collect()
 }

@@ -16,12 +16,39 @@ pub const DEFAULT_MAX_FIX_CYCLES: u32 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rules {
     pub max_fix_cycles: u32,
+    /// Whether loop verifies this issue's work (it has verification commands) before review. Not
+    /// recorded: derived per issue from the recorded run start ([`RunStart::rules_for`]).
+    #[serde(skip)]
+    pub verify: bool,
+}
+
+impl Rules {
+    pub fn with_max_fix_cycles(max_fix_cycles: u32) -> Rules {
+        Rules { max_fix_cycles, ..Rules::default() }
+    }
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Rules { max_fix_cycles: DEFAULT_MAX_FIX_CYCLES }
+        Rules { max_fix_cycles: DEFAULT_MAX_FIX_CYCLES, verify: false }
     }
+}
+
+/// The `[verify]` table of `loop.toml`: loop's own checks of an issue's work. The command lines
+/// are the user's own and run with `sh -c`, as CI systems run theirs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySpec {
+    /// Checks run after dev and after each fix, in every issue's worktree.
+    pub commands: Vec<String>,
+    /// Installs run once per worktree before the checks (skipped when the lockfiles match a
+    /// setup that passed in this run).
+    pub setup: Vec<String>,
+    /// Seconds one command may run (0: the default).
+    #[serde(alias = "timeout")]
+    pub timeout_secs: u64,
+    /// Files whose hash decides whether setup must run again.
+    pub lockfiles: Vec<String>,
 }
 
 /// The run's fixed inputs, recorded once.
@@ -45,6 +72,25 @@ pub struct RunStart {
     /// Guardrails (absent in journals written before they existed: no guard).
     #[serde(default)]
     pub guard: Option<GuardSpec>,
+    /// loop's own checks for every issue (absent in older journals: none).
+    #[serde(default)]
+    pub verify: VerifySpec,
+}
+
+impl RunStart {
+    /// The rules the machine applies to one issue: the run's, plus whether it has checks.
+    /// (A linear search: callers that hold an index use [`RunStart::rules_of`].)
+    pub fn rules_for(&self, issue: &str) -> Rules {
+        match self.issues.iter().find(|p| p.id.as_str() == issue) {
+            Some(p) => self.rules_of(p),
+            None => self.rules,
+        }
+    }
+
+    /// The rules for one planned issue of this run.
+    pub fn rules_of(&self, planned: &PlannedIssue) -> Rules {
+        Rules { verify: !planned.verify.is_empty() || !self.verify.commands.is_empty(), ..self.rules }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,6 +112,9 @@ pub struct PlannedIssue {
     pub branch: BranchName,
     /// Absolute path of the issue's worktree.
     pub worktree: String,
+    /// The issue's own verification command lines (front matter `verify`), run before the run's.
+    #[serde(default)]
+    pub verify: Vec<String>,
 }
 
 /// Token usage as the agent reports it.

@@ -31,10 +31,12 @@ fn check_record(bytes: &[u8], written_by_loop: bool) {
                 return;
             }
             let (sealed, hash) = seal(&rec.content);
-            if written_by_loop {
+            if written_by_loop && sealed != bytes {
                 // Only `seal` makes valid hashes (a fuzzer cannot forge blake3), so a record that
-                // verifies must re-encode to exactly its stored bytes.
-                assert_eq!(sealed, bytes, "a verified record does not re-encode to its bytes");
+                // verifies was written by some version of loop: by this one it re-encodes to
+                // exactly its bytes; an older one of the same format may lack fields added since
+                // (trailing, defaulted), so today's encoding only ever adds to it.
+                assert!(sealed.len() > bytes.len(), "a verified record re-encodes to different bytes of the same size");
             }
             let again = open(&sealed).expect("a sealed record opens");
             assert_eq!(again.content, rec.content, "re-encoding changed the content");

@@ -425,6 +425,7 @@ mod tests {
                 blocked_by: vec![],
                 branch: "loop/M1/ORB-1".into(),
                 worktree: "/w".into(),
+                verify: Vec::new(),
             },
             phase,
             cycle: 1,

@@ -244,6 +244,7 @@ fn engine_code(e: &EngineError) -> ExitCode {
         | EngineError::Append(_)
         | EngineError::Illegal(_)
         | EngineError::WriterGone
+        | EngineError::Unsupported(_)
         | EngineError::Workspace { .. } => ExitCode::Error,
     }
 }

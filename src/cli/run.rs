@@ -155,6 +155,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         review_doc,
         issues,
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
+        verify: Default::default(),
     };
     let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();

@@ -164,7 +164,7 @@ impl<'a> IssueDriver<'a> {
         let id = planned.id.as_str();
         match command {
             Command::Prepare => self.prepare(planned)?,
-            Command::CreateWorktree { path, branch, base, adopt } => {
+            Command::CreateWorktree { path, branch, base, adopt, reuse: _ } => {
                 self.create_worktree(planned, path, branch, base, adopt)?
             }
             Command::StartPhase { phase, attempt } => {
@@ -181,6 +181,10 @@ impl<'a> IssueDriver<'a> {
             }
             Command::KeepWorktree { path, ended } => self.end_worktree(planned, path, End::Keep { ended })?,
             Command::Finish => return Ok(Some(Step::Continue)),
+            // Not emitted until the engine makes merge bases and runs checks (#12).
+            command @ (Command::MergeBases { .. } | Command::Verify { .. }) => {
+                return Err(EngineError::Unsupported(format!("{command:?}")))
+            }
         }
         Ok(None)
     }
@@ -233,7 +237,13 @@ impl<'a> IssueDriver<'a> {
                 return Ok(());
             }
         };
-        let intent = Event::WorktreeIntent { path: planned.worktree.clone(), branch: planned.branch.to_string(), base };
+        let intent = Event::WorktreeIntent {
+            path: planned.worktree.clone(),
+            branch: planned.branch.to_string(),
+            base,
+            merge: Vec::new(),
+            reuse: false,
+        };
         self.event(id, intent, None)?;
         Ok(())
     }

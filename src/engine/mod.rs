@@ -67,6 +67,8 @@ pub enum EngineError {
     /// returns this error.
     #[error("internal: the engine's own journal does not fold: {0}")]
     Divergence(Box<Divergence>),
+    #[error("internal: this engine cannot carry out {0} yet")]
+    Unsupported(String),
     #[error("internal: the journal writer stopped")]
     WriterGone,
     /// loop's own worktree is damaged beyond what loop repairs (the run stops, exit 1).

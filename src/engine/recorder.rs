@@ -57,7 +57,7 @@ impl Recorder {
     /// state the machine decides; returns that state.
     pub fn issue_event(&mut self, issue: &str, event: Event) -> Result<State, EngineError> {
         let from = self.view.state_of(issue).cloned().unwrap_or(State::PENDING);
-        let (to, commands) = machine::transition(&from, &event, &self.view.start.rules)?;
+        let (to, commands) = machine::transition(&from, &event, &self.view.rules_for(issue))?;
         let body = Body::Issue {
             issue: issue.to_string(),
             event,

@@ -207,6 +207,7 @@ impl Run {
                 blocked_by: deps.iter().map(|d| (*d).into()).collect(),
                 branch: format!("loop/M/{id}").into(),
                 worktree: dir.path().join(id).display().to_string(),
+                verify: Vec::new(),
             })
             .collect();
         Run { dir, store: SharedStore::default(), rules: Rules::default(), issues }
@@ -225,6 +226,7 @@ impl Run {
             review_doc: false,
             issues: self.issues.clone(),
             guard: None,
+            verify: Default::default(),
         }
     }
 
@@ -352,7 +354,7 @@ fn a_review_asking_for_changes_runs_a_fix_cycle_then_reviews_again() {
 #[test]
 fn changes_required_past_the_fix_cycle_limit_caps_the_issue() {
     let mut run = Run::new(&[("A", &[])]);
-    run.rules = Rules { max_fix_cycles: 1 };
+    run.rules = Rules::with_max_fix_cycles(1);
     let (outcome, view) = run.drive_sim(&[("A", script("pass", &["changes_required"; 3]))], 1).unwrap();
     assert_eq!(outcome, Outcome::Finished);
     assert!(matches!(stage(&view, "A"), Some(Stage::Capped { fix_cycles: 1, .. })), "{:?}", stage(&view, "A"));
@@ -563,7 +565,13 @@ fn a_stop_request_lets_an_ended_issue_finish_its_worktree_but_starts_nothing() {
     assert!(runs_after_stop(&Command::KeepWorktree { path: path.clone(), ended: StageKind::Failed }));
     assert!(runs_after_stop(&Command::Finish));
     assert!(!runs_after_stop(&Command::Prepare));
-    assert!(!runs_after_stop(&Command::CreateWorktree { path, branch: "b".into(), base: "c".into(), adopt: true }));
+    assert!(!runs_after_stop(&Command::CreateWorktree {
+        path,
+        branch: "b".into(),
+        base: "c".into(),
+        adopt: true,
+        reuse: false
+    }));
     assert!(!runs_after_stop(&Command::StartPhase { phase: Phase::Dev, attempt: 1 }));
     assert!(!runs_after_stop(&Command::RunPhase { phase: Phase::Dev, cycle: 0, attempt: 1, resume_session: None }));
 }

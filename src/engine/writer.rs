@@ -92,17 +92,16 @@ impl Writer<'_> {
     /// Decides every transition of the group, against the view plus the earlier members of the
     /// group; an illegal one is answered at once and left out.
     fn decide(&self, batch: Vec<WriteReq>) -> Vec<(Body, Reply, Decided)> {
-        let rules = lock(&self.view).start.rules;
         let mut pending = Vec::new();
         let mut scratch: HashMap<String, State> = HashMap::new();
         for req in batch {
             match req {
                 WriteReq::Issue { issue, event, evidence, reply } => {
-                    let from = scratch
-                        .get(&issue)
-                        .cloned()
-                        .or_else(|| lock(&self.view).state_of(&issue).cloned())
-                        .unwrap_or(State::PENDING);
+                    let (known, rules) = {
+                        let view = lock(&self.view);
+                        (view.state_of(&issue).cloned(), view.rules_for(&issue))
+                    };
+                    let from = scratch.get(&issue).cloned().or(known).unwrap_or(State::PENDING);
                     match machine::transition(&from, &event, &rules) {
                         Ok((to, commands)) => {
                             scratch.insert(issue.clone(), to.clone());
@@ -253,6 +252,7 @@ mod tests {
             blocked_by: vec![],
             branch: format!("loop/M/{id}").into(),
             worktree: format!("/w/{id}"),
+            verify: Vec::new(),
         });
         let first = journal
             .append(Body::RunStarted(RunStart {
@@ -267,6 +267,7 @@ mod tests {
                 review_doc: false,
                 issues: issues.to_vec(),
                 guard: None,
+                verify: Default::default(),
             }))
             .unwrap();
         let view = Arc::new(Mutex::new(RunView::new(&first).unwrap()));

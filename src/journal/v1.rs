@@ -137,7 +137,9 @@ fn machine_event(e: Event) -> Result<machine::Event, String> {
                 .ok_or_else(|| format!("dependency_not_done names an unknown state {dependency_state:?}"))?;
             E::DependencyNotDone { dependency, dependency_state }
         }
-        Event::WorktreeIntent { path, branch, base } => E::WorktreeIntent { path, branch, base },
+        Event::WorktreeIntent { path, branch, base } => {
+            E::WorktreeIntent { path, branch, base, merge: Vec::new(), reuse: false }
+        }
         Event::WorktreeCreated { path, branch, base } => E::WorktreeCreated { path, branch, base },
         Event::WorktreeFailed { reason } => E::WorktreeFailed { reason },
         Event::PhaseStarted { phase, attempt } => E::PhaseStarted { phase, attempt },

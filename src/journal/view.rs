@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::record::{Body, Evidence, Fact, Record, RunStart};
-use crate::machine::{self, Command, Event, IllegalTransition, Stage, State, Worktree};
+use crate::machine::{self, Command, Event, IllegalTransition, Rules, Stage, State, Worktree};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct IssueView {
@@ -169,6 +169,14 @@ impl RunView {
         self.issue(id).map(|v| &v.state)
     }
 
+    /// The rules the machine applies to `issue` (the run's, plus whether it has checks).
+    pub fn rules_for(&self, issue: &str) -> Rules {
+        match self.index.get(issue) {
+            Some(&i) => self.start.rules_of(&self.start.issues[i]),
+            None => self.start.rules,
+        }
+    }
+
     fn index_of(&self, seq: u64, issue: &str) -> Result<usize, Divergence> {
         self.index.get(issue).copied().ok_or_else(|| Divergence::UnknownIssue { seq, issue: issue.to_string() })
     }
@@ -224,7 +232,7 @@ impl RunView {
             }
             Body::Issue { issue, event, to, commands, evidence } => {
                 let idx = self.index_of(seq, issue)?;
-                let rules = self.start.rules;
+                let rules = self.start.rules_of(&self.start.issues[idx]);
                 let view = &mut self.issues[idx];
                 let (next, computed) = machine::transition(&view.state, event, &rules)
                     .map_err(|source| Divergence::Illegal { seq, source })?;
@@ -276,19 +284,21 @@ mod tests {
             blocked_by: deps.iter().map(|d| (*d).into()).collect(),
             branch: format!("loop/M/{id}").into(),
             worktree: format!("/w/{id}"),
+            verify: Vec::new(),
         };
         RunStart {
             tool_version: "t".into(),
             milestone: "M".into(),
             repo: "/repo".into(),
             base_commit: "0".repeat(40),
-            rules: Rules { max_fix_cycles: 1 },
+            rules: Rules::with_max_fix_cycles(1),
             agent: AgentSpec { kind: "sim".into(), scenario: None, settings: None },
             phase_timeout_secs: 60,
             max_tokens_per_issue: None,
             review_doc: false,
             issues: vec![issue("A", &[]), issue("B", &["A"]), issue("C", &[])],
             guard: None,
+            verify: Default::default(),
         }
     }
 
@@ -400,7 +410,7 @@ mod tests {
             let body = match &r.content.body {
                 Body::Issue { issue, event, evidence, .. } => {
                     let from = new_view.state_of(issue).unwrap().clone();
-                    let (to, commands) = machine::transition(&from, event, &new_view.start.rules).unwrap();
+                    let (to, commands) = machine::transition(&from, event, &new_view.rules_for(issue)).unwrap();
                     Body::Issue {
                         issue: issue.clone(),
                         event: event.clone(),

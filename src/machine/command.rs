@@ -19,8 +19,16 @@ pub enum Command {
     /// `worktree_failed`, or `worktree_intent` (the licence to create the worktree).
     Prepare,
     /// Create the worktree (`adopt`: an earlier process may have created it partly; take it
-    /// over). Answer: `worktree_created` or `worktree_failed`.
-    CreateWorktree { path: String, branch: String, base: String, adopt: bool },
+    /// over; `reuse`: the branch exists, check it out as it is). Answer: `worktree_created` or
+    /// `worktree_failed`.
+    CreateWorktree {
+        path: String,
+        branch: String,
+        base: String,
+        adopt: bool,
+        #[serde(default)]
+        reuse: bool,
+    },
     /// Journal `phase_started` with this attempt: the licence to run the phase.
     StartPhase { phase: Phase, attempt: u32 },
     /// Run the agent. `cycle` is the fix cycle (the review after fix N has cycle N);
@@ -35,4 +43,9 @@ pub enum Command {
     KeepWorktree { path: String, ended: StageKind },
     /// Nothing is left to do for this issue.
     Finish,
+    /// Merge `parents` (in order) into the worktree's branch. Answer: `bases_merged` or
+    /// `merge_conflict` (after aborting the merge).
+    MergeBases { path: String, parents: Vec<String> },
+    /// Run loop's checks on the work of fix `cycle` (0: dev). Answer: `verify_finished`.
+    Verify { path: String, cycle: u32 },
 }

@@ -59,6 +59,10 @@ pub enum Stage {
         fix_cycles: u32,
         reason: Reason,
     },
+    /// loop runs the verification checks on the work of dev (`fix_cycles` 0) or of fix N.
+    Verify {
+        fix_cycles: u32,
+    },
 }
 
 /// A stage's name without its data: for messages, errors and dependency checks.
@@ -73,10 +77,11 @@ pub enum StageKind {
     Capped,
     Blocked,
     Failed,
+    Verify,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 9] = [
+    pub const ALL: [StageKind; 10] = [
         StageKind::Pending,
         StageKind::WorktreeReady,
         StageKind::Dev,
@@ -86,6 +91,7 @@ impl StageKind {
         StageKind::Capped,
         StageKind::Blocked,
         StageKind::Failed,
+        StageKind::Verify,
     ];
 
     /// The short name used in status output and JSON.
@@ -100,6 +106,7 @@ impl StageKind {
             StageKind::Capped => "Capped",
             StageKind::Blocked => "Blocked",
             StageKind::Failed => "Failed",
+            StageKind::Verify => "Verify",
         }
     }
 
@@ -127,6 +134,7 @@ impl Stage {
             Stage::Capped { .. } => StageKind::Capped,
             Stage::Blocked { .. } => StageKind::Blocked,
             Stage::Failed { .. } => StageKind::Failed,
+            Stage::Verify { .. } => StageKind::Verify,
         }
     }
 
@@ -140,6 +148,7 @@ impl Stage {
             Stage::Pending | Stage::WorktreeReady | Stage::Dev => 0,
             Stage::Fix { cycle: fix_cycles }
             | Stage::Review { fix_cycles }
+            | Stage::Verify { fix_cycles }
             | Stage::Done { fix_cycles }
             | Stage::Capped { fix_cycles, .. }
             | Stage::Blocked { fix_cycles, .. }
@@ -173,7 +182,7 @@ impl Stage {
     pub fn cycle(&self) -> u32 {
         match self {
             Stage::Fix { cycle } => *cycle,
-            Stage::Review { fix_cycles } => *fix_cycles,
+            Stage::Review { fix_cycles } | Stage::Verify { fix_cycles } => *fix_cycles,
             _ => 0,
         }
     }
@@ -211,6 +220,14 @@ pub struct Worktree {
     pub branch: String,
     pub base: String,
     pub life: Life,
+    /// Commits still to merge into the branch after it was created at `base` (the other
+    /// dependencies' work); empty once merged.
+    #[serde(default)]
+    pub merge: Vec<String>,
+    /// The branch existed before (loop made it in an earlier run or before a retry): the
+    /// worktree checks it out as it is.
+    #[serde(default)]
+    pub reuse: bool,
 }
 
 impl Worktree {
@@ -251,6 +268,8 @@ pub struct State {
     /// The agent session of the current phase, if the agent reported one; kept across attempts
     /// of the same phase so a re-run continues it.
     pub session: Option<String>,
+    /// Fix cycles granted beyond the run's limit by `loop retry`.
+    pub extra_fix_cycles: u32,
 }
 
 impl Default for State {
@@ -260,7 +279,13 @@ impl Default for State {
 }
 
 impl State {
-    pub const PENDING: State = State { stage: Stage::Pending, worktree: None, attempts: 0, session: None };
+    pub const PENDING: State =
+        State { stage: Stage::Pending, worktree: None, attempts: 0, session: None, extra_fix_cycles: 0 };
+
+    /// How many fix cycles this issue may use: the run's limit and what retries added.
+    pub fn fix_limit(&self, rules: &Rules) -> u32 {
+        rules.max_fix_cycles.saturating_add(self.extra_fix_cycles)
+    }
 
     pub fn is_terminal(&self) -> bool {
         self.stage.is_terminal()
@@ -310,7 +335,17 @@ pub enum Event {
     /// A dependency finished in a state other than Done, so this issue can never start.
     DependencyNotDone { dependency: String, dependency_state: StageKind },
     /// The orchestrator is about to create the worktree (journaled first: the licence to touch it).
-    WorktreeIntent { path: String, branch: String, base: String },
+    /// `merge`: the other dependencies' commits, merged in plan order once the worktree exists;
+    /// `reuse`: the branch exists already (loop made it earlier) and is checked out as it is.
+    WorktreeIntent {
+        path: String,
+        branch: String,
+        base: String,
+        #[serde(default)]
+        merge: Vec<String>,
+        #[serde(default)]
+        reuse: bool,
+    },
     /// The worktree exists on its branch.
     WorktreeCreated { path: String, branch: String, base: String },
     /// The worktree could not be created (or adopted); the issue cannot start.
@@ -338,6 +373,17 @@ pub enum Event {
     WorktreeRemoved { path: String },
     /// The worktree was kept after the issue ended, with the reason.
     WorktreeKept { path: String, reason: String },
+    /// The pending merges made this commit on the issue's branch.
+    BasesMerged { commit: String },
+    /// Merging `parent` conflicted in `files`; the merge was aborted (nothing half-merged left).
+    MergeConflict { parent: String, files: Vec<String> },
+    /// loop's checks ran on the work; `failures` names each check that failed and did not fail
+    /// on the base already (command, why, output tail). Empty: verified.
+    VerifyFinished { failures: Vec<String> },
+    /// The issue ended Done in an earlier run of the milestone; its branch is at `tip`.
+    CarriedOver { run: String, branch: String, tip: String },
+    /// `loop retry` reopened the ended issue, granting `extra_fix_cycles` more fix cycles.
+    Reopened { extra_fix_cycles: u32 },
 }
 
 impl Event {
@@ -361,6 +407,11 @@ impl Event {
             Event::GuardViolation { .. } => "guard_violation",
             Event::WorktreeRemoved { .. } => "worktree_removed",
             Event::WorktreeKept { .. } => "worktree_kept",
+            Event::BasesMerged { .. } => "bases_merged",
+            Event::MergeConflict { .. } => "merge_conflict",
+            Event::VerifyFinished { .. } => "verify_finished",
+            Event::CarriedOver { .. } => "carried_over",
+            Event::Reopened { .. } => "reopened",
         }
     }
 }
@@ -377,17 +428,34 @@ pub struct IllegalTransition {
 /// crash or Ctrl-C, or the step after any event that changed the stage).
 pub fn resume(state: &State) -> Vec<Command> {
     let stage = &state.stage;
+    let create = |wt: &Worktree| Command::CreateWorktree {
+        path: wt.path.clone(),
+        branch: wt.branch.clone(),
+        base: wt.base.clone(),
+        adopt: true,
+        reuse: wt.reuse,
+    };
     match stage {
         Stage::Pending => match &state.worktree {
-            Some(wt) if wt.intended() => vec![Command::CreateWorktree {
-                path: wt.path.clone(),
-                branch: wt.branch.clone(),
-                base: wt.base.clone(),
-                adopt: true,
-            }],
+            Some(wt) if wt.intended() => vec![create(wt)],
             _ => vec![Command::Prepare],
         },
-        Stage::WorktreeReady => vec![Command::StartPhase { phase: Phase::Dev, attempt: state.attempts + 1 }],
+        // A reopened issue whose worktree was removed gets it back (on its branch) first.
+        Stage::WorktreeReady | Stage::Dev | Stage::Review { .. } | Stage::Fix { .. } | Stage::Verify { .. }
+            if state.worktree.as_ref().is_some_and(Worktree::intended) =>
+        {
+            vec![create(state.worktree.as_ref().expect("an intended worktree"))]
+        }
+        Stage::WorktreeReady => match &state.worktree {
+            Some(wt) if !wt.merge.is_empty() => {
+                vec![Command::MergeBases { path: wt.path.clone(), parents: wt.merge.clone() }]
+            }
+            _ => vec![Command::StartPhase { phase: Phase::Dev, attempt: state.attempts + 1 }],
+        },
+        Stage::Verify { fix_cycles } => {
+            let path = state.worktree.as_ref().map(|wt| wt.path.clone()).unwrap_or_default();
+            vec![Command::Verify { path, cycle: *fix_cycles }]
+        }
         Stage::Dev | Stage::Review { .. } | Stage::Fix { .. } => {
             let phase = stage.phase().expect("a phase stage");
             vec![Command::StartPhase { phase, attempt: state.attempts + 1 }]
@@ -406,26 +474,89 @@ pub fn resume(state: &State) -> Vec<Command> {
     }
 }
 
+/// Where `loop retry` resumes an ended issue: the step that ended it, or the next fix when a
+/// review (or the checks) still wanted changes. An issue whose worktree never existed starts over.
+pub fn reopen_stage(state: &State) -> Stage {
+    use Reason as R;
+    use Stage as S;
+    if !state.worktree.as_ref().is_some_and(Worktree::created) {
+        return S::Pending;
+    }
+    let fix_cycles = state.stage.fix_cycles();
+    let again = if fix_cycles == 0 { S::Dev } else { S::Fix { cycle: fix_cycles } };
+    match &state.stage {
+        S::Capped { fix_cycles, .. } | S::Blocked { fix_cycles, reason: R::ReviewBlocked } => {
+            S::Fix { cycle: fix_cycles + 1 }
+        }
+        S::Blocked { reason: R::DevDeferred, .. } | S::Failed { reason: R::DevFailed, .. } => S::Dev,
+        S::Blocked { reason: R::FixDeferred { cycle }, .. } | S::Failed { reason: R::FixFailed { cycle }, .. } => {
+            S::Fix { cycle: *cycle }
+        }
+        S::Failed { reason: R::PhaseFailed { phase, .. }, fix_cycles } => match phase {
+            Phase::Dev => S::Dev,
+            Phase::Review => S::Review { fix_cycles: *fix_cycles },
+            Phase::Fix => S::Fix { cycle: *fix_cycles },
+        },
+        S::Blocked { reason: R::MergeConflict { .. } | R::DependencyNotDone { .. }, .. }
+        | S::Failed { reason: R::StackTrackFailed { .. } | R::WorktreeFailed { .. }, .. } => S::WorktreeReady,
+        _ => again,
+    }
+}
+
 /// The transition table: the next state and the commands the driver must carry out.
 pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State, Vec<Command>), IllegalTransition> {
     use Event as E;
     use Stage as S;
     let mut worktree = state.worktree.clone();
+    let mut extra_fix_cycles = state.extra_fix_cycles;
+    let limit = state.fix_limit(rules);
     let failed = |reason: Reason| S::Failed { fix_cycles: state.stage.fix_cycles(), reason };
+    let intended = state.worktree.as_ref().is_some_and(Worktree::intended);
+    let merging = state.worktree.as_ref().is_some_and(|wt| wt.created() && !wt.merge.is_empty());
+    // The work of dev or fix N passed: loop's checks come first when the issue has any.
+    let verified_next =
+        |fix_cycles: u32| if rules.verify { S::Verify { fix_cycles } } else { S::Review { fix_cycles } };
     let stage = match (&state.stage, event) {
         (S::Pending, E::DependencyNotDone { dependency, dependency_state }) => S::Blocked {
             fix_cycles: 0,
             reason: Reason::DependencyNotDone { dependency: dependency.clone(), state: *dependency_state },
         },
-        (S::Pending, E::WorktreeIntent { path, branch, base }) => {
-            worktree =
-                Some(Worktree { path: path.clone(), branch: branch.clone(), base: base.clone(), life: Life::Intended });
+        (S::Pending, E::WorktreeIntent { path, branch, base, merge, reuse }) => {
+            worktree = Some(Worktree {
+                path: path.clone(),
+                branch: branch.clone(),
+                base: base.clone(),
+                life: Life::Intended,
+                merge: merge.clone(),
+                reuse: *reuse,
+            });
             S::Pending
         }
         (S::Pending, E::WorktreeCreated { path, branch, base }) => {
-            worktree =
-                Some(Worktree { path: path.clone(), branch: branch.clone(), base: base.clone(), life: Life::Created });
+            // The intent's pending merges (if one was journaled) survive the creation.
+            let (merge, reuse) = match &state.worktree {
+                Some(wt) if wt.path == *path => (wt.merge.clone(), wt.reuse),
+                _ => (Vec::new(), false),
+            };
+            worktree = Some(Worktree {
+                path: path.clone(),
+                branch: branch.clone(),
+                base: base.clone(),
+                life: Life::Created,
+                merge,
+                reuse,
+            });
             S::WorktreeReady
+        }
+        // A reopened issue's worktree is back: the issue goes on where it was.
+        (
+            S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. } | S::Verify { .. },
+            E::WorktreeCreated { .. },
+        ) if intended => {
+            if let Some(wt) = worktree.as_mut() {
+                wt.life = Life::Created;
+            }
+            state.stage.clone()
         }
         (S::Pending, E::WorktreeFailed { reason }) => {
             S::Failed { fix_cycles: 0, reason: Reason::WorktreeFailed { detail: reason.clone() } }
@@ -434,11 +565,27 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             fix_cycles: 0,
             reason: Reason::StackTrackFailed { parent: parent.clone(), error: error.clone() },
         },
+        (S::WorktreeReady, E::BasesMerged { commit }) if merging => {
+            if let Some(wt) = worktree.as_mut() {
+                wt.base = commit.clone();
+                wt.merge.clear();
+            }
+            S::WorktreeReady
+        }
+        (S::WorktreeReady, E::MergeConflict { parent, files }) if merging => {
+            S::Blocked { fix_cycles: 0, reason: Reason::MergeConflict { parent: parent.clone(), files: files.clone() } }
+        }
+        (S::Pending, E::CarriedOver { .. }) if state.worktree.is_none() => S::Done { fix_cycles: 0 },
 
-        (S::WorktreeReady | S::Dev, E::PhaseStarted { phase: Phase::Dev, .. }) => S::Dev,
-        (S::Review { .. }, E::PhaseStarted { phase: Phase::Review, .. })
+        (S::WorktreeReady, E::PhaseStarted { phase: Phase::Dev, .. }) if !intended && !merging => S::Dev,
+        (S::Dev, E::PhaseStarted { phase: Phase::Dev, .. })
+        | (S::Review { .. }, E::PhaseStarted { phase: Phase::Review, .. })
         | (S::Fix { .. }, E::PhaseStarted { phase: Phase::Fix, .. })
-        | (S::Dev, E::SessionStarted { phase: Phase::Dev, .. })
+            if !intended =>
+        {
+            state.stage.clone()
+        }
+        (S::Dev, E::SessionStarted { phase: Phase::Dev, .. })
         | (S::Review { .. }, E::SessionStarted { phase: Phase::Review, .. })
         | (S::Fix { .. }, E::SessionStarted { phase: Phase::Fix, .. }) => state.stage.clone(),
 
@@ -450,23 +597,31 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
         }
 
         (S::Dev, E::WorkFinished { phase: Phase::Dev, status }) => match status {
-            WorkStatus::Pass => S::Review { fix_cycles: 0 },
+            WorkStatus::Pass => verified_next(0),
             WorkStatus::Failed => S::Failed { fix_cycles: 0, reason: Reason::DevFailed },
             WorkStatus::Deferred => S::Blocked { fix_cycles: 0, reason: Reason::DevDeferred },
         },
         (S::Fix { cycle }, E::WorkFinished { phase: Phase::Fix, status }) => match status {
-            WorkStatus::Pass => S::Review { fix_cycles: *cycle },
+            WorkStatus::Pass => verified_next(*cycle),
             WorkStatus::Failed => S::Failed { fix_cycles: *cycle, reason: Reason::FixFailed { cycle: *cycle } },
             WorkStatus::Deferred => S::Blocked { fix_cycles: *cycle, reason: Reason::FixDeferred { cycle: *cycle } },
         },
+        (S::Verify { fix_cycles }, E::VerifyFinished { failures }) if !intended => {
+            if failures.is_empty() {
+                S::Review { fix_cycles: *fix_cycles }
+            } else if *fix_cycles >= limit {
+                S::Capped { fix_cycles: *fix_cycles, reason: Reason::ChecksStillFailing { max_fix_cycles: limit } }
+            } else {
+                S::Fix { cycle: fix_cycles + 1 }
+            }
+        }
 
         (S::Review { fix_cycles }, E::ReviewFinished { verdict }) => match verdict {
             Verdict::Pass => S::Done { fix_cycles: *fix_cycles },
             Verdict::Blocked => S::Blocked { fix_cycles: *fix_cycles, reason: Reason::ReviewBlocked },
-            Verdict::ChangesRequired if *fix_cycles >= rules.max_fix_cycles => S::Capped {
-                fix_cycles: *fix_cycles,
-                reason: Reason::ChangesStillRequired { max_fix_cycles: rules.max_fix_cycles },
-            },
+            Verdict::ChangesRequired if *fix_cycles >= limit => {
+                S::Capped { fix_cycles: *fix_cycles, reason: Reason::ChangesStillRequired { max_fix_cycles: limit } }
+            }
             Verdict::ChangesRequired => S::Fix { cycle: fix_cycles + 1 },
         },
 
@@ -499,6 +654,24 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             }
             state.stage.clone()
         }
+        (S::Capped { .. } | S::Failed { .. } | S::Blocked { .. }, E::Reopened { extra_fix_cycles: extra }) => {
+            let stage = reopen_stage(state);
+            // Never beyond the limit: a retry always grants at least the cycle it resumes in.
+            let needed = stage.fix_cycles().saturating_sub(rules.max_fix_cycles);
+            extra_fix_cycles = extra_fix_cycles.saturating_add(*extra).max(needed);
+            if let Some(wt) = worktree.as_mut() {
+                match wt.life {
+                    // Removed after the end: created again on the same branch, as it is.
+                    Life::Removed => {
+                        wt.life = Life::Intended;
+                        wt.reuse = true;
+                    }
+                    Life::Kept { .. } => wt.life = Life::Created,
+                    Life::Intended | Life::Created => {}
+                }
+            }
+            stage
+        }
 
         (
             S::Pending
@@ -506,6 +679,7 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             | S::Dev
             | S::Review { .. }
             | S::Fix { .. }
+            | S::Verify { .. }
             | S::Done { .. }
             | S::Capped { .. }
             | S::Blocked { .. }
@@ -524,7 +698,12 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             | E::GuardCheckFailed { .. }
             | E::GuardViolation { .. }
             | E::WorktreeRemoved { .. }
-            | E::WorktreeKept { .. },
+            | E::WorktreeKept { .. }
+            | E::BasesMerged { .. }
+            | E::MergeConflict { .. }
+            | E::VerifyFinished { .. }
+            | E::CarriedOver { .. }
+            | E::Reopened { .. },
         ) => return Err(IllegalTransition { state: state.stage.kind(), event: event.name() }),
     };
     // Attempts and the session belong to one stage: a new stage starts them afresh.
@@ -535,14 +714,15 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
         E::SessionStarted { session: s, .. } => session = Some(s.clone()),
         _ => {}
     }
-    let next = State { stage, worktree, attempts, session };
+    let next = State { stage, worktree, attempts, session, extra_fix_cycles };
     let commands = match event {
-        E::WorktreeIntent { path, branch, base } => {
+        E::WorktreeIntent { path, branch, base, reuse, .. } => {
             vec![Command::CreateWorktree {
                 path: path.clone(),
                 branch: branch.clone(),
                 base: base.clone(),
                 adopt: false,
+                reuse: *reuse,
             }]
         }
         E::PhaseStarted { phase, .. } => vec![Command::RunPhase {
@@ -653,11 +833,108 @@ mod tests {
 
     #[test]
     fn an_intent_is_created_fresh_and_adopted_on_resume() {
-        let intent = Event::WorktreeIntent { path: "p".into(), branch: "b".into(), base: "c".into() };
+        let intent = Event::WorktreeIntent {
+            path: "p".into(),
+            branch: "b".into(),
+            base: "c".into(),
+            merge: vec![],
+            reuse: false,
+        };
         let (s, cmds) = transition(&State::PENDING, &intent, &Rules::default()).unwrap();
-        let create = |adopt| Command::CreateWorktree { path: "p".into(), branch: "b".into(), base: "c".into(), adopt };
+        let create = |adopt| Command::CreateWorktree {
+            path: "p".into(),
+            branch: "b".into(),
+            base: "c".into(),
+            adopt,
+            reuse: false,
+        };
         assert_eq!(cmds, vec![create(false)]);
         assert_eq!(resume(&s), vec![create(true)]);
         assert_eq!(resume(&State::PENDING), vec![Command::Prepare]);
+    }
+
+    fn intent(merge: Vec<String>) -> Event {
+        Event::WorktreeIntent { path: "p".into(), branch: "b".into(), base: "c".into(), merge, reuse: false }
+    }
+
+    #[test]
+    fn a_diamond_merges_its_other_dependencies_before_dev_and_a_conflict_blocks() {
+        let rules = Rules::default();
+        let s = run(&[intent(vec!["d2".into()])]).unwrap();
+        let (s, _) =
+            transition(&s, &Event::WorktreeCreated { path: "p".into(), branch: "b".into(), base: "c".into() }, &rules)
+                .unwrap();
+        assert_eq!(resume(&s), vec![Command::MergeBases { path: "p".into(), parents: vec!["d2".into()] }]);
+        let start = Event::PhaseStarted { phase: Phase::Dev, attempt: 1 };
+        assert!(transition(&s, &start, &rules).is_err(), "dev waits for the merge");
+        let (merged, cmds) = transition(&s, &Event::BasesMerged { commit: "m".into() }, &rules).unwrap();
+        assert_eq!(merged.worktree.as_ref().unwrap().base, "m");
+        assert_eq!(cmds, vec![Command::StartPhase { phase: Phase::Dev, attempt: 1 }]);
+        let conflict = Event::MergeConflict { parent: "d2".into(), files: vec!["a.txt".into()] };
+        let (blocked, cmds) = transition(&s, &conflict, &rules).unwrap();
+        assert_eq!(blocked.reason().unwrap().to_string(), "merging d2 conflicted in a.txt");
+        assert_eq!(cmds, vec![Command::KeepWorktree { path: "p".into(), ended: StageKind::Blocked }]);
+    }
+
+    #[test]
+    fn verification_comes_before_review_and_a_failure_is_a_fix_cycle() {
+        let rules = Rules { verify: true, ..Rules::with_max_fix_cycles(1) };
+        let s = wt().iter().try_fold(State::PENDING, |s, e| transition(&s, e, &rules).map(|(s, _)| s)).unwrap();
+        assert_eq!(s.stage, Stage::Verify { fix_cycles: 0 });
+        assert_eq!(resume(&s), vec![Command::Verify { path: "p".into(), cycle: 0 }]);
+        let failed = Event::VerifyFinished { failures: vec!["cargo test: exit 101".into()] };
+        let (s, _) = transition(&s, &failed, &rules).unwrap();
+        assert_eq!(s.stage, Stage::Fix { cycle: 1 });
+        let s = [
+            Event::PhaseStarted { phase: Phase::Fix, attempt: 1 },
+            Event::WorkFinished { phase: Phase::Fix, status: WorkStatus::Pass },
+        ]
+        .iter()
+        .try_fold(s, |s, e| transition(&s, e, &rules).map(|(s, _)| s))
+        .unwrap();
+        assert_eq!(s.stage, Stage::Verify { fix_cycles: 1 });
+        let (capped, _) = transition(&s, &failed, &rules).unwrap();
+        assert_eq!(capped.reason().unwrap().to_string(), "checks still failing after 1 fix cycles");
+        let (passed, _) = transition(&s, &Event::VerifyFinished { failures: vec![] }, &rules).unwrap();
+        assert_eq!(passed.stage, Stage::Review { fix_cycles: 1 });
+    }
+
+    #[test]
+    fn a_retried_capped_issue_gets_its_worktree_back_and_one_more_fix() {
+        let rules = Rules::with_max_fix_cycles(0);
+        let mut ev = wt();
+        ev.push(Event::ReviewFinished { verdict: Verdict::ChangesRequired });
+        ev.push(Event::WorktreeRemoved { path: "p".into() });
+        let s = run_with(&ev, &rules);
+        assert!(matches!(s.stage, Stage::Capped { .. }));
+        let (s, cmds) = transition(&s, &Event::Reopened { extra_fix_cycles: 1 }, &rules).unwrap();
+        assert_eq!((s.stage.clone(), s.extra_fix_cycles), (Stage::Fix { cycle: 1 }, 1));
+        assert_eq!(
+            cmds,
+            vec![Command::CreateWorktree {
+                path: "p".into(),
+                branch: "b".into(),
+                base: "c".into(),
+                adopt: true,
+                reuse: true
+            }]
+        );
+        let (s, cmds) =
+            transition(&s, &Event::WorktreeCreated { path: "p".into(), branch: "b".into(), base: "c".into() }, &rules)
+                .unwrap();
+        assert_eq!(cmds, vec![Command::StartPhase { phase: Phase::Fix, attempt: 1 }]);
+        assert!(s.worktree.as_ref().unwrap().live());
+        assert!(transition(&State::PENDING, &Event::Reopened { extra_fix_cycles: 1 }, &rules).is_err());
+    }
+
+    #[test]
+    fn a_carried_over_issue_is_done_without_a_worktree() {
+        let ev = Event::CarriedOver { run: "r1".into(), branch: "b".into(), tip: "t".into() };
+        let (s, cmds) = transition(&State::PENDING, &ev, &Rules::default()).unwrap();
+        assert_eq!((s.stage, cmds), (Stage::Done { fix_cycles: 0 }, vec![Command::Finish]));
+    }
+
+    fn run_with(events: &[Event], rules: &Rules) -> State {
+        events.iter().try_fold(State::PENDING, |s, e| transition(&s, e, rules).map(|(s, _)| s)).unwrap()
     }
 }

@@ -60,6 +60,15 @@ pub enum Reason {
     },
     /// A reason read from a format-1 record, verbatim.
     Recorded(String),
+    /// Merging a dependency's work into the branch conflicted.
+    MergeConflict {
+        parent: String,
+        files: Vec<String>,
+    },
+    /// loop's checks still failed when no fix cycle was left.
+    ChecksStillFailing {
+        max_fix_cycles: u32,
+    },
 }
 
 impl Reason {
@@ -91,6 +100,12 @@ impl std::fmt::Display for Reason {
                 write!(f, "changes still required after {max_fix_cycles} fix cycles")
             }
             Reason::GuardCheckFailed { details } => write!(f, "guard: {}", details.join("; ")),
+            Reason::MergeConflict { parent, files } => {
+                write!(f, "merging {parent} conflicted in {}", files.join(", "))
+            }
+            Reason::ChecksStillFailing { max_fix_cycles } => {
+                write!(f, "checks still failing after {max_fix_cycles} fix cycles")
+            }
             Reason::GuardViolation { changes } => {
                 write!(f, "guard: the agent changed things outside its worktree: {}", changes.join("; "))
             }

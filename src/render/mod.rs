@@ -26,6 +26,11 @@ pub fn state_short(s: &Stage) -> String {
     }
 }
 
+/// A commit as people read it: its first seven hex digits.
+fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
 fn event_detail(e: &Event) -> String {
     match e {
         Event::DependencyNotDone { dependency, dependency_state } => format!("{dependency} ended {dependency_state}"),
@@ -49,6 +54,12 @@ fn event_detail(e: &Event) -> String {
         Event::GuardCheckFailed { phase, details } => format!("{phase} FAILED: {}", details.join("; ")),
         Event::GuardViolation { phase, changes } => format!("{phase}: {}", changes.join("; ")),
         Event::StackTrackFailed { parent, error } => format!("tracking on {parent} failed: {error}"),
+        Event::BasesMerged { commit } => format!("merged into {}", short(commit)),
+        Event::MergeConflict { parent, files } => format!("merging {parent} conflicted in {}", files.join(", ")),
+        Event::VerifyFinished { failures } if failures.is_empty() => "checks passed".to_string(),
+        Event::VerifyFinished { failures } => format!("{} check(s) failed: {}", failures.len(), failures.join("; ")),
+        Event::CarriedOver { run, branch, tip } => format!("Done in run {run}: {branch} at {}", short(tip)),
+        Event::Reopened { extra_fix_cycles } => format!("reopened with {extra_fix_cycles} more fix cycle(s)"),
     }
 }
 
