@@ -123,6 +123,28 @@ pub enum MergeOutcome {
 /// worktree found dirty with it present is loop's own interrupted checkout, not anyone's work.
 const MERGING: &str = "loop-merging";
 
+/// The attributes file (in a worktree's admin dir) giving loop's own files `merge=union` for
+/// [`Workspace::merge`].
+const UNION_ATTRIBUTES: &str = "loop-union-attributes";
+
+/// A gitattributes pattern matching exactly the repository-relative `path`: anchored with a
+/// leading `/`, glob characters escaped, and quoted when it holds a space or a quote.
+fn attr_pattern(path: &str) -> String {
+    let mut p = String::from("/");
+    for c in path.trim_start_matches('/').chars() {
+        if matches!(c, '*' | '?' | '[' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    if p.chars().any(|c| c.is_whitespace() || c == '"') {
+        let escaped = p.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{escaped}\"")
+    } else {
+        p
+    }
+}
+
 /// The effects on git the engine needs.
 pub trait Workspace: Send + Sync {
     /// The commit the run starts from (HEAD of the main checkout).
@@ -144,11 +166,14 @@ pub trait Workspace: Send + Sync {
     ) -> Result<Vec<String>, WorkspaceError>;
     /// Merges `parents` (in order) into the worktree's branch as one merge commit, before any
     /// phase works there. A conflict changes nothing: the conflicting parent and files are
-    /// returned. Finishes or redoes a merge an interrupted process left half-done.
+    /// returned. Finishes or redoes a merge an interrupted process left half-done. The files
+    /// `union` names (repository-relative: loop's own append-only review docs) merge line-wise,
+    /// both sides kept, as git's `merge=union` attribute does.
     fn merge(
         &self,
         worktree: &Path,
         parents: &[String],
+        union: &[String],
         message: &str,
         date: Option<&str>,
     ) -> Result<MergeOutcome, WorkspaceError>;
@@ -567,6 +592,7 @@ impl Workspace for GitWorkspace {
         &self,
         wt: &Path,
         parents: &[String],
+        union: &[String],
         message: &str,
         date: Option<&str>,
     ) -> Result<MergeOutcome, WorkspaceError> {
@@ -628,10 +654,29 @@ impl Workspace for GitWorkspace {
         // worktree, its index and the branch exactly as they were. The steps between are
         // commits no ref names; the result is one commit whose parents are HEAD and them all.
         let started = since_now();
+        // The union files' attribute, for these merges only: an attributes file of loop's own
+        // beside the worktree's admin files (it stands in for the user's global one, if any, for
+        // this one command; the repository's own attributes still apply).
+        let attributes = if union.is_empty() {
+            None
+        } else {
+            let text: String = union.iter().map(|p| format!("{} merge=union\n", attr_pattern(p))).collect();
+            crate::safefs::write(&admin, Path::new(UNION_ATTRIBUTES), text.as_bytes()).map_err(|e| {
+                WorkspaceError::Io {
+                    what: admin.join(UNION_ATTRIBUTES).display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+            Some(format!("core.attributesFile={}", admin.join(UNION_ATTRIBUTES).display()))
+        };
         let mut acc = head.clone();
         let mut tree = String::new();
         for (i, p) in todo.iter().enumerate() {
-            let args = ["merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", acc.as_str(), p];
+            let mut args: Vec<&str> = Vec::new();
+            if let Some(a) = &attributes {
+                args.extend(["-c", a.as_str()]);
+            }
+            args.extend(["merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", acc.as_str(), p]);
             let out = self.git_w(wt, &args)?;
             let text = out.stdout_text();
             let mut fields = text.split('\0').filter(|f| !f.is_empty());
@@ -1341,7 +1386,7 @@ mod tests {
         let wt = repo.parent().unwrap().join("wt");
         ws.create(&wt, "loop/M/X", &rev(&repo, "a"), false, false).unwrap();
         let parents = vec![rev(&repo, "a"), rev(&repo, "b")];
-        let MergeOutcome::Merged { commit, repairs } = ws.merge(&wt, &parents, "X: merge", None).unwrap() else {
+        let MergeOutcome::Merged { commit, repairs } = ws.merge(&wt, &parents, &[], "X: merge", None).unwrap() else {
             panic!("conflict")
         };
         assert!(repairs.is_empty());
@@ -1353,7 +1398,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(wt.join("a.txt")).unwrap(), "from a\n");
         assert!(clean(&wt));
         // Again: nothing left to merge, nothing made.
-        let again = ws.merge(&wt, &parents, "X: merge", None).unwrap();
+        let again = ws.merge(&wt, &parents, &[], "X: merge", None).unwrap();
         assert_eq!(again, MergeOutcome::Merged { commit: commit.clone(), repairs: Vec::new() });
         assert_eq!(rev(&repo, "loop/M/X"), commit);
     }
@@ -1367,7 +1412,7 @@ mod tests {
         ws.create(&wt, "loop/M/X", &main, false, false).unwrap();
         let parents = vec![rev(&repo, "a"), rev(&repo, "b")];
         let date = Some("2026-01-01T00:00:00+0000");
-        let MergeOutcome::Merged { commit, .. } = ws.merge(&wt, &parents, "X: merge", date).unwrap() else {
+        let MergeOutcome::Merged { commit, .. } = ws.merge(&wt, &parents, &[], "X: merge", date).unwrap() else {
             panic!("conflict")
         };
         let shown = git_ok(&wt, &["log", "-1", "--format=%P %cI %s"], Duration::from_secs(30)).unwrap();
@@ -1384,11 +1429,28 @@ mod tests {
         let main = rev(&repo, "main");
         ws.create(&wt, "loop/M/X", &main, false, false).unwrap();
         let parents = vec![rev(&repo, "a"), rev(&repo, "b"), rev(&repo, "c")];
-        let out = ws.merge(&wt, &parents, "X: merge", None).unwrap();
+        let out = ws.merge(&wt, &parents, &[], "X: merge", None).unwrap();
         assert_eq!(out, MergeOutcome::Conflict { parent: parents[2].clone(), files: vec!["a.txt".to_string()] });
         assert_eq!(rev(&repo, "loop/M/X"), main);
         assert!(clean(&wt) && !wt.join("a.txt").exists());
         assert!(!worktree_admin(&wt).unwrap().join("MERGE_HEAD").exists());
+    }
+
+    #[test]
+    fn union_files_keep_both_sides_instead_of_conflicting() {
+        let (_d, repo) = repo();
+        let ws = GitWorkspace::new(&repo);
+        let wt = repo.parent().unwrap().join("wt");
+        ws.create(&wt, "loop/M/X", &rev(&repo, "a"), false, false).unwrap();
+        let parents = vec![rev(&repo, "a"), rev(&repo, "c")];
+        let union = vec!["a.txt".to_string()];
+        let MergeOutcome::Merged { .. } = ws.merge(&wt, &parents, &union, "X: merge", None).unwrap() else {
+            panic!("a union file conflicted")
+        };
+        assert_eq!(std::fs::read_to_string(wt.join("a.txt")).unwrap(), "from a\nfrom c\n");
+        assert!(clean(&wt));
+        assert_eq!(attr_pattern("docs/a b/R[1].md"), "\"/docs/a b/R\\\\[1].md\"");
+        assert_eq!(attr_pattern("docs/reviews/REVIEW-M1.md"), "/docs/reviews/REVIEW-M1.md");
     }
 
     #[test]
@@ -1404,7 +1466,7 @@ mod tests {
         let t = Duration::from_secs(30);
         assert!(git(&wt, &["merge", "-q", "--no-ff", "--no-commit", "b"], t).unwrap().success());
         assert!(admin.join("MERGE_HEAD").is_file());
-        let MergeOutcome::Merged { commit, repairs } = ws.merge(&wt, &parents, "X: merge", None).unwrap() else {
+        let MergeOutcome::Merged { commit, repairs } = ws.merge(&wt, &parents, &[], "X: merge", None).unwrap() else {
             panic!("conflict")
         };
         assert!(repairs[0].contains("MERGE_HEAD"), "{repairs:?}");
@@ -1418,7 +1480,8 @@ mod tests {
         let admin2 = worktree_admin(&wt2).unwrap();
         std::fs::write(admin2.join(MERGING), format!("{commit}\n")).unwrap();
         std::fs::write(wt2.join("a.txt"), "from a\n").unwrap();
-        let MergeOutcome::Merged { commit: c2, repairs } = ws.merge(&wt2, &parents, "Y: merge", None).unwrap() else {
+        let MergeOutcome::Merged { commit: c2, repairs } = ws.merge(&wt2, &parents, &[], "Y: merge", None).unwrap()
+        else {
             panic!("conflict")
         };
         assert_eq!(c2, commit);
@@ -1430,7 +1493,7 @@ mod tests {
         let wt3 = repo.parent().unwrap().join("wt3");
         ws.create(&wt3, "loop/M/Z", &main, false, false).unwrap();
         std::fs::write(wt3.join("mine.txt"), "mine\n").unwrap();
-        assert!(matches!(ws.merge(&wt3, &parents, "Z", None), Err(WorkspaceError::Dirty { .. })));
+        assert!(matches!(ws.merge(&wt3, &parents, &[], "Z", None), Err(WorkspaceError::Dirty { .. })));
         assert_eq!(std::fs::read_to_string(wt3.join("mine.txt")).unwrap(), "mine\n");
     }
 

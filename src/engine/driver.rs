@@ -29,7 +29,8 @@ use crate::journal::{Body, Entry, Evidence, Fact, PlannedIssue};
 use crate::machine::{self, Command, Event, Stage, StageKind, State};
 use crate::plan::{self, Base};
 use crate::proc::Cancel;
-use crate::workspace::{Removal, Workspace};
+use crate::reviewdoc;
+use crate::workspace::{MergeOutcome, Removal, Workspace};
 
 /// The engine's collaborators, shared by every issue driver of a drive.
 pub(super) struct Parts<'a> {
@@ -164,8 +165,8 @@ impl<'a> IssueDriver<'a> {
         let id = planned.id.as_str();
         match command {
             Command::Prepare => self.prepare(planned)?,
-            Command::CreateWorktree { path, branch, base, adopt, reuse: _ } => {
-                self.create_worktree(planned, path, branch, base, adopt)?
+            Command::CreateWorktree { path, branch, base, adopt, reuse } => {
+                self.create_worktree(planned, path, branch, base, adopt, reuse)?
             }
             Command::StartPhase { phase, attempt } => {
                 self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
@@ -182,9 +183,8 @@ impl<'a> IssueDriver<'a> {
             Command::KeepWorktree { path, ended } => self.end_worktree(planned, path, End::Keep { ended })?,
             Command::Finish => return Ok(Some(Step::Continue)),
             // Not emitted until the engine makes merge bases and runs checks (#12).
-            command @ (Command::MergeBases { .. } | Command::Verify { .. }) => {
-                return Err(EngineError::Unsupported(format!("{command:?}")))
-            }
+            Command::MergeBases { path, parents } => self.merge_bases(planned, path, parents)?,
+            command @ Command::Verify { .. } => return Err(EngineError::Unsupported(format!("{command:?}"))),
         }
         Ok(None)
     }
@@ -229,7 +229,7 @@ impl<'a> IssueDriver<'a> {
             self.event(id, Event::DependencyNotDone { dependency, dependency_state }, None)?;
             return Ok(());
         }
-        let (base, _merge) = match self.base_for(planned) {
+        let (base, merge) = match self.base_for(planned) {
             Ok(b) => b,
             Err(t) if t.blame.is_environment() => return Err(self.stop_for_environment(id, t.reason, None)),
             Err(t) => {
@@ -241,7 +241,7 @@ impl<'a> IssueDriver<'a> {
             path: planned.worktree.clone(),
             branch: planned.branch.to_string(),
             base,
-            merge: Vec::new(),
+            merge,
             reuse: false,
         };
         self.event(id, intent, None)?;
@@ -256,9 +256,10 @@ impl<'a> IssueDriver<'a> {
         branch: String,
         base: String,
         adopt: bool,
+        reuse: bool,
     ) -> Result<(), EngineError> {
         let id = planned.id.as_str();
-        match self.parts.workspace.create(Path::new(&path), &branch, &base, adopt, false) {
+        match self.parts.workspace.create(Path::new(&path), &branch, &base, adopt, reuse) {
             Ok(repairs) => {
                 if !repairs.is_empty() {
                     self.handle.run_record(Body::WorktreeRepaired {
@@ -282,6 +283,68 @@ impl<'a> IssueDriver<'a> {
             }
             Err(e) => {
                 self.event(id, Event::WorktreeFailed { reason: format!("worktree: {e}") }, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `merge_bases`: merges the other dependencies' tips into the new branch, as one commit.
+    /// A conflict changes nothing and ends the issue Blocked naming the files; loop's own
+    /// environment failing is an interruption (resume merges again).
+    fn merge_bases(&self, planned: &PlannedIssue, path: String, parents: Vec<String>) -> Result<(), EngineError> {
+        let id = planned.id.as_str();
+        let (run_id, names, union) = {
+            let view = self.handle.view();
+            let branches: Vec<String> = planned.blocked_by.iter().map(|d| dependency_branch(&view, d)).collect();
+            // loop's own review docs only ever gain entries: both sides' entries are kept.
+            let mut union: Vec<String> =
+                view.start.issues.iter().map(|p| reviewdoc::doc_path(&p.doc, &view.start.milestone)).collect();
+            union.sort();
+            union.dedup();
+            (view.run_id.clone(), branches, union)
+        };
+        // Each parent by the dependency branch whose tip it is, for the message and the event.
+        let ws = self.parts.workspace;
+        let name_of = |commit: &str| {
+            names
+                .iter()
+                .find(|b| ws.branch_tip(b).ok().flatten().as_deref() == Some(commit))
+                .cloned()
+                .unwrap_or_else(|| commit.to_string())
+        };
+        let named: Vec<String> = parents.iter().map(|p| name_of(p)).collect();
+        let deps: Vec<&str> = planned.blocked_by.iter().map(|d| d.as_str()).collect();
+        let mut message = format!("{id}: merge the work of {}\n\n", deps.join(", "));
+        message.push_str(&format!(
+            "Merged by loop (run {run_id}) before dev, so the branch holds every dependency's work:\n"
+        ));
+        for (p, n) in parents.iter().zip(&named) {
+            message.push_str(&format!("- {n} {p}\n"));
+        }
+        let date = self.commit_date();
+        match ws.merge(Path::new(&path), &parents, &union, &message, date.as_deref()) {
+            Ok(MergeOutcome::Merged { commit, repairs }) => {
+                if !repairs.is_empty() {
+                    self.handle.run_record(Body::WorktreeRepaired { issue: id.to_string(), path, repairs })?;
+                }
+                let note = format!("merged {}", named.join(" + "));
+                let evidence = Evidence { commit: Some(commit.clone()), note: Some(note), ..Default::default() };
+                self.event(id, Event::BasesMerged { commit }, Some(evidence))?;
+            }
+            Ok(MergeOutcome::Conflict { parent, files }) => {
+                let note = format!("merging {parent} conflicts; nothing was merged, the worktree is as created");
+                let evidence = Evidence { note: Some(note), ..Default::default() };
+                self.event(id, Event::MergeConflict { parent: name_of(&parent), files }, Some(evidence))?;
+            }
+            Err(e) if e.blame().is_environment() => {
+                return Err(self.stop_for_environment(id, format!("merging the dependencies' branches: {e}"), None));
+            }
+            Err(e) => {
+                // Not a conflict, and not loop's environment (a worktree someone changed): the
+                // issue cannot start from its dependencies' work.
+                // Blocked like a conflict (a retry merges again once it is cleared).
+                let files = vec![format!("(could not merge: {e})")];
+                self.event(id, Event::MergeConflict { parent: named.join(" + "), files }, None)?;
             }
         }
         Ok(())

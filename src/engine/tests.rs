@@ -13,7 +13,7 @@ use super::*;
 use crate::agent::sim::{SimAgent, SimScript};
 use crate::agent::{AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::journal::{AgentSpec, Body, Entry, Fact, Journal, MemStore, PlannedIssue, RunStart, Store, StoreError};
-use crate::machine::{Command, Event, Phase, Rules, Stage, StageKind, State};
+use crate::machine::{Command, Event, Phase, Reason, Rules, Stage, StageKind, State};
 use crate::workspace::{Checked, MergeOutcome, Removal, WorkspaceError};
 
 // ---------------------------------------------------------------------------------------------
@@ -53,6 +53,8 @@ struct FakeWorkspace {
     commits: AtomicUsize,
     /// Worktree creation fails with this I/O error kind (an environment failure).
     fail_create: Option<i32>,
+    /// Every merge of bases conflicts in this file.
+    conflict_in: Option<&'static str>,
 }
 
 impl Workspace for FakeWorkspace {
@@ -86,13 +88,12 @@ impl Workspace for FakeWorkspace {
         &self,
         worktree: &Path,
         parents: &[String],
+        _union: &[String],
         _message: &str,
         _date: Option<&str>,
     ) -> Result<MergeOutcome, WorkspaceError> {
-        // A parent named `conflict:<file>` conflicts in that file; anything else merges.
-        if let Some(file) = parents.iter().find_map(|p| p.strip_prefix("conflict:")) {
-            let parent = parents.iter().find(|p| p.starts_with("conflict:")).cloned().unwrap_or_default();
-            return Ok(MergeOutcome::Conflict { parent, files: vec![file.to_string()] });
+        if let Some(file) = self.conflict_in {
+            return Ok(MergeOutcome::Conflict { parent: parents[0].clone(), files: vec![file.to_string()] });
         }
         let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
         let commit = format!("{n:040x}");
@@ -340,6 +341,53 @@ fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() 
     // B has one dependency: it branches from A's work, the tip of A's branch.
     let base_b = view.issue("B").unwrap().worktree().unwrap().base.clone();
     assert_ne!(base_b, "0".repeat(40), "B builds on A's last commit, not the run's base");
+}
+
+#[test]
+fn an_issue_with_several_dependencies_starts_from_the_first_and_merges_the_others() {
+    let run = Run::new(&[("A", &[]), ("B", &["A"]), ("C", &["A"]), ("D", &["C", "B"])]);
+    let (outcome, view) = run.drive_sim(&[], 1).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(stage(&view, "D"), Some(&Stage::Done { fix_cycles: 0 }));
+    let events = run.events_of("D");
+    assert_eq!(&events[..4], strs(&["worktree_intent", "worktree_created", "bases_merged", "phase_started"]));
+    let records = crate::journal::read_all(&run.store).unwrap();
+    let of_d = |name: &str| {
+        records.iter().find_map(|r| match &r.content.body {
+            Body::Issue { issue, event, evidence, .. } if issue.as_str() == "D" && event.name() == name => {
+                Some((event.clone(), evidence.clone()))
+            }
+            _ => None,
+        })
+    };
+    // blocked_by is in plan order: C first, so D starts from C's tip and merges B's.
+    let Some((Event::WorktreeIntent { base, merge, .. }, _)) = of_d("worktree_intent") else { panic!("no intent") };
+    let tip = |id: &str| {
+        records.iter().rev().find_map(|r| match &r.content.body {
+            Body::Issue { issue, evidence: Some(e), .. } if issue.as_str() == id => e.commit.clone(),
+            _ => None,
+        })
+    };
+    assert_eq!(Some(base), tip("C"));
+    assert_eq!(merge, vec![tip("B").unwrap()]);
+    let Some((Event::BasesMerged { commit }, Some(evidence))) = of_d("bases_merged") else { panic!("no merge") };
+    assert_eq!(evidence.commit.as_deref(), Some(commit.as_str()), "the merge is the commit the branch must hold");
+    assert_eq!(evidence.note.as_deref(), Some("merged loop/M/B"));
+}
+
+#[test]
+fn a_merge_conflict_blocks_the_issue_and_its_dependants_and_keeps_the_worktree() {
+    let run = Run::new(&[("A", &[]), ("B", &[]), ("C", &["A", "B"]), ("D", &["C"])]);
+    let ws = FakeWorkspace { conflict_in: Some("shared.txt"), ..Default::default() };
+    let (outcome, view) = run.drive(run.recorder(), &sim(&[]), &ws, settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    let Some(Stage::Blocked { reason: Reason::MergeConflict { parent, files }, .. }) = stage(&view, "C") else {
+        panic!("{:?}", stage(&view, "C"))
+    };
+    assert_eq!((parent.as_str(), files.as_slice()), ("loop/M/B", &["shared.txt".to_string()][..]));
+    assert_eq!(run.events_of("C"), strs(&["worktree_intent", "worktree_created", "merge_conflict", "worktree_kept"]));
+    assert!(run.dir.path().join("C").exists(), "kept for inspection");
+    assert_eq!(run.events_of("D"), strs(&["dependency_not_done"]));
 }
 
 #[test]
