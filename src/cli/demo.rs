@@ -26,6 +26,7 @@ pub const DOCS: &[(&str, &str)] = &[
     ("docs/projects/orbit/issues/ORB-3.md", include_str!("demo_docs/ORB-3.md")),
     ("docs/projects/orbit/issues/ORB-4.md", include_str!("demo_docs/ORB-4.md")),
     ("docs/projects/orbit/issues/ORB-5.md", include_str!("demo_docs/ORB-5.md")),
+    ("docs/projects/orbit/issues/ORB-6.md", include_str!("demo_docs/ORB-6.md")),
 ];
 /// The simulated agent's script for the demo.
 pub const SCENARIO: &str = include_str!("demo_docs/scenario.json");

@@ -37,14 +37,15 @@ pub fn show(
         .as_ref()
         .map(|g| g.args.spec(&g.file, g.sandbox.clone(), &inputs.state.logs_dir(&run_id)).describe());
     let agent = codex.cloned().map(CodexAgent::new);
+    let bases = plan::bases(&plan, &super::plan::head_label(&inputs.repo));
     let mut shown = Vec::new();
-    for issue in issues {
+    for (issue, (_, base)) in issues.into_iter().zip(bases) {
         let phases = match &agent {
             Some(agent) => Some(phases(agent, inputs, &run_id, &milestone, &issue)?),
             None => None,
         };
         let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone, &issue.id));
-        shown.push(DryRunIssue { issue, review_doc, phases });
+        shown.push(DryRunIssue { issue, base, review_doc, phases });
     }
     let dry = DryRun {
         milestone,

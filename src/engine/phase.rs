@@ -372,7 +372,7 @@ impl IssueDriver<'_> {
 
     /// Commit dates follow the journal's clock when it is fixed, so a fixed test clock gives
     /// fixed commit ids.
-    fn commit_date(&self) -> Option<String> {
+    pub(super) fn commit_date(&self) -> Option<String> {
         let clock = &self.parts.clock;
         clock.is_fixed().then(|| clock.now().format("%Y-%m-%dT%H:%M:%S+0000").to_string())
     }

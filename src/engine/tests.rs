@@ -13,8 +13,8 @@ use super::*;
 use crate::agent::sim::{SimAgent, SimScript};
 use crate::agent::{AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::journal::{AgentSpec, Body, Entry, Fact, Journal, MemStore, PlannedIssue, RunStart, Store, StoreError};
-use crate::machine::{Command, Event, Phase, Rules, Stage, StageKind, State};
-use crate::workspace::{Checked, Removal, WorkspaceError};
+use crate::machine::{Command, Event, Phase, Reason, Rules, Stage, StageKind, State};
+use crate::workspace::{Checked, MergeOutcome, Removal, WorkspaceError};
 
 // ---------------------------------------------------------------------------------------------
 // Fakes
@@ -53,6 +53,8 @@ struct FakeWorkspace {
     commits: AtomicUsize,
     /// Worktree creation fails with this I/O error kind (an environment failure).
     fail_create: Option<i32>,
+    /// Every merge of bases conflicts in this file.
+    conflict_in: Option<&'static str>,
 }
 
 impl Workspace for FakeWorkspace {
@@ -64,7 +66,14 @@ impl Workspace for FakeWorkspace {
         Ok(self.branches.lock().unwrap().get(branch).cloned())
     }
 
-    fn create(&self, path: &Path, branch: &str, base: &str, _adopt: bool) -> Result<Vec<String>, WorkspaceError> {
+    fn create(
+        &self,
+        path: &Path,
+        branch: &str,
+        base: &str,
+        _adopt: bool,
+        _reuse: bool,
+    ) -> Result<Vec<String>, WorkspaceError> {
         if let Some(errno) = self.fail_create {
             let source = std::io::Error::from_raw_os_error(errno);
             return Err(WorkspaceError::Io { what: path.display().to_string(), source });
@@ -73,6 +82,31 @@ impl Workspace for FakeWorkspace {
             .map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })?;
         self.branches.lock().unwrap().insert(branch.to_string(), base.to_string());
         Ok(Vec::new())
+    }
+
+    fn merge(
+        &self,
+        worktree: &Path,
+        parents: &[String],
+        _union: &[String],
+        _message: &str,
+        _date: Option<&str>,
+    ) -> Result<MergeOutcome, WorkspaceError> {
+        if let Some(file) = self.conflict_in {
+            return Ok(MergeOutcome::Conflict { parent: parents[0].clone(), files: vec![file.to_string()] });
+        }
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let commit = format!("{n:040x}");
+        let name = worktree.file_name().unwrap().to_string_lossy().to_string();
+        let mut branches = self.branches.lock().unwrap();
+        if let Some(tip) = branches.iter_mut().find(|(b, _)| b.ends_with(&format!("/{name}"))).map(|(_, t)| t) {
+            *tip = commit.clone();
+        }
+        Ok(MergeOutcome::Merged { commit, repairs: Vec::new() })
+    }
+
+    fn is_ancestor(&self, ancestor: &str, commit: &str) -> Result<bool, WorkspaceError> {
+        Ok(ancestor == commit)
     }
 
     fn check(&self, _: &Path, _: &str, _: &str, _: bool) -> Result<Checked, WorkspaceError> {
@@ -326,6 +360,53 @@ fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() 
     // B has one dependency: it branches from A's work, the tip of A's branch.
     let base_b = view.issue("B").unwrap().worktree().unwrap().base.clone();
     assert_ne!(base_b, "0".repeat(40), "B builds on A's last commit, not the run's base");
+}
+
+#[test]
+fn an_issue_with_several_dependencies_starts_from_the_first_and_merges_the_others() {
+    let run = Run::new(&[("A", &[]), ("B", &["A"]), ("C", &["A"]), ("D", &["C", "B"])]);
+    let (outcome, view) = run.drive_sim(&[], 1).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(stage(&view, "D"), Some(&Stage::Done { fix_cycles: 0 }));
+    let events = run.events_of("D");
+    assert_eq!(&events[..4], strs(&["worktree_intent", "worktree_created", "bases_merged", "phase_started"]));
+    let records = crate::journal::read_all(&run.store).unwrap();
+    let of_d = |name: &str| {
+        records.iter().find_map(|r| match &r.content.body {
+            Body::Issue { issue, event, evidence, .. } if issue.as_str() == "D" && event.name() == name => {
+                Some((event.clone(), evidence.clone()))
+            }
+            _ => None,
+        })
+    };
+    // blocked_by is in plan order: C first, so D starts from C's tip and merges B's.
+    let Some((Event::WorktreeIntent { base, merge, .. }, _)) = of_d("worktree_intent") else { panic!("no intent") };
+    let tip = |id: &str| {
+        records.iter().rev().find_map(|r| match &r.content.body {
+            Body::Issue { issue, evidence: Some(e), .. } if issue.as_str() == id => e.commit.clone(),
+            _ => None,
+        })
+    };
+    assert_eq!(Some(base), tip("C"));
+    assert_eq!(merge, vec![tip("B").unwrap()]);
+    let Some((Event::BasesMerged { commit }, Some(evidence))) = of_d("bases_merged") else { panic!("no merge") };
+    assert_eq!(evidence.commit.as_deref(), Some(commit.as_str()), "the merge is the commit the branch must hold");
+    assert_eq!(evidence.note.as_deref(), Some("merged loop/M/B"));
+}
+
+#[test]
+fn a_merge_conflict_blocks_the_issue_and_its_dependants_and_keeps_the_worktree() {
+    let run = Run::new(&[("A", &[]), ("B", &[]), ("C", &["A", "B"]), ("D", &["C"])]);
+    let ws = FakeWorkspace { conflict_in: Some("shared.txt"), ..Default::default() };
+    let (outcome, view) = run.drive(run.recorder(), &sim(&[]), &ws, settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    let Some(Stage::Blocked { reason: Reason::MergeConflict { parent, files }, .. }) = stage(&view, "C") else {
+        panic!("{:?}", stage(&view, "C"))
+    };
+    assert_eq!((parent.as_str(), files.as_slice()), ("loop/M/B", &["shared.txt".to_string()][..]));
+    assert_eq!(run.events_of("C"), strs(&["worktree_intent", "worktree_created", "merge_conflict", "worktree_kept"]));
+    assert!(run.dir.path().join("C").exists(), "kept for inspection");
+    assert_eq!(run.events_of("D"), strs(&["dependency_not_done"]));
 }
 
 #[test]

@@ -25,6 +25,8 @@ pub struct DryRun {
 
 pub struct DryRunIssue {
     pub issue: PlannedIssue,
+    /// Where its branch would start, in words (`main@abc1234`, a branch, `merge of A + B`).
+    pub base: String,
     /// Where its reviews would be appended.
     pub review_doc: Option<String>,
     /// The phases as the agent would run them; None for the simulated agent (no command).
@@ -81,7 +83,7 @@ pub fn text(d: &DryRun) -> String {
         out.push_str(&format!("\n== {}: {}\n", issue.id, issue.title));
         out.push_str(&format!("doc       {}\nbranch    {}\nworktree  {}\n", issue.doc, issue.branch, issue.worktree));
         let deps = if issue.blocked_by.is_empty() { "-".to_string() } else { issue.blocked_by.join(", ") };
-        out.push_str(&format!("blocked by {deps}\n"));
+        out.push_str(&format!("blocked by {deps}\nbase      {}\n", i.base));
         if let Some(doc) = &i.review_doc {
             out.push_str(&format!("review doc {doc}\n"));
         }

@@ -44,7 +44,7 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The demo's sample repo at `repo` (ORB-1 ← ORB-2, ORB-3 ← ORB-5 ← ORB-4), and a scenario
+/// The demo's sample repo at `repo` (ORB-1 ← ORB-2, ORB-3 ← ORB-5 ← ORB-4; ORB-2, ORB-3 ← ORB-6), and a scenario
 /// file beside it: the demo's script plus a dev phase for ORB-1 that runs `fill` once (the
 /// marker keeps a resumed attempt from filling the disk again).
 fn setup(repo: &TestRepo, scenario_dir: &Path, fill: &str) -> PathBuf {
@@ -121,7 +121,7 @@ fn undisturbed(env: &std::sync::Arc<TestEnvironment>) -> End {
 
 /// Each issue branch's tree: what the run left in git.
 fn trees(repo: &TestRepo) -> Vec<String> {
-    ["ORB-1", "ORB-2", "ORB-3", "ORB-4", "ORB-5"]
+    ["ORB-1", "ORB-2", "ORB-3", "ORB-4", "ORB-5", "ORB-6"]
         .iter()
         .map(|i| git(repo, &["rev-parse", &format!("loop/M1-core/{i}^{{tree}}")]))
         .collect()

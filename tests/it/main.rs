@@ -9,6 +9,7 @@
 mod support;
 
 mod bad_input;
+mod bases;
 mod codex_e2e;
 mod codex_guard;
 mod core;
