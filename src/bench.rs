@@ -96,6 +96,8 @@ fn run_start(issues: usize, rules: Rules) -> Body {
         issues: planned(issues),
         guard: None,
         verify: Default::default(),
+        carried_over: Vec::new(),
+        reusable_branches: Vec::new(),
     })
 }
 

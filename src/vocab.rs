@@ -75,6 +75,13 @@ pub struct RunStart {
     /// loop's own checks for every issue (absent in older journals: none).
     #[serde(default)]
     pub verify: VerifySpec,
+    /// Issues Done in an earlier run of the milestone, journaled `carried_over` at the start.
+    #[serde(default)]
+    pub carried_over: Vec<CarriedIssue>,
+    /// loop's own branches from earlier runs of the milestone: checked out as they are
+    /// (`worktree_intent` with `reuse`), never created.
+    #[serde(default)]
+    pub reusable_branches: Vec<String>,
 }
 
 impl RunStart {
@@ -115,6 +122,19 @@ pub struct PlannedIssue {
     /// The issue's own verification command lines (front matter `verify`), run before the run's.
     #[serde(default)]
     pub verify: Vec<String>,
+}
+
+/// An issue Done in an earlier run of the milestone whose branch is still where that run left
+/// it: the new run records it as Done (`carried_over`) instead of running it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedIssue {
+    pub issue: IssueId,
+    /// The run that did the work.
+    pub run: String,
+    /// The branch holding the work.
+    pub branch: String,
+    /// The commit that run recorded as the branch's tip.
+    pub tip: String,
 }
 
 /// Token usage as the agent reports it.

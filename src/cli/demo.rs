@@ -128,6 +128,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         issues: Vec::new(),
         jobs: args.jobs,
         guard: Some(Default::default()),
+        fresh: false,
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();

@@ -194,6 +194,8 @@ impl Run {
             issues: self.issues.clone(),
             guard: None,
             verify: Default::default(),
+            carried_over: Vec::new(),
+            reusable_branches: Vec::new(),
         }
     }
 
@@ -551,4 +553,61 @@ fn a_process_cancel_token_and_an_own_token_are_independent() {
     assert_eq!(own.signal(), Some(libc::SIGHUP), "the first request wins");
     assert!(!Cancel::new().is_requested());
     assert!(!Cancel::process().is_requested(), "an own token does not cancel the process");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retry
+
+/// The simulated agent, reporting `per_phase` tokens for every phase.
+struct Spending {
+    sim: SimAgent,
+    per_phase: u64,
+}
+
+impl Agent for Spending {
+    fn name(&self) -> &str {
+        "spending"
+    }
+
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
+        let mut reply = self.sim.run(req, signal)?;
+        reply.tokens = Some(crate::vocab::Tokens { input: self.per_phase, ..Default::default() });
+        Ok(reply)
+    }
+}
+
+#[test]
+fn a_reopened_issue_capped_by_its_budget_counts_tokens_afresh_and_goes_on() {
+    let run = Run::new(&[("A", &[])]);
+    let mut start = run.start();
+    start.max_tokens_per_issue = Some(100);
+    let journal = Journal::create(Box::new(run.store.clone()), "run", Run::clock());
+    let recorder = Recorder::start(journal, start, &mut Silent).unwrap();
+    let agent = Spending { sim: sim(&[("A", script("pass", &["changes_required", "pass", "pass"]))]), per_phase: 60 };
+    let ws = FakeWorkspace::default();
+    let (_, view) = run.drive(recorder, &agent, &ws, settings(1), &[]).unwrap();
+    // Dev (60) and the first review (120 in all) pass the limit of 100.
+    assert!(
+        matches!(stage(&view, "A"), Some(Stage::Capped { reason: crate::machine::Reason::BudgetExceeded { .. }, .. })),
+        "{:?}",
+        stage(&view, "A")
+    );
+    assert!(view.finished);
+
+    let mut recorder = run.reopen();
+    recorder.issue_events(vec![("A".into(), Event::Reopened { extra_fix_cycles: 1 })], &mut Silent).unwrap();
+    assert!(!recorder.view().finished, "a reopened issue has work left");
+    assert_eq!(
+        (recorder.view().issue("A").unwrap().budget_tokens, recorder.view().issue("A").unwrap().tokens),
+        (0, 120)
+    );
+    let (outcome, view) = run.drive(recorder, &agent, &ws, settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    // The fix and the review after it used 120 more, under the limit counted since the reopen.
+    assert!(matches!(stage(&view, "A"), Some(Stage::Done { .. })), "{:?}", stage(&view, "A"));
+    assert_eq!(view.issue("A").unwrap().tokens, 240);
+    assert!(view.finished);
+    let a = run.events_of("A");
+    assert_eq!(a.iter().filter(|e| *e == "reopened").count(), 1, "{a:?}");
+    assert_eq!(run.lines().iter().filter(|l| *l == "run_finished").count(), 2);
 }

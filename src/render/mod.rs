@@ -232,6 +232,7 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                 "reason": i.state.reason().map(|r| r.to_string()),
                 "tokens": i.tokens,
                 "worktree": wt,
+                "carried_over": i.carried.as_ref().map(|c| json!({"run": c.run, "branch": c.branch, "tip": c.tip})),
                 "guard": {
                     "checks_failed": i.guard.checks_failed,
                     "violations": i.guard.violations,
@@ -316,6 +317,14 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         let mut notes = Vec::new();
         if let Some(r) = i.state.reason() {
             notes.push(r.to_string());
+        }
+        if let Some(c) = &i.carried {
+            notes.push(format!(
+                "carried over from {} ({} at {})",
+                c.run,
+                c.branch,
+                c.tip.chars().take(12).collect::<String>()
+            ));
         }
         if i.tokens > 0 {
             notes.push(format!("{} tokens", i.tokens));
