@@ -18,6 +18,7 @@ mod guard;
 mod inputs;
 mod journal_damage;
 mod parallel;
+mod rerun;
 mod safefs;
 mod signals;
 mod snapshots;
