@@ -96,8 +96,7 @@ fn run_start(issues: usize, rules: Rules) -> Body {
         issues: planned(issues),
         guard: None,
         verify: Default::default(),
-        carried_over: Vec::new(),
-        reusable_branches: Vec::new(),
+        earlier: Default::default(),
     })
 }
 

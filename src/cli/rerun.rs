@@ -1,7 +1,7 @@
 //! `loop run -m M` when earlier runs of M exist: which issues are carried over as Done, which
 //! branches loop may check out again, and which names the issues keep. Computed by the CLI from
 //! the earlier journals before anything is written, and recorded in the new run's `run_started`
-//! (`carried_over`, `reusable_branches`) so the engine and a resume see the same answer.
+//! (`earlier`: `carried_over`, `reusable_branches`) so the engine and a resume see the same answer.
 //!
 //! Invariants:
 //! - Only journals decide what is loop's: a branch is reusable only when an earlier journal of

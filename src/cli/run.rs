@@ -15,6 +15,7 @@ use crate::engine::{Engine, GuardHooks, Hooks, Observer, Outcome, Recorder, Stac
 use crate::journal::view::{Applied, RunView};
 use crate::journal::{AgentSpec, Journal, Record, RunStart};
 use crate::render::progress::Progress;
+use crate::vocab::EarlierRuns;
 use crate::workspace::Workspace;
 use crate::{docs, plan, render};
 
@@ -172,8 +173,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         issues,
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
         verify: Default::default(),
-        carried_over: rerun.carried,
-        reusable_branches: rerun.reusable,
+        earlier: Box::new(EarlierRuns { carried_over: rerun.carried, reusable_branches: rerun.reusable }),
     };
     let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();

@@ -228,7 +228,7 @@ impl<'a> IssueDriver<'a> {
             }
         };
         // A branch an earlier run of the milestone made is loop's own: checked out as it is.
-        let reuse = self.handle.view().start.reusable_branches.iter().any(|b| *b == planned.branch.as_str());
+        let reuse = self.handle.view().start.earlier.reusable_branches.iter().any(|b| *b == planned.branch.as_str());
         let intent = Event::WorktreeIntent {
             path: planned.worktree.clone(),
             branch: planned.branch.to_string(),

@@ -65,6 +65,7 @@ fn carry_over(handle: &Handle) -> Result<(), EngineError> {
     let due: Vec<_> = {
         let view = handle.view();
         view.start
+            .earlier
             .carried_over
             .iter()
             .filter(|c| view.state_of(&c.issue).is_some_and(|s| s.stage == Stage::Pending && s.worktree.is_none()))

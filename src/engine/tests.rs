@@ -194,8 +194,7 @@ impl Run {
             issues: self.issues.clone(),
             guard: None,
             verify: Default::default(),
-            carried_over: Vec::new(),
-            reusable_branches: Vec::new(),
+            earlier: Default::default(),
         }
     }
 

@@ -268,8 +268,7 @@ mod tests {
                 issues: issues.to_vec(),
                 guard: None,
                 verify: Default::default(),
-                carried_over: Vec::new(),
-                reusable_branches: Vec::new(),
+                earlier: Default::default(),
             }))
             .unwrap();
         let view = Arc::new(Mutex::new(RunView::new(&first).unwrap()));

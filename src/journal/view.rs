@@ -324,8 +324,7 @@ mod tests {
             issues: vec![issue("A", &[]), issue("B", &["A"]), issue("C", &[])],
             guard: None,
             verify: Default::default(),
-            carried_over: Vec::new(),
-            reusable_branches: Vec::new(),
+            earlier: Default::default(),
         }
     }
 
