@@ -78,6 +78,10 @@ pub struct RunStart {
     /// loop's own checks for every issue (absent in older journals: none).
     #[serde(default)]
     pub verify: VerifySpec,
+    /// What earlier runs of the milestone leave to this one (absent in older journals: nothing).
+    /// Boxed: `run_started` is the one large record, and most runs have nothing here.
+    #[serde(default)]
+    pub earlier: Box<EarlierRuns>,
 }
 
 impl RunStart {
@@ -118,6 +122,31 @@ pub struct PlannedIssue {
     /// The issue's own verification command lines (front matter `verify`), run before the run's.
     #[serde(default)]
     pub verify: Vec<String>,
+}
+
+/// What earlier runs of the milestone leave to a new run (`loop run` computes it from their
+/// journals; see `cli::rerun`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlierRuns {
+    /// Issues Done earlier with their branch still at the recorded tip: journaled
+    /// `carried_over` when the run starts, never run again.
+    pub carried_over: Vec<CarriedIssue>,
+    /// loop's own branches from earlier runs of the milestone: checked out as they are
+    /// (`worktree_intent` with `reuse`), never created.
+    pub reusable_branches: Vec<String>,
+}
+
+/// An issue Done in an earlier run of the milestone whose branch is still where that run left
+/// it: the new run records it as Done (`carried_over`) instead of running it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedIssue {
+    pub issue: IssueId,
+    /// The run that did the work.
+    pub run: String,
+    /// The branch holding the work.
+    pub branch: String,
+    /// The commit that run recorded as the branch's tip.
+    pub tip: String,
 }
 
 /// Token usage as the agent reports it.

@@ -39,7 +39,10 @@ pub enum WorkspaceError {
     Proc(#[from] proc::ProcError),
     #[error("{path} already exists and was not created by loop; move it away or use another --state-dir")]
     PathTaken { path: String },
-    #[error("branch {branch} already exists and loop did not create it in this run; delete or rename it first")]
+    #[error(
+        "branch {branch} already exists and no run of this milestone journaled it as loop's; delete or rename it, \
+         or start over on new branches with `loop run --fresh`"
+    )]
     BranchTaken { branch: String },
     #[error("branch {branch} should exist (loop made it earlier) but is missing; `loop run --fresh` starts over")]
     BranchMissing { branch: String },

@@ -131,6 +131,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         verify: Default::default(),
         skip_setup: false,
         guard: Some(Default::default()),
+        fresh: false,
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();

@@ -12,7 +12,9 @@ pub mod inputs;
 pub mod plan;
 pub mod prompts;
 pub mod replay;
+pub mod rerun;
 pub mod resume;
+pub mod retry;
 pub mod run;
 pub mod runs;
 pub mod select;
@@ -54,6 +56,8 @@ pub enum Command {
     Run(Box<run::RunArgs>),
     /// Continue an interrupted or crashed run exactly where it stopped.
     Resume(resume::ResumeArgs),
+    /// Reopen Failed, Capped or Blocked issues of a run (and the issues they blocked), then continue it.
+    Retry(retry::RetryArgs),
     /// Re-derive every state from the journal alone, verify the hash chain, print the timeline.
     Replay(replay::ReplayArgs),
     /// Show where each issue of a run stands (default: the newest run).
@@ -168,6 +172,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plan(a) => plan::run(a),
         Command::Run(a) => run::run(*a),
         Command::Resume(a) => resume::run(a),
+        Command::Retry(a) => retry::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),
         Command::Runs(a) => runs::run(a),

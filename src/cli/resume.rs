@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::engine::Recorder;
 use crate::journal::view::RunView;
 use crate::journal::Journal;
+use crate::render::progress::Progress;
 
 #[derive(Args, Debug)]
 pub struct ResumeArgs {
@@ -20,8 +21,22 @@ pub struct ResumeArgs {
 }
 
 pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
-    let state = args.repo.state()?;
-    let run_id = state.resolve(&args.run_id)?;
+    let (code, view, repo) = continue_run(&args.repo, &args.run_id, &args.drive, |_, _| Ok(()))?;
+    finish_output(&view, args.drive.json, &repo, args.drive.quiet);
+    Ok(code)
+}
+
+/// Opens run `run_id` under its locks, lets `amend` journal what it must before the drive (it
+/// sees the folded view first and may refuse, writing nothing), journals `run_resumed` unless
+/// the run is finished, and drives it on. Shared by `resume` and `retry`.
+pub fn continue_run(
+    repo_args: &RepoArgs,
+    run_id: &str,
+    drive_args: &super::run::DriveArgs,
+    amend: impl FnOnce(&mut Recorder, &mut Progress) -> Result<(), CliError>,
+) -> Result<(ExitCode, RunView, std::path::PathBuf), CliError> {
+    let state = repo_args.state()?;
+    let run_id = state.resolve(run_id)?;
     let _lock = state.lock(&run_id)?;
     let store = state.open_store(&run_id, &mut |note| eprintln!("loop: {note}"))?;
     let clock = Clock::from_env();
@@ -33,8 +48,9 @@ pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
     let agent = crate::agent::from_spec(&view.start.agent, &ids, "the recorded scenario")?;
     let ws = super::git_workspace(&repo);
-    args.drive.check()?;
-    let mut progress = args.drive.progress();
+    drive_args.check()?;
+    let mut progress = drive_args.progress();
+    amend(&mut recorder, &mut progress)?;
     if !recorder.view().finished {
         resume_preflight(recorder.view(), &state.root)?;
         super::install_interrupt_handler();
@@ -46,11 +62,10 @@ pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
         agent.as_ref(),
         &ws,
         &mut progress,
-        args.drive.jobs,
-        super::verify_env(&state, args.drive.skip_setup),
+        drive_args.jobs,
+        super::verify_env(&state, drive_args.skip_setup),
     )?;
-    finish_output(&view, args.drive.json, &repo, args.drive.quiet);
-    Ok(code)
+    Ok((code, view, repo))
 }
 
 /// Pre-flight before a resumed run appends anything: the recorded agent (codex present and

@@ -15,6 +15,7 @@ use crate::engine::{Engine, GuardHooks, Hooks, Observer, Outcome, Recorder, Stac
 use crate::journal::view::{Applied, RunView};
 use crate::journal::{AgentSpec, Journal, Record, RunStart};
 use crate::render::progress::Progress;
+use crate::vocab::EarlierRuns;
 use crate::workspace::Workspace;
 use crate::{docs, plan, render};
 
@@ -51,6 +52,11 @@ pub struct RunArgs {
     /// Do not append reviews to docs/projects/<project>/reviews/<milestone>/<issue>.md.
     #[arg(long)]
     pub no_review_doc: bool,
+    /// Start the milestone over: run every issue on new branches (`loop/<milestone>-<run id>/<issue>`),
+    /// leaving earlier runs' branches untouched [default: keep the issues earlier runs ended Done,
+    /// run the rest on loop's own branches].
+    #[arg(long)]
+    pub fresh: bool,
     #[command(flatten)]
     pub drive: DriveArgs,
     #[command(flatten)]
@@ -117,6 +123,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         verify,
         skip_setup,
         guard,
+        fresh,
     } = inputs;
     let docs = docs::load(&repo)?;
     let milestone = plan::choose_milestone(&docs, milestone.as_deref())?;
@@ -136,8 +143,6 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
     let base_commit = ws.head_commit().map_err(|e| {
         CliError::Usage(format!("{}: the repository needs at least one commit to branch from ({e})", repo.display()))
     })?;
-    let issues = plan::planned_issues(&plan, &state.worktrees_dir(), &milestone);
-
     let run_id = clock::new_run_id(&clock);
     // A staged run under this id that never made a record durable gives way (see `create_run`).
     state.remove_empty(&run_id)?;
@@ -145,6 +150,18 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         return Err(CliError::Usage(format!("run {run_id} already exists")));
     }
     let _milestone_lock = state.lock_milestone(&repo, &milestone, crate::runs::Holder::Run(&run_id))?;
+    // Under the milestone's lock, the earlier runs' journals are final.
+    let (issues, rerun) = if fresh {
+        let names = super::rerun::fresh_namespace(&milestone, &run_id);
+        (plan::planned_issues(&plan, &state.worktrees_dir(), &names), super::rerun::Rerun::default())
+    } else {
+        let mut issues = plan::planned_issues(&plan, &state.worktrees_dir(), &milestone);
+        let rerun = super::rerun::earlier_runs(&state, &repo, &milestone, &mut issues, &ws)?;
+        (issues, rerun)
+    };
+    for note in &rerun.notes {
+        crate::eoutln!("loop: {note}");
+    }
     let (_lock, store) = state.create_run(&run_id)?;
     let journal =
         Journal::create(Box::new(store), &run_id, clock.clone()).with_fault_after(super::fault_after_append());
@@ -161,6 +178,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         issues,
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
         verify,
+        earlier: Box::new(EarlierRuns { carried_over: rerun.carried, reusable_branches: rerun.reusable }),
     };
     let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();
@@ -259,6 +277,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         max_tokens_per_issue: settings.max_tokens_per_issue,
         review_doc: settings.review_doc,
         issues: args.issues,
+        fresh: args.fresh,
         jobs: args.drive.jobs,
         verify: settings.verify.clone(),
         skip_setup: args.drive.skip_setup,

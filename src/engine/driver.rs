@@ -168,8 +168,10 @@ impl<'a> IssueDriver<'a> {
         let id = planned.id.as_str();
         match command {
             Command::Prepare => self.prepare(planned)?,
+            // A reused branch is loop's own from an earlier run (or before a retry): it is
+            // checked out as it is, and a worktree of it left at the path is adopted.
             Command::CreateWorktree { path, branch, base, adopt, reuse } => {
-                self.create_worktree(planned, path, branch, base, adopt, reuse)?
+                self.create_worktree(planned, path, branch, base, adopt || reuse, reuse)?
             }
             Command::StartPhase { phase, attempt } => {
                 self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
@@ -243,12 +245,14 @@ impl<'a> IssueDriver<'a> {
                 return Ok(());
             }
         };
+        // A branch an earlier run of the milestone made is loop's own: checked out as it is.
+        let reuse = self.handle.view().start.earlier.reusable_branches.iter().any(|b| *b == planned.branch.as_str());
         let intent = Event::WorktreeIntent {
             path: planned.worktree.clone(),
             branch: planned.branch.to_string(),
             base,
             merge,
-            reuse: false,
+            reuse,
         };
         self.event(id, intent, None)?;
         Ok(())

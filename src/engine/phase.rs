@@ -293,7 +293,8 @@ impl IssueDriver<'_> {
         reply: &PhaseReply,
     ) -> Result<(), EngineError> {
         let id = planned.id.as_str();
-        let used = ctx.issue.tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
+        // Counted since the last reopen: a retried issue gets its budget again.
+        let used = ctx.issue.budget_tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
         let now = self.event(id, event, Some(evidence))?;
         if let Some(limit) = ctx.budget {
             if used > limit && !now.is_terminal() {

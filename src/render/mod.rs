@@ -271,6 +271,7 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                     "output_hash": c.output_hash,
                     "log": c.log,
                 })).collect::<Vec<_>>(),
+                "carried_over": i.carried.as_ref().map(|c| json!({"run": c.run, "branch": c.branch, "tip": c.tip})),
                 "guard": {
                     "checks_failed": i.guard.checks_failed,
                     "violations": i.guard.violations,
@@ -379,6 +380,14 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         let mut notes = Vec::new();
         if let Some(r) = i.state.reason() {
             notes.push(r.to_string());
+        }
+        if let Some(c) = &i.carried {
+            notes.push(format!(
+                "carried over from {} ({} at {})",
+                c.run,
+                c.branch,
+                c.tip.chars().take(12).collect::<String>()
+            ));
         }
         if i.tokens > 0 {
             notes.push(format!("{} tokens", i.tokens));

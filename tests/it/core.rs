@@ -329,12 +329,12 @@ fn plan_prints_order_waves_and_graphs() {
 fn runs_lists_ids_by_shortest_unique_prefix() {
     let repo = demo_repo();
     assert_eq!(run_demo_scenario(&repo, "20260101-000000-aaaa11").status.code(), Some(exit::NOT_ALL_DONE));
-    // A second run of the same milestone finds the branches of the first and refuses to reuse
-    // them (loop never takes over a branch its run did not create).
+    // A second run of the same milestone carries the first one's Done issues over and runs
+    // the Capped one again on loop's own branch.
     let second = run_demo_scenario(&repo, "20260101-000000-aabb22");
     assert_eq!(second.status.code(), Some(exit::NOT_ALL_DONE));
     let v = json(&second);
-    assert!(v["issues"][0]["reason"].as_str().unwrap().contains("already exists"), "{v}");
+    assert_eq!(v["issues"][0]["carried_over"]["run"], "20260101-000000-aaaa11", "{v}");
     let out = loop_cmd(&repo).args(["runs", "--json"]).output().unwrap();
     let v = json(&out);
     assert_eq!(v[0]["prefix"], "20260101-000000-aaa");

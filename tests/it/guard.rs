@@ -386,7 +386,10 @@ fn a_matching_branch_or_path_loop_did_not_create_is_never_touched() {
     assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE));
     let st = status_json(&r);
     let reason = issue(&st, "ORB-1")["reason"].as_str().unwrap().to_string();
-    assert!(reason.contains("branch loop/M1-core/ORB-1 already exists and loop did not create it"), "{reason}");
+    assert!(
+        reason.contains("branch loop/M1-core/ORB-1 already exists and no run of this milestone journaled it as loop's"),
+        "{reason}"
+    );
     assert_eq!(git(&r.dir, &["rev-parse", "loop/M1-core/ORB-1"]), before);
     assert!(!r.dir.join(".loop/worktrees/M1-core/ORB-1").exists());
 

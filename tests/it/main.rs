@@ -20,6 +20,7 @@ mod inputs;
 mod journal_damage;
 mod parallel;
 mod preflight;
+mod rerun;
 mod safefs;
 mod signals;
 mod snapshots;
