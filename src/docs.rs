@@ -46,6 +46,8 @@ pub struct IssueDoc {
     pub project: String,
     /// File line of the `id` field (1-based).
     pub line: usize,
+    /// `verify: [...]`: command lines loop runs (`sh -c`) to verify the issue's work.
+    pub verify: Vec<String>,
 }
 
 /// A reference to an issue id together with the file line where it was written,
@@ -590,6 +592,8 @@ struct IssueFront {
     milestone: Option<Spanned<Text>>,
     blocked_by: Option<Spanned<IdList>>,
     blocking: Option<Spanned<IdList>>,
+    /// Command lines, one or a list (the same shape as `blocked_by`).
+    verify: Option<Spanned<IdList>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -675,6 +679,7 @@ pub fn parse_issue(text: &str, rel_path: &Path, project: &str) -> Result<IssueDo
     };
     let blocked_by = deps(front.blocked_by, "blocked_by entry", yaml, rel_path)?;
     let blocking = deps(front.blocking, "blocking entry", yaml, rel_path)?;
+    let verify = deps(front.verify, "verify command", yaml, rel_path)?.into_iter().map(|d| d.id).collect();
     let doc = IssueDoc {
         id,
         title,
@@ -685,6 +690,7 @@ pub fn parse_issue(text: &str, rel_path: &Path, project: &str) -> Result<IssueDo
         path: rel_path.to_path_buf(),
         project: project.to_owned(),
         line,
+        verify,
     };
     Ok(doc)
 }
@@ -886,6 +892,15 @@ mod tests {
         assert_eq!(doc.blocking, vec![Dep { id: "ORB-4".into(), line: 8 }]);
         assert_eq!(doc.path, path("a.md"));
         assert_eq!(doc.project, "p");
+    }
+
+    #[test]
+    fn verify_commands_are_one_or_a_list() {
+        let doc = issue("a.md", "---\nid: A\nverify:\n  - cargo test -q\n  - \"grep -q ok status.txt\"\n---\n");
+        assert_eq!(doc.expect("valid").verify, ["cargo test -q", "grep -q ok status.txt"]);
+        let doc = issue("a.md", "---\nid: A\nverify: make check\n---\n").expect("valid");
+        assert_eq!(doc.verify, ["make check"]);
+        assert!(issue("a.md", "---\nid: A\n---\n").expect("valid").verify.is_empty());
     }
 
     #[test]

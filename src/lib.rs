@@ -25,6 +25,7 @@ pub mod runs;
 pub mod safefs;
 pub mod stack;
 pub mod text;
+pub mod verify;
 pub mod vocab;
 pub mod workspace;
 

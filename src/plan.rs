@@ -749,6 +749,7 @@ mod tests {
                     path: PathBuf::from(format!("{}.md", id(i))),
                     project: "p".into(),
                     line: 2,
+                    verify: Vec::new(),
                 })
                 .collect();
             validate(issues, Vec::new()).expect("valid")

@@ -47,8 +47,11 @@ pub struct VerifySpec {
     /// Seconds one command may run (0: the default).
     #[serde(alias = "timeout")]
     pub timeout_secs: u64,
-    /// Files whose hash decides whether setup must run again.
+    /// Files whose hash decides whether setup must run again (empty: the usual lockfiles).
     pub lockfiles: Vec<String>,
+    /// A check that fails on the issue's base commit too counts against the issue (default:
+    /// it is reported as pre-existing and does not).
+    pub count_preexisting: bool,
 }
 
 /// The run's fixed inputs, recorded once.
@@ -367,6 +370,81 @@ pub enum Fact {
     /// Ctrl-C, a stop request or loop's own trouble stopped the issue; resume runs the
     /// unfinished step again. The evidence carries the cause and the tokens spent.
     Interrupted,
+    /// loop ran one verification command (a setup step, a check, or a check on the base).
+    CheckRan(CheckRun),
+    /// The checks ran on a base commit (in a loop-owned detached worktree): `failing` are the
+    /// commands that fail there already. The run's cache of baselines, keyed by `tree`.
+    /// `unusable`: why the base could not be checked (its setup failed…); then no failure
+    /// counts as pre-existing.
+    BaselineChecked { base: String, tree: String, failing: Vec<String>, unusable: Option<String> },
+    /// The setup commands for a worktree whose lockfiles hash to `lockfiles`: `ran` false when
+    /// they were skipped (a setup with that hash passed in this run, or `--skip-setup`).
+    SetupChecked { lockfiles: String, ran: bool, passed: bool },
+}
+
+/// What a verification command was run for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// `[verify] setup` (installs), before the checks.
+    Setup,
+    /// A verification command on the issue's work.
+    Check,
+    /// A verification command on the issue's base commit (is a failure already there?).
+    Baseline,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Setup => "setup",
+            CheckKind::Check => "check",
+            CheckKind::Baseline => "baseline",
+        }
+    }
+}
+
+/// One verification command as loop ran it (`sh -c COMMAND` in a worktree).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRun {
+    pub kind: CheckKind,
+    pub command: String,
+    /// The exit code, when the command exited.
+    pub exit_code: Option<i32>,
+    /// Why it did not exit by itself: timed out, killed by a signal, could not start.
+    pub failure: Option<String>,
+    pub duration_ms: u64,
+    /// The last lines of the output (stdout and stderr interleaved), at most a few KiB.
+    pub tail: String,
+    /// blake3 of the whole output, as kept in `log`.
+    pub output_hash: String,
+    /// Where the whole output is kept.
+    pub log: String,
+    /// It fails on the issue's base commit too (reported, and by default not held against the issue).
+    pub pre_existing: bool,
+}
+
+impl CheckRun {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none() && self.exit_code == Some(0)
+    }
+
+    /// How it ended, in a few words: `passed`, `failed (exit code 1)`, `failed (timed out after 5s…)`.
+    pub fn status(&self) -> String {
+        if self.passed() {
+            return "passed".into();
+        }
+        let how = match (&self.failure, self.exit_code) {
+            (Some(f), _) => f.clone(),
+            (None, Some(c)) => format!("exit code {c}"),
+            (None, None) => "no exit code".into(),
+        };
+        if self.pre_existing {
+            format!("pre-existing failure ({how})")
+        } else {
+            format!("failed ({how})")
+        }
+    }
 }
 
 impl Fact {
@@ -378,6 +456,9 @@ impl Fact {
             Fact::StackTracked { .. } => "stack_tracked",
             Fact::StackSubmitted { .. } => "stack_submitted",
             Fact::Interrupted => "interrupted",
+            Fact::CheckRan(_) => "check_ran",
+            Fact::BaselineChecked { .. } => "baseline_checked",
+            Fact::SetupChecked { .. } => "setup_checked",
         }
     }
 }

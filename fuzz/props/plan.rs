@@ -36,6 +36,7 @@ pub fn check(data: &[u8]) {
             path: PathBuf::from(format!("docs/projects/p/issues/{i}.md")),
             project: "p".to_owned(),
             line: 2,
+            verify: Vec::new(),
         })
         .collect();
     // (dependent, dependency) pairs: what the planner must respect.

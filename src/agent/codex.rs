@@ -120,6 +120,10 @@ fn required_actions(last_review: Option<&str>) -> String {
     }
 }
 
+fn verification(summary: Option<&str>) -> String {
+    summary.unwrap_or("- (no verification commands are configured for this issue)").to_string()
+}
+
 impl CodexAgent {
     pub fn new(settings: CodexSettings) -> CodexAgent {
         CodexAgent { settings }
@@ -158,6 +162,7 @@ impl CodexAgent {
             ("review_number", (req.cycle + 1).to_string()),
             ("required_actions", required_actions(req.last_review.as_deref())),
             ("review_doc", review_doc_for(req)),
+            ("verification", verification(req.verification.as_deref())),
             ("schema", output::schema_file_name(req.phase).to_string()),
         ];
         prompts::render(&t, &values)
@@ -432,6 +437,7 @@ mod tests {
             attempt: 1,
             worktree: "/w".into(),
             last_review: Some(r#"{"required_actions":["do a","do b"]}"#.into()),
+            verification: None,
             resume_session: None,
             timeout: std::time::Duration::from_secs(5),
             env: Vec::new(),

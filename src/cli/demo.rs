@@ -128,6 +128,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         review_doc: false,
         issues: Vec::new(),
         jobs: args.jobs,
+        verify: Default::default(),
+        skip_setup: false,
         guard: Some(Default::default()),
     };
     let (code, view) = start(inputs, &mut progress)?;

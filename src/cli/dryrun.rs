@@ -68,6 +68,13 @@ fn phases(
     issue: &crate::journal::PlannedIssue,
 ) -> Result<Vec<DryRunPhase>, CliError> {
     let mut out = Vec::new();
+    let verify_lines = issue
+        .verify
+        .iter()
+        .chain(inputs.verify.commands.iter())
+        .map(|c| format!("- `{c}`: <passed, or a pre-existing failure> (<duration>; log <path>)"))
+        .collect::<Vec<_>>()
+        .join("\n");
     for (phase, cycle, label) in [
         (Phase::Dev, 0, "dev".to_string()),
         (Phase::Review, 0, "review 1".into()),
@@ -82,6 +89,7 @@ fn phases(
             attempt: 1,
             worktree: PathBuf::from(&issue.worktree),
             last_review: (phase == Phase::Fix).then(|| SAMPLE_REVIEW.to_string()),
+            verification: (phase == Phase::Review && !verify_lines.is_empty()).then(|| verify_lines.clone()),
             resume_session: None,
             timeout: Duration::from_secs(inputs.phase_timeout_secs),
             env: Vec::new(),

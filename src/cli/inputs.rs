@@ -21,6 +21,10 @@ pub struct RunInputs {
     /// Only these issues (empty: the whole milestone).
     pub issues: Vec<String>,
     pub jobs: usize,
+    /// loop's own checks for every issue (`[verify]`).
+    pub verify: crate::vocab::VerifySpec,
+    /// `--skip-setup`: never run `[verify] setup`.
+    pub skip_setup: bool,
     /// Guardrails (README "Safety"); `None` runs unguarded.
     pub guard: Option<GuardInputs>,
 }

@@ -143,6 +143,12 @@ pub fn engine_settings(jobs: usize) -> crate::engine::Settings {
     crate::engine::Settings::new(jobs, crate::clock::Clock::from_env(), crate::proc::Cancel::process())
 }
 
+/// Where verification keeps its logs (`<state>/logs/<run>/<issue>/`) and its baseline
+/// checkouts (`<state>/verify/<run>/`, removed after use).
+pub fn verify_env(state: &StateDir, skip_setup: bool) -> crate::engine::VerifyEnv {
+    crate::engine::VerifyEnv { logs_root: state.root.join("logs"), scratch_root: state.root.join("verify"), skip_setup }
+}
+
 /// SIGINT, SIGTERM and SIGHUP stop running phases and journal the interruption; a second one
 /// exits at once (the journal is consistent after every append, so nothing is lost).
 pub fn install_interrupt_handler() {

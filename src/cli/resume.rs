@@ -40,7 +40,14 @@ pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
         kill_leftovers(recorder.view());
         recorder.resumed(&mut progress)?;
     }
-    let (code, view) = drive(recorder, agent.as_ref(), &ws, &mut progress, args.drive.jobs)?;
+    let (code, view) = drive(
+        recorder,
+        agent.as_ref(),
+        &ws,
+        &mut progress,
+        args.drive.jobs,
+        super::verify_env(&state, args.drive.skip_setup),
+    )?;
     finish_output(&view, args.drive.json, &repo, args.drive.quiet);
     Ok(code)
 }

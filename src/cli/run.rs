@@ -72,6 +72,9 @@ pub struct DriveArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Never run the `[verify] setup` commands (installs already done).
+    #[arg(long)]
+    pub skip_setup: bool,
 }
 
 impl DriveArgs {
@@ -111,6 +114,8 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         review_doc,
         issues: only,
         jobs,
+        verify,
+        skip_setup,
         guard,
     } = inputs;
     let docs = docs::load(&repo)?;
@@ -155,11 +160,11 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         review_doc,
         issues,
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
-        verify: Default::default(),
+        verify,
     };
     let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();
-    drive(recorder, agent_impl.as_ref(), &ws, progress, jobs)
+    drive(recorder, agent_impl.as_ref(), &ws, progress, jobs, super::verify_env(&state, skip_setup))
 }
 
 /// Drives a journaled run to its end or to an interruption.
@@ -169,12 +174,14 @@ pub fn drive(
     ws: &dyn Workspace,
     progress: &mut Progress,
     jobs: usize,
+    verify: crate::engine::VerifyEnv,
 ) -> Result<(ExitCode, RunView), CliError> {
     let view = recorder.view();
     let mut guard =
         view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, Path::new(&view.start.repo)));
     if let (Some(g), true) = (&mut guard, jobs > 1) {
         g.siblings = view.start.issues.iter().map(|p| (p.branch.to_string(), p.worktree.clone())).collect();
+        g.scratch = Some(verify.scratch_root.clone());
     }
     if let Some(w) = view.start.guard.as_ref().and_then(|g| g.config.sandbox.warning()) {
         crate::eoutln!("loop: {w}");
@@ -190,7 +197,7 @@ pub fn drive(
     let stack = guard.as_ref().and_then(|g| g.stack());
     let guard_hooks = guard.as_ref().map(GuardHooks);
     let stack_hooks = stack.as_ref().map(StackHooks);
-    let mut engine = Engine::new(recorder, agent, ws, progress, super::engine_settings(jobs));
+    let mut engine = Engine::new(recorder, agent, ws, progress, super::engine_settings(jobs).with_verify(verify));
     for hooks in [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)]
         .into_iter()
         .flatten()
@@ -253,6 +260,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         review_doc: settings.review_doc,
         issues: args.issues,
         jobs: args.drive.jobs,
+        verify: settings.verify.clone(),
+        skip_setup: args.drive.skip_setup,
         guard: Some(GuardInputs { args: args.guard, file: cfg.guard.clone(), sandbox: settings.sandbox() }),
     };
     if args.dry_run {

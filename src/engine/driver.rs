@@ -38,6 +38,9 @@ pub(super) struct Parts<'a> {
     pub(super) hooks: &'a [&'a dyn Hooks],
     pub(super) clock: Clock,
     pub(super) cancel: Cancel,
+    pub(super) verify: super::VerifyEnv,
+    /// One baseline is checked at a time, so issues on the same base share it.
+    pub(super) baseline: std::sync::Mutex<()>,
 }
 
 /// Whether a command may be carried out after a stop request: an ended issue's worktree is
@@ -176,15 +179,18 @@ impl<'a> IssueDriver<'a> {
                     return Ok(Some(Step::Stop));
                 }
             }
+            Command::Verify { path, cycle } => {
+                if let Step::Stop = self.verify(planned, path, cycle)? {
+                    return Ok(Some(Step::Stop));
+                }
+            }
             Command::RemoveWorktree { path, branch } => {
                 self.end_worktree(planned, path, End::Remove { branch: &branch })?
             }
             Command::KeepWorktree { path, ended } => self.end_worktree(planned, path, End::Keep { ended })?,
             Command::Finish => return Ok(Some(Step::Continue)),
             // Not emitted until the engine makes merge bases and runs checks (#12).
-            command @ (Command::MergeBases { .. } | Command::Verify { .. }) => {
-                return Err(EngineError::Unsupported(format!("{command:?}")))
-            }
+            command @ Command::MergeBases { .. } => return Err(EngineError::Unsupported(format!("{command:?}"))),
         }
         Ok(None)
     }

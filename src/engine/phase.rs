@@ -104,6 +104,7 @@ impl IssueDriver<'_> {
             attempt: ctx.attempt.max(1),
             worktree: ctx.worktree.clone(),
             last_review: ctx.issue.last_review.clone(),
+            verification: (ctx.phase == Phase::Review).then(|| verification_summary(&ctx.issue)).flatten(),
             resume_session: ctx.resume_session.clone(),
             timeout: Duration::from_secs(timeout_secs),
             env: Vec::new(),
@@ -412,4 +413,17 @@ fn symlinked_git_file(worktree: &Path) -> Option<Vec<String>> {
         Err(e) if e.is_symlink() => Some(vec![format!("committing: {e}")]),
         _ => None,
     }
+}
+
+/// One line per check of the issue's latest verification, for the review prompt.
+fn verification_summary(issue: &IssueView) -> Option<String> {
+    if issue.verification.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = issue
+        .verification
+        .iter()
+        .map(|c| format!("- `{}`: {} ({} ms; log {})", c.command, c.status(), c.duration_ms, c.log))
+        .collect();
+    Some(lines.join("\n"))
 }

@@ -138,6 +138,24 @@ impl Workspace for FakeWorkspace {
     fn has_identity(&self, _: &Path) -> Result<bool, WorkspaceError> {
         Ok(true)
     }
+
+    fn tree_of(&self, commit: &str) -> Result<String, WorkspaceError> {
+        Ok(format!("tree-of-{commit}"))
+    }
+
+    fn add_scratch(&self, path: &Path, _commit: &str) -> Result<(), WorkspaceError> {
+        let _ = std::fs::remove_dir_all(path);
+        std::fs::create_dir_all(path).map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })
+    }
+
+    fn remove_scratch(&self, path: &Path) -> Result<(), WorkspaceError> {
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(WorkspaceError::Io { what: path.display().to_string(), source: e })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The simulated agent, which requests a stop (as Ctrl-C would) when it is asked to run
@@ -192,6 +210,7 @@ struct Run {
     store: SharedStore,
     rules: Rules,
     issues: Vec<PlannedIssue>,
+    verify: crate::vocab::VerifySpec,
 }
 
 impl Run {
@@ -210,7 +229,7 @@ impl Run {
                 verify: Vec::new(),
             })
             .collect();
-        Run { dir, store: SharedStore::default(), rules: Rules::default(), issues }
+        Run { dir, store: SharedStore::default(), rules: Rules::default(), issues, verify: Default::default() }
     }
 
     fn start(&self) -> RunStart {
@@ -226,7 +245,7 @@ impl Run {
             review_doc: false,
             issues: self.issues.clone(),
             guard: None,
-            verify: Default::default(),
+            verify: self.verify.clone(),
         }
     }
 
@@ -553,6 +572,42 @@ fn a_hook_refusing_a_phase_ends_it_without_running_the_agent() {
     let a = run.events_of("A");
     assert_eq!(a[a.len() - 3..], strs(&["phase_started", "guard_checked", "worktree_kept"]), "{a:?}");
     assert!(!probe.calls.lock().unwrap().contains(&"after review".to_string()));
+}
+
+#[test]
+fn a_verification_log_that_cannot_be_written_stops_the_run_and_resume_verifies_again() {
+    let mut run = Run::new(&[("A", &[])]);
+    run.verify.commands = strs(&["test -f loop-sim/A.md"]);
+    let ws = FakeWorkspace::default();
+    // The logs root lies below a regular file: every log open fails, as on a broken disk.
+    let blocker = run.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let env = |logs: std::path::PathBuf| VerifyEnv {
+        logs_root: logs,
+        scratch_root: run.dir.path().join("scratch"),
+        skip_setup: false,
+    };
+    let broken = settings(1).with_verify(env(blocker.join("logs")));
+    let err = run.drive(run.recorder(), &sim(&[]), &ws, broken, &[]).unwrap_err();
+    assert!(matches!(err, EngineError::Environment { .. }), "{err}");
+    assert_eq!(run.events_of("A").last().unwrap(), "interrupted", "not the issue's failure");
+    assert!(!run.events_of("A").contains(&"verify_finished".to_string()));
+
+    let mut recorder = run.reopen();
+    recorder.resumed(&mut Silent).unwrap();
+    let good = settings(1).with_verify(env(run.dir.path().join("logs")));
+    let (outcome, view) = run.drive(recorder, &sim(&[]), &ws, good, &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 0 }));
+    let a = run.events_of("A");
+    assert_eq!(a.iter().filter(|e| *e == "verify_finished").count(), 1, "{a:?}");
+    let at = |name: &str| a.iter().position(|e| e == name).unwrap();
+    assert!(at("verify_finished") < at("review_finished"), "review after the verification: {a:?}");
+    // The base checkout was removed after the baseline.
+    assert!(!run.dir.path().join("scratch").join("run").exists());
+    let checks = view.issue("A").unwrap().verification.clone();
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0].passed(), "{checks:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

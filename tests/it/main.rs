@@ -22,4 +22,5 @@ mod parallel;
 mod safefs;
 mod signals;
 mod snapshots;
+mod verify;
 mod worktree_repair;
