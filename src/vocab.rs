@@ -587,6 +587,73 @@ name_type!(
     BranchName
 );
 
+/// How one Done branch went into a land branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LandOutcome {
+    /// Merged now (the land branch moved to `commit`).
+    Merged { commit: String },
+    /// Its work was in the land branch already.
+    AlreadyIn,
+    /// Merging it conflicted in these files; it was left out, nothing half-merged.
+    Conflict { files: Vec<String> },
+}
+
+/// One Done issue's branch in a landing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandedBranch {
+    pub issue: String,
+    pub branch: String,
+    pub tip: String,
+    pub outcome: LandOutcome,
+}
+
+/// `loop land`: the Done branches merged in plan order into a loop-made branch, and loop's checks
+/// run on the result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Landing {
+    /// The loop-made branch (`loop/<milestone>/land`).
+    pub branch: String,
+    /// The branch it started from, and its commit then.
+    pub onto: String,
+    pub onto_commit: String,
+    /// The land branch's tip at the end.
+    pub commit: String,
+    pub merged: Vec<LandedBranch>,
+    /// Setup and checks run on the land branch (none when nothing is configured).
+    pub checks: Vec<CheckRun>,
+    /// `--stack graphite --submit draft`: the stacks submitted instead of a land branch.
+    #[serde(default)]
+    pub submitted: Vec<Submission>,
+}
+
+/// One `gt submit --stack --draft` of a landing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The stack's top branch.
+    pub branch: String,
+    pub ok: bool,
+    /// What gt said (its error when it failed).
+    pub detail: String,
+}
+
+impl Landing {
+    /// Every Done branch went in.
+    pub fn all_merged(&self) -> bool {
+        self.merged.iter().all(|m| !matches!(m.outcome, LandOutcome::Conflict { .. }))
+    }
+
+    /// Every check passed (vacuously true without checks).
+    pub fn verified(&self) -> bool {
+        self.checks.iter().all(CheckRun::passed)
+    }
+
+    /// Everything went through: every branch merged, every check and submission passed.
+    pub fn clean(&self) -> bool {
+        self.all_merged() && self.verified() && self.submitted.iter().all(|s| s.ok)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

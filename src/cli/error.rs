@@ -102,6 +102,8 @@ impl From<ExitCode> for i32 {
     }
 }
 
+use crate::engine::land::LandError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]
@@ -135,6 +137,9 @@ pub enum CliError {
     /// Pre-flight found problems before anything was written (one line each).
     #[error("{0}")]
     Preflight(#[from] PreflightError),
+    /// `loop land` could not start or finish (not the land's outcome: that is exit 3).
+    #[error("{0}")]
+    Land(Box<crate::engine::land::LandError>),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     /// A write below a root that met a symlink or failed (`crate::safefs`).
@@ -201,6 +206,7 @@ impl CliError {
             CliError::Shim(e) => shim_code(e),
             CliError::Io { .. } | CliError::Fs { .. } | CliError::Check(_) => ExitCode::Error,
             CliError::Reported(inner) => inner.exit_code(),
+            CliError::Land(e) => land_code(e),
         }
     }
 
@@ -266,6 +272,18 @@ fn engine_code(e: &EngineError) -> ExitCode {
         | EngineError::WriterGone
         | EngineError::Unsupported(_)
         | EngineError::Workspace { .. } => ExitCode::Error,
+    }
+}
+
+fn land_code(e: &LandError) -> ExitCode {
+    match e {
+        LandError::NotFinished { .. }
+        | LandError::NothingDone { .. }
+        | LandError::Onto { .. }
+        | LandError::BranchTaken { .. }
+        | LandError::BranchGone { .. } => ExitCode::BadInput,
+        LandError::Workspace(_) | LandError::Verify(_) => ExitCode::Error,
+        LandError::Engine(e) => engine_code(e),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod dryrun;
 pub mod error;
 pub mod export;
 pub mod inputs;
+pub mod land;
 pub mod plan;
 pub mod prompts;
 pub mod replay;
@@ -70,6 +71,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// List, show or install the dev-auto-* prompt templates.
     Prompts(prompts::PromptsArgs),
+    /// Merge a finished run's Done branches into loop/<milestone>/land and run the checks there.
+    Land(land::LandArgs),
     /// Remove worktrees finished runs left behind (owned and clean only); say what is kept and why.
     Clean(clean::CleanArgs),
     /// Agent hooks: `loop hook claude` is Claude Code's PreToolUse hook (exit 2 blocks).
@@ -180,6 +183,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Bench(a) => bench::run(a),
         Command::Prompts(a) => prompts::run(a),
         Command::Clean(a) => clean::run(a),
+        Command::Land(a) => land::run(a),
         Command::Hook { agent } if agent == "claude" => {
             crate::guard::shim::hook_claude(&mut std::io::stdin().lock())?;
             Ok(ExitCode::Ok)

@@ -97,6 +97,13 @@ impl Recorder {
         Ok(scratch.into_iter().map(|(_, s)| s).collect())
     }
 
+    /// Journals a landing (`loop land`): the branches merged and the checks run.
+    pub fn landed(&mut self, landing: crate::vocab::Landing) -> Result<(), EngineError> {
+        let rec = self.append(Body::Landed(landing))?;
+        self.view.apply(&rec)?;
+        Ok(())
+    }
+
     fn append(&mut self, body: Body) -> Result<Record, EngineError> {
         Ok(self.journal.append(body)?)
     }

@@ -309,6 +309,7 @@ fn line(body: &Body) -> String {
         Body::RunFinished => "run_finished".into(),
         Body::WorktreeRepaired { issue, .. } => format!("{issue} worktree_repaired"),
         Body::ProcessGroup { issue, .. } => format!("{issue} process_group"),
+        Body::Landed(l) => format!("landed {}", l.branch),
     }
 }
 

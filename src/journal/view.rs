@@ -98,6 +98,8 @@ pub struct RunView {
     pub baselines: HashMap<String, Option<Vec<String>>>,
     /// Lockfile hashes whose setup passed in this run.
     pub setups_passed: HashSet<String>,
+    /// The last `loop land` of this run, if any.
+    pub landing: Option<crate::vocab::Landing>,
 }
 
 /// Why a record could not be applied although its bytes and chain are fine.
@@ -173,6 +175,7 @@ impl RunView {
             records: 1,
             baselines: HashMap::new(),
             setups_passed: HashSet::new(),
+            landing: None,
         })
     }
 
@@ -227,6 +230,10 @@ impl RunView {
             }
             Body::RunFinished => {
                 self.finished = true;
+                Ok(none)
+            }
+            Body::Landed(landing) => {
+                self.landing = Some(landing.clone());
                 Ok(none)
             }
             Body::WorktreeRepaired { issue, .. } => {

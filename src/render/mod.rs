@@ -16,6 +16,7 @@ use crate::journal::view::{Applied, GuardTally, RunView};
 use crate::journal::{Body, Fact, Record};
 use crate::machine::{Event, Stage};
 pub use crate::text::{escape, escape_lines, printable};
+use crate::vocab::LandOutcome;
 
 /// A state as shown to people: `Review`, `Fix(2)`, `Capped(2)`.
 pub fn state_short(s: &Stage) -> String {
@@ -200,6 +201,23 @@ fn timeline_text(rec: &Record, applied: &Applied) -> String {
         Body::RunResumed => format!("{head} run resumed"),
         Body::RunInterrupted { reason } => format!("{head} run interrupted ({reason})"),
         Body::RunFinished => format!("{head} run finished"),
+        Body::Landed(l) => {
+            let merged = l.merged.iter().filter(|m| !matches!(m.outcome, LandOutcome::Conflict { .. })).count();
+            let checks = if l.checks.is_empty() {
+                "no checks".to_string()
+            } else if l.verified() {
+                format!("{} check(s) passed", l.checks.len())
+            } else {
+                format!("{} of {} check(s) failed", l.checks.iter().filter(|c| !c.passed()).count(), l.checks.len())
+            };
+            format!(
+                "{head} landed {} of {} Done branch(es) on {} at {} ({checks})",
+                merged,
+                l.merged.len(),
+                l.branch,
+                short(&l.commit)
+            )
+        }
         Body::WorktreeRepaired { issue, repairs, .. } => {
             format!("{head} {issue:<12} worktree_repaired {}", printable(&repairs.join("; "), 400))
         }

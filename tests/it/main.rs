@@ -18,6 +18,7 @@ mod environment;
 mod guard;
 mod inputs;
 mod journal_damage;
+mod land;
 mod parallel;
 mod preflight;
 mod rerun;
