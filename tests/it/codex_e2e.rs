@@ -406,3 +406,57 @@ fn token_budget_caps_the_issue() {
     let text = String::from_utf8_lossy(&r.run(&["status"], &[]).stdout).to_string();
     assert!(text.contains("120 tokens") && text.contains("tokens: 120 in total"), "{text}");
 }
+
+/// #12 with the real codex: loop runs the checks itself after dev and after the fix; a failing
+/// check is a fix cycle carrying the failing command and its output, and the review only ever
+/// sees a verified commit.
+#[test]
+fn verification_with_real_codex_fails_closed_then_passes_after_the_fix() {
+    let Some(codex) = codex_bin() else { return };
+    let mock = Mock::start(|_, body| {
+        let (phase, after_tool) = (phase_of(body), last_item_type(body).ends_with("_output"));
+        match (phase, after_tool) {
+            ("dev", false) => shell("call_dev", "printf 'bad\\n' > status.txt"),
+            ("dev", true) => message(&work_reply("pass", "loop/M1/ORB-1", "cat status.txt")),
+            ("fix", false) => shell("call_fix", "printf 'ok\\n' > status.txt"),
+            ("fix", true) => message(&work_reply("pass", "loop/M1/ORB-1", "cat status.txt")),
+            ("review", _) => message(&review_reply("pass", &[])),
+            other => Reply::Status(400, format!("mock: unexpected request {other:?}")),
+        }
+    });
+    let mut r = repo(M, &[("ORB-1", "Make the status ok", &[])]);
+    r.use_mock(&mock, codex);
+    let toml = std::fs::read_to_string(r.path.join("loop.toml")).unwrap();
+    std::fs::write(r.path.join("loop.toml"), format!("{toml}\n[verify]\ncommands = [\"grep -q ok status.txt\"]\n"))
+        .unwrap();
+    r.git(&r.path, &["commit", "-q", "-am", "verify"]);
+    let out = r.run(&["run", "--milestone", M, "--json"], &[("LOOP_RUN_ID", "v")]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let one = issue_state(&r.status(), "ORB-1");
+    assert_eq!((one["state"].as_str(), one["fix_cycles"].as_u64()), (Some("Done"), Some(1)), "{one}");
+
+    let records = r.records("v");
+    // dev → verify (fails) → fix → verify (passes) → review: no review before a passing check.
+    let steps: Vec<String> = records
+        .iter()
+        .filter_map(|rec| {
+            let e = rec["body"]["event"]["event"].as_str()?;
+            match e {
+                "work_finished" => Some(rec["body"]["event"]["phase"].as_str()?.to_string()),
+                "verify_finished" => {
+                    let failed = rec["body"]["event"]["failures"].as_array().is_some_and(|f| !f.is_empty());
+                    Some(if failed { "checks failed" } else { "checks passed" }.to_string())
+                }
+                "review_finished" => Some("review".to_string()),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(steps, ["dev", "checks failed", "fix", "checks passed", "review"], "{records:?}");
+    // The fix agent was told which check failed and how.
+    let reqs: Vec<Value> = (0..mock.count()).map(|i| mock.request(i)).collect();
+    let fix = reqs.iter().find(|b| phase_of(b) == "fix").unwrap();
+    assert!(texts(fix, "user").join("").contains("grep -q ok status.txt"), "the fix prompt names the failing check");
+    assert_eq!(reqs.iter().filter(|b| phase_of(b) == "review").count(), 1, "one review, after the passing check");
+    assert_eq!(r.git(&r.path, &["show", "loop/M1/ORB-1:status.txt"]), "ok");
+}
