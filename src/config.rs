@@ -6,7 +6,8 @@
 //! Invariants: every key is optional and unknown keys are errors (a misspelt key must not be
 //! silently ignored); errors name the file and line. Precedence is default < file < environment <
 //! flag, for every setting, in one function; the merged result is recorded in the journal, so
-//! `loop resume` never re-reads this file or the environment.
+//! `loop resume` never re-reads this file or the environment for a run's course (its pre-flight
+//! reads `[run] min_free_disk_mb` again: that guards the machine, not the run).
 
 use std::path::{Path, PathBuf};
 
@@ -80,8 +81,11 @@ pub struct RunConfig {
     pub phase_timeout: Option<i64>,
     pub max_fix_cycles: Option<u32>,
     pub max_tokens_per_issue: Option<i64>,
-    /// Append each review to docs/projects/<project>/reviews/REVIEW-<milestone>.md (default true).
+    /// Append each review to docs/projects/<project>/reviews/<milestone>/<issue>.md (default true).
     pub review_doc: Option<bool>,
+    /// Pre-flight refuses to start a run with less free space (MiB) on the state dir's file
+    /// system (default [`crate::preflight::DEFAULT_MIN_FREE_DISK_MB`]; 0 turns the check off).
+    pub min_free_disk_mb: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -486,6 +490,14 @@ dir = "team-prompts"
         assert!(err.starts_with("l.toml:2: [guard] deny pattern \"rm -rf\""), "{err}");
         let err = parse("[guard]\nshim = false\n", Path::new("l.toml")).unwrap_err().to_string();
         assert!(err.starts_with("l.toml:2: unknown field `shim`"), "{err}");
+    }
+
+    #[test]
+    fn min_free_disk_is_a_run_key_and_never_negative() {
+        let c = parse("[run]\nmin_free_disk_mb = 0\n", Path::new("loop.toml")).unwrap();
+        assert_eq!(c.run.min_free_disk_mb, Some(0));
+        let err = parse("[run]\nmin_free_disk_mb = -5\n", Path::new("loop.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("loop.toml:2: "), "{err}");
     }
 
     #[test]

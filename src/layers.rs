@@ -31,6 +31,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // config resolves the codex agent's settings (file < env < flag).
     ("config", &["agent", "machine", "verify"]),
     ("plan", &["docs", "workspace"]),
+    // pre-flight asks git, codex and gt before a run writes anything.
+    ("preflight", &["proc"]),
     ("journal", &["machine", "safefs"]),
     ("runs", &["journal", "machine", "safefs", "workspace"]),
     ("reviewdoc", &["agent", "safefs", "workspace"]),

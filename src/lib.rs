@@ -17,6 +17,7 @@ pub mod journal;
 pub mod machine;
 pub mod out;
 pub mod plan;
+pub mod preflight;
 pub mod proc;
 pub mod prompts;
 pub mod render;

@@ -33,8 +33,10 @@ pub struct PlanIssue {
     pub title: String,
     /// Doc path relative to the repo root.
     pub doc: String,
-    /// Dependencies inside this milestone, sorted by id; merged from this
-    /// issue's `blocked_by` and other issues' `blocking`.
+    /// Dependencies inside this milestone, in plan order (the order of
+    /// [`Plan::order`]); merged from this issue's `blocked_by` and other
+    /// issues' `blocking`. The first is the one the issue's branch starts
+    /// from ([`base_of`]).
     pub blocked_by: Vec<String>,
     /// The issue's own verification commands (front matter `verify`).
     pub verify: Vec<String>,
@@ -310,6 +312,7 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
     }
 
     let topo = deps.kahn(Some(&members));
+    let position: HashMap<usize, usize> = topo.iter().enumerate().map(|(n, &r)| (r, n)).collect();
     let mut level: HashMap<usize, usize> = HashMap::with_capacity(topo.len());
     let mut order = Vec::with_capacity(topo.len());
     let mut external = Vec::new();
@@ -326,7 +329,7 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
             }
         }
         level.insert(r, lvl);
-        inside.sort_unstable();
+        inside.sort_unstable_by_key(|d| position.get(d).copied().unwrap_or(usize::MAX));
         order.push(PlanIssue {
             id: issue.id.clone(),
             title: issue.title.clone(),
@@ -389,7 +392,9 @@ impl Plan {
 
     /// Human-readable plan: the order (with in-milestone deps), then the waves
     /// (numbered from 1 for humans; `waves[0]` is "wave 1"), then external deps.
-    pub fn to_text(&self) -> String {
+    /// Each issue's base is shown under it; `run_base` names the run's base commit
+    /// (`main@abc1234`).
+    pub fn to_text(&self, run_base: &str) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -400,6 +405,7 @@ impl Plan {
         );
         out.push_str("\nOrder:\n");
         let width = self.order.len().to_string().len();
+        let base = bases(self, run_base);
         for (n, issue) in self.order.iter().enumerate() {
             // Titles and file names come from the docs; a terminal must not act on them.
             let titled = Self::titled(issue);
@@ -408,6 +414,7 @@ impl Plan {
                 let _ = write!(out, "  (after {})", issue.blocked_by.join(", "));
             }
             let _ = writeln!(out, "  [{}]", crate::text::escape(&issue.doc));
+            let _ = writeln!(out, "  {:>width$}  base {}", "", crate::text::escape(&base[n].1));
         }
         out.push_str("\nWaves:\n");
         for (k, wave) in self.waves.iter().enumerate() {
@@ -423,18 +430,20 @@ impl Plan {
     }
 
     /// Machine-readable plan: `{"milestone", "order": [ids], "waves": [[ids]],
-    /// "issues": [{id, title, doc, blocked_by}], "external": [{issue, dep}]}`.
-    /// `issues` is in plan order.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// "issues": [{id, title, doc, blocked_by, base}], "external": [{issue, dep}]}`.
+    /// `issues` is in plan order; `base` is in words, as [`Base::describe`] puts it.
+    pub fn to_json(&self, run_base: &str) -> serde_json::Value {
+        let base = bases(self, run_base);
         serde_json::json!({
             "milestone": self.milestone,
             "order": self.order.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
             "waves": self.waves,
-            "issues": self.order.iter().map(|i| serde_json::json!({
+            "issues": self.order.iter().zip(base).map(|(i, (_, base))| serde_json::json!({
                 "id": i.id,
                 "title": i.title,
                 "doc": i.doc,
                 "blocked_by": i.blocked_by,
+                "base": base,
             })).collect::<Vec<_>>(),
             "external": self.external.iter().map(|(issue, dep)| serde_json::json!({
                 "issue": issue,
@@ -502,6 +511,52 @@ impl Plan {
     }
 }
 
+/// Where an issue's branch starts, decided from its dependencies alone (in plan order), so
+/// `plan`, `run --dry-run` and the engine agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base<T> {
+    /// No dependency: the run's base commit (HEAD of the main checkout).
+    Run,
+    /// The first dependency's branch tip, with the others' tips merged into it (in order) as
+    /// one merge commit on the issue's branch, so the branch holds every dependency's work.
+    Deps { first: T, merge: Vec<T> },
+}
+
+/// The base of an issue whose dependencies, in plan order, are `deps`.
+pub fn base_of<T: Clone>(deps: &[T]) -> Base<T> {
+    match deps.split_first() {
+        None => Base::Run,
+        Some((first, rest)) => Base::Deps { first: first.clone(), merge: rest.to_vec() },
+    }
+}
+
+impl<T: AsRef<str>> Base<T> {
+    /// In words: `run_base` (say `main@abc1234`), the dependency's branch, or
+    /// `merge of A + B + C`.
+    pub fn describe(&self, run_base: &str) -> String {
+        match self {
+            Base::Run => run_base.to_string(),
+            Base::Deps { first, merge } if merge.is_empty() => first.as_ref().to_string(),
+            Base::Deps { first, merge } => {
+                let all: Vec<&str> = std::iter::once(first.as_ref()).chain(merge.iter().map(AsRef::as_ref)).collect();
+                format!("merge of {}", all.join(" + "))
+            }
+        }
+    }
+}
+
+/// The base each issue of the plan starts from, in words (`run_base` for those without a
+/// dependency); in plan order.
+pub fn bases(plan: &Plan, run_base: &str) -> Vec<(String, String)> {
+    plan.order
+        .iter()
+        .map(|p| {
+            let branches: Vec<String> = p.blocked_by.iter().map(|d| branch_name(&plan.milestone, d)).collect();
+            (p.id.clone(), base_of(&branches).describe(run_base))
+        })
+        .collect()
+}
+
 /// The branch loop gives an issue of a milestone: `loop/<milestone>/<issue>`, both sanitized.
 pub fn branch_name(milestone: &str, issue: &str) -> String {
     format!("loop/{}/{}", sanitize(milestone), sanitize(issue))
@@ -567,6 +622,30 @@ mod tests {
         let plan = build(&set, "M1").expect("plan");
         assert_eq!(ids(&plan), ["B", "C", "D", "A"]);
         assert_eq!(plan.waves, vec![vec!["B", "D"], vec!["A", "C"]]);
+    }
+
+    #[test]
+    fn dependencies_are_in_plan_order_and_give_the_base() {
+        // W's dependencies come in plan order (Z, Y, A), not in id order.
+        let set = docs(vec![
+            doc("Z", "M1", &[], &[]),
+            doc("Y", "M1", &["Z"], &[]),
+            doc("A", "M1", &["Y"], &[]),
+            doc("W", "M1", &["A", "Z", "Y"], &[]),
+            doc("B", "M1", &["Z"], &[]),
+        ]);
+        let plan = build(&set, "M1").expect("plan");
+        assert_eq!(ids(&plan), ["Z", "B", "Y", "A", "W"]);
+        let w = &plan.order[4];
+        assert_eq!(w.blocked_by, ["Z", "Y", "A"]);
+        assert_eq!(base_of(&w.blocked_by), Base::Deps { first: "Z".to_string(), merge: vec!["Y".into(), "A".into()] });
+        assert_eq!(base_of::<String>(&[]), Base::Run);
+        let shown = bases(&plan, "main@abc1234");
+        assert_eq!(shown[0], ("Z".to_string(), "main@abc1234".to_string()));
+        assert_eq!(shown[1].1, "loop/M1/Z");
+        assert_eq!(shown[4].1, "merge of loop/M1/Z + loop/M1/Y + loop/M1/A");
+        assert!(plan.to_text("main@abc1234").contains("     base merge of loop/M1/Z + loop/M1/Y + loop/M1/A\n"));
+        assert_eq!(plan.to_json("main@abc1234")["issues"][2]["base"], "loop/M1/Z");
     }
 
     #[test]
@@ -728,14 +807,14 @@ mod tests {
         assert!(mermaid.contains("  i0[\"A: Title A\"]\n"), "{mermaid}");
         assert!(mermaid.contains("  i0 --> i1\n"), "{mermaid}");
         assert!(mermaid.contains("  x0 -.-> i1\n"), "{mermaid}");
-        let json = plan.to_json();
+        let json = plan.to_json("main@0000000");
         assert_eq!(json["milestone"], "M1");
         assert_eq!(json["order"], serde_json::json!(["A", "B"]));
         assert_eq!(json["waves"], serde_json::json!([["A"], ["B"]]));
         assert_eq!(json["issues"][1]["blocked_by"], serde_json::json!(["A"]));
         assert_eq!(json["issues"][1]["doc"], "docs/projects/p/issues/b.md");
         assert_eq!(json["external"], serde_json::json!([{"issue": "B", "dep": "X"}]));
-        let text = plan.to_text();
+        let text = plan.to_text("main@0000000");
         assert!(text.contains("2. B: Title B  (after A)"), "{text}");
         assert!(text.contains("  wave 2: B\n"), "{text}");
         assert!(text.contains("  B after X\n"), "{text}");

@@ -39,8 +39,15 @@ pub enum WorkspaceError {
     Proc(#[from] proc::ProcError),
     #[error("{path} already exists and was not created by loop; move it away or use another --state-dir")]
     PathTaken { path: String },
-    #[error("branch {branch} already exists and loop did not create it in this run; delete or rename it first")]
+    #[error(
+        "branch {branch} already exists and no run of this milestone journaled it as loop's; delete or rename it, \
+         or start over on new branches with `loop run --fresh`"
+    )]
     BranchTaken { branch: String },
+    #[error("branch {branch} should exist (loop made it earlier) but is missing; `loop run --fresh` starts over")]
+    BranchMissing { branch: String },
+    #[error("{path} has uncommitted changes; loop merges the dependencies' branches only into a clean worktree")]
+    Dirty { path: String },
     #[error("{path} is a worktree on {actual}, not on {expected}")]
     WrongBranch { path: String, expected: String, actual: String },
     #[error("{0} is not inside a git repository")]
@@ -84,6 +91,8 @@ impl WorkspaceError {
             WorkspaceError::Sync { .. } | WorkspaceError::Unrepairable { .. } => Blame::Environment,
             WorkspaceError::PathTaken { .. }
             | WorkspaceError::BranchTaken { .. }
+            | WorkspaceError::BranchMissing { .. }
+            | WorkspaceError::Dirty { .. }
             | WorkspaceError::WrongBranch { .. }
             | WorkspaceError::NotARepo(_) => Blame::Issue,
         }
@@ -101,6 +110,44 @@ pub enum Removal {
     Finished(String),
 }
 
+/// What [`Workspace::merge`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// The branch holds every parent at `commit`: merged now, or already (every parent was in
+    /// HEAD, or an interrupted process had merged them). `repairs` says what such a process
+    /// left and how it was finished (for the journal).
+    Merged { commit: String, repairs: Vec<String> },
+    /// Merging `parent` (after the ones before it) conflicts in `files`; nothing was changed.
+    Conflict { parent: String, files: Vec<String> },
+}
+
+/// The file in a worktree's admin dir (beside git's own `MERGE_HEAD`) naming the merge commit
+/// loop is checking out, written before the checkout starts and removed when it is done: a
+/// worktree found dirty with it present is loop's own interrupted checkout, not anyone's work.
+const MERGING: &str = "loop-merging";
+
+/// The attributes file (in a worktree's admin dir) giving loop's own files `merge=union` for
+/// [`Workspace::merge`].
+const UNION_ATTRIBUTES: &str = "loop-union-attributes";
+
+/// A gitattributes pattern matching exactly the repository-relative `path`: anchored with a
+/// leading `/`, glob characters escaped, and quoted when it holds a space or a quote.
+fn attr_pattern(path: &str) -> String {
+    let mut p = String::from("/");
+    for c in path.trim_start_matches('/').chars() {
+        if matches!(c, '*' | '?' | '[' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    if p.chars().any(|c| c.is_whitespace() || c == '"') {
+        let escaped = p.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{escaped}\"")
+    } else {
+        p
+    }
+}
+
 /// The effects on git the engine needs.
 pub trait Workspace: Send + Sync {
     /// The commit the run starts from (HEAD of the main checkout).
@@ -109,8 +156,30 @@ pub trait Workspace: Send + Sync {
     fn branch_tip(&self, branch: &str) -> Result<Option<String>, WorkspaceError>;
     /// Creates the worktree on a new branch at `base`; with `adopt`, a worktree or branch left by
     /// an earlier attempt of the same run is reused when sound, or removed and added again when
-    /// that attempt was killed half-way. Returns the repairs made (for the journal).
-    fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<Vec<String>, WorkspaceError>;
+    /// that attempt was killed half-way. With `reuse`, the branch already exists (loop made it in
+    /// an earlier run of the milestone, or before a retry): it is checked out as it is, never
+    /// moved, and `base` is only informative. Returns the repairs made (for the journal).
+    fn create(
+        &self,
+        path: &Path,
+        branch: &str,
+        base: &str,
+        adopt: bool,
+        reuse: bool,
+    ) -> Result<Vec<String>, WorkspaceError>;
+    /// Merges `parents` (in order) into the worktree's branch as one merge commit, before any
+    /// phase works there. A conflict changes nothing: the conflicting parent and files are
+    /// returned. Finishes or redoes a merge an interrupted process left half-done. The files
+    /// `union` names (repository-relative: loop's own append-only review docs) merge line-wise,
+    /// both sides kept, as git's `merge=union` attribute does.
+    fn merge(
+        &self,
+        worktree: &Path,
+        parents: &[String],
+        union: &[String],
+        message: &str,
+        date: Option<&str>,
+    ) -> Result<MergeOutcome, WorkspaceError>;
     /// Checks a worktree loop made in an earlier process before loop acts in it again, and
     /// repairs what loop's own interrupted git left: a broken worktree is rebuilt on `branch`
     /// from `commit` (the last journaled commit), or, with `finishing`, its removal is finished.
@@ -118,6 +187,8 @@ pub trait Workspace: Send + Sync {
     /// Commits everything in the worktree (the agent's sandbox cannot write `.git`, so loop
     /// commits for it). Returns the new commit, or None when nothing changed.
     fn commit_all(&self, worktree: &Path, message: &str, date: Option<&str>) -> Result<Option<String>, WorkspaceError>;
+    /// Whether `ancestor` is `commit` or one of its ancestors.
+    fn is_ancestor(&self, ancestor: &str, commit: &str) -> Result<bool, WorkspaceError>;
     /// Removes a finished issue's worktree if nothing would be lost.
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError>;
     /// Whether git has a user identity here (else loop commits as `loop`); asked once per run.
@@ -302,8 +373,26 @@ impl Workspace for GitWorkspace {
         Ok(out.success().then(|| out.stdout_text().trim().to_string()))
     }
 
-    fn create(&self, path: &Path, branch: &str, base: &str, adopt: bool) -> Result<Vec<String>, WorkspaceError> {
+    fn create(
+        &self,
+        path: &Path,
+        branch: &str,
+        base: &str,
+        adopt: bool,
+        reuse: bool,
+    ) -> Result<Vec<String>, WorkspaceError> {
         let shown = path.display().to_string();
+        if reuse && self.branch_tip(branch)?.is_none() {
+            // Never recreate it from `base`: the work it held would silently be gone.
+            return Err(WorkspaceError::BranchMissing { branch: branch.to_string() });
+        }
+        if reuse && !adopt {
+            if path.symlink_metadata().is_ok() {
+                return Err(WorkspaceError::PathTaken { path: shown });
+            }
+            self.add_existing(path, branch)?;
+            return Ok(Vec::new());
+        }
         if !adopt {
             // A fresh worktree: one git call. `-b` refuses an existing branch, which is exactly
             // the ownership rule (loop never takes over a branch it did not create).
@@ -519,6 +608,138 @@ impl Workspace for GitWorkspace {
 
     fn remove_scratch(&self, path: &Path) -> Result<(), WorkspaceError> {
         GitWorkspace::remove_scratch(self, path)
+    }
+
+    fn merge(
+        &self,
+        wt: &Path,
+        parents: &[String],
+        union: &[String],
+        message: &str,
+        date: Option<&str>,
+    ) -> Result<MergeOutcome, WorkspaceError> {
+        let admin = worktree_admin(wt).ok_or_else(|| unrepairable(wt, "not a worktree (no .git file)"))?;
+        let mut repairs = Vec::new();
+        if admin.join("MERGE_HEAD").is_file() {
+            // loop never runs `git merge` itself; whoever left this, nothing half-merged stays.
+            self.git_w_ok(wt, &["merge", "--abort"])?;
+            repairs.push("aborted a merge left half-done in it (MERGE_HEAD)".to_string());
+        }
+        let head = git_ok(wt, &["rev-parse", "--verify", "HEAD^{commit}"], self.timeout)?;
+        let marker = admin.join(MERGING);
+        let interrupted = std::fs::read_to_string(&marker).ok().map(|t| t.trim().to_string());
+        let head = match interrupted {
+            Some(target) => {
+                let first_parent =
+                    git(wt, &["rev-parse", "--verify", "--quiet", &format!("{target}^1")], self.timeout)?;
+                let from_here = target == head || first_parent.stdout_text().trim() == head;
+                let started = since_now();
+                let repair = if from_here {
+                    // The checkout of loop's own merge commit was cut short: the worktree holds
+                    // nothing but a part of it (the merge runs before any phase), so finish it.
+                    self.git_w_ok(wt, &["reset", "-q", "--hard", &target])?;
+                    if self.durable {
+                        self.sync_committed(wt, Some(&admin), None, started)?;
+                    }
+                    let short = &target[..target.len().min(12)];
+                    Some(format!("finished checking out the merge {short} an interrupted process had started"))
+                } else {
+                    None
+                };
+                self.clear_merging(wt, &admin)?;
+                repairs.extend(repair);
+                if from_here {
+                    target
+                } else {
+                    head
+                }
+            }
+            None => head,
+        };
+        let status = git(wt, &["status", "--porcelain", "--untracked-files=all"], self.timeout)?;
+        if !status.success() {
+            return Err(git_error(&["status", "--porcelain"], &status));
+        }
+        if !status.stdout_text().trim().is_empty() {
+            return Err(WorkspaceError::Dirty { path: wt.display().to_string() });
+        }
+        let mut todo: Vec<&str> = Vec::new();
+        for p in parents {
+            if !self.is_ancestor(p, &head)? {
+                todo.push(p);
+            }
+        }
+        if todo.is_empty() {
+            return Ok(MergeOutcome::Merged { commit: head, repairs });
+        }
+        // Each parent is merged in turn, in objects only (`merge-tree`): a conflict leaves the
+        // worktree, its index and the branch exactly as they were. The steps between are
+        // commits no ref names; the result is one commit whose parents are HEAD and them all.
+        let started = since_now();
+        // The union files' attribute, for these merges only: an attributes file of loop's own
+        // beside the worktree's admin files (it stands in for the user's global one, if any, for
+        // this one command; the repository's own attributes still apply).
+        let attributes = if union.is_empty() {
+            None
+        } else {
+            let text: String = union.iter().map(|p| format!("{} merge=union\n", attr_pattern(p))).collect();
+            crate::safefs::write(&admin, Path::new(UNION_ATTRIBUTES), text.as_bytes()).map_err(|e| {
+                WorkspaceError::Io {
+                    what: admin.join(UNION_ATTRIBUTES).display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+            Some(format!("core.attributesFile={}", admin.join(UNION_ATTRIBUTES).display()))
+        };
+        let mut acc = head.clone();
+        let mut tree = String::new();
+        for (i, p) in todo.iter().enumerate() {
+            let mut args: Vec<&str> = Vec::new();
+            if let Some(a) = &attributes {
+                args.extend(["-c", a.as_str()]);
+            }
+            args.extend(["merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", acc.as_str(), p]);
+            let out = self.git_w(wt, &args)?;
+            let text = out.stdout_text();
+            let mut fields = text.split('\0').filter(|f| !f.is_empty());
+            match out.code {
+                Some(0) => tree = fields.next().unwrap_or_default().to_string(),
+                Some(1) => {
+                    let mut files: Vec<String> = fields.skip(1).map(str::to_string).collect();
+                    files.dedup();
+                    return Ok(MergeOutcome::Conflict { parent: p.to_string(), files });
+                }
+                _ => return Err(git_error(&args, &out)),
+            }
+            if i + 1 < todo.len() {
+                acc = self.commit_tree(wt, &tree, &[acc.as_str(), p], "loop: merge step", date)?;
+            }
+        }
+        let mut all = vec![head.as_str()];
+        all.extend(&todo);
+        let merged = self.commit_tree(wt, &tree, &all, message, date)?;
+        let fs = |e: crate::safefs::SafeFsError| WorkspaceError::Io {
+            what: marker.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        crate::safefs::write(&admin, Path::new(MERGING), format!("{merged}\n").as_bytes()).map_err(fs)?;
+        // `reset --keep` moves the branch and checks out what changed, refusing to overwrite any
+        // local change (there is none: checked above); unlike `merge --ff-only`, no hook runs.
+        self.git_w_ok(wt, &["reset", "-q", "--keep", &merged])?;
+        if self.durable {
+            self.sync_committed(wt, Some(&admin), Some(started), started)?;
+        }
+        self.clear_merging(wt, &admin)?;
+        Ok(MergeOutcome::Merged { commit: merged, repairs })
+    }
+
+    fn is_ancestor(&self, a: &str, b: &str) -> Result<bool, WorkspaceError> {
+        let out = git(&self.repo, &["merge-base", "--is-ancestor", a, b], self.timeout)?;
+        match out.code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(git_error(&["merge-base", "--is-ancestor", a, b], &out)),
+        }
     }
 
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError> {
@@ -923,6 +1144,54 @@ impl GitWorkspace {
         )))
     }
 
+    /// `git commit-tree`: a commit of `tree` with `parents`, as the user when git knows them,
+    /// else as loop; dated `date` when given (a fixed clock gives fixed ids).
+    fn commit_tree(
+        &self,
+        wt: &Path,
+        tree: &str,
+        parents: &[&str],
+        message: &str,
+        date: Option<&str>,
+    ) -> Result<String, WorkspaceError> {
+        let mut cmd = Cmd::new("git")
+            .arg("-C")
+            .arg(wt)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE")
+            .timeout(self.timeout)
+            .not_cancellable();
+        if self.durable {
+            cmd = cmd.args(FSYNC_CONFIG);
+        }
+        if !self.has_identity(wt)? {
+            cmd = cmd.args(["-c", "user.name=loop", "-c", "user.email=loop@localhost"]);
+        }
+        cmd = cmd.args(["commit-tree", tree, "-m", message]);
+        for p in parents {
+            cmd = cmd.args(["-p", p]);
+        }
+        if let Some(d) = date {
+            cmd = cmd.env("GIT_AUTHOR_DATE", d).env("GIT_COMMITTER_DATE", d);
+        }
+        let out = proc::run(&cmd)?;
+        if !out.success() {
+            return Err(git_error(&["commit-tree", tree], &out));
+        }
+        Ok(out.stdout_text().trim().to_string())
+    }
+
+    /// Removes the [`MERGING`] marker once its checkout is done (or no longer applies).
+    fn clear_merging(&self, wt: &Path, admin: &Path) -> Result<(), WorkspaceError> {
+        match std::fs::remove_file(admin.join(MERGING)) {
+            Ok(()) => self.sync(admin),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(unrepairable(wt, &format!("removing {}: {e}", admin.join(MERGING).display()))),
+        }
+    }
+
     fn add_existing(&self, path: &Path, branch: &str) -> Result<(), WorkspaceError> {
         let started = since_now();
         self.make_parents(path)?;
@@ -932,15 +1201,6 @@ impl GitWorkspace {
             self.git_w_ok(&self.repo, &["worktree", "add", "-q", &p, branch])?;
         }
         self.sync_added(path, branch, started)
-    }
-
-    fn is_ancestor(&self, a: &str, b: &str) -> Result<bool, WorkspaceError> {
-        let out = git(&self.repo, &["merge-base", "--is-ancestor", a, b], self.timeout)?;
-        match out.code {
-            Some(0) => Ok(true),
-            Some(1) => Ok(false),
-            _ => Err(git_error(&["merge-base", "--is-ancestor", a, b], &out)),
-        }
     }
 }
 
@@ -1138,6 +1398,179 @@ pub use crate::vocab::sanitize;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repository with one commit on `main` and branches `a`, `b` (each adding its own file)
+    /// and `c` (writing `a.txt` differently from `a`).
+    fn repo() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        let g = |args: &[&str]| {
+            let mut all = vec!["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"];
+            all.extend_from_slice(args);
+            git_ok(&repo, &all, Duration::from_secs(30)).unwrap()
+        };
+        g(&["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README"), "r\n").unwrap();
+        g(&["add", "-A"]);
+        g(&["commit", "-q", "-m", "init"]);
+        for (branch, file, text) in [("a", "a.txt", "from a\n"), ("b", "b.txt", "from b\n"), ("c", "a.txt", "from c\n")]
+        {
+            g(&["checkout", "-q", "-b", branch, "main"]);
+            std::fs::write(repo.join(file), text).unwrap();
+            g(&["add", "-A"]);
+            g(&["commit", "-q", "-m", branch]);
+        }
+        g(&["checkout", "-q", "main"]);
+        (dir, repo)
+    }
+
+    fn rev(dir: &Path, what: &str) -> String {
+        git_ok(dir, &["rev-parse", what], Duration::from_secs(30)).unwrap()
+    }
+
+    fn clean(wt: &Path) -> bool {
+        git_ok(wt, &["status", "--porcelain", "--untracked-files=all"], Duration::from_secs(30)).unwrap().is_empty()
+    }
+
+    #[test]
+    fn merge_makes_one_commit_of_every_parent_and_skips_those_already_in() {
+        let (_d, repo) = repo();
+        let ws = GitWorkspace::new(&repo);
+        let wt = repo.parent().unwrap().join("wt");
+        ws.create(&wt, "loop/M/X", &rev(&repo, "a"), false, false).unwrap();
+        let parents = vec![rev(&repo, "a"), rev(&repo, "b")];
+        let MergeOutcome::Merged { commit, repairs } = ws.merge(&wt, &parents, &[], "X: merge", None).unwrap() else {
+            panic!("conflict")
+        };
+        assert!(repairs.is_empty());
+        assert_eq!(rev(&repo, "loop/M/X"), commit);
+        // `a` is the base, already in HEAD: the merge commit's parents are HEAD and `b`.
+        let shown = git_ok(&wt, &["log", "-1", "--format=%P"], Duration::from_secs(30)).unwrap();
+        assert_eq!(shown, format!("{} {}", rev(&repo, "a"), rev(&repo, "b")));
+        assert_eq!(std::fs::read_to_string(wt.join("b.txt")).unwrap(), "from b\n");
+        assert_eq!(std::fs::read_to_string(wt.join("a.txt")).unwrap(), "from a\n");
+        assert!(clean(&wt));
+        // Again: nothing left to merge, nothing made.
+        let again = ws.merge(&wt, &parents, &[], "X: merge", None).unwrap();
+        assert_eq!(again, MergeOutcome::Merged { commit: commit.clone(), repairs: Vec::new() });
+        assert_eq!(rev(&repo, "loop/M/X"), commit);
+    }
+
+    #[test]
+    fn merge_of_three_branches_is_one_commit_with_all_parents() {
+        let (_d, repo) = repo();
+        let ws = GitWorkspace::new(&repo);
+        let wt = repo.parent().unwrap().join("wt");
+        let main = rev(&repo, "main");
+        ws.create(&wt, "loop/M/X", &main, false, false).unwrap();
+        let parents = vec![rev(&repo, "a"), rev(&repo, "b")];
+        let date = Some("2026-01-01T00:00:00+0000");
+        let MergeOutcome::Merged { commit, .. } = ws.merge(&wt, &parents, &[], "X: merge", date).unwrap() else {
+            panic!("conflict")
+        };
+        let shown = git_ok(&wt, &["log", "-1", "--format=%P %cI %s"], Duration::from_secs(30)).unwrap();
+        assert_eq!(shown, format!("{main} {} {} 2026-01-01T00:00:00Z X: merge", parents[0], parents[1]));
+        assert_eq!(rev(&wt, "HEAD"), commit);
+        assert!(wt.join("a.txt").is_file() && wt.join("b.txt").is_file() && clean(&wt));
+    }
+
+    #[test]
+    fn a_conflict_changes_nothing_and_names_the_parent_and_files() {
+        let (_d, repo) = repo();
+        let ws = GitWorkspace::new(&repo);
+        let wt = repo.parent().unwrap().join("wt");
+        let main = rev(&repo, "main");
+        ws.create(&wt, "loop/M/X", &main, false, false).unwrap();
+        let parents = vec![rev(&repo, "a"), rev(&repo, "b"), rev(&repo, "c")];
+        let out = ws.merge(&wt, &parents, &[], "X: merge", None).unwrap();
+        assert_eq!(out, MergeOutcome::Conflict { parent: parents[2].clone(), files: vec!["a.txt".to_string()] });
+        assert_eq!(rev(&repo, "loop/M/X"), main);
+        assert!(clean(&wt) && !wt.join("a.txt").exists());
+        assert!(!worktree_admin(&wt).unwrap().join("MERGE_HEAD").exists());
+    }
+
+    #[test]
+    fn union_files_keep_both_sides_instead_of_conflicting() {
+        let (_d, repo) = repo();
+        let ws = GitWorkspace::new(&repo);
+        let wt = repo.parent().unwrap().join("wt");
+        ws.create(&wt, "loop/M/X", &rev(&repo, "a"), false, false).unwrap();
+        let parents = vec![rev(&repo, "a"), rev(&repo, "c")];
+        let union = vec!["a.txt".to_string()];
+        let MergeOutcome::Merged { .. } = ws.merge(&wt, &parents, &union, "X: merge", None).unwrap() else {
+            panic!("a union file conflicted")
+        };
+        assert_eq!(std::fs::read_to_string(wt.join("a.txt")).unwrap(), "from a\nfrom c\n");
+        assert!(clean(&wt));
+        assert_eq!(attr_pattern("docs/a b/R[1].md"), "\"/docs/a b/R\\\\[1].md\"");
+        assert_eq!(attr_pattern("docs/reviews/REVIEW-M1.md"), "/docs/reviews/REVIEW-M1.md");
+    }
+
+    #[test]
+    fn merge_finishes_or_redoes_what_an_interrupted_one_left() {
+        let (_d, repo) = repo();
+        let ws = GitWorkspace::new(&repo);
+        let wt = repo.parent().unwrap().join("wt");
+        let main = rev(&repo, "main");
+        ws.create(&wt, "loop/M/X", &main, false, false).unwrap();
+        let admin = worktree_admin(&wt).unwrap();
+        let parents = vec![rev(&repo, "a"), rev(&repo, "b")];
+        // A `git merge` stopped before its commit (MERGE_HEAD, a staged file): aborted, redone.
+        let t = Duration::from_secs(30);
+        assert!(git(&wt, &["merge", "-q", "--no-ff", "--no-commit", "b"], t).unwrap().success());
+        assert!(admin.join("MERGE_HEAD").is_file());
+        let MergeOutcome::Merged { commit, repairs } = ws.merge(&wt, &parents, &[], "X: merge", None).unwrap() else {
+            panic!("conflict")
+        };
+        assert!(repairs[0].contains("MERGE_HEAD"), "{repairs:?}");
+        assert!(!admin.join("MERGE_HEAD").exists() && clean(&wt));
+        assert_eq!(rev(&wt, "HEAD"), commit);
+
+        // loop's own checkout cut short: the marker names the merge, a file of it is written
+        // but the branch did not move yet. It is finished, not refused as a dirty worktree.
+        let wt2 = repo.parent().unwrap().join("wt2");
+        ws.create(&wt2, "loop/M/Y", &main, false, false).unwrap();
+        let admin2 = worktree_admin(&wt2).unwrap();
+        std::fs::write(admin2.join(MERGING), format!("{commit}\n")).unwrap();
+        std::fs::write(wt2.join("a.txt"), "from a\n").unwrap();
+        let MergeOutcome::Merged { commit: c2, repairs } = ws.merge(&wt2, &parents, &[], "Y: merge", None).unwrap()
+        else {
+            panic!("conflict")
+        };
+        assert_eq!(c2, commit);
+        assert!(repairs[0].contains("finished checking out"), "{repairs:?}");
+        assert!(clean(&wt2) && !admin2.join(MERGING).exists());
+        assert_eq!(rev(&repo, "loop/M/Y"), commit);
+
+        // Dirty with no marker: someone's work, never overwritten.
+        let wt3 = repo.parent().unwrap().join("wt3");
+        ws.create(&wt3, "loop/M/Z", &main, false, false).unwrap();
+        std::fs::write(wt3.join("mine.txt"), "mine\n").unwrap();
+        assert!(matches!(ws.merge(&wt3, &parents, &[], "Z", None), Err(WorkspaceError::Dirty { .. })));
+        assert_eq!(std::fs::read_to_string(wt3.join("mine.txt")).unwrap(), "mine\n");
+    }
+
+    #[test]
+    fn reuse_checks_out_the_existing_branch_without_moving_it() {
+        let (_d, repo) = repo();
+        let ws = GitWorkspace::new(&repo);
+        let wt = repo.parent().unwrap().join("wt");
+        let a = rev(&repo, "a");
+        // `base` is only informative: the branch stays where it is.
+        ws.create(&wt, "a", &rev(&repo, "main"), false, true).unwrap();
+        assert_eq!(rev(&wt, "HEAD"), a);
+        assert_eq!(rev(&repo, "a"), a);
+        assert!(wt.join("a.txt").is_file());
+        let gone = repo.parent().unwrap().join("gone");
+        let err = ws.create(&gone, "loop/M/none", &a, false, true).unwrap_err();
+        assert!(matches!(err, WorkspaceError::BranchMissing { .. }), "{err}");
+        assert!(!gone.exists());
+        // With adopt (an interrupted attempt), a reused branch is adopted the same way.
+        let wt2 = repo.parent().unwrap().join("wt2");
+        ws.create(&wt2, "b", &a, true, true).unwrap();
+        assert_eq!(rev(&wt2, "HEAD"), rev(&repo, "b"));
+    }
 
     #[test]
     fn clean_ids_pass_through() {

@@ -64,6 +64,7 @@ pub fn check(data: &[u8]) {
             path: PathBuf::from("docs/projects/p/milestones/M1.md"),
             project: "p".to_owned(),
             issue_map: map,
+            map_blocked_by: Vec::new(),
         }]
     };
 
@@ -121,8 +122,10 @@ pub fn check(data: &[u8]) {
                         assert!(pos(d) < pos(i), "{} planned before its dependency {}", IDS[i], IDS[d]);
                         level[i] = level[i].max(level[d] + 1);
                     }
-                    let mut want: Vec<&str> = inside.iter().map(|&d| IDS[d]).collect();
-                    want.sort_unstable();
+                    // In plan order: the first is the one the issue's branch starts from.
+                    let mut inside = inside;
+                    inside.sort_unstable_by_key(|&d| pos(d));
+                    let want: Vec<&str> = inside.iter().map(|&d| IDS[d]).collect();
                     let got = &p.order[pos(i)].blocked_by;
                     assert_eq!(got, &want, "blocked_by of {}", IDS[i]);
                 }
@@ -139,7 +142,7 @@ pub fn check(data: &[u8]) {
                 external.sort();
                 assert_eq!(p.external, external, "external dependencies");
                 // Every output format renders without panicking.
-                let _ = (p.to_text(), p.to_json(), p.to_dot(), p.to_mermaid());
+                let _ = (p.to_text("main@0000000"), p.to_json("main@0000000"), p.to_dot(), p.to_mermaid());
             }
         }
     }

@@ -104,7 +104,7 @@ pub struct CodexAgent {
 
 /// The review doc a review is appended to, relative to the repo (see [`crate::reviewdoc`]).
 fn review_doc_for(req: &PhaseRequest) -> String {
-    crate::vocab::review_doc_path(&req.issue.doc, &req.milestone)
+    crate::vocab::review_doc_path(&req.issue.doc, &req.milestone, &req.issue.id)
 }
 
 fn required_actions(last_review: Option<&str>) -> String {
@@ -469,6 +469,6 @@ mod tests {
         let agent = CodexAgent::new(CodexSettings::new(Path::new("/s/logs")));
         let p = agent.prompt(&req(Phase::Fix)).unwrap();
         assert!(p.contains("- do a\n- do b"), "{p}");
-        assert!(p.contains("docs/projects/p/reviews/REVIEW-M1.md") && p.contains("fix cycle 1"), "{p}");
+        assert!(p.contains("docs/projects/p/reviews/M1/") && p.contains("fix cycle 1"), "{p}");
     }
 }

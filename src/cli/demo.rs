@@ -26,6 +26,7 @@ pub const DOCS: &[(&str, &str)] = &[
     ("docs/projects/orbit/issues/ORB-3.md", include_str!("demo_docs/ORB-3.md")),
     ("docs/projects/orbit/issues/ORB-4.md", include_str!("demo_docs/ORB-4.md")),
     ("docs/projects/orbit/issues/ORB-5.md", include_str!("demo_docs/ORB-5.md")),
+    ("docs/projects/orbit/issues/ORB-6.md", include_str!("demo_docs/ORB-6.md")),
 ];
 /// The simulated agent's script for the demo.
 pub const SCENARIO: &str = include_str!("demo_docs/scenario.json");
@@ -130,6 +131,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         verify: Default::default(),
         skip_setup: false,
         guard: Some(Default::default()),
+        fresh: false,
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();

@@ -19,7 +19,12 @@ use crate::{docs, plan, prompts};
 /// A review shaped like a real one, so the fix prompt shows where required actions go.
 const SAMPLE_REVIEW: &str = r#"{"required_actions": ["<the required_actions of the review before this fix>"]}"#;
 
-pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<ExitCode, CliError> {
+/// `problems`: what pre-flight found (shown; a dry run starts nothing, so it still exits 0).
+pub fn show(
+    inputs: &RunInputs,
+    codex: Option<&CodexSettings>,
+    problems: &[crate::preflight::Problem],
+) -> Result<ExitCode, CliError> {
     let docs = docs::load(&inputs.repo)?;
     let milestone = plan::choose_milestone(&docs, inputs.milestone.as_deref())?;
     let mut plan = plan::build(&docs, &milestone)?;
@@ -32,14 +37,15 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<ExitCod
         .as_ref()
         .map(|g| g.args.spec(&g.file, g.sandbox.clone(), &inputs.state.logs_dir(&run_id)).describe());
     let agent = codex.cloned().map(CodexAgent::new);
+    let bases = plan::bases(&plan, &super::plan::head_label(&inputs.repo));
     let mut shown = Vec::new();
-    for issue in issues {
+    for (issue, (_, base)) in issues.into_iter().zip(bases) {
         let phases = match &agent {
             Some(agent) => Some(phases(agent, inputs, &run_id, &milestone, &issue)?),
             None => None,
         };
-        let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone));
-        shown.push(DryRunIssue { issue, review_doc, phases });
+        let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone, &issue.id));
+        shown.push(DryRunIssue { issue, base, review_doc, phases });
     }
     let dry = DryRun {
         milestone,
@@ -53,6 +59,7 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<ExitCod
         guard,
         codex: codex.map(|s| check_installed(&s.bin).map(|p| p.display().to_string())),
         issues: shown,
+        preflight: problems.iter().map(ToString::to_string).collect(),
     };
     crate::out!("{}", crate::render::dryrun::text(&dry));
     Ok(ExitCode::Ok)

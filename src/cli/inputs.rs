@@ -27,6 +27,8 @@ pub struct RunInputs {
     pub skip_setup: bool,
     /// Guardrails (README "Safety"); `None` runs unguarded.
     pub guard: Option<GuardInputs>,
+    /// `--fresh`: new branch names, nothing carried over from earlier runs of the milestone.
+    pub fresh: bool,
 }
 
 /// What a run's guard is built from: the flags, loop.toml's `[guard]`, and the sandbox the

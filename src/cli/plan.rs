@@ -38,10 +38,24 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, CliError> {
     let plan = plan::build(&docs, &milestone)?;
     let format = if args.json { Format::Json } else { args.format };
     match format {
-        Format::Text => print!("{}", plan.to_text()),
-        Format::Json => println!("{}", plan.to_json()),
+        Format::Text => print!("{}", plan.to_text(&head_label(&repo))),
+        Format::Json => println!("{}", plan.to_json(&head_label(&repo))),
         Format::Dot => print!("{}", plan.to_dot()),
         Format::Mermaid => print!("{}", plan.to_mermaid()),
     }
     Ok(ExitCode::Ok)
+}
+
+/// The commit a run would start from, as `main@abc1234` (`HEAD@…` when detached), or why there
+/// is none. Read-only.
+pub(super) fn head_label(repo: &std::path::Path) -> String {
+    let t = std::time::Duration::from_secs(30);
+    let git = |args: &[&str]| crate::workspace::git_ok(repo, args, t);
+    match git(&["rev-parse", "--verify", "--short=7", "HEAD^{commit}"]) {
+        Ok(short) => {
+            let name = git(&["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(|_| "HEAD".into());
+            format!("{name}@{short}")
+        }
+        Err(e) => format!("(no base commit: {e})"),
+    }
 }

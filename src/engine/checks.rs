@@ -96,9 +96,7 @@ impl IssueDriver<'_> {
         for (n, line) in commands.iter().enumerate() {
             let mut run = self.run_one(id, worktree, line, CheckKind::Check, &logs, n, timeout)?;
             run.pre_existing = !run.passed() && baseline.as_ref().is_some_and(|failing| failing.contains(line));
-            // A pre-existing failure counts only when the run says so.
-            let counts = !run.pre_existing || spec.count_preexisting;
-            if !run.passed() && counts {
+            if !run.passed() && (!run.pre_existing || spec.count_preexisting) {
                 failures.push(verify::failure_text(&run));
             }
             self.audit(id, Fact::CheckRan(run), None)?;

@@ -22,11 +22,15 @@ use super::phase::PhaseCall;
 use super::writer::Handle;
 use super::{EngineError, Step, Trouble};
 use crate::agent::Agent;
+use crate::blame::Blame;
 use crate::clock::Clock;
+use crate::journal::view::RunView;
 use crate::journal::{Body, Entry, Evidence, Fact, PlannedIssue};
 use crate::machine::{self, Command, Event, Stage, StageKind, State};
+use crate::plan::{self, Base};
 use crate::proc::Cancel;
-use crate::workspace::{Removal, Workspace};
+use crate::reviewdoc;
+use crate::workspace::{MergeOutcome, Removal, Workspace};
 
 /// The engine's collaborators, shared by every issue driver of a drive.
 pub(super) struct Parts<'a> {
@@ -44,6 +48,15 @@ pub(super) struct Parts<'a> {
 /// still removed or kept (and its end is no step to interrupt).
 pub(super) fn runs_after_stop(command: &Command) -> bool {
     matches!(command, Command::RemoveWorktree { .. } | Command::KeepWorktree { .. } | Command::Finish)
+}
+
+/// The branch of the milestone's issue `dep`: as planned when it is in this run, else the
+/// name loop gives it (a dependency Done in an earlier run of the milestone).
+pub(super) fn dependency_branch(view: &RunView, dep: &str) -> String {
+    match view.start.issues.iter().find(|p| p.id.as_str() == dep) {
+        Some(p) => p.branch.to_string(),
+        None => plan::branch_name(&view.start.milestone, dep),
+    }
 }
 
 /// How an ended issue's worktree ends.
@@ -155,8 +168,10 @@ impl<'a> IssueDriver<'a> {
         let id = planned.id.as_str();
         match command {
             Command::Prepare => self.prepare(planned)?,
-            Command::CreateWorktree { path, branch, base, adopt, reuse: _ } => {
-                self.create_worktree(planned, path, branch, base, adopt)?
+            // A reused branch is loop's own from an earlier run (or before a retry): it is
+            // checked out as it is, and a worktree of it left at the path is adopted.
+            Command::CreateWorktree { path, branch, base, adopt, reuse } => {
+                self.create_worktree(planned, path, branch, base, adopt || reuse, reuse)?
             }
             Command::StartPhase { phase, attempt } => {
                 self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
@@ -177,8 +192,7 @@ impl<'a> IssueDriver<'a> {
             }
             Command::KeepWorktree { path, ended } => self.end_worktree(planned, path, End::Keep { ended })?,
             Command::Finish => return Ok(Some(Step::Continue)),
-            // Not emitted until the engine makes merge bases and runs checks (#12).
-            command @ Command::MergeBases { .. } => return Err(EngineError::Unsupported(format!("{command:?}"))),
+            Command::MergeBases { path, parents } => self.merge_bases(planned, path, parents)?,
         }
         Ok(None)
     }
@@ -223,7 +237,7 @@ impl<'a> IssueDriver<'a> {
             self.event(id, Event::DependencyNotDone { dependency, dependency_state }, None)?;
             return Ok(());
         }
-        let base = match self.base_for(planned) {
+        let (base, merge) = match self.base_for(planned) {
             Ok(b) => b,
             Err(t) if t.blame.is_environment() => return Err(self.stop_for_environment(id, t.reason, None)),
             Err(t) => {
@@ -231,12 +245,14 @@ impl<'a> IssueDriver<'a> {
                 return Ok(());
             }
         };
+        // A branch an earlier run of the milestone made is loop's own: checked out as it is.
+        let reuse = self.handle.view().start.earlier.reusable_branches.iter().any(|b| *b == planned.branch.as_str());
         let intent = Event::WorktreeIntent {
             path: planned.worktree.clone(),
             branch: planned.branch.to_string(),
             base,
-            merge: Vec::new(),
-            reuse: false,
+            merge,
+            reuse,
         };
         self.event(id, intent, None)?;
         Ok(())
@@ -250,9 +266,10 @@ impl<'a> IssueDriver<'a> {
         branch: String,
         base: String,
         adopt: bool,
+        reuse: bool,
     ) -> Result<(), EngineError> {
         let id = planned.id.as_str();
-        match self.parts.workspace.create(Path::new(&path), &branch, &base, adopt) {
+        match self.parts.workspace.create(Path::new(&path), &branch, &base, adopt, reuse) {
             Ok(repairs) => {
                 if !repairs.is_empty() {
                     self.handle.run_record(Body::WorktreeRepaired {
@@ -281,6 +298,68 @@ impl<'a> IssueDriver<'a> {
         Ok(())
     }
 
+    /// `merge_bases`: merges the other dependencies' tips into the new branch, as one commit.
+    /// A conflict changes nothing and ends the issue Blocked naming the files; loop's own
+    /// environment failing is an interruption (resume merges again).
+    fn merge_bases(&self, planned: &PlannedIssue, path: String, parents: Vec<String>) -> Result<(), EngineError> {
+        let id = planned.id.as_str();
+        let (run_id, names, union) = {
+            let view = self.handle.view();
+            let branches: Vec<String> = planned.blocked_by.iter().map(|d| dependency_branch(&view, d)).collect();
+            // loop's own review docs only ever gain entries: both sides' entries are kept.
+            let mut union: Vec<String> =
+                view.start.issues.iter().map(|p| reviewdoc::doc_path(&p.doc, &view.start.milestone, &p.id)).collect();
+            union.sort();
+            union.dedup();
+            (view.run_id.clone(), branches, union)
+        };
+        // Each parent by the dependency branch whose tip it is, for the message and the event.
+        let ws = self.parts.workspace;
+        let name_of = |commit: &str| {
+            names
+                .iter()
+                .find(|b| ws.branch_tip(b).ok().flatten().as_deref() == Some(commit))
+                .cloned()
+                .unwrap_or_else(|| commit.to_string())
+        };
+        let named: Vec<String> = parents.iter().map(|p| name_of(p)).collect();
+        let deps: Vec<&str> = planned.blocked_by.iter().map(|d| d.as_str()).collect();
+        let mut message = format!("{id}: merge the work of {}\n\n", deps.join(", "));
+        message.push_str(&format!(
+            "Merged by loop (run {run_id}) before dev, so the branch holds every dependency's work:\n"
+        ));
+        for (p, n) in parents.iter().zip(&named) {
+            message.push_str(&format!("- {n} {p}\n"));
+        }
+        let date = self.commit_date();
+        match ws.merge(Path::new(&path), &parents, &union, &message, date.as_deref()) {
+            Ok(MergeOutcome::Merged { commit, repairs }) => {
+                if !repairs.is_empty() {
+                    self.handle.run_record(Body::WorktreeRepaired { issue: id.to_string(), path, repairs })?;
+                }
+                let note = format!("merged {}", named.join(" + "));
+                let evidence = Evidence { commit: Some(commit.clone()), note: Some(note), ..Default::default() };
+                self.event(id, Event::BasesMerged { commit }, Some(evidence))?;
+            }
+            Ok(MergeOutcome::Conflict { parent, files }) => {
+                let note = format!("merging {parent} conflicts; nothing was merged, the worktree is as created");
+                let evidence = Evidence { note: Some(note), ..Default::default() };
+                self.event(id, Event::MergeConflict { parent: name_of(&parent), files }, Some(evidence))?;
+            }
+            Err(e) if e.blame().is_environment() => {
+                return Err(self.stop_for_environment(id, format!("merging the dependencies' branches: {e}"), None));
+            }
+            Err(e) => {
+                // Not a conflict, and not loop's environment (a worktree someone changed): the
+                // issue cannot start from its dependencies' work.
+                // Blocked like a conflict (a retry merges again once it is cleared).
+                let files = vec![format!("(could not merge: {e})")];
+                self.event(id, Event::MergeConflict { parent: named.join(" + "), files }, None)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The first dependency that ended other than Done, with its stage.
     fn dependency_not_done(&self, planned: &PlannedIssue) -> Option<(String, StageKind)> {
         let view = self.handle.view();
@@ -290,25 +369,41 @@ impl<'a> IssueDriver<'a> {
         })
     }
 
-    /// An issue with exactly one dependency builds on that dependency's branch, so its work is
-    /// there; otherwise it starts from the run's base commit.
-    fn base_for(&self, planned: &PlannedIssue) -> Result<String, Trouble> {
-        let (dep_branch, base_commit) = {
+    /// Where the issue's branch starts ([`plan::base_of`]): the run's base commit when it has
+    /// no dependency, else its first dependency's branch tip (plan order), with the other
+    /// dependencies' tips to merge into it (those the base already holds left out). A
+    /// dependency counts whether it ended Done in this run or in an earlier one of the
+    /// milestone (carried over): its branch holds its work either way.
+    fn base_for(&self, planned: &PlannedIssue) -> Result<(String, Vec<String>), Trouble> {
+        let (branches, base_commit) = {
             let view = self.handle.view();
-            let dep_branch = match planned.blocked_by.as_slice() {
-                [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.clone()),
-                _ => None,
-            };
-            (dep_branch, view.start.base_commit.clone())
+            let branches: Vec<String> = planned.blocked_by.iter().map(|d| dependency_branch(&view, d)).collect();
+            (branches, view.start.base_commit.clone())
         };
-        if let Some(branch) = dep_branch {
-            match self.parts.workspace.branch_tip(&branch) {
-                Ok(Some(tip)) => return Ok(tip),
-                Ok(None) => {}
-                Err(e) => return Err(Trouble::new(format!("reading branch {branch}: {e}"), e.blame())),
+        let ws = self.parts.workspace;
+        let tip = |branch: &str| match ws.branch_tip(branch) {
+            Ok(Some(tip)) => Ok(tip),
+            // Starting without it would hide its work from the agent: refuse instead.
+            Ok(None) => Err(Trouble::new(format!("the dependency's branch {branch} is missing"), Blame::Issue)),
+            Err(e) => Err(Trouble::new(format!("reading branch {branch}: {e}"), e.blame())),
+        };
+        match plan::base_of(&branches) {
+            Base::Run => Ok((base_commit, Vec::new())),
+            Base::Deps { first, merge } => {
+                let base = tip(&first)?;
+                let mut parents: Vec<String> = Vec::new();
+                for branch in merge {
+                    let t = tip(&branch)?;
+                    let held = ws
+                        .is_ancestor(&t, &base)
+                        .map_err(|e| Trouble::new(format!("comparing {branch} with {first}: {e}"), e.blame()))?;
+                    if !held && !parents.contains(&t) {
+                        parents.push(t);
+                    }
+                }
+                Ok((base, parents))
             }
         }
-        Ok(base_commit)
     }
 
     /// `remove_worktree` or `keep_worktree`; the hooks see the issue's end first.

@@ -120,18 +120,20 @@ impl Hooks for GuardHooks<'_> {
     }
 }
 
-/// `--stack graphite`: each issue's branch is tracked on its dependency's branch (or trunk),
+/// `--stack graphite`: each issue's branch is tracked on its first dependency's branch (or trunk),
 /// the agent's work is committed through gt, and `--submit draft` submits at Done.
 pub struct StackHooks<'s>(pub &'s Stack);
 
 impl Hooks for StackHooks<'_> {
     fn worktree_created(&self, planned: &PlannedIssue, view: &RunView) -> Vec<Entry> {
         let stack = self.0;
-        let parent = match planned.blocked_by.as_slice() {
-            [dep] => view.start.issues.iter().find(|p| &p.id == dep).map(|p| p.branch.to_string()),
-            _ => None,
-        }
-        .unwrap_or_else(|| stack.trunk.clone());
+        // The first dependency (plan order) is the branch's parent; loop's merge brings the
+        // others' work onto the branch (see `engine::driver`'s `base_for`).
+        let parent = planned
+            .blocked_by
+            .first()
+            .map(|dep| super::driver::dependency_branch(view, dep))
+            .unwrap_or_else(|| stack.trunk.clone());
         let Some(wt) = view.issue(&planned.id).and_then(|i| i.worktree()).map(|w| PathBuf::from(&w.path)) else {
             return Vec::new();
         };

@@ -39,6 +39,7 @@
 mod checks;
 mod driver;
 pub mod hooks;
+pub mod land;
 mod phase;
 pub mod recorder;
 mod scheduler;

@@ -293,7 +293,8 @@ impl IssueDriver<'_> {
         reply: &PhaseReply,
     ) -> Result<(), EngineError> {
         let id = planned.id.as_str();
-        let used = ctx.issue.tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
+        // Counted since the last reopen: a retried issue gets its budget again.
+        let used = ctx.issue.budget_tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
         let now = self.event(id, event, Some(evidence))?;
         if let Some(limit) = ctx.budget {
             if used > limit && !now.is_terminal() {
@@ -320,7 +321,7 @@ impl IssueDriver<'_> {
         if !enabled {
             return Ok(());
         }
-        let rel = reviewdoc::doc_path(&planned.doc, &milestone);
+        let rel = reviewdoc::doc_path(&planned.doc, &milestone, &planned.id);
         let entry = reviewdoc::Entry {
             run_id: &run_id,
             issue: &planned.id,
@@ -372,7 +373,7 @@ impl IssueDriver<'_> {
 
     /// Commit dates follow the journal's clock when it is fixed, so a fixed test clock gives
     /// fixed commit ids.
-    fn commit_date(&self) -> Option<String> {
+    pub(super) fn commit_date(&self) -> Option<String> {
         let clock = &self.parts.clock;
         clock.is_fixed().then(|| clock.now().format("%Y-%m-%dT%H:%M:%S+0000").to_string())
     }

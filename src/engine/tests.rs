@@ -13,8 +13,8 @@ use super::*;
 use crate::agent::sim::{SimAgent, SimScript};
 use crate::agent::{AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::journal::{AgentSpec, Body, Entry, Fact, Journal, MemStore, PlannedIssue, RunStart, Store, StoreError};
-use crate::machine::{Command, Event, Phase, Rules, Stage, StageKind, State};
-use crate::workspace::{Checked, Removal, WorkspaceError};
+use crate::machine::{Command, Event, Phase, Reason, Rules, Stage, StageKind, State};
+use crate::workspace::{Checked, MergeOutcome, Removal, WorkspaceError};
 
 // ---------------------------------------------------------------------------------------------
 // Fakes
@@ -53,6 +53,8 @@ struct FakeWorkspace {
     commits: AtomicUsize,
     /// Worktree creation fails with this I/O error kind (an environment failure).
     fail_create: Option<i32>,
+    /// Every merge of bases conflicts in this file.
+    conflict_in: Option<&'static str>,
 }
 
 impl Workspace for FakeWorkspace {
@@ -64,7 +66,14 @@ impl Workspace for FakeWorkspace {
         Ok(self.branches.lock().unwrap().get(branch).cloned())
     }
 
-    fn create(&self, path: &Path, branch: &str, base: &str, _adopt: bool) -> Result<Vec<String>, WorkspaceError> {
+    fn create(
+        &self,
+        path: &Path,
+        branch: &str,
+        base: &str,
+        _adopt: bool,
+        _reuse: bool,
+    ) -> Result<Vec<String>, WorkspaceError> {
         if let Some(errno) = self.fail_create {
             let source = std::io::Error::from_raw_os_error(errno);
             return Err(WorkspaceError::Io { what: path.display().to_string(), source });
@@ -73,6 +82,31 @@ impl Workspace for FakeWorkspace {
             .map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })?;
         self.branches.lock().unwrap().insert(branch.to_string(), base.to_string());
         Ok(Vec::new())
+    }
+
+    fn merge(
+        &self,
+        worktree: &Path,
+        parents: &[String],
+        _union: &[String],
+        _message: &str,
+        _date: Option<&str>,
+    ) -> Result<MergeOutcome, WorkspaceError> {
+        if let Some(file) = self.conflict_in {
+            return Ok(MergeOutcome::Conflict { parent: parents[0].clone(), files: vec![file.to_string()] });
+        }
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let commit = format!("{n:040x}");
+        let name = worktree.file_name().unwrap().to_string_lossy().to_string();
+        let mut branches = self.branches.lock().unwrap();
+        if let Some(tip) = branches.iter_mut().find(|(b, _)| b.ends_with(&format!("/{name}"))).map(|(_, t)| t) {
+            *tip = commit.clone();
+        }
+        Ok(MergeOutcome::Merged { commit, repairs: Vec::new() })
+    }
+
+    fn is_ancestor(&self, ancestor: &str, commit: &str) -> Result<bool, WorkspaceError> {
+        Ok(ancestor == commit)
     }
 
     fn check(&self, _: &Path, _: &str, _: &str, _: bool) -> Result<Checked, WorkspaceError> {
@@ -213,6 +247,7 @@ impl Run {
             issues: self.issues.clone(),
             guard: None,
             verify: self.verify.clone(),
+            earlier: Default::default(),
         }
     }
 
@@ -274,6 +309,7 @@ fn line(body: &Body) -> String {
         Body::RunFinished => "run_finished".into(),
         Body::WorktreeRepaired { issue, .. } => format!("{issue} worktree_repaired"),
         Body::ProcessGroup { issue, .. } => format!("{issue} process_group"),
+        Body::Landed(l) => format!("landed {}", l.branch),
     }
 }
 
@@ -326,6 +362,53 @@ fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() 
     // B has one dependency: it branches from A's work, the tip of A's branch.
     let base_b = view.issue("B").unwrap().worktree().unwrap().base.clone();
     assert_ne!(base_b, "0".repeat(40), "B builds on A's last commit, not the run's base");
+}
+
+#[test]
+fn an_issue_with_several_dependencies_starts_from_the_first_and_merges_the_others() {
+    let run = Run::new(&[("A", &[]), ("B", &["A"]), ("C", &["A"]), ("D", &["C", "B"])]);
+    let (outcome, view) = run.drive_sim(&[], 1).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(stage(&view, "D"), Some(&Stage::Done { fix_cycles: 0 }));
+    let events = run.events_of("D");
+    assert_eq!(&events[..4], strs(&["worktree_intent", "worktree_created", "bases_merged", "phase_started"]));
+    let records = crate::journal::read_all(&run.store).unwrap();
+    let of_d = |name: &str| {
+        records.iter().find_map(|r| match &r.content.body {
+            Body::Issue { issue, event, evidence, .. } if issue.as_str() == "D" && event.name() == name => {
+                Some((event.clone(), evidence.clone()))
+            }
+            _ => None,
+        })
+    };
+    // blocked_by is in plan order: C first, so D starts from C's tip and merges B's.
+    let Some((Event::WorktreeIntent { base, merge, .. }, _)) = of_d("worktree_intent") else { panic!("no intent") };
+    let tip = |id: &str| {
+        records.iter().rev().find_map(|r| match &r.content.body {
+            Body::Issue { issue, evidence: Some(e), .. } if issue.as_str() == id => e.commit.clone(),
+            _ => None,
+        })
+    };
+    assert_eq!(Some(base), tip("C"));
+    assert_eq!(merge, vec![tip("B").unwrap()]);
+    let Some((Event::BasesMerged { commit }, Some(evidence))) = of_d("bases_merged") else { panic!("no merge") };
+    assert_eq!(evidence.commit.as_deref(), Some(commit.as_str()), "the merge is the commit the branch must hold");
+    assert_eq!(evidence.note.as_deref(), Some("merged loop/M/B"));
+}
+
+#[test]
+fn a_merge_conflict_blocks_the_issue_and_its_dependants_and_keeps_the_worktree() {
+    let run = Run::new(&[("A", &[]), ("B", &[]), ("C", &["A", "B"]), ("D", &["C"])]);
+    let ws = FakeWorkspace { conflict_in: Some("shared.txt"), ..Default::default() };
+    let (outcome, view) = run.drive(run.recorder(), &sim(&[]), &ws, settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    let Some(Stage::Blocked { reason: Reason::MergeConflict { parent, files }, .. }) = stage(&view, "C") else {
+        panic!("{:?}", stage(&view, "C"))
+    };
+    assert_eq!((parent.as_str(), files.as_slice()), ("loop/M/B", &["shared.txt".to_string()][..]));
+    assert_eq!(run.events_of("C"), strs(&["worktree_intent", "worktree_created", "merge_conflict", "worktree_kept"]));
+    assert!(run.dir.path().join("C").exists(), "kept for inspection");
+    assert_eq!(run.events_of("D"), strs(&["dependency_not_done"]));
 }
 
 #[test]
@@ -606,4 +689,101 @@ fn a_process_cancel_token_and_an_own_token_are_independent() {
     assert_eq!(own.signal(), Some(libc::SIGHUP), "the first request wins");
     assert!(!Cancel::new().is_requested());
     assert!(!Cancel::process().is_requested(), "an own token does not cancel the process");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retry
+
+/// The simulated agent, reporting `per_phase` tokens for every phase.
+struct Spending {
+    sim: SimAgent,
+    per_phase: u64,
+}
+
+impl Agent for Spending {
+    fn name(&self) -> &str {
+        "spending"
+    }
+
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
+        let mut reply = self.sim.run(req, signal)?;
+        reply.tokens = Some(crate::vocab::Tokens { input: self.per_phase, ..Default::default() });
+        Ok(reply)
+    }
+}
+
+#[test]
+fn a_reopened_issue_capped_by_its_budget_counts_tokens_afresh_and_goes_on() {
+    let run = Run::new(&[("A", &[])]);
+    let mut start = run.start();
+    start.max_tokens_per_issue = Some(100);
+    let journal = Journal::create(Box::new(run.store.clone()), "run", Run::clock());
+    let recorder = Recorder::start(journal, start, &mut Silent).unwrap();
+    let agent = Spending { sim: sim(&[("A", script("pass", &["changes_required", "pass", "pass"]))]), per_phase: 60 };
+    let ws = FakeWorkspace::default();
+    let (_, view) = run.drive(recorder, &agent, &ws, settings(1), &[]).unwrap();
+    // Dev (60) and the first review (120 in all) pass the limit of 100.
+    assert!(
+        matches!(stage(&view, "A"), Some(Stage::Capped { reason: crate::machine::Reason::BudgetExceeded { .. }, .. })),
+        "{:?}",
+        stage(&view, "A")
+    );
+    assert!(view.finished);
+
+    let mut recorder = run.reopen();
+    recorder.issue_events(vec![("A".into(), Event::Reopened { extra_fix_cycles: 1 })], &mut Silent).unwrap();
+    assert!(!recorder.view().finished, "a reopened issue has work left");
+    assert_eq!(
+        (recorder.view().issue("A").unwrap().budget_tokens, recorder.view().issue("A").unwrap().tokens),
+        (0, 120)
+    );
+    let (outcome, view) = run.drive(recorder, &agent, &ws, settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    // The fix and the review after it used 120 more, under the limit counted since the reopen.
+    assert!(matches!(stage(&view, "A"), Some(Stage::Done { .. })), "{:?}", stage(&view, "A"));
+    assert_eq!(view.issue("A").unwrap().tokens, 240);
+    assert!(view.finished);
+    let a = run.events_of("A");
+    assert_eq!(a.iter().filter(|e| *e == "reopened").count(), 1, "{a:?}");
+    assert_eq!(run.lines().iter().filter(|l| *l == "run_finished").count(), 2);
+}
+
+/// Every way the simulated agent can end an issue short of Done, reopened (with the issue it
+/// blocked) and driven again with an agent that passes everything: the issue resumes where the
+/// machine says (`machine::reopen_stage`) and both end Done, on the same worktree path.
+#[test]
+fn every_way_an_issue_ends_short_of_done_can_be_reopened_and_driven_to_done() {
+    let fix = |fix: &str, reviews: &[&str]| SimScript { fix: Some(fix.into()), ..script("pass", reviews) };
+    // (script of A, A's end, A's fix cycles when Done after the retry)
+    let cases: Vec<(SimScript, &str, u32)> = vec![
+        (script("failed", &[]), "Failed", 0),
+        (script("deferred", &[]), "Blocked", 0),
+        (script("crash", &[]), "Failed", 0),
+        (script("pass", &["garbage"]), "Failed", 0),
+        (script("pass", &["blocked"]), "Blocked", 1),
+        (script("pass", &["changes_required", "changes_required"]), "Capped", 2),
+        (fix("failed", &["changes_required"]), "Failed", 1),
+        (fix("deferred", &["changes_required"]), "Blocked", 1),
+        (fix("crash", &["changes_required"]), "Failed", 1),
+    ];
+    for (n, (a, ended, cycles)) in cases.into_iter().enumerate() {
+        let mut run = Run::new(&[("A", &[]), ("B", &["A"])]);
+        run.rules = Rules::with_max_fix_cycles(1);
+        let ws = FakeWorkspace::default();
+        let (_, view) = run.drive(run.recorder(), &sim(&[("A", a)]), &ws, settings(1), &[]).unwrap();
+        assert_eq!(stage(&view, "A").unwrap().name(), ended, "case {n}");
+        assert_eq!(stage(&view, "B").unwrap().name(), "Blocked", "case {n}");
+
+        let mut recorder = run.reopen();
+        let reopen = |id: &str, extra| (id.to_string(), Event::Reopened { extra_fix_cycles: extra });
+        recorder.issue_events(vec![reopen("A", 1), reopen("B", 0)], &mut Silent).unwrap();
+        assert_eq!(stage(recorder.view(), "B"), Some(&Stage::Pending), "case {n}: B never started");
+        let (outcome, view) = run.drive(recorder, &sim(&[]), &ws, settings(1), &[]).unwrap();
+        assert_eq!(outcome, Outcome::Finished, "case {n}");
+        assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: cycles }), "case {n}");
+        assert_eq!(stage(&view, "B"), Some(&Stage::Done { fix_cycles: 0 }), "case {n}");
+        let a = view.issue("A").unwrap().worktree().unwrap();
+        assert_eq!((a.path.as_str(), a.removed()), (run.dir.path().join("A").to_str().unwrap(), true), "case {n}");
+        assert_eq!(run.lines().iter().filter(|l| *l == "run_finished").count(), 2, "case {n}");
+    }
 }

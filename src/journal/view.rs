@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::record::{Body, Evidence, Fact, Record, RunStart};
 use crate::machine::{self, Command, Event, IllegalTransition, Rules, Stage, State, Worktree};
-use crate::vocab::{CheckKind, CheckRun};
+use crate::vocab::{CarriedIssue, CheckKind, CheckRun};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct IssueView {
@@ -29,6 +29,12 @@ pub struct IssueView {
     pub interruptions: u32,
     /// Tokens used by all of this issue's phases.
     pub tokens: u64,
+    /// Tokens used since the issue was last reopened (`loop retry`): what its budget counts,
+    /// so an issue Capped by its budget can go on.
+    #[serde(skip)]
+    pub budget_tokens: u64,
+    /// Done in an earlier run and carried over into this one (`carried_over`): where its work is.
+    pub carried: Option<CarriedIssue>,
     pub guard: GuardTally,
     /// The last commit journaled for this issue (evidence of a phase): what its branch must hold.
     #[serde(skip)]
@@ -57,6 +63,7 @@ impl IssueView {
         }
         if let Some(t) = e.tokens {
             self.tokens += t.total();
+            self.budget_tokens += t.total();
         }
     }
 }
@@ -91,6 +98,8 @@ pub struct RunView {
     pub baselines: HashMap<String, Option<Vec<String>>>,
     /// Lockfile hashes whose setup passed in this run.
     pub setups_passed: HashSet<String>,
+    /// The last `loop land` of this run, if any.
+    pub landing: Option<crate::vocab::Landing>,
 }
 
 /// Why a record could not be applied although its bytes and chain are fine.
@@ -146,6 +155,8 @@ impl RunView {
                 last_review: None,
                 interruptions: 0,
                 tokens: 0,
+                budget_tokens: 0,
+                carried: None,
                 guard: GuardTally::default(),
                 commit: None,
                 process_group: None,
@@ -164,6 +175,7 @@ impl RunView {
             records: 1,
             baselines: HashMap::new(),
             setups_passed: HashSet::new(),
+            landing: None,
         })
     }
 
@@ -218,6 +230,10 @@ impl RunView {
             }
             Body::RunFinished => {
                 self.finished = true;
+                Ok(none)
+            }
+            Body::Landed(landing) => {
+                self.landing = Some(landing.clone());
                 Ok(none)
             }
             Body::WorktreeRepaired { issue, .. } => {
@@ -310,11 +326,26 @@ impl RunView {
                     }
                     Event::GuardCheckFailed { .. } => view.guard.checks_failed += 1,
                     Event::GuardViolation { .. } => view.guard.violations += 1,
+                    Event::Reopened { .. } => view.budget_tokens = 0,
+                    Event::CarriedOver { run, branch, tip } => {
+                        view.commit = Some(tip.clone());
+                        view.carried = Some(CarriedIssue {
+                            issue: issue.as_str().into(),
+                            run: run.clone(),
+                            branch: branch.clone(),
+                            tip: tip.clone(),
+                        });
+                    }
                     _ => {}
                 }
                 view.absorb(evidence.as_ref());
                 let from = std::mem::replace(&mut view.state, next).stage;
-                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(view.state.stage.clone()) })
+                let to = view.state.stage.clone();
+                if matches!(event, Event::Reopened { .. }) {
+                    // A reopened issue has work left: the run is no longer finished.
+                    self.finished = false;
+                }
+                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(to) })
             }
         }
     }
@@ -351,6 +382,7 @@ mod tests {
             issues: vec![issue("A", &[]), issue("B", &["A"]), issue("C", &[])],
             guard: None,
             verify: Default::default(),
+            earlier: Default::default(),
         }
     }
 

@@ -19,10 +19,14 @@ pub struct DryRun {
     /// For codex: where its binary is, or why it cannot be used.
     pub codex: Option<Result<String, String>>,
     pub issues: Vec<DryRunIssue>,
+    /// Pre-flight's problems, one line each (empty: a run would start).
+    pub preflight: Vec<String>,
 }
 
 pub struct DryRunIssue {
     pub issue: PlannedIssue,
+    /// Where its branch would start, in words (`main@abc1234`, a branch, `merge of A + B`).
+    pub base: String,
     /// Where its reviews would be appended.
     pub review_doc: Option<String>,
     /// The phases as the agent would run them; None for the simulated agent (no command).
@@ -66,12 +70,20 @@ pub fn text(d: &DryRun) -> String {
         Some(Err(msg)) => out.push_str(&format!("warning: {msg}\n")),
         None => {}
     }
+    if d.preflight.is_empty() {
+        out.push_str("pre-flight: ok\n");
+    } else {
+        out.push_str(&format!("pre-flight: {} problem(s); `loop run` would not start:\n", d.preflight.len()));
+        for p in &d.preflight {
+            out.push_str(&format!("  - {p}\n"));
+        }
+    }
     for i in &d.issues {
         let issue = &i.issue;
         out.push_str(&format!("\n== {}: {}\n", issue.id, issue.title));
         out.push_str(&format!("doc       {}\nbranch    {}\nworktree  {}\n", issue.doc, issue.branch, issue.worktree));
         let deps = if issue.blocked_by.is_empty() { "-".to_string() } else { issue.blocked_by.join(", ") };
-        out.push_str(&format!("blocked by {deps}\n"));
+        out.push_str(&format!("blocked by {deps}\nbase      {}\n", i.base));
         if let Some(doc) = &i.review_doc {
             out.push_str(&format!("review doc {doc}\n"));
         }

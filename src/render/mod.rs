@@ -16,6 +16,7 @@ use crate::journal::view::{Applied, GuardTally, RunView};
 use crate::journal::{Body, Fact, Record};
 use crate::machine::{Event, Stage};
 pub use crate::text::{escape, escape_lines, printable};
+use crate::vocab::LandOutcome;
 
 /// A state as shown to people: `Review`, `Fix(2)`, `Capped(2)`.
 pub fn state_short(s: &Stage) -> String {
@@ -201,6 +202,23 @@ fn timeline_text(rec: &Record, applied: &Applied) -> String {
         Body::RunResumed => format!("{head} run resumed"),
         Body::RunInterrupted { reason } => format!("{head} run interrupted ({reason})"),
         Body::RunFinished => format!("{head} run finished"),
+        Body::Landed(l) => {
+            let merged = l.merged.iter().filter(|m| !matches!(m.outcome, LandOutcome::Conflict { .. })).count();
+            let checks = if l.checks.is_empty() {
+                "no checks".to_string()
+            } else if l.verified() {
+                format!("{} check(s) passed", l.checks.len())
+            } else {
+                format!("{} of {} check(s) failed", l.checks.iter().filter(|c| !c.passed()).count(), l.checks.len())
+            };
+            format!(
+                "{head} landed {} of {} Done branch(es) on {} at {} ({checks})",
+                merged,
+                l.merged.len(),
+                l.branch,
+                short(&l.commit)
+            )
+        }
         Body::WorktreeRepaired { issue, repairs, .. } => {
             format!("{head} {issue:<12} worktree_repaired {}", printable(&repairs.join("; "), 400))
         }
@@ -272,6 +290,7 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                     "output_hash": c.output_hash,
                     "log": c.log,
                 })).collect::<Vec<_>>(),
+                "carried_over": i.carried.as_ref().map(|c| json!({"run": c.run, "branch": c.branch, "tip": c.tip})),
                 "guard": {
                     "checks_failed": i.guard.checks_failed,
                     "violations": i.guard.violations,
@@ -380,6 +399,14 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         let mut notes = Vec::new();
         if let Some(r) = i.state.reason() {
             notes.push(r.to_string());
+        }
+        if let Some(c) = &i.carried {
+            notes.push(format!(
+                "carried over from {} ({} at {})",
+                c.run,
+                c.branch,
+                c.tip.chars().take(12).collect::<String>()
+            ));
         }
         if i.tokens > 0 {
             notes.push(format!("{} tokens", i.tokens));

@@ -44,12 +44,15 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The demo's sample repo at `repo` (ORB-1 ← ORB-2, ORB-3 ← ORB-5 ← ORB-4), and a scenario
+/// The demo's sample repo at `repo` (ORB-1 ← ORB-2, ORB-3 ← ORB-5 ← ORB-4; ORB-2, ORB-3 ← ORB-6), and a scenario
 /// file beside it: the demo's script plus a dev phase for ORB-1 that runs `fill` once (the
 /// marker keeps a resumed attempt from filling the disk again).
 fn setup(repo: &TestRepo, scenario_dir: &Path, fill: &str) -> PathBuf {
     std::fs::create_dir_all(repo.path()).unwrap();
     devloop::cli::demo::write_sample_repo(repo.path()).unwrap();
+    // These disks are meant to be small: pre-flight's free-space minimum is turned off, as a
+    // team on a small disk would (the faults under test come during the run).
+    repo.write_committed("loop.toml", "[run]\nmin_free_disk_mb = 0\n");
     let marker = scenario_dir.join("filled-once");
     let mut scenario: serde_json::Value = serde_json::from_str(DEMO_SCENARIO).unwrap();
     let shell = format!("test -e '{}' || {{ touch '{}'; {fill}; }}", marker.display(), marker.display());
@@ -118,7 +121,7 @@ fn undisturbed(env: &std::sync::Arc<TestEnvironment>) -> End {
 
 /// Each issue branch's tree: what the run left in git.
 fn trees(repo: &TestRepo) -> Vec<String> {
-    ["ORB-1", "ORB-2", "ORB-3", "ORB-4", "ORB-5"]
+    ["ORB-1", "ORB-2", "ORB-3", "ORB-4", "ORB-5", "ORB-6"]
         .iter()
         .map(|i| git(repo, &["rev-parse", &format!("loop/M1-core/{i}^{{tree}}")]))
         .collect()

@@ -9,6 +9,7 @@
 mod support;
 
 mod bad_input;
+mod bases;
 mod codex_e2e;
 mod codex_guard;
 mod core;
@@ -17,7 +18,10 @@ mod environment;
 mod guard;
 mod inputs;
 mod journal_damage;
+mod land;
 mod parallel;
+mod preflight;
+mod rerun;
 mod safefs;
 mod signals;
 mod snapshots;
