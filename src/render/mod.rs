@@ -78,7 +78,8 @@ fn fact_detail(f: &Fact) -> String {
         Fact::StackSubmitted { ok, detail } => format!("{}: {detail}", if *ok { "submitted" } else { "submit failed" }),
         Fact::Interrupted => String::new(),
         Fact::CheckRan(run) => {
-            let mut s = format!("{} `{}` {} in {}ms", run.kind.as_str(), run.command, run.status(), run.duration_ms);
+            // No duration here: timelines are compared across runs (`replay --json` has it).
+            let mut s = format!("{} `{}` {}", run.kind.as_str(), run.command, run.status());
             if !run.passed() {
                 if let Some(last) = run.tail.lines().last() {
                     s.push_str(&format!(": {}", printable(last, 200)));
