@@ -96,6 +96,7 @@ fn run_start(issues: usize, rules: Rules) -> Body {
         issues: planned(issues),
         guard: None,
         verify: Default::default(),
+        earlier: Default::default(),
     })
 }
 

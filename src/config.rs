@@ -6,7 +6,8 @@
 //! Invariants: every key is optional and unknown keys are errors (a misspelt key must not be
 //! silently ignored); errors name the file and line. Precedence is default < file < environment <
 //! flag, for every setting, in one function; the merged result is recorded in the journal, so
-//! `loop resume` never re-reads this file or the environment.
+//! `loop resume` never re-reads this file or the environment for a run's course (its pre-flight
+//! reads `[run] min_free_disk_mb` again: that guards the machine, not the run).
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,28 @@ pub struct LoopConfig {
     pub prompts: PromptsConfig,
     #[serde(default)]
     pub guard: GuardTable,
+    #[serde(default)]
+    pub verify: VerifyTable,
+}
+
+/// `[verify]`: the commands loop itself runs (`sh -c`) after dev and each fix (README
+/// "Verification"). An issue's front matter `verify: [...]` adds its own.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyTable {
+    /// Checks, run in order in the worktree; every one must pass (a pre-existing failure aside).
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Installs, run once per worktree before the checks (skipped when the lockfiles' hash
+    /// matches a setup that passed in this run).
+    #[serde(default)]
+    pub setup: Vec<String>,
+    /// Seconds one command may take (default 600).
+    pub timeout: Option<i64>,
+    /// Files whose content decides whether setup must run again (default: the usual lockfiles).
+    pub lockfiles: Option<Vec<String>>,
+    /// A check that fails on the base commit too counts against the issue (default false).
+    pub count_preexisting: Option<bool>,
 }
 
 /// `[guard]`: the team's command policy (docs in README "Safety"). Flags override it:
@@ -58,8 +81,11 @@ pub struct RunConfig {
     pub phase_timeout: Option<i64>,
     pub max_fix_cycles: Option<u32>,
     pub max_tokens_per_issue: Option<i64>,
-    /// Append each review to docs/projects/<project>/reviews/REVIEW-<milestone>.md (default true).
+    /// Append each review to docs/projects/<project>/reviews/<milestone>/<issue>.md (default true).
     pub review_doc: Option<bool>,
+    /// Pre-flight refuses to start a run with less free space (MiB) on the state dir's file
+    /// system (default [`crate::preflight::DEFAULT_MIN_FREE_DISK_MB`]; 0 turns the check off).
+    pub min_free_disk_mb: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -222,6 +248,8 @@ pub struct RunSettings {
     pub review_doc: bool,
     /// Present when the agent is codex.
     pub codex: Option<CodexSettings>,
+    /// `[verify]`, checked.
+    pub verify: crate::vocab::VerifySpec,
 }
 
 impl RunSettings {
@@ -291,6 +319,35 @@ pub fn resolve_run(
         max_tokens_per_issue: max_tokens,
         review_doc: !flags.no_review_doc && file.run.review_doc.unwrap_or(true),
         codex,
+        verify: verify_spec(&file.verify)?,
+    })
+}
+
+/// `[verify]` as the run records it (in `run_started`, so resume verifies the same way).
+pub fn verify_spec(t: &VerifyTable) -> Result<crate::vocab::VerifySpec, ConfigError> {
+    let timeout_secs = match t.timeout {
+        None => crate::verify::DEFAULT_TIMEOUT_SECS,
+        Some(n) if n < 1 => {
+            return Err(ConfigError::Invalid(format!("{FILE_NAME}: [verify] timeout must be at least 1 second ({n})")))
+        }
+        Some(n) if n as u64 > MAX_PHASE_TIMEOUT => {
+            return Err(ConfigError::Invalid(format!(
+                "{FILE_NAME}: [verify] timeout {n}s is over the limit of {MAX_PHASE_TIMEOUT}s (30 days)"
+            )))
+        }
+        Some(n) => n as u64,
+    };
+    for (key, list) in [("commands", &t.commands), ("setup", &t.setup)] {
+        if list.iter().any(|c| c.trim().is_empty()) {
+            return Err(ConfigError::Invalid(format!("{FILE_NAME}: [verify] {key} holds an empty command")));
+        }
+    }
+    Ok(crate::vocab::VerifySpec {
+        commands: t.commands.clone(),
+        setup: t.setup.clone(),
+        timeout_secs,
+        lockfiles: t.lockfiles.clone().unwrap_or_default(),
+        count_preexisting: t.count_preexisting.unwrap_or(false),
     })
 }
 
@@ -366,6 +423,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn verify_table_resolves_and_bad_values_are_named() {
+        let text = "[verify]\ncommands = [\"cargo test -q\"]\nsetup = [\"cargo fetch\"]\ntimeout = 30\n";
+        let spec = verify_spec(&parse(text, Path::new("loop.toml")).unwrap().verify).unwrap();
+        assert_eq!(
+            (spec.commands, spec.setup, spec.timeout_secs),
+            (vec!["cargo test -q".to_string()], vec!["cargo fetch".to_string()], 30)
+        );
+        assert!(!spec.count_preexisting);
+        let spec = verify_spec(&VerifyTable::default()).unwrap();
+        assert_eq!(spec.timeout_secs, crate::verify::DEFAULT_TIMEOUT_SECS);
+        let err = parse("[verify]\ncommand = []\n", Path::new("loop.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("loop.toml:2:"), "{err}");
+        let zero = VerifyTable { timeout: Some(0), ..Default::default() };
+        assert!(verify_spec(&zero).unwrap_err().to_string().contains("at least 1 second"));
+        let empty = VerifyTable { commands: vec![" ".into()], ..Default::default() };
+        assert!(verify_spec(&empty).is_err());
+    }
+
+    #[test]
     fn full_file_parses() {
         let text = r#"
 [run]
@@ -414,6 +490,14 @@ dir = "team-prompts"
         assert!(err.starts_with("l.toml:2: [guard] deny pattern \"rm -rf\""), "{err}");
         let err = parse("[guard]\nshim = false\n", Path::new("l.toml")).unwrap_err().to_string();
         assert!(err.starts_with("l.toml:2: unknown field `shim`"), "{err}");
+    }
+
+    #[test]
+    fn min_free_disk_is_a_run_key_and_never_negative() {
+        let c = parse("[run]\nmin_free_disk_mb = 0\n", Path::new("loop.toml")).unwrap();
+        assert_eq!(c.run.min_free_disk_mb, Some(0));
+        let err = parse("[run]\nmin_free_disk_mb = -5\n", Path::new("loop.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("loop.toml:2: "), "{err}");
     }
 
     #[test]

@@ -12,7 +12,12 @@
 //!   existing issue;
 //! - an issue's `milestone` names a milestone doc of its project whenever that
 //!   project has milestone docs at all;
-//! - `issues` is sorted by id, so an issue's index is also its id rank.
+//! - `issues` is sorted by id, so an issue's index is also its id rank;
+//! - no front-matter key is a near miss of a known one (`blokced_by`: edit distance ≤ 2, ≤ 1
+//!   for keys of up to 4 letters), which would silently drop what it meant; other unknown keys
+//!   are team metadata and ignored;
+//! - an Issue Map "Blocked by" cell, where the table has that column, names exactly the
+//!   issue's dependencies in the docs (`blocked_by`, plus other issues' `blocking`).
 //!
 //! Every error is a single line of the form `path:line: message` with the path
 //! relative to the repo, so it can be pasted into an editor or grep.
@@ -46,6 +51,8 @@ pub struct IssueDoc {
     pub project: String,
     /// File line of the `id` field (1-based).
     pub line: usize,
+    /// `verify: [...]`: command lines loop runs (`sh -c`) to verify the issue's work.
+    pub verify: Vec<String>,
 }
 
 /// A reference to an issue id together with the file line where it was written,
@@ -68,6 +75,9 @@ pub struct MilestoneDoc {
     pub project: String,
     /// Issue ids listed in the body's "Issue Map" table(s), in document order.
     pub issue_map: Vec<Dep>,
+    /// For each row of a table with a "Blocked by" column: the row's issue (with the row's line)
+    /// and the ids its cell names.
+    pub map_blocked_by: Vec<(Dep, Vec<String>)>,
 }
 
 /// All docs of a repo. See the module docs for the invariants after [`load`].
@@ -171,6 +181,43 @@ pub enum DocError {
     },
     #[error("no issue docs found under {}/docs/projects/*/issues/", repo.display())]
     NoDocs { repo: PathBuf },
+    /// A key one typo away from a known one: the value it holds would be ignored.
+    #[error("{}:{line}: unknown front-matter key '{key}': did you mean '{meant}'?", path.display())]
+    NearMissKey { path: PathBuf, line: usize, key: String, meant: &'static str },
+    /// The Issue Map's "Blocked by" cell and the docs disagree; the plan follows the docs.
+    /// Boxed: every command's error type carries this enum.
+    #[error("{0}")]
+    MapContradicts(Box<MapContradiction>),
+}
+
+/// An Issue Map row whose "Blocked by" cell is not what the issue docs say.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}:{line}: Issue Map says '{id}' is blocked by {}, but {}:{issue_line} says {}; make them agree",
+    path.display(),
+    listed(map),
+    issue_path.display(),
+    listed(docs)
+)]
+pub struct MapContradiction {
+    /// The milestone doc and the row.
+    pub path: PathBuf,
+    pub line: usize,
+    pub id: String,
+    pub map: Vec<String>,
+    /// The issue doc and its `blocked_by` line (its `id` line when it has none).
+    pub issue_path: PathBuf,
+    pub issue_line: usize,
+    /// Its dependencies by the docs: `blocked_by` and other issues' `blocking`.
+    pub docs: Vec<String>,
+}
+
+fn listed(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "nothing".to_owned()
+    } else {
+        ids.join(", ")
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -279,6 +326,9 @@ pub fn validate(mut issues: Vec<IssueDoc>, mut milestones: Vec<MilestoneDoc>) ->
             });
         }
     }
+    for m in &milestones {
+        check_map_blocked_by(&set, m)?;
+    }
     // Membership is the union of front matter and Issue Maps, so a disagreement would
     // silently plan the issue in both milestones.
     let mut listed: HashMap<&str, (&MilestoneDoc, usize)> = HashMap::new();
@@ -317,6 +367,32 @@ pub fn validate(mut issues: Vec<IssueDoc>, mut milestones: Vec<MilestoneDoc>) ->
     }
     set.milestones = milestones;
     Ok(set)
+}
+
+/// An Issue Map "Blocked by" cell must name exactly what the docs say the issue waits for.
+fn check_map_blocked_by(set: &DocSet, m: &MilestoneDoc) -> Result<(), DocError> {
+    for (row, cell) in &m.map_blocked_by {
+        let Some(issue) = set.issue(&row.id) else { continue };
+        let mut docs: Vec<String> = issue.blocked_by.iter().map(|d| d.id.clone()).collect();
+        docs.extend(set.issues.iter().filter(|o| o.blocking.iter().any(|b| b.id == issue.id)).map(|o| o.id.clone()));
+        docs.sort();
+        docs.dedup();
+        let mut map = cell.clone();
+        map.sort();
+        map.dedup();
+        if map != docs {
+            return Err(DocError::MapContradicts(Box::new(MapContradiction {
+                path: m.path.clone(),
+                line: row.line,
+                id: row.id.clone(),
+                map: cell.clone(),
+                issue_path: issue.path.clone(),
+                issue_line: issue.blocked_by.first().map_or(issue.line, |d| d.line),
+                docs,
+            })));
+        }
+    }
+    Ok(())
 }
 
 /// Directory entries of `dir` sorted by path; a missing `dir` is empty, since
@@ -590,12 +666,93 @@ struct IssueFront {
     milestone: Option<Spanned<Text>>,
     blocked_by: Option<Spanned<IdList>>,
     blocking: Option<Spanned<IdList>>,
+    /// Command lines, one or a list (the same shape as `blocked_by`).
+    verify: Option<Spanned<IdList>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct MilestoneFront {
     id: Option<Spanned<Text>>,
     title: Option<Spanned<Text>>,
+}
+
+/// The issue front-matter keys loop reads (`verify`: the issue's verification commands).
+pub const ISSUE_KEYS: &[&str] = &["id", "title", "milestone", "blocked_by", "blocking", "verify"];
+/// The milestone front-matter keys loop reads.
+pub const MILESTONE_KEYS: &[&str] = &["id", "title"];
+
+/// Optimal string alignment distance: edits, with a swap of neighbours counting as one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The known key an unknown `key` most likely meant: within distance 2 (1 for known keys of up
+/// to 4 letters, so a team's `pr` is not taken for `id`), compared case- and dash-blind.
+pub fn near_miss(key: &str, known: &[&'static str]) -> Option<&'static str> {
+    if known.contains(&key) {
+        return None;
+    }
+    let norm = key.to_lowercase().replace('-', "_");
+    known
+        .iter()
+        .map(|k| (edit_distance(&norm, k), *k))
+        .filter(|(d, k)| *d <= if k.chars().count() <= 4 { 1 } else { 2 })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Top-level keys of a front matter, with their file lines: block-mapping keys written at
+/// column 0 (`key:`), plain or quoted. Indented lines belong to values.
+fn top_level_keys(yaml: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for (i, line) in yaml.lines().enumerate() {
+        if line.starts_with([' ', '\t', '#', '-']) || line.trim().is_empty() {
+            continue;
+        }
+        let (key, rest) = match line.chars().next() {
+            Some(q @ ('"' | '\'')) => match line[1..].find(q) {
+                Some(end) => (&line[1..1 + end], &line[2 + end..]),
+                None => continue,
+            },
+            _ => match line.find(':') {
+                Some(at) => (line[..at].trim_end(), &line[at..]),
+                None => continue,
+            },
+        };
+        if rest.trim_start().starts_with(':') && !key.is_empty() {
+            out.push((key.to_owned(), i + 2));
+        }
+    }
+    out
+}
+
+/// A front-matter key that is a near miss of a known one is an error (see the module doc).
+fn check_keys(yaml: &str, known: &[&'static str], path: &Path) -> Result<(), DocError> {
+    for (key, line) in top_level_keys(yaml) {
+        if let Some(meant) = near_miss(&key, known) {
+            let key = if key.chars().count() > 100 { key.chars().take(100).chain(['…']).collect() } else { key };
+            return Err(DocError::NearMissKey { path: path.to_path_buf(), line, key, meant });
+        }
+    }
+    Ok(())
 }
 
 /// Checks an id-like value; ids end up in error messages, DOT/Mermaid output
@@ -656,6 +813,7 @@ pub fn parse_issue(text: &str, rel_path: &Path, project: &str) -> Result<IssueDo
     };
     let yaml = split.yaml;
     let front: Option<IssueFront> = parse_yaml(yaml, rel_path)?;
+    check_keys(yaml, ISSUE_KEYS, rel_path)?;
     let missing_id = || DocError::MissingField { path: rel_path.to_path_buf(), line: 2, field: "id" };
     let front = front.ok_or_else(missing_id)?;
     let id_field = front.id.ok_or_else(missing_id)?;
@@ -675,6 +833,7 @@ pub fn parse_issue(text: &str, rel_path: &Path, project: &str) -> Result<IssueDo
     };
     let blocked_by = deps(front.blocked_by, "blocked_by entry", yaml, rel_path)?;
     let blocking = deps(front.blocking, "blocking entry", yaml, rel_path)?;
+    let verify = deps(front.verify, "verify command", yaml, rel_path)?.into_iter().map(|d| d.id).collect();
     let doc = IssueDoc {
         id,
         title,
@@ -685,6 +844,7 @@ pub fn parse_issue(text: &str, rel_path: &Path, project: &str) -> Result<IssueDo
         path: rel_path.to_path_buf(),
         project: project.to_owned(),
         line,
+        verify,
     };
     Ok(doc)
 }
@@ -697,6 +857,7 @@ pub fn parse_milestone(text: &str, rel_path: &Path, project: &str) -> Result<Mil
     let (id, title, body, body_line) = match split_front_matter(text, rel_path)? {
         Some(split) => {
             let front: Option<MilestoneFront> = parse_yaml(split.yaml, rel_path)?;
+            check_keys(split.yaml, MILESTONE_KEYS, rel_path)?;
             let (id, title) = match front {
                 Some(f) => {
                     let id = match f.id {
@@ -723,14 +884,22 @@ pub fn parse_milestone(text: &str, rel_path: &Path, project: &str) -> Result<Mil
     };
     // Table cells are raw text: hold them to the same rules as `blocked_by`, so an unknown-issue
     // error never prints a control character (fuzz: `milestone_doc`).
-    let issue_map = parse_issue_map(body, body_line)
-        .into_iter()
-        .map(|d| {
-            let id = check_id(d.id, "Issue Map entry", rel_path, d.line)?;
-            Ok(Dep { id, line: d.line })
-        })
-        .collect::<Result<_, DocError>>()?;
-    Ok(MilestoneDoc { id, title, path: rel_path.to_path_buf(), project: project.to_owned(), issue_map })
+    let rows = parse_issue_map_rows(body, body_line);
+    let mut issue_map = Vec::new();
+    let mut map_blocked_by = Vec::new();
+    for row in rows {
+        let id = check_id(row.id.id, "Issue Map entry", rel_path, row.id.line)?;
+        let dep = Dep { id, line: row.id.line };
+        if let Some(cell) = row.blocked_by {
+            let ids = cell
+                .into_iter()
+                .map(|c| check_id(c, "Issue Map \"Blocked by\" entry", rel_path, row.id.line))
+                .collect::<Result<Vec<_>, _>>()?;
+            map_blocked_by.push((dep.clone(), ids));
+        }
+        issue_map.push(dep);
+    }
+    Ok(MilestoneDoc { id, title, path: rel_path.to_path_buf(), project: project.to_owned(), issue_map, map_blocked_by })
 }
 
 /// ATX heading text (`## Issue Map` → `Issue Map`), or `None` for other lines.
@@ -804,6 +973,27 @@ fn cell_id(cell: &str) -> String {
 /// so each [`Dep`] carries a file line. Rows with an empty id cell are skipped.
 /// Headings inside fenced code blocks are ignored. Pure; never fails.
 pub fn parse_issue_map(body: &str, first_line: usize) -> Vec<Dep> {
+    parse_issue_map_rows(body, first_line).into_iter().map(|r| r.id).collect()
+}
+
+/// One Issue Map row: its issue (and line), and when the table has a "Blocked by" column, the
+/// ids of that cell (`—`, `-`, `none` or empty: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapRow {
+    pub id: Dep,
+    pub blocked_by: Option<Vec<String>>,
+}
+
+/// The ids of a "Blocked by" cell: comma- or semicolon-separated, links and backticks allowed.
+fn blocked_by_cell(cell: &str) -> Vec<String> {
+    cell.split([',', ';'])
+        .map(cell_id)
+        .filter(|id| !id.is_empty() && !["—", "–", "-", "none", "n/a"].contains(&id.to_lowercase().as_str()))
+        .collect()
+}
+
+/// [`parse_issue_map`] with each row's "Blocked by" cell. Pure; never fails.
+pub fn parse_issue_map_rows(body: &str, first_line: usize) -> Vec<MapRow> {
     let lines: Vec<&str> = body.lines().collect();
     let mut out = Vec::new();
     let mut in_fence = false;
@@ -832,12 +1022,17 @@ pub fn parse_issue_map(body: &str, first_line: usize) -> Vec<Dep> {
                         h == "id" || h == "issue" || h == "issue id"
                     })
                     .unwrap_or(0);
+                let blocked_col = header.iter().position(|h| {
+                    h.replace(['`', '*'], "").trim().to_lowercase().replace(['_', '-'], " ") == "blocked by"
+                });
                 i += 2;
                 while i < lines.len() && lines[i].contains('|') {
                     let cells = table_cells(lines[i]);
                     let id = cells.get(col).map(|c| cell_id(c)).unwrap_or_default();
                     if !id.is_empty() {
-                        out.push(Dep { id, line: first_line + i });
+                        let blocked_by =
+                            blocked_col.map(|c| cells.get(c).map(|c| blocked_by_cell(c)).unwrap_or_default());
+                        out.push(MapRow { id: Dep { id, line: first_line + i }, blocked_by });
                     }
                     i += 1;
                 }
@@ -886,6 +1081,15 @@ mod tests {
         assert_eq!(doc.blocking, vec![Dep { id: "ORB-4".into(), line: 8 }]);
         assert_eq!(doc.path, path("a.md"));
         assert_eq!(doc.project, "p");
+    }
+
+    #[test]
+    fn verify_commands_are_one_or_a_list() {
+        let doc = issue("a.md", "---\nid: A\nverify:\n  - cargo test -q\n  - \"grep -q ok status.txt\"\n---\n");
+        assert_eq!(doc.expect("valid").verify, ["cargo test -q", "grep -q ok status.txt"]);
+        let doc = issue("a.md", "---\nid: A\nverify: make check\n---\n").expect("valid");
+        assert_eq!(doc.verify, ["make check"]);
+        assert!(issue("a.md", "---\nid: A\n---\n").expect("valid").verify.is_empty());
     }
 
     #[test]
@@ -1084,5 +1288,76 @@ mod tests {
 
         std::fs::write(issues.join("c.md"), b"---\nid: C\ntitle: \xff\n---\n").expect("write");
         assert_eq!(err(load(repo)), "docs/projects/p/issues/c.md:3: file is not valid UTF-8");
+    }
+
+    #[test]
+    fn a_near_miss_of_a_known_key_is_an_error_naming_the_key_meant() {
+        assert_eq!(
+            err(issue("a.md", "---\nid: A\ntitle: t\nblokced_by: [B]\n---\n")),
+            "docs/projects/p/issues/a.md:4: unknown front-matter key 'blokced_by': did you mean 'blocked_by'?"
+        );
+        for (key, meant) in [
+            ("blocked-by", "blocked_by"),
+            ("Blocked_By", "blocked_by"),
+            ("blockedby", "blocked_by"),
+            ("blockng", "blocking"),
+            ("milestones", "milestone"),
+            ("titel", "title"),
+            ("verfy", "verify"),
+            ("ids", "id"),
+            ("\"blokced_by\"", "blocked_by"),
+        ] {
+            let e = err(issue("a.md", &format!("---\nid: A\n{key}: x\n---\n")));
+            assert!(e.ends_with(&format!("did you mean '{meant}'?")) && e.contains(":3: "), "{key}: {e}");
+        }
+        // Known keys, team metadata and keys far from any known one stay accepted; so do
+        // indented keys (values) and list items.
+        for text in [
+            "---\nid: A\nverify: [\"cargo test\"]\nblocking: []\n---\n",
+            "---\nid: A\nstatus: open\nowner: x\npr: 12\ntype: bug\nblocks: [C]\nlabels: [a]\n---\n",
+            "---\nid: A\nextra:\n  titel: x\n  blokced_by: y\n---\n",
+        ] {
+            issue("a.md", text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        }
+        let e = err(parse_milestone("---\nid: M1\ntilte: x\n---\n", Path::new("x/M1.md"), "p"));
+        assert_eq!(e, "x/M1.md:3: unknown front-matter key 'tilte': did you mean 'title'?");
+        assert_eq!(near_miss("id", ISSUE_KEYS), None);
+        assert_eq!(near_miss("pr", ISSUE_KEYS), None);
+        assert_eq!(edit_distance("blokced_by", "blocked_by"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn an_issue_map_blocked_by_cell_must_agree_with_the_docs() {
+        let issues = [
+            ("a.md", "---\nid: A\n---\n"),
+            ("b.md", "---\nid: B\nblocked_by: [A]\n---\n"),
+            ("c.md", "---\nid: C\nblocking: [D]\n---\n"),
+            ("d.md", "---\nid: D\nblocked_by:\n  - B\n---\n"),
+        ];
+        let map = |rows: &str| format!("# M1\n\n## Issue Map\n\n| ID | Title | Blocked by |\n|---|---|---|\n{rows}");
+        // Agreeing: links, backticks, either order, `—` for none; `blocking` counts as a dependency.
+        let ok = map("| A | a | — |\n| [B](b.md) | b | [A](a.md) |\n| C | c | |\n| D | d | `C`, B |\n");
+        let s = set(&issues, &[("M1.md", &ok)]).expect("agreeing docs");
+        assert_eq!(s.milestones[0].map_blocked_by.len(), 4);
+        // The map says more than the docs.
+        let bad = map("| A | a | — |\n| B | b | A, C |\n");
+        assert_eq!(
+            err(set(&issues, &[("M1.md", &bad)])),
+            "docs/projects/p/milestones/M1.md:8: Issue Map says 'B' is blocked by A, C, but \
+             docs/projects/p/issues/b.md:3 says A; make them agree"
+        );
+        // The map says less (a dependency that only `blocking` gives counts too).
+        let bad = map("| D | d | B |\n");
+        assert_eq!(
+            err(set(&issues, &[("M1.md", &bad)])),
+            "docs/projects/p/milestones/M1.md:7: Issue Map says 'D' is blocked by B, but \
+             docs/projects/p/issues/d.md:4 says B, C; make them agree"
+        );
+        let bad = map("| B | b | none |\n");
+        assert!(err(set(&issues, &[("M1.md", &bad)]))
+            .contains("is blocked by nothing, but docs/projects/p/issues/b.md:3 says A"));
+        // Without a "Blocked by" column there is nothing to compare.
+        set(&issues, &[("M1.md", "# Issue Map\n| id | title |\n|--|--|\n| B | b |\n")]).expect("no column");
     }
 }

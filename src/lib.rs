@@ -17,6 +17,7 @@ pub mod journal;
 pub mod machine;
 pub mod out;
 pub mod plan;
+pub mod preflight;
 pub mod proc;
 pub mod prompts;
 pub mod render;
@@ -25,6 +26,7 @@ pub mod runs;
 pub mod safefs;
 pub mod stack;
 pub mod text;
+pub mod verify;
 pub mod vocab;
 pub mod workspace;
 

@@ -38,6 +38,8 @@ pub struct PlanIssue {
     /// issues' `blocking`. The first is the one the issue's branch starts
     /// from ([`base_of`]).
     pub blocked_by: Vec<String>,
+    /// The issue's own verification commands (front matter `verify`).
+    pub verify: Vec<String>,
 }
 
 /// The execution plan of one milestone.
@@ -333,6 +335,7 @@ pub fn build(docs: &DocSet, milestone: &str) -> Result<Plan, PlanError> {
             title: issue.title.clone(),
             doc: issue.path.to_string_lossy().into_owned(),
             blocked_by: inside.iter().map(|&d| deps.id(d).to_owned()).collect(),
+            verify: issue.verify.clone(),
         });
     }
     external.sort();
@@ -572,7 +575,7 @@ pub fn planned_issues(plan: &Plan, worktrees_dir: &Path, milestone: &str) -> Vec
             blocked_by: p.blocked_by.iter().map(|d| d.as_str().into()).collect(),
             branch: branch_name(milestone, &p.id).into(),
             worktree: wt_root.join(sanitize(&p.id)).display().to_string(),
-            verify: Vec::new(),
+            verify: p.verify.clone(),
         })
         .collect()
 }
@@ -749,6 +752,7 @@ mod tests {
                     path: PathBuf::from(format!("{}.md", id(i))),
                     project: "p".into(),
                     line: 2,
+                    verify: Vec::new(),
                 })
                 .collect();
             validate(issues, Vec::new()).expect("valid")
@@ -825,6 +829,7 @@ mod tests {
                 title: "say \"hi\" <b>".into(),
                 doc: "a.md".into(),
                 blocked_by: Vec::new(),
+                verify: Vec::new(),
             }],
             waves: vec![vec!["A".into()]],
             external: Vec::new(),

@@ -192,6 +192,9 @@ pub struct Cmd {
     pub cancellable: bool,
     /// Run under `loop __supervise` (agent phases): nothing the child spawns outlives it.
     pub supervised: bool,
+    /// stderr goes into the same pipe as stdout, so [`Output::stdout`] holds both interleaved
+    /// as the child wrote them (verification logs); [`Output::stderr`] stays empty.
+    pub merge_stderr: bool,
 }
 
 impl Cmd {
@@ -205,6 +208,7 @@ impl Cmd {
             timeout: Duration::from_secs(120),
             cancellable: true,
             supervised: false,
+            merge_stderr: false,
         }
     }
 
@@ -252,6 +256,12 @@ impl Cmd {
     /// (see the module doc).
     pub fn supervised(mut self) -> Cmd {
         self.supervised = true;
+        self
+    }
+
+    /// Interleave stderr with stdout in one pipe (see [`Cmd::merge_stderr`]).
+    pub fn merge_stderr(mut self) -> Cmd {
+        self.merge_stderr = true;
         self
     }
 
@@ -349,7 +359,17 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
         }
         None => Command::new(&cmd.program),
     };
-    command.args(&cmd.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    command.args(&cmd.args).stdin(Stdio::null()).process_group(0);
+    // One pipe for both streams keeps their order; the parent's write ends go with `command`.
+    let merged = if cmd.merge_stderr {
+        let spawn_err = |source| ProcError::Spawn { program: program.clone(), source };
+        let (reader, writer) = std::io::pipe().map_err(spawn_err)?;
+        command.stdout(writer.try_clone().map_err(spawn_err)?).stderr(writer);
+        Some(reader)
+    } else {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        None
+    };
     if cmd.cancellable {
         // The supervisor gets SIGTERM so it can stop the agent's whole tree; a plain child
         // simply dies with loop.
@@ -377,8 +397,15 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
     if supervisor.is_some() {
         report_spawn(pgid);
     }
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
+    // The parent's copies of a merged pipe's write end must close, or the reader never ends.
+    drop(command);
+    let (mut stdout, stderr): (Box<dyn Read + Send>, Option<std::process::ChildStderr>) = match merged {
+        Some(reader) => (Box::new(reader), None),
+        None => (
+            Box::new(child.stdout.take().expect("stdout is piped")),
+            Some(child.stderr.take().expect("stderr is piped")),
+        ),
+    };
 
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let out_thread = std::thread::spawn(move || {
@@ -397,7 +424,9 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
     });
     let err_thread = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
+        if let Some(mut stderr) = stderr {
+            let _ = stderr.read_to_end(&mut buf);
+        }
         buf
     });
 

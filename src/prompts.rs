@@ -31,6 +31,7 @@ pub const INPUTS: &[&str] = &[
     "required_actions",
     "review_doc",
     "schema",
+    "verification",
 ];
 
 #[derive(Debug, thiserror::Error)]

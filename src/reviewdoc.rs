@@ -1,5 +1,5 @@
 //! The review doc: loop (not the agent) appends each validated review's result to
-//! `docs/projects/<project>/reviews/REVIEW-<milestone>.md` in the issue's worktree.
+//! `docs/projects/<project>/reviews/<milestone>/<issue>.md` in the issue's worktree.
 //!
 //! Invariants:
 //! - The format is stable: one section per review, opened by a marker line
@@ -9,6 +9,8 @@
 //! - Writing is idempotent per (run, issue, review): a review re-run after a crash replaces its own
 //!   section instead of adding a second one.
 //! - Only this module writes the file; the engine commits it with loop's own commit.
+//! - One file per issue ([`doc_path`]): no two issues' branches write the same file, so merging
+//!   the Done branches of a milestone in any order has no conflict in loop's files.
 //! - Each write is one atomic read + rewrite through [`crate::safefs`]: no symlink below the
 //!   worktree is followed, and no half file remains. A file found empty or without its header
 //!   (a failed write of an older loop left one) gets the header again.
@@ -30,9 +32,9 @@ impl ReviewDocError {
     }
 }
 
-fn header(milestone: &str) -> String {
+fn header(milestone: &str, issue: &str) -> String {
     format!(
-        "# Reviews: {milestone}\n\nAppended by loop after each review, one section per review. \
+        "# Reviews: {milestone} / {issue}\n\nAppended by loop after each review, one section per review. \
 Keep the `loop-review` marker lines: loop finds its entries by them.\n"
     )
 }
@@ -110,7 +112,7 @@ pub fn write(worktree: &Path, rel: &str, milestone: &str, e: &Entry) -> Result<S
 
 /// The doc's text with the entry appended, or its own section replaced.
 fn with_entry(existing: &str, milestone: &str, e: &Entry) -> String {
-    let head = header(milestone);
+    let head = header(milestone, e.issue);
     let first_line = head.lines().next().unwrap_or_default();
     let existing = if existing.trim().is_empty() {
         head
@@ -148,23 +150,23 @@ mod tests {
     #[test]
     fn path_is_beside_the_issues_dir() {
         assert_eq!(
-            doc_path("docs/projects/orbit/issues/ORB-1.md", "M1-core"),
-            "docs/projects/orbit/reviews/REVIEW-M1-core.md"
+            doc_path("docs/projects/orbit/issues/ORB-1.md", "M1-core", "ORB-1"),
+            "docs/projects/orbit/reviews/M1-core/ORB-1.md"
         );
-        assert_eq!(doc_path("ORB-1.md", "M1"), "docs/reviews/REVIEW-M1.md");
+        assert_eq!(doc_path("ORB-1.md", "M1", "ORB-1"), "docs/reviews/M1/ORB-1.md");
     }
 
     #[test]
     fn entries_append_in_a_stable_format_and_rewrites_replace() {
         let d = tempfile::tempdir().unwrap();
-        let rel = "docs/projects/p/reviews/REVIEW-M.md";
+        let rel = "docs/projects/p/reviews/M/I-1.md";
         let r1 = review("changes_required");
         let e1 = Entry { run_id: "R", issue: "I-1", review: 1, fix_cycles: 0, result: &r1 };
         write(d.path(), rel, "M", &e1).unwrap();
         let r2 = review("pass");
         let e2 = Entry { run_id: "R", issue: "I-1", review: 2, fix_cycles: 1, result: &r2 };
         let text = write(d.path(), rel, "M", &e2).unwrap();
-        assert!(text.starts_with("# Reviews: M\n"));
+        assert!(text.starts_with("# Reviews: M / I-1\n"));
         assert!(
             text.contains(
                 "<!-- loop-review run=R issue=I-1 review=1 -->\n## I-1 — review 1: changes_required\n\n- Run: R\n\
@@ -182,16 +184,16 @@ mod tests {
     #[test]
     fn an_empty_or_headless_doc_gets_its_header_again() {
         let d = tempfile::tempdir().unwrap();
-        let rel = "docs/projects/p/reviews/REVIEW-M.md";
+        let rel = "docs/projects/p/reviews/M/I-1.md";
         let r = review("pass");
         let e = Entry { run_id: "R", issue: "I-1", review: 1, fix_cycles: 0, result: &r };
-        std::fs::create_dir_all(d.path().join("docs/projects/p/reviews")).unwrap();
+        std::fs::create_dir_all(d.path().join("docs/projects/p/reviews/M")).unwrap();
         std::fs::write(d.path().join(rel), "").unwrap();
         let text = write(d.path(), rel, "M", &e).unwrap();
-        assert!(text.starts_with("# Reviews: M\n\nAppended by loop"), "{text}");
+        assert!(text.starts_with("# Reviews: M / I-1\n\nAppended by loop"), "{text}");
         std::fs::write(d.path().join(rel), "stray notes\n").unwrap();
         let text = write(d.path(), rel, "M", &e).unwrap();
-        assert!(text.starts_with("# Reviews: M\n") && text.contains("stray notes\n"), "{text}");
-        assert_eq!(text.matches("# Reviews: M").count(), 1);
+        assert!(text.starts_with("# Reviews: M / I-1\n") && text.contains("stray notes\n"), "{text}");
+        assert_eq!(text.matches("# Reviews: M / I-1").count(), 1);
     }
 }

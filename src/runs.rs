@@ -58,6 +58,7 @@ pub struct StateDir {
 pub enum Holder<'a> {
     Run(&'a str),
     Clean,
+    Land,
 }
 
 /// Held while a process writes a run; released on drop (and by the OS if the process dies).
@@ -266,6 +267,7 @@ impl StateDir {
         let holder = match holder {
             Holder::Run(id) => format!("run {id}"),
             Holder::Clean => "loop clean".to_string(),
+            Holder::Land => "loop land".to_string(),
         };
         // One `key value` line each; the state dir is last and may hold spaces.
         write!(file, "holder {holder}\npid {}\nstate {}\n", std::process::id(), self.root.display())

@@ -2,7 +2,7 @@
 //!
 //! Every file loop writes inside a repository, a worktree or its state dir goes through here.
 //! An agent controls what is in its worktree (and a repository can commit symlinks), so a path
-//! like `docs/projects/p/reviews/REVIEW-M.md` may lead anywhere; loop itself is not sandboxed.
+//! like `docs/projects/p/reviews/M/I.md` may lead anywhere; loop itself is not sandboxed.
 //!
 //! Invariants:
 //! - The root is the one path the caller trusts (it is opened as given). Every component below it

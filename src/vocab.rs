@@ -47,8 +47,11 @@ pub struct VerifySpec {
     /// Seconds one command may run (0: the default).
     #[serde(alias = "timeout")]
     pub timeout_secs: u64,
-    /// Files whose hash decides whether setup must run again.
+    /// Files whose hash decides whether setup must run again (empty: the usual lockfiles).
     pub lockfiles: Vec<String>,
+    /// A check that fails on the issue's base commit too counts against the issue (default:
+    /// it is reported as pre-existing and does not).
+    pub count_preexisting: bool,
 }
 
 /// The run's fixed inputs, recorded once.
@@ -75,6 +78,10 @@ pub struct RunStart {
     /// loop's own checks for every issue (absent in older journals: none).
     #[serde(default)]
     pub verify: VerifySpec,
+    /// What earlier runs of the milestone leave to this one (absent in older journals: nothing).
+    /// Boxed: `run_started` is the one large record, and most runs have nothing here.
+    #[serde(default)]
+    pub earlier: Box<EarlierRuns>,
 }
 
 impl RunStart {
@@ -115,6 +122,31 @@ pub struct PlannedIssue {
     /// The issue's own verification command lines (front matter `verify`), run before the run's.
     #[serde(default)]
     pub verify: Vec<String>,
+}
+
+/// What earlier runs of the milestone leave to a new run (`loop run` computes it from their
+/// journals; see `cli::rerun`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlierRuns {
+    /// Issues Done earlier with their branch still at the recorded tip: journaled
+    /// `carried_over` when the run starts, never run again.
+    pub carried_over: Vec<CarriedIssue>,
+    /// loop's own branches from earlier runs of the milestone: checked out as they are
+    /// (`worktree_intent` with `reuse`), never created.
+    pub reusable_branches: Vec<String>,
+}
+
+/// An issue Done in an earlier run of the milestone whose branch is still where that run left
+/// it: the new run records it as Done (`carried_over`) instead of running it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedIssue {
+    pub issue: IssueId,
+    /// The run that did the work.
+    pub run: String,
+    /// The branch holding the work.
+    pub branch: String,
+    /// The commit that run recorded as the branch's tip.
+    pub tip: String,
 }
 
 /// Token usage as the agent reports it.
@@ -316,14 +348,17 @@ pub fn sanitize(id: &str) -> String {
 }
 
 /// The review doc for an issue doc `docs/projects/<project>/issues/X.md`, relative to the repo:
-/// `docs/projects/<project>/reviews/REVIEW-<milestone>.md` (a sibling `reviews/` of the issue dir).
-pub fn review_doc_path(issue_doc: &str, milestone: &str) -> String {
+/// `docs/projects/<project>/reviews/<milestone>/<issue>.md` (a sibling `reviews/` of the issue
+/// dir). One file per issue: every issue's branch writes only its own, so merging all the Done
+/// branches of a milestone, in any order, never conflicts in them. (Before #12 it was one
+/// `REVIEW-<milestone>.md` for all; old journals keep that path only as text in their evidence.)
+pub fn review_doc_path(issue_doc: &str, milestone: &str, issue: &str) -> String {
     let project_dir = std::path::Path::new(issue_doc)
         .parent()
         .and_then(std::path::Path::parent)
         .filter(|p| !p.as_os_str().is_empty());
     let base = project_dir.map(|p| p.to_path_buf()).unwrap_or_else(|| std::path::Path::new("docs").to_path_buf());
-    base.join("reviews").join(format!("REVIEW-{}.md", sanitize(milestone))).display().to_string()
+    base.join("reviews").join(sanitize(milestone)).join(format!("{}.md", sanitize(issue))).display().to_string()
 }
 
 /// An agent phase.
@@ -367,6 +402,81 @@ pub enum Fact {
     /// Ctrl-C, a stop request or loop's own trouble stopped the issue; resume runs the
     /// unfinished step again. The evidence carries the cause and the tokens spent.
     Interrupted,
+    /// loop ran one verification command (a setup step, a check, or a check on the base).
+    CheckRan(CheckRun),
+    /// The checks ran on a base commit (in a loop-owned detached worktree): `failing` are the
+    /// commands that fail there already. The run's cache of baselines, keyed by `tree`.
+    /// `unusable`: why the base could not be checked (its setup failed…); then no failure
+    /// counts as pre-existing.
+    BaselineChecked { base: String, tree: String, failing: Vec<String>, unusable: Option<String> },
+    /// The setup commands for a worktree whose lockfiles hash to `lockfiles`: `ran` false when
+    /// they were skipped (a setup with that hash passed in this run, or `--skip-setup`).
+    SetupChecked { lockfiles: String, ran: bool, passed: bool },
+}
+
+/// What a verification command was run for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// `[verify] setup` (installs), before the checks.
+    Setup,
+    /// A verification command on the issue's work.
+    Check,
+    /// A verification command on the issue's base commit (is a failure already there?).
+    Baseline,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Setup => "setup",
+            CheckKind::Check => "check",
+            CheckKind::Baseline => "baseline",
+        }
+    }
+}
+
+/// One verification command as loop ran it (`sh -c COMMAND` in a worktree).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRun {
+    pub kind: CheckKind,
+    pub command: String,
+    /// The exit code, when the command exited.
+    pub exit_code: Option<i32>,
+    /// Why it did not exit by itself: timed out, killed by a signal, could not start.
+    pub failure: Option<String>,
+    pub duration_ms: u64,
+    /// The last lines of the output (stdout and stderr interleaved), at most a few KiB.
+    pub tail: String,
+    /// blake3 of the whole output, as kept in `log`.
+    pub output_hash: String,
+    /// Where the whole output is kept.
+    pub log: String,
+    /// It fails on the issue's base commit too (reported, and by default not held against the issue).
+    pub pre_existing: bool,
+}
+
+impl CheckRun {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none() && self.exit_code == Some(0)
+    }
+
+    /// How it ended, in a few words: `passed`, `failed (exit code 1)`, `failed (timed out after 5s…)`.
+    pub fn status(&self) -> String {
+        if self.passed() {
+            return "passed".into();
+        }
+        let how = match (&self.failure, self.exit_code) {
+            (Some(f), _) => f.clone(),
+            (None, Some(c)) => format!("exit code {c}"),
+            (None, None) => "no exit code".into(),
+        };
+        if self.pre_existing {
+            format!("pre-existing failure ({how})")
+        } else {
+            format!("failed ({how})")
+        }
+    }
 }
 
 impl Fact {
@@ -378,6 +488,9 @@ impl Fact {
             Fact::StackTracked { .. } => "stack_tracked",
             Fact::StackSubmitted { .. } => "stack_submitted",
             Fact::Interrupted => "interrupted",
+            Fact::CheckRan(_) => "check_ran",
+            Fact::BaselineChecked { .. } => "baseline_checked",
+            Fact::SetupChecked { .. } => "setup_checked",
         }
     }
 }
@@ -474,6 +587,73 @@ name_type!(
     BranchName
 );
 
+/// How one Done branch went into a land branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LandOutcome {
+    /// Merged now (the land branch moved to `commit`).
+    Merged { commit: String },
+    /// Its work was in the land branch already.
+    AlreadyIn,
+    /// Merging it conflicted in these files; it was left out, nothing half-merged.
+    Conflict { files: Vec<String> },
+}
+
+/// One Done issue's branch in a landing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandedBranch {
+    pub issue: String,
+    pub branch: String,
+    pub tip: String,
+    pub outcome: LandOutcome,
+}
+
+/// `loop land`: the Done branches merged in plan order into a loop-made branch, and loop's checks
+/// run on the result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Landing {
+    /// The loop-made branch (`loop/<milestone>/land`).
+    pub branch: String,
+    /// The branch it started from, and its commit then.
+    pub onto: String,
+    pub onto_commit: String,
+    /// The land branch's tip at the end.
+    pub commit: String,
+    pub merged: Vec<LandedBranch>,
+    /// Setup and checks run on the land branch (none when nothing is configured).
+    pub checks: Vec<CheckRun>,
+    /// `--stack graphite --submit draft`: the stacks submitted instead of a land branch.
+    #[serde(default)]
+    pub submitted: Vec<Submission>,
+}
+
+/// One `gt submit --stack --draft` of a landing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The stack's top branch.
+    pub branch: String,
+    pub ok: bool,
+    /// What gt said (its error when it failed).
+    pub detail: String,
+}
+
+impl Landing {
+    /// Every Done branch went in.
+    pub fn all_merged(&self) -> bool {
+        self.merged.iter().all(|m| !matches!(m.outcome, LandOutcome::Conflict { .. }))
+    }
+
+    /// Every check passed (vacuously true without checks).
+    pub fn verified(&self) -> bool {
+        self.checks.iter().all(CheckRun::passed)
+    }
+
+    /// Everything went through: every branch merged, every check and submission passed.
+    pub fn clean(&self) -> bool {
+        self.all_merged() && self.verified() && self.submitted.iter().all(|s| s.ok)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,7 +670,10 @@ mod tests {
 
     #[test]
     fn review_doc_sits_beside_the_issues_dir() {
-        assert_eq!(review_doc_path("docs/projects/p/issues/A.md", "M1"), "docs/projects/p/reviews/REVIEW-M1.md");
-        assert_eq!(review_doc_path("A.md", "M 1"), format!("docs/reviews/REVIEW-{}.md", sanitize("M 1")));
+        assert_eq!(review_doc_path("docs/projects/p/issues/A.md", "M1", "A"), "docs/projects/p/reviews/M1/A.md");
+        assert_eq!(
+            review_doc_path("A.md", "M 1", "A/../B"),
+            format!("docs/reviews/{}/{}.md", sanitize("M 1"), sanitize("A/../B"))
+        );
     }
 }

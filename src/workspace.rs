@@ -39,7 +39,10 @@ pub enum WorkspaceError {
     Proc(#[from] proc::ProcError),
     #[error("{path} already exists and was not created by loop; move it away or use another --state-dir")]
     PathTaken { path: String },
-    #[error("branch {branch} already exists and loop did not create it in this run; delete or rename it first")]
+    #[error(
+        "branch {branch} already exists and no run of this milestone journaled it as loop's; delete or rename it, \
+         or start over on new branches with `loop run --fresh`"
+    )]
     BranchTaken { branch: String },
     #[error("branch {branch} should exist (loop made it earlier) but is missing; `loop run --fresh` starts over")]
     BranchMissing { branch: String },
@@ -190,6 +193,13 @@ pub trait Workspace: Send + Sync {
     fn remove(&self, path: &Path, branch: &str) -> Result<Removal, WorkspaceError>;
     /// Whether git has a user identity here (else loop commits as `loop`); asked once per run.
     fn has_identity(&self, worktree: &Path) -> Result<bool, WorkspaceError>;
+    /// The tree id of a commit (verification baselines are cached by tree).
+    fn tree_of(&self, commit: &str) -> Result<String, WorkspaceError>;
+    /// A detached checkout of `commit` at `path`, a scratch worktree loop owns (a verification
+    /// baseline); a leftover of an interrupted earlier one at `path` is removed first.
+    fn add_scratch(&self, path: &Path, commit: &str) -> Result<(), WorkspaceError>;
+    /// Removes a scratch worktree [`Workspace::add_scratch`] made, whatever it holds.
+    fn remove_scratch(&self, path: &Path) -> Result<(), WorkspaceError>;
 }
 
 pub struct GitWorkspace {
@@ -588,6 +598,18 @@ impl Workspace for GitWorkspace {
         Ok(Some(oid))
     }
 
+    fn tree_of(&self, commit: &str) -> Result<String, WorkspaceError> {
+        GitWorkspace::tree_of(self, commit)
+    }
+
+    fn add_scratch(&self, path: &Path, commit: &str) -> Result<(), WorkspaceError> {
+        GitWorkspace::add_scratch(self, path, commit)
+    }
+
+    fn remove_scratch(&self, path: &Path) -> Result<(), WorkspaceError> {
+        GitWorkspace::remove_scratch(self, path)
+    }
+
     fn merge(
         &self,
         wt: &Path,
@@ -767,6 +789,38 @@ impl Workspace for GitWorkspace {
         }
         let detail = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
         Err(WorkspaceError::git(format!("worktree remove {p}"), detail, &err))
+    }
+}
+
+/// Scratch worktrees: detached, loop's own, thrown away after use (nothing in them is kept).
+impl GitWorkspace {
+    fn tree_of(&self, commit: &str) -> Result<String, WorkspaceError> {
+        git_ok(&self.repo, &["rev-parse", "--verify", "--end-of-options", &format!("{commit}^{{tree}}")], self.timeout)
+    }
+
+    fn add_scratch(&self, path: &Path, commit: &str) -> Result<(), WorkspaceError> {
+        self.remove_scratch(path)?;
+        self.make_parents(path)?;
+        let p = path.to_string_lossy();
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        self.git_w_ok(&self.repo, &["worktree", "add", "--detach", &p, commit]).map(|_| ())
+    }
+
+    fn remove_scratch(&self, path: &Path) -> Result<(), WorkspaceError> {
+        let p = path.to_string_lossy();
+        {
+            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+            if path.exists() {
+                // Twice --force: also a worktree an interrupted add left locked.
+                let _ = self.git_w(&self.repo, &["worktree", "remove", "--force", "--force", &p]);
+            }
+            if path.exists() {
+                std::fs::remove_dir_all(path)
+                    .map_err(|source| WorkspaceError::Io { what: format!("removing {p}"), source })?;
+            }
+            self.git_w_ok(&self.repo, &["worktree", "prune"])?;
+        }
+        Ok(())
     }
 }
 

@@ -36,6 +36,7 @@ pub fn check(data: &[u8]) {
             path: PathBuf::from(format!("docs/projects/p/issues/{i}.md")),
             project: "p".to_owned(),
             line: 2,
+            verify: Vec::new(),
         })
         .collect();
     // (dependent, dependency) pairs: what the planner must respect.
@@ -63,6 +64,7 @@ pub fn check(data: &[u8]) {
             path: PathBuf::from("docs/projects/p/milestones/M1.md"),
             project: "p".to_owned(),
             issue_map: map,
+            map_blocked_by: Vec::new(),
         }]
     };
 

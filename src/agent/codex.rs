@@ -104,7 +104,7 @@ pub struct CodexAgent {
 
 /// The review doc a review is appended to, relative to the repo (see [`crate::reviewdoc`]).
 fn review_doc_for(req: &PhaseRequest) -> String {
-    crate::vocab::review_doc_path(&req.issue.doc, &req.milestone)
+    crate::vocab::review_doc_path(&req.issue.doc, &req.milestone, &req.issue.id)
 }
 
 fn required_actions(last_review: Option<&str>) -> String {
@@ -118,6 +118,10 @@ fn required_actions(last_review: Option<&str>) -> String {
     } else {
         actions.iter().map(|a| format!("- {a}")).collect::<Vec<_>>().join("\n")
     }
+}
+
+fn verification(summary: Option<&str>) -> String {
+    summary.unwrap_or("- (no verification commands are configured for this issue)").to_string()
 }
 
 impl CodexAgent {
@@ -158,6 +162,7 @@ impl CodexAgent {
             ("review_number", (req.cycle + 1).to_string()),
             ("required_actions", required_actions(req.last_review.as_deref())),
             ("review_doc", review_doc_for(req)),
+            ("verification", verification(req.verification.as_deref())),
             ("schema", output::schema_file_name(req.phase).to_string()),
         ];
         prompts::render(&t, &values)
@@ -432,6 +437,7 @@ mod tests {
             attempt: 1,
             worktree: "/w".into(),
             last_review: Some(r#"{"required_actions":["do a","do b"]}"#.into()),
+            verification: None,
             resume_session: None,
             timeout: std::time::Duration::from_secs(5),
             env: Vec::new(),
@@ -463,6 +469,6 @@ mod tests {
         let agent = CodexAgent::new(CodexSettings::new(Path::new("/s/logs")));
         let p = agent.prompt(&req(Phase::Fix)).unwrap();
         assert!(p.contains("- do a\n- do b"), "{p}");
-        assert!(p.contains("docs/projects/p/reviews/REVIEW-M1.md") && p.contains("fix cycle 1"), "{p}");
+        assert!(p.contains("docs/projects/p/reviews/M1/") && p.contains("fix cycle 1"), "{p}");
     }
 }

@@ -27,8 +27,12 @@ pub struct PhaseRequest {
     pub cycle: u32,
     pub attempt: u32,
     pub worktree: PathBuf,
-    /// The previous review's raw output (fix phases).
+    /// The previous review's raw output (fix phases); after a failed verification, loop's own
+    /// `{"required_actions": [failures]}`.
     pub last_review: Option<String>,
+    /// loop's verification of the commit under review, one line per command (review phases;
+    /// None when the issue has no verification commands).
+    pub verification: Option<String>,
     /// A session the agent started for this phase before an interruption, to continue.
     pub resume_session: Option<String>,
     pub timeout: Duration,

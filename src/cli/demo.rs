@@ -128,7 +128,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         review_doc: false,
         issues: Vec::new(),
         jobs: args.jobs,
+        verify: Default::default(),
+        skip_setup: false,
         guard: Some(Default::default()),
+        fresh: false,
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();

@@ -19,7 +19,12 @@ use crate::{docs, plan, prompts};
 /// A review shaped like a real one, so the fix prompt shows where required actions go.
 const SAMPLE_REVIEW: &str = r#"{"required_actions": ["<the required_actions of the review before this fix>"]}"#;
 
-pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<ExitCode, CliError> {
+/// `problems`: what pre-flight found (shown; a dry run starts nothing, so it still exits 0).
+pub fn show(
+    inputs: &RunInputs,
+    codex: Option<&CodexSettings>,
+    problems: &[crate::preflight::Problem],
+) -> Result<ExitCode, CliError> {
     let docs = docs::load(&inputs.repo)?;
     let milestone = plan::choose_milestone(&docs, inputs.milestone.as_deref())?;
     let mut plan = plan::build(&docs, &milestone)?;
@@ -39,7 +44,7 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<ExitCod
             Some(agent) => Some(phases(agent, inputs, &run_id, &milestone, &issue)?),
             None => None,
         };
-        let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone));
+        let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone, &issue.id));
         shown.push(DryRunIssue { issue, base, review_doc, phases });
     }
     let dry = DryRun {
@@ -54,6 +59,7 @@ pub fn show(inputs: &RunInputs, codex: Option<&CodexSettings>) -> Result<ExitCod
         guard,
         codex: codex.map(|s| check_installed(&s.bin).map(|p| p.display().to_string())),
         issues: shown,
+        preflight: problems.iter().map(ToString::to_string).collect(),
     };
     crate::out!("{}", crate::render::dryrun::text(&dry));
     Ok(ExitCode::Ok)
@@ -68,6 +74,13 @@ fn phases(
     issue: &crate::journal::PlannedIssue,
 ) -> Result<Vec<DryRunPhase>, CliError> {
     let mut out = Vec::new();
+    let verify_lines = issue
+        .verify
+        .iter()
+        .chain(inputs.verify.commands.iter())
+        .map(|c| format!("- `{c}`: <passed, or a pre-existing failure> (<duration>; log <path>)"))
+        .collect::<Vec<_>>()
+        .join("\n");
     for (phase, cycle, label) in [
         (Phase::Dev, 0, "dev".to_string()),
         (Phase::Review, 0, "review 1".into()),
@@ -82,6 +95,7 @@ fn phases(
             attempt: 1,
             worktree: PathBuf::from(&issue.worktree),
             last_review: (phase == Phase::Fix).then(|| SAMPLE_REVIEW.to_string()),
+            verification: (phase == Phase::Review && !verify_lines.is_empty()).then(|| verify_lines.clone()),
             resume_session: None,
             timeout: Duration::from_secs(inputs.phase_timeout_secs),
             env: Vec::new(),

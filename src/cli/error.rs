@@ -16,6 +16,7 @@ use crate::journal::replay::ReplayError;
 use crate::journal::view::Divergence;
 use crate::journal::JournalError;
 use crate::plan::PlanError;
+use crate::preflight::PreflightError;
 use crate::runs::RunsError;
 use crate::workspace::WorkspaceError;
 
@@ -101,6 +102,8 @@ impl From<ExitCode> for i32 {
     }
 }
 
+use crate::engine::land::LandError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{0}")]
@@ -131,6 +134,12 @@ pub enum CliError {
     Shim(#[from] ShimError),
     #[error("{0}")]
     Usage(String),
+    /// Pre-flight found problems before anything was written (one line each).
+    #[error("{0}")]
+    Preflight(#[from] PreflightError),
+    /// `loop land` could not start or finish (not the land's outcome: that is exit 3).
+    #[error("{0}")]
+    Land(Box<crate::engine::land::LandError>),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     /// A write below a root that met a symlink or failed (`crate::safefs`).
@@ -178,9 +187,12 @@ impl CliError {
     /// The one mapping from error kinds to exit codes.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Docs(_) | CliError::Plan(_) | CliError::Config(_) | CliError::Agent(_) | CliError::Usage(_) => {
-                ExitCode::BadInput
-            }
+            CliError::Docs(_)
+            | CliError::Plan(_)
+            | CliError::Config(_)
+            | CliError::Agent(_)
+            | CliError::Usage(_)
+            | CliError::Preflight(_) => ExitCode::BadInput,
             CliError::Runs(e) => runs_code(e),
             CliError::Journal(j) => journal_code(j),
             CliError::Engine(e) => engine_code(e),
@@ -194,6 +206,7 @@ impl CliError {
             CliError::Shim(e) => shim_code(e),
             CliError::Io { .. } | CliError::Fs { .. } | CliError::Check(_) => ExitCode::Error,
             CliError::Reported(inner) => inner.exit_code(),
+            CliError::Land(e) => land_code(e),
         }
     }
 
@@ -204,6 +217,19 @@ impl CliError {
             // The agent reads these: the guard's own words, as the tool's refusal.
             CliError::Shim(e) => Some(e.to_string()),
             CliError::Replay(f) => Some(format!("loop: replay failed: {f}")),
+            // One line per problem: a failed start names all of them at once.
+            CliError::Preflight(p) => {
+                let mut lines: Vec<String> = p
+                    .problems
+                    .iter()
+                    .map(|x| format!("loop: error: {}", crate::render::printable(&x.to_string(), usize::MAX)))
+                    .collect();
+                lines.push(format!(
+                    "loop: pre-flight found {} problem(s); nothing was written (no journal, worktree or branch)",
+                    p.problems.len()
+                ));
+                Some(lines.join("\n"))
+            }
             other => {
                 let msg = other.to_string();
                 let one_line = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
@@ -246,6 +272,18 @@ fn engine_code(e: &EngineError) -> ExitCode {
         | EngineError::WriterGone
         | EngineError::Unsupported(_)
         | EngineError::Workspace { .. } => ExitCode::Error,
+    }
+}
+
+fn land_code(e: &LandError) -> ExitCode {
+    match e {
+        LandError::NotFinished { .. }
+        | LandError::NothingDone { .. }
+        | LandError::Onto { .. }
+        | LandError::BranchTaken { .. }
+        | LandError::BranchGone { .. } => ExitCode::BadInput,
+        LandError::Workspace(_) | LandError::Verify(_) => ExitCode::Error,
+        LandError::Engine(e) => engine_code(e),
     }
 }
 
@@ -352,6 +390,10 @@ mod tests {
             (SpecError::Unknown("claude".into()).into(), ExitCode::BadInput),
             (SpecError::NoCodexSettings.into(), ExitCode::BadInput),
             (CliError::Usage("u".into()), ExitCode::BadInput),
+            (
+                PreflightError { problems: vec![crate::preflight::Problem::GtMissing("gone".into())] }.into(),
+                ExitCode::BadInput,
+            ),
             (RunsError::NoSuchRun("r".into()).into(), ExitCode::BadInput),
             (RunsError::Ambiguous { prefix: "r".into(), matches: vec![] }.into(), ExitCode::BadInput),
             (RunsError::Locked { run: "r".into(), pid: None }.into(), ExitCode::Locked),
@@ -429,6 +471,17 @@ mod tests {
         let refused = CliError::Shim(ShimError::RealNotFound { tool: "gt" });
         assert_eq!(refused.report().unwrap(), "loop guard: the real gt was not found");
         assert_eq!(CliError::Usage("u".into()).reported().report(), None);
+        let p = PreflightError {
+            problems: vec![
+                crate::preflight::Problem::GtMissing("gone".into()),
+                crate::preflight::Problem::Status("esc \u{1b}[2J".into()),
+            ],
+        };
+        assert_eq!(
+            CliError::from(p).report().unwrap(),
+            "loop: error: --stack graphite needs gt: gone\nloop: error: main checkout status: esc \\u{1b}[2J\n\
+             loop: pre-flight found 2 problem(s); nothing was written (no journal, worktree or branch)"
+        );
     }
 
     /// README's exit-code table lists exactly the codes of [`ExitCode`].

@@ -21,8 +21,14 @@ pub struct RunInputs {
     /// Only these issues (empty: the whole milestone).
     pub issues: Vec<String>,
     pub jobs: usize,
+    /// loop's own checks for every issue (`[verify]`).
+    pub verify: crate::vocab::VerifySpec,
+    /// `--skip-setup`: never run `[verify] setup`.
+    pub skip_setup: bool,
     /// Guardrails (README "Safety"); `None` runs unguarded.
     pub guard: Option<GuardInputs>,
+    /// `--fresh`: new branch names, nothing carried over from earlier runs of the milestone.
+    pub fresh: bool,
 }
 
 /// What a run's guard is built from: the flags, loop.toml's `[guard]`, and the sandbox the

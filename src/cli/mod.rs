@@ -9,10 +9,13 @@ pub mod dryrun;
 pub mod error;
 pub mod export;
 pub mod inputs;
+pub mod land;
 pub mod plan;
 pub mod prompts;
 pub mod replay;
+pub mod rerun;
 pub mod resume;
+pub mod retry;
 pub mod run;
 pub mod runs;
 pub mod select;
@@ -54,6 +57,8 @@ pub enum Command {
     Run(Box<run::RunArgs>),
     /// Continue an interrupted or crashed run exactly where it stopped.
     Resume(resume::ResumeArgs),
+    /// Reopen Failed, Capped or Blocked issues of a run (and the issues they blocked), then continue it.
+    Retry(retry::RetryArgs),
     /// Re-derive every state from the journal alone, verify the hash chain, print the timeline.
     Replay(replay::ReplayArgs),
     /// Show where each issue of a run stands (default: the newest run).
@@ -66,6 +71,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// List, show or install the dev-auto-* prompt templates.
     Prompts(prompts::PromptsArgs),
+    /// Merge a finished run's Done branches into loop/<milestone>/land and run the checks there.
+    Land(land::LandArgs),
     /// Remove worktrees finished runs left behind (owned and clean only); say what is kept and why.
     Clean(clean::CleanArgs),
     /// Agent hooks: `loop hook claude` is Claude Code's PreToolUse hook (exit 2 blocks).
@@ -143,6 +150,12 @@ pub fn engine_settings(jobs: usize) -> crate::engine::Settings {
     crate::engine::Settings::new(jobs, crate::clock::Clock::from_env(), crate::proc::Cancel::process())
 }
 
+/// Where verification keeps its logs (`<state>/logs/<run>/<issue>/`) and its baseline
+/// checkouts (`<state>/verify/<run>/`, removed after use).
+pub fn verify_env(state: &StateDir, skip_setup: bool) -> crate::engine::VerifyEnv {
+    crate::engine::VerifyEnv { logs_root: state.root.join("logs"), scratch_root: state.root.join("verify"), skip_setup }
+}
+
 /// SIGINT, SIGTERM and SIGHUP stop running phases and journal the interruption; a second one
 /// exits at once (the journal is consistent after every append, so nothing is lost).
 pub fn install_interrupt_handler() {
@@ -162,6 +175,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plan(a) => plan::run(a),
         Command::Run(a) => run::run(*a),
         Command::Resume(a) => resume::run(a),
+        Command::Retry(a) => retry::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),
         Command::Runs(a) => runs::run(a),
@@ -169,6 +183,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Bench(a) => bench::run(a),
         Command::Prompts(a) => prompts::run(a),
         Command::Clean(a) => clean::run(a),
+        Command::Land(a) => land::run(a),
         Command::Hook { agent } if agent == "claude" => {
             crate::guard::shim::hook_claude(&mut std::io::stdin().lock())?;
             Ok(ExitCode::Ok)

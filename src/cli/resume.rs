@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::engine::Recorder;
 use crate::journal::view::RunView;
 use crate::journal::Journal;
+use crate::render::progress::Progress;
 
 #[derive(Args, Debug)]
 pub struct ResumeArgs {
@@ -20,8 +21,22 @@ pub struct ResumeArgs {
 }
 
 pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
-    let state = args.repo.state()?;
-    let run_id = state.resolve(&args.run_id)?;
+    let (code, view, repo) = continue_run(&args.repo, &args.run_id, &args.drive, |_, _| Ok(()))?;
+    finish_output(&view, args.drive.json, &repo, args.drive.quiet);
+    Ok(code)
+}
+
+/// Opens run `run_id` under its locks, lets `amend` journal what it must before the drive (it
+/// sees the folded view first and may refuse, writing nothing), journals `run_resumed` unless
+/// the run is finished, and drives it on. Shared by `resume` and `retry`.
+pub fn continue_run(
+    repo_args: &RepoArgs,
+    run_id: &str,
+    drive_args: &super::run::DriveArgs,
+    amend: impl FnOnce(&mut Recorder, &mut Progress) -> Result<(), CliError>,
+) -> Result<(ExitCode, RunView, std::path::PathBuf), CliError> {
+    let state = repo_args.state()?;
+    let run_id = state.resolve(run_id)?;
     let _lock = state.lock(&run_id)?;
     let store = state.open_store(&run_id, &mut |note| eprintln!("loop: {note}"))?;
     let clock = Clock::from_env();
@@ -33,16 +48,56 @@ pub fn run(args: ResumeArgs) -> Result<ExitCode, CliError> {
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
     let agent = crate::agent::from_spec(&view.start.agent, &ids, "the recorded scenario")?;
     let ws = super::git_workspace(&repo);
-    args.drive.check()?;
-    let mut progress = args.drive.progress();
+    drive_args.check()?;
+    let mut progress = drive_args.progress();
+    amend(&mut recorder, &mut progress)?;
     if !recorder.view().finished {
+        resume_preflight(recorder.view(), &state.root)?;
         super::install_interrupt_handler();
         kill_leftovers(recorder.view());
         recorder.resumed(&mut progress)?;
     }
-    let (code, view) = drive(recorder, agent.as_ref(), &ws, &mut progress, args.drive.jobs)?;
-    finish_output(&view, args.drive.json, &repo, args.drive.quiet);
-    Ok(code)
+    let (code, view) = drive(
+        recorder,
+        agent.as_ref(),
+        &ws,
+        &mut progress,
+        drive_args.jobs,
+        super::verify_env(&state, drive_args.skip_setup),
+    )?;
+    Ok((code, view, repo))
+}
+
+/// Pre-flight before a resumed run appends anything: the recorded agent (codex present and
+/// logged in), gt for a graphite stack, the main checkout under the recorded guard, the state dir
+/// and free disk space. Issue docs are not checked again: the run was planned from them.
+fn resume_preflight(view: &RunView, state_root: &std::path::Path) -> Result<(), CliError> {
+    let repo = std::path::Path::new(&view.start.repo);
+    let codex = match (view.start.agent.kind.as_str(), &view.start.agent.settings) {
+        ("codex", Some(text)) => serde_json::from_str::<crate::agent::codex::CodexSettings>(text)
+            .ok()
+            .map(|s| crate::agent::codex::check_installed(&s.bin)),
+        _ => None,
+    };
+    let guard = view.start.guard.as_ref();
+    // Only this setting of loop.toml is read again: it guards the machine, not the run's course.
+    let min_free_disk_mb = crate::config::load(repo)
+        .ok()
+        .and_then(|c| c.run.min_free_disk_mb)
+        .unwrap_or(crate::preflight::DEFAULT_MIN_FREE_DISK_MB);
+    let req = crate::preflight::Request {
+        repo,
+        state_dir: state_root,
+        allow_dirty: guard.is_some_and(|g| g.config.allow_dirty),
+        check_checkout: guard.is_some_and(|g| g.config.checks),
+        docs: Vec::new(),
+        codex,
+        gt: guard
+            .filter(|g| g.stack == crate::stack::StackMode::Graphite)
+            .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
+        min_free_disk_mb,
+    };
+    Ok(crate::preflight::run(&req)?)
 }
 
 /// An agent of the interrupted run that still lives (its loop was killed and it escaped the

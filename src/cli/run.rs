@@ -15,6 +15,7 @@ use crate::engine::{Engine, GuardHooks, Hooks, Observer, Outcome, Recorder, Stac
 use crate::journal::view::{Applied, RunView};
 use crate::journal::{AgentSpec, Journal, Record, RunStart};
 use crate::render::progress::Progress;
+use crate::vocab::EarlierRuns;
 use crate::workspace::Workspace;
 use crate::{docs, plan, render};
 
@@ -48,9 +49,14 @@ pub struct RunArgs {
     /// Tokens one issue may use; over it the issue ends Capped [default: unlimited, or loop.toml].
     #[arg(long, value_name = "N")]
     pub max_tokens_per_issue: Option<u64>,
-    /// Do not append reviews to docs/projects/<project>/reviews/REVIEW-<milestone>.md.
+    /// Do not append reviews to docs/projects/<project>/reviews/<milestone>/<issue>.md.
     #[arg(long)]
     pub no_review_doc: bool,
+    /// Start the milestone over: run every issue on new branches (`loop/<milestone>-<run id>/<issue>`),
+    /// leaving earlier runs' branches untouched [default: keep the issues earlier runs ended Done,
+    /// run the rest on loop's own branches].
+    #[arg(long)]
+    pub fresh: bool,
     #[command(flatten)]
     pub drive: DriveArgs,
     #[command(flatten)]
@@ -72,6 +78,9 @@ pub struct DriveArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Never run the `[verify] setup` commands (installs already done).
+    #[arg(long)]
+    pub skip_setup: bool,
 }
 
 impl DriveArgs {
@@ -111,7 +120,10 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         review_doc,
         issues: only,
         jobs,
+        verify,
+        skip_setup,
         guard,
+        fresh,
     } = inputs;
     let docs = docs::load(&repo)?;
     let milestone = plan::choose_milestone(&docs, milestone.as_deref())?;
@@ -131,8 +143,6 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
     let base_commit = ws.head_commit().map_err(|e| {
         CliError::Usage(format!("{}: the repository needs at least one commit to branch from ({e})", repo.display()))
     })?;
-    let issues = plan::planned_issues(&plan, &state.worktrees_dir(), &milestone);
-
     let run_id = clock::new_run_id(&clock);
     // A staged run under this id that never made a record durable gives way (see `create_run`).
     state.remove_empty(&run_id)?;
@@ -140,6 +150,18 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         return Err(CliError::Usage(format!("run {run_id} already exists")));
     }
     let _milestone_lock = state.lock_milestone(&repo, &milestone, crate::runs::Holder::Run(&run_id))?;
+    // Under the milestone's lock, the earlier runs' journals are final.
+    let (issues, rerun) = if fresh {
+        let names = super::rerun::fresh_namespace(&milestone, &run_id);
+        (plan::planned_issues(&plan, &state.worktrees_dir(), &names), super::rerun::Rerun::default())
+    } else {
+        let mut issues = plan::planned_issues(&plan, &state.worktrees_dir(), &milestone);
+        let rerun = super::rerun::earlier_runs(&state, &repo, &milestone, &mut issues, &ws)?;
+        (issues, rerun)
+    };
+    for note in &rerun.notes {
+        crate::eoutln!("loop: {note}");
+    }
     let (_lock, store) = state.create_run(&run_id)?;
     let journal =
         Journal::create(Box::new(store), &run_id, clock.clone()).with_fault_after(super::fault_after_append());
@@ -155,11 +177,12 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         review_doc,
         issues,
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
-        verify: Default::default(),
+        verify,
+        earlier: Box::new(EarlierRuns { carried_over: rerun.carried, reusable_branches: rerun.reusable }),
     };
     let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();
-    drive(recorder, agent_impl.as_ref(), &ws, progress, jobs)
+    drive(recorder, agent_impl.as_ref(), &ws, progress, jobs, super::verify_env(&state, skip_setup))
 }
 
 /// Drives a journaled run to its end or to an interruption.
@@ -169,12 +192,14 @@ pub fn drive(
     ws: &dyn Workspace,
     progress: &mut Progress,
     jobs: usize,
+    verify: crate::engine::VerifyEnv,
 ) -> Result<(ExitCode, RunView), CliError> {
     let view = recorder.view();
     let mut guard =
         view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, Path::new(&view.start.repo)));
     if let (Some(g), true) = (&mut guard, jobs > 1) {
         g.siblings = view.start.issues.iter().map(|p| (p.branch.to_string(), p.worktree.clone())).collect();
+        g.scratch = Some(verify.scratch_root.clone());
     }
     if let Some(w) = view.start.guard.as_ref().and_then(|g| g.config.sandbox.warning()) {
         crate::eoutln!("loop: {w}");
@@ -190,7 +215,7 @@ pub fn drive(
     let stack = guard.as_ref().and_then(|g| g.stack());
     let guard_hooks = guard.as_ref().map(GuardHooks);
     let stack_hooks = stack.as_ref().map(StackHooks);
-    let mut engine = Engine::new(recorder, agent, ws, progress, super::engine_settings(jobs));
+    let mut engine = Engine::new(recorder, agent, ws, progress, super::engine_settings(jobs).with_verify(verify));
     for hooks in [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)]
         .into_iter()
         .flatten()
@@ -252,17 +277,54 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         max_tokens_per_issue: settings.max_tokens_per_issue,
         review_doc: settings.review_doc,
         issues: args.issues,
+        fresh: args.fresh,
         jobs: args.drive.jobs,
+        verify: settings.verify.clone(),
+        skip_setup: args.drive.skip_setup,
         guard: Some(GuardInputs { args: args.guard, file: cfg.guard.clone(), sandbox: settings.sandbox() }),
     };
+    let min_free_disk_mb = cfg.run.min_free_disk_mb.unwrap_or(crate::preflight::DEFAULT_MIN_FREE_DISK_MB);
+    let problems = preflight(&inputs, codex.as_ref(), min_free_disk_mb)?;
     if args.dry_run {
-        return super::dryrun::show(&inputs, codex.as_ref());
+        return super::dryrun::show(&inputs, codex.as_ref(), &problems);
     }
-    if let Some(c) = &codex {
-        crate::agent::codex::check_installed(&c.bin).map_err(CliError::Usage)?;
+    if !problems.is_empty() {
+        return Err(crate::preflight::PreflightError { problems }.into());
     }
     let mut progress = args.drive.progress();
     let (code, view) = start(inputs, &mut progress)?;
     finish_output(&view, args.drive.json, &repo, args.drive.quiet);
     Ok(code)
+}
+
+/// Pre-flight for a new run of `inputs` (README "Pre-flight"): every problem that would stop it,
+/// found before anything is written. Docs that do not load or plan are errors of their own.
+pub fn preflight(
+    inputs: &RunInputs,
+    codex: Option<&crate::agent::codex::CodexSettings>,
+    min_free_disk_mb: u64,
+) -> Result<Vec<crate::preflight::Problem>, CliError> {
+    let docs = docs::load(&inputs.repo)?;
+    let milestone = plan::choose_milestone(&docs, inputs.milestone.as_deref())?;
+    let mut plan = plan::build(&docs, &milestone)?;
+    super::select::only_issues(&mut plan, &inputs.issues, &inputs.state)?;
+    let issues = plan::planned_issues(&plan, &inputs.state.worktrees_dir(), &milestone);
+    // Bad input (a scenario naming unknown issues) is reported as such, before the environment.
+    let ids: Vec<&str> = issues.iter().map(|p| p.id.as_str()).collect();
+    crate::agent::from_spec(&inputs.agent, &ids, &inputs.scenario_source)?;
+    let guard = inputs.guard.as_ref().map(|g| g.args.spec(&g.file, g.sandbox.clone(), Path::new("")));
+    let req = crate::preflight::Request {
+        repo: &inputs.repo,
+        state_dir: &inputs.state.root,
+        allow_dirty: guard.as_ref().is_some_and(|g| g.config.allow_dirty),
+        check_checkout: guard.as_ref().is_some_and(|g| g.config.checks),
+        docs: issues.iter().map(|i| i.doc.clone()).collect(),
+        codex: codex.map(|c| crate::agent::codex::check_installed(&c.bin)),
+        gt: guard
+            .as_ref()
+            .filter(|g| g.stack == crate::stack::StackMode::Graphite)
+            .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
+        min_free_disk_mb,
+    };
+    Ok(crate::preflight::check(&crate::preflight::gather(&req)))
 }

@@ -39,6 +39,9 @@ pub(super) struct Parts<'a> {
     pub(super) hooks: &'a [&'a dyn Hooks],
     pub(super) clock: Clock,
     pub(super) cancel: Cancel,
+    pub(super) verify: super::VerifyEnv,
+    /// One baseline is checked at a time, so issues on the same base share it.
+    pub(super) baseline: std::sync::Mutex<()>,
 }
 
 /// Whether a command may be carried out after a stop request: an ended issue's worktree is
@@ -165,8 +168,10 @@ impl<'a> IssueDriver<'a> {
         let id = planned.id.as_str();
         match command {
             Command::Prepare => self.prepare(planned)?,
+            // A reused branch is loop's own from an earlier run (or before a retry): it is
+            // checked out as it is, and a worktree of it left at the path is adopted.
             Command::CreateWorktree { path, branch, base, adopt, reuse } => {
-                self.create_worktree(planned, path, branch, base, adopt, reuse)?
+                self.create_worktree(planned, path, branch, base, adopt || reuse, reuse)?
             }
             Command::StartPhase { phase, attempt } => {
                 self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
@@ -177,14 +182,17 @@ impl<'a> IssueDriver<'a> {
                     return Ok(Some(Step::Stop));
                 }
             }
+            Command::Verify { path, cycle } => {
+                if let Step::Stop = self.verify(planned, path, cycle)? {
+                    return Ok(Some(Step::Stop));
+                }
+            }
             Command::RemoveWorktree { path, branch } => {
                 self.end_worktree(planned, path, End::Remove { branch: &branch })?
             }
             Command::KeepWorktree { path, ended } => self.end_worktree(planned, path, End::Keep { ended })?,
             Command::Finish => return Ok(Some(Step::Continue)),
-            // Not emitted until the engine makes merge bases and runs checks (#12).
             Command::MergeBases { path, parents } => self.merge_bases(planned, path, parents)?,
-            command @ Command::Verify { .. } => return Err(EngineError::Unsupported(format!("{command:?}"))),
         }
         Ok(None)
     }
@@ -237,12 +245,14 @@ impl<'a> IssueDriver<'a> {
                 return Ok(());
             }
         };
+        // A branch an earlier run of the milestone made is loop's own: checked out as it is.
+        let reuse = self.handle.view().start.earlier.reusable_branches.iter().any(|b| *b == planned.branch.as_str());
         let intent = Event::WorktreeIntent {
             path: planned.worktree.clone(),
             branch: planned.branch.to_string(),
             base,
             merge,
-            reuse: false,
+            reuse,
         };
         self.event(id, intent, None)?;
         Ok(())
@@ -298,7 +308,7 @@ impl<'a> IssueDriver<'a> {
             let branches: Vec<String> = planned.blocked_by.iter().map(|d| dependency_branch(&view, d)).collect();
             // loop's own review docs only ever gain entries: both sides' entries are kept.
             let mut union: Vec<String> =
-                view.start.issues.iter().map(|p| reviewdoc::doc_path(&p.doc, &view.start.milestone)).collect();
+                view.start.issues.iter().map(|p| reviewdoc::doc_path(&p.doc, &view.start.milestone, &p.id)).collect();
             union.sort();
             union.dedup();
             (view.run_id.clone(), branches, union)

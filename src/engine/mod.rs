@@ -14,6 +14,8 @@
 //! - [`phase`]: one agent phase as small named steps (request, before-phase hooks, agent,
 //!   after-phase hooks, outcome, commit or review doc, budget).
 //! - [`hooks`]: what the guard and the Graphite stack add around those steps.
+//! - [`checks`]: loop's own verification of dev's and each fix's work (baseline, setup,
+//!   checks), the machine's `verify` command.
 //!
 //! Invariants:
 //! - Decide, journal, then act: every event is appended (durably) before the next effect starts,
@@ -34,8 +36,10 @@
 //!   retried at resume. A journal append that fails stops the run too ([`EngineError::Append`]):
 //!   nothing is appended after it, since the store's tail is unknown.
 
+mod checks;
 mod driver;
 pub mod hooks;
+pub mod land;
 mod phase;
 pub mod recorder;
 mod scheduler;
@@ -53,6 +57,7 @@ use crate::machine::IllegalTransition;
 use crate::proc::Cancel;
 use crate::workspace::Workspace;
 
+pub use checks::VerifyEnv;
 pub use hooks::{GuardHooks, Hooks, StackHooks};
 pub use recorder::Recorder;
 pub use writer::bench_group_commit;
@@ -144,11 +149,17 @@ pub struct Settings {
     pub clock: Clock,
     /// Checked between steps; set by the signal handler ([`Cancel::process`]).
     pub cancel: Cancel,
+    /// Where verification writes, and `--skip-setup`.
+    pub verify: VerifyEnv,
 }
 
 impl Settings {
     pub fn new(jobs: usize, clock: Clock, cancel: Cancel) -> Settings {
-        Settings { jobs: jobs.max(1), clock, cancel }
+        Settings { jobs: jobs.max(1), clock, cancel, verify: VerifyEnv::default() }
+    }
+
+    pub fn with_verify(self, verify: VerifyEnv) -> Settings {
+        Settings { verify, ..self }
     }
 }
 
@@ -192,6 +203,8 @@ impl<'a> Engine<'a> {
             hooks: &hooks,
             clock: settings.clock.clone(),
             cancel: settings.cancel.clone(),
+            verify: settings.verify.clone(),
+            baseline: std::sync::Mutex::new(()),
         };
         scheduler::run(journal, view, observer, &parts, settings.jobs)
     }

@@ -104,6 +104,7 @@ impl IssueDriver<'_> {
             attempt: ctx.attempt.max(1),
             worktree: ctx.worktree.clone(),
             last_review: ctx.issue.last_review.clone(),
+            verification: (ctx.phase == Phase::Review).then(|| verification_summary(&ctx.issue)).flatten(),
             resume_session: ctx.resume_session.clone(),
             timeout: Duration::from_secs(timeout_secs),
             env: Vec::new(),
@@ -292,7 +293,8 @@ impl IssueDriver<'_> {
         reply: &PhaseReply,
     ) -> Result<(), EngineError> {
         let id = planned.id.as_str();
-        let used = ctx.issue.tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
+        // Counted since the last reopen: a retried issue gets its budget again.
+        let used = ctx.issue.budget_tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
         let now = self.event(id, event, Some(evidence))?;
         if let Some(limit) = ctx.budget {
             if used > limit && !now.is_terminal() {
@@ -319,7 +321,7 @@ impl IssueDriver<'_> {
         if !enabled {
             return Ok(());
         }
-        let rel = reviewdoc::doc_path(&planned.doc, &milestone);
+        let rel = reviewdoc::doc_path(&planned.doc, &milestone, &planned.id);
         let entry = reviewdoc::Entry {
             run_id: &run_id,
             issue: &planned.id,
@@ -412,4 +414,17 @@ fn symlinked_git_file(worktree: &Path) -> Option<Vec<String>> {
         Err(e) if e.is_symlink() => Some(vec![format!("committing: {e}")]),
         _ => None,
     }
+}
+
+/// One line per check of the issue's latest verification, for the review prompt.
+fn verification_summary(issue: &IssueView) -> Option<String> {
+    if issue.verification.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = issue
+        .verification
+        .iter()
+        .map(|c| format!("- `{}`: {} ({} ms; log {})", c.command, c.status(), c.duration_ms, c.log))
+        .collect();
+    Some(lines.join("\n"))
 }

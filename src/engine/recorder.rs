@@ -1,7 +1,7 @@
 //! The engine's journal service outside a drive: the records the CLI needs written before or
 //! after the engine drives (a new run's `run_started`, a resume's `run_resumed`, `loop
-//! clean`'s removals). With the drive's [`super::writer`], it makes the engine the journal's
-//! only writer.
+//! clean`'s removals, `loop retry`'s reopenings). With the drive's [`super::writer`], it makes
+//! the engine the journal's only writer.
 //!
 //! Invariants:
 //! - The view is always the fold of exactly the journal's records: each record is applied
@@ -56,18 +56,52 @@ impl Recorder {
     /// Journals an issue event outside a drive (`loop clean`'s `worktree_removed`), with the
     /// state the machine decides; returns that state.
     pub fn issue_event(&mut self, issue: &str, event: Event) -> Result<State, EngineError> {
-        let from = self.view.state_of(issue).cloned().unwrap_or(State::PENDING);
-        let (to, commands) = machine::transition(&from, &event, &self.view.rules_for(issue))?;
-        let body = Body::Issue {
-            issue: issue.to_string(),
-            event,
-            to: to.stage.clone(),
-            commands: Some(commands),
-            evidence: None,
-        };
-        let rec = self.append(body)?;
+        let mut states = self.issue_events(vec![(issue.to_string(), event)], &mut super::Silent)?;
+        Ok(states.pop().expect("one event in, one state out"))
+    }
+
+    /// Journals several issue events as one group (one durable append: `loop retry`'s
+    /// `reopened` events land together or, after a crash mid-way, not at all), each decided by
+    /// the machine against the states before it, and shows them to `observer`. Nothing is
+    /// appended if any of them is illegal.
+    pub fn issue_events(
+        &mut self,
+        events: Vec<(String, Event)>,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<State>, EngineError> {
+        let mut scratch: Vec<(String, State)> = Vec::new();
+        let mut bodies = Vec::with_capacity(events.len());
+        for (issue, event) in events {
+            let from = scratch
+                .iter()
+                .rev()
+                .find(|(i, _)| *i == issue)
+                .map(|(_, s)| s.clone())
+                .or_else(|| self.view.state_of(&issue).cloned())
+                .unwrap_or(State::PENDING);
+            let (to, commands) = machine::transition(&from, &event, &self.view.rules_for(&issue))?;
+            bodies.push(Body::Issue {
+                issue: issue.clone(),
+                event,
+                to: to.stage.clone(),
+                commands: Some(commands),
+                evidence: None,
+            });
+            scratch.push((issue, to));
+        }
+        let records = self.journal.append_group(bodies)?;
+        for rec in &records {
+            let applied = self.view.apply(rec)?;
+            observer.record(rec, &applied, &self.view);
+        }
+        Ok(scratch.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// Journals a landing (`loop land`): the branches merged and the checks run.
+    pub fn landed(&mut self, landing: crate::vocab::Landing) -> Result<(), EngineError> {
+        let rec = self.append(Body::Landed(landing))?;
         self.view.apply(&rec)?;
-        Ok(to)
+        Ok(())
     }
 
     fn append(&mut self, body: Body) -> Result<Record, EngineError> {

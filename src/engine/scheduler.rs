@@ -5,6 +5,8 @@
 //!   plan order, so `--jobs 1` is the plan order exactly.
 //! - A terminal issue whose worktree still needs its end (removal or keeping) is driven once
 //!   more for that; otherwise it is settled and never driven again.
+//! - Issues the run start carries over from earlier runs are journaled Done (`carried_over`)
+//!   before any issue starts, so their dependents see them Done.
 //! - Nothing new starts once the run is cancelled, stopped or failed; the run ends when no
 //!   driver is left, with exactly one closing run record (`run_finished` or `run_interrupted`).
 
@@ -19,6 +21,7 @@ use super::writer::{lock, Handle, WriteReq, Writer};
 use super::{EngineError, Observer, Outcome, Step};
 use crate::journal::view::RunView;
 use crate::journal::{Body, Journal, PlannedIssue};
+use crate::machine::{Event, Stage};
 
 /// How long the scheduler waits for a driver before it ticks the observer.
 const TICK: Duration = Duration::from_millis(200);
@@ -44,12 +47,35 @@ pub(super) fn run(
         // closure returns they are all gone and the writer's loop ends.
         let handle = Handle { tx, view: shared.clone(), halt: Arc::new(AtomicBool::new(false)) };
         scope.spawn(move || writer.serve(rx));
-        let ended = Scheduler::new(order, jobs).run(scope, &handle, parts, &observer);
+        let ended = match carry_over(&handle) {
+            Ok(()) => Scheduler::new(order, jobs).run(scope, &handle, parts, &observer),
+            Err(e) => Ended { failure: Some(e), stopped: false },
+        };
         conclude(&handle, ended, parts)
     });
     // The writer ends when the last handle is gone; the scope joined it.
     let view = lock(&shared).clone();
     outcome.map(|o| (o, view))
+}
+
+/// Journals `carried_over` for each issue the run start carries over from an earlier run that
+/// is still untouched (Pending, no worktree): at a new run's start, or at the resume of a run
+/// whose start was cut short before they were all journaled.
+fn carry_over(handle: &Handle) -> Result<(), EngineError> {
+    let due: Vec<_> = {
+        let view = handle.view();
+        view.start
+            .earlier
+            .carried_over
+            .iter()
+            .filter(|c| view.state_of(&c.issue).is_some_and(|s| s.stage == Stage::Pending && s.worktree.is_none()))
+            .cloned()
+            .collect()
+    };
+    for c in due {
+        handle.event(&c.issue, Event::CarriedOver { run: c.run, branch: c.branch, tip: c.tip }, None)?;
+    }
+    Ok(())
 }
 
 /// How the scheduling loop ended.

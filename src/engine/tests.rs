@@ -139,6 +139,24 @@ impl Workspace for FakeWorkspace {
     fn has_identity(&self, _: &Path) -> Result<bool, WorkspaceError> {
         Ok(true)
     }
+
+    fn tree_of(&self, commit: &str) -> Result<String, WorkspaceError> {
+        Ok(format!("tree-of-{commit}"))
+    }
+
+    fn add_scratch(&self, path: &Path, _commit: &str) -> Result<(), WorkspaceError> {
+        let _ = std::fs::remove_dir_all(path);
+        std::fs::create_dir_all(path).map_err(|source| WorkspaceError::Io { what: path.display().to_string(), source })
+    }
+
+    fn remove_scratch(&self, path: &Path) -> Result<(), WorkspaceError> {
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(WorkspaceError::Io { what: path.display().to_string(), source: e })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The simulated agent, which requests a stop (as Ctrl-C would) when it is asked to run
@@ -193,6 +211,7 @@ struct Run {
     store: SharedStore,
     rules: Rules,
     issues: Vec<PlannedIssue>,
+    verify: crate::vocab::VerifySpec,
 }
 
 impl Run {
@@ -211,7 +230,7 @@ impl Run {
                 verify: Vec::new(),
             })
             .collect();
-        Run { dir, store: SharedStore::default(), rules: Rules::default(), issues }
+        Run { dir, store: SharedStore::default(), rules: Rules::default(), issues, verify: Default::default() }
     }
 
     fn start(&self) -> RunStart {
@@ -227,7 +246,8 @@ impl Run {
             review_doc: false,
             issues: self.issues.clone(),
             guard: None,
-            verify: Default::default(),
+            verify: self.verify.clone(),
+            earlier: Default::default(),
         }
     }
 
@@ -289,6 +309,7 @@ fn line(body: &Body) -> String {
         Body::RunFinished => "run_finished".into(),
         Body::WorktreeRepaired { issue, .. } => format!("{issue} worktree_repaired"),
         Body::ProcessGroup { issue, .. } => format!("{issue} process_group"),
+        Body::Landed(l) => format!("landed {}", l.branch),
     }
 }
 
@@ -603,6 +624,42 @@ fn a_hook_refusing_a_phase_ends_it_without_running_the_agent() {
     assert!(!probe.calls.lock().unwrap().contains(&"after review".to_string()));
 }
 
+#[test]
+fn a_verification_log_that_cannot_be_written_stops_the_run_and_resume_verifies_again() {
+    let mut run = Run::new(&[("A", &[])]);
+    run.verify.commands = strs(&["test -f loop-sim/A.md"]);
+    let ws = FakeWorkspace::default();
+    // The logs root lies below a regular file: every log open fails, as on a broken disk.
+    let blocker = run.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let env = |logs: std::path::PathBuf| VerifyEnv {
+        logs_root: logs,
+        scratch_root: run.dir.path().join("scratch"),
+        skip_setup: false,
+    };
+    let broken = settings(1).with_verify(env(blocker.join("logs")));
+    let err = run.drive(run.recorder(), &sim(&[]), &ws, broken, &[]).unwrap_err();
+    assert!(matches!(err, EngineError::Environment { .. }), "{err}");
+    assert_eq!(run.events_of("A").last().unwrap(), "interrupted", "not the issue's failure");
+    assert!(!run.events_of("A").contains(&"verify_finished".to_string()));
+
+    let mut recorder = run.reopen();
+    recorder.resumed(&mut Silent).unwrap();
+    let good = settings(1).with_verify(env(run.dir.path().join("logs")));
+    let (outcome, view) = run.drive(recorder, &sim(&[]), &ws, good, &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 0 }));
+    let a = run.events_of("A");
+    assert_eq!(a.iter().filter(|e| *e == "verify_finished").count(), 1, "{a:?}");
+    let at = |name: &str| a.iter().position(|e| e == name).unwrap();
+    assert!(at("verify_finished") < at("review_finished"), "review after the verification: {a:?}");
+    // The base checkout was removed after the baseline.
+    assert!(!run.dir.path().join("scratch").join("run").exists());
+    let checks = view.issue("A").unwrap().verification.clone();
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0].passed(), "{checks:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The driver's seam
 
@@ -632,4 +689,101 @@ fn a_process_cancel_token_and_an_own_token_are_independent() {
     assert_eq!(own.signal(), Some(libc::SIGHUP), "the first request wins");
     assert!(!Cancel::new().is_requested());
     assert!(!Cancel::process().is_requested(), "an own token does not cancel the process");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retry
+
+/// The simulated agent, reporting `per_phase` tokens for every phase.
+struct Spending {
+    sim: SimAgent,
+    per_phase: u64,
+}
+
+impl Agent for Spending {
+    fn name(&self) -> &str {
+        "spending"
+    }
+
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
+        let mut reply = self.sim.run(req, signal)?;
+        reply.tokens = Some(crate::vocab::Tokens { input: self.per_phase, ..Default::default() });
+        Ok(reply)
+    }
+}
+
+#[test]
+fn a_reopened_issue_capped_by_its_budget_counts_tokens_afresh_and_goes_on() {
+    let run = Run::new(&[("A", &[])]);
+    let mut start = run.start();
+    start.max_tokens_per_issue = Some(100);
+    let journal = Journal::create(Box::new(run.store.clone()), "run", Run::clock());
+    let recorder = Recorder::start(journal, start, &mut Silent).unwrap();
+    let agent = Spending { sim: sim(&[("A", script("pass", &["changes_required", "pass", "pass"]))]), per_phase: 60 };
+    let ws = FakeWorkspace::default();
+    let (_, view) = run.drive(recorder, &agent, &ws, settings(1), &[]).unwrap();
+    // Dev (60) and the first review (120 in all) pass the limit of 100.
+    assert!(
+        matches!(stage(&view, "A"), Some(Stage::Capped { reason: crate::machine::Reason::BudgetExceeded { .. }, .. })),
+        "{:?}",
+        stage(&view, "A")
+    );
+    assert!(view.finished);
+
+    let mut recorder = run.reopen();
+    recorder.issue_events(vec![("A".into(), Event::Reopened { extra_fix_cycles: 1 })], &mut Silent).unwrap();
+    assert!(!recorder.view().finished, "a reopened issue has work left");
+    assert_eq!(
+        (recorder.view().issue("A").unwrap().budget_tokens, recorder.view().issue("A").unwrap().tokens),
+        (0, 120)
+    );
+    let (outcome, view) = run.drive(recorder, &agent, &ws, settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    // The fix and the review after it used 120 more, under the limit counted since the reopen.
+    assert!(matches!(stage(&view, "A"), Some(Stage::Done { .. })), "{:?}", stage(&view, "A"));
+    assert_eq!(view.issue("A").unwrap().tokens, 240);
+    assert!(view.finished);
+    let a = run.events_of("A");
+    assert_eq!(a.iter().filter(|e| *e == "reopened").count(), 1, "{a:?}");
+    assert_eq!(run.lines().iter().filter(|l| *l == "run_finished").count(), 2);
+}
+
+/// Every way the simulated agent can end an issue short of Done, reopened (with the issue it
+/// blocked) and driven again with an agent that passes everything: the issue resumes where the
+/// machine says (`machine::reopen_stage`) and both end Done, on the same worktree path.
+#[test]
+fn every_way_an_issue_ends_short_of_done_can_be_reopened_and_driven_to_done() {
+    let fix = |fix: &str, reviews: &[&str]| SimScript { fix: Some(fix.into()), ..script("pass", reviews) };
+    // (script of A, A's end, A's fix cycles when Done after the retry)
+    let cases: Vec<(SimScript, &str, u32)> = vec![
+        (script("failed", &[]), "Failed", 0),
+        (script("deferred", &[]), "Blocked", 0),
+        (script("crash", &[]), "Failed", 0),
+        (script("pass", &["garbage"]), "Failed", 0),
+        (script("pass", &["blocked"]), "Blocked", 1),
+        (script("pass", &["changes_required", "changes_required"]), "Capped", 2),
+        (fix("failed", &["changes_required"]), "Failed", 1),
+        (fix("deferred", &["changes_required"]), "Blocked", 1),
+        (fix("crash", &["changes_required"]), "Failed", 1),
+    ];
+    for (n, (a, ended, cycles)) in cases.into_iter().enumerate() {
+        let mut run = Run::new(&[("A", &[]), ("B", &["A"])]);
+        run.rules = Rules::with_max_fix_cycles(1);
+        let ws = FakeWorkspace::default();
+        let (_, view) = run.drive(run.recorder(), &sim(&[("A", a)]), &ws, settings(1), &[]).unwrap();
+        assert_eq!(stage(&view, "A").unwrap().name(), ended, "case {n}");
+        assert_eq!(stage(&view, "B").unwrap().name(), "Blocked", "case {n}");
+
+        let mut recorder = run.reopen();
+        let reopen = |id: &str, extra| (id.to_string(), Event::Reopened { extra_fix_cycles: extra });
+        recorder.issue_events(vec![reopen("A", 1), reopen("B", 0)], &mut Silent).unwrap();
+        assert_eq!(stage(recorder.view(), "B"), Some(&Stage::Pending), "case {n}: B never started");
+        let (outcome, view) = run.drive(recorder, &sim(&[]), &ws, settings(1), &[]).unwrap();
+        assert_eq!(outcome, Outcome::Finished, "case {n}");
+        assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: cycles }), "case {n}");
+        assert_eq!(stage(&view, "B"), Some(&Stage::Done { fix_cycles: 0 }), "case {n}");
+        let a = view.issue("A").unwrap().worktree().unwrap();
+        assert_eq!((a.path.as_str(), a.removed()), (run.dir.path().join("A").to_str().unwrap(), true), "case {n}");
+        assert_eq!(run.lines().iter().filter(|l| *l == "run_finished").count(), 2, "case {n}");
+    }
 }

@@ -268,6 +268,7 @@ mod tests {
                 issues: issues.to_vec(),
                 guard: None,
                 verify: Default::default(),
+                earlier: Default::default(),
             }))
             .unwrap();
         let view = Arc::new(Mutex::new(RunView::new(&first).unwrap()));

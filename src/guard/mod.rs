@@ -92,6 +92,9 @@ pub struct Guard {
     pub siblings: Vec<(String, String)>,
     /// The repository's common git dir, asked once (None: each snapshot asks git).
     pub common: Option<PathBuf>,
+    /// Where loop's verification makes scratch worktrees while issues run concurrently (set
+    /// with `siblings`): they come and go during other issues' phases by design.
+    pub scratch: Option<PathBuf>,
 }
 
 /// What `before_phase` found.
@@ -124,6 +127,7 @@ impl Guard {
             timeout,
             siblings: Vec::new(),
             common,
+            scratch: None,
         }
     }
 
@@ -160,7 +164,7 @@ impl Guard {
             return Before { entry, snapshot: None, env: Vec::new(), relay: None };
         }
         let siblings = self.siblings_of(planned);
-        let own = snapshot::Own::new(&planned.branch, worktree, &siblings);
+        let own = snapshot::Own::new(&planned.branch, worktree, &siblings).with_scratch(self.scratch.as_deref());
         let snap = snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own, self.common.as_deref());
         // The snapshot holds the main checkout's status already: one `git status` of a large
         // checkout, not two.
@@ -343,7 +347,7 @@ impl Guard {
         }
         let decisions = shim::take_decisions(&self.decisions_file(&planned.id), phase);
         let siblings = self.siblings_of(planned);
-        let own = snapshot::Own::new(&planned.branch, worktree, &siblings);
+        let own = snapshot::Own::new(&planned.branch, worktree, &siblings).with_scratch(self.scratch.as_deref());
         let violation = match snapshot::take(&self.repo, self.gt.as_ref(), self.timeout, &own, self.common.as_deref()) {
             Ok(after) => {
                 let changes = snapshot::foreign_changes(before, &after, &own);

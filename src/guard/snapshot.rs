@@ -48,13 +48,25 @@ pub struct Own<'a> {
     /// The siblings' worktree paths, as given and canonical: asked for every worktree of every
     /// snapshot, so made once (a run of 1,000 issues has 999 siblings).
     sibling_paths: HashSet<String>,
+    /// Where loop makes its own scratch worktrees (verification baselines, as given and
+    /// canonical): another issue's verification adds and removes them during this phase.
+    scratch: Vec<String>,
 }
 
 impl<'a> Own<'a> {
     pub fn new(branch: &'a str, worktree: &Path, siblings: &'a [(String, String)]) -> Own<'a> {
         let sibling_paths =
             siblings.iter().flat_map(|(_, w)| [w.clone(), canon(Path::new(w)).display().to_string()]).collect();
-        Own { branch, worktree: canon(worktree).display().to_string(), siblings, sibling_paths }
+        Own { branch, worktree: canon(worktree).display().to_string(), siblings, sibling_paths, scratch: Vec::new() }
+    }
+
+    /// Worktrees below `dir` are loop's own scratch worktrees (see [`Own::scratch`]).
+    pub fn with_scratch(mut self, dir: Option<&Path>) -> Own<'a> {
+        if let Some(d) = dir {
+            let real = d.parent().map(|p| canon(p).join(d.file_name().unwrap_or_default())).unwrap_or_else(|| d.into());
+            self.scratch = vec![format!("{}/", d.display()), format!("{}/", real.display())];
+        }
+        self
     }
 
     /// Whether `path` (a snapshot's key) is the issue's own worktree or a sibling's: their
@@ -71,7 +83,7 @@ impl<'a> Own<'a> {
     }
 
     fn is_sibling_worktree(&self, path: &str) -> bool {
-        self.sibling_paths.contains(path)
+        self.sibling_paths.contains(path) || self.scratch.iter().any(|s| path.starts_with(s.as_str()))
     }
 
     fn owns_ref(&self, refname: &str) -> bool {

@@ -127,6 +127,8 @@ pub enum Body {
     /// kills that group if it still lives, after checking the start time so a reused pid is
     /// never hit.
     ProcessGroup { issue: String, phase: crate::machine::Phase, pgid: i32, start_time: u64 },
+    /// `loop land` merged the run's Done branches into a loop-made branch and checked it.
+    Landed(crate::vocab::Landing),
 }
 
 /// The inputs behind a decision that are not part of the event itself.

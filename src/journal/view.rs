@@ -12,12 +12,13 @@
 //!   which the chain reader reports.
 //! - Audit facts never reach the machine; they only move tallies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
 use super::record::{Body, Evidence, Fact, Record, RunStart};
 use crate::machine::{self, Command, Event, IllegalTransition, Rules, Stage, State, Worktree};
+use crate::vocab::{CarriedIssue, CheckKind, CheckRun};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct IssueView {
@@ -28,6 +29,12 @@ pub struct IssueView {
     pub interruptions: u32,
     /// Tokens used by all of this issue's phases.
     pub tokens: u64,
+    /// Tokens used since the issue was last reopened (`loop retry`): what its budget counts,
+    /// so an issue Capped by its budget can go on.
+    #[serde(skip)]
+    pub budget_tokens: u64,
+    /// Done in an earlier run and carried over into this one (`carried_over`): where its work is.
+    pub carried: Option<CarriedIssue>,
     pub guard: GuardTally,
     /// The last commit journaled for this issue (evidence of a phase): what its branch must hold.
     #[serde(skip)]
@@ -35,6 +42,12 @@ pub struct IssueView {
     /// The last process group recorded for this issue's phases: `(pgid, start_time)`.
     #[serde(skip)]
     pub process_group: Option<(i32, u64)>,
+    /// The checks of the issue's latest verification (setup and baseline runs are not here).
+    #[serde(skip)]
+    pub verification: Vec<CheckRun>,
+    /// A verification is under way: its checks replace the previous one's.
+    #[serde(skip)]
+    verifying: bool,
 }
 
 impl IssueView {
@@ -50,6 +63,7 @@ impl IssueView {
         }
         if let Some(t) = e.tokens {
             self.tokens += t.total();
+            self.budget_tokens += t.total();
         }
     }
 }
@@ -79,6 +93,13 @@ pub struct RunView {
     pub finished: bool,
     pub interrupted: bool,
     pub records: u64,
+    /// Baselines checked in this run, by tree id: the commands failing there (None: the base
+    /// could not be checked, so no failure counts as pre-existing).
+    pub baselines: HashMap<String, Option<Vec<String>>>,
+    /// Lockfile hashes whose setup passed in this run.
+    pub setups_passed: HashSet<String>,
+    /// The last `loop land` of this run, if any.
+    pub landing: Option<crate::vocab::Landing>,
 }
 
 /// Why a record could not be applied although its bytes and chain are fine.
@@ -134,9 +155,13 @@ impl RunView {
                 last_review: None,
                 interruptions: 0,
                 tokens: 0,
+                budget_tokens: 0,
+                carried: None,
                 guard: GuardTally::default(),
                 commit: None,
                 process_group: None,
+                verification: Vec::new(),
+                verifying: false,
             })
             .collect();
         let index = issues.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
@@ -148,6 +173,9 @@ impl RunView {
             finished: false,
             interrupted: false,
             records: 1,
+            baselines: HashMap::new(),
+            setups_passed: HashSet::new(),
+            landing: None,
         })
     }
 
@@ -204,6 +232,10 @@ impl RunView {
                 self.finished = true;
                 Ok(none)
             }
+            Body::Landed(landing) => {
+                self.landing = Some(landing.clone());
+                Ok(none)
+            }
             Body::WorktreeRepaired { issue, .. } => {
                 self.index_of(seq, issue)?;
                 Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
@@ -215,6 +247,15 @@ impl RunView {
             }
             Body::Audit { issue, fact, evidence } => {
                 let idx = self.index_of(seq, issue)?;
+                match fact {
+                    Fact::BaselineChecked { tree, failing, unusable, .. } => {
+                        self.baselines.insert(tree.clone(), unusable.is_none().then(|| failing.clone()));
+                    }
+                    Fact::SetupChecked { lockfiles, ran: true, passed: true } => {
+                        self.setups_passed.insert(lockfiles.clone());
+                    }
+                    _ => {}
+                }
                 let view = &mut self.issues[idx];
                 match fact {
                     Fact::Interrupted => view.interruptions += 1,
@@ -225,7 +266,23 @@ impl RunView {
                             view.guard.refused_commands.push(format!("{tool} {} [{rule}]", argv.join(" ")));
                         }
                     }
-                    Fact::GuardChecked { .. } | Fact::StackTracked { .. } | Fact::StackSubmitted { .. } => {}
+                    Fact::CheckRan(run) if run.kind == CheckKind::Check => {
+                        if !view.verifying {
+                            view.verifying = true;
+                            view.verification.clear();
+                        }
+                        // A verification run again after an interruption replaces its own checks.
+                        match view.verification.iter_mut().find(|c| c.command == run.command) {
+                            Some(c) => *c = run.clone(),
+                            None => view.verification.push(run.clone()),
+                        }
+                    }
+                    Fact::GuardChecked { .. }
+                    | Fact::StackTracked { .. }
+                    | Fact::StackSubmitted { .. }
+                    | Fact::CheckRan(_)
+                    | Fact::BaselineChecked { .. }
+                    | Fact::SetupChecked { .. } => {}
                 }
                 view.absorb(evidence.as_ref());
                 Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
@@ -256,13 +313,39 @@ impl RunView {
                     Event::ReviewFinished { .. } => {
                         view.last_review = evidence.as_ref().and_then(|e| e.output.clone());
                     }
+                    Event::VerifyFinished { failures } => {
+                        view.verifying = false;
+                        // The fix agent's required actions are the failures, as a review's would be.
+                        if !failures.is_empty() {
+                            let actions = serde_json::json!({
+                                "summary": "loop's verification failed",
+                                "required_actions": failures,
+                            });
+                            view.last_review = Some(actions.to_string());
+                        }
+                    }
                     Event::GuardCheckFailed { .. } => view.guard.checks_failed += 1,
                     Event::GuardViolation { .. } => view.guard.violations += 1,
+                    Event::Reopened { .. } => view.budget_tokens = 0,
+                    Event::CarriedOver { run, branch, tip } => {
+                        view.commit = Some(tip.clone());
+                        view.carried = Some(CarriedIssue {
+                            issue: issue.as_str().into(),
+                            run: run.clone(),
+                            branch: branch.clone(),
+                            tip: tip.clone(),
+                        });
+                    }
                     _ => {}
                 }
                 view.absorb(evidence.as_ref());
                 let from = std::mem::replace(&mut view.state, next).stage;
-                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(view.state.stage.clone()) })
+                let to = view.state.stage.clone();
+                if matches!(event, Event::Reopened { .. }) {
+                    // A reopened issue has work left: the run is no longer finished.
+                    self.finished = false;
+                }
+                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(to) })
             }
         }
     }
@@ -299,6 +382,7 @@ mod tests {
             issues: vec![issue("A", &[]), issue("B", &["A"]), issue("C", &[])],
             guard: None,
             verify: Default::default(),
+            earlier: Default::default(),
         }
     }
 

@@ -19,6 +19,8 @@ pub struct DryRun {
     /// For codex: where its binary is, or why it cannot be used.
     pub codex: Option<Result<String, String>>,
     pub issues: Vec<DryRunIssue>,
+    /// Pre-flight's problems, one line each (empty: a run would start).
+    pub preflight: Vec<String>,
 }
 
 pub struct DryRunIssue {
@@ -67,6 +69,14 @@ pub fn text(d: &DryRun) -> String {
         Some(Ok(path)) => out.push_str(&format!("codex: {path}\n")),
         Some(Err(msg)) => out.push_str(&format!("warning: {msg}\n")),
         None => {}
+    }
+    if d.preflight.is_empty() {
+        out.push_str("pre-flight: ok\n");
+    } else {
+        out.push_str(&format!("pre-flight: {} problem(s); `loop run` would not start:\n", d.preflight.len()));
+        for p in &d.preflight {
+            out.push_str(&format!("  - {p}\n"));
+        }
     }
     for i in &d.issues {
         let issue = &i.issue;

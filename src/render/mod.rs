@@ -16,6 +16,7 @@ use crate::journal::view::{Applied, GuardTally, RunView};
 use crate::journal::{Body, Fact, Record};
 use crate::machine::{Event, Stage};
 pub use crate::text::{escape, escape_lines, printable};
+use crate::vocab::LandOutcome;
 
 /// A state as shown to people: `Review`, `Fix(2)`, `Capped(2)`.
 pub fn state_short(s: &Stage) -> String {
@@ -57,7 +58,11 @@ fn event_detail(e: &Event) -> String {
         Event::BasesMerged { commit } => format!("merged into {}", short(commit)),
         Event::MergeConflict { parent, files } => format!("merging {parent} conflicted in {}", files.join(", ")),
         Event::VerifyFinished { failures } if failures.is_empty() => "checks passed".to_string(),
-        Event::VerifyFinished { failures } => format!("{} check(s) failed: {}", failures.len(), failures.join("; ")),
+        Event::VerifyFinished { failures } => {
+            // Each failure carries its output tail: the timeline shows its first line.
+            let first: Vec<&str> = failures.iter().map(|f| f.lines().next().unwrap_or("")).collect();
+            format!("{} check(s) failed: {}", failures.len(), first.join("; "))
+        }
         Event::CarriedOver { run, branch, tip } => format!("Done in run {run}: {branch} at {}", short(tip)),
         Event::Reopened { extra_fix_cycles } => format!("reopened with {extra_fix_cycles} more fix cycle(s)"),
     }
@@ -72,6 +77,31 @@ fn fact_detail(f: &Fact) -> String {
         Fact::StackTracked { parent } => format!("tracked on {parent}"),
         Fact::StackSubmitted { ok, detail } => format!("{}: {detail}", if *ok { "submitted" } else { "submit failed" }),
         Fact::Interrupted => String::new(),
+        Fact::CheckRan(run) => {
+            let mut s = format!("{} `{}` {} in {}ms", run.kind.as_str(), run.command, run.status(), run.duration_ms);
+            if !run.passed() {
+                if let Some(last) = run.tail.lines().last() {
+                    s.push_str(&format!(": {}", printable(last, 200)));
+                }
+            }
+            s
+        }
+        Fact::BaselineChecked { base, failing, unusable, .. } => {
+            let short = &base[..base.len().min(12)];
+            match (unusable, failing.is_empty()) {
+                (Some(why), _) => format!("base {short}: {why}; no failure counts as pre-existing"),
+                (None, true) => format!("base {short}: every check passes"),
+                (None, false) => format!("base {short}: already failing: {}", failing.join(", ")),
+            }
+        }
+        Fact::SetupChecked { lockfiles, ran, passed } => {
+            let short = &lockfiles[..lockfiles.len().min(12)];
+            match (ran, passed) {
+                (false, _) => format!("setup skipped (lockfiles {short})"),
+                (true, true) => format!("setup passed (lockfiles {short})"),
+                (true, false) => format!("setup FAILED (lockfiles {short})"),
+            }
+        }
     }
 }
 
@@ -171,6 +201,23 @@ fn timeline_text(rec: &Record, applied: &Applied) -> String {
         Body::RunResumed => format!("{head} run resumed"),
         Body::RunInterrupted { reason } => format!("{head} run interrupted ({reason})"),
         Body::RunFinished => format!("{head} run finished"),
+        Body::Landed(l) => {
+            let merged = l.merged.iter().filter(|m| !matches!(m.outcome, LandOutcome::Conflict { .. })).count();
+            let checks = if l.checks.is_empty() {
+                "no checks".to_string()
+            } else if l.verified() {
+                format!("{} check(s) passed", l.checks.len())
+            } else {
+                format!("{} of {} check(s) failed", l.checks.iter().filter(|c| !c.passed()).count(), l.checks.len())
+            };
+            format!(
+                "{head} landed {} of {} Done branch(es) on {} at {} ({checks})",
+                merged,
+                l.merged.len(),
+                l.branch,
+                short(&l.commit)
+            )
+        }
         Body::WorktreeRepaired { issue, repairs, .. } => {
             format!("{head} {issue:<12} worktree_repaired {}", printable(&repairs.join("; "), 400))
         }
@@ -232,6 +279,17 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                 "reason": i.state.reason().map(|r| r.to_string()),
                 "tokens": i.tokens,
                 "worktree": wt,
+                "verification": i.verification.iter().map(|c| json!({
+                    "command": c.command,
+                    "status": c.status(),
+                    "passed": c.passed(),
+                    "pre_existing": c.pre_existing,
+                    "exit_code": c.exit_code,
+                    "duration_ms": c.duration_ms,
+                    "output_hash": c.output_hash,
+                    "log": c.log,
+                })).collect::<Vec<_>>(),
+                "carried_over": i.carried.as_ref().map(|c| json!({"run": c.run, "branch": c.branch, "tip": c.tip})),
                 "guard": {
                     "checks_failed": i.guard.checks_failed,
                     "violations": i.guard.violations,
@@ -298,6 +356,30 @@ pub fn guard_summary(view: &RunView) -> Option<String> {
 }
 
 /// The human status table.
+/// The issue's last verification in a few words: `verified: 2 passed, 1 pre-existing failure`,
+/// or the failing commands.
+fn verification_note(checks: &[crate::vocab::CheckRun]) -> Option<String> {
+    if checks.is_empty() {
+        return None;
+    }
+    let passed = checks.iter().filter(|c| c.passed()).count();
+    let pre = checks.iter().filter(|c| !c.passed() && c.pre_existing).count();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed() && !c.pre_existing)
+        .map(|c| format!("`{}` {}", c.command, c.status()))
+        .collect();
+    let mut parts = vec![format!("{passed} passed")];
+    if pre > 0 {
+        parts.push(format!("{pre} pre-existing failure(s)"));
+    }
+    Some(if failed.is_empty() {
+        format!("verified: {}", parts.join(", "))
+    } else {
+        format!("last verification: {}, failing: {}", parts.join(", "), failed.join(", "))
+    })
+}
+
 pub fn status_text(view: &RunView, live: bool) -> String {
     let mut out = String::new();
     let phase = if live {
@@ -317,11 +399,22 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         if let Some(r) = i.state.reason() {
             notes.push(r.to_string());
         }
+        if let Some(c) = &i.carried {
+            notes.push(format!(
+                "carried over from {} ({} at {})",
+                c.run,
+                c.branch,
+                c.tip.chars().take(12).collect::<String>()
+            ));
+        }
         if i.tokens > 0 {
             notes.push(format!("{} tokens", i.tokens));
         }
         if let Some(g) = guard_note(&i.guard) {
             notes.push(g);
+        }
+        if let Some(v) = verification_note(&i.verification) {
+            notes.push(v);
         }
         if let Some(wt) = i.worktree() {
             if wt.removed() {

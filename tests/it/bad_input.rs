@@ -203,6 +203,39 @@ fn missing_id() {
     );
 }
 
+/// A typo in a key loop reads would silently drop the dependency: `plan` and `run` refuse it.
+#[test]
+fn a_misspelt_blocked_by_names_its_line_and_the_key_meant() {
+    let files =
+        [good("a.md", "A"), issue("b.md", "---\nid: B\nmilestone: M1\ntitle: b\nblokced_by: [A]\nowner: me\n---\n")];
+    plan_rejects(
+        &files,
+        &format!("{ISSUES}/b.md:5"),
+        "unknown front-matter key 'blokced_by': did you mean 'blocked_by'?",
+    );
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
+    let repo = Repo::git(&files);
+    let out = repo.run(&["run", "--agent", "sim"]);
+    fails(&out, BAD_INPUT, &format!("{ISSUES}/b.md:5: "), "did you mean 'blocked_by'?");
+    assert!(repo.runs().is_empty());
+}
+
+/// The Issue Map's "Blocked by" column and the issue docs disagree: both are named.
+#[test]
+fn an_issue_map_that_contradicts_the_docs_names_both() {
+    let map = "---\nid: M1\n---\n# M1\n\n## Issue Map\n\n| ID | Title | Blocked by |\n|---|---|---|\n\
+               | [A](../issues/a.md) | a | — |\n| [B](../issues/b.md) | b | — |\n";
+    plan_rejects(
+        &[
+            good("a.md", "A"),
+            issue("b.md", "---\nid: B\nmilestone: M1\nblocked_by: [A]\n---\n"),
+            ("docs/projects/p/milestones/M1.md".into(), map.as_bytes().to_vec()),
+        ],
+        "docs/projects/p/milestones/M1.md:11",
+        &format!("Issue Map says 'B' is blocked by nothing, but {ISSUES}/b.md:4 says A; make them agree"),
+    );
+}
+
 #[test]
 fn id_that_is_a_mapping() {
     plan_rejects(

@@ -85,7 +85,7 @@ fn full_milestone_dev_review_fix_with_real_codex() {
     );
 
     // The review doc, written by loop in the issue's branch.
-    let doc = r.git(&r.path, &["show", "loop/M1/ORB-1:docs/projects/orbit/reviews/REVIEW-M1.md"]);
+    let doc = r.git(&r.path, &["show", "loop/M1/ORB-1:docs/projects/orbit/reviews/M1/ORB-1.md"]);
     assert!(doc.contains("## ORB-1 — review 1: changes_required"), "{doc}");
     assert!(doc.contains("- **[high] needs: add fixed.txt** — found in review\n  - Evidence: `hello.txt:1`"), "{doc}");
     assert!(doc.contains("## ORB-1 — review 2: pass"), "{doc}");
@@ -331,7 +331,7 @@ fn dry_run_changes_nothing_and_shows_argv_and_prompts() {
     )), "{text}");
     assert!(text.contains("-s read-only -m gpt-5.5 --output-schema"), "{text}");
     assert!(text.contains("You are the **fix** agent for issue **ORB-2**"), "{text}");
-    assert!(text.contains("review doc docs/projects/orbit/reviews/REVIEW-M1.md"));
+    assert!(text.contains("review doc docs/projects/orbit/reviews/M1/ORB-2.md"));
 }
 
 #[test]

@@ -329,12 +329,12 @@ fn plan_prints_order_waves_and_graphs() {
 fn runs_lists_ids_by_shortest_unique_prefix() {
     let repo = demo_repo();
     assert_eq!(run_demo_scenario(&repo, "20260101-000000-aaaa11").status.code(), Some(exit::NOT_ALL_DONE));
-    // A second run of the same milestone finds the branches of the first and refuses to reuse
-    // them (loop never takes over a branch its run did not create).
+    // A second run of the same milestone carries the first one's Done issues over and runs
+    // the Capped one again on loop's own branch.
     let second = run_demo_scenario(&repo, "20260101-000000-aabb22");
     assert_eq!(second.status.code(), Some(exit::NOT_ALL_DONE));
     let v = json(&second);
-    assert!(v["issues"][0]["reason"].as_str().unwrap().contains("already exists"), "{v}");
+    assert_eq!(v["issues"][0]["carried_over"]["run"], "20260101-000000-aaaa11", "{v}");
     let out = loop_cmd(&repo).args(["runs", "--json"]).output().unwrap();
     let v = json(&out);
     assert_eq!(v[0]["prefix"], "20260101-000000-aaa");
@@ -345,4 +345,41 @@ fn runs_lists_ids_by_shortest_unique_prefix() {
     let amb = loop_cmd(&repo).args(["status", "2026"]).output().unwrap();
     assert_eq!(amb.status.code(), Some(exit::BAD_INPUT));
     assert!(text(&amb).1.contains("matches several runs"));
+}
+
+/// #12: each issue's reviews go to a file of its own, so merging every Done branch of the
+/// milestone into one branch, in plan order or the reverse, never conflicts in loop's files
+/// (with one `REVIEW-<milestone>.md` every merge after the first conflicted).
+#[test]
+fn merging_every_done_branch_in_any_order_has_no_conflict_in_review_docs() {
+    let repo = demo_repo();
+    let scenario = repo.env().root().join("all-done.json");
+    std::fs::write(&scenario, r#"{"ORB-2": {"reviews": ["changes_required", "pass"]}}"#).unwrap();
+    let out = loop_cmd(&repo)
+        .args(["run", "-m", "M1-core", "--sim-scenario"])
+        .arg(&scenario)
+        .args(["--json", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
+    let done: Vec<String> = states(&json(&out)).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(done, ["ORB-1", "ORB-2", "ORB-3", "ORB-5", "ORB-4"]);
+    let mut reversed = done.clone();
+    reversed.reverse();
+    for (n, order) in [done.clone(), reversed].iter().enumerate() {
+        let wt = repo.env().root().join(format!("land-{n}"));
+        let wt_s = wt.to_str().unwrap();
+        git(&repo, &["worktree", "add", "-q", "-b", &format!("land-{n}"), wt_s, "main"]);
+        for id in order {
+            let merged = repo.env().git_output(&wt, &["merge", "--no-edit", "-q", &format!("loop/M1-core/{id}")]);
+            let (out, err) = text(&merged);
+            let conflicts = repo.env().git_output(&wt, &["diff", "--name-only", "--diff-filter=U"]);
+            assert!(merged.status.success(), "merging {id} (order {order:?}): {out}{err}\n{}", text(&conflicts).0);
+        }
+        for id in &done {
+            let doc = std::fs::read_to_string(wt.join(format!("docs/projects/orbit/reviews/M1-core/{id}.md"))).unwrap();
+            assert!(doc.starts_with(&format!("# Reviews: M1-core / {id}\n")), "{doc}");
+            assert!(doc.contains(&format!("## {id} — review ")), "{doc}");
+        }
+    }
 }

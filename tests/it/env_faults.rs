@@ -50,6 +50,9 @@ impl Drop for Tmpfs {
 fn setup(repo: &TestRepo, scenario_dir: &Path, fill: &str) -> PathBuf {
     std::fs::create_dir_all(repo.path()).unwrap();
     devloop::cli::demo::write_sample_repo(repo.path()).unwrap();
+    // These disks are meant to be small: pre-flight's free-space minimum is turned off, as a
+    // team on a small disk would (the faults under test come during the run).
+    repo.write_committed("loop.toml", "[run]\nmin_free_disk_mb = 0\n");
     let marker = scenario_dir.join("filled-once");
     let mut scenario: serde_json::Value = serde_json::from_str(DEMO_SCENARIO).unwrap();
     let shell = format!("test -e '{}' || {{ touch '{}'; {fill}; }}", marker.display(), marker.display());

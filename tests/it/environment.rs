@@ -49,7 +49,7 @@ fn nothing_of_the_parent_reaches_loop_or_its_agent() {
     std::fs::write(
         &fake,
         format!(
-            "#!/bin/sh\nenv > '{}'\n\
+            "#!/bin/sh\n[ \"$1\" = login ] && exit 0\nenv > '{}'\n\
              printf '%s\\n' '{{\"type\":\"thread.started\",\"thread_id\":\"t1\"}}'\n\
              printf '%s\\n' '{{\"type\":\"turn.failed\",\"error\":{{\"message\":\"done\"}}}}'\nexit 1\n",
             dump.display()

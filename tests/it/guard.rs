@@ -103,14 +103,18 @@ fn each_forbidden_action_fails_the_phase_and_is_listed() {
     }
 }
 
+/// A dirty checkout is refused before the run starts (pre-flight: no run, branch or worktree),
+/// unless allowed; allowed, each phase's check records that it was.
 #[test]
-fn a_dirty_main_checkout_fails_the_phase_unless_allowed() {
+fn a_dirty_main_checkout_stops_the_run_before_it_starts_unless_allowed() {
     let r = repo();
     std::fs::write(r.dir.join("scratch.txt"), "mine").unwrap();
     let out = run_loop(&r, &[], None, &[]);
-    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE));
-    let st = status_json(&r);
-    assert!(issue(&st, "ORB-1")["reason"].as_str().unwrap().contains("main checkout is not clean"));
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("loop: error: main checkout is not clean (?? scratch.txt)"), "{err}");
+    assert!(!r.dir.join(".loop").exists(), "pre-flight wrote state");
+    assert!(!git(&r.dir, &["branch", "--list", "loop/*"]).contains("loop/"));
 
     let r = repo();
     std::fs::write(r.dir.join("scratch.txt"), "mine").unwrap();
@@ -382,7 +386,10 @@ fn a_matching_branch_or_path_loop_did_not_create_is_never_touched() {
     assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE));
     let st = status_json(&r);
     let reason = issue(&st, "ORB-1")["reason"].as_str().unwrap().to_string();
-    assert!(reason.contains("branch loop/M1-core/ORB-1 already exists and loop did not create it"), "{reason}");
+    assert!(
+        reason.contains("branch loop/M1-core/ORB-1 already exists and no run of this milestone journaled it as loop's"),
+        "{reason}"
+    );
     assert_eq!(git(&r.dir, &["rev-parse", "loop/M1-core/ORB-1"]), before);
     assert!(!r.dir.join(".loop/worktrees/M1-core/ORB-1").exists());
 

@@ -111,7 +111,7 @@ fn text_from_docs_and_agents_reaches_a_terminal_escaped_and_json_keeps_it_exact(
     let fake = repo.env().root().join("fake-codex");
     std::fs::write(
         &fake,
-        "#!/bin/sh\nprintf '%s\\n' '{\"type\":\"thread.started\",\"thread_id\":\"t1\"}'\n\
+        "#!/bin/sh\n[ \"$1\" = login ] && exit 0\nprintf '%s\\n' '{\"type\":\"thread.started\",\"thread_id\":\"t1\"}'\n\
          printf '%s\\n' '{\"type\":\"turn.failed\",\"error\":{\"message\":\"boom \\u001b]0;pwned\\u0007\\u001b[2J\"}}'\nexit 1\n",
     )
     .unwrap();

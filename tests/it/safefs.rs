@@ -7,7 +7,7 @@ use std::process::Output;
 
 use crate::support::{exit, git, loop_cmd, repo_with, text, TestEnvironment, TestRepo, DEMO_DOCS};
 
-const DOC: &str = "docs/projects/orbit/reviews/REVIEW-M1-core.md";
+const DOC: &str = "docs/projects/orbit/reviews/M1-core/ORB-1.md";
 
 /// A directory outside the repository holding `victim.txt`.
 fn outside() -> TestRepo {
@@ -55,6 +55,7 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 /// Seen: the dev agent ran `ln -sf <outside>/victim.txt docs/projects/orbit/reviews/REVIEW-M1-core.md`
+/// (the review doc's path then; now one file per issue)
 /// in its worktree, and loop appended its review to victim.txt; the issue ended Done.
 #[test]
 fn a_review_doc_symlinked_by_the_agent_is_a_guard_violation_and_the_victim_is_untouched() {
@@ -62,7 +63,7 @@ fn a_review_doc_symlinked_by_the_agent_is_a_guard_violation_and_the_victim_is_un
     let out = outside();
     let victim = out.join("victim.txt");
     let scenario = format!(
-        r#"{{"ORB-1": {{"dev": "shell:mkdir -p docs/projects/orbit/reviews && ln -sf {} {DOC}"}}}}"#,
+        r#"{{"ORB-1": {{"dev": "shell:mkdir -p docs/projects/orbit/reviews/M1-core && ln -sf {} {DOC}"}}}}"#,
         victim.display()
     );
     let o = run(&repo, Some((&out, &scenario)));
@@ -122,7 +123,7 @@ fn without_symlinks_the_review_doc_is_written_and_committed() {
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(exit::OK), "{stdout}\n{stderr}");
     let doc = git(&repo, &["show", &format!("loop/M1-core/ORB-1:{DOC}")]);
-    assert!(doc.starts_with("# Reviews: M1-core\n") && doc.contains("<!-- loop-review "), "{doc}");
+    assert!(doc.starts_with("# Reviews: M1-core / ORB-1\n") && doc.contains("<!-- loop-review "), "{doc}");
 }
 
 /// `loop prompts install` into a dir that has a symlink is refused as a whole.
@@ -177,14 +178,14 @@ fn prompts_install_through_a_symlink_is_refused_and_writes_nothing() {
 #[test]
 fn an_empty_review_doc_gets_its_header_again() {
     let repo = repo_with(DEMO_DOCS);
-    std::fs::create_dir_all(repo.join("docs/projects/orbit/reviews")).unwrap();
+    std::fs::create_dir_all(repo.join("docs/projects/orbit/reviews/M1-core")).unwrap();
     std::fs::write(repo.join(DOC), "").unwrap();
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "empty review doc"]);
     let o = run(&repo, None);
     assert_eq!(o.status.code(), Some(exit::OK), "{:?}", text(&o));
     let doc = git(&repo, &["show", &format!("loop/M1-core/ORB-1:{DOC}")]);
-    assert!(doc.starts_with("# Reviews: M1-core\n\nAppended by loop"), "{doc}");
+    assert!(doc.starts_with("# Reviews: M1-core / ORB-1\n\nAppended by loop"), "{doc}");
 }
 
 /// loop commits with `git -C <worktree>`, which follows the worktree's `.git`: an agent that

@@ -270,6 +270,19 @@ stream_idle_timeout_ms = 10000
             .unwrap();
         self.git(&self.path, &["add", "loop.toml"]);
         self.git(&self.path, &["commit", "-q", "-m", "loop.toml"]);
+        // Logged in, as a team's codex is (loop's pre-flight asks `codex login status`); the key
+        // is stored in this test's CODEX_HOME and never sent: the mock provider reads MOCK_KEY.
+        let mut login = self.env.command(&codex);
+        login
+            .args(["login", "--with-api-key"])
+            .env("CODEX_HOME", &self.codex_home)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = login.spawn().expect("codex login");
+        child.stdin.take().expect("stdin").write_all(b"sk-test-not-a-key\n").expect("write the key");
+        let out = child.wait_with_output().expect("codex login");
+        assert!(out.status.success(), "codex login --with-api-key: {}", String::from_utf8_lossy(&out.stderr));
         self.codex = Some(codex);
     }
 
