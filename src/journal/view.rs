@@ -13,6 +13,7 @@
 //! - Audit facts never reach the machine; they only move tallies.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -70,12 +71,36 @@ impl GuardTally {
     pub const SHOWN: usize = 5;
 }
 
+/// The issue index's hasher: every replayed record looks its issue up, and SipHash's defence
+/// against chosen keys buys nothing for ids the run's own plan fixed. FNV-1a over the bytes,
+/// then murmur3's finalizer so every bit of the state reaches the low bits (the bucket) and the
+/// top bits (hashbrown's tag).
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0 ^ 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h ^ 0xcbf2_9ce4_8422_2325;
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RunView {
     pub run_id: String,
     pub start: RunStart,
     pub issues: Vec<IssueView>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, BuildHasherDefault<IdHasher>>,
     pub finished: bool,
     pub interrupted: bool,
     pub records: u64,
@@ -179,31 +204,47 @@ impl RunView {
 
     /// Applies the record after the ones already folded.
     pub fn apply(&mut self, rec: &Record) -> Result<Applied, Divergence> {
+        Ok(match self.fold_in(rec)? {
+            None => Applied { issue: None, from: None, to: None },
+            Some((idx, from)) => {
+                let view = &self.issues[idx];
+                let to = from.as_ref().map(|_| view.state.stage.clone());
+                Applied { issue: Some(view.id.clone()), from, to }
+            }
+        })
+    }
+
+    /// [`RunView::apply`] for a reader that does not look at what the record did (`status`,
+    /// `resume`, the streaming fold): the same checks and the same view, without copying the
+    /// issue id and stages out for every record.
+    pub fn apply_quiet(&mut self, rec: &Record) -> Result<(), Divergence> {
+        self.fold_in(rec).map(|_| ())
+    }
+
+    /// The one fold step: the issue the record was about (its index) and, for a machine event,
+    /// the stage it left.
+    fn fold_in(&mut self, rec: &Record) -> Result<Option<(usize, Option<Stage>)>, Divergence> {
         let seq = rec.seq();
         self.records += 1;
-        let none = Applied { issue: None, from: None, to: None };
         match &rec.content.body {
             Body::RunStarted(_) => Err(Divergence::Restarted { seq }),
             Body::RunResumed => {
                 self.interrupted = false;
-                Ok(none)
+                Ok(None)
             }
             Body::RunInterrupted { .. } => {
                 self.interrupted = true;
-                Ok(none)
+                Ok(None)
             }
             Body::RunFinished => {
                 self.finished = true;
-                Ok(none)
+                Ok(None)
             }
-            Body::WorktreeRepaired { issue, .. } => {
-                self.index_of(seq, issue)?;
-                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
-            }
+            Body::WorktreeRepaired { issue, .. } => Ok(Some((self.index_of(seq, issue)?, None))),
             Body::ProcessGroup { issue, pgid, start_time, .. } => {
                 let idx = self.index_of(seq, issue)?;
                 self.issues[idx].process_group = Some((*pgid, *start_time));
-                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
+                Ok(Some((idx, None)))
             }
             Body::Audit { issue, fact, evidence } => {
                 let idx = self.index_of(seq, issue)?;
@@ -220,7 +261,7 @@ impl RunView {
                     Fact::GuardChecked { .. } | Fact::StackTracked { .. } | Fact::StackSubmitted { .. } => {}
                 }
                 view.absorb(evidence.as_ref());
-                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
+                Ok(Some((idx, None)))
             }
             Body::Issue { issue, event, to, commands, evidence } => {
                 let idx = self.index_of(seq, issue)?;
@@ -254,7 +295,7 @@ impl RunView {
                 }
                 view.absorb(evidence.as_ref());
                 let from = std::mem::replace(&mut view.state, next).stage;
-                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(view.state.stage.clone()) })
+                Ok(Some((idx, Some(from))))
             }
         }
     }
