@@ -460,13 +460,24 @@ fn time_loop(repo: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Durati
         .map_err(io)?;
     let took = t.elapsed();
     if out.status.code() != Some(0) {
-        // `-q` keeps a failed run quiet: say how it ended and where each issue stood.
+        // `-q` keeps a failed run quiet: say how it ended and which issues did not end done, why.
         let status = Command::new(&exe)
             .args(["status", "--json", "--repo"])
             .arg(repo)
             .stdin(std::process::Stdio::null())
             .output()
-            .map(|o| crate::text::printable(&String::from_utf8_lossy(&o.stdout), 2000))
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .map(|v| {
+                let not_done: Vec<String> = v["issues"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| i["state"] != "Done")
+                    .map(|i| format!("{} {}: {}", i["id"], i["state"], i["reason"]))
+                    .collect();
+                crate::text::printable(&not_done.join("; "), 2000)
+            })
             .unwrap_or_default();
         return Err(BenchError::Io(format!(
             "loop run {extra:?} failed after {:.1}s ({}): {} {}; status: {status}",
