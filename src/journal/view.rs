@@ -481,6 +481,60 @@ mod tests {
         );
     }
 
+    /// The quiet fold (what `status`, `resume` and the streaming reader use) leaves the view
+    /// exactly as the fold that reports each step; the reported steps name the record's issue and,
+    /// for machine events only, the stage it left and the one it reached.
+    #[test]
+    fn the_quiet_fold_ends_where_the_reporting_fold_ends() {
+        let mut recs = vec![v1_record(0, Hash::ZERO, v1::Body::RunStarted(start()))];
+        let mut states: HashMap<&str, v1::State> = HashMap::new();
+        for (issue, event, evidence) in script() {
+            let from = states.get(issue).cloned().unwrap_or(v1::State::Pending);
+            let to = old_machine(&from, &event);
+            states.insert(issue, to.clone());
+            let prev = recs.last().unwrap().hash;
+            recs.push(v1_record(recs.len() as u64, prev, v1::Body::Issue { issue: issue.into(), event, to, evidence }));
+        }
+        let mut loud = RunView::new(&recs[0]).unwrap();
+        let mut quiet = RunView::new(&recs[0]).unwrap();
+        let mut machine_steps = 0;
+        for r in &recs[1..] {
+            let before = match &r.content.body {
+                Body::Issue { issue, .. } | Body::Audit { issue, .. } => {
+                    Some(loud.state_of(issue).unwrap().stage.clone())
+                }
+                _ => None,
+            };
+            let applied = loud.apply(r).unwrap();
+            quiet.apply_quiet(r).unwrap();
+            match &r.content.body {
+                Body::Issue { issue, .. } => {
+                    machine_steps += 1;
+                    assert_eq!(applied.issue.as_deref(), Some(issue.as_str()));
+                    assert_eq!(applied.from, before);
+                    assert_eq!(applied.to.as_ref(), Some(&loud.state_of(issue).unwrap().stage));
+                }
+                Body::Audit { issue, .. } => {
+                    assert_eq!(applied.issue.as_deref(), Some(issue.as_str()));
+                    assert_eq!((applied.from, applied.to), (None, None));
+                }
+                _ => assert!(applied.issue.is_none()),
+            }
+        }
+        assert!(machine_steps > 10, "the script drives the machine: {machine_steps}");
+        let json = |v: &RunView| serde_json::to_string(&v.issues).unwrap();
+        assert_eq!(json(&quiet), json(&loud));
+        let skipped = |v: &RunView| v.issues.iter().map(|i| (i.commit.clone(), i.process_group)).collect::<Vec<_>>();
+        assert_eq!(skipped(&quiet), skipped(&loud));
+        assert_eq!((quiet.records, quiet.finished, quiet.interrupted), (loud.records, loud.finished, loud.interrupted));
+        // An issue the plan does not know is the same divergence either way.
+        let mut stray = recs[1].clone();
+        if let Body::Issue { issue, .. } = &mut stray.content.body {
+            *issue = "ZZZ-404".into();
+        }
+        assert_eq!(loud.apply(&stray).unwrap_err(), quiet.apply_quiet(&stray).unwrap_err());
+    }
+
     /// A record whose recorded stage the code no longer decides is a divergence, whatever the
     /// format.
     #[test]
