@@ -305,6 +305,21 @@ pub struct ReplayChild {
     pub events: u64,
     pub secs: f64,
     pub max_rss_kb: u64,
+    /// User + system CPU time of the whole process (all its threads): on a shared machine the
+    /// wall time mostly says how busy the others were, this says how much work the replay is.
+    #[serde(default)]
+    pub cpu_secs: f64,
+}
+
+fn cpu_secs() -> f64 {
+    // SAFETY: a zeroed rusage is valid plain data, and getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 fn max_rss_kb() -> u64 {
@@ -343,7 +358,7 @@ pub fn replay_child(path: &Path, flat: bool) -> Result<ReplayChild, BenchError> 
         let view = journal::fold_verified(&reader).map_err(io)?.map_err(io)?;
         view.records
     };
-    Ok(ReplayChild { events, secs: t.elapsed().as_secs_f64(), max_rss_kb: max_rss_kb() })
+    Ok(ReplayChild { events, secs: t.elapsed().as_secs_f64(), max_rss_kb: max_rss_kb(), cpu_secs: cpu_secs() })
 }
 
 fn spawn_replay(path: &Path, flat: bool) -> Result<ReplayChild, BenchError> {
@@ -381,8 +396,10 @@ fn replay(dir: &Path, sizes: &[u64]) -> Result<Vec<Row>, BenchError> {
             goal: if goal_applies { "≥ 500k events/s at 1M, memory flat".into() } else { "(goal is at 1M)".into() },
             met: !goal_applies || rate >= 500_000.0,
             notes: vec![format!(
-                "{:.2}s; peak RSS {} MiB (flat file reader: {} MiB)",
+                "{:.2}s; CPU {:.2}s (flat file reader: {:.2}s); peak RSS {} MiB (flat file reader: {} MiB)",
                 ours.secs,
+                ours.cpu_secs,
+                base.cpu_secs,
                 ours.max_rss_kb / 1024,
                 base.max_rss_kb / 1024
             )],
@@ -444,10 +461,36 @@ fn time_loop(repo: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Durati
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(io)?;
+    let took = t.elapsed();
     if out.status.code() != Some(0) {
-        return Err(BenchError::Io(format!("loop run failed: {}", String::from_utf8_lossy(&out.stderr))));
+        // `-q` keeps a failed run quiet: say how it ended and which issues did not end done, why.
+        let status = Command::new(&exe)
+            .args(["status", "--json", "--repo"])
+            .arg(repo)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .map(|v| {
+                let not_done: Vec<String> = v["issues"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| i["state"] != "Done")
+                    .map(|i| format!("{} {}: {}", i["id"], i["state"], i["reason"]))
+                    .collect();
+                crate::text::printable(&not_done.join("; "), 2000)
+            })
+            .unwrap_or_default();
+        return Err(BenchError::Io(format!(
+            "loop run {extra:?} failed after {:.1}s ({}): {} {}; status: {status}",
+            took.as_secs_f64(),
+            out.status,
+            crate::text::printable(&String::from_utf8_lossy(&out.stderr), 2000),
+            crate::text::printable(&String::from_utf8_lossy(&out.stdout), 2000),
+        )));
     }
-    Ok(t.elapsed())
+    Ok(took)
 }
 
 /// The floor one issue cannot go below: `git worktree add` of a new branch, one file written

@@ -277,7 +277,9 @@ pub fn stream_open_file(
     // The head first (see the module doc): then every frame it claims is already in the file.
     let got = read_up_to(&mut file, &mut header).map_err(io)?;
     header.truncate(got);
-    let mut rest = BufReader::with_capacity(1 << 20, file);
+    // Small enough that a big frame (a bulk import, a long group) is read past it straight into
+    // the frame buffer instead of being copied through it; big enough for many small frames.
+    let mut rest = BufReader::with_capacity(64 << 10, file);
     scan_stream(&header, &mut rest, expected_run, f).map_err(io)
 }
 
@@ -376,16 +378,17 @@ fn scan_stream(
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let offset = HEADER_LEN + pos;
-        buf.clear();
-        // A whole frame in `buf`, or, when it is not whole, everything left in the file.
-        let whole = read_frame(rest, &mut buf)?;
-        if buf.is_empty() {
+        // A whole frame in `buf[..got]`, or, when it is not whole, everything left in the file.
+        let (whole, got) = read_frame(rest, &mut buf)?;
+        if got == 0 {
             break;
         }
         if !whole {
+            buf.truncate(got);
             rest.read_to_end(&mut buf)?;
         }
-        match decode_frame(&buf) {
+        let have = if whole { got } else { buf.len() };
+        match decode_frame(&buf[..have]) {
             Ok((first, count, len)) if first == next_seq => {
                 for r in frame_records(&buf[..len], count) {
                     if head_last_at == Some(next_seq) {
@@ -397,7 +400,7 @@ fn scan_stream(
                         return Ok(scan);
                     }
                 }
-                // A frame decodes only when `read_frame` found it whole, so `buf` is just it.
+                // A frame decodes only when `read_frame` found it whole, so `buf[..len]` is just it.
                 pos += len as u64;
                 scan.good_end = HEADER_LEN + pos;
             }
@@ -411,6 +414,7 @@ fn scan_stream(
             }
             Err(why) => {
                 if whole {
+                    buf.truncate(got);
                     rest.read_to_end(&mut buf)?;
                 }
                 if offset < head_end || valid_frame_in(&buf[1..]) {
@@ -443,25 +447,29 @@ fn check_head(mut scan: Scan, next_seq: u64, head_last: Option<Vec<u8>>) -> Scan
     scan
 }
 
-/// Reads one frame into `buf` (empty at the end of the file). True when `buf` holds a whole
-/// frame as its header announces it; false when the header is not a frame's or the file ends
-/// first (then `buf` holds what there was, and the caller reads on).
-fn read_frame(rest: &mut dyn Read, buf: &mut Vec<u8>) -> std::io::Result<bool> {
-    buf.resize(FRAME_HEAD, 0);
+/// Reads one frame into `buf[..n]`, returning `(whole, n)` (`n` is 0 at the end of the file).
+/// `whole` when `buf[..n]` is a whole frame as its header announces it; false when the header is
+/// not a frame's or the file ends first (then `buf[..n]` is what there was, and the caller reads
+/// on). `buf` is only ever grown, never cleared: bytes past `n` are stale, and re-zeroing a
+/// frame-sized buffer for every frame cost as much as copying it.
+fn read_frame(rest: &mut dyn Read, buf: &mut Vec<u8>) -> std::io::Result<(bool, usize)> {
+    if buf.len() < FRAME_HEAD {
+        buf.resize(FRAME_HEAD, 0);
+    }
     let got = read_up_to(rest, &mut buf[..FRAME_HEAD])?;
-    buf.truncate(got);
     if got < FRAME_HEAD || &buf[..4] != FRAME_MAGIC {
-        return Ok(false);
+        return Ok((false, got));
     }
     let len = u32::from_be_bytes(buf[4..8].try_into().expect("4"));
     if len > MAX_PAYLOAD {
-        return Ok(false);
+        return Ok((false, got));
     }
     let total = FRAME_HEAD + len as usize + FRAME_CHECK;
-    buf.resize(total, 0);
-    let got = read_up_to(rest, &mut buf[FRAME_HEAD..])?;
-    buf.truncate(FRAME_HEAD + got);
-    Ok(buf.len() == total)
+    if buf.len() < total {
+        buf.resize(total, 0);
+    }
+    let got = FRAME_HEAD + read_up_to(rest, &mut buf[FRAME_HEAD..total])?;
+    Ok((got == total, got))
 }
 
 fn read_up_to(f: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -257,14 +257,18 @@ pub fn open_workers() -> usize {
 
 type Opened = Vec<(u64, Result<Record, record::RecordError>)>;
 /// One opening thread's queues: raw batches in, opened batches out.
-type Lane = (std::sync::mpsc::SyncSender<Batch>, std::sync::mpsc::Receiver<Opened>);
+type Lane = (std::sync::mpsc::SyncSender<Batch>, std::sync::mpsc::Receiver<Batch>);
 
-/// Stored records copied into one buffer (one allocation per batch, not per record).
+/// Stored records copied into one buffer (one allocation per batch, not per record), and what
+/// opening them gave. A batch goes to an opening thread and back, and is then used again
+/// emptied, so a long scan reuses the same few buffers instead of allocating (and faulting in)
+/// fresh ones for every batch.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
     /// `(key, end of the record in bytes)`, in order.
     ends: Vec<(u64, usize)>,
+    opened: Opened,
 }
 
 impl Batch {
@@ -280,6 +284,15 @@ impl Batch {
             start = end;
             (key, r)
         })
+    }
+
+    /// On an opening thread: opens every record, then drops the raw bytes (keeping the buffers).
+    fn open_all(&mut self) {
+        let mut opened = std::mem::take(&mut self.opened);
+        opened.extend(self.records().map(|(k, bytes)| (k, record::open(bytes))));
+        self.opened = opened;
+        self.bytes.clear();
+        self.ends.clear();
     }
 }
 
@@ -304,10 +317,14 @@ impl Taker<'_> {
 
     /// Takes the oldest batch in flight: lanes are filled round-robin and each works in order,
     /// so batch `received` is the next one out of lane `received % lanes`.
-    fn take_batch(&mut self, lanes: &[Lane], received: &mut usize) -> bool {
-        let out = lanes[*received % lanes.len()].1.recv().expect("an opening thread answers every batch");
+    /// The batch, emptied, goes to `spare` to be filled again.
+    fn take_batch(&mut self, lanes: &[Lane], received: &mut usize, spare: &mut Vec<Batch>) -> bool {
+        let mut out = lanes[*received % lanes.len()].1.recv().expect("an opening thread answers every batch");
         *received += 1;
-        out.into_iter().all(|(key, opened)| self.take(key, opened))
+        let ok = out.opened.drain(..).all(|(key, opened)| self.take(key, opened));
+        out.opened.clear();
+        spare.push(out);
+        ok
     }
 }
 
@@ -323,6 +340,8 @@ pub fn scan_verified_with(
         let mut lanes: Vec<Lane> = Vec::new();
         let (mut sent, mut received) = (0usize, 0usize);
         let mut batch = Batch::default();
+        // Batches back from the opening threads, emptied: at most the number in flight.
+        let mut spare: Vec<Batch> = Vec::new();
         let mut ok = true;
         let result = store.scan(&mut |key, bytes| {
             if workers == 0 {
@@ -336,11 +355,11 @@ pub fn scan_verified_with(
             if lanes.is_empty() {
                 for _ in 0..workers {
                     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(DEPTH);
-                    let (otx, orx) = std::sync::mpsc::sync_channel::<Opened>(DEPTH);
+                    let (otx, orx) = std::sync::mpsc::sync_channel::<Batch>(DEPTH);
                     s.spawn(move || {
-                        for b in rx {
-                            let out: Opened = b.records().map(|(k, bytes)| (k, record::open(bytes))).collect();
-                            if otx.send(out).is_err() {
+                        for mut b in rx {
+                            b.open_all();
+                            if otx.send(b).is_err() {
                                 break;
                             }
                         }
@@ -350,17 +369,17 @@ pub fn scan_verified_with(
             }
             // At most DEPTH batches per lane in flight, which its queues hold without blocking
             // (round-robin spreads any DEPTH × lanes consecutive batches evenly).
-            if sent - received == lanes.len() * DEPTH && !t.take_batch(&lanes, &mut received) {
+            if sent - received == lanes.len() * DEPTH && !t.take_batch(&lanes, &mut received, &mut spare) {
                 ok = false;
                 return false;
             }
-            let full = std::mem::take(&mut batch);
+            let full = std::mem::replace(&mut batch, spare.pop().unwrap_or_default());
             lanes[sent % lanes.len()].0.send(full).expect("an opening thread takes every batch");
             sent += 1;
             true
         });
         while ok && received < sent {
-            ok = t.take_batch(&lanes, &mut received);
+            ok = t.take_batch(&lanes, &mut received, &mut spare);
         }
         if ok {
             for (key, bytes) in batch.records() {
@@ -412,7 +431,7 @@ impl Folder {
         }
         let r = match &mut self.view {
             None => RunView::new(rec).map(|v| self.view = Some(v)),
-            Some(v) => v.apply(rec).map(|_| ()),
+            Some(v) => v.apply_quiet(rec),
         };
         if let Err(d) = r {
             self.diverged = Some(d);

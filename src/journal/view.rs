@@ -13,6 +13,7 @@
 //! - Audit facts never reach the machine; they only move tallies.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -84,12 +85,36 @@ impl GuardTally {
     pub const SHOWN: usize = 5;
 }
 
+/// The issue index's hasher: every replayed record looks its issue up, and SipHash's defence
+/// against chosen keys buys nothing for ids the run's own plan fixed. FNV-1a over the bytes,
+/// then murmur3's finalizer so every bit of the state reaches the low bits (the bucket) and the
+/// top bits (hashbrown's tag).
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0 ^ 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h ^ 0xcbf2_9ce4_8422_2325;
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RunView {
     pub run_id: String,
     pub start: RunStart,
     pub issues: Vec<IssueView>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, BuildHasherDefault<IdHasher>>,
     pub finished: bool,
     pub interrupted: bool,
     pub records: u64,
@@ -215,35 +240,51 @@ impl RunView {
 
     /// Applies the record after the ones already folded.
     pub fn apply(&mut self, rec: &Record) -> Result<Applied, Divergence> {
+        Ok(match self.fold_in(rec)? {
+            None => Applied { issue: None, from: None, to: None },
+            Some((idx, from)) => {
+                let view = &self.issues[idx];
+                let to = from.as_ref().map(|_| view.state.stage.clone());
+                Applied { issue: Some(view.id.clone()), from, to }
+            }
+        })
+    }
+
+    /// [`RunView::apply`] for a reader that does not look at what the record did (`status`,
+    /// `resume`, the streaming fold): the same checks and the same view, without copying the
+    /// issue id and stages out for every record.
+    pub fn apply_quiet(&mut self, rec: &Record) -> Result<(), Divergence> {
+        self.fold_in(rec).map(|_| ())
+    }
+
+    /// The one fold step: the issue the record was about (its index) and, for a machine event,
+    /// the stage it left.
+    fn fold_in(&mut self, rec: &Record) -> Result<Option<(usize, Option<Stage>)>, Divergence> {
         let seq = rec.seq();
         self.records += 1;
-        let none = Applied { issue: None, from: None, to: None };
         match &rec.content.body {
             Body::RunStarted(_) => Err(Divergence::Restarted { seq }),
             Body::RunResumed => {
                 self.interrupted = false;
-                Ok(none)
+                Ok(None)
             }
             Body::RunInterrupted { .. } => {
                 self.interrupted = true;
-                Ok(none)
+                Ok(None)
             }
             Body::RunFinished => {
                 self.finished = true;
-                Ok(none)
+                Ok(None)
             }
             Body::Landed(landing) => {
                 self.landing = Some(landing.clone());
-                Ok(none)
+                Ok(None)
             }
-            Body::WorktreeRepaired { issue, .. } => {
-                self.index_of(seq, issue)?;
-                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
-            }
+            Body::WorktreeRepaired { issue, .. } => Ok(Some((self.index_of(seq, issue)?, None))),
             Body::ProcessGroup { issue, pgid, start_time, .. } => {
                 let idx = self.index_of(seq, issue)?;
                 self.issues[idx].process_group = Some((*pgid, *start_time));
-                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
+                Ok(Some((idx, None)))
             }
             Body::Audit { issue, fact, evidence } => {
                 let idx = self.index_of(seq, issue)?;
@@ -285,7 +326,7 @@ impl RunView {
                     | Fact::SetupChecked { .. } => {}
                 }
                 view.absorb(evidence.as_ref());
-                Ok(Applied { issue: Some(issue.clone()), from: None, to: None })
+                Ok(Some((idx, None)))
             }
             Body::Issue { issue, event, to, commands, evidence } => {
                 let idx = self.index_of(seq, issue)?;
@@ -340,12 +381,11 @@ impl RunView {
                 }
                 view.absorb(evidence.as_ref());
                 let from = std::mem::replace(&mut view.state, next).stage;
-                let to = view.state.stage.clone();
                 if matches!(event, Event::Reopened { .. }) {
                     // A reopened issue has work left: the run is no longer finished.
                     self.finished = false;
                 }
-                Ok(Applied { issue: Some(issue.clone()), from: Some(from), to: Some(to) })
+                Ok(Some((idx, Some(from))))
             }
         }
     }
@@ -532,6 +572,60 @@ mod tests {
             (c.guard.violations, c.state.worktree.as_ref().unwrap().kept()),
             (1, Some("issue ended Failed; kept for inspection"))
         );
+    }
+
+    /// The quiet fold (what `status`, `resume` and the streaming reader use) leaves the view
+    /// exactly as the fold that reports each step; the reported steps name the record's issue and,
+    /// for machine events only, the stage it left and the one it reached.
+    #[test]
+    fn the_quiet_fold_ends_where_the_reporting_fold_ends() {
+        let mut recs = vec![v1_record(0, Hash::ZERO, v1::Body::RunStarted(start()))];
+        let mut states: HashMap<&str, v1::State> = HashMap::new();
+        for (issue, event, evidence) in script() {
+            let from = states.get(issue).cloned().unwrap_or(v1::State::Pending);
+            let to = old_machine(&from, &event);
+            states.insert(issue, to.clone());
+            let prev = recs.last().unwrap().hash;
+            recs.push(v1_record(recs.len() as u64, prev, v1::Body::Issue { issue: issue.into(), event, to, evidence }));
+        }
+        let mut loud = RunView::new(&recs[0]).unwrap();
+        let mut quiet = RunView::new(&recs[0]).unwrap();
+        let mut machine_steps = 0;
+        for r in &recs[1..] {
+            let before = match &r.content.body {
+                Body::Issue { issue, .. } | Body::Audit { issue, .. } => {
+                    Some(loud.state_of(issue).unwrap().stage.clone())
+                }
+                _ => None,
+            };
+            let applied = loud.apply(r).unwrap();
+            quiet.apply_quiet(r).unwrap();
+            match &r.content.body {
+                Body::Issue { issue, .. } => {
+                    machine_steps += 1;
+                    assert_eq!(applied.issue.as_deref(), Some(issue.as_str()));
+                    assert_eq!(applied.from, before);
+                    assert_eq!(applied.to.as_ref(), Some(&loud.state_of(issue).unwrap().stage));
+                }
+                Body::Audit { issue, .. } => {
+                    assert_eq!(applied.issue.as_deref(), Some(issue.as_str()));
+                    assert_eq!((applied.from, applied.to), (None, None));
+                }
+                _ => assert!(applied.issue.is_none()),
+            }
+        }
+        assert!(machine_steps > 10, "the script drives the machine: {machine_steps}");
+        let json = |v: &RunView| serde_json::to_string(&v.issues).unwrap();
+        assert_eq!(json(&quiet), json(&loud));
+        let skipped = |v: &RunView| v.issues.iter().map(|i| (i.commit.clone(), i.process_group)).collect::<Vec<_>>();
+        assert_eq!(skipped(&quiet), skipped(&loud));
+        assert_eq!((quiet.records, quiet.finished, quiet.interrupted), (loud.records, loud.finished, loud.interrupted));
+        // An issue the plan does not know is the same divergence either way.
+        let mut stray = recs[1].clone();
+        if let Body::Issue { issue, .. } = &mut stray.content.body {
+            *issue = "ZZZ-404".into();
+        }
+        assert_eq!(loud.apply(&stray).unwrap_err(), quiet.apply_quiet(&stray).unwrap_err());
     }
 
     /// A record whose recorded stage the code no longer decides is a divergence, whatever the
