@@ -429,6 +429,9 @@ fn verification_with_real_codex_fails_closed_then_passes_after_the_fix() {
     let toml = std::fs::read_to_string(r.path.join("loop.toml")).unwrap();
     std::fs::write(r.path.join("loop.toml"), format!("{toml}\n[verify]\ncommands = [\"grep -q ok status.txt\"]\n"))
         .unwrap();
+    // The check passes on the base (so a failure after dev is the issue's, not pre-existing).
+    std::fs::write(r.path.join("status.txt"), "ok\n").unwrap();
+    r.git(&r.path, &["add", "status.txt"]);
     r.git(&r.path, &["commit", "-q", "-am", "verify"]);
     let out = r.run(&["run", "--milestone", M, "--json"], &[("LOOP_RUN_ID", "v")]);
     assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));

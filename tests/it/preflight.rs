@@ -59,8 +59,8 @@ fn every_problem_is_named_at_once_and_nothing_is_written() {
     let text2 = std::fs::read_to_string(&orb2).unwrap();
     std::fs::write(&orb2, format!("{text2}\nmore acceptance\n")).unwrap();
     std::fs::write(
-        repo.join("docs/projects/orbit/issues/ORB-6.md"),
-        "---\nid: ORB-6\ntitle: New\nmilestone: M1-core\n---\n",
+        repo.join("docs/projects/orbit/issues/ORB-7.md"),
+        "---\nid: ORB-7\ntitle: New\nmilestone: M1-core\n---\n",
     )
     .unwrap();
     // More free space than any disk has, a codex that is not logged in, no gt.
@@ -79,9 +79,9 @@ fn every_problem_is_named_at_once_and_nothing_is_written() {
     assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{stdout}\n{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     let want = [
-        "loop: error: main checkout is not clean ( M README.md,  M docs/projects/orbit/issues/ORB-2.md, ?? docs/projects/orbit/issues/ORB-6.md, ?? loop.toml); commit or stash, or pass --allow-dirty",
+        "loop: error: main checkout is not clean ( M README.md,  M docs/projects/orbit/issues/ORB-2.md, ?? docs/projects/orbit/issues/ORB-7.md, ?? loop.toml); commit or stash, or pass --allow-dirty",
         "loop: error: issue doc docs/projects/orbit/issues/ORB-2.md is changed since it was committed in HEAD: commit it;",
-        "loop: error: issue doc docs/projects/orbit/issues/ORB-6.md is not committed in HEAD: commit it;",
+        "loop: error: issue doc docs/projects/orbit/issues/ORB-7.md is not committed in HEAD: commit it;",
         &format!("loop: error: codex is not logged in: `{} login status` ended with exit code 1 (Not logged in); run `codex login`", fake.display()),
         "loop: error: --stack graphite needs gt: /nonexistent/gt was not found",
         "loop: error: only ",
@@ -119,8 +119,8 @@ fn allow_dirty_covers_the_checkout_but_not_an_uncommitted_issue_doc() {
     let repo = demo_repo();
     std::fs::write(repo.join("notes.txt"), "mine\n").unwrap();
     std::fs::write(
-        repo.join("docs/projects/orbit/issues/ORB-6.md"),
-        "---\nid: ORB-6\ntitle: New\nmilestone: M1-core\n---\n",
+        repo.join("docs/projects/orbit/issues/ORB-7.md"),
+        "---\nid: ORB-7\ntitle: New\nmilestone: M1-core\n---\n",
     )
     .unwrap();
     let before = everything(&repo);
@@ -137,7 +137,7 @@ fn allow_dirty_covers_the_checkout_but_not_an_uncommitted_issue_doc() {
     assert_eq!(stderr.lines().count(), 2, "{stderr}");
     assert!(
         stderr.starts_with(
-            "loop: error: issue doc docs/projects/orbit/issues/ORB-6.md is not committed in HEAD: commit it \
+            "loop: error: issue doc docs/projects/orbit/issues/ORB-7.md is not committed in HEAD: commit it \
              (--allow-dirty does not cover issue docs); the agent's worktree is made from a commit"
         ),
         "{stderr}"
@@ -146,7 +146,7 @@ fn allow_dirty_covers_the_checkout_but_not_an_uncommitted_issue_doc() {
 
     // Without the new doc, --allow-dirty lets the dirty checkout through (the simulated agent
     // needs no codex), and the run reaches its end.
-    std::fs::remove_file(repo.join("docs/projects/orbit/issues/ORB-6.md")).unwrap();
+    std::fs::remove_file(repo.join("docs/projects/orbit/issues/ORB-7.md")).unwrap();
     let out = run(&[]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{stderr}");
