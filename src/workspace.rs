@@ -1001,19 +1001,27 @@ impl GitWorkspace {
 
     /// Removes a broken loop-owned worktree and its admin dirs, and has git forget it.
     fn teardown(&self, path: &Path, admins: &[PathBuf]) -> Result<(), WorkspaceError> {
-        let fail = |what: &Path, e: std::io::Error| unrepairable(path, &format!("removing {}: {e}", what.display()));
+        // Gone already is what removing wants: another issue's `git worktree prune` may drop an
+        // admin dir whose worktree has just vanished (seen with `--jobs`).
+        let fail = |what: &Path, e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(unrepairable(path, &format!("removing {}: {e}", what.display())))
+            }
+        };
+        // Other issues' git calls that prune admin dirs take the same lock.
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         match path.symlink_metadata() {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(|e| fail(path, e))?,
-            Ok(_) => std::fs::remove_file(path).map_err(|e| fail(path, e))?,
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).or_else(|e| fail(path, e))?,
+            Ok(_) => std::fs::remove_file(path).or_else(|e| fail(path, e))?,
             Err(_) => {}
         }
         for a in admins {
-            std::fs::remove_dir_all(a).map_err(|e| fail(a, e))?;
+            std::fs::remove_dir_all(a).or_else(|e| fail(a, e))?;
         }
-        {
-            let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-            self.git_w_ok(&self.repo, &["worktree", "prune"])?;
-        }
+        self.git_w_ok(&self.repo, &["worktree", "prune"])?;
+        drop(_admin);
         self.sync_removed(path)
     }
 
