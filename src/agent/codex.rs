@@ -410,6 +410,7 @@ impl Agent for CodexAgent {
             session: summary.thread_id.clone(),
             tokens,
             note: (!notes.is_empty()).then(|| notes.join("; ")),
+            cost_usd: None,
         })
     }
 }

@@ -59,6 +59,9 @@ pub struct PhaseReply {
     pub tokens: Option<Tokens>,
     /// What else is worth journaling.
     pub note: Option<String>,
+    /// What the phase cost in USD, when the agent reports it (Claude Code's `total_cost_usd`);
+    /// otherwise the engine prices the tokens from `[prices]`.
+    pub cost_usd: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -389,6 +389,7 @@ fn evidence_of(reply: &PhaseReply) -> Evidence {
         tokens: reply.tokens,
         commit: None,
         note: reply.note.clone(),
+        cost_usd: reply.cost_usd,
     }
 }
 

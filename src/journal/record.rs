@@ -146,6 +146,11 @@ pub struct Evidence {
     pub commit: Option<String>,
     /// Free-form detail: why a phase failed, what git said.
     pub note: Option<String>,
+    /// What this phase cost in USD (reported by the agent or priced from `[prices]`; absent in
+    /// older journals and when unknown). Not written when unknown, so a record without a cost
+    /// encodes exactly as before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 /// Encodes content and hashes it: the bytes to store, and the hash.
@@ -245,6 +250,7 @@ mod tests {
                     tokens: None,
                     commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
                     note: None,
+                    cost_usd: None,
                 }),
             },
         }
@@ -257,6 +263,19 @@ mod tests {
         let (bytes, hash) = seal(&sample());
         assert_eq!(hash.hex(), "606a1d17c580bf6552ce82c3eb8d7657f99926c71d1d35bae0bb115788cb3d81");
         assert_eq!(open(&bytes).unwrap().content, sample());
+    }
+
+    /// A known cost is written and read back; an unknown one leaves the encoding as it was.
+    #[test]
+    fn a_phase_cost_round_trips_and_an_unknown_one_is_not_written() {
+        let mut c = sample();
+        let (plain, _) = seal(&c);
+        if let Body::Issue { evidence: Some(e), .. } = &mut c.body {
+            e.cost_usd = Some(0.0425);
+        }
+        let (bytes, _) = seal(&c);
+        assert!(bytes.len() > plain.len());
+        assert_eq!(open(&bytes).unwrap().content, c);
     }
 
     #[test]

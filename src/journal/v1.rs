@@ -196,6 +196,7 @@ mod tests {
                     tokens: None,
                     commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
                     note: None,
+                    cost_usd: None,
                 }),
             },
         }
