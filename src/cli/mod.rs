@@ -4,12 +4,14 @@
 pub mod bench;
 pub mod clean;
 pub mod codex_args;
+pub mod completions;
 pub mod demo;
 pub mod dryrun;
 pub mod error;
 pub mod export;
 pub mod inputs;
 pub mod land;
+pub mod man;
 pub mod plan;
 pub mod prompts;
 pub mod replay;
@@ -75,6 +77,10 @@ pub enum Command {
     Land(land::LandArgs),
     /// Remove worktrees finished runs left behind (owned and clean only); say what is kept and why.
     Clean(clean::CleanArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one per subcommand with --out DIR.
+    Man(man::ManArgs),
     /// Agent hooks: `loop hook claude` is Claude Code's PreToolUse hook (exit 2 blocks).
     #[command(hide = true)]
     Hook { agent: String },
@@ -166,7 +172,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     // Only commands that journal nothing may die of a closed pipe (see `crate::out`).
     if matches!(
         cli.command,
-        Command::Plan(_) | Command::Replay(_) | Command::Status(_) | Command::Runs(_) | Command::Export(_)
+        Command::Plan(_)
+            | Command::Replay(_)
+            | Command::Status(_)
+            | Command::Runs(_)
+            | Command::Export(_)
+            | Command::Completions(_)
     ) {
         crate::out::die_on_closed_pipe();
     }
@@ -184,6 +195,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Prompts(a) => prompts::run(a),
         Command::Clean(a) => clean::run(a),
         Command::Land(a) => land::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
         Command::Hook { agent } if agent == "claude" => {
             crate::guard::shim::hook_claude(&mut std::io::stdin().lock())?;
             Ok(ExitCode::Ok)

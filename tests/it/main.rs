@@ -25,5 +25,6 @@ mod rerun;
 mod safefs;
 mod signals;
 mod snapshots;
+mod terminal;
 mod verify;
 mod worktree_repair;
