@@ -186,9 +186,30 @@ impl StateDir {
         }
     }
 
-    /// The newest run, if any.
+    /// The newest run by start time, if any. Ids sort by the second a run started in, and the
+    /// random suffix decides within one second; the first record's time (nanoseconds) does not,
+    /// so that is what orders runs. A run whose first record cannot be read counts as oldest.
     pub fn latest(&self) -> Result<Option<String>, RunsError> {
-        Ok(self.list()?.pop())
+        Ok(self.list()?.into_iter().map(|id| (self.started_at(&id), id)).max().map(|(_, id)| id))
+    }
+
+    /// When a run started: the time of its first record, read without reading the rest.
+    /// (The log is read directly, not through a [`Snapshot`], whose first scan tells of damage
+    /// on stderr: the reader that picked this run tells that once.)
+    pub fn started_at(&self, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let mut first = None;
+        let mut take = |_: u64, bytes: &[u8]| {
+            first = journal::record::open(bytes).ok().map(|r| r.content.time);
+            false
+        };
+        match self.kind(id) {
+            RunKind::Log => {
+                let reader = LogReader::open(&self.journal_path(id), Some(id)).ok()?;
+                reader.stream(&mut take).ok()?;
+            }
+            _ => self.snapshot(id).ok()?.scan(&mut take).ok()?,
+        }
+        first
     }
 
     /// Takes the run's lock, or says who has it.

@@ -13,8 +13,8 @@ use crate::render;
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
-    /// The run id, or any unique prefix of it.
-    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    /// The run id, or any unique prefix of it [default: the newest run].
+    #[arg(conflicts_with = "file")]
     pub run_id: Option<String>,
     /// Replay an exported journal file instead of a run in the state dir.
     #[arg(long, value_name = "FILE")]
@@ -44,7 +44,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, CliError> {
             // timeline up to the damage.
             Box::new(state.snapshot(&run_id)?)
         }
-        (None, None) => return Err(CliError::Usage("give a RUN_ID or --file".into())),
+        (None, None) => {
+            let state = args.repo.state()?;
+            let Some(run_id) = state.latest()? else {
+                return Err(CliError::Usage(format!("no runs yet in {}: nothing to replay", state.root.display())));
+            };
+            Box::new(state.snapshot(&run_id)?)
+        }
     };
     let print = !args.json && !args.quiet;
     let mut timeline = Vec::new();

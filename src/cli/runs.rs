@@ -1,4 +1,6 @@
-//! `loop runs`: the runs recorded in this repository, ids shown by shortest unique prefix.
+//! `loop runs`: the runs recorded in this repository, oldest first by start time, with a header,
+//! the start time, how long each ran (first to last record) and its state. The text shows whole
+//! ids (a lone run's shortest unique prefix is a meaningless `2026`); `--json` carries both.
 
 use clap::Args;
 use serde_json::json;
@@ -8,10 +10,12 @@ use crate::render;
 use crate::runs::shortest_prefixes;
 
 #[derive(Args, Debug)]
+#[command(after_help = "Any command that takes a RUN accepts a unique prefix of its id (`prefix` in --json).")]
 pub struct RunsArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// One JSON array on stdout.
+    /// One JSON array on stdout: run_id, prefix, milestone, state, started_at, last_record_at,
+    /// duration_secs, summary (or error).
     #[arg(long)]
     pub json: bool,
 }
@@ -35,27 +39,44 @@ pub fn run(args: RunsArgs) -> Result<ExitCode, CliError> {
                 "prefix": prefix,
                 "milestone": view.start.milestone,
                 "state": if live { "running" } else if view.finished { "finished" } else { "stopped" },
+                "started_at": view.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "last_record_at": view.last_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "duration_secs": (view.last_at - view.started_at).num_milliseconds().max(0) as f64 / 1000.0,
                 "summary": render::summary(&view),
             }),
-            Err(e) => json!({"run_id": id, "prefix": prefix, "state": "unreadable", "error": e.to_string()}),
+            Err(e) => json!({"run_id": id, "prefix": prefix, "state": "unreadable", "error": e.to_string(),
+                "started_at": state.started_at(id).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))}),
         };
         rows.push(row);
     }
+    // By start time (nanoseconds); ids only break ties, e.g. two runs under a fixed clock.
+    let key = |r: &serde_json::Value| (state.started_at(r["run_id"].as_str().unwrap_or("")), r["run_id"].to_string());
+    let mut keyed: Vec<_> = rows.into_iter().map(|r| (key(&r), r)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows: Vec<serde_json::Value> = keyed.into_iter().map(|(_, r)| r).collect();
     if args.json {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(ExitCode::Ok);
     }
     if rows.is_empty() {
         println!("no runs yet in {}", state.root.display());
+        return Ok(ExitCode::Ok);
     }
+    let width = rows.iter().map(|r| r["run_id"].as_str().unwrap_or("").len()).max().unwrap_or(0).max(3);
+    let ms_width = rows.iter().map(|r| r["milestone"].as_str().unwrap_or("-").len()).max().unwrap_or(0).max(9);
+    println!(
+        "{:<width$}  {:<10} {:<ms_width$}  {:<20} {:>9}  SUMMARY",
+        "RUN", "STATE", "MILESTONE", "STARTED", "DURATION"
+    );
     for r in &rows {
-        let prefix = r["prefix"].as_str().unwrap_or("");
-        let id = r["run_id"].as_str().unwrap_or("");
+        let started = r["started_at"].as_str().map(|s| s.replace('T', " ").trim_end_matches('Z').to_string());
         println!(
-            "{prefix}{}  {:<10} {:<12} {}",
-            &id[prefix.len()..].chars().map(|_| ' ').collect::<String>(),
+            "{:<width$}  {:<10} {:<ms_width$}  {:<20} {:>9}  {}",
+            r["run_id"].as_str().unwrap_or(""),
             r["state"].as_str().unwrap_or(""),
             r["milestone"].as_str().unwrap_or("-"),
+            started.as_deref().unwrap_or("-"),
+            r["duration_secs"].as_f64().map(render::duration).unwrap_or_else(|| "-".into()),
             r["summary"].as_str().or(r["error"].as_str()).unwrap_or("")
         );
     }

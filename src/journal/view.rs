@@ -125,6 +125,9 @@ pub struct RunView {
     pub setups_passed: HashSet<String>,
     /// The last `loop land` of this run, if any.
     pub landing: Option<crate::vocab::Landing>,
+    /// When the run started (its first record) and when its latest record was written.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub last_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Why a record could not be applied although its bytes and chain are fine.
@@ -201,6 +204,8 @@ impl RunView {
             baselines: HashMap::new(),
             setups_passed: HashSet::new(),
             landing: None,
+            started_at: first.content.time,
+            last_at: first.content.time,
         })
     }
 
@@ -262,6 +267,7 @@ impl RunView {
     fn fold_in(&mut self, rec: &Record) -> Result<Option<(usize, Option<Stage>)>, Divergence> {
         let seq = rec.seq();
         self.records += 1;
+        self.last_at = rec.content.time;
         match &rec.content.body {
             Body::RunStarted(_) => Err(Divergence::Restarted { seq }),
             Body::RunResumed => {

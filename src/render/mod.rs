@@ -446,3 +446,24 @@ pub fn status_text(view: &RunView, live: bool) -> String {
     }
     out
 }
+
+/// A duration for people: `42s`, `3m 05s`, `2h 07m`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(super::duration(0.4), "0s");
+        assert_eq!(super::duration(42.0), "42s");
+        assert_eq!(super::duration(185.0), "3m 05s");
+        assert_eq!(super::duration(7620.0), "2h 07m");
+    }
+}

@@ -347,6 +347,46 @@ fn runs_lists_ids_by_shortest_unique_prefix() {
     assert!(text(&amb).1.contains("matches several runs"));
 }
 
+/// #14: "newest run" is the one that started last, not the greatest id: two runs in one
+/// second sort by their random suffix. `status` and a bare `replay` take it; `runs` lists by
+/// start time under a header, with start time and duration.
+#[test]
+fn the_newest_run_is_the_one_that_started_last() {
+    let repo = demo_repo();
+    // The later run gets the smaller id, as a random suffix can.
+    assert_eq!(run_demo_scenario(&repo, "20260101-000000-bbbb22").status.code(), Some(exit::NOT_ALL_DONE));
+    assert_eq!(run_demo_scenario(&repo, "20260101-000000-aaaa11").status.code(), Some(exit::NOT_ALL_DONE));
+    let st = loop_cmd(&repo).args(["status", "--json"]).output().unwrap();
+    assert_eq!(json(&st)["run_id"], "20260101-000000-aaaa11");
+    let rp = loop_cmd(&repo).args(["replay", "--json"]).output().unwrap();
+    assert_eq!(rp.status.code(), Some(exit::OK), "{}", text(&rp).1);
+    assert_eq!(json(&rp)["run_id"], "20260101-000000-aaaa11");
+
+    let v = json(&loop_cmd(&repo).args(["runs", "--json"]).output().unwrap());
+    let ids: Vec<&str> = v.as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["20260101-000000-bbbb22", "20260101-000000-aaaa11"]);
+    let (first, second) = (&v[0], &v[1]);
+    assert!(first["started_at"].as_str().unwrap() < second["started_at"].as_str().unwrap(), "{v}");
+    // The test clock steps once per loop command and a run's records share its instant.
+    assert_eq!(first["duration_secs"], 0.0, "{v}");
+    let (out, _) = text(&loop_cmd(&repo).arg("runs").output().unwrap());
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("RUN") && lines[0].contains("STARTED") && lines[0].contains("DURATION"), "{out}");
+    assert!(lines[1].starts_with("20260101-000000-bbbb22") && lines[1].contains("finished"), "{out}");
+    assert!(lines[2].starts_with("20260101-000000-aaaa11"), "{out}");
+}
+
+/// A lone run is listed by its whole id, not the meaningless prefix `2026`.
+#[test]
+fn a_lone_run_is_listed_by_its_whole_id() {
+    let repo = demo_repo();
+    run_demo_scenario(&repo, "20260101-000000-cccc33");
+    let (out, _) = text(&loop_cmd(&repo).arg("runs").output().unwrap());
+    assert!(out.lines().nth(1).unwrap().starts_with("20260101-000000-cccc33 "), "{out}");
+    let v = json(&loop_cmd(&repo).args(["runs", "--json"]).output().unwrap());
+    assert_eq!(v[0]["prefix"], "2026");
+}
+
 /// #12: each issue's reviews go to a file of its own, so merging every Done branch of the
 /// milestone into one branch, in plan order or the reverse, never conflicts in loop's files
 /// (with one `REVIEW-<milestone>.md` every merge after the first conflicted).
