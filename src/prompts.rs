@@ -98,6 +98,39 @@ pub fn render(t: &Template, values: &[(&str, String)]) -> Result<String, PromptE
     Ok(out)
 }
 
+/// What each input reads in an installed copy of a template, run by hand as `/NAME ISSUE_ID
+/// [CYCLE]` in Codex or Claude Code: both CLIs put the command's arguments in `$1`, `$2`. No
+/// `{{name}}` is left for the model to puzzle over.
+const BY_HAND: &[(&str, &str)] = &[
+    ("run_id", "none (run by hand, not by loop)"),
+    ("issue_id", "$1"),
+    ("issue_title", "see its issue doc"),
+    ("issue_doc", "the issue doc whose front matter has `id: $1`, under docs/projects/*/issues/"),
+    ("milestone", "named in the issue doc's front matter"),
+    ("branch", "the branch checked out in the current directory"),
+    ("worktree", "the current directory"),
+    ("cycle", "$2"),
+    ("review_number", "the next one"),
+    ("required_actions", "Read them from the latest review of $1 in its review doc."),
+    ("review_doc", "docs/projects/<project>/reviews/<milestone>/$1.md"),
+    ("verification", "loop did not verify this commit: run the project's checks yourself."),
+];
+
+/// A template as `loop prompts install` writes it: front matter both CLIs read (a description
+/// and the argument hint), then the text with every input replaced by what it reads by hand.
+/// `schema` names the phase's output schema (the agent layer knows which).
+pub fn render_for_install(t: &Template, phase: Phase, schema: &str) -> Result<String, PromptError> {
+    let mut values: Vec<(&str, String)> = BY_HAND.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    values.push(("schema", schema.to_string()));
+    let body = render(t, &values)?;
+    let hint = if phase == Phase::Dev { "ISSUE_ID" } else { "ISSUE_ID [CYCLE]" };
+    Ok(format!(
+        "---\ndescription: loop's {phase} phase for one issue, by hand (loop run drives it headless)\n\
+         argument-hint: {hint}\n---\n\n{body}",
+        phase = phase.as_str()
+    ))
+}
+
 /// Where `loop prompts install` writes: Codex's and Claude Code's prompt dirs, each as the root
 /// the user named (trusted as given) and the dir below it (walked without following symlinks).
 pub fn install_targets(codex_home: Option<PathBuf>, claude_dir: Option<PathBuf>) -> Vec<(PathBuf, PathBuf)> {
@@ -114,6 +147,18 @@ mod tests {
 
     fn all_inputs() -> Vec<(&'static str, String)> {
         INPUTS.iter().map(|k| (*k, format!("<{k}>"))).collect()
+    }
+
+    /// #14: installed commands had raw `{{issue_id}}` in them.
+    #[test]
+    fn installed_templates_have_no_placeholder_left_and_take_the_issue_as_an_argument() {
+        for (name, _, phase) in BUILTIN {
+            let text = render_for_install(&load(name, None).unwrap(), *phase, "s.json").unwrap();
+            assert!(!text.contains("{{"), "{name}: {text}");
+            assert!(text.starts_with("---\ndescription: loop's"), "{name}");
+            assert!(text.contains("argument-hint: ISSUE_ID"), "{name}");
+            assert!(text.contains("**$1**"), "{name}: the issue id is not the first argument");
+        }
     }
 
     #[test]

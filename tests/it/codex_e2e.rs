@@ -381,6 +381,37 @@ fn prompts_list_show_install() {
         r.run(&["prompts", "install", "--codex-home", cx.to_str().unwrap(), "--claude-dir", cl.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
     assert!(cx.join("prompts/dev-auto-review-linear.md").exists() && cl.join("dev-auto-fix-review.md").exists());
+    // #14: the installed commands take the issue as their argument; no `{{…}}` is left in them.
+    let dev = std::fs::read_to_string(cl.join("dev-auto-parallel.md")).unwrap();
+    assert!(dev.starts_with("---\ndescription:") && dev.contains("team dev prompt for $1"), "{dev}");
+    let fix = std::fs::read_to_string(cx.join("prompts/dev-auto-fix-review.md")).unwrap();
+    assert!(!fix.contains("{{") && fix.contains("$1"), "{fix}");
+    // Installing again changes nothing; an edited copy is never overwritten silently.
+    let out =
+        r.run(&["prompts", "install", "--codex-home", cx.to_str().unwrap(), "--claude-dir", cl.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).lines().all(|l| l.starts_with("unchanged ")), "{}", show(&out));
+    std::fs::write(cl.join("dev-auto-fix-review.md"), "my own fix prompt\n").unwrap();
+    let before = std::fs::read(cx.join("prompts/dev-auto-parallel.md")).unwrap();
+    let out =
+        r.run(&["prompts", "install", "--codex-home", cx.to_str().unwrap(), "--claude-dir", cl.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&cl.join("dev-auto-fix-review.md").display().to_string()) && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(cl.join("dev-auto-fix-review.md")).unwrap(), "my own fix prompt\n");
+    assert_eq!(std::fs::read(cx.join("prompts/dev-auto-parallel.md")).unwrap(), before);
+    let out = r.run(
+        &["prompts", "install", "--force", "--codex-home", cx.to_str().unwrap(), "--claude-dir", cl.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(cl.join("dev-auto-fix-review.md")).unwrap(), fix);
+    let out = r.run(&["prompts", "list", "--json"], &[]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "dev-auto-parallel");
+    assert_eq!(list[0]["phase"], "dev");
+    assert!(list[0]["source"].as_str().unwrap().ends_with("team/dev-auto-parallel.md"), "{list}");
+    assert_eq!(list[1]["source"], "built-in");
     // A bad loop.toml names the file and line.
     std::fs::write(r.path.join("loop.toml"), "[codex]\nmodle = \"x\"\n").unwrap();
     let out = r.run(&["run", "--dry-run"], &[]);
