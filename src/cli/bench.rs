@@ -22,7 +22,8 @@ pub struct BenchArgs {
     /// Internal: with --replay-child, the path is a flat export file.
     #[arg(long, hide = true)]
     pub flat: bool,
-    /// Only the rows with this id (e.g. `replay`), to measure one case without the others.
+    /// Only the rows with this id (e.g. `replay`), to measure one case without the others;
+    /// `per-issue:200` runs one size of the per-issue row.
     #[arg(long, hide = true, value_name = "ID")]
     pub only: Option<String>,
     /// Internal: write a journal of N replay events (and its flat export) into the directory
