@@ -699,6 +699,11 @@ pub fn run_all(quick: bool, only: Option<&str>, progress: &mut dyn FnMut(&Row)) 
         progress(&row);
         rows.push(row);
     };
+    // `--only per-issue:200` runs one size of a row that has several.
+    let (only, only_size) = match only.and_then(|o| o.split_once(':')) {
+        Some((id, size)) => (Some(id), size.parse::<usize>().ok()),
+        None => (only, None),
+    };
     let wanted = |id: &str| only.is_none_or(|o| o == id);
     let n = if quick { 200 } else { 2000 };
     if wanted("append-1") {
@@ -716,7 +721,11 @@ pub fn run_all(quick: bool, only: Option<&str>, progress: &mut dyn FnMut(&Row)) 
     }
     if wanted("per-issue") {
         // The ratio must stay flat as the milestone grows: the first size adds the detail notes.
-        let sizes: &[usize] = if quick { &[10, 50] } else { &[10, 200, 1000] };
+        let sizes: &[usize] = match &only_size {
+            Some(n) => std::slice::from_ref(n),
+            None if quick => &[10, 50],
+            None => &[10, 200, 1000],
+        };
         for (i, &n) in sizes.iter().enumerate() {
             push(per_issue(dir, n, i == 0)?, &mut rows);
         }

@@ -249,11 +249,23 @@ fn git_error(args: &[&str], out: &Output) -> WorkspaceError {
     WorkspaceError::git(args.join(" "), if detail.is_empty() { out.describe() } else { detail }, &msg)
 }
 
+/// How long one git command may take in `repo`: 120 s, plus 20 ms for every file the checkout
+/// has (estimated from the size of its index, about 100 bytes an entry). Adding or removing a
+/// worktree writes or unlinks every file of the checkout: at 30,000 files on a busy disk, one
+/// `git worktree remove` took 60 to 80 s, and a fixed 120 s killed it under more load (the
+/// guard row of `loop bench` lost an issue that way). A git that truly hangs is still stopped.
+pub fn git_timeout(repo: &Path) -> Duration {
+    const BASE: Duration = Duration::from_secs(120);
+    const PER_FILE: Duration = Duration::from_millis(20);
+    let entries = std::fs::metadata(repo.join(".git/index")).map(|m| m.len() / 100).unwrap_or(0);
+    BASE + PER_FILE * entries.min(10_000_000) as u32
+}
+
 impl GitWorkspace {
     pub fn new(repo: &Path) -> GitWorkspace {
         GitWorkspace {
             repo: repo.to_path_buf(),
-            timeout: Duration::from_secs(120),
+            timeout: git_timeout(repo),
             has_identity: Default::default(),
             admin: Default::default(),
             common: Default::default(),
@@ -1439,6 +1451,25 @@ mod tests {
 
     fn clean(wt: &Path) -> bool {
         git_ok(wt, &["status", "--porcelain", "--untracked-files=all"], Duration::from_secs(30)).unwrap().is_empty()
+    }
+
+    /// A small checkout keeps the base timeout; one of thousands of files gets more time for
+    /// the git commands that write or unlink all of them.
+    #[test]
+    fn the_git_timeout_grows_with_the_checkout() {
+        let (_d, repo) = repo();
+        let small = git_timeout(&repo);
+        assert!(small >= Duration::from_secs(120) && small < Duration::from_secs(121), "{small:?}");
+        let many = repo.join("many");
+        std::fs::create_dir(&many).unwrap();
+        for i in 0..3000 {
+            std::fs::write(many.join(format!("f{i}")), "x\n").unwrap();
+        }
+        git_ok(&repo, &["add", "-A"], Duration::from_secs(30)).unwrap();
+        let big = git_timeout(&repo);
+        // 3,000 entries of about 100 bytes each: about a minute more.
+        assert!(big >= Duration::from_secs(150) && big <= Duration::from_secs(240), "{big:?}");
+        assert_eq!(GitWorkspace::new(&repo).timeout, big);
     }
 
     #[test]

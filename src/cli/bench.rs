@@ -22,12 +22,22 @@ pub struct BenchArgs {
     /// Internal: with --replay-child, the path is a flat export file.
     #[arg(long, hide = true)]
     pub flat: bool,
-    /// Only the rows with this id (e.g. `replay`), to measure one case without the others.
+    /// Only the rows with this id (e.g. `replay`), to measure one case without the others;
+    /// `per-issue:200` runs one size of the per-issue row.
     #[arg(long, hide = true, value_name = "ID")]
     pub only: Option<String>,
+    /// Internal: write a journal of N replay events (and its flat export) into the directory
+    /// given with --replay-child, and keep it (to profile a replay of it).
+    #[arg(long, hide = true, value_name = "N", requires = "replay_child")]
+    pub generate: Option<u64>,
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
+    if let (Some(n), Some(dir)) = (args.generate, &args.replay_child) {
+        let (journal, flat) = bench::generate(dir, n).map_err(|e| CliError::Usage(e.to_string()))?;
+        crate::outln!("{}\n{}", journal.display(), flat.display());
+        return Ok(ExitCode::Ok);
+    }
     if let Some(p) = &args.replay_child {
         let r = bench::replay_child(p, args.flat).map_err(|e| CliError::Usage(e.to_string()))?;
         crate::outln!("{}", serde_json::to_string(&r).expect("serializable"));
