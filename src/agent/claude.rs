@@ -68,10 +68,7 @@ pub const INSTALL_HINT: &str =
 pub const PERMISSION_MODE: &str = "acceptEdits";
 /// The tools the PreToolUse hook sees (a regex over tool names).
 pub const HOOK_MATCHER: &str = "Bash|Edit|Write|NotebookEdit";
-/// The phase the hook judges file edits by, set in claude's (and so the hook's) environment.
-pub const PHASE_ENV: &str = "LOOP_GUARD_PHASE";
-/// The worktree the hook keeps file edits inside.
-pub const WORKTREE_ENV: &str = "LOOP_GUARD_WORKTREE";
+pub use crate::vocab::{CLAUDE_PHASE_ENV as PHASE_ENV, CLAUDE_WORKTREE_ENV as WORKTREE_ENV};
 /// The tools a review may not use.
 pub const REVIEW_DENIED: [&str; 3] = ["Edit", "Write", "NotebookEdit"];
 
