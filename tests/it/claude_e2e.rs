@@ -211,3 +211,69 @@ fn killed_mid_phase_resume_continues_the_same_claude_session() {
     assert_eq!(issue_state(&r.repo.status(), "ORB-1")["state"], "Done");
     assert_eq!(r.repo.git(&r.repo.path, &["show", "loop/M1/ORB-1:step.txt"]), "step1");
 }
+
+#[test]
+fn a_reply_without_structured_output_is_asked_again_in_the_same_session() {
+    let Some(claude) = claude_bin() else { return };
+    let mock = Mock::start(|_, body| {
+        let user = texts(body, "user").join("\n");
+        match phase_of(body) {
+            "dev" if user.contains("could not use your final message") => {
+                structured(&work_reply("pass", "loop/M1/ORB-1", "true"))
+            }
+            "dev" => text("Sure! I did it, all done."),
+            _ => structured(&review_reply("pass", &[])),
+        }
+    });
+    let r = claude_repo(&mock, claude, &[("ORB-1", "Say hello", &[])]);
+    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "retry")]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    // The retry continued the session: the model sees its own unusable answer.
+    let retry = mock.all().into_iter().find(|b| texts(b, "user").join("").contains("could not use")).unwrap();
+    assert!(retry["messages"].to_string().contains("Sure! I did it"), "{retry}");
+    let records = r.repo.records("retry");
+    let dev = &events(&records, "work_finished")[0];
+    let note = dev["body"]["evidence"]["note"].as_str().unwrap();
+    assert!(note.contains("asked again via `claude --resume"), "{note}");
+    assert!(r.repo.path.join(".loop/logs/retry/ORB-1/dev-attempt1-retry1.jsonl").exists());
+    let s = events(&records, "session_started");
+    assert_eq!(s[0]["body"]["event"]["session"], s[1]["body"]["event"]["session"], "one session, resumed");
+}
+
+#[test]
+fn an_api_error_fails_the_phase_in_claudes_words() {
+    let Some(claude) = claude_bin() else { return };
+    let mock = Mock::start(|_, _| Reply::Status(400, "invalid_request_error", "mock says the prompt is bad".into()));
+    let r = claude_repo(&mock, claude, &[("ORB-1", "Say hello", &[])]);
+    let out = r.run(&["run", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{}", show(&out));
+    let s = issue_state(&r.repo.status(), "ORB-1");
+    assert_eq!(s["state"], "Failed");
+    let reason = s["reason"].as_str().unwrap();
+    assert!(reason.contains("mock says the prompt is bad"), "{reason}");
+}
+
+#[test]
+fn dry_run_shows_claudes_argv_and_changes_nothing() {
+    let mock = Mock::start(|_, _| Reply::Hang);
+    let r = claude_repo(&mock, "/nonexistent/claude".into(), &[("ORB-1", "Say hello", &[])]);
+    let out = r.run(&["run", "--dry-run", "--model", "claude-mock-1"], &[]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!r.repo.path.join(".loop").exists(), "dry run created the state dir");
+    assert!(text.contains("warning: claude is not installed") && text.contains("@anthropic-ai/claude-code@"), "{text}");
+    assert!(text.contains("/nonexistent/claude -p '# dev-auto-parallel"), "{text}");
+    let settings = r.repo.path.join(".loop/logs");
+    assert!(text.contains("--permission-mode acceptEdits --allowedTools Bash --model claude-mock-1"), "{text}");
+    assert!(text.contains("--disallowedTools Edit Write NotebookEdit --model claude-mock-1"), "{text}");
+    assert!(text.contains(&format!("--settings {}/", settings.display())), "{text}");
+    assert_eq!(mock.count(), 0);
+    // A real run stops at pre-flight, saying how to install claude.
+    let out = r.run(&["run"], &[]);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("claude is not installed") && err.contains("npm install -g @anthropic-ai/claude-code"),
+        "{err}"
+    );
+}
