@@ -668,6 +668,39 @@ dir = "team-prompts"
     }
 
     #[test]
+    fn claude_settings_merge_file_environment_and_flags() {
+        let file = parse(
+            "[claude]\nbin = \"tools/claude\"\nmodel = \"file-model\"\nargs = [\"--max-turns\", \"9\"]\nretries = 3\n",
+            Path::new("/r/loop.toml"),
+        )
+        .unwrap();
+        let flags = RunFlags { agent: Some("claude".into()), ..Default::default() };
+        let s =
+            resolve_run(&file, &EnvSettings::default(), &flags, Path::new("/repo"), Path::new("/state/logs")).unwrap();
+        assert_eq!((s.agent.as_str(), s.codex.is_none()), ("claude", true));
+        let c = s.claude.clone().unwrap();
+        assert_eq!((c.bin.as_str(), c.model.as_deref(), c.retries), ("/repo/tools/claude", Some("file-model"), 3));
+        assert_eq!(c.args, ["--max-turns", "9"]);
+        assert_eq!(c.logs_root, "/state/logs");
+        assert_eq!(s.sandbox().review, "claude:acceptEdits:no-edit-tools");
+        let env = EnvSettings::from_lookup(|k| (k == "LOOP_CLAUDE_BIN" || k == "LOOP_AGENT").then(|| "claude".into()));
+        let s = resolve_run(&file, &env, &RunFlags::default(), Path::new("/repo"), Path::new("/l")).unwrap();
+        assert_eq!((s.agent.as_str(), s.claude.unwrap().bin.as_str()), ("claude", "claude"));
+        let flags = RunFlags {
+            agent: Some("claude".into()),
+            claude_bin: Some("/flag/claude".into()),
+            codex: CodexFlags { model: Some("flag-model".into()), retries: Some(0), ..Default::default() },
+            ..Default::default()
+        };
+        let c = resolve_run(&file, &env, &flags, Path::new("/repo"), Path::new("/l")).unwrap().claude.unwrap();
+        assert_eq!((c.bin.as_str(), c.model.as_deref(), c.retries), ("/flag/claude", Some("flag-model"), 0));
+        assert!(parse("[claude]\nmodle = \"x\"\n", Path::new("loop.toml"))
+            .unwrap_err()
+            .to_string()
+            .starts_with("loop.toml:2:"));
+    }
+
+    #[test]
     fn empty_environment_variables_are_unset() {
         let env = EnvSettings::from_lookup(|k| (k == "LOOP_AGENT").then(String::new));
         assert_eq!(env, EnvSettings::default());

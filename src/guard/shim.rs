@@ -544,13 +544,10 @@ pub fn resolve_write_path(path: &Path, cwd: &Path) -> Result<PathBuf, String> {
             }
             Component::Normal(name) => {
                 out.push(name);
-                match std::fs::symlink_metadata(&out) {
-                    Ok(_) => {
-                        out = std::fs::canonicalize(&out)
-                            .map_err(|e| format!("{} cannot be resolved ({e})", out.display()))?
-                    }
-                    // From here on nothing exists: the rest cannot be a symlink yet.
-                    Err(_) => {}
+                // Once a component does not exist, nothing below it can be a symlink yet.
+                if std::fs::symlink_metadata(&out).is_ok() {
+                    out = std::fs::canonicalize(&out)
+                        .map_err(|e| format!("{} cannot be resolved ({e})", out.display()))?;
                 }
             }
         }

@@ -129,7 +129,7 @@ fn hook_refuses_forbidden_git_and_writes_outside_the_worktree_and_in_review() {
 
     // The model was told why, in the hook's words.
     let reqs = mock.all();
-    let dev_results = tool_results(reqs.iter().filter(|b| phase_of(b) == "dev").last().unwrap()).join("\n");
+    let dev_results = tool_results(reqs.iter().rfind(|b| phase_of(b) == "dev").unwrap()).join("\n");
     assert!(dev_results.contains("loop guard: refused `git push --force origin HEAD`"), "{dev_results}");
     assert!(dev_results.contains("claude-edit-outside-worktree"), "{dev_results}");
 
