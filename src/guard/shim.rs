@@ -605,7 +605,9 @@ fn hook_file_tool(tool: &str, v: &serde_json::Value) -> Result<(), ShimError> {
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_else(|| PathBuf::from("/"));
     let phase = std::env::var(crate::vocab::CLAUDE_PHASE_ENV).ok();
-    let worktree = std::env::var_os(crate::vocab::CLAUDE_WORKTREE_ENV).map(PathBuf::from);
+    // Not started by loop's driver (a hook the user installed by hand): claude's own working
+    // directory is the boundary.
+    let worktree = std::env::var_os(crate::vocab::CLAUDE_WORKTREE_ENV).map(PathBuf::from).or_else(|| Some(cwd.clone()));
     let d = if target.is_empty() {
         Decision { allowed: false, rule: "claude-edit-no-path".into(), message: "the call names no file".into() }
     } else {
