@@ -6,26 +6,31 @@ cd "$(dirname "$0")/.."
 
 CODEX_VERSION=0.169.0
 GT_VERSION=1.8.6
+CLAUDE_VERSION=2.1.328
 TOOLS="$PWD/.tools"
 
 need_install=0
 [ -x "$TOOLS/node_modules/.bin/codex" ] || need_install=1
 [ -x "$TOOLS/node_modules/.bin/gt" ] || need_install=1
+[ -x "$TOOLS/node_modules/.bin/claude" ] || need_install=1
 if [ "$need_install" = 1 ]; then
   if ! command -v npm >/dev/null 2>&1; then
-    echo "scripts/test.sh: npm is needed to install codex and gt; installing nodejs and npm" >&2
+    echo "scripts/test.sh: npm is needed to install codex, claude and gt; installing nodejs and npm" >&2
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
   fi
   mkdir -p "$TOOLS"
   [ -f "$TOOLS/package.json" ] || echo '{"name":"loop-test-tools","private":true}' > "$TOOLS/package.json"
-  echo "scripts/test.sh: installing @openai/codex@$CODEX_VERSION and @withgraphite/graphite-cli@$GT_VERSION into .tools/" >&2
+  echo "scripts/test.sh: installing @openai/codex@$CODEX_VERSION, @anthropic-ai/claude-code@$CLAUDE_VERSION and @withgraphite/graphite-cli@$GT_VERSION into .tools/" >&2
   npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error \
-    "@openai/codex@$CODEX_VERSION" "@withgraphite/graphite-cli@$GT_VERSION" >&2
+    "@openai/codex@$CODEX_VERSION" "@anthropic-ai/claude-code@$CLAUDE_VERSION" "@withgraphite/graphite-cli@$GT_VERSION" >&2
 fi
 
 # Prefer the native codex binary (the node wrapper adds ~60 ms per call).
 native=$(find "$TOOLS/node_modules/@openai" -path '*/vendor/*/bin/codex' -type f 2>/dev/null | head -n 1 || true)
 export LOOP_TEST_CODEX_BIN="${native:-$TOOLS/node_modules/.bin/codex}"
+# Likewise claude: the package ships its native binary as an optional dependency per platform.
+native=$(find "$TOOLS/node_modules/@anthropic-ai" -path '*/claude-code-linux-*/claude' -type f 2>/dev/null | head -n 1 || true)
+export LOOP_TEST_CLAUDE_BIN="${native:-$TOOLS/node_modules/.bin/claude}"
 export LOOP_TEST_GT_BIN="$TOOLS/node_modules/.bin/gt"
 export GRAPHITE_DISABLE_TELEMETRY=1 GRAPHITE_DISABLE_UPGRADE_PROMPT=1
 

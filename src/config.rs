@@ -1,4 +1,4 @@
-//! `loop.toml` at the repo root: optional settings for runs and the codex agent.
+//! `loop.toml` at the repo root: optional settings for runs and the codex and Claude Code agents.
 //!
 //! Also where a run's settings are resolved: [`resolve_run`] merges the file, the environment
 //! ([`EnvSettings`]) and the flags ([`RunFlags`]) into [`RunSettings`].
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::agent::claude::ClaudeSettings;
 use crate::agent::codex::{CodexSettings, SANDBOXES};
 use crate::machine::Phase;
 use crate::vocab::{Rules, SandboxSettings};
@@ -26,6 +27,8 @@ pub struct LoopConfig {
     pub run: RunConfig,
     #[serde(default)]
     pub codex: CodexConfig,
+    #[serde(default)]
+    pub claude: ClaudeConfig,
     #[serde(default)]
     pub prompts: PromptsConfig,
     #[serde(default)]
@@ -102,6 +105,21 @@ pub struct CodexConfig {
     #[serde(default)]
     pub config: Vec<String>,
     /// How many times an unusable final message is asked again via `codex exec resume` (default 1).
+    pub retries: Option<u32>,
+}
+
+/// `[claude]`: the Claude Code agent (README "Claude Code").
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClaudeConfig {
+    /// The claude binary (default `claude` on PATH; `LOOP_CLAUDE_BIN` overrides).
+    pub bin: Option<String>,
+    /// `claude --model`.
+    pub model: Option<String>,
+    /// Extra arguments passed after loop's own, in order (e.g. `["--max-turns", "60"]`).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// How many times an unusable reply is asked again via `claude --resume` (default 1).
     pub retries: Option<u32>,
 }
 
@@ -188,7 +206,7 @@ pub const MAX_PHASE_TIMEOUT: u64 = 30 * 24 * 3600;
 /// The phase timeout when neither flag nor file sets one.
 pub const DEFAULT_PHASE_TIMEOUT: u64 = 1800;
 /// Every agent a run can name.
-pub const AGENTS: [&str; 2] = ["codex", "sim"];
+pub const AGENTS: [&str; 3] = ["claude", "codex", "sim"];
 
 /// The settings `loop run` reads from the environment.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -197,6 +215,8 @@ pub struct EnvSettings {
     pub agent: Option<String>,
     /// `LOOP_CODEX_BIN`.
     pub codex_bin: Option<String>,
+    /// `LOOP_CLAUDE_BIN`.
+    pub claude_bin: Option<String>,
 }
 
 impl EnvSettings {
@@ -207,7 +227,7 @@ impl EnvSettings {
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> EnvSettings {
         let get = |k: &str| get(k).filter(|v| !v.is_empty());
-        EnvSettings { agent: get("LOOP_AGENT"), codex_bin: get("LOOP_CODEX_BIN") }
+        EnvSettings { agent: get("LOOP_AGENT"), codex_bin: get("LOOP_CODEX_BIN"), claude_bin: get("LOOP_CLAUDE_BIN") }
     }
 }
 
@@ -234,7 +254,10 @@ pub struct RunFlags {
     pub phase_timeout: Option<u64>,
     pub max_tokens_per_issue: Option<u64>,
     pub no_review_doc: bool,
+    /// Also read by the claude agent: `model` and `retries`.
     pub codex: CodexFlags,
+    /// `--claude-bin`.
+    pub claude_bin: Option<String>,
 }
 
 /// A run's settings after the merge, checked.
@@ -248,6 +271,8 @@ pub struct RunSettings {
     pub review_doc: bool,
     /// Present when the agent is codex.
     pub codex: Option<CodexSettings>,
+    /// Present when the agent is claude.
+    pub claude: Option<ClaudeSettings>,
     /// `[verify]`, checked.
     pub verify: crate::vocab::VerifySpec,
 }
@@ -255,6 +280,11 @@ pub struct RunSettings {
 impl RunSettings {
     /// The sandbox the agent will really run each phase in, for the guard to record.
     pub fn sandbox(&self) -> SandboxSettings {
+        if self.claude.is_some() {
+            // No OS sandbox: Claude Code's permission mode, and reviews without the edit tools.
+            let work = format!("claude:{}", crate::agent::claude::PERMISSION_MODE);
+            return SandboxSettings::from_modes(&work, &work, &format!("{work}:no-edit-tools"));
+        }
         match &self.codex {
             Some(c) => {
                 SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review))
@@ -312,6 +342,10 @@ pub fn resolve_run(
         "codex" => Some(resolve_codex(file, env, &flags.codex, repo, logs_root)?),
         _ => None,
     };
+    let claude = match agent.as_str() {
+        "claude" => Some(resolve_claude(file, env, flags, repo, logs_root)),
+        _ => None,
+    };
     Ok(RunSettings {
         agent,
         rules: Rules::with_max_fix_cycles(max_fix_cycles),
@@ -319,6 +353,7 @@ pub fn resolve_run(
         max_tokens_per_issue: max_tokens,
         review_doc: !flags.no_review_doc && file.run.review_doc.unwrap_or(true),
         codex,
+        claude,
         verify: verify_spec(&file.verify)?,
     })
 }
@@ -365,6 +400,39 @@ fn sandbox_mut(s: &mut CodexSettings, phase: Phase) -> &mut String {
         Phase::Review => &mut s.sandbox_review,
         Phase::Fix => &mut s.sandbox_fix,
     }
+}
+
+/// A binary named in loop.toml: a relative path means relative to the repo, not to wherever loop
+/// was started.
+fn file_bin(repo: &Path, b: &str) -> String {
+    if b.contains('/') && Path::new(b).is_relative() {
+        repo.join(b).display().to_string()
+    } else {
+        b.to_string()
+    }
+}
+
+/// The [`ClaudeSettings`] a run records: file < environment < flags, per setting (`--model` and
+/// `--retries` are shared with codex).
+pub fn resolve_claude(
+    file: &LoopConfig,
+    env: &EnvSettings,
+    flags: &RunFlags,
+    repo: &Path,
+    logs_root: &Path,
+) -> ClaudeSettings {
+    let c = &file.claude;
+    let mut s = ClaudeSettings::new(logs_root);
+    match (flags.claude_bin.as_ref().or(env.claude_bin.as_ref()), &c.bin) {
+        (Some(b), _) => s.bin = b.clone(),
+        (None, Some(b)) => s.bin = file_bin(repo, b),
+        (None, None) => {}
+    }
+    s.model = flags.codex.model.clone().or_else(|| c.model.clone());
+    s.args = c.args.clone();
+    s.retries = flags.codex.retries.or(c.retries).unwrap_or(1);
+    s.prompts_dir = file.prompts.dir.as_ref().map(|d| repo.join(d).display().to_string());
+    s
 }
 
 /// The [`CodexSettings`] a run records: file < environment < flags, per setting.
@@ -550,7 +618,8 @@ dir = "team-prompts"
 
     #[test]
     fn env_beats_file_and_flag_beats_env() {
-        let env = EnvSettings { agent: Some("codex".into()), codex_bin: Some("env/codex".into()) };
+        let env =
+            EnvSettings { agent: Some("codex".into()), codex_bin: Some("env/codex".into()), ..Default::default() };
         // env over file; a relative path from the environment is the caller's, not the repo's.
         let s = resolve(&file(), &env, &RunFlags::default()).unwrap();
         assert_eq!(s.codex.unwrap().bin, "env/codex");
@@ -561,7 +630,7 @@ dir = "team-prompts"
         };
         assert_eq!(resolve(&file(), &env, &flags).unwrap().codex.unwrap().bin, "/flag/codex");
 
-        let env = EnvSettings { agent: Some("sim".into()), codex_bin: None };
+        let env = EnvSettings { agent: Some("sim".into()), ..Default::default() };
         assert_eq!(resolve(&file(), &env, &RunFlags::default()).unwrap().agent, "sim");
         let flags = RunFlags { agent: Some("codex".into()), ..Default::default() };
         assert_eq!(resolve(&file(), &env, &flags).unwrap().agent, "codex");
@@ -599,6 +668,39 @@ dir = "team-prompts"
     }
 
     #[test]
+    fn claude_settings_merge_file_environment_and_flags() {
+        let file = parse(
+            "[claude]\nbin = \"tools/claude\"\nmodel = \"file-model\"\nargs = [\"--max-turns\", \"9\"]\nretries = 3\n",
+            Path::new("/r/loop.toml"),
+        )
+        .unwrap();
+        let flags = RunFlags { agent: Some("claude".into()), ..Default::default() };
+        let s =
+            resolve_run(&file, &EnvSettings::default(), &flags, Path::new("/repo"), Path::new("/state/logs")).unwrap();
+        assert_eq!((s.agent.as_str(), s.codex.is_none()), ("claude", true));
+        let c = s.claude.clone().unwrap();
+        assert_eq!((c.bin.as_str(), c.model.as_deref(), c.retries), ("/repo/tools/claude", Some("file-model"), 3));
+        assert_eq!(c.args, ["--max-turns", "9"]);
+        assert_eq!(c.logs_root, "/state/logs");
+        assert_eq!(s.sandbox().review, "claude:acceptEdits:no-edit-tools");
+        let env = EnvSettings::from_lookup(|k| (k == "LOOP_CLAUDE_BIN" || k == "LOOP_AGENT").then(|| "claude".into()));
+        let s = resolve_run(&file, &env, &RunFlags::default(), Path::new("/repo"), Path::new("/l")).unwrap();
+        assert_eq!((s.agent.as_str(), s.claude.unwrap().bin.as_str()), ("claude", "claude"));
+        let flags = RunFlags {
+            agent: Some("claude".into()),
+            claude_bin: Some("/flag/claude".into()),
+            codex: CodexFlags { model: Some("flag-model".into()), retries: Some(0), ..Default::default() },
+            ..Default::default()
+        };
+        let c = resolve_run(&file, &env, &flags, Path::new("/repo"), Path::new("/l")).unwrap().claude.unwrap();
+        assert_eq!((c.bin.as_str(), c.model.as_deref(), c.retries), ("/flag/claude", Some("flag-model"), 0));
+        assert!(parse("[claude]\nmodle = \"x\"\n", Path::new("loop.toml"))
+            .unwrap_err()
+            .to_string()
+            .starts_with("loop.toml:2:"));
+    }
+
+    #[test]
     fn empty_environment_variables_are_unset() {
         let env = EnvSettings::from_lookup(|k| (k == "LOOP_AGENT").then(String::new));
         assert_eq!(env, EnvSettings::default());
@@ -614,9 +716,9 @@ dir = "team-prompts"
         let none = EnvSettings::default();
         let neg = parse("[run]\nphase_timeout = -1\n", Path::new("loop.toml")).unwrap();
         assert_eq!(err(&neg, &none, &RunFlags::default()), "loop.toml: [run] phase_timeout must not be negative (-1)");
-        let env = EnvSettings { agent: Some("claude".into()), codex_bin: None };
+        let env = EnvSettings { agent: Some("gemini".into()), ..Default::default() };
         assert!(
-            err(&LoopConfig::default(), &env, &RunFlags::default()).starts_with("LOOP_AGENT=\"claude\": not an agent")
+            err(&LoopConfig::default(), &env, &RunFlags::default()).starts_with("LOOP_AGENT=\"gemini\": not an agent")
         );
         let flags = RunFlags { phase_timeout: Some(0), ..Default::default() };
         assert_eq!(err(&LoopConfig::default(), &none, &flags), "--phase-timeout must be at least 1 second");

@@ -654,6 +654,12 @@ impl Landing {
     }
 }
 
+/// Set by the Claude Code driver in claude's environment (which its hooks inherit and the model
+/// cannot change): the phase the PreToolUse hook judges file edits by (`dev`, `review`, `fix`).
+pub const CLAUDE_PHASE_ENV: &str = "LOOP_GUARD_PHASE";
+/// Likewise: the worktree the hook keeps file edits inside.
+pub const CLAUDE_WORKTREE_ENV: &str = "LOOP_GUARD_WORKTREE";
+
 #[cfg(test)]
 mod tests {
     use super::*;

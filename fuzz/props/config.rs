@@ -25,6 +25,11 @@ const KNOWN: &[&str] = &[
     "codex.sandbox.fix",
     "codex.config",
     "codex.retries",
+    "claude",
+    "claude.bin",
+    "claude.model",
+    "claude.args",
+    "claude.retries",
     "prompts",
     "prompts.dir",
 ];

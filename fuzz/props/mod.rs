@@ -10,6 +10,7 @@
 //! [`TARGETS`], and add a three-line `fuzz_targets/<name>.rs` plus its `[[bin]]` in Cargo.toml.
 
 mod agent_output;
+mod claude;
 mod codex;
 mod config;
 mod docs;
@@ -32,6 +33,8 @@ pub const TARGETS: &[Target] = &[
     ("sim_scenario", sim_scenario::check),
     ("codex_event", codex::event),
     ("codex_stream", codex::stream),
+    ("claude_event", claude::event),
+    ("claude_stream", claude::stream),
     ("loop_toml", config::check),
 ];
 

@@ -21,7 +21,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::codex_events::{Event, Summary};
-use super::output::{self, OutputError};
+use super::common::{self, continue_message, retry_message};
+use super::output;
 use super::{tail, Agent, AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::machine::Phase;
 use crate::proc::{self, Cmd, ProcError};
@@ -84,44 +85,11 @@ pub const SANDBOXES: &[&str] = &["read-only", "workspace-write", "danger-full-ac
 
 /// Is the binary there? `Err` is a message that says how to install it.
 pub fn check_installed(bin: &str) -> Result<PathBuf, String> {
-    let found = if bin.contains('/') {
-        Some(PathBuf::from(bin)).filter(|p| p.is_file())
-    } else {
-        std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).map(|d| d.join(bin)).find(|p| p.is_file()))
-            .unwrap_or(None)
-    };
-    found.ok_or_else(|| {
-        let looked =
-            if bin.contains('/') { format!("{bin} does not exist") } else { format!("`{bin}` is not on PATH") };
-        format!("codex is not installed ({looked}); {INSTALL_HINT}")
-    })
+    common::check_installed(bin, "codex", INSTALL_HINT)
 }
 
 pub struct CodexAgent {
     pub settings: CodexSettings,
-}
-
-/// The review doc a review is appended to, relative to the repo (see [`crate::reviewdoc`]).
-fn review_doc_for(req: &PhaseRequest) -> String {
-    crate::vocab::review_doc_path(&req.issue.doc, &req.milestone, &req.issue.id)
-}
-
-fn required_actions(last_review: Option<&str>) -> String {
-    let actions: Vec<String> = last_review
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        .and_then(|v| v.get("required_actions").cloned())
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
-    if actions.is_empty() {
-        "- (the review listed none; see its findings in the review doc)".into()
-    } else {
-        actions.iter().map(|a| format!("- {a}")).collect::<Vec<_>>().join("\n")
-    }
-}
-
-fn verification(summary: Option<&str>) -> String {
-    summary.unwrap_or("- (no verification commands are configured for this issue)").to_string()
 }
 
 impl CodexAgent {
@@ -149,23 +117,7 @@ impl CodexAgent {
 
     /// The phase's prompt, rendered from its template with explicit inputs.
     pub fn prompt(&self, req: &PhaseRequest) -> Result<String, prompts::PromptError> {
-        let t = prompts::load(prompts::name_for(req.phase), self.settings.prompts_dir.as_deref().map(Path::new))?;
-        let values = [
-            ("run_id", req.run_id.clone()),
-            ("issue_id", req.issue.id.to_string()),
-            ("issue_title", req.issue.title.clone()),
-            ("issue_doc", req.issue.doc.clone()),
-            ("milestone", req.milestone.clone()),
-            ("branch", req.issue.branch.to_string()),
-            ("worktree", req.worktree.display().to_string()),
-            ("cycle", req.cycle.to_string()),
-            ("review_number", (req.cycle + 1).to_string()),
-            ("required_actions", required_actions(req.last_review.as_deref())),
-            ("review_doc", review_doc_for(req)),
-            ("verification", verification(req.verification.as_deref())),
-            ("schema", output::schema_file_name(req.phase).to_string()),
-        ];
-        prompts::render(&t, &values)
+        common::prompt(req, self.settings.prompts_dir.as_deref())
     }
 
     /// The argv shared by fresh and resumed invocations: everything up to the subcommand.
@@ -322,23 +274,6 @@ impl CodexAgent {
     }
 }
 
-fn retry_message(err: &OutputError) -> String {
-    format!(
-        "loop could not use your final message: {err}\n\nReply again with ONLY a JSON object that validates against the \
-output schema you were given — no prose, no code fence. Do not redo the work; just report it."
-    )
-}
-
-/// Sent when continuing an interrupted attempt's thread. The instructions are repeated because a
-/// crash can come before codex stored the first prompt in the thread (it dies with loop's pipe).
-fn continue_message(prompt: &str) -> String {
-    format!(
-        "loop was interrupted while this phase was running and has restarted it in this same thread. If you already \
-did part of the work above, continue from there instead of starting over; then reply with ONLY the JSON object the \
-output schema requires. The phase's instructions, repeated:\n\n{prompt}"
-    )
-}
-
 impl Agent for CodexAgent {
     fn name(&self) -> &str {
         "codex"
@@ -348,11 +283,7 @@ impl Agent for CodexAgent {
         let start = Instant::now();
         let deadline = start + req.timeout;
         let prompt = self.prepare(req)?;
-        let stem = match req.phase {
-            Phase::Dev => format!("dev-attempt{}", req.attempt),
-            Phase::Review => format!("review{}-attempt{}", req.cycle + 1, req.attempt),
-            Phase::Fix => format!("fix{}-attempt{}", req.cycle, req.attempt),
-        };
+        let stem = common::log_stem(req);
         let mut notes = Vec::new();
         let (mut summary, mut out) = match &req.resume_session {
             Some(thread) => {

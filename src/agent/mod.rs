@@ -3,8 +3,11 @@
 //! The engine validates every reply against the phase's schema ([`output`]), whoever produced it,
 //! so the simulated agent and the real one are held to the same contract.
 
+pub mod claude;
+pub mod claude_events;
 pub mod codex;
 pub mod codex_events;
+pub mod common;
 pub mod output;
 pub mod sim;
 
@@ -127,6 +130,10 @@ pub enum SpecError {
     CodexSettings(serde_json::Error),
     #[error("this loop does not know agent '{0}'")]
     Unknown(String),
+    #[error("the run recorded no claude settings")]
+    NoClaudeSettings,
+    #[error("the run's recorded claude settings do not parse: {0}")]
+    ClaudeSettings(serde_json::Error),
 }
 
 /// Builds the agent a run was recorded with. `ids` are the run's issues (a scenario may name
@@ -144,6 +151,11 @@ pub fn from_spec(spec: &AgentSpec, ids: &[&str], source: &str) -> Result<Box<dyn
             let text = spec.settings.as_deref().ok_or(SpecError::NoCodexSettings)?;
             let settings: codex::CodexSettings = serde_json::from_str(text).map_err(SpecError::CodexSettings)?;
             Ok(Box::new(codex::CodexAgent::new(settings)))
+        }
+        "claude" => {
+            let text = spec.settings.as_deref().ok_or(SpecError::NoClaudeSettings)?;
+            let settings: claude::ClaudeSettings = serde_json::from_str(text).map_err(SpecError::ClaudeSettings)?;
+            Ok(Box::new(claude::ClaudeAgent::new(settings)))
         }
         other => Err(SpecError::Unknown(other.to_string())),
     }

@@ -1,4 +1,4 @@
-//! The codex agent's flags. How they merge with `loop.toml` and the environment is
+//! The codex and Claude Code agents' flags. How they merge with `loop.toml` and the environment is
 //! [`crate::config::resolve_codex`]'s business.
 
 use clap::Args;
@@ -10,7 +10,10 @@ pub struct CodexArgs {
     /// The codex binary [env: LOOP_CODEX_BIN] [default: `codex` on PATH, or `[codex] bin` in loop.toml].
     #[arg(long, value_name = "PATH")]
     pub codex_bin: Option<String>,
-    /// The model codex uses (`codex exec -m`).
+    /// The Claude Code binary [env: LOOP_CLAUDE_BIN] [default: `claude` on PATH, or `[claude] bin` in loop.toml].
+    #[arg(long, value_name = "PATH")]
+    pub claude_bin: Option<String>,
+    /// The model the agent uses (`codex exec -m`, `claude --model`).
     #[arg(long)]
     pub model: Option<String>,
     /// A codex profile from its config.toml (`codex exec -p`).
@@ -23,7 +26,7 @@ pub struct CodexArgs {
     /// An extra codex config override passed as `-c KEY=VALUE` (repeatable; after loop.toml's).
     #[arg(long = "codex-config", value_name = "KEY=VALUE")]
     pub codex_config: Vec<String>,
-    /// How often an unusable final message is asked again via `codex exec resume` [default: 1].
+    /// How often an unusable final message is asked again (`codex exec resume`, `claude --resume`) [default: 1].
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::inputs::RunInputs;
 use super::{CliError, ExitCode};
-use crate::agent::codex::{check_installed, CodexAgent, CodexSettings};
+use crate::agent::claude::ClaudeAgent;
+use crate::agent::codex::CodexAgent;
 use crate::agent::PhaseRequest;
 use crate::clock::{self, Clock};
 use crate::machine::Phase;
@@ -19,10 +20,40 @@ use crate::{docs, plan, prompts};
 /// A review shaped like a real one, so the fix prompt shows where required actions go.
 const SAMPLE_REVIEW: &str = r#"{"required_actions": ["<the required_actions of the review before this fix>"]}"#;
 
+/// The real agent whose argv and prompts a dry run shows.
+pub enum Shown {
+    Codex(CodexAgent),
+    Claude(ClaudeAgent),
+}
+
+impl Shown {
+    fn prompt(&self, req: &PhaseRequest) -> Result<String, prompts::PromptError> {
+        match self {
+            Shown::Codex(a) => a.prompt(req),
+            Shown::Claude(a) => a.prompt(req),
+        }
+    }
+
+    fn argv(&self, req: &PhaseRequest, prompt: &str) -> String {
+        match self {
+            Shown::Codex(a) => a.fresh_cmd(req, prompt).display(),
+            Shown::Claude(a) => a.cmd(req, prompt, None).display(),
+        }
+    }
+
+    fn installed(&self) -> Result<String, String> {
+        let found = match self {
+            Shown::Codex(a) => crate::agent::codex::check_installed(&a.settings.bin),
+            Shown::Claude(a) => crate::agent::claude::check_installed(&a.settings.bin),
+        };
+        found.map(|p| p.display().to_string())
+    }
+}
+
 /// `problems`: what pre-flight found (shown; a dry run starts nothing, so it still exits 0).
 pub fn show(
     inputs: &RunInputs,
-    codex: Option<&CodexSettings>,
+    agent: Option<&Shown>,
     problems: &[crate::preflight::Problem],
 ) -> Result<ExitCode, CliError> {
     let docs = docs::load(&inputs.repo)?;
@@ -36,11 +67,10 @@ pub fn show(
         .guard
         .as_ref()
         .map(|g| g.args.spec(&g.file, g.sandbox.clone(), &inputs.state.logs_dir(&run_id)).describe());
-    let agent = codex.cloned().map(CodexAgent::new);
     let bases = plan::bases(&plan, &super::plan::head_label(&inputs.repo));
     let mut shown = Vec::new();
     for (issue, (_, base)) in issues.into_iter().zip(bases) {
-        let phases = match &agent {
+        let phases = match agent {
             Some(agent) => Some(phases(agent, inputs, &run_id, &milestone, &issue)?),
             None => None,
         };
@@ -57,7 +87,7 @@ pub fn show(
         max_tokens_per_issue: inputs.max_tokens_per_issue,
         review_doc: inputs.review_doc,
         guard,
-        codex: codex.map(|s| check_installed(&s.bin).map(|p| p.display().to_string())),
+        codex: agent.map(Shown::installed),
         issues: shown,
         preflight: problems.iter().map(ToString::to_string).collect(),
     };
@@ -67,7 +97,7 @@ pub fn show(
 
 /// The argv and prompt of dev, the first review and the first fix, as codex would get them.
 fn phases(
-    agent: &CodexAgent,
+    agent: &Shown,
     inputs: &RunInputs,
     run_id: &str,
     milestone: &str,
@@ -101,7 +131,7 @@ fn phases(
             env: Vec::new(),
         };
         let prompt = agent.prompt(&req).map_err(|e| CliError::Usage(e.to_string()))?;
-        let argv = agent.fresh_cmd(&req, &prompt).display();
+        let argv = agent.argv(&req, &prompt);
         out.push(DryRunPhase { label, template: prompts::name_for(phase), argv, prompt });
     }
     Ok(out)

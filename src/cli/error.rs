@@ -387,8 +387,9 @@ mod tests {
             (PlanError::UnknownMilestone { milestone: "M".into(), known: vec![] }.into(), ExitCode::BadInput),
             (ConfigError::Invalid("x".into()).into(), ExitCode::BadInput),
             (ConfigError::Parse { path: "l".into(), line: 1, message: "m".into() }.into(), ExitCode::BadInput),
-            (SpecError::Unknown("claude".into()).into(), ExitCode::BadInput),
+            (SpecError::Unknown("gemini".into()).into(), ExitCode::BadInput),
             (SpecError::NoCodexSettings.into(), ExitCode::BadInput),
+            (SpecError::NoClaudeSettings.into(), ExitCode::BadInput),
             (CliError::Usage("u".into()), ExitCode::BadInput),
             (
                 PreflightError { problems: vec![crate::preflight::Problem::GtMissing("gone".into())] }.into(),

@@ -97,6 +97,18 @@ fn resume_preflight(view: &RunView, state_root: &std::path::Path) -> Result<(), 
             .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
         min_free_disk_mb,
     };
+    if view.start.agent.kind == "claude" {
+        let settings = view
+            .start
+            .agent
+            .settings
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<crate::agent::claude::ClaudeSettings>(t).ok());
+        if let Some(Err(m)) = settings.map(|s| crate::agent::claude::check_installed(&s.bin)) {
+            let problems = vec![crate::preflight::Problem::CodexMissing(m)];
+            return Err(crate::preflight::PreflightError { problems }.into());
+        }
+    }
     Ok(crate::preflight::run(&req)?)
 }
 

@@ -254,6 +254,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         max_tokens_per_issue: args.max_tokens_per_issue,
         no_review_doc: args.no_review_doc,
         codex: args.codex.flags(),
+        claude_bin: args.codex.claude_bin.clone(),
     };
     let settings =
         crate::config::resolve_run(&cfg, &EnvSettings::from_process(), &flags, &repo, &state.root.join("logs"))?;
@@ -265,12 +266,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Usage(format!("{}: not valid JSON: {e}", p.display())))?;
     }
     let codex = settings.codex.clone();
-    let codex_json = codex.as_ref().map(|c| serde_json::to_string(c).expect("settings serialize"));
+    let claude = settings.claude.clone();
+    let agent_json = match (&codex, &claude) {
+        (Some(c), _) => Some(serde_json::to_string(c).expect("settings serialize")),
+        (None, Some(c)) => Some(serde_json::to_string(c).expect("settings serialize")),
+        (None, None) => None,
+    };
     let inputs = RunInputs {
         repo: repo.clone(),
         state,
         milestone: args.milestone,
-        agent: AgentSpec { kind: settings.agent.clone(), scenario, settings: codex_json },
+        agent: AgentSpec { kind: settings.agent.clone(), scenario, settings: agent_json },
         scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         rules: settings.rules,
         phase_timeout_secs: settings.phase_timeout_secs,
@@ -284,9 +290,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         guard: Some(GuardInputs { args: args.guard, file: cfg.guard.clone(), sandbox: settings.sandbox() }),
     };
     let min_free_disk_mb = cfg.run.min_free_disk_mb.unwrap_or(crate::preflight::DEFAULT_MIN_FREE_DISK_MB);
-    let problems = preflight(&inputs, codex.as_ref(), min_free_disk_mb)?;
+    let problems = preflight(&inputs, codex.as_ref(), claude.as_ref(), min_free_disk_mb)?;
     if args.dry_run {
-        return super::dryrun::show(&inputs, codex.as_ref(), &problems);
+        let shown = match (&codex, &claude) {
+            (Some(c), _) => Some(super::dryrun::Shown::Codex(crate::agent::codex::CodexAgent::new(c.clone()))),
+            (None, Some(c)) => Some(super::dryrun::Shown::Claude(crate::agent::claude::ClaudeAgent::new(c.clone()))),
+            (None, None) => None,
+        };
+        return super::dryrun::show(&inputs, shown.as_ref(), &problems);
     }
     if !problems.is_empty() {
         return Err(crate::preflight::PreflightError { problems }.into());
@@ -302,6 +313,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
 pub fn preflight(
     inputs: &RunInputs,
     codex: Option<&crate::agent::codex::CodexSettings>,
+    claude: Option<&crate::agent::claude::ClaudeSettings>,
     min_free_disk_mb: u64,
 ) -> Result<Vec<crate::preflight::Problem>, CliError> {
     let docs = docs::load(&inputs.repo)?;
@@ -326,5 +338,10 @@ pub fn preflight(
             .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
         min_free_disk_mb,
     };
-    Ok(crate::preflight::check(&crate::preflight::gather(&req)))
+    let mut problems = crate::preflight::check(&crate::preflight::gather(&req));
+    // Claude Code has no `login status` to ask; an API key or token is checked by its first call.
+    if let Some(Err(m)) = claude.map(|c| crate::agent::claude::check_installed(&c.bin)) {
+        problems.push(crate::preflight::Problem::CodexMissing(m));
+    }
+    Ok(problems)
 }

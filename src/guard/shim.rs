@@ -1,7 +1,9 @@
 //! Interception: `git` and `gt` shims (the loop binary itself, dispatched by argv[0] or by the
 //! hidden `loop __shim TOOL ARGS…`), and the Claude Code PreToolUse hook. Both classify with
 //! [`policy::classify`], record each decision, pass allowed commands to the real binary and
-//! refuse the rest with a message the agent can read.
+//! refuse the rest with a message the agent can read. The hook also judges Claude Code's file
+//! tools (Edit, Write, NotebookEdit): refused in a review phase and outside the issue's worktree
+//! (symlinks of the existing part of the path resolved), recorded like every other decision.
 //!
 //! How a decision reaches the journal: the shim runs inside the agent's sandbox, where every
 //! file outside the worktree is read-only and `connect(2)` is refused (measured with codex
@@ -47,7 +49,8 @@ pub struct ShimContext {
 /// One line of the decisions file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DecisionLine {
-    pub tool: Tool,
+    /// `git`, `gt`, or a Claude Code file tool (`Edit`, `Write`, `NotebookEdit`).
+    pub tool: String,
     pub argv: Vec<String>,
     pub allowed: bool,
     pub rule: String,
@@ -204,8 +207,14 @@ fn send_to_fifo(fifo: &Path, line: &[u8]) -> bool {
     }
 }
 
-fn record(ctx: &ShimContext, tool: Tool, argv: &[String], d: &Decision, via: &str) {
-    let line = DecisionLine { tool, argv: argv.to_vec(), allowed: d.allowed, rule: d.rule.clone(), via: via.into() };
+fn record(ctx: &ShimContext, tool: &str, argv: &[String], d: &Decision, via: &str) {
+    let line = DecisionLine {
+        tool: tool.into(),
+        argv: argv.to_vec(),
+        allowed: d.allowed,
+        rule: d.rule.clone(),
+        via: via.into(),
+    };
     let text = decision_line(&line);
     if ctx.fifo.as_deref().is_some_and(|f| send_to_fifo(f, text.as_bytes())) {
         return;
@@ -358,7 +367,7 @@ pub fn run_shim(tool: Tool, args: &[String]) -> Result<std::convert::Infallible,
     let ctx = load_context().map_err(|reason| ShimError::NoContext { command: command(), reason })?;
     let policy = policy_for_cwd(&ctx);
     let d = policy::classify(tool, args, &policy, &ctx.config);
-    record(&ctx, tool, args, &d, &shim_via());
+    record(&ctx, tool.as_str(), args, &d, &shim_via());
     if !d.allowed {
         return Err(ShimError::Refused { command: command(), rule: d.rule, message: d.message });
     }
@@ -468,7 +477,11 @@ pub fn hook_claude(input: &mut dyn Read) -> Result<(), ShimError> {
         return Err(ShimError::HookInput);
     }
     let v: serde_json::Value = serde_json::from_str(&text).map_err(ShimError::HookNotJson)?;
-    if v.get("tool_name").and_then(|t| t.as_str()) != Some("Bash") {
+    let tool_name = v.get("tool_name").and_then(|t| t.as_str()).unwrap_or("");
+    if FILE_TOOLS.contains(&tool_name) {
+        return hook_file_tool(tool_name, &v);
+    }
+    if tool_name != "Bash" {
         return Ok(());
     }
     let command = v.pointer("/tool_input/command").and_then(|c| c.as_str()).unwrap_or("");
@@ -494,7 +507,7 @@ pub fn hook_claude(input: &mut dyn Read) -> Result<(), ShimError> {
     for (tool, argv) in invocations(command, 0) {
         let d = policy::classify(tool, &argv, &policy, &config);
         if let Ok(c) = &ctx {
-            record(c, tool, &argv, &d, "claude-hook");
+            record(c, tool.as_str(), &argv, &d, "claude-hook");
         }
         if !d.allowed {
             refused.push(format!(
@@ -513,6 +526,106 @@ pub fn hook_claude(input: &mut dyn Read) -> Result<(), ShimError> {
     }
 }
 
+/// Claude Code's tools that write files, and the input field naming the file.
+const FILE_TOOLS: [&str; 3] = ["Edit", "Write", "NotebookEdit"];
+
+/// `path` with every existing ancestor's symlinks resolved and `.`/`..` applied in order, so the
+/// result is where a write would land. Relative paths are taken against `cwd`. A dangling
+/// symlink is an error: where it would write cannot be told.
+pub fn resolve_write_path(path: &Path, cwd: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let full = if path.is_absolute() { path.to_path_buf() } else { cwd.join(path) };
+    let mut out = PathBuf::from("/");
+    for c in full.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                // Once a component does not exist, nothing below it can be a symlink yet.
+                if std::fs::symlink_metadata(&out).is_ok() {
+                    out = std::fs::canonicalize(&out)
+                        .map_err(|e| format!("{} cannot be resolved ({e})", out.display()))?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A file tool's decision: `(rule, allowed, message)`.
+pub fn decide_file_tool(phase: Option<&str>, worktree: Option<&Path>, target: &Path, cwd: &Path) -> Decision {
+    let refuse = |rule: &str, message: String| Decision { allowed: false, rule: rule.into(), message };
+    if phase == Some("review") {
+        return refuse(
+            "claude-review-read-only",
+            "a review phase changes no file: report what must change in required_actions".into(),
+        );
+    }
+    let Some(wt) = worktree else {
+        return refuse("claude-edit-no-worktree", "loop did not say which worktree this phase owns".into());
+    };
+    let wt = match std::fs::canonicalize(wt) {
+        Ok(w) => w,
+        Err(e) => return refuse("claude-edit-no-worktree", format!("the worktree {} is gone ({e})", wt.display())),
+    };
+    let resolved = match resolve_write_path(target, cwd) {
+        Ok(p) => p,
+        Err(e) => return refuse("claude-edit-unresolvable", e),
+    };
+    match resolved.strip_prefix(&wt) {
+        Ok(rest) if rest.components().next().is_some_and(|c| c.as_os_str() == ".git") => {
+            refuse("claude-edit-git-dir", format!("{} is git's own file; use git commands instead", resolved.display()))
+        }
+        Ok(_) => Decision { allowed: true, rule: "claude-edit-in-worktree".into(), message: String::new() },
+        Err(_) => refuse(
+            "claude-edit-outside-worktree",
+            format!(
+                "{} is outside this issue's worktree {}; change files only inside it",
+                resolved.display(),
+                wt.display()
+            ),
+        ),
+    }
+}
+
+/// The hook for Edit, Write and NotebookEdit: the phase and worktree come from the environment
+/// loop gave claude (which claude passes on to its hooks; the model cannot change it).
+fn hook_file_tool(tool: &str, v: &serde_json::Value) -> Result<(), ShimError> {
+    let target = ["/tool_input/file_path", "/tool_input/notebook_path"]
+        .iter()
+        .find_map(|p| v.pointer(p).and_then(|x| x.as_str()))
+        .unwrap_or("");
+    let cwd = v
+        .get("cwd")
+        .and_then(|c| c.as_str())
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let phase = std::env::var(crate::vocab::CLAUDE_PHASE_ENV).ok();
+    // Not started by loop's driver (a hook the user installed by hand): claude's own working
+    // directory is the boundary.
+    let worktree = std::env::var_os(crate::vocab::CLAUDE_WORKTREE_ENV).map(PathBuf::from).or_else(|| Some(cwd.clone()));
+    let d = if target.is_empty() {
+        Decision { allowed: false, rule: "claude-edit-no-path".into(), message: "the call names no file".into() }
+    } else {
+        decide_file_tool(phase.as_deref(), worktree.as_deref(), Path::new(target), &cwd)
+    };
+    if let Ok(c) = load_context() {
+        record(&c, tool, &[target.to_string()], &d, "claude-hook");
+    }
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(ShimError::HookRefused(vec![format!(
+            "loop guard: refused {tool} of {target} (rule {}): {}",
+            d.rule, d.message
+        )]))
+    }
+}
+
 /// Reads and retires an issue's decisions file, as events to journal.
 pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Fact> {
     let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
@@ -528,7 +641,7 @@ pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Fact> {
         .map(|l| match serde_json::from_str::<DecisionLine>(l) {
             Ok(d) => Fact::CommandDecided {
                 phase,
-                tool: d.tool.as_str().to_string(),
+                tool: d.tool,
                 argv: d.argv,
                 allowed: d.allowed,
                 rule: format!("{} ({})", d.rule, d.via),
@@ -550,7 +663,7 @@ mod tests {
 
     fn line(argv: &[&str]) -> DecisionLine {
         DecisionLine {
-            tool: Tool::Git,
+            tool: "git".into(),
             argv: argv.iter().map(|a| a.to_string()).collect(),
             allowed: false,
             rule: "r".into(),
@@ -612,6 +725,29 @@ mod tests {
             decision_line(&line(&["status"])),
             format!("{}\n", serde_json::to_string(&line(&["status"])).unwrap())
         );
+    }
+
+    #[test]
+    fn file_tools_stay_inside_the_worktree_and_out_of_reviews() {
+        let d = tempfile::tempdir().unwrap();
+        let wt = d.path().join("wt");
+        std::fs::create_dir_all(wt.join("src")).unwrap();
+        std::fs::create_dir_all(d.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside"), wt.join("escape")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("nowhere/x"), wt.join("dangling")).unwrap();
+        let rule = |phase: &str, target: &str| {
+            decide_file_tool(Some(phase), Some(&wt), Path::new(target), &wt.join("src")).rule
+        };
+        assert_eq!(rule("dev", "main.rs"), "claude-edit-in-worktree");
+        assert_eq!(rule("fix", &wt.join("new/dir/f.rs").display().to_string()), "claude-edit-in-worktree");
+        assert_eq!(rule("review", "main.rs"), "claude-review-read-only");
+        assert_eq!(rule("dev", "../../outside/f"), "claude-edit-outside-worktree");
+        assert_eq!(rule("dev", "../escape/f"), "claude-edit-outside-worktree", "a symlink out is followed");
+        assert_eq!(rule("dev", "/etc/passwd"), "claude-edit-outside-worktree");
+        assert_eq!(rule("dev", "../dangling"), "claude-edit-unresolvable");
+        assert_eq!(rule("dev", "../.git/config"), "claude-edit-git-dir");
+        assert_eq!(rule("dev", "new/../../../outside"), "claude-edit-outside-worktree");
+        assert!(!decide_file_tool(Some("dev"), None, Path::new("/x"), &wt).allowed);
     }
 
     #[test]

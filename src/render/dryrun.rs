@@ -16,7 +16,7 @@ pub struct DryRun {
     pub review_doc: bool,
     /// The guard's one-paragraph description, when a guard is on.
     pub guard: Option<String>,
-    /// For codex: where its binary is, or why it cannot be used.
+    /// For codex and claude: where its binary is, or why it cannot be used.
     pub codex: Option<Result<String, String>>,
     pub issues: Vec<DryRunIssue>,
     /// Pre-flight's problems, one line each (empty: a run would start).
@@ -66,7 +66,8 @@ pub fn text(d: &DryRun) -> String {
         out.push_str(&format!("{g}\n"));
     }
     match &d.codex {
-        Some(Ok(path)) => out.push_str(&format!("codex: {path}\n")),
+        // The agent's binary (codex or claude).
+        Some(Ok(path)) => out.push_str(&format!("{}: {path}\n", d.agent)),
         Some(Err(msg)) => out.push_str(&format!("warning: {msg}\n")),
         None => {}
     }

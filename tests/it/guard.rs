@@ -193,6 +193,13 @@ fn the_claude_hook_blocks_with_exit_2() {
     assert_eq!(out.status.code(), Some(exit::OK), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&mut c, r#"{"tool_name":"Edit","tool_input":{"file_path":"x"}}"#);
     assert_eq!(out.status.code(), Some(exit::OK));
+    // Without loop's worktree in the environment, claude's cwd is the boundary.
+    let out = run(&mut c, r#"{"tool_name":"Write","tool_input":{"file_path":"/etc/x","content":""}}"#);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("claude-edit-outside-worktree"));
+    let out = run(c.env("LOOP_GUARD_PHASE", "review"), r#"{"tool_name":"Edit","tool_input":{"file_path":"x"}}"#);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("claude-review-read-only"));
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod support;
 
 mod bad_input;
 mod bases;
+mod claude_e2e;
 mod codex_e2e;
 mod codex_guard;
 mod core;

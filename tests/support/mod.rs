@@ -14,6 +14,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of this module")]
 
+pub mod anthropic;
 pub mod codex;
 
 use std::ffi::OsStr;
@@ -50,13 +51,14 @@ pub const DEMO_SCENARIO: &str = devloop::cli::demo::SCENARIO;
 
 /// Taken from the parent by name, because the tools need them: PATH resolves git, node (for gt)
 /// and codex; the test CLI paths say which codex and gt the tests use.
-const PASSED_THROUGH: &[&str] = &["PATH", "LOOP_TEST_CODEX_BIN", "LOOP_TEST_GT_BIN"];
+const PASSED_THROUGH: &[&str] = &["PATH", "LOOP_TEST_CODEX_BIN", "LOOP_TEST_GT_BIN", "LOOP_TEST_CLAUDE_BIN"];
 
 /// Every variable a child of the environment can see unless the test sets more itself.
 pub const ALLOWED_VARIABLES: &[&str] = &[
     "PATH",
     "LOOP_TEST_CODEX_BIN",
     "LOOP_TEST_GT_BIN",
+    "LOOP_TEST_CLAUDE_BIN",
     "HOME",
     "XDG_CONFIG_HOME",
     "XDG_DATA_HOME",
