@@ -32,6 +32,30 @@ pub struct LoopConfig {
     pub guard: GuardTable,
     #[serde(default)]
     pub verify: VerifyTable,
+    /// `[agents]`: the backend of each phase (README "Mixed backends").
+    #[serde(default)]
+    pub agents: AgentsTable,
+    /// `[prices."MODEL"]`: USD per million tokens, to price phases whose agent reports no cost.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, PriceTable>,
+}
+
+/// `[agents]`: which agent runs each phase; an unset phase runs the run's agent.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsTable {
+    pub dev: Option<String>,
+    pub review: Option<String>,
+    pub fix: Option<String>,
+}
+
+/// One `[prices."MODEL"]` table, USD per million tokens (`cached_input` defaults to `input`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTable {
+    pub input: f64,
+    pub cached_input: Option<f64>,
+    pub output: f64,
 }
 
 /// `[verify]`: the commands loop itself runs (`sh -c`) after dev and each fix (README
@@ -86,6 +110,10 @@ pub struct RunConfig {
     /// Pre-flight refuses to start a run with less free space (MiB) on the state dir's file
     /// system (default [`crate::preflight::DEFAULT_MIN_FREE_DISK_MB`]; 0 turns the check off).
     pub min_free_disk_mb: Option<u64>,
+    /// USD one issue may spend (since its last reopen) before it ends Capped.
+    pub max_cost_usd_per_issue: Option<f64>,
+    /// USD the run may spend before no issue starts a phase any more.
+    pub max_cost_usd_per_run: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -235,6 +263,10 @@ pub struct RunFlags {
     pub max_tokens_per_issue: Option<u64>,
     pub no_review_doc: bool,
     pub codex: CodexFlags,
+    /// `--agent-for PHASE=KIND`, in order (a later one for the same phase wins).
+    pub agent_for: Vec<String>,
+    pub max_cost_usd_per_issue: Option<f64>,
+    pub max_cost_usd_per_run: Option<f64>,
 }
 
 /// A run's settings after the merge, checked.
@@ -250,19 +282,110 @@ pub struct RunSettings {
     pub codex: Option<CodexSettings>,
     /// `[verify]`, checked.
     pub verify: crate::vocab::VerifySpec,
+    /// The agent kind of each phase (dev, review, fix); all `agent` unless `[agents]` or
+    /// `--agent-for` said otherwise.
+    pub phase_agents: [String; 3],
+    /// `[prices]`, checked.
+    pub prices: crate::vocab::Prices,
+    pub max_cost_usd_per_issue: Option<f64>,
+    pub max_cost_usd_per_run: Option<f64>,
 }
 
 impl RunSettings {
     /// The sandbox the agent will really run each phase in, for the guard to record.
     pub fn sandbox(&self) -> SandboxSettings {
-        match &self.codex {
-            Some(c) => {
-                SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review))
-            }
-            // The simulated agent runs in no sandbox at all; say so in the journal.
-            None => SandboxSettings::from_modes("none", "none", "none"),
-        }
+        // Each phase's own: codex's sandbox where codex runs it; the simulated agent runs in no
+        // sandbox at all, and the journal says so.
+        let mode = |phase: Phase| match (&self.codex, self.phase_agent(phase)) {
+            (Some(c), "codex") => c.sandbox(phase),
+            _ => "none",
+        };
+        SandboxSettings::from_modes(mode(Phase::Dev), mode(Phase::Fix), mode(Phase::Review))
     }
+
+    /// The agent kind that runs `phase`.
+    pub fn phase_agent(&self, phase: Phase) -> &str {
+        &self.phase_agents[phase_index(phase)]
+    }
+
+    /// Whether the phases run different agents (then the run records one per phase).
+    pub fn mixed(&self) -> bool {
+        self.phase_agents.iter().any(|k| *k != self.agent)
+    }
+}
+
+const PHASES: [Phase; 3] = [Phase::Dev, Phase::Review, Phase::Fix];
+
+fn phase_index(phase: Phase) -> usize {
+    match phase {
+        Phase::Dev => 0,
+        Phase::Review => 1,
+        Phase::Fix => 2,
+    }
+}
+
+fn parse_phase(name: &str) -> Option<Phase> {
+    PHASES.into_iter().find(|p| p.as_str() == name)
+}
+
+/// Each phase's agent: `--agent-for` > `--agent` (or a scenario) > `LOOP_AGENT` > `[agents]` >
+/// codex. `all`: the `--agent`/environment level, when given.
+fn resolve_phase_agents(file: &AgentsTable, all: Option<&str>, flags: &RunFlags) -> Result<[String; 3], ConfigError> {
+    let known = |kind: &str, from: &str| -> Result<String, ConfigError> {
+        if AGENTS.contains(&kind) {
+            Ok(kind.to_string())
+        } else {
+            Err(ConfigError::Invalid(format!("{from}: {kind:?} is not an agent ({})", AGENTS.join(", "))))
+        }
+    };
+    let mut out: [String; 3] = Default::default();
+    for (phase, v) in [(Phase::Dev, &file.dev), (Phase::Review, &file.review), (Phase::Fix, &file.fix)] {
+        out[phase_index(phase)] = match (all, v) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(k)) => known(k, &format!("{FILE_NAME}: [agents] {phase}"))?,
+            (None, None) => "codex".to_string(),
+        };
+    }
+    for spec in &flags.agent_for {
+        let (phase, kind) = spec.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(format!("--agent-for {spec}: expected PHASE=KIND, e.g. review=codex"))
+        })?;
+        let phase = parse_phase(phase).ok_or_else(|| {
+            ConfigError::Invalid(format!("--agent-for {spec}: unknown phase {phase:?} (dev, review, fix)"))
+        })?;
+        out[phase_index(phase)] = known(kind, &format!("--agent-for {spec}"))?;
+    }
+    Ok(out)
+}
+
+/// `[prices]` as the run records it: every number finite and not negative.
+pub fn prices(file: &std::collections::BTreeMap<String, PriceTable>) -> Result<crate::vocab::Prices, ConfigError> {
+    let mut out = crate::vocab::Prices::new();
+    for (model, t) in file {
+        let cached = t.cached_input.unwrap_or(t.input);
+        for (key, v) in [("input", t.input), ("cached_input", cached), ("output", t.output)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{FILE_NAME}: [prices.{model:?}] {key} must be a number of USD per million tokens, at least 0 ({v})"
+                )));
+            }
+        }
+        out.insert(model.clone(), crate::vocab::Price { input: t.input, cached_input: cached, output: t.output });
+    }
+    Ok(out)
+}
+
+/// A cost budget from the flag or the file: finite and not negative.
+fn cost_budget(flag: Option<f64>, file: Option<f64>, name: &str) -> Result<Option<f64>, ConfigError> {
+    let (v, from) = match (flag, file) {
+        (Some(v), _) => (v, format!("--{}", name.replace("_usd", "").replace('_', "-"))),
+        (None, Some(v)) => (v, format!("{FILE_NAME}: [run] {name}")),
+        (None, None) => return Ok(None),
+    };
+    if !v.is_finite() || v < 0.0 {
+        return Err(ConfigError::Invalid(format!("{from} must be an amount of USD, at least 0 ({v})")));
+    }
+    Ok(Some(v))
 }
 
 /// Merges file < environment < flags into a run's settings. `repo` anchors relative paths of
@@ -297,20 +420,23 @@ pub fn resolve_run(
     if phase_timeout == 0 {
         return Err(ConfigError::Invalid("--phase-timeout must be at least 1 second".into()));
     }
-    let agent = match (&flags.agent, &env.agent) {
+    let all = match (&flags.agent, &env.agent) {
         // A scenario only means something to the simulated agent; scripts written when sim was
         // the default keep working.
-        _ if flags.sim_scenario => "sim".to_string(),
-        (Some(a), _) => a.clone(),
-        (None, Some(a)) if AGENTS.contains(&a.as_str()) => a.clone(),
+        _ if flags.sim_scenario => Some("sim".to_string()),
+        (Some(a), _) => Some(a.clone()),
+        (None, Some(a)) if AGENTS.contains(&a.as_str()) => Some(a.clone()),
         (None, Some(a)) => {
             return Err(ConfigError::Invalid(format!("LOOP_AGENT={a:?}: not an agent ({})", AGENTS.join(", "))))
         }
-        (None, None) => "codex".to_string(),
+        (None, None) => None,
     };
-    let codex = match agent.as_str() {
-        "codex" => Some(resolve_codex(file, env, &flags.codex, repo, logs_root)?),
-        _ => None,
+    let phase_agents = resolve_phase_agents(&file.agents, all.as_deref(), flags)?;
+    // The run's agent (recorded as before #13): dev's.
+    let agent = phase_agents[0].clone();
+    let codex = match phase_agents.iter().any(|k| k == "codex") {
+        true => Some(resolve_codex(file, env, &flags.codex, repo, logs_root)?),
+        false => None,
     };
     Ok(RunSettings {
         agent,
@@ -320,6 +446,18 @@ pub fn resolve_run(
         review_doc: !flags.no_review_doc && file.run.review_doc.unwrap_or(true),
         codex,
         verify: verify_spec(&file.verify)?,
+        phase_agents,
+        prices: prices(&file.prices)?,
+        max_cost_usd_per_issue: cost_budget(
+            flags.max_cost_usd_per_issue,
+            file.run.max_cost_usd_per_issue,
+            "max_cost_usd_per_issue",
+        )?,
+        max_cost_usd_per_run: cost_budget(
+            flags.max_cost_usd_per_run,
+            file.run.max_cost_usd_per_run,
+            "max_cost_usd_per_run",
+        )?,
     })
 }
 

@@ -41,7 +41,7 @@ pub fn show(
     let mut shown = Vec::new();
     for (issue, (_, base)) in issues.into_iter().zip(bases) {
         let phases = match &agent {
-            Some(agent) => Some(phases(agent, inputs, &run_id, &milestone, &issue)?),
+            Some(agent) => Some(phases(agent, inputs, &run_id, &milestone, &issue)?).filter(|p| !p.is_empty()),
             None => None,
         };
         let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone, &issue.id));
@@ -49,7 +49,8 @@ pub fn show(
     }
     let dry = DryRun {
         milestone,
-        agent: inputs.agent.kind.clone(),
+        agent: agents_line(inputs),
+        costs: costs_line(inputs),
         base,
         run_id,
         phase_timeout_secs: inputs.phase_timeout_secs,
@@ -63,6 +64,41 @@ pub fn show(
     };
     crate::out!("{}", crate::render::dryrun::text(&dry));
     Ok(ExitCode::Ok)
+}
+
+fn phase_index(phase: Phase) -> usize {
+    match phase {
+        Phase::Dev => 0,
+        Phase::Review => 1,
+        Phase::Fix => 2,
+    }
+}
+
+/// `codex`, or each phase's backend when they differ: `dev codex (gpt-5.5), review sim, fix codex`.
+fn agents_line(inputs: &RunInputs) -> String {
+    let specs = inputs.phase_specs();
+    if specs.iter().all(|s| *s == specs[0]) {
+        return specs[0].kind.clone();
+    }
+    [Phase::Dev, Phase::Review, Phase::Fix]
+        .iter()
+        .zip(specs)
+        .map(|(p, s)| format!("{p} {}", s.describe()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The cost budgets and the priced models, when any is set.
+fn costs_line(inputs: &RunInputs) -> Option<String> {
+    let spend = inputs.spend.as_ref()?;
+    let usd = |v: Option<f64>| v.map(|v| format!("${v}")).unwrap_or_else(|| "unlimited".into());
+    let priced: Vec<&str> = spend.prices.keys().map(String::as_str).collect();
+    Some(format!(
+        "cost budget per issue {}, per run {}; priced models: {}",
+        usd(spend.max_cost_usd_per_issue),
+        usd(spend.max_cost_usd_per_run),
+        if priced.is_empty() { "none".to_string() } else { priced.join(", ") }
+    ))
 }
 
 /// The argv and prompt of dev, the first review and the first fix, as codex would get them.
@@ -86,6 +122,10 @@ fn phases(
         (Phase::Review, 0, "review 1".into()),
         (Phase::Fix, 1, "fix cycle 1".into()),
     ] {
+        // Only the phases codex runs have a codex command.
+        if inputs.phase_specs()[phase_index(phase)].kind != "codex" {
+            continue;
+        }
         let req = PhaseRequest {
             run_id: run_id.to_string(),
             milestone: milestone.to_string(),

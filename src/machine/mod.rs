@@ -384,6 +384,11 @@ pub enum Event {
     CarriedOver { run: String, branch: String, tip: String },
     /// `loop retry` reopened the ended issue, granting `extra_fix_cycles` more fix cycles.
     Reopened { extra_fix_cycles: u32 },
+    /// The issue spent more USD (micro-dollars, since its last reopen) than its budget allows.
+    CostExceeded { used_micro_usd: u64, limit_micro_usd: u64 },
+    /// The run's cost budget is spent: an issue not started yet never starts (Blocked), one in
+    /// flight starts no further phase (Capped).
+    RunBudgetSpent { used_micro_usd: u64, limit_micro_usd: u64 },
 }
 
 impl Event {
@@ -412,6 +417,8 @@ impl Event {
             Event::VerifyFinished { .. } => "verify_finished",
             Event::CarriedOver { .. } => "carried_over",
             Event::Reopened { .. } => "reopened",
+            Event::CostExceeded { .. } => "cost_exceeded",
+            Event::RunBudgetSpent { .. } => "run_budget_spent",
         }
     }
 }
@@ -596,6 +603,25 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             }
         }
 
+        (
+            S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. },
+            E::CostExceeded { used_micro_usd, limit_micro_usd },
+        ) => S::Capped {
+            fix_cycles: state.stage.fix_cycles(),
+            reason: Reason::CostExceeded { used_micro_usd: *used_micro_usd, limit_micro_usd: *limit_micro_usd },
+        },
+        (S::Pending, E::RunBudgetSpent { used_micro_usd, limit_micro_usd }) => S::Blocked {
+            fix_cycles: 0,
+            reason: Reason::RunBudgetSpent { used_micro_usd: *used_micro_usd, limit_micro_usd: *limit_micro_usd },
+        },
+        (
+            S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. },
+            E::RunBudgetSpent { used_micro_usd, limit_micro_usd },
+        ) => S::Capped {
+            fix_cycles: state.stage.fix_cycles(),
+            reason: Reason::RunBudgetSpent { used_micro_usd: *used_micro_usd, limit_micro_usd: *limit_micro_usd },
+        },
+
         (S::Dev, E::WorkFinished { phase: Phase::Dev, status }) => match status {
             WorkStatus::Pass => verified_next(0),
             WorkStatus::Failed => S::Failed { fix_cycles: 0, reason: Reason::DevFailed },
@@ -703,7 +729,9 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             | E::MergeConflict { .. }
             | E::VerifyFinished { .. }
             | E::CarriedOver { .. }
-            | E::Reopened { .. },
+            | E::Reopened { .. }
+            | E::CostExceeded { .. }
+            | E::RunBudgetSpent { .. },
         ) => return Err(IllegalTransition { state: state.stage.kind(), event: event.name() }),
     };
     // Attempts and the session belong to one stage: a new stage starts them afresh.
