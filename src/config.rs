@@ -766,4 +766,84 @@ dir = "team-prompts"
         };
         assert!(err(&LoopConfig::default(), &none, &flags).contains("unknown phase \"lint\""));
     }
+
+    #[test]
+    fn agents_prices_and_cost_budgets_parse_and_resolve() {
+        let text = "[run]\nmax_cost_usd_per_issue = 2\nmax_cost_usd_per_run = 10.5\n\
+                    [agents]\ndev = \"sim\"\nreview = \"codex\"\n\
+                    [prices.\"gpt-5.5\"]\ninput = 1.25\ncached_input = 0.125\noutput = 10\n\
+                    [prices.cheap]\ninput = 0\noutput = 0.5\n";
+        let file = parse(text, Path::new("loop.toml")).unwrap();
+        let s = resolve(&file, &EnvSettings::default(), &RunFlags::default()).unwrap();
+        // An unset phase runs the default agent.
+        assert_eq!(s.phase_agents, ["sim", "codex", "codex"]);
+        assert!(s.mixed() && s.codex.is_some());
+        assert_eq!((s.max_cost_usd_per_issue, s.max_cost_usd_per_run), (Some(2.0), Some(10.5)));
+        let p = s.prices["gpt-5.5"];
+        assert_eq!((p.input, p.cached_input, p.output), (1.25, 0.125, 10.0));
+        // cached_input defaults to input.
+        assert_eq!(s.prices["cheap"].cached_input, 0.0);
+        // The simulated dev phase runs unsandboxed; review in codex's review sandbox.
+        assert_eq!((s.sandbox().work.as_str(), s.sandbox().review.as_str()), ("none", "read-only"));
+    }
+
+    #[test]
+    fn agent_for_beats_agent_which_beats_env_which_beats_the_file() {
+        let file = parse("[agents]\nreview = \"sim\"\n", Path::new("loop.toml")).unwrap();
+        let none = EnvSettings::default();
+        assert_eq!(resolve(&file, &none, &RunFlags::default()).unwrap().phase_agents, ["codex", "sim", "codex"]);
+        let env = EnvSettings { agent: Some("codex".into()), codex_bin: None };
+        let s = resolve(&file, &env, &RunFlags::default()).unwrap();
+        assert_eq!((s.phase_agents.clone(), s.mixed()), (["codex", "codex", "codex"].map(String::from), false));
+        let flags = RunFlags {
+            agent: Some("sim".into()),
+            agent_for: vec!["fix=codex".into(), "review=codex".into(), "fix=sim".into()],
+            ..Default::default()
+        };
+        let s = resolve(&file, &env, &flags).unwrap();
+        assert_eq!(s.phase_agents, ["sim", "codex", "sim"]);
+        assert_eq!(s.agent, "sim");
+        // A scenario means sim for every phase --agent-for does not name.
+        let flags = RunFlags { sim_scenario: true, agent_for: vec!["review=codex".into()], ..Default::default() };
+        assert_eq!(resolve(&file, &none, &flags).unwrap().phase_agents, ["sim", "codex", "sim"]);
+        let flags = RunFlags { max_cost_usd_per_issue: Some(0.5), ..Default::default() };
+        let file = parse("[run]\nmax_cost_usd_per_issue = 3\n", Path::new("loop.toml")).unwrap();
+        assert_eq!(resolve(&file, &none, &flags).unwrap().max_cost_usd_per_issue, Some(0.5));
+    }
+
+    #[test]
+    fn bad_agents_prices_and_budgets_name_their_key() {
+        let none = EnvSettings::default();
+        let err = |text: &str, flags: &RunFlags| {
+            let file = parse(text, Path::new("loop.toml")).unwrap();
+            resolve(&file, &none, flags).unwrap_err().to_string()
+        };
+        let no = RunFlags::default();
+        assert_eq!(
+            err("[agents]\nreview = \"gpt\"\n", &no),
+            format!("loop.toml: [agents] review: \"gpt\" is not an agent ({})", AGENTS.join(", "))
+        );
+        assert_eq!(
+            err("[prices.\"gpt-5.5\"]\ninput = -1\noutput = 2\n", &no),
+            "loop.toml: [prices.\"gpt-5.5\"] input must be a number of USD per million tokens, at least 0 (-1)"
+        );
+        assert!(err("[prices.m]\ninput = 1\ncached_input = -0.5\noutput = 2\n", &no).contains("cached_input"));
+        assert_eq!(
+            err("[run]\nmax_cost_usd_per_run = -2\n", &no),
+            "loop.toml: [run] max_cost_usd_per_run must be an amount of USD, at least 0 (-2)"
+        );
+        let flags = RunFlags { max_cost_usd_per_issue: Some(f64::NAN), ..Default::default() };
+        assert!(err("", &flags).starts_with("--max-cost-per-issue must be an amount of USD"), "{}", err("", &flags));
+        let flags = RunFlags { agent_for: vec!["lint=sim".into()], ..Default::default() };
+        assert!(err("", &flags).contains("unknown phase \"lint\""));
+        let flags = RunFlags { agent_for: vec!["review".into()], ..Default::default() };
+        assert!(err("", &flags).contains("expected PHASE=KIND"));
+        let flags = RunFlags { agent_for: vec!["review=gpt".into()], ..Default::default() };
+        assert!(err("", &flags).starts_with("--agent-for review=gpt: \"gpt\" is not an agent"));
+        // Unknown keys and a missing price are parse errors with their line.
+        let e = parse("[prices.m]\ninput = 1\n", Path::new("loop.toml")).unwrap_err().to_string();
+        assert!(e.contains("missing field `output`"), "{e}");
+        let e = parse("[agents]\nlint = \"sim\"\n", Path::new("loop.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("loop.toml:2: unknown field `lint`"), "{e}");
+    }
 }
