@@ -35,7 +35,8 @@ pub fn run(args: RunsArgs) -> Result<ExitCode, CliError> {
                 "prefix": prefix,
                 "milestone": view.start.milestone,
                 "state": if live { "running" } else if view.finished { "finished" } else { "stopped" },
-                "summary": render::summary(&view),
+                "summary": summary_with_cost(&view),
+                "cost_usd": render::run_cost(&view).0,
             }),
             Err(e) => json!({"run_id": id, "prefix": prefix, "state": "unreadable", "error": e.to_string()}),
         };
@@ -60,4 +61,17 @@ pub fn run(args: RunsArgs) -> Result<ExitCode, CliError> {
         );
     }
     Ok(ExitCode::Ok)
+}
+
+/// The outcome counts, and the run's cost when it has one to show: `1 Done; cost $0.0123`.
+fn summary_with_cost(view: &crate::journal::view::RunView) -> String {
+    let summary = render::summary(view);
+    if !view.shows_cost() {
+        return summary;
+    }
+    match render::run_cost(view) {
+        (Some(c), _) => format!("{summary}; cost {}", render::usd(c)),
+        (None, known) if known > 0.0 => format!("{summary}; cost at least {}", render::usd(known)),
+        (None, _) => format!("{summary}; cost unknown"),
+    }
 }

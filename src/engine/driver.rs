@@ -12,6 +12,12 @@
 //! - A stop request (cancellation, or another issue halting the run) is honoured between
 //!   commands, never inside one: the phase in flight finishes or is interrupted by its agent.
 //!   An issue that already ended still has its worktree removed or kept.
+//! - The run's cost budget (`max_cost_usd_per_run`, what its issues spent since each one's
+//!   last reopen) is checked before an issue is prepared and before each phase starts, never
+//!   inside a phase: the phase in flight finishes and is journaled. Once it is spent, an issue
+//!   not started ends Blocked (nothing of it ran: like a dependency that is not Done, and
+//!   `retry` starts it from Pending) and one under way ends Capped (stopped by a limit, like the
+//!   token and issue cost budgets), both with `run_budget_spent`.
 
 use std::cell::RefCell;
 use std::path::Path;

@@ -95,6 +95,8 @@ fn a_mixed_run_journals_each_phase_backend_prices_codex_caps_on_cost_and_retry_k
     let text = String::from_utf8_lossy(&r.run(&["status"], &[]).stdout).to_string();
     let total = format!("${:.4}", 2.0 * ONE_RESPONSE_USD);
     assert!(text.contains(&format!("cost {total}")) && text.contains(&format!("cost: {total} in total")), "{text}");
+    let runs = String::from_utf8_lossy(&r.run(&["runs"], &[]).stdout).to_string();
+    assert!(runs.contains(&format!("1 Done; cost {total}")), "{runs}");
     // replay re-folds the recorded costs and agrees.
     let out = r.run(&["replay", "mixed"], &[]);
     assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
