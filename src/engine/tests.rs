@@ -858,8 +858,8 @@ fn an_issue_over_its_cost_budget_ends_capped_and_a_retry_counts_afresh() {
     let agent = Costing::new(sim(&[("A", script("pass", &["changes_required", "pass", "pass"]))]), Some(0.4));
     let ws = FakeWorkspace::default();
     let (_, view) = run.drive(run.recorder_with(spend), &agent, &ws, settings(1), &[]).unwrap();
-    // dev 0.4, review 0.8, fix 1.2: over the limit of 1.0 after the fix.
-    let capped = Reason::CostExceeded { used_micro_usd: 1_200_000, limit_micro_usd: 1_000_000 };
+    // dev 0.4, review 0.8, fix 1.2: over the limit of 1.0 after the fix, before review 2.
+    let capped = Reason::CostExceeded { used_micro_usd: 1_200_000, limit_micro_usd: 1_000_000, at: StageKind::Review };
     assert_eq!(stage(&view, "A"), Some(&Stage::Capped { fix_cycles: 1, reason: capped.clone() }));
     assert_eq!(capped.to_string(), "cost budget exceeded: $1.2000 used, limit $1.0000");
     assert_eq!(run.costs_of("A"), [Some(0.4), Some(0.4), Some(0.4)]);
@@ -867,12 +867,13 @@ fn an_issue_over_its_cost_budget_ends_capped_and_a_retry_counts_afresh() {
     let a = view.issue("A").unwrap();
     assert!((a.cost_usd - 1.2).abs() < 1e-9 && a.known_cost_usd().is_some());
 
-    // A retry gets its budget again: the next fix (0.4) and review (0.8) stay under 1.0.
+    // A retry gets its budget again and goes on where the budget stopped it: review 2 passes.
     let mut recorder = run.reopen();
     recorder.issue_events(vec![("A".into(), Event::Reopened { extra_fix_cycles: 1 })], &mut Silent).unwrap();
     assert_eq!(recorder.view().issue("A").unwrap().budget_cost_usd, 0.0);
     let (_, view) = run.drive(recorder, &agent, &ws, settings(1), &[]).unwrap();
-    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 2 }));
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 1 }));
+    assert_eq!(agent.ran(), [Phase::Dev, Phase::Review, Phase::Fix, Phase::Review]);
 }
 
 #[test]
@@ -885,15 +886,25 @@ fn a_spent_run_budget_starts_no_phase_the_running_issue_is_capped_and_the_rest_b
         run.drive(run.recorder_with(spend), &agent, &FakeWorkspace::default(), settings(1), &[]).unwrap();
     assert_eq!(outcome, Outcome::Finished);
     // A's dev and review ran (1.0 spent); its fix never starts.
-    let spent = Reason::RunBudgetSpent { used_micro_usd: 1_000_000, limit_micro_usd: 900_000 };
-    assert_eq!(stage(&view, "A"), Some(&Stage::Capped { fix_cycles: 1, reason: spent.clone() }));
+    let spent = |at| Reason::RunBudgetSpent { used_micro_usd: 1_000_000, limit_micro_usd: 900_000, at };
+    assert_eq!(stage(&view, "A"), Some(&Stage::Capped { fix_cycles: 1, reason: spent(StageKind::Fix) }));
     // B never started: Blocked, without a worktree; C is blocked by A.
-    assert_eq!(stage(&view, "B"), Some(&Stage::Blocked { fix_cycles: 0, reason: spent }));
+    assert_eq!(stage(&view, "B"), Some(&Stage::Blocked { fix_cycles: 0, reason: spent(StageKind::Pending) }));
     assert!(view.state_of("B").unwrap().worktree.is_none());
     assert!(matches!(stage(&view, "C"), Some(Stage::Blocked { reason: Reason::DependencyNotDone { .. }, .. })));
     assert_eq!(agent.ran(), [Phase::Dev, Phase::Review]);
     assert_eq!(run.events_of("B"), ["run_budget_spent"]);
     assert!((view.budget_cost_usd() - 1.0).abs() < 1e-9);
+
+    // Retrying both takes A's spend out of the count: A goes on at its fix (0.5) and review
+    // (1.0 again), after which B still finds the budget spent.
+    let mut recorder = run.reopen();
+    let reopen = |id: &str| (id.to_string(), Event::Reopened { extra_fix_cycles: 0 });
+    recorder.issue_events(vec![reopen("A"), reopen("B")], &mut Silent).unwrap();
+    let (_, view) = run.drive(recorder, &agent, &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 1 }));
+    assert_eq!(agent.ran(), [Phase::Dev, Phase::Review, Phase::Fix, Phase::Review]);
+    assert!(matches!(stage(&view, "B"), Some(Stage::Blocked { reason: Reason::RunBudgetSpent { .. }, .. })));
 }
 
 #[test]

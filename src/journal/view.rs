@@ -198,10 +198,10 @@ impl RunView {
         self.issues.iter().map(|i| i.budget_cost_usd).sum()
     }
 
-    /// Whether costs are worth showing: the run records prices, budgets or per-phase agents,
-    /// or some phase's cost is known.
+    /// Whether costs are worth showing: the run records prices, budgets or per-phase agents, or
+    /// some phase used tokens (its cost known, or unknown for want of a price: said, never 0).
     pub fn shows_cost(&self) -> bool {
-        self.start.spend.is_some() || self.issues.iter().any(|i| i.priced_phases > 0)
+        self.start.spend.is_some() || self.issues.iter().any(|i| i.priced_phases + i.unpriced_phases > 0)
     }
 
     /// Starts a view from the run's first record.

@@ -263,8 +263,11 @@ fn model_step(m: &Model, e: &Event, cap: u32, verify: bool) -> Option<(Model, Ve
             let next = (Fix, m.fixes + 1);
             Some(m.end(Capped, format!("token budget exceeded: {used} used, limit {limit}"), next))
         }
-        Event::CostExceeded { used_micro_usd, limit_micro_usd } if matches!(m.stage, Ready | Dev | Review | Fix) => {
-            let next = (Fix, m.fixes + 1);
+        // A cost budget stops the issue between steps; a retry goes on where it stopped.
+        Event::CostExceeded { used_micro_usd, limit_micro_usd }
+            if matches!(m.stage, Ready | Dev | Review | Fix | Verify) =>
+        {
+            let next = (m.stage, m.fixes);
             let why = format!("cost budget exceeded: {} used, limit {}", usd(*used_micro_usd), usd(*limit_micro_usd));
             Some(m.end(Capped, why, next))
         }
@@ -273,7 +276,7 @@ fn model_step(m: &Model, e: &Event, cap: u32, verify: bool) -> Option<(Model, Ve
             Some(m.end(Blocked, why, (Ready, 0)))
         }
         Event::RunBudgetSpent { used_micro_usd, limit_micro_usd } if matches!(m.stage, Ready | Dev | Review | Fix) => {
-            let next = (Fix, m.fixes + 1);
+            let next = (m.stage, m.fixes);
             let why = format!("run cost budget spent: {} used, limit {}", usd(*used_micro_usd), usd(*limit_micro_usd));
             Some(m.end(Capped, why, next))
         }
