@@ -35,6 +35,30 @@ pub struct LoopConfig {
     pub guard: GuardTable,
     #[serde(default)]
     pub verify: VerifyTable,
+    /// `[agents]`: the backend of each phase (README "Mixed backends").
+    #[serde(default)]
+    pub agents: AgentsTable,
+    /// `[prices."MODEL"]`: USD per million tokens, to price phases whose agent reports no cost.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, PriceTable>,
+}
+
+/// `[agents]`: which agent runs each phase; an unset phase runs the run's agent.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsTable {
+    pub dev: Option<String>,
+    pub review: Option<String>,
+    pub fix: Option<String>,
+}
+
+/// One `[prices."MODEL"]` table, USD per million tokens (`cached_input` defaults to `input`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTable {
+    pub input: f64,
+    pub cached_input: Option<f64>,
+    pub output: f64,
 }
 
 /// `[verify]`: the commands loop itself runs (`sh -c`) after dev and each fix (README
@@ -89,6 +113,10 @@ pub struct RunConfig {
     /// Pre-flight refuses to start a run with less free space (MiB) on the state dir's file
     /// system (default [`crate::preflight::DEFAULT_MIN_FREE_DISK_MB`]; 0 turns the check off).
     pub min_free_disk_mb: Option<u64>,
+    /// USD one issue may spend (since its last reopen) before it ends Capped.
+    pub max_cost_usd_per_issue: Option<f64>,
+    /// USD the run may spend before no issue starts a phase any more.
+    pub max_cost_usd_per_run: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -258,6 +286,10 @@ pub struct RunFlags {
     pub codex: CodexFlags,
     /// `--claude-bin`.
     pub claude_bin: Option<String>,
+    /// `--agent-for PHASE=KIND`, in order (a later one for the same phase wins).
+    pub agent_for: Vec<String>,
+    pub max_cost_usd_per_issue: Option<f64>,
+    pub max_cost_usd_per_run: Option<f64>,
 }
 
 /// A run's settings after the merge, checked.
@@ -275,24 +307,114 @@ pub struct RunSettings {
     pub claude: Option<ClaudeSettings>,
     /// `[verify]`, checked.
     pub verify: crate::vocab::VerifySpec,
+    /// The agent kind of each phase (dev, review, fix); all `agent` unless `[agents]` or
+    /// `--agent-for` said otherwise.
+    pub phase_agents: [String; 3],
+    /// `[prices]`, checked.
+    pub prices: crate::vocab::Prices,
+    pub max_cost_usd_per_issue: Option<f64>,
+    pub max_cost_usd_per_run: Option<f64>,
 }
 
 impl RunSettings {
     /// The sandbox the agent will really run each phase in, for the guard to record.
     pub fn sandbox(&self) -> SandboxSettings {
-        if self.claude.is_some() {
-            // No OS sandbox: Claude Code's permission mode, and reviews without the edit tools.
-            let work = format!("claude:{}", crate::agent::claude::PERMISSION_MODE);
-            return SandboxSettings::from_modes(&work, &work, &format!("{work}:no-edit-tools"));
-        }
-        match &self.codex {
-            Some(c) => {
-                SandboxSettings::from_modes(c.sandbox(Phase::Dev), c.sandbox(Phase::Fix), c.sandbox(Phase::Review))
-            }
-            // The simulated agent runs in no sandbox at all; say so in the journal.
-            None => SandboxSettings::from_modes("none", "none", "none"),
-        }
+        // Each phase's own: codex's sandbox where codex runs it; Claude Code has no OS sandbox,
+        // only its permission mode (and reviews without the edit tools); the simulated agent
+        // runs in no sandbox at all. The journal says which.
+        let claude = format!("claude:{}", crate::agent::claude::PERMISSION_MODE);
+        let mode = |phase: Phase| match (&self.codex, self.phase_agent(phase)) {
+            (Some(c), "codex") => c.sandbox(phase).to_string(),
+            (_, "claude") if phase == Phase::Review => format!("{claude}:no-edit-tools"),
+            (_, "claude") => claude.clone(),
+            _ => "none".to_string(),
+        };
+        SandboxSettings::from_modes(&mode(Phase::Dev), &mode(Phase::Fix), &mode(Phase::Review))
     }
+
+    /// The agent kind that runs `phase`.
+    pub fn phase_agent(&self, phase: Phase) -> &str {
+        &self.phase_agents[phase_index(phase)]
+    }
+
+    /// Whether the phases run different agents (then the run records one per phase).
+    pub fn mixed(&self) -> bool {
+        self.phase_agents.iter().any(|k| *k != self.agent)
+    }
+}
+
+const PHASES: [Phase; 3] = [Phase::Dev, Phase::Review, Phase::Fix];
+
+fn phase_index(phase: Phase) -> usize {
+    match phase {
+        Phase::Dev => 0,
+        Phase::Review => 1,
+        Phase::Fix => 2,
+    }
+}
+
+fn parse_phase(name: &str) -> Option<Phase> {
+    PHASES.into_iter().find(|p| p.as_str() == name)
+}
+
+/// Each phase's agent: `--agent-for` > `--agent` (or a scenario) > `LOOP_AGENT` > `[agents]` >
+/// codex. `all`: the `--agent`/environment level, when given.
+fn resolve_phase_agents(file: &AgentsTable, all: Option<&str>, flags: &RunFlags) -> Result<[String; 3], ConfigError> {
+    let known = |kind: &str, from: &str| -> Result<String, ConfigError> {
+        if AGENTS.contains(&kind) {
+            Ok(kind.to_string())
+        } else {
+            Err(ConfigError::Invalid(format!("{from}: {kind:?} is not an agent ({})", AGENTS.join(", "))))
+        }
+    };
+    let mut out: [String; 3] = Default::default();
+    for (phase, v) in [(Phase::Dev, &file.dev), (Phase::Review, &file.review), (Phase::Fix, &file.fix)] {
+        out[phase_index(phase)] = match (all, v) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(k)) => known(k, &format!("{FILE_NAME}: [agents] {phase}"))?,
+            (None, None) => "codex".to_string(),
+        };
+    }
+    for spec in &flags.agent_for {
+        let (phase, kind) = spec.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(format!("--agent-for {spec}: expected PHASE=KIND, e.g. review=codex"))
+        })?;
+        let phase = parse_phase(phase).ok_or_else(|| {
+            ConfigError::Invalid(format!("--agent-for {spec}: unknown phase {phase:?} (dev, review, fix)"))
+        })?;
+        out[phase_index(phase)] = known(kind, &format!("--agent-for {spec}"))?;
+    }
+    Ok(out)
+}
+
+/// `[prices]` as the run records it: every number finite and not negative.
+pub fn prices(file: &std::collections::BTreeMap<String, PriceTable>) -> Result<crate::vocab::Prices, ConfigError> {
+    let mut out = crate::vocab::Prices::new();
+    for (model, t) in file {
+        let cached = t.cached_input.unwrap_or(t.input);
+        for (key, v) in [("input", t.input), ("cached_input", cached), ("output", t.output)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{FILE_NAME}: [prices.{model:?}] {key} must be a number of USD per million tokens, at least 0 ({v})"
+                )));
+            }
+        }
+        out.insert(model.clone(), crate::vocab::Price { input: t.input, cached_input: cached, output: t.output });
+    }
+    Ok(out)
+}
+
+/// A cost budget from the flag or the file: finite and not negative.
+fn cost_budget(flag: Option<f64>, file: Option<f64>, name: &str) -> Result<Option<f64>, ConfigError> {
+    let (v, from) = match (flag, file) {
+        (Some(v), _) => (v, format!("--{}", name.replace("_usd", "").replace('_', "-"))),
+        (None, Some(v)) => (v, format!("{FILE_NAME}: [run] {name}")),
+        (None, None) => return Ok(None),
+    };
+    if !v.is_finite() || v < 0.0 {
+        return Err(ConfigError::Invalid(format!("{from} must be an amount of USD, at least 0 ({v})")));
+    }
+    Ok(Some(v))
 }
 
 /// Merges file < environment < flags into a run's settings. `repo` anchors relative paths of
@@ -327,24 +449,27 @@ pub fn resolve_run(
     if phase_timeout == 0 {
         return Err(ConfigError::Invalid("--phase-timeout must be at least 1 second".into()));
     }
-    let agent = match (&flags.agent, &env.agent) {
+    let all = match (&flags.agent, &env.agent) {
         // A scenario only means something to the simulated agent; scripts written when sim was
         // the default keep working.
-        _ if flags.sim_scenario => "sim".to_string(),
-        (Some(a), _) => a.clone(),
-        (None, Some(a)) if AGENTS.contains(&a.as_str()) => a.clone(),
+        _ if flags.sim_scenario => Some("sim".to_string()),
+        (Some(a), _) => Some(a.clone()),
+        (None, Some(a)) if AGENTS.contains(&a.as_str()) => Some(a.clone()),
         (None, Some(a)) => {
             return Err(ConfigError::Invalid(format!("LOOP_AGENT={a:?}: not an agent ({})", AGENTS.join(", "))))
         }
-        (None, None) => "codex".to_string(),
+        (None, None) => None,
     };
-    let codex = match agent.as_str() {
-        "codex" => Some(resolve_codex(file, env, &flags.codex, repo, logs_root)?),
-        _ => None,
+    let phase_agents = resolve_phase_agents(&file.agents, all.as_deref(), flags)?;
+    // The run's agent (recorded as before #13): dev's.
+    let agent = phase_agents[0].clone();
+    let codex = match phase_agents.iter().any(|k| k == "codex") {
+        true => Some(resolve_codex(file, env, &flags.codex, repo, logs_root)?),
+        false => None,
     };
-    let claude = match agent.as_str() {
-        "claude" => Some(resolve_claude(file, env, flags, repo, logs_root)),
-        _ => None,
+    let claude = match phase_agents.iter().any(|k| k == "claude") {
+        true => Some(resolve_claude(file, env, flags, repo, logs_root)),
+        false => None,
     };
     Ok(RunSettings {
         agent,
@@ -355,6 +480,18 @@ pub fn resolve_run(
         codex,
         claude,
         verify: verify_spec(&file.verify)?,
+        phase_agents,
+        prices: prices(&file.prices)?,
+        max_cost_usd_per_issue: cost_budget(
+            flags.max_cost_usd_per_issue,
+            file.run.max_cost_usd_per_issue,
+            "max_cost_usd_per_issue",
+        )?,
+        max_cost_usd_per_run: cost_budget(
+            flags.max_cost_usd_per_run,
+            file.run.max_cost_usd_per_run,
+            "max_cost_usd_per_run",
+        )?,
     })
 }
 
@@ -729,5 +866,85 @@ dir = "team-prompts"
             ..Default::default()
         };
         assert!(err(&LoopConfig::default(), &none, &flags).contains("unknown phase \"lint\""));
+    }
+
+    #[test]
+    fn agents_prices_and_cost_budgets_parse_and_resolve() {
+        let text = "[run]\nmax_cost_usd_per_issue = 2\nmax_cost_usd_per_run = 10.5\n\
+                    [agents]\ndev = \"sim\"\nreview = \"codex\"\n\
+                    [prices.\"gpt-5.5\"]\ninput = 1.25\ncached_input = 0.125\noutput = 10\n\
+                    [prices.cheap]\ninput = 0\noutput = 0.5\n";
+        let file = parse(text, Path::new("loop.toml")).unwrap();
+        let s = resolve(&file, &EnvSettings::default(), &RunFlags::default()).unwrap();
+        // An unset phase runs the default agent.
+        assert_eq!(s.phase_agents, ["sim", "codex", "codex"]);
+        assert!(s.mixed() && s.codex.is_some());
+        assert_eq!((s.max_cost_usd_per_issue, s.max_cost_usd_per_run), (Some(2.0), Some(10.5)));
+        let p = s.prices["gpt-5.5"];
+        assert_eq!((p.input, p.cached_input, p.output), (1.25, 0.125, 10.0));
+        // cached_input defaults to input.
+        assert_eq!(s.prices["cheap"].cached_input, 0.0);
+        // The simulated dev phase runs unsandboxed; review in codex's review sandbox.
+        assert_eq!((s.sandbox().work.as_str(), s.sandbox().review.as_str()), ("none", "read-only"));
+    }
+
+    #[test]
+    fn agent_for_beats_agent_which_beats_env_which_beats_the_file() {
+        let file = parse("[agents]\nreview = \"sim\"\n", Path::new("loop.toml")).unwrap();
+        let none = EnvSettings::default();
+        assert_eq!(resolve(&file, &none, &RunFlags::default()).unwrap().phase_agents, ["codex", "sim", "codex"]);
+        let env = EnvSettings { agent: Some("codex".into()), codex_bin: None, claude_bin: None };
+        let s = resolve(&file, &env, &RunFlags::default()).unwrap();
+        assert_eq!((s.phase_agents.clone(), s.mixed()), (["codex", "codex", "codex"].map(String::from), false));
+        let flags = RunFlags {
+            agent: Some("sim".into()),
+            agent_for: vec!["fix=codex".into(), "review=codex".into(), "fix=sim".into()],
+            ..Default::default()
+        };
+        let s = resolve(&file, &env, &flags).unwrap();
+        assert_eq!(s.phase_agents, ["sim", "codex", "sim"]);
+        assert_eq!(s.agent, "sim");
+        // A scenario means sim for every phase --agent-for does not name.
+        let flags = RunFlags { sim_scenario: true, agent_for: vec!["review=codex".into()], ..Default::default() };
+        assert_eq!(resolve(&file, &none, &flags).unwrap().phase_agents, ["sim", "codex", "sim"]);
+        let flags = RunFlags { max_cost_usd_per_issue: Some(0.5), ..Default::default() };
+        let file = parse("[run]\nmax_cost_usd_per_issue = 3\n", Path::new("loop.toml")).unwrap();
+        assert_eq!(resolve(&file, &none, &flags).unwrap().max_cost_usd_per_issue, Some(0.5));
+    }
+
+    #[test]
+    fn bad_agents_prices_and_budgets_name_their_key() {
+        let none = EnvSettings::default();
+        let err = |text: &str, flags: &RunFlags| {
+            let file = parse(text, Path::new("loop.toml")).unwrap();
+            resolve(&file, &none, flags).unwrap_err().to_string()
+        };
+        let no = RunFlags::default();
+        assert_eq!(
+            err("[agents]\nreview = \"gpt\"\n", &no),
+            format!("loop.toml: [agents] review: \"gpt\" is not an agent ({})", AGENTS.join(", "))
+        );
+        assert_eq!(
+            err("[prices.\"gpt-5.5\"]\ninput = -1\noutput = 2\n", &no),
+            "loop.toml: [prices.\"gpt-5.5\"] input must be a number of USD per million tokens, at least 0 (-1)"
+        );
+        assert!(err("[prices.m]\ninput = 1\ncached_input = -0.5\noutput = 2\n", &no).contains("cached_input"));
+        assert_eq!(
+            err("[run]\nmax_cost_usd_per_run = -2\n", &no),
+            "loop.toml: [run] max_cost_usd_per_run must be an amount of USD, at least 0 (-2)"
+        );
+        let flags = RunFlags { max_cost_usd_per_issue: Some(f64::NAN), ..Default::default() };
+        assert!(err("", &flags).starts_with("--max-cost-per-issue must be an amount of USD"), "{}", err("", &flags));
+        let flags = RunFlags { agent_for: vec!["lint=sim".into()], ..Default::default() };
+        assert!(err("", &flags).contains("unknown phase \"lint\""));
+        let flags = RunFlags { agent_for: vec!["review".into()], ..Default::default() };
+        assert!(err("", &flags).contains("expected PHASE=KIND"));
+        let flags = RunFlags { agent_for: vec!["review=gpt".into()], ..Default::default() };
+        assert!(err("", &flags).starts_with("--agent-for review=gpt: \"gpt\" is not an agent"));
+        // Unknown keys and a missing price are parse errors with their line.
+        let e = parse("[prices.m]\ninput = 1\n", Path::new("loop.toml")).unwrap_err().to_string();
+        assert!(e.contains("missing field `output`"), "{e}");
+        let e = parse("[agents]\nlint = \"sim\"\n", Path::new("loop.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("loop.toml:2: unknown field `lint`"), "{e}");
     }
 }

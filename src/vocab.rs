@@ -82,6 +82,13 @@ pub struct RunStart {
     /// Boxed: `run_started` is the one large record, and most runs have nothing here.
     #[serde(default)]
     pub earlier: Box<EarlierRuns>,
+    /// The backend of each phase, the price table and the cost budgets (#13). Absent in older
+    /// journals and in runs that set none of them: every phase runs `agent`, costs are only
+    /// what the agents report, no cost budget. One optional field, written only when set, so a
+    /// run without it encodes exactly as before (positional msgpack: only the last field may
+    /// be left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend: Option<Box<SpendSpec>>,
 }
 
 impl RunStart {
@@ -94,10 +101,113 @@ impl RunStart {
         }
     }
 
+    /// The agent that runs `phase`: the recorded per-phase choice, else the run's agent.
+    pub fn agent_for(&self, phase: Phase) -> &AgentSpec {
+        match self.spend.as_ref().and_then(|s| s.agents.as_ref()) {
+            Some(a) => a.get(phase),
+            None => &self.agent,
+        }
+    }
+
+    /// The price table recorded for the run (empty when none was given).
+    pub fn prices(&self) -> &Prices {
+        static NONE: Prices = Prices::new();
+        self.spend.as_ref().map_or(&NONE, |s| &s.prices)
+    }
+
+    /// USD one issue may spend (since its last reopen) before it ends Capped.
+    pub fn max_cost_usd_per_issue(&self) -> Option<f64> {
+        self.spend.as_ref().and_then(|s| s.max_cost_usd_per_issue)
+    }
+
+    /// USD the run's issues may spend (each since its last reopen) before no phase starts any more.
+    pub fn max_cost_usd_per_run(&self) -> Option<f64> {
+        self.spend.as_ref().and_then(|s| s.max_cost_usd_per_run)
+    }
+
     /// The rules for one planned issue of this run.
     pub fn rules_of(&self, planned: &PlannedIssue) -> Rules {
         Rules { verify: !planned.verify.is_empty() || !self.verify.commands.is_empty(), ..self.rules }
     }
+}
+
+/// A run's #13 settings: backend per phase, prices, cost budgets (see [`RunStart::spend`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpendSpec {
+    /// One agent per phase (None: every phase runs the run's `agent`).
+    #[serde(default)]
+    pub agents: Option<PhaseAgents>,
+    /// USD per million tokens by model, to price phases whose agent reports no cost (codex).
+    #[serde(default)]
+    pub prices: Prices,
+    #[serde(default)]
+    pub max_cost_usd_per_issue: Option<f64>,
+    #[serde(default)]
+    pub max_cost_usd_per_run: Option<f64>,
+}
+
+impl SpendSpec {
+    /// None when nothing is set, so the run start stays as it was before #13.
+    pub fn or_none(self) -> Option<Box<SpendSpec>> {
+        (self != SpendSpec::default()).then(|| Box::new(self))
+    }
+}
+
+/// The agent of each phase, as recorded: resume and retry build these, never the current config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseAgents {
+    pub dev: AgentSpec,
+    pub review: AgentSpec,
+    pub fix: AgentSpec,
+}
+
+impl PhaseAgents {
+    pub fn get(&self, phase: Phase) -> &AgentSpec {
+        match phase {
+            Phase::Dev => &self.dev,
+            Phase::Review => &self.review,
+            Phase::Fix => &self.fix,
+        }
+    }
+
+    /// Whether every phase runs the same agent.
+    pub fn uniform(&self) -> bool {
+        self.dev == self.review && self.review == self.fix
+    }
+}
+
+/// Model name → its price.
+pub type Prices = std::collections::BTreeMap<String, Price>;
+
+/// What a model costs, in USD per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub input: f64,
+    /// Input tokens served from the provider's cache (counted inside `input` by codex).
+    pub cached_input: f64,
+    pub output: f64,
+}
+
+impl Price {
+    /// What `tokens` cost at this price. Cached input is part of the input count (as codex and
+    /// the OpenAI API report it), so only the uncached rest is charged the full input price;
+    /// reasoning tokens are part of the output count.
+    pub fn cost_usd(&self, t: &Tokens) -> f64 {
+        let cached = t.cached_input.min(t.input);
+        let uncached = t.input - cached;
+        (uncached as f64 * self.input + cached as f64 * self.cached_input + t.output as f64 * self.output) / 1e6
+    }
+}
+
+/// Micro-dollars (millionths of a USD): how costs travel in machine events and reasons, which
+/// must compare exactly.
+pub fn to_micro_usd(usd: f64) -> u64 {
+    (usd.max(0.0) * 1e6).round() as u64
+}
+
+/// `$1.2345` for a micro-dollar amount (4 decimals: a phase often costs under a cent).
+pub fn format_micro_usd(micros: u64) -> String {
+    format!("${}.{:04}", micros / 1_000_000, (micros % 1_000_000) / 100)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,6 +217,22 @@ pub struct AgentSpec {
     pub scenario: Option<String>,
     /// The agent's settings as JSON (binary, model, sandbox, overrides), for resume.
     pub settings: Option<String>,
+}
+
+impl AgentSpec {
+    /// The model the settings name (their `model` key), if any: what its tokens are priced by.
+    pub fn model(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(self.settings.as_deref()?).ok()?;
+        v.get("model")?.as_str().map(String::from)
+    }
+
+    /// `codex (gpt-5.5)`: for dry runs and the journal.
+    pub fn describe(&self) -> String {
+        match self.model() {
+            Some(m) => format!("{} ({m})", self.kind),
+            None => self.kind.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -412,6 +538,9 @@ pub enum Fact {
     /// The setup commands for a worktree whose lockfiles hash to `lockfiles`: `ran` false when
     /// they were skipped (a setup with that hash passed in this run, or `--skip-setup`).
     SetupChecked { lockfiles: String, ran: bool, passed: bool },
+    /// The backend about to run a phase (`kind`, and the model when the settings name one);
+    /// journaled before each phase of a run that records an agent per phase.
+    PhaseAgent { phase: Phase, kind: String, model: Option<String> },
 }
 
 /// What a verification command was run for.
@@ -491,6 +620,7 @@ impl Fact {
             Fact::CheckRan(_) => "check_ran",
             Fact::BaselineChecked { .. } => "baseline_checked",
             Fact::SetupChecked { .. } => "setup_checked",
+            Fact::PhaseAgent { .. } => "phase_agent",
         }
     }
 }

@@ -160,3 +160,44 @@ pub fn from_spec(spec: &AgentSpec, ids: &[&str], source: &str) -> Result<Box<dyn
         other => Err(SpecError::Unknown(other.to_string())),
     }
 }
+
+/// A run's agents, one per phase, built from what its run start recorded (never the current
+/// config: resume and retry run each phase on the backend it started with). Phases recorded
+/// with the same spec share one agent.
+pub struct PhaseAgentSet {
+    agents: Vec<(AgentSpec, Box<dyn Agent>)>,
+    /// Index into `agents` for dev, review, fix.
+    by_phase: [usize; 3],
+}
+
+impl PhaseAgentSet {
+    pub fn from_start(start: &crate::vocab::RunStart, ids: &[&str], source: &str) -> Result<PhaseAgentSet, SpecError> {
+        let specs = [Phase::Dev, Phase::Review, Phase::Fix].map(|p| start.agent_for(p));
+        PhaseAgentSet::from_specs(specs, ids, source)
+    }
+
+    /// The agents of dev, review and fix from their specs.
+    pub fn from_specs(specs: [&AgentSpec; 3], ids: &[&str], source: &str) -> Result<PhaseAgentSet, SpecError> {
+        let mut agents: Vec<(AgentSpec, Box<dyn Agent>)> = Vec::new();
+        let mut by_phase = [0; 3];
+        for (i, spec) in specs.into_iter().enumerate() {
+            by_phase[i] = match agents.iter().position(|(s, _)| s == spec) {
+                Some(at) => at,
+                None => {
+                    agents.push((spec.clone(), from_spec(spec, ids, source)?));
+                    agents.len() - 1
+                }
+            };
+        }
+        Ok(PhaseAgentSet { agents, by_phase })
+    }
+
+    pub fn get(&self, phase: Phase) -> &dyn Agent {
+        let i = match phase {
+            Phase::Dev => 0,
+            Phase::Review => 1,
+            Phase::Fix => 2,
+        };
+        self.agents[self.by_phase[i]].1.as_ref()
+    }
+}

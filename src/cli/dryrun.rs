@@ -53,9 +53,20 @@ impl Shown {
 /// `problems`: what pre-flight found (shown; a dry run starts nothing, so it still exits 0).
 pub fn show(
     inputs: &RunInputs,
-    agent: Option<&Shown>,
+    codex: Option<&crate::agent::codex::CodexSettings>,
+    claude: Option<&crate::agent::claude::ClaudeSettings>,
     problems: &[crate::preflight::Problem],
 ) -> Result<ExitCode, CliError> {
+    // The real agent of each phase (dev, review, fix); none for the simulated one.
+    let specs = inputs.phase_specs();
+    let agents: Vec<Option<Shown>> = specs
+        .iter()
+        .map(|spec| match spec.kind.as_str() {
+            "codex" => codex.map(|c| Shown::Codex(CodexAgent::new(c.clone()))),
+            "claude" => claude.map(|c| Shown::Claude(ClaudeAgent::new(c.clone()))),
+            _ => None,
+        })
+        .collect();
     let docs = docs::load(&inputs.repo)?;
     let milestone = plan::choose_milestone(&docs, inputs.milestone.as_deref())?;
     let mut plan = plan::build(&docs, &milestone)?;
@@ -70,16 +81,17 @@ pub fn show(
     let bases = plan::bases(&plan, &super::plan::head_label(&inputs.repo));
     let mut shown = Vec::new();
     for (issue, (_, base)) in issues.into_iter().zip(bases) {
-        let phases = match agent {
-            Some(agent) => Some(phases(agent, inputs, &run_id, &milestone, &issue)?),
-            None => None,
+        let phases = match agents.iter().any(Option::is_some) {
+            true => Some(phases(&agents, inputs, &run_id, &milestone, &issue)?),
+            false => None,
         };
         let review_doc = inputs.review_doc.then(|| crate::reviewdoc::doc_path(&issue.doc, &milestone, &issue.id));
         shown.push(DryRunIssue { issue, base, review_doc, phases });
     }
     let dry = DryRun {
         milestone,
-        agent: inputs.agent.kind.clone(),
+        agent: agents_line(inputs),
+        costs: costs_line(inputs),
         base,
         run_id,
         phase_timeout_secs: inputs.phase_timeout_secs,
@@ -87,7 +99,7 @@ pub fn show(
         max_tokens_per_issue: inputs.max_tokens_per_issue,
         review_doc: inputs.review_doc,
         guard,
-        codex: agent.map(Shown::installed),
+        codex: agents.iter().flatten().next().map(Shown::installed),
         issues: shown,
         preflight: problems.iter().map(ToString::to_string).collect(),
     };
@@ -95,9 +107,44 @@ pub fn show(
     Ok(ExitCode::Ok)
 }
 
-/// The argv and prompt of dev, the first review and the first fix, as codex would get them.
+fn phase_index(phase: Phase) -> usize {
+    match phase {
+        Phase::Dev => 0,
+        Phase::Review => 1,
+        Phase::Fix => 2,
+    }
+}
+
+/// `codex`, or each phase's backend when they differ: `dev codex (gpt-5.5), review sim, fix codex`.
+fn agents_line(inputs: &RunInputs) -> String {
+    let specs = inputs.phase_specs();
+    if specs.iter().all(|s| *s == specs[0]) {
+        return specs[0].kind.clone();
+    }
+    [Phase::Dev, Phase::Review, Phase::Fix]
+        .iter()
+        .zip(specs)
+        .map(|(p, s)| format!("{p} {}", s.describe()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The cost budgets and the priced models, when any is set.
+fn costs_line(inputs: &RunInputs) -> Option<String> {
+    let spend = inputs.spend.as_ref()?;
+    let usd = |v: Option<f64>| v.map(|v| format!("${v}")).unwrap_or_else(|| "unlimited".into());
+    let priced: Vec<&str> = spend.prices.keys().map(String::as_str).collect();
+    Some(format!(
+        "cost budget per issue {}, per run {}; priced models: {}",
+        usd(spend.max_cost_usd_per_issue),
+        usd(spend.max_cost_usd_per_run),
+        if priced.is_empty() { "none".to_string() } else { priced.join(", ") }
+    ))
+}
+
+/// The argv and prompt of dev, the first review and the first fix, as their agents would get them.
 fn phases(
-    agent: &Shown,
+    agents: &[Option<Shown>],
     inputs: &RunInputs,
     run_id: &str,
     milestone: &str,
@@ -116,6 +163,9 @@ fn phases(
         (Phase::Review, 0, "review 1".into()),
         (Phase::Fix, 1, "fix cycle 1".into()),
     ] {
+        // Only the phases codex runs have a codex command.
+        // Only the phases a real agent runs have a command to show.
+        let Some(agent) = &agents[phase_index(phase)] else { continue };
         let req = PhaseRequest {
             run_id: run_id.to_string(),
             milestone: milestone.to_string(),

@@ -29,6 +29,18 @@ pub struct RunInputs {
     pub guard: Option<GuardInputs>,
     /// `--fresh`: new branch names, nothing carried over from earlier runs of the milestone.
     pub fresh: bool,
+    /// The agent per phase, prices and cost budgets (None: one agent, no prices, no cost budget).
+    pub spend: Option<Box<crate::vocab::SpendSpec>>,
+}
+
+impl RunInputs {
+    /// The spec of each phase's agent (dev, review, fix).
+    pub fn phase_specs(&self) -> [&AgentSpec; 3] {
+        match self.spend.as_ref().and_then(|s| s.agents.as_ref()) {
+            Some(a) => [&a.dev, &a.review, &a.fix],
+            None => [&self.agent; 3],
+        }
+    }
 }
 
 /// What a run's guard is built from: the flags, loop.toml's `[guard]`, and the sandbox the

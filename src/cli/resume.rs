@@ -46,7 +46,8 @@ pub fn continue_run(
     let repo = std::path::PathBuf::from(&view.start.repo);
     let _milestone_lock = state.lock_milestone(&repo, &view.start.milestone, crate::runs::Holder::Run(&run_id))?;
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
-    let agent = crate::agent::from_spec(&view.start.agent, &ids, "the recorded scenario")?;
+    // Each phase on the backend the run recorded, whatever loop.toml says now.
+    let agents = crate::agent::PhaseAgentSet::from_start(&view.start, &ids, "the recorded scenario")?;
     let ws = super::git_workspace(&repo);
     drive_args.check()?;
     let mut progress = drive_args.progress();
@@ -59,7 +60,7 @@ pub fn continue_run(
     }
     let (code, view) = drive(
         recorder,
-        agent.as_ref(),
+        &agents,
         &ws,
         &mut progress,
         drive_args.jobs,
@@ -73,12 +74,16 @@ pub fn continue_run(
 /// and free disk space. Issue docs are not checked again: the run was planned from them.
 fn resume_preflight(view: &RunView, state_root: &std::path::Path) -> Result<(), CliError> {
     let repo = std::path::Path::new(&view.start.repo);
-    let codex = match (view.start.agent.kind.as_str(), &view.start.agent.settings) {
-        ("codex", Some(text)) => serde_json::from_str::<crate::agent::codex::CodexSettings>(text)
-            .ok()
-            .map(|s| crate::agent::codex::check_installed(&s.bin)),
-        _ => None,
-    };
+    // Codex is checked when any phase runs it.
+    let codex = [crate::machine::Phase::Dev, crate::machine::Phase::Review, crate::machine::Phase::Fix]
+        .map(|p| view.start.agent_for(p))
+        .into_iter()
+        .find_map(|spec| match (spec.kind.as_str(), &spec.settings) {
+            ("codex", Some(text)) => serde_json::from_str::<crate::agent::codex::CodexSettings>(text)
+                .ok()
+                .map(|s| crate::agent::codex::check_installed(&s.bin)),
+            _ => None,
+        });
     let guard = view.start.guard.as_ref();
     // Only this setting of loop.toml is read again: it guards the machine, not the run's course.
     let min_free_disk_mb = crate::config::load(repo)

@@ -8,12 +8,13 @@ use clap::Args;
 
 use super::inputs::{GuardInputs, RunInputs};
 use super::{CliError, ExitCode, RepoArgs};
-use crate::agent::Agent;
+use crate::agent::PhaseAgentSet;
 use crate::clock::{self, Clock};
 use crate::config::{EnvSettings, RunFlags};
 use crate::engine::{Engine, GuardHooks, Hooks, Observer, Outcome, Recorder, StackHooks};
 use crate::journal::view::{Applied, RunView};
 use crate::journal::{AgentSpec, Journal, Record, RunStart};
+use crate::machine::Phase;
 use crate::render::progress::Progress;
 use crate::vocab::EarlierRuns;
 use crate::workspace::Workspace;
@@ -26,9 +27,18 @@ pub struct RunArgs {
     /// The milestone to run (optional when the docs name exactly one).
     #[arg(long, short)]
     pub milestone: Option<String>,
-    /// Which agent runs the phases [env: LOOP_AGENT] [default: codex].
+    /// Which agent runs the phases [env: LOOP_AGENT] [default: codex, or loop.toml [agents]].
     #[arg(long, value_parser = crate::config::AGENTS)]
     pub agent: Option<String>,
+    /// The agent of one phase, e.g. `review=codex` (repeatable; beats --agent for that phase).
+    #[arg(long = "agent-for", value_name = "PHASE=KIND")]
+    pub agent_for: Vec<String>,
+    /// USD one issue may spend (since its last retry); over it the issue ends Capped [default: unlimited, or loop.toml].
+    #[arg(long = "max-cost-per-issue", value_name = "USD")]
+    pub max_cost_per_issue: Option<f64>,
+    /// USD the run may spend; once spent no phase starts (issues not started end Blocked) [default: unlimited, or loop.toml].
+    #[arg(long = "max-cost-per-run", value_name = "USD")]
+    pub max_cost_per_run: Option<f64>,
     /// Run only these issues (repeatable); their dependencies must be given too or be Done in an earlier run.
     #[arg(long = "issue", value_name = "ID")]
     pub issues: Vec<String>,
@@ -124,6 +134,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         skip_setup,
         guard,
         fresh,
+        spend,
     } = inputs;
     let docs = docs::load(&repo)?;
     let milestone = plan::choose_milestone(&docs, milestone.as_deref())?;
@@ -132,7 +143,11 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
     let ids: Vec<&str> = plan.order.iter().map(|p| p.id.as_str()).collect();
     // Check the scenario before anything is written.
     let clock = Clock::from_env();
-    let agent_impl = crate::agent::from_spec(&agent, &ids, &scenario_source)?;
+    let phase_specs = match spend.as_ref().and_then(|s| s.agents.as_ref()) {
+        Some(a) => [&a.dev, &a.review, &a.fix],
+        None => [&agent; 3],
+    };
+    let agents = crate::agent::PhaseAgentSet::from_specs(phase_specs, &ids, &scenario_source)?;
 
     let ws = super::git_workspace(&repo);
     if state.root.starts_with(&repo) {
@@ -179,16 +194,17 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
         verify,
         earlier: Box::new(EarlierRuns { carried_over: rerun.carried, reusable_branches: rerun.reusable }),
+        spend,
     };
     let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();
-    drive(recorder, agent_impl.as_ref(), &ws, progress, jobs, super::verify_env(&state, skip_setup))
+    drive(recorder, &agents, &ws, progress, jobs, super::verify_env(&state, skip_setup))
 }
 
 /// Drives a journaled run to its end or to an interruption.
 pub fn drive(
     recorder: Recorder,
-    agent: &dyn Agent,
+    agents: &PhaseAgentSet,
     ws: &dyn Workspace,
     progress: &mut Progress,
     jobs: usize,
@@ -215,7 +231,10 @@ pub fn drive(
     let stack = guard.as_ref().and_then(|g| g.stack());
     let guard_hooks = guard.as_ref().map(GuardHooks);
     let stack_hooks = stack.as_ref().map(StackHooks);
-    let mut engine = Engine::new(recorder, agent, ws, progress, super::engine_settings(jobs).with_verify(verify));
+    let mut engine =
+        Engine::new(recorder, agents.get(Phase::Dev), ws, progress, super::engine_settings(jobs).with_verify(verify))
+            .phase_agent(Phase::Review, agents.get(Phase::Review))
+            .phase_agent(Phase::Fix, agents.get(Phase::Fix));
     for hooks in [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)]
         .into_iter()
         .flatten()
@@ -255,6 +274,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         no_review_doc: args.no_review_doc,
         codex: args.codex.flags(),
         claude_bin: args.codex.claude_bin.clone(),
+        agent_for: args.agent_for.clone(),
+        max_cost_usd_per_issue: args.max_cost_per_issue,
+        max_cost_usd_per_run: args.max_cost_per_run,
     };
     let settings =
         crate::config::resolve_run(&cfg, &EnvSettings::from_process(), &flags, &repo, &state.root.join("logs"))?;
@@ -267,16 +289,33 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     }
     let codex = settings.codex.clone();
     let claude = settings.claude.clone();
-    let agent_json = match (&codex, &claude) {
-        (Some(c), _) => Some(serde_json::to_string(c).expect("settings serialize")),
-        (None, Some(c)) => Some(serde_json::to_string(c).expect("settings serialize")),
-        (None, None) => None,
+    let codex_json = codex.as_ref().map(|c| serde_json::to_string(c).expect("settings serialize"));
+    let claude_json = claude.as_ref().map(|c| serde_json::to_string(c).expect("settings serialize"));
+    // Each kind's spec carries what that kind needs: the scenario (sim), the settings (codex,
+    // claude).
+    let spec_for = |kind: &str| match kind {
+        "sim" => AgentSpec { kind: kind.to_string(), scenario: scenario.clone(), settings: None },
+        "codex" => AgentSpec { kind: kind.to_string(), scenario: None, settings: codex_json.clone() },
+        "claude" => AgentSpec { kind: kind.to_string(), scenario: None, settings: claude_json.clone() },
+        _ => AgentSpec { kind: kind.to_string(), scenario: None, settings: None },
     };
+    let agents = settings.mixed().then(|| crate::vocab::PhaseAgents {
+        dev: spec_for(settings.phase_agent(Phase::Dev)),
+        review: spec_for(settings.phase_agent(Phase::Review)),
+        fix: spec_for(settings.phase_agent(Phase::Fix)),
+    });
+    let spend = crate::vocab::SpendSpec {
+        agents,
+        prices: settings.prices.clone(),
+        max_cost_usd_per_issue: settings.max_cost_usd_per_issue,
+        max_cost_usd_per_run: settings.max_cost_usd_per_run,
+    }
+    .or_none();
     let inputs = RunInputs {
         repo: repo.clone(),
         state,
         milestone: args.milestone,
-        agent: AgentSpec { kind: settings.agent.clone(), scenario, settings: agent_json },
+        agent: spec_for(&settings.agent),
         scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         rules: settings.rules,
         phase_timeout_secs: settings.phase_timeout_secs,
@@ -288,16 +327,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         verify: settings.verify.clone(),
         skip_setup: args.drive.skip_setup,
         guard: Some(GuardInputs { args: args.guard, file: cfg.guard.clone(), sandbox: settings.sandbox() }),
+        spend,
     };
     let min_free_disk_mb = cfg.run.min_free_disk_mb.unwrap_or(crate::preflight::DEFAULT_MIN_FREE_DISK_MB);
     let problems = preflight(&inputs, codex.as_ref(), claude.as_ref(), min_free_disk_mb)?;
     if args.dry_run {
-        let shown = match (&codex, &claude) {
-            (Some(c), _) => Some(super::dryrun::Shown::Codex(crate::agent::codex::CodexAgent::new(c.clone()))),
-            (None, Some(c)) => Some(super::dryrun::Shown::Claude(crate::agent::claude::ClaudeAgent::new(c.clone()))),
-            (None, None) => None,
-        };
-        return super::dryrun::show(&inputs, shown.as_ref(), &problems);
+        return super::dryrun::show(&inputs, codex.as_ref(), claude.as_ref(), &problems);
     }
     if !problems.is_empty() {
         return Err(crate::preflight::PreflightError { problems }.into());
@@ -323,7 +358,7 @@ pub fn preflight(
     let issues = plan::planned_issues(&plan, &inputs.state.worktrees_dir(), &milestone);
     // Bad input (a scenario naming unknown issues) is reported as such, before the environment.
     let ids: Vec<&str> = issues.iter().map(|p| p.id.as_str()).collect();
-    crate::agent::from_spec(&inputs.agent, &ids, &inputs.scenario_source)?;
+    crate::agent::PhaseAgentSet::from_specs(inputs.phase_specs(), &ids, &inputs.scenario_source)?;
     let guard = inputs.guard.as_ref().map(|g| g.args.spec(&g.file, g.sandbox.clone(), Path::new("")));
     let req = crate::preflight::Request {
         repo: &inputs.repo,

@@ -42,7 +42,8 @@ pub fn run(args: RunsArgs) -> Result<ExitCode, CliError> {
                 "started_at": view.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "last_record_at": view.last_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "duration_secs": (view.last_at - view.started_at).num_milliseconds().max(0) as f64 / 1000.0,
-                "summary": render::summary(&view),
+                "summary": summary_with_cost(&view),
+                "cost_usd": render::run_cost(&view).0,
             }),
             Err(e) => json!({"run_id": id, "prefix": prefix, "state": "unreadable", "error": e.to_string(),
                 "started_at": state.started_at(id).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))}),
@@ -81,4 +82,17 @@ pub fn run(args: RunsArgs) -> Result<ExitCode, CliError> {
         );
     }
     Ok(ExitCode::Ok)
+}
+
+/// The outcome counts, and the run's cost when it has one to show: `1 Done; cost $0.0123`.
+fn summary_with_cost(view: &crate::journal::view::RunView) -> String {
+    let summary = render::summary(view);
+    if !view.shows_cost() {
+        return summary;
+    }
+    match render::run_cost(view) {
+        (Some(c), _) => format!("{summary}; cost {}", render::usd(c)),
+        (None, known) if known > 0.0 => format!("{summary}; cost at least {}", render::usd(known)),
+        (None, _) => format!("{summary}; cost unknown"),
+    }
 }

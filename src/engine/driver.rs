@@ -12,6 +12,12 @@
 //! - A stop request (cancellation, or another issue halting the run) is honoured between
 //!   commands, never inside one: the phase in flight finishes or is interrupted by its agent.
 //!   An issue that already ended still has its worktree removed or kept.
+//! - The run's cost budget (`max_cost_usd_per_run`, what its issues spent since each one's
+//!   last reopen) is checked before an issue is prepared and before each phase starts, never
+//!   inside a phase: the phase in flight finishes and is journaled. Once it is spent, an issue
+//!   not started ends Blocked (nothing of it ran: like a dependency that is not Done, and
+//!   `retry` starts it from Pending) and one under way ends Capped (stopped by a limit, like the
+//!   token and issue cost budgets), both with `run_budget_spent`.
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -34,7 +40,8 @@ use crate::workspace::{MergeOutcome, Removal, Workspace};
 
 /// The engine's collaborators, shared by every issue driver of a drive.
 pub(super) struct Parts<'a> {
-    pub(super) agent: &'a dyn Agent,
+    /// The agent of dev, review and fix ([`phase_index`]).
+    pub(super) agents: [&'a dyn Agent; 3],
     pub(super) workspace: &'a dyn Workspace,
     pub(super) hooks: &'a [&'a dyn Hooks],
     pub(super) clock: Clock,
@@ -42,6 +49,20 @@ pub(super) struct Parts<'a> {
     pub(super) verify: super::VerifyEnv,
     /// One baseline is checked at a time, so issues on the same base share it.
     pub(super) baseline: std::sync::Mutex<()>,
+}
+
+impl Parts<'_> {
+    pub(super) fn agent(&self, phase: machine::Phase) -> &dyn Agent {
+        self.agents[phase_index(phase)]
+    }
+}
+
+pub(super) fn phase_index(phase: machine::Phase) -> usize {
+    match phase {
+        machine::Phase::Dev => 0,
+        machine::Phase::Review => 1,
+        machine::Phase::Fix => 2,
+    }
 }
 
 /// Whether a command may be carried out after a stop request: an ended issue's worktree is
@@ -173,9 +194,15 @@ impl<'a> IssueDriver<'a> {
             Command::CreateWorktree { path, branch, base, adopt, reuse } => {
                 self.create_worktree(planned, path, branch, base, adopt || reuse, reuse)?
             }
-            Command::StartPhase { phase, attempt } => {
-                self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
-            }
+            // Once the run's cost budget is spent no phase starts: the one in flight finished.
+            Command::StartPhase { phase, attempt } => match self.run_budget_spent() {
+                Some((used_micro_usd, limit_micro_usd)) => {
+                    self.event(id, Event::RunBudgetSpent { used_micro_usd, limit_micro_usd }, None)?;
+                }
+                None => {
+                    self.event(id, Event::PhaseStarted { phase, attempt }, None)?;
+                }
+            },
             Command::RunPhase { phase, cycle, attempt, resume_session } => {
                 if let Step::Stop = self.run_phase(planned, PhaseCall { phase, cycle, attempt, resume_session })? {
                     self.audit(id, Fact::Interrupted, None)?;
@@ -229,12 +256,25 @@ impl<'a> IssueDriver<'a> {
         Ok(())
     }
 
+    /// `(used, limit)` in micro-dollars when the run's cost budget is spent: what its issues
+    /// spent since each one's last reopen reached `max_cost_usd_per_run`.
+    fn run_budget_spent(&self) -> Option<(u64, u64)> {
+        let view = self.handle.view();
+        let limit = view.start.max_cost_usd_per_run()?;
+        let used = view.budget_cost_usd();
+        (used >= limit).then(|| (crate::vocab::to_micro_usd(used), crate::vocab::to_micro_usd(limit)))
+    }
+
     /// `prepare`: a dependency that did not end Done blocks the issue; otherwise choose the
     /// base and journal the intent (the licence to create the worktree).
     fn prepare(&self, planned: &PlannedIssue) -> Result<(), EngineError> {
         let id = planned.id.as_str();
         if let Some((dependency, dependency_state)) = self.dependency_not_done(planned) {
             self.event(id, Event::DependencyNotDone { dependency, dependency_state }, None)?;
+            return Ok(());
+        }
+        if let Some((used_micro_usd, limit_micro_usd)) = self.run_budget_spent() {
+            self.event(id, Event::RunBudgetSpent { used_micro_usd, limit_micro_usd }, None)?;
             return Ok(());
         }
         let (base, merge) = match self.base_for(planned) {

@@ -166,7 +166,8 @@ impl Settings {
 /// Everything one drive needs; [`Engine::drive`] consumes it.
 pub struct Engine<'a> {
     recorder: Recorder,
-    agent: &'a dyn Agent,
+    /// The agent of dev, review and fix.
+    agents: [&'a dyn Agent; 3],
     workspace: &'a dyn Workspace,
     observer: &'a mut dyn Observer,
     hooks: Vec<&'a dyn Hooks>,
@@ -182,7 +183,13 @@ impl<'a> Engine<'a> {
         settings: Settings,
     ) -> Engine<'a> {
         let settings = Settings { jobs: settings.jobs.max(1), ..settings };
-        Engine { recorder, agent, workspace, observer, hooks: Vec::new(), settings }
+        Engine { recorder, agents: [agent; 3], workspace, observer, hooks: Vec::new(), settings }
+    }
+
+    /// Runs `phase` with `agent` instead of the one given to [`Engine::new`] (a backend per phase).
+    pub fn phase_agent(mut self, phase: crate::machine::Phase, agent: &'a dyn Agent) -> Self {
+        self.agents[driver::phase_index(phase)] = agent;
+        self
     }
 
     /// Adds hooks around the engine's steps (guard, Graphite stack); called in the order added.
@@ -195,10 +202,10 @@ impl<'a> Engine<'a> {
     /// terminal (it is Blocked at once if one of them is not Done); up to `jobs` run at a time,
     /// picked in plan order, so `--jobs 1` is the plan order exactly.
     pub fn drive(self) -> Result<(Outcome, RunView), EngineError> {
-        let Engine { recorder, agent, workspace, observer, hooks, settings } = self;
+        let Engine { recorder, agents, workspace, observer, hooks, settings } = self;
         let (journal, view) = recorder.into_parts();
         let parts = driver::Parts {
-            agent,
+            agents,
             workspace,
             hooks: &hooks,
             clock: settings.clock.clone(),

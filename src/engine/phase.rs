@@ -22,10 +22,11 @@ use super::writer::lock;
 use super::{EngineError, Step, Trouble};
 use crate::agent::{output, AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::journal::view::IssueView;
-use crate::journal::{Body, Evidence, PlannedIssue};
+use crate::journal::{Body, Evidence, Fact, PlannedIssue};
 use crate::machine::{Event, Phase};
 use crate::proc;
 use crate::reviewdoc;
+use crate::vocab::to_micro_usd;
 
 /// The machine's `run_phase` command.
 pub(super) struct PhaseCall {
@@ -42,6 +43,8 @@ struct PhaseCtx {
     issue: IssueView,
     run_id: String,
     budget: Option<u64>,
+    /// `max_cost_usd_per_issue`.
+    cost_budget: Option<f64>,
     worktree: PathBuf,
     cycle: u32,
     phase: Phase,
@@ -60,6 +63,7 @@ enum Early {
 impl IssueDriver<'_> {
     pub(super) fn run_phase(&self, planned: &PlannedIssue, call: PhaseCall) -> Result<Step, EngineError> {
         let ctx = self.phase_ctx(planned, call);
+        self.journal_phase_agent(planned, &ctx)?;
         let mut req = self.prepare_request(planned, &ctx);
         let Some(after) = self.before_phase(planned, &ctx, &mut req)? else { return Ok(Step::Continue) };
         let result = self.run_agent(planned, &ctx, &req)?;
@@ -72,21 +76,46 @@ impl IssueDriver<'_> {
             Err(Early::Stop) => return Ok(Step::Stop),
         };
         let mut evidence = evidence_of(&reply);
+        if evidence.cost_usd.is_none() {
+            evidence.cost_usd = self.price(ctx.phase, reply.tokens.as_ref());
+        }
         let event = self.judge(planned, &ctx, &reply, &mut evidence)?;
         self.record_result(planned, &ctx, event, evidence, &reply)?;
         Ok(Step::Continue)
     }
 
+    /// In a run with an agent per phase, which backend runs this one (an audit fact).
+    fn journal_phase_agent(&self, planned: &PlannedIssue, ctx: &PhaseCtx) -> Result<(), EngineError> {
+        let spec = {
+            let view = self.handle().view();
+            match view.start.spend.as_ref().and_then(|s| s.agents.as_ref()) {
+                Some(agents) => agents.get(ctx.phase).clone(),
+                None => return Ok(()),
+            }
+        };
+        let fact = Fact::PhaseAgent { phase: ctx.phase, kind: spec.kind.clone(), model: spec.model() };
+        self.audit(&planned.id, fact, None)
+    }
+
+    /// What `tokens` cost by the run's recorded price table, for the model `phase` runs; None
+    /// when no price is known for it (the cost stays unknown, never 0).
+    fn price(&self, phase: Phase, tokens: Option<&crate::vocab::Tokens>) -> Option<f64> {
+        let tokens = tokens?;
+        let view = self.handle().view();
+        let model = view.start.agent_for(phase).model()?;
+        view.start.prices().get(&model).map(|p| p.cost_usd(tokens))
+    }
+
     fn phase_ctx(&self, planned: &PlannedIssue, call: PhaseCall) -> PhaseCtx {
-        let (issue, run_id, budget) = {
+        let (issue, run_id, budget, cost_budget) = {
             let view = self.handle().view();
             let issue = view.issue(&planned.id).cloned().expect("planned issue has a view");
-            (issue, view.run_id.clone(), view.start.max_tokens_per_issue)
+            (issue, view.run_id.clone(), view.start.max_tokens_per_issue, view.start.max_cost_usd_per_issue())
         };
         let worktree =
             issue.worktree().map(|w| PathBuf::from(&w.path)).unwrap_or_else(|| planned.worktree.clone().into());
         let PhaseCall { phase, cycle, attempt, resume_session } = call;
-        PhaseCtx { issue, run_id, budget, worktree, cycle, phase, attempt, resume_session }
+        PhaseCtx { issue, run_id, budget, cost_budget, worktree, cycle, phase, attempt, resume_session }
     }
 
     /// Everything the agent is told, from the folded view.
@@ -159,7 +188,7 @@ impl IssueDriver<'_> {
                 }
             }
         };
-        let agent = self.parts.agent;
+        let agent = self.parts.agent(phase);
         let result = proc::observe_spawns(hook, || {
             agent.run(req, &mut |signal| match signal {
                 Signal::SessionStarted { session } => {
@@ -283,7 +312,7 @@ impl IssueDriver<'_> {
     }
 
     /// Journals the phase's result, then `budget_exceeded` when the issue used more tokens
-    /// than allowed and is still running.
+    /// than allowed, or `cost_exceeded` when it spent more USD, and is still running.
     fn record_result(
         &self,
         planned: &PlannedIssue,
@@ -295,10 +324,17 @@ impl IssueDriver<'_> {
         let id = planned.id.as_str();
         // Counted since the last reopen: a retried issue gets its budget again.
         let used = ctx.issue.budget_tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
-        let now = self.event(id, event, Some(evidence))?;
+        let spent = ctx.issue.budget_cost_usd + evidence.cost_usd.unwrap_or(0.0);
+        let mut now = self.event(id, event, Some(evidence))?;
         if let Some(limit) = ctx.budget {
             if used > limit && !now.is_terminal() {
-                self.event(id, Event::BudgetExceeded { used, limit }, None)?;
+                now = self.event(id, Event::BudgetExceeded { used, limit }, None)?;
+            }
+        }
+        if let Some(limit) = ctx.cost_budget {
+            let (used_micro_usd, limit_micro_usd) = (to_micro_usd(spent), to_micro_usd(limit));
+            if used_micro_usd > limit_micro_usd && !now.is_terminal() {
+                self.event(id, Event::CostExceeded { used_micro_usd, limit_micro_usd }, None)?;
             }
         }
         Ok(())

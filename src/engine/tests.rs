@@ -248,6 +248,7 @@ impl Run {
             guard: None,
             verify: self.verify.clone(),
             earlier: Default::default(),
+            spend: None,
         }
     }
 
@@ -786,4 +787,179 @@ fn every_way_an_issue_ends_short_of_done_can_be_reopened_and_driven_to_done() {
         assert_eq!((a.path.as_str(), a.removed()), (run.dir.path().join("A").to_str().unwrap(), true), "case {n}");
         assert_eq!(run.lines().iter().filter(|l| *l == "run_finished").count(), 2, "case {n}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Money: a backend per phase, prices, cost budgets
+
+/// The simulated agent with a price tag: each phase reports `cost` USD (None: only tokens, as
+/// codex does) and `tokens`; it remembers the phases it ran.
+struct Costing {
+    sim: SimAgent,
+    cost: Option<f64>,
+    tokens: crate::vocab::Tokens,
+    ran: Mutex<Vec<Phase>>,
+}
+
+impl Costing {
+    fn new(sim: SimAgent, cost: Option<f64>) -> Costing {
+        Costing {
+            sim,
+            cost,
+            tokens: crate::vocab::Tokens { input: 10, ..Default::default() },
+            ran: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn ran(&self) -> Vec<Phase> {
+        self.ran.lock().unwrap().clone()
+    }
+}
+
+impl Agent for Costing {
+    fn name(&self) -> &str {
+        "costing"
+    }
+
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
+        self.ran.lock().unwrap().push(req.phase);
+        let mut reply = self.sim.run(req, signal)?;
+        reply.tokens = Some(self.tokens);
+        reply.cost_usd = self.cost;
+        Ok(reply)
+    }
+}
+
+impl Run {
+    fn recorder_with(&self, spend: crate::vocab::SpendSpec) -> Recorder {
+        let mut start = self.start();
+        start.spend = spend.or_none();
+        let journal = Journal::create(Box::new(self.store.clone()), "run", Run::clock());
+        Recorder::start(journal, start, &mut Silent).unwrap()
+    }
+
+    /// The cost each phase of `id` recorded in its evidence, in journal order.
+    fn costs_of(&self, id: &str) -> Vec<Option<f64>> {
+        let records = crate::journal::read_all(&self.store).unwrap();
+        records
+            .iter()
+            .filter_map(|r| match &r.content.body {
+                Body::Issue { issue, evidence: Some(e), .. } if issue == id && e.output.is_some() => Some(e.cost_usd),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn an_issue_over_its_cost_budget_ends_capped_and_a_retry_counts_afresh() {
+    let run = Run::new(&[("A", &[])]);
+    let spend = crate::vocab::SpendSpec { max_cost_usd_per_issue: Some(1.0), ..Default::default() };
+    let agent = Costing::new(sim(&[("A", script("pass", &["changes_required", "pass", "pass"]))]), Some(0.4));
+    let ws = FakeWorkspace::default();
+    let (_, view) = run.drive(run.recorder_with(spend), &agent, &ws, settings(1), &[]).unwrap();
+    // dev 0.4, review 0.8, fix 1.2: over the limit of 1.0 after the fix, before review 2.
+    let capped = Reason::CostExceeded { used_micro_usd: 1_200_000, limit_micro_usd: 1_000_000, at: StageKind::Review };
+    assert_eq!(stage(&view, "A"), Some(&Stage::Capped { fix_cycles: 1, reason: capped.clone() }));
+    assert_eq!(capped.to_string(), "cost budget exceeded: $1.2000 used, limit $1.0000");
+    assert_eq!(run.costs_of("A"), [Some(0.4), Some(0.4), Some(0.4)]);
+    assert!(run.events_of("A").contains(&"cost_exceeded".to_string()));
+    let a = view.issue("A").unwrap();
+    assert!((a.cost_usd - 1.2).abs() < 1e-9 && a.known_cost_usd().is_some());
+
+    // A retry gets its budget again and goes on where the budget stopped it: review 2 passes.
+    let mut recorder = run.reopen();
+    recorder.issue_events(vec![("A".into(), Event::Reopened { extra_fix_cycles: 1 })], &mut Silent).unwrap();
+    assert_eq!(recorder.view().issue("A").unwrap().budget_cost_usd, 0.0);
+    let (_, view) = run.drive(recorder, &agent, &ws, settings(1), &[]).unwrap();
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 1 }));
+    assert_eq!(agent.ran(), [Phase::Dev, Phase::Review, Phase::Fix, Phase::Review]);
+}
+
+#[test]
+fn a_spent_run_budget_starts_no_phase_the_running_issue_is_capped_and_the_rest_blocked() {
+    let run = Run::new(&[("A", &[]), ("B", &[]), ("C", &["A"])]);
+    let spend = crate::vocab::SpendSpec { max_cost_usd_per_run: Some(0.9), ..Default::default() };
+    let scenario = [("A", script("pass", &["changes_required", "pass"])), ("B", script("pass", &["pass"]))];
+    let agent = Costing::new(sim(&scenario), Some(0.5));
+    let (outcome, view) =
+        run.drive(run.recorder_with(spend), &agent, &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    // A's dev and review ran (1.0 spent); its fix never starts.
+    let spent = |at| Reason::RunBudgetSpent { used_micro_usd: 1_000_000, limit_micro_usd: 900_000, at };
+    assert_eq!(stage(&view, "A"), Some(&Stage::Capped { fix_cycles: 1, reason: spent(StageKind::Fix) }));
+    // B never started: Blocked, without a worktree; C is blocked by A.
+    assert_eq!(stage(&view, "B"), Some(&Stage::Blocked { fix_cycles: 0, reason: spent(StageKind::Pending) }));
+    assert!(view.state_of("B").unwrap().worktree.is_none());
+    assert!(matches!(stage(&view, "C"), Some(Stage::Blocked { reason: Reason::DependencyNotDone { .. }, .. })));
+    assert_eq!(agent.ran(), [Phase::Dev, Phase::Review]);
+    assert_eq!(run.events_of("B"), ["run_budget_spent"]);
+    assert!((view.budget_cost_usd() - 1.0).abs() < 1e-9);
+
+    // Retrying both takes A's spend out of the count: A goes on at its fix (0.5) and review
+    // (1.0 again), after which B still finds the budget spent.
+    let mut recorder = run.reopen();
+    let reopen = |id: &str| (id.to_string(), Event::Reopened { extra_fix_cycles: 0 });
+    recorder.issue_events(vec![reopen("A"), reopen("B")], &mut Silent).unwrap();
+    let (_, view) = run.drive(recorder, &agent, &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 1 }));
+    assert_eq!(agent.ran(), [Phase::Dev, Phase::Review, Phase::Fix, Phase::Review]);
+    assert!(matches!(stage(&view, "B"), Some(Stage::Blocked { reason: Reason::RunBudgetSpent { .. }, .. })));
+}
+
+#[test]
+fn a_phase_without_a_reported_cost_is_priced_by_its_model_or_stays_unknown() {
+    let run = Run::new(&[("A", &[])]);
+    let priced = AgentSpec { kind: "codex".into(), scenario: None, settings: Some(r#"{"model":"m-1"}"#.into()) };
+    let unpriced = AgentSpec { kind: "codex".into(), scenario: None, settings: Some(r#"{"model":"m-2"}"#.into()) };
+    let mut prices = crate::vocab::Prices::new();
+    prices.insert("m-1".into(), crate::vocab::Price { input: 2.0, cached_input: 1.0, output: 10.0 });
+    let spend = crate::vocab::SpendSpec {
+        agents: Some(crate::vocab::PhaseAgents { dev: priced.clone(), review: unpriced, fix: priced }),
+        prices,
+        ..Default::default()
+    };
+    let mut agent = Costing::new(sim(&[("A", script("pass", &["pass"]))]), None);
+    agent.tokens = crate::vocab::Tokens { input: 1000, cached_input: 400, output: 100, reasoning_output: 50 };
+    let (_, view) = run.drive(run.recorder_with(spend), &agent, &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    // dev: (600 × 2 + 400 × 1 + 100 × 10) / 1e6; review's model has no price.
+    let costs = run.costs_of("A");
+    assert_eq!(costs.len(), 2);
+    assert!((costs[0].unwrap() - 0.0026).abs() < 1e-12, "{costs:?}");
+    assert_eq!(costs[1], None);
+    let a = view.issue("A").unwrap();
+    assert_eq!((a.priced_phases, a.unpriced_phases, a.known_cost_usd()), (1, 1, None));
+    // The run records an agent per phase: each phase's backend is journaled before it runs.
+    let records = crate::journal::read_all(&run.store).unwrap();
+    let chosen: Vec<(Phase, String, Option<String>)> = records
+        .iter()
+        .filter_map(|r| match &r.content.body {
+            Body::Audit { fact: Fact::PhaseAgent { phase, kind, model }, .. } => {
+                Some((*phase, kind.clone(), model.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        chosen,
+        [(Phase::Dev, "codex".into(), Some("m-1".into())), (Phase::Review, "codex".into(), Some("m-2".into()))]
+    );
+}
+
+#[test]
+fn each_phase_runs_on_its_own_agent() {
+    let run = Run::new(&[("A", &[])]);
+    let scenario = [("A", script("pass", &["changes_required", "pass"]))];
+    let (dev, review, fix) =
+        (Costing::new(sim(&scenario), None), Costing::new(sim(&scenario), None), Costing::new(sim(&scenario), None));
+    let ws = FakeWorkspace::default();
+    let mut silent = Silent;
+    let engine = Engine::new(run.recorder(), &dev, &ws, &mut silent, settings(1))
+        .phase_agent(Phase::Review, &review)
+        .phase_agent(Phase::Fix, &fix);
+    let (_, view) = engine.drive().unwrap();
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 1 }));
+    assert_eq!((dev.ran(), review.ran(), fix.ran()), (vec![Phase::Dev], vec![Phase::Review; 2], vec![Phase::Fix]));
+    // A run that records one agent journals no per-phase choice (its records are as before #13).
+    assert!(!run.lines().iter().any(|l| l.ends_with("phase_agent")));
 }

@@ -34,6 +34,19 @@ pub struct IssueView {
     /// so an issue Capped by its budget can go on.
     #[serde(skip)]
     pub budget_tokens: u64,
+    /// USD spent by the phases whose cost is known (reported by the agent or priced from the
+    /// run's price table).
+    #[serde(skip)]
+    pub cost_usd: f64,
+    /// USD spent since the last reopen: what the cost budgets count.
+    #[serde(skip)]
+    pub budget_cost_usd: f64,
+    /// Phases that used tokens but whose cost is unknown (no price for their model).
+    #[serde(skip)]
+    pub unpriced_phases: u32,
+    /// Phases whose cost is known.
+    #[serde(skip)]
+    pub priced_phases: u32,
     /// Done in an earlier run and carried over into this one (`carried_over`): where its work is.
     pub carried: Option<CarriedIssue>,
     pub guard: GuardTally,
@@ -66,6 +79,20 @@ impl IssueView {
             self.tokens += t.total();
             self.budget_tokens += t.total();
         }
+        match e.cost_usd {
+            Some(c) => {
+                self.cost_usd += c;
+                self.budget_cost_usd += c;
+                self.priced_phases += 1;
+            }
+            None if e.tokens.is_some() => self.unpriced_phases += 1,
+            None => {}
+        }
+    }
+
+    /// The issue's cost when every phase's is known; None when some phase's is not.
+    pub fn known_cost_usd(&self) -> Option<f64> {
+        (self.unpriced_phases == 0).then_some(self.cost_usd)
     }
 }
 
@@ -169,6 +196,17 @@ pub struct Applied {
 }
 
 impl RunView {
+    /// USD the run's budget counts: every issue's spend since its last reopen.
+    pub fn budget_cost_usd(&self) -> f64 {
+        self.issues.iter().map(|i| i.budget_cost_usd).sum()
+    }
+
+    /// Whether costs are worth showing: the run records prices, budgets or per-phase agents, or
+    /// some phase used tokens (its cost known, or unknown for want of a price: said, never 0).
+    pub fn shows_cost(&self) -> bool {
+        self.start.spend.is_some() || self.issues.iter().any(|i| i.priced_phases + i.unpriced_phases > 0)
+    }
+
     /// Starts a view from the run's first record.
     pub fn new(first: &Record) -> Result<RunView, Divergence> {
         let Body::RunStarted(start) = &first.content.body else {
@@ -184,6 +222,10 @@ impl RunView {
                 interruptions: 0,
                 tokens: 0,
                 budget_tokens: 0,
+                cost_usd: 0.0,
+                budget_cost_usd: 0.0,
+                unpriced_phases: 0,
+                priced_phases: 0,
                 carried: None,
                 guard: GuardTally::default(),
                 commit: None,
@@ -329,7 +371,8 @@ impl RunView {
                     | Fact::StackSubmitted { .. }
                     | Fact::CheckRan(_)
                     | Fact::BaselineChecked { .. }
-                    | Fact::SetupChecked { .. } => {}
+                    | Fact::SetupChecked { .. }
+                    | Fact::PhaseAgent { .. } => {}
                 }
                 view.absorb(evidence.as_ref());
                 Ok(Some((idx, None)))
@@ -373,7 +416,10 @@ impl RunView {
                     }
                     Event::GuardCheckFailed { .. } => view.guard.checks_failed += 1,
                     Event::GuardViolation { .. } => view.guard.violations += 1,
-                    Event::Reopened { .. } => view.budget_tokens = 0,
+                    Event::Reopened { .. } => {
+                        view.budget_tokens = 0;
+                        view.budget_cost_usd = 0.0;
+                    }
                     Event::CarriedOver { run, branch, tip } => {
                         view.commit = Some(tip.clone());
                         view.carried = Some(CarriedIssue {
@@ -429,6 +475,7 @@ mod tests {
             guard: None,
             verify: Default::default(),
             earlier: Default::default(),
+            spend: None,
         }
     }
 

@@ -384,6 +384,11 @@ pub enum Event {
     CarriedOver { run: String, branch: String, tip: String },
     /// `loop retry` reopened the ended issue, granting `extra_fix_cycles` more fix cycles.
     Reopened { extra_fix_cycles: u32 },
+    /// The issue spent more USD (micro-dollars, since its last reopen) than its budget allows.
+    CostExceeded { used_micro_usd: u64, limit_micro_usd: u64 },
+    /// The run's cost budget is spent: an issue not started yet never starts (Blocked), one in
+    /// flight starts no further phase (Capped).
+    RunBudgetSpent { used_micro_usd: u64, limit_micro_usd: u64 },
 }
 
 impl Event {
@@ -412,6 +417,8 @@ impl Event {
             Event::VerifyFinished { .. } => "verify_finished",
             Event::CarriedOver { .. } => "carried_over",
             Event::Reopened { .. } => "reopened",
+            Event::CostExceeded { .. } => "cost_exceeded",
+            Event::RunBudgetSpent { .. } => "run_budget_spent",
         }
     }
 }
@@ -485,6 +492,14 @@ pub fn reopen_stage(state: &State) -> Stage {
     let fix_cycles = state.stage.fix_cycles();
     let again = if fix_cycles == 0 { S::Dev } else { S::Fix { cycle: fix_cycles } };
     match &state.stage {
+        // A cost budget stopped the issue between steps: it goes on where it was stopped.
+        S::Capped { fix_cycles, reason: R::CostExceeded { at, .. } | R::RunBudgetSpent { at, .. } } => match at {
+            StageKind::Dev => S::Dev,
+            StageKind::Review => S::Review { fix_cycles: *fix_cycles },
+            StageKind::Fix => S::Fix { cycle: *fix_cycles },
+            StageKind::Verify => S::Verify { fix_cycles: *fix_cycles },
+            _ => S::WorktreeReady,
+        },
         S::Capped { fix_cycles, .. } | S::Blocked { fix_cycles, reason: R::ReviewBlocked } => {
             S::Fix { cycle: fix_cycles + 1 }
         }
@@ -596,6 +611,38 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             }
         }
 
+        // After dev or a fix the issue may be in Verify already: the budget stops it there too.
+        (
+            S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. } | S::Verify { .. },
+            E::CostExceeded { used_micro_usd, limit_micro_usd },
+        ) => S::Capped {
+            fix_cycles: state.stage.fix_cycles(),
+            reason: Reason::CostExceeded {
+                used_micro_usd: *used_micro_usd,
+                limit_micro_usd: *limit_micro_usd,
+                at: state.stage.kind(),
+            },
+        },
+        (S::Pending, E::RunBudgetSpent { used_micro_usd, limit_micro_usd }) => S::Blocked {
+            fix_cycles: 0,
+            reason: Reason::RunBudgetSpent {
+                used_micro_usd: *used_micro_usd,
+                limit_micro_usd: *limit_micro_usd,
+                at: StageKind::Pending,
+            },
+        },
+        (
+            S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. },
+            E::RunBudgetSpent { used_micro_usd, limit_micro_usd },
+        ) => S::Capped {
+            fix_cycles: state.stage.fix_cycles(),
+            reason: Reason::RunBudgetSpent {
+                used_micro_usd: *used_micro_usd,
+                limit_micro_usd: *limit_micro_usd,
+                at: state.stage.kind(),
+            },
+        },
+
         (S::Dev, E::WorkFinished { phase: Phase::Dev, status }) => match status {
             WorkStatus::Pass => verified_next(0),
             WorkStatus::Failed => S::Failed { fix_cycles: 0, reason: Reason::DevFailed },
@@ -703,7 +750,9 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             | E::MergeConflict { .. }
             | E::VerifyFinished { .. }
             | E::CarriedOver { .. }
-            | E::Reopened { .. },
+            | E::Reopened { .. }
+            | E::CostExceeded { .. }
+            | E::RunBudgetSpent { .. },
         ) => return Err(IllegalTransition { state: state.stage.kind(), event: event.name() }),
     };
     // Attempts and the session belong to one stage: a new stage starts them afresh.
@@ -925,6 +974,31 @@ mod tests {
         assert_eq!(cmds, vec![Command::StartPhase { phase: Phase::Fix, attempt: 1 }]);
         assert!(s.worktree.as_ref().unwrap().live());
         assert!(transition(&State::PENDING, &Event::Reopened { extra_fix_cycles: 1 }, &rules).is_err());
+    }
+
+    #[test]
+    fn a_cost_budget_caps_between_steps_and_a_retry_goes_on_where_it_stopped() {
+        let rules = Rules::default();
+        let mut events = wt();
+        events.push(Event::CostExceeded { used_micro_usd: 3, limit_micro_usd: 2 });
+        let s = run(&events).unwrap();
+        let reason = Reason::CostExceeded { used_micro_usd: 3, limit_micro_usd: 2, at: StageKind::Review };
+        assert_eq!(s.stage, Stage::Capped { fix_cycles: 0, reason });
+        // The review that was due runs after the retry (not a fix of a review that never ran).
+        let (s, _) = transition(&s, &Event::Reopened { extra_fix_cycles: 0 }, &rules).unwrap();
+        assert_eq!(s.stage, Stage::Review { fix_cycles: 0 });
+        // The run budget blocks an issue that never started; a retry starts it from the beginning.
+        let spent = Event::RunBudgetSpent { used_micro_usd: 5, limit_micro_usd: 5 };
+        let (s, cmds) = transition(&State::PENDING, &spent, &rules).unwrap();
+        assert!(matches!(
+            s.stage,
+            Stage::Blocked { reason: Reason::RunBudgetSpent { at: StageKind::Pending, .. }, .. }
+        ));
+        assert_eq!(cmds, [Command::Finish]);
+        assert_eq!(transition(&s, &Event::Reopened { extra_fix_cycles: 0 }, &rules).unwrap().0.stage, Stage::Pending);
+        // Verify is no phase: the run budget is checked before phases, never there.
+        let verify = State { stage: Stage::Verify { fix_cycles: 0 }, ..State::PENDING };
+        assert!(transition(&verify, &spent, &Rules { verify: true, ..rules }).is_err());
     }
 
     #[test]

@@ -69,6 +69,20 @@ pub enum Reason {
     ChecksStillFailing {
         max_fix_cycles: u32,
     },
+    /// The issue spent more than `max_cost_usd_per_issue` (micro-dollars, since its last reopen).
+    /// `at`: the stage it was stopped in, where `loop retry` continues.
+    CostExceeded {
+        used_micro_usd: u64,
+        limit_micro_usd: u64,
+        at: StageKind,
+    },
+    /// The run's `max_cost_usd_per_run` was spent: Blocked before the issue started, Capped
+    /// before its next phase. `at`: the stage it was stopped in, where `loop retry` continues.
+    RunBudgetSpent {
+        used_micro_usd: u64,
+        limit_micro_usd: u64,
+        at: StageKind,
+    },
 }
 
 impl Reason {
@@ -106,6 +120,18 @@ impl std::fmt::Display for Reason {
             Reason::ChecksStillFailing { max_fix_cycles } => {
                 write!(f, "checks still failing after {max_fix_cycles} fix cycles")
             }
+            Reason::CostExceeded { used_micro_usd, limit_micro_usd, .. } => write!(
+                f,
+                "cost budget exceeded: {} used, limit {}",
+                crate::vocab::format_micro_usd(*used_micro_usd),
+                crate::vocab::format_micro_usd(*limit_micro_usd)
+            ),
+            Reason::RunBudgetSpent { used_micro_usd, limit_micro_usd, .. } => write!(
+                f,
+                "run cost budget spent: {} used, limit {}",
+                crate::vocab::format_micro_usd(*used_micro_usd),
+                crate::vocab::format_micro_usd(*limit_micro_usd)
+            ),
             Reason::GuardViolation { changes } => {
                 write!(f, "guard: the agent changed things outside its worktree: {}", changes.join("; "))
             }

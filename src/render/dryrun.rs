@@ -7,6 +7,8 @@ use crate::journal::PlannedIssue;
 pub struct DryRun {
     pub milestone: String,
     pub agent: String,
+    /// Cost budgets and priced models, when the run sets any.
+    pub costs: Option<String>,
     /// The base commit, or why there is none.
     pub base: String,
     pub run_id: String,
@@ -62,6 +64,9 @@ pub fn text(d: &DryRun) -> String {
         d.max_tokens_per_issue.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
         if d.review_doc { "on" } else { "off" }
     ));
+    if let Some(c) = &d.costs {
+        out.push_str(&format!("{c}\n"));
+    }
     if let Some(g) = &d.guard {
         out.push_str(&format!("{g}\n"));
     }

@@ -32,6 +32,8 @@ fn short(commit: &str) -> &str {
     commit.get(..7).unwrap_or(commit)
 }
 
+use crate::vocab::format_micro_usd;
+
 fn event_detail(e: &Event) -> String {
     match e {
         Event::DependencyNotDone { dependency, dependency_state } => format!("{dependency} ended {dependency_state}"),
@@ -65,6 +67,12 @@ fn event_detail(e: &Event) -> String {
         }
         Event::CarriedOver { run, branch, tip } => format!("Done in run {run}: {branch} at {}", short(tip)),
         Event::Reopened { extra_fix_cycles } => format!("reopened with {extra_fix_cycles} more fix cycle(s)"),
+        Event::CostExceeded { used_micro_usd, limit_micro_usd } => {
+            format!("{} used, limit {}", format_micro_usd(*used_micro_usd), format_micro_usd(*limit_micro_usd))
+        }
+        Event::RunBudgetSpent { used_micro_usd, limit_micro_usd } => {
+            format!("the run spent {}, limit {}", format_micro_usd(*used_micro_usd), format_micro_usd(*limit_micro_usd))
+        }
     }
 }
 
@@ -77,6 +85,10 @@ fn fact_detail(f: &Fact) -> String {
         Fact::StackTracked { parent } => format!("tracked on {parent}"),
         Fact::StackSubmitted { ok, detail } => format!("{}: {detail}", if *ok { "submitted" } else { "submit failed" }),
         Fact::Interrupted => String::new(),
+        Fact::PhaseAgent { phase, kind, model } => match model {
+            Some(m) => format!("{phase} runs {kind} ({m})"),
+            None => format!("{phase} runs {kind}"),
+        },
         Fact::CheckRan(run) => {
             // No duration here: timelines are compared across runs (`replay --json` has it).
             let mut s = format!("{} `{}` {}", run.kind.as_str(), run.command, run.status());
@@ -279,6 +291,9 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                 "fix_cycles": i.state.fix_cycles(),
                 "reason": i.state.reason().map(|r| r.to_string()),
                 "tokens": i.tokens,
+                "cost_usd": i.known_cost_usd(),
+                "cost_known_usd": i.cost_usd,
+                "unpriced_phases": i.unpriced_phases,
                 "worktree": wt,
                 "verification": i.verification.iter().map(|c| json!({
                     "command": c.command,
@@ -308,12 +323,38 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
         "interrupted": view.interrupted,
         "records": view.records,
         "tokens": view.issues.iter().map(|i| i.tokens).sum::<u64>(),
+        "cost_usd": run_cost(view).0,
+        "cost_known_usd": run_cost(view).1,
+        "max_cost_usd_per_issue": view.start.max_cost_usd_per_issue(),
+        "max_cost_usd_per_run": view.start.max_cost_usd_per_run(),
         "issues": issues,
     });
     if let Some(r) = repo {
         v["repo"] = json!(r.display().to_string());
     }
     v
+}
+
+/// The run's cost: `(total when every phase's is known, the sum of the known ones)`.
+pub fn run_cost(view: &RunView) -> (Option<f64>, f64) {
+    let known: f64 = view.issues.iter().map(|i| i.cost_usd).sum();
+    let complete = view.issues.iter().all(|i| i.unpriced_phases == 0);
+    (complete.then_some(known), known)
+}
+
+/// `$0.0123` (4 decimals: a phase often costs under a cent).
+pub fn usd(v: f64) -> String {
+    format!("${v:.4}")
+}
+
+/// An issue's cost for the status table: known, or how much of it is unknown.
+fn cost_note(i: &crate::journal::view::IssueView) -> Option<String> {
+    match (i.priced_phases, i.unpriced_phases) {
+        (0, 0) => None,
+        (_, 0) => Some(format!("cost {}", usd(i.cost_usd))),
+        (0, n) => Some(format!("cost unknown ({n} phase(s) with no price)")),
+        (_, n) => Some(format!("cost at least {} ({n} phase(s) with no price)", usd(i.cost_usd))),
+    }
 }
 
 /// Counts of terminal outcomes: "3 Done, 1 Capped".
@@ -411,6 +452,9 @@ pub fn status_text(view: &RunView, live: bool) -> String {
         if i.tokens > 0 {
             notes.push(format!("{} tokens", i.tokens));
         }
+        if let Some(c) = cost_note(i).filter(|_| view.shows_cost()) {
+            notes.push(c);
+        }
         if let Some(g) = guard_note(&i.guard) {
             notes.push(g);
         }
@@ -443,6 +487,19 @@ pub fn status_text(view: &RunView, live: bool) -> String {
     let total: u64 = view.issues.iter().map(|i| i.tokens).sum();
     if total > 0 {
         out.push_str(&format!("tokens: {total} in total\n"));
+    }
+    if view.shows_cost() {
+        let unpriced: u32 = view.issues.iter().map(|i| i.unpriced_phases).sum();
+        let line = match run_cost(view) {
+            (Some(c), _) => format!("cost: {} in total", usd(c)),
+            (None, 0.0) => format!("cost: unknown ({unpriced} phase(s) with no price in [prices])"),
+            (None, known) => format!("cost: at least {} ({unpriced} phase(s) with no price in [prices])", usd(known)),
+        };
+        let budget = match view.start.max_cost_usd_per_run() {
+            Some(limit) => format!("; run budget {}, {} counted", usd(limit), usd(view.budget_cost_usd())),
+            None => String::new(),
+        };
+        out.push_str(&format!("{line}{budget}\n"));
     }
     out
 }

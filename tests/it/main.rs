@@ -20,6 +20,7 @@ mod guard;
 mod inputs;
 mod journal_damage;
 mod land;
+mod money;
 mod parallel;
 mod preflight;
 mod rerun;

@@ -155,6 +155,11 @@ impl Model {
     }
 }
 
+/// Micro-dollars as reasons show them: `$1.2345`.
+fn usd(micros: u64) -> String {
+    format!("${}.{:04}", micros / 1_000_000, (micros % 1_000_000) / 100)
+}
+
 /// The model's step: None when the event is illegal.
 fn model_step(m: &Model, e: &Event, cap: u32, verify: bool) -> Option<(Model, Vec<Command>)> {
     use Stage::*;
@@ -257,6 +262,23 @@ fn model_step(m: &Model, e: &Event, cap: u32, verify: bool) -> Option<(Model, Ve
         Event::BudgetExceeded { used, limit } if matches!(m.stage, Ready | Dev | Review | Fix) => {
             let next = (Fix, m.fixes + 1);
             Some(m.end(Capped, format!("token budget exceeded: {used} used, limit {limit}"), next))
+        }
+        // A cost budget stops the issue between steps; a retry goes on where it stopped.
+        Event::CostExceeded { used_micro_usd, limit_micro_usd }
+            if matches!(m.stage, Ready | Dev | Review | Fix | Verify) =>
+        {
+            let next = (m.stage, m.fixes);
+            let why = format!("cost budget exceeded: {} used, limit {}", usd(*used_micro_usd), usd(*limit_micro_usd));
+            Some(m.end(Capped, why, next))
+        }
+        Event::RunBudgetSpent { used_micro_usd, limit_micro_usd } if m.stage == Pending => {
+            let why = format!("run cost budget spent: {} used, limit {}", usd(*used_micro_usd), usd(*limit_micro_usd));
+            Some(m.end(Blocked, why, (Ready, 0)))
+        }
+        Event::RunBudgetSpent { used_micro_usd, limit_micro_usd } if matches!(m.stage, Ready | Dev | Review | Fix) => {
+            let next = (m.stage, m.fixes);
+            let why = format!("run cost budget spent: {} used, limit {}", usd(*used_micro_usd), usd(*limit_micro_usd));
+            Some(m.end(Capped, why, next))
         }
         Event::WorkFinished { phase, status } if in_phase(phase) && *phase != Phase::Review => {
             let who = if *phase == Phase::Dev { String::new() } else { format!(" in cycle {}", m.fixes) };
@@ -393,6 +415,8 @@ fn event() -> impl Strategy<Value = Event> {
         2 => (phase(), 1u32..4).prop_map(|(phase, attempt)| Event::PhaseStarted { phase, attempt }),
         1 => (phase(), word()).prop_map(|(phase, session)| Event::SessionStarted { phase, session }),
         1 => (0u64..20, 0u64..20).prop_map(|(used, limit)| Event::BudgetExceeded { used, limit }),
+        1 => (0u64..3_000_000, 0u64..3_000_000).prop_map(|(used_micro_usd, limit_micro_usd)| Event::CostExceeded { used_micro_usd, limit_micro_usd }),
+        1 => (0u64..3_000_000, 0u64..3_000_000).prop_map(|(used_micro_usd, limit_micro_usd)| Event::RunBudgetSpent { used_micro_usd, limit_micro_usd }),
         3 => (phase(), prop_oneof![3 => Just(WorkStatus::Pass), 1 => Just(WorkStatus::Failed), 1 => Just(WorkStatus::Deferred)])
             .prop_map(|(phase, status)| Event::WorkFinished { phase, status }),
         3 => prop_oneof![2 => Just(Verdict::ChangesRequired), 1 => Just(Verdict::Pass), 1 => Just(Verdict::Blocked)]
