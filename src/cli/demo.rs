@@ -132,6 +132,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         skip_setup: false,
         guard: Some(Default::default()),
         fresh: false,
+        resilience: crate::vocab::Resilience::defaults(),
     };
     let (code, view) = start(inputs, &mut progress)?;
     let run_secs = started.elapsed().as_secs_f64();

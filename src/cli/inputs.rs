@@ -29,6 +29,8 @@ pub struct RunInputs {
     pub guard: Option<GuardInputs>,
     /// `--fresh`: new branch names, nothing carried over from earlier runs of the milestone.
     pub fresh: bool,
+    /// Stall timeout and transient-error retries.
+    pub resilience: crate::vocab::Resilience,
 }
 
 /// What a run's guard is built from: the flags, loop.toml's `[guard]`, and the sandbox the

@@ -46,6 +46,13 @@ pub struct RunArgs {
     /// Seconds one agent phase may take before its process group is killed [default: 1800, or loop.toml].
     #[arg(long, value_name = "SECS")]
     pub phase_timeout: Option<u64>,
+    /// Seconds without an event from the agent before its phase is killed as stalled; 0: never
+    /// [default: 300, or loop.toml [run] stall_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    pub stall_timeout: Option<f64>,
+    /// Retries of a phase after a transient API error or a stall [default: 4, or loop.toml [run] retries].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
     /// Tokens one issue may use; over it the issue ends Capped [default: unlimited, or loop.toml].
     #[arg(long, value_name = "N")]
     pub max_tokens_per_issue: Option<u64>,
@@ -124,6 +131,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         skip_setup,
         guard,
         fresh,
+        resilience,
     } = inputs;
     let docs = docs::load(&repo)?;
     let milestone = plan::choose_milestone(&docs, milestone.as_deref())?;
@@ -179,6 +187,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
         verify,
         earlier: Box::new(EarlierRuns { carried_over: rerun.carried, reusable_branches: rerun.reusable }),
+        resilience,
     };
     let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();
@@ -254,6 +263,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         max_tokens_per_issue: args.max_tokens_per_issue,
         no_review_doc: args.no_review_doc,
         codex: args.codex.flags(),
+        stall_timeout: args.stall_timeout,
+        retries: args.retries,
     };
     let settings =
         crate::config::resolve_run(&cfg, &EnvSettings::from_process(), &flags, &repo, &state.root.join("logs"))?;
@@ -282,6 +293,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         verify: settings.verify.clone(),
         skip_setup: args.drive.skip_setup,
         guard: Some(GuardInputs { args: args.guard, file: cfg.guard.clone(), sandbox: settings.sandbox() }),
+        resilience: settings.resilience,
     };
     let min_free_disk_mb = cfg.run.min_free_disk_mb.unwrap_or(crate::preflight::DEFAULT_MIN_FREE_DISK_MB);
     let problems = preflight(&inputs, codex.as_ref(), min_free_disk_mb)?;

@@ -248,6 +248,7 @@ impl Run {
             guard: None,
             verify: self.verify.clone(),
             earlier: Default::default(),
+            resilience: Default::default(),
         }
     }
 

@@ -49,6 +49,12 @@ pub struct IssueView {
     /// A verification is under way: its checks replace the previous one's.
     #[serde(skip)]
     verifying: bool,
+    /// Retries of the current phase after a transient error or a stall (`agent_retried` since
+    /// the issue's last machine event other than `session_started`): resume goes on counting.
+    #[serde(skip)]
+    pub phase_retries: u32,
+    /// Retries of any phase after a transient error or a stall, over the whole run.
+    pub agent_retries: u32,
 }
 
 impl IssueView {
@@ -79,6 +85,8 @@ pub struct GuardTally {
     /// [`GuardTally::SHOWN`].
     pub refused_commands: Vec<String>,
     pub violations: u32,
+    /// git commands codex's own harness ran through the shim (not the agent's decisions).
+    pub harness: u32,
 }
 
 impl GuardTally {
@@ -187,6 +195,8 @@ impl RunView {
                 process_group: None,
                 verification: Vec::new(),
                 verifying: false,
+                phase_retries: 0,
+                agent_retries: 0,
             })
             .collect();
         let index = issues.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
@@ -318,6 +328,11 @@ impl RunView {
                             None => view.verification.push(run.clone()),
                         }
                     }
+                    Fact::AgentRetried { retry, .. } => {
+                        view.phase_retries = *retry;
+                        view.agent_retries += 1;
+                    }
+                    Fact::HarnessCommands { count, .. } => view.guard.harness += count,
                     Fact::GuardChecked { .. }
                     | Fact::StackTracked { .. }
                     | Fact::StackSubmitted { .. }
@@ -349,6 +364,9 @@ impl RunView {
                         recorded: recorded.clone(),
                         computed,
                     });
+                }
+                if !matches!(event, Event::SessionStarted { .. }) {
+                    view.phase_retries = 0;
                 }
                 match event {
                     Event::ReviewFinished { .. } => {
@@ -423,6 +441,7 @@ mod tests {
             guard: None,
             verify: Default::default(),
             earlier: Default::default(),
+            resilience: Default::default(),
         }
     }
 
