@@ -286,7 +286,7 @@ impl CodexAgent {
             return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
         }
         if out.stalled {
-            return Err(AgentError::Stalled { phase, secs: req.stall_timeout.unwrap_or_default().as_secs() });
+            return Err(AgentError::Stalled { phase, secs: req.stall_timeout.unwrap_or_default().as_secs_f64() });
         }
         if out.code != Some(0) {
             let why = if summary.errors.is_empty() {

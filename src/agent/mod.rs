@@ -93,7 +93,7 @@ pub enum AgentError {
     /// The agent printed nothing for the stall timeout; its process group was killed. Retried
     /// like a transient error (a dead network looks like this), then the phase fails.
     #[error("the {phase} agent stalled: no event for {secs}s; its process group was killed")]
-    Stalled { phase: Phase, secs: u64 },
+    Stalled { phase: Phase, secs: f64 },
     /// A blip the CLI reported in its own words ([`failure::Kind::Transient`]: rate limit, 5xx,
     /// dropped stream); the engine retries the phase with backoff, continuing `session`. Worded
     /// like [`AgentError::Crashed`]: after the last retry this is the phase's failure.

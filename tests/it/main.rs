@@ -12,6 +12,7 @@ mod bad_input;
 mod bases;
 mod codex_e2e;
 mod codex_guard;
+mod codex_resil;
 mod core;
 mod env_faults;
 mod environment;
