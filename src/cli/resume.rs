@@ -79,6 +79,10 @@ fn resume_preflight(view: &RunView, state_root: &std::path::Path) -> Result<(), 
             .map(|s| crate::agent::codex::check_installed(&s.bin)),
         _ => None,
     };
+    let backends = match &codex {
+        Some(Ok(bin)) => vec![crate::preflight::Backend { kind: "codex".into(), bin: bin.clone() }],
+        _ => Vec::new(),
+    };
     let guard = view.start.guard.as_ref();
     // Only this setting of loop.toml is read again: it guards the machine, not the run's course.
     let min_free_disk_mb = crate::config::load(repo)
@@ -96,6 +100,7 @@ fn resume_preflight(view: &RunView, state_root: &std::path::Path) -> Result<(), 
             .filter(|g| g.stack == crate::stack::StackMode::Graphite)
             .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
         min_free_disk_mb,
+        backends,
     };
     Ok(crate::preflight::run(&req)?)
 }

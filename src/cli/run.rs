@@ -337,6 +337,17 @@ pub fn preflight(
             .filter(|g| g.stack == crate::stack::StackMode::Graphite)
             .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
         min_free_disk_mb,
+        backends: backends(codex),
     };
     Ok(crate::preflight::check(&crate::preflight::gather(&req)))
+}
+
+/// The agent backends a run will use that are installed, for pre-flight's version and login
+/// checks (a missing one is reported by its own presence check). A new backend adds its entry.
+pub fn backends(codex: Option<&crate::agent::codex::CodexSettings>) -> Vec<crate::preflight::Backend> {
+    codex
+        .and_then(|c| crate::agent::codex::check_installed(&c.bin).ok())
+        .map(|bin| crate::preflight::Backend { kind: "codex".into(), bin })
+        .into_iter()
+        .collect()
 }
