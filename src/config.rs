@@ -246,7 +246,7 @@ pub struct RunFlags {
     pub codex: CodexFlags,
     /// `--stall-timeout SECS`.
     pub stall_timeout: Option<f64>,
-    /// `--retries N`.
+    /// `--agent-retries N`.
     pub retries: Option<u32>,
 }
 

@@ -51,8 +51,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS")]
     pub stall_timeout: Option<f64>,
     /// Retries of a phase after a transient API error or a stall [default: 4, or loop.toml [run] retries].
+    /// (`--retries` is codex's re-asks for an unusable reply.)
     #[arg(long, value_name = "N")]
-    pub retries: Option<u32>,
+    pub agent_retries: Option<u32>,
     /// Tokens one issue may use; over it the issue ends Capped [default: unlimited, or loop.toml].
     #[arg(long, value_name = "N")]
     pub max_tokens_per_issue: Option<u64>,
@@ -264,7 +265,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         no_review_doc: args.no_review_doc,
         codex: args.codex.flags(),
         stall_timeout: args.stall_timeout,
-        retries: args.retries,
+        retries: args.agent_retries,
     };
     let settings =
         crate::config::resolve_run(&cfg, &EnvSettings::from_process(), &flags, &repo, &state.root.join("logs"))?;

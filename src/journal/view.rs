@@ -50,7 +50,8 @@ pub struct IssueView {
     #[serde(skip)]
     verifying: bool,
     /// Retries of the current phase after a transient error or a stall (`agent_retried` since
-    /// the issue's last machine event other than `session_started`): resume goes on counting.
+    /// the issue's last machine event other than `phase_started` / `session_started`): resume
+    /// goes on counting.
     #[serde(skip)]
     pub phase_retries: u32,
     /// Retries of any phase after a transient error or a stall, over the whole run.
@@ -365,7 +366,9 @@ impl RunView {
                         computed,
                     });
                 }
-                if !matches!(event, Event::SessionStarted { .. }) {
+                // A phase's result (or any other step) starts the count again; its start (again, at
+                // resume) and its session do not.
+                if !matches!(event, Event::SessionStarted { .. } | Event::PhaseStarted { .. }) {
                     view.phase_retries = 0;
                 }
                 match event {
