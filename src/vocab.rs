@@ -83,8 +83,9 @@ pub struct RunStart {
     #[serde(default)]
     pub earlier: Box<EarlierRuns>,
     /// Stall timeout and transient-error retries (absent in older journals: neither, as then).
+    /// Boxed like `earlier`, to keep `run_started` from growing every record's size.
     #[serde(default)]
-    pub resilience: Resilience,
+    pub resilience: Box<Resilience>,
 }
 
 /// How a run survives an agent that goes quiet or an API that blips (README "When the agent

@@ -188,7 +188,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
         verify,
         earlier: Box::new(EarlierRuns { carried_over: rerun.carried, reusable_branches: rerun.reusable }),
-        resilience,
+        resilience: Box::new(resilience),
     };
     let recorder = Recorder::start(journal, start, progress)?;
     super::install_interrupt_handler();

@@ -146,7 +146,7 @@ impl IssueDriver<'_> {
         req: &mut PhaseRequest,
     ) -> Result<Result<PhaseReply, AgentError>, EngineError> {
         let id = planned.id.as_str();
-        let resilience = self.handle().view().start.resilience;
+        let resilience = *self.handle().view().start.resilience;
         loop {
             let result = self.run_agent(planned, ctx, req)?;
             let e = match &result {

@@ -284,7 +284,7 @@ impl Run {
             guard: None,
             verify: self.verify.clone(),
             earlier: Default::default(),
-            resilience: self.resilience,
+            resilience: Box::new(self.resilience),
         }
     }
 
