@@ -245,6 +245,11 @@ impl CodexAgent {
             return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
         }
         let dir = self.log_dir(req);
+        // A retry after a transient error runs the same stem again: keep every attempt's log.
+        let stem = (1..)
+            .map(|n| if n == 1 { stem.to_string() } else { format!("{stem}-{n}") })
+            .find(|s| std::fs::symlink_metadata(dir.join(format!("{s}.jsonl"))).is_err())
+            .expect("some name is free");
         let log_path = dir.join(format!("{stem}.jsonl"));
         let (root, rel) = self.below_logs(&log_path);
         let mut log = safefs::open_log(root, rel, safefs::Log::Truncate)

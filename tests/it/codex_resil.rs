@@ -108,6 +108,11 @@ fn a_500_is_retried_up_to_the_limit_then_fails_with_codexs_words() {
     assert_eq!(mock.count(), 3, "the first attempt and two retries");
     let delays: Vec<u64> = retries(&r, "five").iter().map(|e| e["delay_ms"].as_u64().unwrap()).collect();
     assert_eq!(delays, [50, 100], "base × 2ⁿ");
+    // Every attempt's stream is kept (the retries continue the thread: `exec resume`).
+    let logs = r.path.join(".loop/logs/five/ORB-1");
+    for name in ["dev-attempt1.jsonl", "dev-attempt1-resume.jsonl", "dev-attempt1-resume-2.jsonl"] {
+        assert!(logs.join(name).exists(), "{name}: {:?}", std::fs::read_dir(&logs).unwrap().collect::<Vec<_>>());
+    }
     let reason = issue_state(&r.status(), "ORB-1")["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("We’re currently experiencing high demand"), "{reason}");
 }
