@@ -97,6 +97,7 @@ fn run_start(issues: usize, rules: Rules) -> Body {
         guard: None,
         verify: Default::default(),
         earlier: Default::default(),
+        resilience: Default::default(),
         spend: None,
     })
 }

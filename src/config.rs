@@ -117,6 +117,15 @@ pub struct RunConfig {
     pub max_cost_usd_per_issue: Option<f64>,
     /// USD the run may spend before no issue starts a phase any more.
     pub max_cost_usd_per_run: Option<f64>,
+    /// Seconds without an event from the agent before its phase is killed as stalled (default
+    /// 300; 0 turns it off; fractions allowed).
+    pub stall_timeout_secs: Option<f64>,
+    /// Retries of a phase after a transient error or a stall (default 4).
+    pub retries: Option<u32>,
+    /// The first retry's wait in seconds (default 10); it doubles per retry up to `retry_cap_secs`.
+    pub retry_base_secs: Option<f64>,
+    /// The longest wait between retries in seconds (default 300).
+    pub retry_cap_secs: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -290,6 +299,10 @@ pub struct RunFlags {
     pub agent_for: Vec<String>,
     pub max_cost_usd_per_issue: Option<f64>,
     pub max_cost_usd_per_run: Option<f64>,
+    /// `--stall-timeout SECS`.
+    pub stall_timeout: Option<f64>,
+    /// `--agent-retries N`.
+    pub retries: Option<u32>,
 }
 
 /// A run's settings after the merge, checked.
@@ -314,6 +327,8 @@ pub struct RunSettings {
     pub prices: crate::vocab::Prices,
     pub max_cost_usd_per_issue: Option<f64>,
     pub max_cost_usd_per_run: Option<f64>,
+    /// Stall timeout and retries (`[run]`, `--stall-timeout`, `--retries`).
+    pub resilience: crate::vocab::Resilience,
 }
 
 impl RunSettings {
@@ -492,6 +507,39 @@ pub fn resolve_run(
             file.run.max_cost_usd_per_run,
             "max_cost_usd_per_run",
         )?,
+        resilience: resilience(&file.run, flags)?,
+    })
+}
+
+/// `[run] stall_timeout_secs`, `retries`, `retry_base_secs`, `retry_cap_secs` and their flags,
+/// as milliseconds (README "When the agent stalls or the API blips").
+fn resilience(run: &RunConfig, flags: &RunFlags) -> Result<crate::vocab::Resilience, ConfigError> {
+    use crate::vocab::Resilience as R;
+    let ms = |what: &str, v: Option<f64>, default: u64| -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default * 1000),
+            Some(s) if !s.is_finite() || s < 0.0 => {
+                Err(ConfigError::Invalid(format!("{what} must be a number of seconds, not negative ({s})")))
+            }
+            Some(s) if s > MAX_PHASE_TIMEOUT as f64 => {
+                Err(ConfigError::Invalid(format!("{what} {s}s is over the limit of {MAX_PHASE_TIMEOUT}s (30 days)")))
+            }
+            Some(s) => Ok((s * 1000.0).round() as u64),
+        }
+    };
+    let (stall_what, stall) = match flags.stall_timeout {
+        Some(s) => ("--stall-timeout", Some(s)),
+        None => ("loop.toml: [run] stall_timeout_secs", run.stall_timeout_secs),
+    };
+    let retries = flags.retries.or(run.retries).unwrap_or(R::DEFAULT_RETRIES);
+    if retries > 100 {
+        return Err(ConfigError::Invalid(format!("retries must be at most 100 ({retries})")));
+    }
+    Ok(R {
+        stall_timeout_ms: ms(stall_what, stall, R::DEFAULT_STALL_TIMEOUT_SECS)?,
+        retries,
+        retry_base_ms: ms("loop.toml: [run] retry_base_secs", run.retry_base_secs, R::DEFAULT_RETRY_BASE_SECS)?,
+        retry_cap_ms: ms("loop.toml: [run] retry_cap_secs", run.retry_cap_secs, R::DEFAULT_RETRY_CAP_SECS)?,
     })
 }
 
@@ -736,6 +784,27 @@ dir = "team-prompts"
         assert!(s.review_doc);
         let c = s.codex.unwrap();
         assert_eq!(c, CodexSettings::new(Path::new("/state/logs")));
+    }
+
+    #[test]
+    fn stall_and_retry_settings_merge_file_and_flags() {
+        use crate::vocab::Resilience;
+        let s = resolve(&LoopConfig::default(), &EnvSettings::default(), &RunFlags::default()).unwrap();
+        assert_eq!(s.resilience, Resilience::defaults());
+        let file = parse(
+            "[run]\nstall_timeout_secs = 2.5\nretries = 2\nretry_base_secs = 0.05\nretry_cap_secs = 1\n",
+            Path::new("loop.toml"),
+        )
+        .unwrap();
+        let s = resolve(&file, &EnvSettings::default(), &RunFlags::default()).unwrap();
+        let want = Resilience { stall_timeout_ms: 2500, retries: 2, retry_base_ms: 50, retry_cap_ms: 1000 };
+        assert_eq!(s.resilience, want);
+        let flags = RunFlags { stall_timeout: Some(0.0), retries: Some(0), ..Default::default() };
+        let s = resolve(&file, &EnvSettings::default(), &flags).unwrap();
+        assert_eq!(s.resilience, Resilience { stall_timeout_ms: 0, retries: 0, ..want });
+        let bad = RunFlags { stall_timeout: Some(-1.0), ..Default::default() };
+        let err = resolve(&file, &EnvSettings::default(), &bad).unwrap_err().to_string();
+        assert_eq!(err, "--stall-timeout must be a number of seconds, not negative (-1)");
     }
 
     #[test]

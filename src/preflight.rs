@@ -71,6 +71,69 @@ pub struct Facts {
     /// The state dir (or where it will be created) takes a new file, or why not.
     pub state_dir: (PathBuf, Result<(), String>),
     pub disk: DiskFact,
+    /// Each agent backend the run will use: its version, and (claude) whether it can log in.
+    pub backends: Vec<BackendFact>,
+}
+
+/// An agent backend a run will use, found at `bin` (present: its absence is reported before).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// `codex` or `claude`.
+    pub kind: String,
+    pub bin: PathBuf,
+}
+
+/// What the checks of one backend found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendFact {
+    pub kind: String,
+    pub bin: String,
+    /// The version `BIN --version` printed (None: it printed none we could read; then it is not
+    /// judged, so a wrapper script is not refused for its output).
+    pub version: Option<String>,
+    /// claude: an API key, an OAuth token, or a credentials file was found, or where it looked.
+    /// None for codex, whose `codex login status` is [`CodexFact`].
+    pub login: Option<Result<(), String>>,
+}
+
+/// The versions loop drives (flags and stream shapes change between releases): a prefix of
+/// `major.minor.`, and the npm package to install.
+pub fn supported_version(kind: &str) -> Option<(&'static str, &'static str)> {
+    match kind {
+        "codex" => Some(("0.169.", "@openai/codex@0.169.0")),
+        "claude" => Some(("2.1.", "@anthropic-ai/claude-code@2.1")),
+        _ => None,
+    }
+}
+
+/// The first `N.N.N` word of a `--version` output (`codex-cli 0.169.0`, `2.1.3 (Claude Code)`).
+pub fn parse_version(text: &str) -> Option<String> {
+    text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',').find_map(|w| {
+        let w = w.trim_start_matches('v');
+        let parts: Vec<&str> = w.split('.').collect();
+        (parts.len() >= 3 && parts[..3].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
+            .then(|| w.to_string())
+    })
+}
+
+/// Whether Claude Code can authenticate: `ANTHROPIC_API_KEY` or `CLAUDE_CODE_OAUTH_TOKEN` set, or
+/// a credentials file in `CLAUDE_CONFIG_DIR` (else `~/.claude`). `Err` says where it looked.
+pub fn claude_login(get: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+    let set = |k: &str| get(k).is_some_and(|v| !v.is_empty());
+    if set("ANTHROPIC_API_KEY") || set("CLAUDE_CODE_OAUTH_TOKEN") {
+        return Ok(());
+    }
+    let dir = match (get("CLAUDE_CONFIG_DIR").filter(|v| !v.is_empty()), get("HOME").filter(|v| !v.is_empty())) {
+        (Some(d), _) => PathBuf::from(d),
+        (None, Some(h)) => Path::new(&h).join(".claude"),
+        (None, None) => return Err("neither ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN nor HOME is set".into()),
+    };
+    let file = dir.join(".credentials.json");
+    if file.is_file() {
+        Ok(())
+    } else {
+        Err(format!("ANTHROPIC_API_KEY and CLAUDE_CODE_OAUTH_TOKEN are unset and {} does not exist", file.display()))
+    }
 }
 
 /// One reason a run must not start, shown as one line.
@@ -104,6 +167,14 @@ pub enum Problem {
     LowDisk { path: PathBuf, free_mb: u64, min_mb: u64 },
     #[error("free disk space of {}: {reason}", path.display())]
     DiskUnknown { path: PathBuf, reason: String },
+    #[error(
+        "{kind} {found} at {bin} is not a version loop drives ({wanted}x); install it with `npm install -g {package}`"
+    )]
+    BackendVersion { kind: String, bin: String, found: String, wanted: String, package: String },
+    #[error(
+        "claude is not logged in ({reason}); set ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN from `claude setup-token`), or run `claude` once and log in"
+    )]
+    ClaudeNotLoggedIn { reason: String },
 }
 
 fn shown(changes: &[String]) -> String {
@@ -161,6 +232,22 @@ pub fn check(facts: &Facts) -> Vec<Problem> {
         Ok(_) => {}
         Err(reason) => out.push(Problem::DiskUnknown { path: d.path.clone(), reason: reason.clone() }),
     }
+    for b in &facts.backends {
+        if let (Some(found), Some((wanted, package))) = (&b.version, supported_version(&b.kind)) {
+            if !found.starts_with(wanted) {
+                out.push(Problem::BackendVersion {
+                    kind: b.kind.clone(),
+                    bin: b.bin.clone(),
+                    found: found.clone(),
+                    wanted: wanted.to_string(),
+                    package: package.to_string(),
+                });
+            }
+        }
+        if let Some(Err(reason)) = &b.login {
+            out.push(Problem::ClaudeNotLoggedIn { reason: reason.clone() });
+        }
+    }
     out
 }
 
@@ -179,6 +266,8 @@ pub struct Request<'a> {
     pub codex: Option<Result<PathBuf, String>>,
     /// With `--stack graphite`: the gt binary to look for.
     pub gt: Option<PathBuf>,
+    /// The agent backends the run will use (found on disk), for their version and login.
+    pub backends: Vec<Backend>,
     pub min_free_disk_mb: u64,
 }
 
@@ -218,7 +307,17 @@ pub fn gather(req: &Request) -> Facts {
     let existing = nearest_existing(req.state_dir);
     let state_dir = (existing.clone(), probe_writable(&existing));
     let disk = DiskFact { free: free_bytes(&existing), path: existing, min_mb: req.min_free_disk_mb };
-    Facts { main_status, allow_dirty: req.allow_dirty, docs, codex, gt, state_dir, disk }
+    let backends = req.backends.iter().map(backend_fact).collect();
+    Facts { main_status, allow_dirty: req.allow_dirty, docs, codex, gt, state_dir, disk, backends }
+}
+
+/// `BIN --version` (a child like every other: stdin closed, own group, a short timeout), and for
+/// claude where its login would come from.
+fn backend_fact(b: &Backend) -> BackendFact {
+    let cmd = Cmd::new(&b.bin).arg("--version").timeout(Duration::from_secs(15)).not_cancellable();
+    let version = proc::run(&cmd).ok().filter(|o| o.success()).and_then(|o| parse_version(&o.stdout_text()));
+    let login = (b.kind == "claude").then(|| claude_login(&|k| std::env::var(k).ok()));
+    BackendFact { kind: b.kind.clone(), bin: b.bin.display().to_string(), version, login }
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<proc::Output, String> {
@@ -304,7 +403,15 @@ fn doc_states(repo: &Path, docs: &[String], status: &[(String, String)]) -> Vec<
 
 /// `codex login status`: exit 0 means logged in (an API key counts).
 fn login_status(bin: &Path) -> CodexFact {
-    let cmd = Cmd::new(bin).args(["login", "status"]).timeout(Duration::from_secs(30)).not_cancellable();
+    let mut cmd = Cmd::new(bin).args(["login", "status"]).timeout(Duration::from_secs(30)).not_cancellable();
+    // The CODEX_HOME the run's codex gets (see guard::shim::prepare: the agent's HOME is loop's
+    // own, so its codex is pointed at the user's): $CODEX_HOME, else ~/.codex.
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+    if let Some(codex_home) =
+        std::env::var_os("CODEX_HOME").or_else(|| home.map(|h| Path::new(&h).join(".codex").into()))
+    {
+        cmd = cmd.env("CODEX_HOME", codex_home);
+    }
     let shown = bin.display().to_string();
     match proc::run(&cmd) {
         Ok(out) => {
@@ -395,7 +502,53 @@ mod tests {
             gt: None,
             state_dir: (PathBuf::from("/r/.loop"), Ok(())),
             disk: DiskFact { path: PathBuf::from("/r/.loop"), free: Ok(10 << 30), min_mb: 1024 },
+            backends: Vec::new(),
         }
+    }
+
+    #[test]
+    fn backend_versions_and_claude_login_are_checked() {
+        assert_eq!(parse_version("codex-cli 0.169.0\n").as_deref(), Some("0.169.0"));
+        assert_eq!(parse_version("2.1.12 (Claude Code)\n").as_deref(), Some("2.1.12"));
+        assert_eq!(parse_version("the agent must not run"), None);
+        let fact = |kind: &str, version: Option<&str>, login| BackendFact {
+            kind: kind.into(),
+            bin: format!("/bin/{kind}"),
+            version: version.map(String::from),
+            login,
+        };
+        let mut f = facts();
+        f.backends = vec![fact("codex", Some("0.169.3"), None), fact("claude", Some("2.1.0"), Some(Ok(())))];
+        assert!(check(&f).is_empty(), "{:?}", check(&f));
+        f.backends = vec![
+            fact("codex", Some("0.170.0"), None),
+            fact("codex", None, None),
+            fact("claude", Some("2.0.9"), Some(Err("no key".into()))),
+        ];
+        assert_eq!(
+            lines(&f),
+            [
+                "codex 0.170.0 at /bin/codex is not a version loop drives (0.169.x); install it with `npm install -g \
+                 @openai/codex@0.169.0`",
+                "claude 2.0.9 at /bin/claude is not a version loop drives (2.1.x); install it with `npm install -g \
+                 @anthropic-ai/claude-code@2.1`",
+                "claude is not logged in (no key); set ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN from `claude \
+                 setup-token`), or run `claude` once and log in",
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().display().to_string();
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        assert!(claude_login(&env(vec![("ANTHROPIC_API_KEY", "k".into())])).is_ok());
+        assert!(claude_login(&env(vec![("CLAUDE_CODE_OAUTH_TOKEN", "t".into())])).is_ok());
+        let err = claude_login(&env(vec![("HOME", home.clone())])).unwrap_err();
+        assert!(err.ends_with(&format!("{home}/.claude/.credentials.json does not exist")), "{err}");
+        std::fs::create_dir_all(dir.path().join("cfg")).unwrap();
+        std::fs::write(dir.path().join("cfg/.credentials.json"), "{}").unwrap();
+        let cfg = format!("{home}/cfg");
+        assert!(claude_login(&env(vec![("HOME", home.clone()), ("CLAUDE_CONFIG_DIR", cfg)])).is_ok());
     }
 
     fn lines(f: &Facts) -> Vec<String> {
@@ -430,6 +583,7 @@ mod tests {
             gt: Some(Err("gt was not found".into())),
             state_dir: (PathBuf::from("/ro"), Err("Permission denied (os error 13)".into())),
             disk: DiskFact { path: PathBuf::from("/ro"), free: Ok(100 << 20), min_mb: 1024 },
+            backends: Vec::new(),
         };
         let got = lines(&f);
         assert_eq!(
@@ -541,6 +695,7 @@ mod tests {
             codex: None,
             gt: Some(PathBuf::from("/nonexistent/gt")),
             min_free_disk_mb: 0,
+            backends: Vec::new(),
         };
         let before: Vec<_> = std::fs::read_dir(repo).unwrap().map(|e| e.unwrap().file_name()).collect();
         let f = gather(&req);

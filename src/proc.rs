@@ -195,6 +195,9 @@ pub struct Cmd {
     /// stderr goes into the same pipe as stdout, so [`Output::stdout`] holds both interleaved
     /// as the child wrote them (verification logs); [`Output::stderr`] stays empty.
     pub merge_stderr: bool,
+    /// Stop the child (as a timeout does) when it writes no stdout line for this long: an agent
+    /// waiting on a dead network prints nothing while its overall deadline is still far off.
+    pub stall: Option<Duration>,
 }
 
 impl Cmd {
@@ -209,6 +212,7 @@ impl Cmd {
             cancellable: true,
             supervised: false,
             merge_stderr: false,
+            stall: None,
         }
     }
 
@@ -259,6 +263,12 @@ impl Cmd {
         self
     }
 
+    /// Stop the child when no stdout line comes for `t` (see [`Cmd::stall`]).
+    pub fn stall_timeout(mut self, t: Duration) -> Cmd {
+        self.stall = Some(t);
+        self
+    }
+
     /// Interleave stderr with stdout in one pipe (see [`Cmd::merge_stderr`]).
     pub fn merge_stderr(mut self) -> Cmd {
         self.merge_stderr = true;
@@ -292,11 +302,13 @@ pub struct Output {
     pub timed_out: bool,
     pub cancelled: bool,
     pub duration: Duration,
+    /// No stdout line came for [`Cmd::stall`]; the group was stopped as on a timeout.
+    pub stalled: bool,
 }
 
 impl Output {
     pub fn success(&self) -> bool {
-        self.code == Some(0) && !self.timed_out && !self.cancelled
+        self.code == Some(0) && !self.timed_out && !self.cancelled && !self.stalled
     }
 
     pub fn stdout_text(&self) -> String {
@@ -311,6 +323,8 @@ impl Output {
     pub fn describe(&self) -> String {
         if self.timed_out {
             format!("timed out after {:.1}s; its process group was killed", self.duration.as_secs_f64())
+        } else if self.stalled {
+            format!("stalled (no output line) after {:.1}s; its process group was killed", self.duration.as_secs_f64())
         } else if self.cancelled {
             "interrupted; its process group was stopped".to_string()
         } else if let Some(sig) = self.signal {
@@ -435,6 +449,8 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
     let mut collected = Vec::new();
     let mut timed_out = false;
     let mut cancelled = false;
+    let mut stalled = false;
+    let mut last_line = start;
     let tick = Duration::from_millis(20);
     let mut handle_line = |line: Vec<u8>, collected: &mut Vec<u8>| {
         on_line(&line_text(&line));
@@ -452,15 +468,22 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
             timed_out = true;
             break;
         }
+        if cmd.stall.is_some_and(|s| now.duration_since(last_line) >= s) {
+            stalled = true;
+            break;
+        }
         match rx.recv_timeout(tick.min(deadline - now)) {
-            Ok(line) => handle_line(line, &mut collected),
+            Ok(line) => {
+                last_line = Instant::now();
+                handle_line(line, &mut collected)
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     // Phase 2: stdout closed (or we gave up): wait for the exit.
     let status = loop {
-        if timed_out || cancelled {
+        if timed_out || cancelled || stalled {
             break stop_group(pgid, &mut child, supervisor.is_some());
         }
         match child.try_wait() {
@@ -492,6 +515,7 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
         timed_out,
         cancelled,
         duration: start.elapsed(),
+        stalled,
     })
 }
 
@@ -805,6 +829,26 @@ mod tests {
         assert!(out.duration < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(2500));
         assert!(!marker.exists(), "a grandchild outlived the group kill");
+    }
+
+    #[test]
+    fn a_silent_child_is_stopped_at_the_stall_timeout_not_the_deadline() {
+        let cmd = Cmd::new("sh")
+            .args(["-c", "echo one; sleep 0.1; echo two; sleep 30"])
+            .timeout(Duration::from_secs(60))
+            .stall_timeout(Duration::from_millis(400));
+        let mut lines = Vec::new();
+        let out = run_streaming(&cmd, &mut |l| lines.push(l.to_string())).unwrap();
+        assert!(out.stalled && !out.timed_out && !out.success(), "{out:?}");
+        assert_eq!(lines, ["one", "two"]);
+        assert!(out.duration < Duration::from_secs(5), "{:?}", out.duration);
+        assert!(out.describe().starts_with("stalled"), "{}", out.describe());
+        // Lines that keep coming keep it alive past the stall timeout.
+        let chatty = Cmd::new("sh")
+            .args(["-c", "for i in 1 2 3 4 5 6; do echo $i; sleep 0.15; done"])
+            .stall_timeout(Duration::from_millis(400));
+        let out = run(&chatty).unwrap();
+        assert!(out.success() && !out.stalled, "{out:?}");
     }
 
     #[test]

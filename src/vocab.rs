@@ -82,6 +82,10 @@ pub struct RunStart {
     /// Boxed: `run_started` is the one large record, and most runs have nothing here.
     #[serde(default)]
     pub earlier: Box<EarlierRuns>,
+    /// Stall timeout and transient-error retries (absent in older journals: neither, as then).
+    /// Boxed like `earlier`, to keep `run_started` from growing every record's size.
+    #[serde(default)]
+    pub resilience: Box<Resilience>,
     /// The backend of each phase, the price table and the cost budgets (#13). Absent in older
     /// journals and in runs that set none of them: every phase runs `agent`, costs are only
     /// what the agents report, no cost budget. One optional field, written only when set, so a
@@ -89,6 +93,48 @@ pub struct RunStart {
     /// be left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spend: Option<Box<SpendSpec>>,
+}
+
+/// How a run survives an agent that goes quiet or an API that blips (README "When the agent
+/// stalls or the API blips"). Recorded in `run_started`, so `resume` keeps the same.
+/// Milliseconds, so tests can run with short waits; loop.toml takes seconds (fractions allowed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resilience {
+    /// A phase whose agent prints no event this long is killed as stalled (0: never).
+    pub stall_timeout_ms: u64,
+    /// How many times a phase is retried after a transient error or a stall (0: never).
+    pub retries: u32,
+    /// The wait before retry n (0-based) is min(cap, base × 2ⁿ).
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+}
+
+impl Resilience {
+    pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 300;
+    pub const DEFAULT_RETRIES: u32 = 4;
+    pub const DEFAULT_RETRY_BASE_SECS: u64 = 10;
+    pub const DEFAULT_RETRY_CAP_SECS: u64 = 300;
+
+    /// What a new run gets when nothing says otherwise.
+    pub fn defaults() -> Resilience {
+        Resilience {
+            stall_timeout_ms: Self::DEFAULT_STALL_TIMEOUT_SECS * 1000,
+            retries: Self::DEFAULT_RETRIES,
+            retry_base_ms: Self::DEFAULT_RETRY_BASE_SECS * 1000,
+            retry_cap_ms: Self::DEFAULT_RETRY_CAP_SECS * 1000,
+        }
+    }
+
+    /// The stall timeout, None when off.
+    pub fn stall_timeout(&self) -> Option<std::time::Duration> {
+        (self.stall_timeout_ms > 0).then(|| std::time::Duration::from_millis(self.stall_timeout_ms))
+    }
+
+    /// The wait before retry `n` (0 for the first retry): min(cap, base × 2ⁿ), never overflowing.
+    pub fn delay(&self, n: u32) -> std::time::Duration {
+        let factor = 1u64.checked_shl(n.min(63)).unwrap_or(u64::MAX);
+        std::time::Duration::from_millis(self.retry_base_ms.saturating_mul(factor).min(self.retry_cap_ms))
+    }
 }
 
 impl RunStart {
@@ -541,6 +587,13 @@ pub enum Fact {
     /// The backend about to run a phase (`kind`, and the model when the settings name one);
     /// journaled before each phase of a run that records an agent per phase.
     PhaseAgent { phase: Phase, kind: String, model: Option<String> },
+    /// A phase's agent failed with a transient error or stalled, and loop will run it again
+    /// after `delay_ms` (journaled before the wait, so `resume` knows how many were used).
+    /// `retry` counts from 1; `session` is what the retry continues.
+    AgentRetried { phase: Phase, retry: u32, error: String, delay_ms: u64, session: Option<String> },
+    /// codex's own harness ran git through the shim for its context (not the agent's decision;
+    /// see [`crate::guard::shim::is_harness_git`]): counted, not listed with the agent's commands.
+    HarnessCommands { phase: Phase, count: u32, sample: Vec<String> },
 }
 
 /// What a verification command was run for.
@@ -621,6 +674,8 @@ impl Fact {
             Fact::BaselineChecked { .. } => "baseline_checked",
             Fact::SetupChecked { .. } => "setup_checked",
             Fact::PhaseAgent { .. } => "phase_agent",
+            Fact::AgentRetried { .. } => "agent_retried",
+            Fact::HarnessCommands { .. } => "harness_commands",
         }
     }
 }
@@ -793,6 +848,21 @@ pub const CLAUDE_WORKTREE_ENV: &str = "LOOP_GUARD_WORKTREE";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap() {
+        let r = Resilience::defaults();
+        let secs: Vec<u64> = (0..7).map(|n| r.delay(n).as_secs()).collect();
+        assert_eq!(secs, [10, 20, 40, 80, 160, 300, 300]);
+        // Far out, nothing overflows; a zero base never waits.
+        assert_eq!(r.delay(200).as_secs(), 300);
+        let fast = Resilience { retry_base_ms: 0, ..r };
+        assert_eq!(fast.delay(3), std::time::Duration::ZERO);
+        let ms = Resilience { retry_base_ms: 50, retry_cap_ms: 150, ..r };
+        assert_eq!((0..4).map(|n| ms.delay(n).as_millis()).collect::<Vec<_>>(), [50, 100, 150, 150]);
+        assert_eq!(Resilience::default().stall_timeout(), None, "older journals: no stall timeout");
+        assert_eq!(r.stall_timeout(), Some(std::time::Duration::from_secs(300)));
+    }
 
     #[test]
     fn names_are_plain_strings_on_the_wire() {

@@ -235,7 +235,10 @@ impl ClaudeAgent {
         let (root, rel) = self.below_logs(&log_path);
         let mut log = safefs::open_log(root, rel, safefs::Log::Truncate)
             .map_err(|e| Self::fs_err(phase, "creating the log".into(), e))?;
-        let cmd = cmd.timeout(deadline - now);
+        let mut cmd = cmd.timeout(deadline - now);
+        if let Some(stall) = req.stall_timeout {
+            cmd = cmd.stall_timeout(stall);
+        }
         let mut summary = Summary::default();
         let mut log_failed = None;
         let result = proc::run_streaming(&cmd, &mut |line| {
@@ -268,6 +271,9 @@ impl ClaudeAgent {
         if out.timed_out {
             return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
         }
+        if out.stalled {
+            return Err(AgentError::Stalled { phase, secs: req.stall_timeout.unwrap_or_default().as_secs_f64() });
+        }
         Ok(Invocation { summary, out, log: log_path })
     }
 
@@ -289,6 +295,17 @@ impl ClaudeAgent {
                 t
             }
         });
+        // A blip (429, overload, 5xx, a dropped connection) is retried by the engine in the same
+        // session; anything the shared classifier calls permanent (auth, unknown model) is not.
+        let permanent = super::failure::classify([why.as_str()]) == super::failure::Kind::Permanent;
+        if !permanent && transient(&why) {
+            return AgentError::Transient {
+                phase,
+                status: inv.out.describe(),
+                message: format!("{why} (log: {})", inv.log.display()),
+                session: inv.summary.session_id.clone(),
+            };
+        }
         AgentError::Crashed {
             phase,
             status: inv.out.describe(),
@@ -453,6 +470,7 @@ mod tests {
             cycle: 1,
             attempt: 1,
             worktree: "/w".into(),
+            stall_timeout: None,
             last_review: Some(r#"{"required_actions":["do a"]}"#.into()),
             verification: None,
             resume_session: None,

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::codex_events::{Event, Summary};
 use super::common::{self, continue_message, retry_message};
 use super::output;
-use super::{tail, Agent, AgentError, PhaseReply, PhaseRequest, Signal};
+use super::{failure, tail, Agent, AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::machine::Phase;
 use crate::proc::{self, Cmd, ProcError};
 use crate::prompts;
@@ -197,11 +197,19 @@ impl CodexAgent {
             return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
         }
         let dir = self.log_dir(req);
+        // A retry after a transient error runs the same stem again: keep every attempt's log.
+        let stem = (1..)
+            .map(|n| if n == 1 { stem.to_string() } else { format!("{stem}-{n}") })
+            .find(|s| std::fs::symlink_metadata(dir.join(format!("{s}.jsonl"))).is_err())
+            .expect("some name is free");
         let log_path = dir.join(format!("{stem}.jsonl"));
         let (root, rel) = self.below_logs(&log_path);
         let mut log = safefs::open_log(root, rel, safefs::Log::Truncate)
             .map_err(|e| Self::fs_err(phase, "creating the log".into(), e))?;
-        let cmd = cmd.timeout(deadline - now);
+        let mut cmd = cmd.timeout(deadline - now);
+        if let Some(stall) = req.stall_timeout {
+            cmd = cmd.stall_timeout(stall);
+        }
         let mut summary = Summary::default();
         let mut log_failed = None;
         let result = proc::run_streaming(&cmd, &mut |line| {
@@ -234,6 +242,9 @@ impl CodexAgent {
         if out.timed_out {
             return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
         }
+        if out.stalled {
+            return Err(AgentError::Stalled { phase, secs: req.stall_timeout.unwrap_or_default().as_secs_f64() });
+        }
         if out.code != Some(0) {
             let why = if summary.errors.is_empty() {
                 let t = tail(&out.stderr_text(), 3);
@@ -245,6 +256,18 @@ impl CodexAgent {
             } else {
                 summary.errors.join("; ")
             };
+            // codex's own words decide: its JSON errors first, then stderr (where "Reconnecting...
+            // n/5" goes).
+            let stderr_text = out.stderr_text();
+            let texts = summary.errors.iter().map(String::as_str).chain([stderr_text.as_str()]);
+            if failure::classify(texts) == failure::Kind::Transient {
+                return Err(AgentError::Transient {
+                    phase,
+                    status: out.describe(),
+                    message: format!("{why} (log: {})", log_path.display()),
+                    session: summary.thread_id.clone(),
+                });
+            }
             return Err(AgentError::Crashed {
                 phase,
                 status: out.describe(),
@@ -372,6 +395,7 @@ mod tests {
             verification: None,
             resume_session: None,
             timeout: std::time::Duration::from_secs(5),
+            stall_timeout: None,
             env: Vec::new(),
         }
     }

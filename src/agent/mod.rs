@@ -8,6 +8,7 @@ pub mod claude_events;
 pub mod codex;
 pub mod codex_events;
 pub mod common;
+pub mod failure;
 pub mod output;
 pub mod sim;
 
@@ -39,6 +40,9 @@ pub struct PhaseRequest {
     /// A session the agent started for this phase before an interruption, to continue.
     pub resume_session: Option<String>,
     pub timeout: Duration,
+    /// The agent is stopped when it prints no event (stdout line) for this long
+    /// ([`crate::proc::Cmd::stall_timeout`]); None: only `timeout` applies.
+    pub stall_timeout: Option<Duration>,
     /// Environment the agent's process and shell must get (the guard's shims: HOME, PATH,
     /// LOOP_GUARD_CTX, GIT_CONFIG_GLOBAL, CODEX_HOME). Empty when no guard is active.
     pub env: Vec<(String, String)>,
@@ -89,6 +93,15 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent printed nothing for the stall timeout; its process group was killed. Retried
+    /// like a transient error (a dead network looks like this), then the phase fails.
+    #[error("the {phase} agent stalled: no event for {secs}s; its process group was killed")]
+    Stalled { phase: Phase, secs: f64 },
+    /// A blip the CLI reported in its own words ([`failure::Kind::Transient`]: rate limit, 5xx,
+    /// dropped stream); the engine retries the phase with backoff, continuing `session`. Worded
+    /// like [`AgentError::Crashed`]: after the last retry this is the phase's failure.
+    #[error("the {phase} agent exited with {status}: {message}")]
+    Transient { phase: Phase, status: String, message: String, session: Option<String> },
 }
 
 impl AgentError {
@@ -101,7 +114,24 @@ impl AgentError {
                 Some(crate::proc::ProcError::Spawn { source, .. }) => Blame::of_io(source),
                 _ => Blame::Issue,
             },
-            AgentError::Crashed { .. } | AgentError::TimedOut { .. } | AgentError::Interrupted { .. } => Blame::Issue,
+            AgentError::Crashed { .. }
+            | AgentError::TimedOut { .. }
+            | AgentError::Interrupted { .. }
+            | AgentError::Stalled { .. }
+            | AgentError::Transient { .. } => Blame::Issue,
+        }
+    }
+
+    /// Whether the engine retries the phase after a backoff (`[run] retries`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AgentError::Stalled { .. } | AgentError::Transient { .. })
+    }
+
+    /// The session a retry continues, when the failed attempt left one.
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            AgentError::Transient { session, .. } => session.as_deref(),
+            _ => None,
         }
     }
 }

@@ -132,6 +132,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         skip_setup: false,
         guard: Some(Default::default()),
         fresh: false,
+        resilience: crate::vocab::Resilience::defaults(),
         spend: None,
     };
     let (code, view) = start(inputs, &mut progress)?;

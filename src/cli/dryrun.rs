@@ -178,6 +178,7 @@ fn phases(
             verification: (phase == Phase::Review && !verify_lines.is_empty()).then(|| verify_lines.clone()),
             resume_session: None,
             timeout: Duration::from_secs(inputs.phase_timeout_secs),
+            stall_timeout: inputs.resilience.stall_timeout(),
             env: Vec::new(),
         };
         let prompt = agent.prompt(&req).map_err(|e| CliError::Usage(e.to_string()))?;

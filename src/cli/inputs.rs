@@ -29,6 +29,8 @@ pub struct RunInputs {
     pub guard: Option<GuardInputs>,
     /// `--fresh`: new branch names, nothing carried over from earlier runs of the milestone.
     pub fresh: bool,
+    /// Stall timeout and transient-error retries.
+    pub resilience: crate::vocab::Resilience,
     /// The agent per phase, prices and cost budgets (None: one agent, no prices, no cost budget).
     pub spend: Option<Box<crate::vocab::SpendSpec>>,
 }

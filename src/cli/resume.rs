@@ -84,6 +84,20 @@ fn resume_preflight(view: &RunView, state_root: &std::path::Path) -> Result<(), 
                 .map(|s| crate::agent::codex::check_installed(&s.bin)),
             _ => None,
         });
+    let claude = [crate::machine::Phase::Dev, crate::machine::Phase::Review, crate::machine::Phase::Fix]
+        .map(|p| view.start.agent_for(p))
+        .into_iter()
+        .find_map(|spec| match (spec.kind.as_str(), &spec.settings) {
+            ("claude", Some(text)) => serde_json::from_str::<crate::agent::claude::ClaudeSettings>(text).ok(),
+            _ => None,
+        });
+    let mut backends = match &codex {
+        Some(Ok(bin)) => vec![crate::preflight::Backend { kind: "codex".into(), bin: bin.clone() }],
+        _ => Vec::new(),
+    };
+    if let Some(Ok(bin)) = claude.as_ref().map(|s| crate::agent::claude::check_installed(&s.bin)) {
+        backends.push(crate::preflight::Backend { kind: "claude".into(), bin });
+    }
     let guard = view.start.guard.as_ref();
     // Only this setting of loop.toml is read again: it guards the machine, not the run's course.
     let min_free_disk_mb = crate::config::load(repo)
@@ -101,15 +115,10 @@ fn resume_preflight(view: &RunView, state_root: &std::path::Path) -> Result<(), 
             .filter(|g| g.stack == crate::stack::StackMode::Graphite)
             .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
         min_free_disk_mb,
+        backends,
     };
-    if view.start.agent.kind == "claude" {
-        let settings = view
-            .start
-            .agent
-            .settings
-            .as_deref()
-            .and_then(|t| serde_json::from_str::<crate::agent::claude::ClaudeSettings>(t).ok());
-        if let Some(Err(m)) = settings.map(|s| crate::agent::claude::check_installed(&s.bin)) {
+    if let Some(settings) = claude {
+        if let Err(m) = crate::agent::claude::check_installed(&settings.bin) {
             let problems = vec![crate::preflight::Problem::CodexMissing(m)];
             return Err(crate::preflight::PreflightError { problems }.into());
         }

@@ -56,6 +56,14 @@ pub struct RunArgs {
     /// Seconds one agent phase may take before its process group is killed [default: 1800, or loop.toml].
     #[arg(long, value_name = "SECS")]
     pub phase_timeout: Option<u64>,
+    /// Seconds without an event from the agent before its phase is killed as stalled; 0: never
+    /// [default: 300, or loop.toml [run] stall_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    pub stall_timeout: Option<f64>,
+    /// Retries of a phase after a transient API error or a stall [default: 4, or loop.toml [run] retries].
+    /// (`--retries` is codex's re-asks for an unusable reply.)
+    #[arg(long, value_name = "N")]
+    pub agent_retries: Option<u32>,
     /// Tokens one issue may use; over it the issue ends Capped [default: unlimited, or loop.toml].
     #[arg(long, value_name = "N")]
     pub max_tokens_per_issue: Option<u64>,
@@ -134,6 +142,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         skip_setup,
         guard,
         fresh,
+        resilience,
         spend,
     } = inputs;
     let docs = docs::load(&repo)?;
@@ -194,6 +203,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         guard: guard.map(|g| g.args.spec(&g.file, g.sandbox, &state.logs_dir(&run_id))),
         verify,
         earlier: Box::new(EarlierRuns { carried_over: rerun.carried, reusable_branches: rerun.reusable }),
+        resilience: Box::new(resilience),
         spend,
     };
     let recorder = Recorder::start(journal, start, progress)?;
@@ -273,6 +283,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         max_tokens_per_issue: args.max_tokens_per_issue,
         no_review_doc: args.no_review_doc,
         codex: args.codex.flags(),
+        stall_timeout: args.stall_timeout,
+        retries: args.agent_retries,
         claude_bin: args.codex.claude_bin.clone(),
         agent_for: args.agent_for.clone(),
         max_cost_usd_per_issue: args.max_cost_per_issue,
@@ -327,6 +339,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         verify: settings.verify.clone(),
         skip_setup: args.drive.skip_setup,
         guard: Some(GuardInputs { args: args.guard, file: cfg.guard.clone(), sandbox: settings.sandbox() }),
+        resilience: settings.resilience,
         spend,
     };
     let min_free_disk_mb = cfg.run.min_free_disk_mb.unwrap_or(crate::preflight::DEFAULT_MIN_FREE_DISK_MB);
@@ -372,6 +385,7 @@ pub fn preflight(
             .filter(|g| g.stack == crate::stack::StackMode::Graphite)
             .map(|_| crate::stack::Gt::from_env(std::time::Duration::from_secs(60)).bin),
         min_free_disk_mb,
+        backends: backends(codex, claude),
     };
     let mut problems = crate::preflight::check(&crate::preflight::gather(&req));
     // Claude Code has no `login status` to ask; an API key or token is checked by its first call.
@@ -379,4 +393,19 @@ pub fn preflight(
         problems.push(crate::preflight::Problem::CodexMissing(m));
     }
     Ok(problems)
+}
+
+/// The agent backends a run will use that are installed, for pre-flight's version and login
+/// checks (a missing one is reported by its own presence check). A new backend adds its entry.
+pub fn backends(
+    codex: Option<&crate::agent::codex::CodexSettings>,
+    claude: Option<&crate::agent::claude::ClaudeSettings>,
+) -> Vec<crate::preflight::Backend> {
+    let codex = codex
+        .and_then(|c| crate::agent::codex::check_installed(&c.bin).ok())
+        .map(|bin| crate::preflight::Backend { kind: "codex".into(), bin });
+    let claude = claude
+        .and_then(|c| crate::agent::claude::check_installed(&c.bin).ok())
+        .map(|bin| crate::preflight::Backend { kind: "claude".into(), bin });
+    codex.into_iter().chain(claude).collect()
 }

@@ -66,7 +66,7 @@ impl IssueDriver<'_> {
         self.journal_phase_agent(planned, &ctx)?;
         let mut req = self.prepare_request(planned, &ctx);
         let Some(after) = self.before_phase(planned, &ctx, &mut req)? else { return Ok(Step::Continue) };
-        let result = self.run_agent(planned, &ctx, &req)?;
+        let result = self.run_with_retries(planned, &ctx, &mut req)?;
         if !matches!(result, Err(AgentError::Interrupted { .. })) && self.after_phase(planned, after)? {
             return Ok(Step::Continue);
         }
@@ -120,9 +120,9 @@ impl IssueDriver<'_> {
 
     /// Everything the agent is told, from the folded view.
     fn prepare_request(&self, planned: &PlannedIssue, ctx: &PhaseCtx) -> PhaseRequest {
-        let (milestone, timeout_secs) = {
+        let (milestone, timeout_secs, stall_timeout) = {
             let view = self.handle().view();
-            (view.start.milestone.clone(), view.start.phase_timeout_secs)
+            (view.start.milestone.clone(), view.start.phase_timeout_secs, view.start.resilience.stall_timeout())
         };
         PhaseRequest {
             run_id: ctx.run_id.clone(),
@@ -136,6 +136,7 @@ impl IssueDriver<'_> {
             verification: (ctx.phase == Phase::Review).then(|| verification_summary(&ctx.issue)).flatten(),
             resume_session: ctx.resume_session.clone(),
             timeout: Duration::from_secs(timeout_secs),
+            stall_timeout,
             env: Vec::new(),
         }
     }
@@ -161,6 +162,61 @@ impl IssueDriver<'_> {
             afters.extend(before.after);
         }
         Ok(Some(afters))
+    }
+
+    /// Runs the agent; after a transient error or a stall, runs it again after a backoff, up to
+    /// `[run] retries` times for this phase (counted from the journal, so a resume goes on
+    /// counting). Each retry is journaled (`agent_retried`: the error, the wait, the session
+    /// continued) before the wait; Ctrl-C during the wait stops the phase at once, as interrupted.
+    fn run_with_retries(
+        &self,
+        planned: &PlannedIssue,
+        ctx: &PhaseCtx,
+        req: &mut PhaseRequest,
+    ) -> Result<Result<PhaseReply, AgentError>, EngineError> {
+        let id = planned.id.as_str();
+        let resilience = *self.handle().view().start.resilience;
+        loop {
+            let result = self.run_agent(planned, ctx, req)?;
+            let e = match &result {
+                Err(e) if e.is_retryable() && !self.parts.cancel.is_requested() => e,
+                _ => return Ok(result),
+            };
+            let used = self.handle().view().issue(id).map(|v| v.phase_retries).unwrap_or(0);
+            if used >= resilience.retries {
+                return Ok(result);
+            }
+            let delay = resilience.delay(used);
+            // A retry continues the failed attempt's session, else the one it was continuing.
+            let session = e.session().map(str::to_string).or_else(|| req.resume_session.clone());
+            let fact = Fact::AgentRetried {
+                phase: ctx.phase,
+                retry: used + 1,
+                error: e.to_string(),
+                delay_ms: delay.as_millis() as u64,
+                session: session.clone(),
+            };
+            self.audit(id, fact, None)?;
+            if !self.backoff(delay) {
+                return Ok(Err(AgentError::Interrupted { phase: ctx.phase }));
+            }
+            req.resume_session = session;
+        }
+    }
+
+    /// Waits `delay`, or less when a stop is requested: false then.
+    fn backoff(&self, delay: Duration) -> bool {
+        let until = std::time::Instant::now() + delay;
+        loop {
+            if self.parts.cancel.is_requested() {
+                return false;
+            }
+            let now = std::time::Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(20)));
+        }
     }
 
     /// Runs the agent, journaling its session and each process group the moment they exist,

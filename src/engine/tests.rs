@@ -181,6 +181,34 @@ impl Agent for Interrupting {
     }
 }
 
+/// The simulated agent behind an API that blips: the first `fails` phase runs end in a
+/// transient error (a 429 in codex's words) in session `t1`; the requests are kept.
+struct Blipping {
+    sim: SimAgent,
+    fails: AtomicUsize,
+    seen: Mutex<Vec<(Phase, Option<String>)>>,
+}
+
+impl Agent for Blipping {
+    fn name(&self) -> &str {
+        "blipping"
+    }
+
+    fn run(&self, req: &PhaseRequest, signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
+        self.seen.lock().unwrap().push((req.phase, req.resume_session.clone()));
+        if self.fails.load(Ordering::SeqCst) > 0 {
+            self.fails.fetch_sub(1, Ordering::SeqCst);
+            return Err(AgentError::Transient {
+                phase: req.phase,
+                status: "exit code 1".into(),
+                message: "exceeded retry limit, last status: 429 Too Many Requests".into(),
+                session: Some("t1".into()),
+            });
+        }
+        self.sim.run(req, signal)
+    }
+}
+
 /// Counts the phases running at once, for the `--jobs` bound.
 struct Counting {
     sim: SimAgent,
@@ -212,6 +240,7 @@ struct Run {
     rules: Rules,
     issues: Vec<PlannedIssue>,
     verify: crate::vocab::VerifySpec,
+    resilience: crate::vocab::Resilience,
 }
 
 impl Run {
@@ -230,7 +259,14 @@ impl Run {
                 verify: Vec::new(),
             })
             .collect();
-        Run { dir, store: SharedStore::default(), rules: Rules::default(), issues, verify: Default::default() }
+        Run {
+            dir,
+            store: SharedStore::default(),
+            rules: Rules::default(),
+            issues,
+            verify: Default::default(),
+            resilience: Default::default(),
+        }
     }
 
     fn start(&self) -> RunStart {
@@ -248,6 +284,7 @@ impl Run {
             guard: None,
             verify: self.verify.clone(),
             earlier: Default::default(),
+            resilience: Box::new(self.resilience),
             spend: None,
         }
     }
@@ -962,4 +999,96 @@ fn each_phase_runs_on_its_own_agent() {
     assert_eq!((dev.ran(), review.ran(), fix.ran()), (vec![Phase::Dev], vec![Phase::Review; 2], vec![Phase::Fix]));
     // A run that records one agent journals no per-phase choice (its records are as before #13).
     assert!(!run.lines().iter().any(|l| l.ends_with("phase_agent")));
+}
+
+fn blipping(fails: usize) -> Blipping {
+    Blipping { sim: sim(&[]), fails: AtomicUsize::new(fails), seen: Mutex::new(Vec::new()) }
+}
+
+fn retried(run: &Run) -> Vec<(u32, u64, Option<String>)> {
+    crate::journal::read_all(&run.store)
+        .unwrap()
+        .iter()
+        .filter_map(|r| match &r.content.body {
+            Body::Audit { fact: Fact::AgentRetried { retry, delay_ms, session, .. }, .. } => {
+                Some((*retry, *delay_ms, session.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn transient_errors_are_retried_with_backoff_in_the_same_session_each_journaled() {
+    let mut run = Run::new(&[("A", &[])]);
+    run.resilience = crate::vocab::Resilience { stall_timeout_ms: 0, retries: 3, retry_base_ms: 1, retry_cap_ms: 3 };
+    let agent = blipping(3);
+    let (outcome, view) = run.drive(run.recorder(), &agent, &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(stage(&view, "A"), Some(&Stage::Done { fix_cycles: 0 }));
+    let t1 = Some("t1".to_string());
+    assert_eq!(retried(&run), [(1, 1, t1.clone()), (2, 2, t1.clone()), (3, 3, t1.clone())], "min(cap, base × 2ⁿ)");
+    let seen = agent.seen.lock().unwrap().clone();
+    assert_eq!(seen[..4], [(Phase::Dev, None), (Phase::Dev, t1.clone()), (Phase::Dev, t1.clone()), (Phase::Dev, t1)]);
+    assert_eq!(view.issue("A").unwrap().agent_retries, 3);
+    // The count starts again for the next phase.
+    assert_eq!(view.issue("A").unwrap().phase_retries, 0);
+}
+
+#[test]
+fn after_the_last_retry_the_phase_fails_with_the_clis_words() {
+    let mut run = Run::new(&[("A", &[])]);
+    run.resilience = crate::vocab::Resilience { stall_timeout_ms: 0, retries: 2, retry_base_ms: 0, retry_cap_ms: 0 };
+    let (outcome, view) =
+        run.drive(run.recorder(), &blipping(10), &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    let stage = &view.state_of("A").unwrap().stage;
+    assert_eq!(stage.kind(), StageKind::Failed, "{stage:?}");
+    let reason = stage.reason().unwrap().to_string();
+    assert!(
+        reason.contains(
+            "the dev agent exited with exit code 1: exceeded retry limit, last status: 429 Too Many Requests"
+        ),
+        "{reason}"
+    );
+    assert_eq!(retried(&run).len(), 2);
+    // Without retries configured (older journals), the first blip fails the phase as before.
+    let run = Run::new(&[("A", &[])]);
+    run.drive(run.recorder(), &blipping(1), &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    assert!(retried(&run).is_empty());
+}
+
+#[test]
+fn ctrl_c_during_the_backoff_stops_at_once_and_resume_goes_on_counting() {
+    let mut run = Run::new(&[("A", &[])]);
+    run.resilience =
+        crate::vocab::Resilience { stall_timeout_ms: 0, retries: 1, retry_base_ms: 60_000, retry_cap_ms: 60_000 };
+    let cancel = Cancel::new();
+    let stopper = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            cancel.request(libc::SIGINT);
+        })
+    };
+    let t = std::time::Instant::now();
+    let agent = blipping(1);
+    let ws = FakeWorkspace::default();
+    let (outcome, _) = run.drive(run.recorder(), &agent, &ws, Settings::new(1, Run::clock(), cancel), &[]).unwrap();
+    stopper.join().unwrap();
+    assert_eq!(outcome, Outcome::Interrupted);
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "the 60 s wait was not cut short: {:?}", t.elapsed());
+    assert_eq!(retried(&run), [(1, 60_000, Some("t1".into()))], "journaled before the wait");
+    assert_eq!(run.events_of("A").last().unwrap(), "interrupted");
+
+    // resume: the retry already used counts.
+    let mut recorder = run.reopen();
+    recorder.resumed(&mut Silent).unwrap();
+    assert_eq!(recorder.view().issue("A").unwrap().phase_retries, 1);
+    // The one retry allowed is used: the next blip fails the phase at once.
+    let agent = blipping(1);
+    let (outcome, view) = run.drive(recorder, &agent, &ws, settings(1), &[]).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(view.state_of("A").unwrap().stage.kind(), StageKind::Failed);
+    assert_eq!(retried(&run).len(), 1, "no retry left after resume: {:?}", retried(&run));
 }

@@ -269,6 +269,7 @@ mod tests {
                 guard: None,
                 verify: Default::default(),
                 earlier: Default::default(),
+                resilience: Default::default(),
                 spend: None,
             }))
             .unwrap();

@@ -626,7 +626,54 @@ fn hook_file_tool(tool: &str, v: &serde_json::Value) -> Result<(), ShimError> {
     }
 }
 
-/// Reads and retires an issue's decisions file, as events to journal.
+/// The `-c` options codex 0.169.0's harness puts before every git it runs for its own context.
+const HARNESS_OPTIONS: [&str; 3] = ["safe.bareRepository=explicit", "core.hooksPath=/dev/null", "core.fsmonitor=false"];
+
+/// Whether a git call is codex's own harness reading the repository for its context, not the
+/// agent's decision. Patterns seen from codex 0.169.0 (the codex process itself, not the agent's
+/// shell, calling git through the shim on PATH), several times per turn:
+///
+/// ```text
+/// git -c safe.bareRepository=explicit -c core.hooksPath=/dev/null -c core.fsmonitor=false rev-parse --git-dir
+/// git -c safe.bareRepository=explicit -c core.hooksPath=/dev/null -c core.fsmonitor=false rev-parse HEAD
+/// git -c safe.bareRepository=explicit -c core.hooksPath=/dev/null -c core.fsmonitor=false rev-parse --abbrev-ref HEAD
+/// git -c safe.bareRepository=explicit -c core.hooksPath=/dev/null -c core.fsmonitor=false remote get-url origin
+/// git -c safe.bareRepository=explicit -c core.hooksPath=/dev/null -c core.fsmonitor=false remote -v
+/// git -c safe.bareRepository=explicit -c core.hooksPath=/dev/null -c core.fsmonitor=false status --porcelain --ignore-submodules=dirty
+/// git -c safe.bareRepository=explicit config --null --get core.fsmonitor
+/// ```
+///
+/// So: started by the agent process (`via` is not the agent's shell), led by
+/// `-c safe.bareRepository=explicit` with only the harness's `-c` options, and a read-only
+/// subcommand of that list. An agent's shell typing the same words is still the agent's.
+pub fn is_harness_git(tool: Tool, argv: &[String], via: &str) -> bool {
+    if tool != Tool::Git || !via.starts_with("shim:") {
+        return false;
+    }
+    let mut rest = argv;
+    let mut led = false;
+    while let [flag, value, tail @ ..] = rest {
+        if flag != "-c" {
+            break;
+        }
+        if !HARNESS_OPTIONS.contains(&value.as_str()) {
+            return false;
+        }
+        led |= value == HARNESS_OPTIONS[0];
+        rest = tail;
+    }
+    let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+    led && match words.as_slice() {
+        ["rev-parse", args @ ..] => args.iter().all(|a| matches!(*a, "--git-dir" | "--abbrev-ref" | "HEAD")),
+        ["remote", "get-url", _] | ["remote", "-v"] => true,
+        ["status", "--porcelain", more @ ..] => more.iter().all(|a| a.starts_with("--ignore-submodules")),
+        ["config", "--null", "--get", _] => true,
+        _ => false,
+    }
+}
+
+/// Reads and retires an issue's decisions file, as events to journal: the agent's decisions one
+/// by one, and codex's harness git calls ([`is_harness_git`]) as one count at the end.
 pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Fact> {
     let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
     let mut n = 0;
@@ -636,8 +683,21 @@ pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Fact> {
         done = file.with_extension(format!("jsonl.folded-{n}"));
     }
     let _ = std::fs::rename(file, &done);
-    text.lines()
+    let (mut count, mut sample) = (0u32, Vec::new());
+    let mut facts: Vec<Fact> = text
+        .lines()
         .filter(|l| !l.trim().is_empty())
+        .filter(|l| match serde_json::from_str::<DecisionLine>(l) {
+            Ok(d) if d.allowed && Tool::from_name(&d.tool).is_some_and(|t| is_harness_git(t, &d.argv, &d.via)) => {
+                count += 1;
+                let shown = format!("git {}", d.argv.join(" "));
+                if sample.len() < 3 && !sample.contains(&shown) {
+                    sample.push(shown);
+                }
+                false
+            }
+            _ => true,
+        })
         .map(|l| match serde_json::from_str::<DecisionLine>(l) {
             Ok(d) => Fact::CommandDecided {
                 phase,
@@ -654,7 +714,11 @@ pub fn take_decisions(file: &Path, phase: Phase) -> Vec<Fact> {
                 rule: format!("unreadable decision line: {e}"),
             },
         })
-        .collect()
+        .collect();
+    if count > 0 {
+        facts.push(Fact::HarnessCommands { phase, count, sample });
+    }
+    facts
 }
 
 #[cfg(test)]
@@ -748,6 +812,63 @@ mod tests {
         assert_eq!(rule("dev", "../.git/config"), "claude-edit-git-dir");
         assert_eq!(rule("dev", "new/../../../outside"), "claude-edit-outside-worktree");
         assert!(!decide_file_tool(Some("dev"), None, Path::new("/x"), &wt).allowed);
+    }
+
+    #[test]
+    fn codex_harness_git_is_told_apart_from_the_agent() {
+        let v = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let lead = "-c safe.bareRepository=explicit -c core.hooksPath=/dev/null -c core.fsmonitor=false";
+        for tail in [
+            "rev-parse --git-dir",
+            "rev-parse HEAD",
+            "rev-parse --abbrev-ref HEAD",
+            "remote get-url origin",
+            "remote -v",
+            "status --porcelain --ignore-submodules=dirty",
+        ] {
+            assert!(is_harness_git(Tool::Git, &v(&format!("{lead} {tail}")), "shim:agent-process"), "{tail}");
+        }
+        assert!(is_harness_git(
+            Tool::Git,
+            &v("-c safe.bareRepository=explicit config --null --get core.fsmonitor"),
+            "shim:agent-process"
+        ));
+        // The agent's shell typing the same words, a write, another option, no lead: the agent's.
+        assert!(!is_harness_git(Tool::Git, &v(&format!("{lead} rev-parse HEAD")), "shim"));
+        assert!(!is_harness_git(Tool::Git, &v(&format!("{lead} commit -m x")), "shim:agent-process"));
+        assert!(!is_harness_git(Tool::Git, &v(&format!("{lead} remote add x y")), "shim:agent-process"));
+        assert!(!is_harness_git(Tool::Git, &v("-c core.hooksPath=/x rev-parse HEAD"), "shim:agent-process"));
+        assert!(!is_harness_git(Tool::Git, &v("rev-parse HEAD"), "shim:agent-process"));
+        assert!(!is_harness_git(Tool::Gt, &v(&format!("{lead} rev-parse HEAD")), "shim:agent-process"));
+    }
+
+    #[test]
+    fn harness_calls_are_counted_apart_from_the_agents_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("d.jsonl");
+        let harness = |args: &str| DecisionLine {
+            tool: "git".into(),
+            argv: format!("-c safe.bareRepository=explicit -c core.hooksPath=/dev/null -c core.fsmonitor=false {args}")
+                .split(' ')
+                .map(String::from)
+                .collect(),
+            allowed: true,
+            rule: "read".into(),
+            via: "shim:agent-process".into(),
+        };
+        let agent = DecisionLine { via: "shim".into(), ..line(&["status"]) };
+        let text: String = [harness("rev-parse HEAD"), agent, harness("rev-parse HEAD"), harness("remote -v")]
+            .iter()
+            .map(decision_line)
+            .collect();
+        std::fs::write(&file, text).unwrap();
+        let facts = take_decisions(&file, Phase::Dev);
+        assert_eq!(facts.len(), 2, "{facts:?}");
+        assert!(matches!(&facts[0], Fact::CommandDecided { argv, .. } if argv == &["status"]));
+        match &facts[1] {
+            Fact::HarnessCommands { count: 3, sample, .. } => assert_eq!(sample.len(), 2, "{sample:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub struct IssueView {
     /// A verification is under way: its checks replace the previous one's.
     #[serde(skip)]
     verifying: bool,
+    /// Retries of the current phase after a transient error or a stall (`agent_retried` since
+    /// the issue's last machine event other than `phase_started` / `session_started`): resume
+    /// goes on counting.
+    #[serde(skip)]
+    pub phase_retries: u32,
+    /// Retries of any phase after a transient error or a stall, over the whole run.
+    pub agent_retries: u32,
 }
 
 impl IssueView {
@@ -106,6 +113,8 @@ pub struct GuardTally {
     /// [`GuardTally::SHOWN`].
     pub refused_commands: Vec<String>,
     pub violations: u32,
+    /// git commands codex's own harness ran through the shim (not the agent's decisions).
+    pub harness: u32,
 }
 
 impl GuardTally {
@@ -232,6 +241,8 @@ impl RunView {
                 process_group: None,
                 verification: Vec::new(),
                 verifying: false,
+                phase_retries: 0,
+                agent_retries: 0,
             })
             .collect();
         let index = issues.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
@@ -366,6 +377,11 @@ impl RunView {
                             None => view.verification.push(run.clone()),
                         }
                     }
+                    Fact::AgentRetried { retry, .. } => {
+                        view.phase_retries = *retry;
+                        view.agent_retries += 1;
+                    }
+                    Fact::HarnessCommands { count, .. } => view.guard.harness += count,
                     Fact::GuardChecked { .. }
                     | Fact::StackTracked { .. }
                     | Fact::StackSubmitted { .. }
@@ -398,6 +414,11 @@ impl RunView {
                         recorded: recorded.clone(),
                         computed,
                     });
+                }
+                // A phase's result (or any other step) starts the count again; its start (again, at
+                // resume) and its session do not.
+                if !matches!(event, Event::SessionStarted { .. } | Event::PhaseStarted { .. }) {
+                    view.phase_retries = 0;
                 }
                 match event {
                     Event::ReviewFinished { .. } => {
@@ -475,6 +496,7 @@ mod tests {
             guard: None,
             verify: Default::default(),
             earlier: Default::default(),
+            resilience: Default::default(),
             spend: None,
         }
     }

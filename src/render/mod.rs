@@ -115,6 +115,13 @@ fn fact_detail(f: &Fact) -> String {
                 (true, false) => format!("setup FAILED (lockfiles {short})"),
             }
         }
+        Fact::AgentRetried { phase, retry, error, delay_ms, session } => {
+            let cont = session.as_deref().map(|s| format!(", continuing session {s}")).unwrap_or_default();
+            format!("{phase} retry {retry} in {}s{cont}: {}", *delay_ms as f64 / 1000.0, printable(error, 300))
+        }
+        Fact::HarnessCommands { phase, count, .. } => {
+            format!("{phase}: {count} git command(s) of codex's own harness (not the agent's)")
+        }
     }
 }
 

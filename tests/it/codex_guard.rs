@@ -218,6 +218,12 @@ fn agent_shim_decisions_are_journaled() {
         assert!(e["rule"].as_str().unwrap().ends_with("(shim:agent-process)"), "{e}");
         assert_eq!(e["allowed"], true, "codex's own git call was refused: {e}");
     }
+    // codex's harness git calls (`git -c safe.bareRepository=explicit … rev-parse …`) are not
+    // the agent's decisions: they are counted apart, one `harness_commands` fact per phase.
+    assert!(!decided.iter().any(|e| e["argv"][1] == "safe.bareRepository=explicit"), "{decided:#?}");
+    let harness = events(&records, "harness_commands");
+    let dev = harness.iter().find(|h| h["body"]["event"]["phase"] == "dev").expect("harness calls counted");
+    assert!(dev["body"]["event"]["count"].as_u64().unwrap() > 0, "{dev}");
 }
 
 /// Case 3: Under full access (`[codex.sandbox] dev = "danger-full-access"` in loop.toml) nothing

@@ -13,6 +13,7 @@ mod bases;
 mod claude_e2e;
 mod codex_e2e;
 mod codex_guard;
+mod codex_resil;
 mod core;
 mod env_faults;
 mod environment;

@@ -266,8 +266,13 @@ stream_idle_timeout_ms = 10000
         )
         .unwrap();
         // loop.toml at the repo root, as a team would have it.
-        std::fs::write(self.path.join("loop.toml"), "[codex]\nmodel = \"gpt-5.5\"\n\n[run]\nphase_timeout = 120\n")
-            .unwrap();
+        std::fs::write(
+            self.path.join("loop.toml"),
+            "[codex]\nmodel = \"gpt-5.5\"\n\n[run]\nphase_timeout = 120\n\
+             # Transient errors are retried after 0.05 s, 0.1 s, …: tests wait for no real backoff.\n\
+             retry_base_secs = 0.05\nretry_cap_secs = 0.2\n",
+        )
+        .unwrap();
         self.git(&self.path, &["add", "loop.toml"]);
         self.git(&self.path, &["commit", "-q", "-m", "loop.toml"]);
         // Logged in, as a team's codex is (loop's pre-flight asks `codex login status`); the key
