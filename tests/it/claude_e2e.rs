@@ -277,3 +277,104 @@ fn dry_run_shows_claudes_argv_and_changes_nothing() {
         "{err}"
     );
 }
+
+/// The `agent_retried` facts of a run.
+fn retries_of(r: &ClaudeRepo, run: &str) -> Vec<Value> {
+    events(&r.repo.records(run), "agent_retried").into_iter().map(|e| e["body"]["event"].clone()).collect()
+}
+
+/// #13: an API blip (429) that claude gives up on is retried by loop, journaled before the wait,
+/// and the issue still ends Done.
+#[test]
+fn a_429_is_retried_by_loop_journaled_and_the_issue_ends_done() {
+    let Some(claude) = claude_bin() else { return };
+    let mock = Mock::start(|n, body| match (n, phase_of(body)) {
+        (0, _) => Reply::Status(429, "rate_limit_error", "mock: slow down".into()),
+        (_, "dev") => structured(&work_reply("pass", "loop/M1/ORB-1", "true")),
+        _ => structured(&review_reply("pass", &[])),
+    });
+    let r = claude_repo(&mock, claude, &[("ORB-1", "Say hello", &[])]);
+    let out = r.run(&["run", "--json"], &[("LOOP_RUN_ID", "blip")]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let retried = retries_of(&r, "blip");
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert_eq!(retried[0]["phase"], "dev");
+    let error = retried[0]["error"].as_str().unwrap();
+    assert!(error.contains("429") || error.to_lowercase().contains("rate"), "{error}");
+}
+
+/// #13: a claude that prints nothing for the stall timeout is killed long before the phase
+/// timeout, journaled as stalled, and the retry finishes the phase.
+#[test]
+fn a_stalled_claude_is_killed_at_the_stall_timeout_and_retried() {
+    let Some(claude) = claude_bin() else { return };
+    let mock = Mock::start(|n, body| match (n, phase_of(body)) {
+        (0, _) => Reply::Hang,
+        (_, "dev") => structured(&work_reply("pass", "loop/M1/ORB-1", "true")),
+        _ => structured(&review_reply("pass", &[])),
+    });
+    let r = claude_repo(&mock, claude, &[("ORB-1", "Say hello", &[])]);
+    let t = Instant::now();
+    let out = r.run(&["run", "--json", "--stall-timeout", "4"], &[("LOOP_RUN_ID", "stall")]);
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    assert!(mock.hung.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the mock never hung");
+    // The phase timeout is 120 s (claude_repo's loop.toml).
+    assert!(secs < 100.0, "a stalled phase waited {secs:.1}s");
+    let retried = retries_of(&r, "stall");
+    assert_eq!(retried.len(), 1, "{retried:?}");
+    assert!(retried[0]["error"].as_str().unwrap().contains("stalled: no event for 4s"), "{}", retried[0]);
+    assert!(r.wait_no_claude(Duration::from_secs(10)), "claude outlived its phase");
+}
+
+/// #13: claude's own reported cost counts against the issue's cost budget: Capped, with the reason.
+#[test]
+fn claudes_reported_cost_caps_an_issue_over_its_budget() {
+    let Some(claude) = claude_bin() else { return };
+    let mock = Mock::start(|_, body| match phase_of(body) {
+        "dev" | "fix" => structured(&work_reply("pass", "loop/M1/ORB-1", "true")),
+        _ => structured(&review_reply("changes_required", &["more"])),
+    });
+    let r = claude_repo(&mock, claude, &[("ORB-1", "Say hello", &[])]);
+    let out = r.run(&["run", "--json", "--max-cost-per-issue", "0.0000001"], &[("LOOP_RUN_ID", "cost")]);
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{}", show(&out));
+    let s = issue_state(&r.repo.status(), "ORB-1");
+    assert_eq!(s["state"], "Capped", "{s}");
+    assert!(s["reason"].as_str().unwrap().starts_with("cost budget exceeded"), "{s}");
+    // Capped right after dev, the only phase that ran.
+    let phases = events(&r.repo.records("cost"), "phase_started");
+    assert_eq!(phases.len(), 1, "{phases:?}");
+}
+
+/// #13: a mixed run — dev on the real codex, review on the real claude, each against its own
+/// loopback mock — journals each phase's backend, and the review's cost is claude's own.
+#[test]
+fn dev_on_codex_and_review_on_claude_in_one_run() {
+    let Some(claude) = claude_bin() else { return };
+    let Some(codex) = crate::support::codex::codex_bin() else { return };
+    let codex_mock = crate::support::codex::Mock::start(|_, _| {
+        crate::support::codex::message(&work_reply("pass", "loop/M1/ORB-1", "true"))
+    });
+    let claude_mock = Mock::start(|_, body| match phase_of(body) {
+        "review" => structured(&review_reply("pass", &[])),
+        other => Reply::Status(400, "invalid_request_error", format!("mock: claude got a {other} phase")),
+    });
+    let mut repo = crate::support::codex::repo("M1", &[("ORB-1", "Say hello", &[])]);
+    repo.use_mock(&codex_mock, codex);
+    let r = ClaudeRepo { repo, claude, base_url: claude_mock.url() };
+    let out =
+        r.run(&["run", "--json", "--agent", "codex", "--agent-for", "review=claude"], &[("LOOP_RUN_ID", "mixed")]);
+    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    assert!(codex_mock.count() >= 1 && claude_mock.count() >= 1, "both backends ran");
+    let records = r.repo.records("mixed");
+    let chosen: Vec<(String, String)> = events(&records, "phase_agent")
+        .iter()
+        .map(|e| {
+            let f = &e["body"]["event"];
+            (f["phase"].as_str().unwrap().to_string(), f["kind"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(chosen, [("dev".to_string(), "codex".to_string()), ("review".into(), "claude".into())], "{chosen:?}");
+    let review = &events(&records, "review_finished")[0]["body"]["evidence"];
+    assert!(review["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "claude's cost: {review}");
+}

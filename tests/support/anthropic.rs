@@ -31,7 +31,9 @@ pub enum Block {
 pub enum Reply {
     /// `200 text/event-stream`: one assistant message of these blocks.
     Message(Vec<Block>),
-    /// An HTTP error status (`error.type`, message), with `retry-after: 0`.
+    /// An HTTP error status (`error.type`, message), with `retry-after: 0` and
+    /// `x-should-retry: false`, so claude's own client gives up at once and loop's retry (not
+    /// claude's hidden one) is what the test sees.
     Status(u16, &'static str, String),
     /// Never answer; hold the connection open.
     Hang,
@@ -155,7 +157,7 @@ fn serve(stream: TcpStream, reqs: &Mutex<Vec<Value>>, handler: &Handler, hung: &
         }
         Reply::Status(code, kind, message) => {
             let body = json!({"type": "error", "error": {"type": kind, "message": message}}).to_string();
-            respond(&mut out, code, "application/json", "retry-after: 0\r\n", &body)
+            respond(&mut out, code, "application/json", "retry-after: 0\r\nx-should-retry: false\r\n", &body)
         }
         Reply::Hang => {
             hung.fetch_add(1, Ordering::SeqCst);
@@ -301,7 +303,11 @@ pub struct ClaudeRepo {
 
 pub fn claude_repo(mock: &Mock, claude: PathBuf, issues: &[(&str, &str, &[&str])]) -> ClaudeRepo {
     let r = codex_repo("M1", issues);
-    std::fs::write(r.path.join("loop.toml"), "[claude]\nretries = 1\n\n[run]\nphase_timeout = 120\n").unwrap();
+    std::fs::write(
+        r.path.join("loop.toml"),
+        "[claude]\nretries = 1\n\n[run]\nphase_timeout = 120\nretry_base_secs = 0.05\nretry_cap_secs = 0.2\n",
+    )
+    .unwrap();
     r.git(&r.path, &["add", "loop.toml"]);
     r.git(&r.path, &["commit", "-q", "-m", "loop.toml"]);
     ClaudeRepo { repo: r, claude, base_url: mock.url() }
@@ -311,11 +317,9 @@ impl ClaudeRepo {
     /// `loop ARGS --repo <repo>` with the claude of this repo (`LOOP_CLAUDE_BIN`), the mock's URL
     /// and a dummy key; nothing leaves 127.0.0.1.
     pub fn loop_cmd(&self, args: &[&str]) -> Command {
-        let mut c = self.repo.env.loop_cmd(&self.repo.path);
-        c.args(args)
-            .arg("--repo")
-            .arg(&self.repo.path)
-            .env("LOOP_AGENT", "claude")
+        // The codex repo's command: its CODEX_HOME, and its codex when a test mixes backends.
+        let mut c = self.repo.loop_cmd(args);
+        c.env("LOOP_AGENT", "claude")
             .env("LOOP_CLAUDE_BIN", &self.claude)
             .env("ANTHROPIC_BASE_URL", &self.base_url)
             .env("ANTHROPIC_API_KEY", "test");
