@@ -604,12 +604,14 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
         | (S::Review { .. }, E::SessionStarted { phase: Phase::Review, .. })
         | (S::Fix { .. }, E::SessionStarted { phase: Phase::Fix, .. }) => state.stage.clone(),
 
-        (S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. }, E::BudgetExceeded { used, limit }) => {
-            S::Capped {
-                fix_cycles: state.stage.fix_cycles(),
-                reason: Reason::BudgetExceeded { used: *used, limit: *limit },
-            }
-        }
+        // A dev or fix with checks ends its phase in Verify: the token budget stops it there too.
+        (
+            S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. } | S::Verify { .. },
+            E::BudgetExceeded { used, limit },
+        ) => S::Capped {
+            fix_cycles: state.stage.fix_cycles(),
+            reason: Reason::BudgetExceeded { used: *used, limit: *limit },
+        },
 
         // After dev or a fix the issue may be in Verify already: the budget stops it there too.
         (
@@ -974,6 +976,17 @@ mod tests {
         assert_eq!(cmds, vec![Command::StartPhase { phase: Phase::Fix, attempt: 1 }]);
         assert!(s.worktree.as_ref().unwrap().live());
         assert!(transition(&State::PENDING, &Event::Reopened { extra_fix_cycles: 1 }, &rules).is_err());
+    }
+
+    /// A token budget spent by a dev or fix whose issue has checks: the phase's result moved the
+    /// issue to Verify before the engine appended `budget_exceeded`, which was illegal there.
+    #[test]
+    fn a_token_budget_caps_an_issue_waiting_for_its_checks() {
+        let rules = Rules::default();
+        let verify = State { stage: Stage::Verify { fix_cycles: 1 }, ..State::PENDING };
+        let (s, cmds) = transition(&verify, &Event::BudgetExceeded { used: 9, limit: 5 }, &rules).unwrap();
+        assert_eq!(s.stage, Stage::Capped { fix_cycles: 1, reason: Reason::BudgetExceeded { used: 9, limit: 5 } });
+        assert!(cmds.contains(&Command::Finish), "{cmds:?}");
     }
 
     #[test]

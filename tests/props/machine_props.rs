@@ -259,7 +259,7 @@ fn model_step(m: &Model, e: &Event, cap: u32, verify: bool) -> Option<(Model, Ve
             m.session = Some(session.clone());
             return Some((m, vec![]));
         }
-        Event::BudgetExceeded { used, limit } if matches!(m.stage, Ready | Dev | Review | Fix) => {
+        Event::BudgetExceeded { used, limit } if matches!(m.stage, Ready | Dev | Review | Fix | Verify) => {
             let next = (Fix, m.fixes + 1);
             Some(m.end(Capped, format!("token budget exceeded: {used} used, limit {limit}"), next))
         }
