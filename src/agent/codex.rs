@@ -14,7 +14,6 @@
 //! - Dev and fix run in `workspace-write` with /tmp and $TMPDIR excluded from the writable roots
 //!   (otherwise a repo under /tmp would be writable outside the worktree); review is read-only.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -25,7 +24,7 @@ use super::common::{self, continue_message, retry_message};
 use super::output;
 use super::{failure, tail, Agent, AgentError, PhaseReply, PhaseRequest, Signal};
 use crate::machine::Phase;
-use crate::proc::{self, Cmd, ProcError};
+use crate::proc::{self, Cmd};
 use crate::prompts;
 use crate::safefs;
 use crate::workspace::sanitize;
@@ -192,10 +191,6 @@ impl CodexAgent {
         signal: &mut dyn FnMut(Signal),
     ) -> Result<(Summary, proc::Output), AgentError> {
         let phase = req.phase;
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
-        }
         let dir = self.log_dir(req);
         // A retry after a transient error runs the same stem again: keep every attempt's log.
         let stem = (1..)
@@ -203,48 +198,17 @@ impl CodexAgent {
             .find(|s| std::fs::symlink_metadata(dir.join(format!("{s}.jsonl"))).is_err())
             .expect("some name is free");
         let log_path = dir.join(format!("{stem}.jsonl"));
-        let (root, rel) = self.below_logs(&log_path);
-        let mut log = safefs::open_log(root, rel, safefs::Log::Truncate)
-            .map_err(|e| Self::fs_err(phase, "creating the log".into(), e))?;
-        let mut cmd = cmd.timeout(deadline - now);
-        if let Some(stall) = req.stall_timeout {
-            cmd = cmd.stall_timeout(stall);
-        }
+        let spec = common::LogSpec {
+            tool: "codex",
+            install_hint: INSTALL_HINT,
+            logs_root: Path::new(&self.settings.logs_root),
+        };
         let mut summary = Summary::default();
-        let mut log_failed = None;
-        let result = proc::run_streaming(&cmd, &mut |line| {
-            if let Err(e) = writeln!(log, "{line}") {
-                log_failed.get_or_insert(e);
-            }
+        let out = common::run_logged(req, &spec, cmd, &log_path, deadline, &mut |line| {
             if let Some(Event::ThreadStarted { thread_id }) = summary.absorb(line) {
                 signal(Signal::SessionStarted { session: thread_id });
             }
-        });
-        let out = match result {
-            Ok(o) => o,
-            Err(ProcError::NotFound { program, .. }) => {
-                return Err(Self::setup_err(
-                    phase,
-                    format!("`{program}` was not found: codex is not installed; {INSTALL_HINT}"),
-                ))
-            }
-            Err(e) => return Err(AgentError::Setup { phase, source: Box::new(e) }),
-        };
-        let stderr_path = dir.join(format!("{stem}.stderr"));
-        let (root, rel) = self.below_logs(&stderr_path);
-        let _ = safefs::write(root, rel, &out.stderr);
-        if let Some(e) = log_failed {
-            return Err(AgentError::Io { phase, what: format!("writing {}", log_path.display()), source: e });
-        }
-        if out.cancelled {
-            return Err(AgentError::Interrupted { phase });
-        }
-        if out.timed_out {
-            return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
-        }
-        if out.stalled {
-            return Err(AgentError::Stalled { phase, secs: req.stall_timeout.unwrap_or_default().as_secs_f64() });
-        }
+        })?;
         if out.code != Some(0) {
             let why = if summary.errors.is_empty() {
                 let t = tail(&out.stderr_text(), 3);

@@ -98,3 +98,80 @@ pub fn check_installed(bin: &str, what: &str, hint: &str) -> Result<PathBuf, Str
         format!("{what} is not installed ({looked}); {hint}")
     })
 }
+
+/// What [`run_logged`] needs to know of the driver: its name (for "not installed" errors), how
+/// to install it, and the root its logs live under (opened without following symlinks).
+pub struct LogSpec<'a> {
+    pub tool: &'a str,
+    pub install_hint: &'a str,
+    pub logs_root: &'a Path,
+}
+
+/// A failure under loop's own files is its environment's (the run stops for resume); a symlink
+/// or a bad path is not.
+pub fn fs_err(phase: Phase, what: String, e: crate::safefs::SafeFsError) -> super::AgentError {
+    match e {
+        crate::safefs::SafeFsError::Io { path, source } => {
+            super::AgentError::Io { phase, what: format!("{what} {path}"), source }
+        }
+        other => super::AgentError::Setup { phase, source: format!("{what}: {other}").into() },
+    }
+}
+
+/// Runs one agent invocation under supervision the same way for every driver: the phase's
+/// deadline and stall timeout, every stdout line to `log_path` (and to `on_line`), stderr to
+/// the `.stderr` beside it, and loop's own outcomes (not installed, interrupted, timed out,
+/// stalled, a log that could not be written) as errors. What the agent itself said is the
+/// caller's to judge from the returned output.
+pub fn run_logged(
+    req: &PhaseRequest,
+    spec: &LogSpec,
+    cmd: crate::proc::Cmd,
+    log_path: &Path,
+    deadline: std::time::Instant,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<crate::proc::Output, super::AgentError> {
+    use super::AgentError;
+    use std::io::Write;
+    let phase = req.phase;
+    let now = std::time::Instant::now();
+    if now >= deadline {
+        return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
+    }
+    let below = |p: &'_ Path| p.strip_prefix(spec.logs_root).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf());
+    let mut log = crate::safefs::open_log(spec.logs_root, &below(log_path), crate::safefs::Log::Truncate)
+        .map_err(|e| fs_err(phase, "creating the log".into(), e))?;
+    let mut cmd = cmd.timeout(deadline - now);
+    if let Some(stall) = req.stall_timeout {
+        cmd = cmd.stall_timeout(stall);
+    }
+    let mut log_failed = None;
+    let result = crate::proc::run_streaming(&cmd, &mut |line| {
+        if let Err(e) = writeln!(log, "{line}") {
+            log_failed.get_or_insert(e);
+        }
+        on_line(line);
+    });
+    let out = match result {
+        Ok(o) => o,
+        Err(crate::proc::ProcError::NotFound { program, .. }) => {
+            let msg = format!("`{program}` was not found: {} is not installed; {}", spec.tool, spec.install_hint);
+            return Err(AgentError::Setup { phase, source: msg.into() });
+        }
+        Err(e) => return Err(AgentError::Setup { phase, source: Box::new(e) }),
+    };
+    let _ = crate::safefs::write(spec.logs_root, &below(&log_path.with_extension("stderr")), &out.stderr);
+    if let Some(e) = log_failed {
+        return Err(AgentError::Io { phase, what: format!("writing {}", log_path.display()), source: e });
+    }
+    if out.cancelled {
+        return Err(AgentError::Interrupted { phase });
+    }
+    if out.timed_out {
+        return Err(AgentError::TimedOut { phase, secs: req.timeout.as_secs() });
+    }
+    if out.stalled {
+        return Err(AgentError::Stalled { phase, secs: req.stall_timeout.unwrap_or_default().as_secs_f64() });
+    }
+    Ok(out)
+}
