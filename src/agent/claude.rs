@@ -201,19 +201,6 @@ impl ClaudeAgent {
             .cwd(&req.worktree)
     }
 
-    fn setup_err(phase: Phase, msg: String) -> AgentError {
-        AgentError::Setup { phase, source: msg.into() }
-    }
-
-    fn fs_err(phase: Phase, what: String, e: safefs::SafeFsError) -> AgentError {
-        match e {
-            safefs::SafeFsError::Io { path, source } => {
-                AgentError::Io { phase, what: format!("{what} {path}"), source }
-            }
-            other => Self::setup_err(phase, format!("{what}: {other}")),
-        }
-    }
-
     /// Runs one claude invocation, logging its stream to `<stem>.jsonl` and `<stem>.stderr`.
     /// Only loop's own failures (spawn, logs, timeout, interrupt) are errors here; what claude
     /// said is judged by the caller.
@@ -292,7 +279,7 @@ impl ClaudeAgent {
         })?;
         for dir in [self.log_dir(req), self.config_dir(req)] {
             let (_, rel) = self.below_logs(&dir);
-            safefs::open_dir(root, rel, true).map_err(|e| Self::fs_err(phase, "creating a dir".into(), e))?;
+            safefs::open_dir(root, rel, true).map_err(|e| common::fs_err(phase, "creating a dir".into(), e))?;
         }
         let exe = match &self.settings.hook_exe {
             Some(e) => e.clone(),
@@ -306,7 +293,7 @@ impl ClaudeAgent {
         let text = settings_json(&exe);
         if safefs::read(root, rel).ok().flatten().as_deref() != Some(text.as_bytes()) {
             safefs::write(root, rel, text.as_bytes())
-                .map_err(|e| Self::fs_err(phase, "writing the settings file".into(), e))?;
+                .map_err(|e| common::fs_err(phase, "writing the settings file".into(), e))?;
         }
         self.prompt(req).map_err(|e| AgentError::Setup { phase, source: Box::new(e) })
     }

@@ -166,21 +166,6 @@ impl CodexAgent {
             .arg(message)
     }
 
-    fn setup_err(phase: Phase, msg: String) -> AgentError {
-        AgentError::Setup { phase, source: msg.into() }
-    }
-
-    /// An I/O failure under loop's own files is its environment's (the run stops for resume); a
-    /// symlink or a bad path is not.
-    fn fs_err(phase: Phase, what: String, e: safefs::SafeFsError) -> AgentError {
-        match e {
-            safefs::SafeFsError::Io { path, source } => {
-                AgentError::Io { phase, what: format!("{what} {path}"), source }
-            }
-            other => Self::setup_err(phase, format!("{what}: {other}")),
-        }
-    }
-
     /// Runs one codex invocation, logging its stream to `<stem>.jsonl` and `<stem>.stderr`.
     fn invoke(
         &self,
@@ -252,11 +237,11 @@ impl CodexAgent {
         })?;
         let dir = self.log_dir(req);
         let (_, rel) = self.below_logs(&dir);
-        safefs::open_dir(root, rel, true).map_err(|e| Self::fs_err(phase, "creating the log dir".into(), e))?;
+        safefs::open_dir(root, rel, true).map_err(|e| common::fs_err(phase, "creating the log dir".into(), e))?;
         let schema = self.schema_path(req);
         let (_, rel) = self.below_logs(&schema);
         safefs::write(root, rel, output::schema_text(phase).as_bytes())
-            .map_err(|e| Self::fs_err(phase, "writing the schema file".into(), e))?;
+            .map_err(|e| common::fs_err(phase, "writing the schema file".into(), e))?;
         self.prompt(req).map_err(|e| AgentError::Setup { phase, source: Box::new(e) })
     }
 }
