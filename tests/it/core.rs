@@ -96,6 +96,16 @@ fn replay_detects_a_flipped_byte_in_the_store_and_in_an_export() {
     assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
     let ok = loop_cmd(&repo).args(["replay", "--file"]).arg(&export).output().unwrap();
     assert_eq!(ok.status.code(), Some(exit::OK), "{:?}", text(&ok));
+    // #14: `--out -` writes the same bytes to stdout; `--json` says what went where; no run id
+    // means the newest run.
+    let piped = loop_cmd(&repo).args(["export", "--out", "-"]).output().unwrap();
+    assert_eq!(piped.status.code(), Some(exit::OK), "{:?}", text(&piped));
+    assert_eq!(piped.stdout, std::fs::read(&export).unwrap());
+    let again = repo.join("again.loopj");
+    let said = loop_cmd(&repo).args(["export", "flip", "--json", "--out"]).arg(&again).output().unwrap();
+    let v = json(&said);
+    assert_eq!((v["run_id"].as_str(), v["out"].as_str()), (Some("flip"), again.to_str()), "{v}");
+    assert!(v["records"].as_u64().unwrap() > 10, "{v}");
 
     // Every single-byte flip of the export is caught, by framing or by hash.
     let bytes = std::fs::read(&export).unwrap();
