@@ -24,6 +24,36 @@ pub struct CleanArgs {
     /// Say what would be removed and kept; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// One JSON object on stdout: removed, kept, dry_run and every action (run, issue, path,
+    /// action, reason).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What clean did, said as lines or gathered for `--json`.
+struct Report {
+    json: bool,
+    actions: Vec<serde_json::Value>,
+}
+
+impl Report {
+    fn say(
+        &mut self,
+        text: String,
+        action: &str,
+        run: &str,
+        issue: Option<&str>,
+        path: Option<&str>,
+        reason: Option<&str>,
+    ) {
+        if self.json {
+            self.actions.push(
+                serde_json::json!({"run": run, "issue": issue, "path": path, "action": action, "reason": reason}),
+            );
+        } else {
+            crate::outln!("{text}");
+        }
+    }
 }
 
 /// Why a worktree cannot be removed safely, or None.
@@ -66,6 +96,7 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
         None => state.list()?,
     };
     let (mut removed, mut kept) = (0, 0);
+    let mut report = Report { json: args.json, actions: Vec::new() };
     // Runs killed before their first record: nothing to clean but the empty directory.
     let empties = match &args.run_id {
         Some(_) => ids.iter().filter(|id| state.kind(id) == crate::runs::RunKind::Empty).cloned().collect(),
@@ -74,19 +105,40 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
     let ids: Vec<String> = ids.into_iter().filter(|id| !empties.contains(id)).collect();
     for id in empties {
         if args.dry_run {
-            println!("run {id}: empty (killed before its first record); would remove it");
+            report.say(
+                format!("run {id}: empty (killed before its first record); would remove it"),
+                "would_remove_empty_run",
+                &id,
+                None,
+                None,
+                None,
+            );
         } else if state.remove_empty(&id)? {
-            println!("run {id}: empty (killed before its first record); removed");
+            report.say(
+                format!("run {id}: empty (killed before its first record); removed"),
+                "removed_empty_run",
+                &id,
+                None,
+                None,
+                None,
+            );
         }
     }
     for id in ids {
         if state.is_locked(&id) {
-            crate::outln!("run {id}: running; skipped");
+            report.say(format!("run {id}: running; skipped"), "skipped", &id, None, None, Some("running"));
             continue;
         }
         let view = state.view(&id)??;
         if !view.finished {
-            crate::outln!("run {id}: not finished (resume it first); skipped");
+            report.say(
+                format!("run {id}: not finished (resume it first); skipped"),
+                "skipped",
+                &id,
+                None,
+                None,
+                Some("not finished"),
+            );
             continue;
         }
         let repo = std::path::PathBuf::from(&view.start.repo);
@@ -95,7 +147,7 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
         let _milestone_lock = match state.lock_milestone(&repo, &view.start.milestone, Holder::Clean) {
             Ok(l) => l,
             Err(e @ RunsError::MilestoneBusy { .. }) if args.run_id.is_none() => {
-                crate::outln!("run {id}: {e}; skipped");
+                report.say(format!("run {id}: {e}; skipped"), "skipped", &id, None, None, Some(&e.to_string()));
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -111,7 +163,14 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
             }
             let path = std::path::Path::new(&wt.path);
             if !path.exists() {
-                crate::outln!("run {id} {}: {} already gone", issue.id, wt.path);
+                report.say(
+                    format!("run {id} {}: {} already gone", issue.id, wt.path),
+                    "already_gone",
+                    &id,
+                    Some(&issue.id),
+                    Some(&wt.path),
+                    None,
+                );
                 if !args.dry_run {
                     to_journal.push((issue.id.clone(), Event::WorktreeRemoved { path: wt.path.clone() }));
                 }
@@ -119,23 +178,51 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
             }
             if let Some(reason) = keep_reason(&repo, path, &wt.branch)? {
                 kept += 1;
-                crate::outln!("run {id} {}: kept {}: {reason}", issue.id, wt.path);
+                report.say(
+                    format!("run {id} {}: kept {}: {reason}", issue.id, wt.path),
+                    "kept",
+                    &id,
+                    Some(&issue.id),
+                    Some(&wt.path),
+                    Some(&reason),
+                );
                 continue;
             }
             if args.dry_run {
-                crate::outln!("run {id} {}: would remove {} (branch {} stays)", issue.id, wt.path, wt.branch);
+                report.say(
+                    format!("run {id} {}: would remove {} (branch {} stays)", issue.id, wt.path, wt.branch),
+                    "would_remove",
+                    &id,
+                    Some(&issue.id),
+                    Some(&wt.path),
+                    None,
+                );
                 removed += 1;
                 continue;
             }
             match ws.remove(path, &wt.branch)? {
                 Removal::Removed | Removal::AlreadyGone | Removal::Finished(_) => {
                     removed += 1;
-                    crate::outln!("run {id} {}: removed {} (branch {} stays)", issue.id, wt.path, wt.branch);
+                    report.say(
+                        format!("run {id} {}: removed {} (branch {} stays)", issue.id, wt.path, wt.branch),
+                        "removed",
+                        &id,
+                        Some(&issue.id),
+                        Some(&wt.path),
+                        None,
+                    );
                     to_journal.push((issue.id.clone(), Event::WorktreeRemoved { path: wt.path.clone() }));
                 }
                 Removal::Kept(reason) => {
                     kept += 1;
-                    crate::outln!("run {id} {}: kept {}: {reason}", issue.id, wt.path);
+                    report.say(
+                        format!("run {id} {}: kept {}: {reason}", issue.id, wt.path),
+                        "kept",
+                        &id,
+                        Some(&issue.id),
+                        Some(&wt.path),
+                        Some(&reason),
+                    );
                 }
             }
         }
@@ -148,6 +235,12 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
                 recorder.issue_event(&issue, event)?;
             }
         }
+    }
+    if args.json {
+        let v =
+            serde_json::json!({"removed": removed, "kept": kept, "dry_run": args.dry_run, "actions": report.actions});
+        crate::outln!("{v}");
+        return Ok(ExitCode::Ok);
     }
     let verb = if args.dry_run { "would remove" } else { "removed" };
     crate::outln!("clean: {verb} {removed} worktree(s), kept {kept}");

@@ -235,6 +235,14 @@ fn cleanup_keeps_uncommitted_work_and_never_touches_foreign_worktrees() {
     let out = loop_cmd(&r, &["clean", "--dry-run"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("would remove"));
     assert!(wt.exists());
+    // #14: the same as one JSON object for scripts.
+    let out = loop_cmd(&r, &["clean", "--dry-run", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["removed"].as_u64(), v["dry_run"].as_bool()), (Some(1), Some(true)), "{v}");
+    let action = &v["actions"][0];
+    assert_eq!((action["action"].as_str(), action["issue"].as_str()), (Some("would_remove"), Some("ORB-1")), "{v}");
+    assert_eq!(action["path"].as_str(), wt.to_str());
+    assert!(wt.exists());
     let out = loop_cmd(&r, &["clean"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed"), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(!wt.exists());
