@@ -37,6 +37,12 @@ struct Report {
 }
 
 impl Report {
+    /// A worktree clean leaves in place, and why (both the keep checks and git's refusal).
+    fn kept(&mut self, run: &str, issue: &str, path: &str, reason: &str) {
+        let text = format!("run {run} {issue}: kept {path}: {reason}");
+        self.say(text, "kept", run, Some(issue), Some(path), Some(reason));
+    }
+
     fn say(
         &mut self,
         text: String,
@@ -178,14 +184,7 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
             }
             if let Some(reason) = keep_reason(&repo, path, &wt.branch)? {
                 kept += 1;
-                report.say(
-                    format!("run {id} {}: kept {}: {reason}", issue.id, wt.path),
-                    "kept",
-                    &id,
-                    Some(&issue.id),
-                    Some(&wt.path),
-                    Some(&reason),
-                );
+                report.kept(&id, &issue.id, &wt.path, &reason);
                 continue;
             }
             if args.dry_run {
@@ -215,14 +214,7 @@ pub fn run(args: CleanArgs) -> Result<ExitCode, CliError> {
                 }
                 Removal::Kept(reason) => {
                     kept += 1;
-                    report.say(
-                        format!("run {id} {}: kept {}: {reason}", issue.id, wt.path),
-                        "kept",
-                        &id,
-                        Some(&issue.id),
-                        Some(&wt.path),
-                        Some(&reason),
-                    );
+                    report.kept(&id, &issue.id, &wt.path, &reason);
                 }
             }
         }
