@@ -30,31 +30,40 @@ pub fn run(args: RunsArgs) -> Result<ExitCode, CliError> {
         let live = state.is_locked(id);
         if *kind == crate::runs::RunKind::Empty {
             let what = if live { "starting" } else { "killed before its first record; `loop clean` removes it" };
-            rows.push(json!({"run_id": id, "prefix": prefix, "state": if live { "running" } else { "empty" }, "summary": what}));
+            let row = json!({"run_id": id, "prefix": prefix, "state": if live { "running" } else { "empty" }, "summary": what});
+            rows.push((None, id.clone(), row));
             continue;
         }
-        let row = match state.view(id).map_err(CliError::from).and_then(|r| Ok(r?)) {
-            Ok(view) => json!({
-                "run_id": id,
-                "prefix": prefix,
-                "milestone": view.start.milestone,
-                "state": if live { "running" } else if view.finished { "finished" } else { "stopped" },
-                "started_at": view.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "last_record_at": view.last_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "duration_secs": (view.last_at - view.started_at).num_milliseconds().max(0) as f64 / 1000.0,
-                "summary": summary_with_cost(&view),
-                "cost_usd": render::run_cost(&view).0,
-            }),
-            Err(e) => json!({"run_id": id, "prefix": prefix, "state": "unreadable", "error": e.to_string(),
-                "started_at": state.started_at(id).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))}),
+        let (started, row) = match state.view(id).map_err(CliError::from).and_then(|r| Ok(r?)) {
+            Ok(view) => (
+                Some(view.started_at),
+                json!({
+                    "run_id": id,
+                    "prefix": prefix,
+                    "milestone": view.start.milestone,
+                    "state": if live { "running" } else if view.finished { "finished" } else { "stopped" },
+                    "started_at": view.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "last_record_at": view.last_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "duration_secs": (view.last_at - view.started_at).num_milliseconds().max(0) as f64 / 1000.0,
+                    "summary": summary_with_cost(&view),
+                    "cost_usd": render::run_cost(&view).0,
+                }),
+            ),
+            Err(e) => {
+                let started = state.started_at(id);
+                let at = started.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                (
+                    started,
+                    json!({"run_id": id, "prefix": prefix, "state": "unreadable", "error": e.to_string(), "started_at": at}),
+                )
+            }
         };
-        rows.push(row);
+        rows.push((started, id.clone(), row));
     }
-    // By start time (nanoseconds); ids only break ties, e.g. two runs under a fixed clock.
-    let key = |r: &serde_json::Value| (state.started_at(r["run_id"].as_str().unwrap_or("")), r["run_id"].to_string());
-    let mut keyed: Vec<_> = rows.into_iter().map(|r| (key(&r), r)).collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    let rows: Vec<serde_json::Value> = keyed.into_iter().map(|(_, r)| r).collect();
+    // By start time (nanoseconds), known once per run above; ids only break ties, e.g. two runs
+    // under a fixed clock. (An empty run has no start: it sorts first.)
+    rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let rows: Vec<serde_json::Value> = rows.into_iter().map(|(_, _, r)| r).collect();
     if args.json {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(ExitCode::Ok);
