@@ -8,8 +8,6 @@
 //! message_delta, message_stop), an HTTP error status (with `retry-after`), or silence. Only
 //! `/v1/messages` bodies are kept in [`Mock::requests`].
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::codex::{repo as codex_repo, Repo};
+use super::http;
 
 /// One content block of the model's turn.
 pub enum Block {
@@ -51,19 +50,10 @@ pub struct Mock {
 impl Mock {
     /// Starts the mock; `handler(n, body)` decides the reply to the n-th messages request (0-based).
     pub fn start(handler: impl Fn(usize, &Value) -> Reply + Send + Sync + 'static) -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let port = listener.local_addr().unwrap().port();
         let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
         let hung: Arc<AtomicUsize> = Arc::default();
-        let handler: Arc<Handler> = Arc::new(handler);
         let (reqs, h) = (requests.clone(), hung.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let (reqs, handler, h) = (reqs.clone(), handler.clone(), h.clone());
-                std::thread::spawn(move || serve(stream, &reqs, &*handler, &h));
-            }
-        });
+        let port = http::serve_loopback(move |req| serve(req, &reqs, &handler, &h));
         Mock { port, requests, hung }
     }
 
@@ -84,53 +74,16 @@ impl Mock {
     }
 }
 
-fn respond(out: &mut TcpStream, status: u16, kind: &str, extra: &str, body: &str) {
-    let text = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
-}
-
-fn serve(stream: TcpStream, reqs: &Mutex<Vec<Value>>, handler: &Handler, hung: &AtomicUsize) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-            return;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let mut out = stream;
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("HEAD", _) => return respond(&mut out, 200, "text/plain", "", ""),
+fn serve(req: http::Request, reqs: &Mutex<Vec<Value>>, handler: &Handler, hung: &AtomicUsize) {
+    let mut out = req.out;
+    match (req.method.as_str(), req.path.as_str()) {
+        ("HEAD", _) => return http::respond(&mut out, 200, "text/plain", "", ""),
         ("POST", "/v1/messages/count_tokens") => {
-            return respond(&mut out, 200, "application/json", "", r#"{"input_tokens": 1000}"#)
+            return http::respond(&mut out, 200, "application/json", "", r#"{"input_tokens": 1000}"#)
         }
         ("POST", "/v1/messages") => {}
         _ => {
-            return respond(
+            return http::respond(
                 &mut out,
                 404,
                 "application/json",
@@ -139,25 +92,17 @@ fn serve(stream: TcpStream, reqs: &Mutex<Vec<Value>>, handler: &Handler, hung: &
             )
         }
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let n = {
         let mut r = reqs.lock().unwrap();
         r.push(body.clone());
         r.len() - 1
     };
     match handler(n, &body) {
-        Reply::Message(blocks) => {
-            let events = sse(n, &blocks);
-            let text = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{events}",
-                events.len()
-            );
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
-        }
+        Reply::Message(blocks) => http::respond_sse(&mut out, &sse(n, &blocks)),
         Reply::Status(code, kind, message) => {
             let body = json!({"type": "error", "error": {"type": kind, "message": message}}).to_string();
-            respond(&mut out, code, "application/json", "retry-after: 0\r\nx-should-retry: false\r\n", &body)
+            http::respond(&mut out, code, "application/json", "retry-after: 0\r\nx-should-retry: false\r\n", &body)
         }
         Reply::Hang => {
             hung.fetch_add(1, Ordering::SeqCst);

@@ -6,8 +6,7 @@
 //! (`connection: close`), a JSON body with content-length, and either an SSE stream, an error
 //! status, or silence (the connection is held open and never answered).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::TestEnvironment;
+use super::{http, TestEnvironment};
 
 /// How the mock answers one request.
 pub enum Reply {
@@ -37,18 +36,9 @@ pub struct Mock {
 impl Mock {
     /// Starts the mock; `handler(n, body)` decides the reply to the n-th request (0-based).
     pub fn start(handler: impl Fn(usize, &Value) -> Reply + Send + Sync + 'static) -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let port = listener.local_addr().unwrap().port();
         let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let handler: Arc<Handler> = Arc::new(handler);
         let reqs = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let (reqs, handler) = (reqs.clone(), handler.clone());
-                std::thread::spawn(move || serve(stream, &reqs, &*handler));
-            }
-        });
+        let port = http::serve_loopback(move |req| serve(req, &reqs, &handler));
         Mock { port, requests }
     }
 
@@ -61,57 +51,25 @@ impl Mock {
     }
 }
 
-fn serve(stream: TcpStream, reqs: &Mutex<Vec<Value>>, handler: &Handler) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-            return;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+fn serve(req: http::Request, reqs: &Mutex<Vec<Value>>, handler: &Handler) {
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let n = {
         let mut r = reqs.lock().unwrap();
         r.push(body.clone());
         r.len() - 1
     };
-    let mut out = stream;
+    let mut out = req.out;
     match handler(n, &body) {
         Reply::Sse(events) => {
-            let mut text = String::from(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n",
-            );
-            for e in events {
-                text.push_str(&format!("event: {}\ndata: {}\n\n", e["type"].as_str().unwrap_or("message"), e));
-            }
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
+            let text: String = events
+                .iter()
+                .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("message")))
+                .collect();
+            http::respond_sse(&mut out, &text)
         }
         Reply::Status(code, message) => {
             let body = json!({"error": {"message": message, "type": "server_error", "code": null}}).to_string();
-            let text = format!(
-                "HTTP/1.1 {code} Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = out.write_all(text.as_bytes());
+            http::respond(&mut out, code, "application/json", "", &body)
         }
         Reply::Hang => {
             std::thread::sleep(Duration::from_secs(600));

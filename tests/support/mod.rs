@@ -16,6 +16,7 @@
 
 pub mod anthropic;
 pub mod codex;
+pub mod http;
 
 use std::ffi::OsStr;
 use std::ops::Deref;
