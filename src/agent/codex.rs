@@ -321,32 +321,9 @@ impl Agent for CodexAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vocab::PlannedIssue;
 
     fn req(phase: Phase) -> PhaseRequest {
-        PhaseRequest {
-            run_id: "R".into(),
-            milestone: "M1".into(),
-            issue: PlannedIssue {
-                id: "ORB-1".into(),
-                title: "t".into(),
-                doc: "docs/projects/p/issues/ORB-1.md".into(),
-                blocked_by: vec![],
-                branch: "loop/M1/ORB-1".into(),
-                worktree: "/w".into(),
-                verify: Vec::new(),
-            },
-            phase,
-            cycle: 1,
-            attempt: 1,
-            worktree: "/w".into(),
-            last_review: Some(r#"{"required_actions":["do a","do b"]}"#.into()),
-            verification: None,
-            resume_session: None,
-            timeout: std::time::Duration::from_secs(5),
-            stall_timeout: None,
-            env: Vec::new(),
-        }
+        PhaseRequest::sample(phase, r#"{"required_actions":["do a","do b"]}"#)
     }
 
     #[test]

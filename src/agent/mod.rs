@@ -48,6 +48,37 @@ pub struct PhaseRequest {
     pub env: Vec<(String, String)>,
 }
 
+#[cfg(test)]
+impl PhaseRequest {
+    /// Phase `phase` of issue ORB-1 (run R, milestone M1, worktree `/w`) after a review that
+    /// asked for `last_review`: the agents' unit tests vary only what they check.
+    pub(crate) fn sample(phase: Phase, last_review: &str) -> PhaseRequest {
+        PhaseRequest {
+            run_id: "R".into(),
+            milestone: "M1".into(),
+            issue: PlannedIssue {
+                id: "ORB-1".into(),
+                title: "t".into(),
+                doc: "docs/projects/p/issues/ORB-1.md".into(),
+                blocked_by: vec![],
+                branch: "loop/M1/ORB-1".into(),
+                worktree: "/w".into(),
+                verify: Vec::new(),
+            },
+            phase,
+            cycle: 1,
+            attempt: 1,
+            worktree: "/w".into(),
+            last_review: Some(last_review.into()),
+            verification: None,
+            resume_session: None,
+            timeout: Duration::from_secs(5),
+            stall_timeout: None,
+            env: Vec::new(),
+        }
+    }
+}
+
 /// What an agent reports while a phase runs; the engine journals it at once.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Signal {
