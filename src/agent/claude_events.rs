@@ -12,6 +12,8 @@
 
 use serde_json::Value;
 
+use super::jsonl::{brief, parse_or_note, str_of};
+
 use super::Tokens;
 
 /// The last line of a run: what the engine gets.
@@ -52,10 +54,6 @@ pub enum Event {
     Unknown {
         kind: String,
     },
-}
-
-fn str_of(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 fn u64_of(v: &Value, key: &str) -> u64 {
@@ -131,11 +129,6 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
     })
 }
 
-/// At most 80 characters of stream text for a note, control characters escaped.
-fn brief(text: &str) -> String {
-    text.chars().take(80).flat_map(char::escape_debug).collect()
-}
-
 /// What a whole stream amounted to.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
@@ -150,16 +143,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn absorb(&mut self, line: &str) -> Option<Event> {
-        if line.trim().is_empty() {
-            return None;
-        }
-        let ev = match parse_line(line) {
-            Ok(ev) => ev,
-            Err(_) => {
-                self.unknown.push(format!("non-JSON line: {}", brief(line)));
-                return None;
-            }
-        };
+        let ev = parse_or_note(line, &mut self.unknown, parse_line)?;
         match &ev {
             Event::Init { session_id } => self.session_id = Some(session_id.clone()),
             Event::Assistant { tools } => self.tools.extend(tools.iter().cloned()),

@@ -7,6 +7,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::jsonl::{brief, parse_or_note, str_of};
+
 use super::Tokens;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -42,10 +44,6 @@ struct RawUsage {
     output_tokens: u64,
     #[serde(default)]
     reasoning_output_tokens: u64,
-}
-
-fn str_of(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 fn item(v: &Value) -> Item {
@@ -105,12 +103,6 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
     })
 }
 
-/// At most 80 characters of stream text for a note, control characters escaped: the notes end up
-/// in one-line journal entries and on the terminal.
-fn brief(text: &str) -> String {
-    text.chars().take(80).flat_map(char::escape_debug).collect()
-}
-
 /// What a whole stream amounted to.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
@@ -129,16 +121,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn absorb(&mut self, line: &str) -> Option<Event> {
-        if line.trim().is_empty() {
-            return None;
-        }
-        let ev = match parse_line(line) {
-            Ok(ev) => ev,
-            Err(_) => {
-                self.unknown.push(format!("non-JSON line: {}", brief(line)));
-                return None;
-            }
-        };
+        let ev = parse_or_note(line, &mut self.unknown, parse_line)?;
         match &ev {
             Event::ThreadStarted { thread_id } => self.thread_id = Some(thread_id.clone()),
             Event::TurnCompleted { usage } => self.usage = Some(*usage),

@@ -9,6 +9,7 @@ pub mod codex;
 pub mod codex_events;
 pub mod common;
 pub mod failure;
+mod jsonl;
 pub mod output;
 pub mod sim;
 
