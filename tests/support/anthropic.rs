@@ -279,31 +279,10 @@ impl ClaudeRepo {
 
     /// Processes (not loop) whose environment names this repo's mock URL: claude and its tools.
     pub fn claude_processes(&self) -> Vec<u32> {
-        let needle = format!("ANTHROPIC_BASE_URL={}", self.base_url);
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            if let Ok(env) = std::fs::read(e.path().join("environ")) {
-                let has = env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes());
-                let is_loop = std::fs::read_link(e.path().join("exe"))
-                    .map(|p| p.file_name().is_some_and(|n| n == "loop"))
-                    .unwrap_or(false);
-                if has && !is_loop {
-                    pids.push(pid);
-                }
-            }
-        }
-        pids
+        super::processes_with_env(&format!("ANTHROPIC_BASE_URL={}", self.base_url))
     }
 
     pub fn wait_no_claude(&self, limit: Duration) -> bool {
-        let until = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < until {
-            if self.claude_processes().is_empty() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        super::wait_no_processes_with_env(&format!("ANTHROPIC_BASE_URL={}", self.base_url), limit)
     }
 }

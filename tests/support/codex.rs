@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -287,32 +287,11 @@ stream_idle_timeout_ms = 10000
 
     /// Processes whose environment names this repo's CODEX_HOME (codex and its children).
     pub fn codex_processes(&self) -> Vec<u32> {
-        let needle = format!("CODEX_HOME={}", self.codex_home.display());
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            if let Ok(env) = std::fs::read(e.path().join("environ")) {
-                let has = env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes());
-                let is_loop = std::fs::read_link(e.path().join("exe"))
-                    .map(|p| p.file_name().is_some_and(|n| n == "loop"))
-                    .unwrap_or(false);
-                if has && !is_loop {
-                    pids.push(pid);
-                }
-            }
-        }
-        pids
+        super::processes_with_env(&format!("CODEX_HOME={}", self.codex_home.display()))
     }
 
     pub fn wait_no_codex(&self, limit: Duration) -> bool {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            if self.codex_processes().is_empty() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        super::wait_no_processes_with_env(&format!("CODEX_HOME={}", self.codex_home.display()), limit)
     }
 }
 

@@ -386,3 +386,34 @@ pub fn timeline_transitions(v: &serde_json::Value) -> Vec<(String, String, Strin
         })
         .collect()
 }
+
+/// Processes other than loop whose environment has the entry `needle` (`KEY=value`): an agent
+/// CLI and the tools it started, found by the per-test value loop gave them.
+pub fn processes_with_env(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(env) = std::fs::read(e.path().join("environ")) {
+            let has = env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes());
+            let is_loop = std::fs::read_link(e.path().join("exe"))
+                .map(|p| p.file_name().is_some_and(|n| n == "loop"))
+                .unwrap_or(false);
+            if has && !is_loop {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Waits up to `limit` for [`processes_with_env`] to find none; false if some outlived it.
+pub fn wait_no_processes_with_env(needle: &str, limit: std::time::Duration) -> bool {
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        if processes_with_env(needle).is_empty() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
