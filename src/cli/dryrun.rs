@@ -81,6 +81,7 @@ pub fn show(
     claude: Option<&crate::agent::claude::ClaudeSettings>,
     problems: &[crate::preflight::Problem],
     verbose: bool,
+    json: bool,
 ) -> Result<ExitCode, CliError> {
     // The real agent of each phase (dev, review, fix); none for the simulated one.
     let specs = inputs.phase_specs();
@@ -129,7 +130,11 @@ pub fn show(
         issues: shown,
         preflight: problems.iter().map(ToString::to_string).collect(),
     };
-    crate::out!("{}", crate::render::dryrun::text(&dry, verbose, crate::render::style::Style::stdout()));
+    if json {
+        crate::outln!("{}", crate::render::dryrun::json(&dry, verbose));
+    } else {
+        crate::out!("{}", crate::render::dryrun::text(&dry, verbose, crate::render::style::Style::stdout()));
+    }
     let warnings = dry.warnings();
     if warnings.is_empty() {
         return Ok(ExitCode::Ok);
@@ -216,8 +221,9 @@ fn phases(
             env: Vec::new(),
         };
         let prompt = agent.prompt(&req).map_err(|e| CliError::Usage(e.to_string()))?;
-        let argv = agent.argv(&req, &DryRunPhase::prompt_label(&prompt, &agent.prompt_source(phase)));
-        out.push(DryRunPhase { label, template: prompts::name_for(phase), argv, prompt });
+        let prompt_source = agent.prompt_source(phase);
+        let argv = agent.argv(&req, &DryRunPhase::prompt_label(&prompt, &prompt_source));
+        out.push(DryRunPhase { label, template: prompts::name_for(phase), argv, prompt, prompt_source });
     }
     Ok(out)
 }

@@ -67,6 +67,8 @@ pub struct DryRunPhase {
     /// The command line, with the prompt shown as `<prompt: N lines, SOURCE>`.
     pub argv: String,
     pub prompt: String,
+    /// Where the prompt's template comes from: the user's file, or the built-in template's name.
+    pub prompt_source: String,
 }
 
 impl DryRunPhase {
@@ -75,6 +77,63 @@ impl DryRunPhase {
     pub fn prompt_label(prompt: &str, source: &str) -> String {
         format!("<prompt: {} lines, {source}>", prompt.lines().count())
     }
+}
+
+/// `run --dry-run --json`: the same facts as the text, the prompts only when `verbose`.
+pub fn json(d: &DryRun, verbose: bool) -> serde_json::Value {
+    let issues: Vec<serde_json::Value> = d
+        .issues
+        .iter()
+        .map(|i| {
+            let phases: Vec<serde_json::Value> = i
+                .phases
+                .iter()
+                .flatten()
+                .map(|p| {
+                    let mut v = serde_json::json!({
+                        "label": p.label,
+                        "template": p.template,
+                        "prompt_source": p.prompt_source,
+                        "prompt_lines": p.prompt.lines().count(),
+                        "argv": p.argv,
+                    });
+                    if verbose {
+                        v["prompt"] = serde_json::json!(p.prompt);
+                    }
+                    v
+                })
+                .collect();
+            serde_json::json!({
+                "id": i.issue.id,
+                "title": i.issue.title,
+                "blocked_by": i.issue.blocked_by,
+                "base": i.base,
+                "branch": i.issue.branch,
+                "worktree": i.issue.worktree,
+                "review_doc": i.review_doc,
+                "phases": phases,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "dry_run": true,
+        "would_start": d.warnings().is_empty(),
+        "warnings": d.warnings(),
+        "preflight": d.preflight,
+        "milestone": d.milestone,
+        "run_id": d.run_id,
+        "agent": d.agent,
+        "agent_bin": d.codex.as_ref().and_then(|r| r.as_ref().ok()),
+        "base": d.base,
+        "phase_timeout_secs": d.phase_timeout_secs,
+        "max_fix_cycles": d.max_fix_cycles,
+        "max_tokens_per_issue": d.max_tokens_per_issue,
+        "review_doc": d.review_doc,
+        "guard": d.guard,
+        "costs": d.costs,
+        "waves": d.waves,
+        "issues": issues,
+    })
 }
 
 /// The dry run's text: compact, or with every rendered prompt when `verbose`.
@@ -140,7 +199,7 @@ pub fn text(d: &DryRun, verbose: bool, style: Style) -> String {
             style.dim(&esc(&format!("  (wave {wave}{after})")))
         ));
         lines.push(format!("base      {}", esc(&i.base)));
-        lines.push(format!("branch    {}", esc(&issue.branch.to_string())));
+        lines.push(format!("branch    {}", esc(issue.branch.as_ref())));
         lines.push(format!("worktree  {}", esc(&issue.worktree)));
         if let Some(doc) = &i.review_doc {
             lines.push(format!("review doc {}", esc(doc)));

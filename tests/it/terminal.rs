@@ -245,6 +245,32 @@ fn dry_run_warns_first_exits_non_zero_and_writes_nothing() {
     let out = loop_cmd(&repo).args(["run", "--agent", "sim", "--verbose"]).output().unwrap();
     assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
     assert_eq!(crate::preflight::everything(&repo), before);
+    // --json: the same facts by field, never coloured; the prompts only with --verbose.
+    for verbose in [false, true] {
+        let mut c = loop_cmd(&repo);
+        c.args(["run", "--dry-run", "--json", "--color", "always", "--codex-bin", "/nonexistent/codex"]);
+        if verbose {
+            c.arg("--verbose");
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", text(&out).1);
+        let v = json(&out);
+        assert_eq!((v["dry_run"].as_bool(), v["would_start"].as_bool()), (Some(true), Some(false)), "{v}");
+        assert!(v["warnings"][0].as_str().unwrap().starts_with("codex is not installed"), "{v}");
+        assert_eq!(v["waves"], serde_json::json!([["ORB-1", "ORB-5"], ["ORB-2", "ORB-3"], ["ORB-4", "ORB-6"]]));
+        let orb6 = v["issues"].as_array().unwrap().iter().find(|i| i["id"] == "ORB-6").unwrap();
+        assert_eq!(orb6["base"], "merge of loop/M1-core/ORB-2 + loop/M1-core/ORB-3", "{orb6}");
+        assert_eq!(orb6["branch"], "loop/M1-core/ORB-6");
+        let phases = orb6["phases"].as_array().unwrap();
+        assert_eq!(
+            phases.iter().map(|p| p["label"].as_str().unwrap()).collect::<Vec<_>>(),
+            ["dev", "review 1", "fix 1"]
+        );
+        assert_eq!(phases[0]["prompt_source"], "dev-auto-parallel");
+        assert!(phases[0]["prompt_lines"].as_u64().unwrap() > 5, "{orb6}");
+        assert_eq!(phases[2]["prompt"].is_string(), verbose, "{orb6}");
+        assert_eq!(crate::preflight::everything(&repo), before, "a dry run changed the repo");
+    }
     // Colour: the warning in red with --color always, none on a pipe.
     let out = loop_cmd(&repo)
         .args(["run", "--dry-run", "--codex-bin", "/nonexistent/codex", "--color", "always"])
