@@ -163,10 +163,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         });
         crate::outln!("{v}");
     } else if !args.quiet {
+        let style = render::style::Style::stderr();
         crate::eout!("\n{}", render::status_text(&view, false));
         crate::eoutln!(
             "replay: {} ({} records re-derived from the journal alone, chain verified)",
-            if replay_ok { "ok" } else { "FAILED" },
+            if replay_ok { style.good("ok") } else { style.bad("FAILED") },
             verdict.records
         );
         crate::eoutln!("took {run_secs:.2}s; journal {} records, {journal_bytes} bytes on disk", verdict.records);

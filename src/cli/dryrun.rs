@@ -34,10 +34,33 @@ impl Shown {
         }
     }
 
-    fn argv(&self, req: &PhaseRequest, prompt: &str) -> String {
-        match self {
-            Shown::Codex(a) => a.fresh_cmd(req, prompt).display(),
-            Shown::Claude(a) => a.cmd(req, prompt, None).display(),
+    /// The command line on one line: the prompt as `label`, Claude's inline JSON schema as
+    /// `<json schema: PHASE>`.
+    fn argv(&self, req: &PhaseRequest, label: &str) -> String {
+        // A stand-in the display leaves unquoted, replaced by the label afterwards.
+        const PROMPT: &str = "LOOP-DRY-RUN-PROMPT";
+        let quoted = |arg: &str| crate::proc::Cmd::new("x").arg(arg).display().split_off(2);
+        let shown = match self {
+            Shown::Codex(a) => a.fresh_cmd(req, PROMPT).display(),
+            Shown::Claude(a) => {
+                let schema = quoted(crate::agent::output::schema_text(req.phase).trim());
+                let line = a.cmd(req, PROMPT, None).display();
+                line.replace(&schema, &format!("<json schema: {}>", req.phase))
+            }
+        };
+        shown.replace(PROMPT, label)
+    }
+
+    /// Where the phase's prompt template comes from: the user's file, or the built-in name.
+    fn prompt_source(&self, phase: Phase) -> String {
+        let dir = match self {
+            Shown::Codex(a) => a.settings.prompts_dir.as_deref(),
+            Shown::Claude(a) => a.settings.prompts_dir.as_deref(),
+        };
+        let name = prompts::name_for(phase);
+        match prompts::load(name, dir.map(std::path::Path::new)) {
+            Ok(t) if t.source != "built-in" => t.source,
+            _ => name.to_string(),
         }
     }
 
@@ -50,12 +73,15 @@ impl Shown {
     }
 }
 
-/// `problems`: what pre-flight found (shown; a dry run starts nothing, so it still exits 0).
+/// `problems`: what pre-flight found. They are shown first, and after the whole summary the dry
+/// run exits as a real run would have at pre-flight (nothing is started either way).
 pub fn show(
     inputs: &RunInputs,
     codex: Option<&crate::agent::codex::CodexSettings>,
     claude: Option<&crate::agent::claude::ClaudeSettings>,
     problems: &[crate::preflight::Problem],
+    verbose: bool,
+    json: bool,
 ) -> Result<ExitCode, CliError> {
     // The real agent of each phase (dev, review, fix); none for the simulated one.
     let specs = inputs.phase_specs();
@@ -100,11 +126,26 @@ pub fn show(
         review_doc: inputs.review_doc,
         guard,
         codex: agents.iter().flatten().next().map(Shown::installed),
+        waves: plan.waves.clone(),
         issues: shown,
         preflight: problems.iter().map(ToString::to_string).collect(),
     };
-    crate::out!("{}", crate::render::dryrun::text(&dry));
-    Ok(ExitCode::Ok)
+    if json {
+        crate::outln!("{}", crate::render::dryrun::json(&dry, verbose));
+    } else {
+        crate::out!("{}", crate::render::dryrun::text(&dry, verbose, crate::render::style::Style::stdout()));
+    }
+    let warnings = dry.warnings();
+    if warnings.is_empty() {
+        return Ok(ExitCode::Ok);
+    }
+    crate::eoutln!("loop: dry run: {} problem(s) would stop `loop run` (listed first above)", warnings.len());
+    // The same exit as the real run's refusal; the problems are already on stdout.
+    let mut problems = problems.to_vec();
+    if problems.is_empty() {
+        problems = warnings.into_iter().map(crate::preflight::Problem::CodexMissing).collect();
+    }
+    Err(CliError::from(crate::preflight::PreflightError { problems }).reported())
 }
 
 fn phase_index(phase: Phase) -> usize {
@@ -158,11 +199,9 @@ fn phases(
         .map(|c| format!("- `{c}`: <passed, or a pre-existing failure> (<duration>; log <path>)"))
         .collect::<Vec<_>>()
         .join("\n");
-    for (phase, cycle, label) in [
-        (Phase::Dev, 0, "dev".to_string()),
-        (Phase::Review, 0, "review 1".into()),
-        (Phase::Fix, 1, "fix cycle 1".into()),
-    ] {
+    for (phase, cycle, label) in
+        [(Phase::Dev, 0, "dev".to_string()), (Phase::Review, 0, "review 1".into()), (Phase::Fix, 1, "fix 1".into())]
+    {
         // Only the phases codex runs have a codex command.
         // Only the phases a real agent runs have a command to show.
         let Some(agent) = &agents[phase_index(phase)] else { continue };
@@ -182,8 +221,9 @@ fn phases(
             env: Vec::new(),
         };
         let prompt = agent.prompt(&req).map_err(|e| CliError::Usage(e.to_string()))?;
-        let argv = agent.argv(&req, &prompt);
-        out.push(DryRunPhase { label, template: prompts::name_for(phase), argv, prompt });
+        let prompt_source = agent.prompt_source(phase);
+        let argv = agent.argv(&req, &DryRunPhase::prompt_label(&prompt, &prompt_source));
+        out.push(DryRunPhase { label, template: prompts::name_for(phase), argv, prompt, prompt_source });
     }
     Ok(out)
 }

@@ -47,6 +47,17 @@ Ctrl-C and `loop replay` re-derives and verifies every state.\n\nStart with `loo
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Colour: on a terminal only (auto; off when NO_COLOR is set or TERM=dumb), always, or never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value = "auto", env = "LOOP_COLOR")]
+    pub color: ColorWhen,
+}
+
+/// `--color WHEN` (see [`crate::render::style`]).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,6 +180,12 @@ pub fn install_interrupt_handler() {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    use crate::render::style::{set_choice, ColorChoice};
+    set_choice(match cli.color {
+        ColorWhen::Auto => ColorChoice::Auto,
+        ColorWhen::Always => ColorChoice::Always,
+        ColorWhen::Never => ColorChoice::Never,
+    });
     // Only commands that journal nothing may die of a closed pipe (see `crate::out`).
     if matches!(
         cli.command,

@@ -38,7 +38,7 @@ pub fn run(args: PlanArgs) -> Result<ExitCode, CliError> {
     let plan = plan::build(&docs, &milestone)?;
     let format = if args.json { Format::Json } else { args.format };
     match format {
-        Format::Text => print!("{}", plan.to_text(&head_label(&repo))),
+        Format::Text => print!("{}", crate::render::style::Style::stdout().plan(&plan.to_text(&head_label(&repo)))),
         Format::Json => println!("{}", plan.to_json(&head_label(&repo))),
         Format::Dot => print!("{}", plan.to_dot()),
         Format::Mermaid => print!("{}", plan.to_mermaid()),

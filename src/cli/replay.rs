@@ -53,10 +53,11 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, CliError> {
         }
     };
     let print = !args.json && !args.quiet;
+    let style = render::style::Style::stdout();
     let mut timeline = Vec::new();
     let replayed = journal::replay::replay(store.as_ref(), |rec, applied| {
         if print {
-            println!("{}", render::timeline_line(rec, applied));
+            println!("{}", style.timeline(&render::timeline_line(rec, applied)));
         }
         if args.json {
             timeline.push(render::record_json(rec, applied));
@@ -71,7 +72,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, CliError> {
         Some(f) => Err(f.into()),
         None => {
             if !args.json {
-                print!("{}", render::replay::verdict_text(&replayed));
+                print!("{}", render::replay::verdict_text(&replayed, style));
             }
             Ok(ExitCode::Ok)
         }

@@ -42,9 +42,15 @@ pub struct RunArgs {
     /// Run only these issues (repeatable); their dependencies must be given too or be Done in an earlier run.
     #[arg(long = "issue", value_name = "ID")]
     pub issues: Vec<String>,
-    /// Show the plan, worktree and branch names, rendered prompts and exact codex argv; change nothing.
+    /// Show what a run would do and change nothing: problems that would stop it first, then the
+    /// waves, each issue's base, branch and worktree, and each phase's command line. Exits 2 when
+    /// `loop run` would refuse to start (a missing agent CLI, pre-flight's problems). With --json:
+    /// one object (warnings, waves, issues with base, branch, worktree and phases).
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: also print every rendered prompt (with --json: a `prompt` per phase).
+    #[arg(long, requires = "dry_run")]
+    pub verbose: bool,
     #[command(flatten)]
     pub codex: super::codex_args::CodexArgs,
     /// JSON file scripting the simulated agent (implies --agent sim): {"ISSUE": {"dev": "pass", "reviews": ["changes_required", "pass"]}}.
@@ -345,7 +351,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let min_free_disk_mb = cfg.run.min_free_disk_mb.unwrap_or(crate::preflight::DEFAULT_MIN_FREE_DISK_MB);
     let problems = preflight(&inputs, codex.as_ref(), claude.as_ref(), min_free_disk_mb)?;
     if args.dry_run {
-        return super::dryrun::show(&inputs, codex.as_ref(), claude.as_ref(), &problems);
+        return super::dryrun::show(&inputs, codex.as_ref(), claude.as_ref(), &problems, args.verbose, args.drive.json);
     }
     if !problems.is_empty() {
         return Err(crate::preflight::PreflightError { problems }.into());

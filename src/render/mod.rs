@@ -2,11 +2,12 @@
 //! through these functions, so what a user saw live is what replay shows later.
 //!
 //! Views with more to them have a file each: [`progress`] (a run's live lines), [`replay`]
-//! (replay's verdict and JSON), [`dryrun`] (what `run --dry-run` shows).
+//! (replay's verdict and JSON), [`dryrun`] (what `run --dry-run` shows), [`style`] (colour).
 
 pub mod dryrun;
 pub mod progress;
 pub mod replay;
+pub mod style;
 
 use std::path::Path;
 
@@ -366,6 +367,11 @@ fn cost_note(i: &crate::journal::view::IssueView) -> Option<String> {
 
 /// Counts of terminal outcomes: "3 Done, 1 Capped".
 pub fn summary(view: &RunView) -> String {
+    summary_styled(view, style::Style::PLAIN)
+}
+
+/// [`summary`] with each state in its colour (see [`style::Style::counts`]).
+pub fn summary_styled(view: &RunView, style: style::Style) -> String {
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for i in &view.issues {
         let n = i.state.name();
@@ -374,7 +380,7 @@ pub fn summary(view: &RunView) -> String {
             None => counts.push((n, 1)),
         }
     }
-    counts.iter().map(|(k, c)| format!("{c} {k}")).collect::<Vec<_>>().join(", ")
+    style.counts(&counts)
 }
 
 /// One issue's guard outcome for the status table, or None when there is nothing to say.

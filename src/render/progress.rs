@@ -16,6 +16,8 @@ pub struct Progress {
     pub json_events: bool,
     pub start: Instant,
     live: Option<Live>,
+    /// Colour for stderr (see [`super::style`]).
+    style: super::style::Style,
 }
 
 struct Live {
@@ -30,11 +32,12 @@ impl Progress {
         use std::io::IsTerminal;
         let live = (!quiet && std::io::stderr().is_terminal() && std::env::var_os("LOOP_PLAIN_PROGRESS").is_none())
             .then(|| Live { drawn: 0, since: Default::default() });
-        Progress { quiet, json_events, start: Instant::now(), live }
+        Progress { quiet, json_events, start: Instant::now(), live, style: super::style::Style::stderr() }
     }
 
     fn redraw(&mut self, view: &RunView, permanent: Option<String>) {
         let Some(live) = &mut self.live else { return };
+        let style = self.style;
         let mut err = std::io::stderr().lock();
         // Move up over the previous live block and clear it.
         for _ in 0..live.drawn {
@@ -56,13 +59,23 @@ impl Progress {
                     running += 1;
                     let since = live.since.get(&i.id).map(|t| t.elapsed().as_secs()).unwrap_or(0);
                     let tokens = if i.tokens > 0 { format!("  {} tokens", i.tokens) } else { String::new() };
-                    lines.push(format!("  {:<14} {:<22} {:>4}s{tokens}", i.id, super::state_short(s), since));
+                    let shown = super::state_short(s);
+                    let state = style.state(&shown, &format!("{shown:<22}"));
+                    lines.push(format!("  {:<14} {state} {:>4}s{tokens}", i.id, since));
                 }
             }
         }
+        let count = |n: usize, tone: super::style::Tone, what: &str| match n {
+            0 => format!("{n} {what}"),
+            _ => style.paint(tone, &format!("{n} {what}")),
+        };
         lines.push(format!(
-            "  {done} done · {running} running · {waiting} waiting · {blocked} capped/blocked/failed  [{:.0}s]",
-            self.start.elapsed().as_secs_f64()
+            "  {} · {} · {} · {}  {}",
+            count(done, super::style::Tone::Good, "done"),
+            count(running, super::style::Tone::Active, "running"),
+            count(waiting, super::style::Tone::Plain, "waiting"),
+            count(blocked, super::style::Tone::Bad, "capped/blocked/failed"),
+            style.dim(&format!("[{:.0}s]", self.start.elapsed().as_secs_f64()))
         ));
         for l in &lines {
             let _ = writeln!(err, "{l}");
@@ -85,7 +98,11 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let line = format!("[{:>7.2}s] {}", self.start.elapsed().as_secs_f64(), super::timeline_line(rec, applied));
+        let line = format!(
+            "{} {}",
+            self.style.dim(&format!("[{:>7.2}s]", self.start.elapsed().as_secs_f64())),
+            self.style.timeline(&super::timeline_line(rec, applied))
+        );
         let Some(live) = &mut self.live else {
             crate::eoutln!("{line}");
             return;

@@ -17,9 +17,14 @@ pub fn json(replayed: &Replayed, timeline: Vec<Value>) -> Value {
 }
 
 /// The lines after a verified timeline: `replay ok: …` and the guard's summary.
-pub fn verdict_text(replayed: &Replayed) -> String {
+pub fn verdict_text(replayed: &Replayed, style: super::style::Style) -> String {
     let v = replayed.view.as_ref().expect("a verified journal has a view");
-    let mut out = format!("replay ok: {} records, chain verified; {}\n", replayed.records, super::summary(v));
+    let mut out = format!(
+        "{}: {} records, chain verified; {}\n",
+        style.good("replay ok"),
+        replayed.records,
+        super::summary_styled(v, style)
+    );
     if let Some(g) = super::guard_summary(v) {
         out.push_str(&format!("{g}\n"));
     }

@@ -258,11 +258,17 @@ fn dry_run_shows_claudes_argv_and_changes_nothing() {
     let mock = Mock::start(|_, _| Reply::Hang);
     let r = claude_repo(&mock, "/nonexistent/claude".into(), &[("ORB-1", "Say hello", &[])]);
     let out = r.run(&["run", "--dry-run", "--model", "claude-mock-1"], &[]);
-    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    // A missing claude would stop the run: the dry run says so first and exits as pre-flight does.
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!r.repo.path.join(".loop").exists(), "dry run created the state dir");
-    assert!(text.contains("warning: claude is not installed") && text.contains("@anthropic-ai/claude-code@"), "{text}");
-    assert!(text.contains("/nonexistent/claude -p '# dev-auto-parallel"), "{text}");
+    assert!(
+        text.starts_with("warning: claude is not installed") && text.contains("@anthropic-ai/claude-code@"),
+        "{text}"
+    );
+    // One line per phase: the prompt and the inline JSON schema are named, not spelled out.
+    assert!(text.contains("\ndev       /nonexistent/claude -p <prompt: "), "{text}");
+    assert!(text.contains(" lines, dev-auto-parallel> --output-format stream-json --verbose --json-schema <json schema: dev> --settings "), "{text}");
     let settings = r.repo.path.join(".loop/logs");
     assert!(text.contains("--permission-mode acceptEdits --allowedTools Bash --model claude-mock-1"), "{text}");
     assert!(text.contains("--disallowedTools Edit Write NotebookEdit --model claude-mock-1"), "{text}");

@@ -314,13 +314,14 @@ fn dry_run_changes_nothing_and_shows_argv_and_prompts() {
         )
     };
     let before = snapshot(&r);
-    let out = r.run(&["run", "--milestone", M, "--dry-run", "--model", "gpt-5.5"], &[]);
-    assert_eq!(out.status.code(), Some(exit::OK), "{}", show(&out));
+    let out = r.run(&["run", "--milestone", M, "--dry-run", "--verbose", "--model", "gpt-5.5"], &[]);
+    // A missing codex would stop the run: first line, and pre-flight's exit after the summary.
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(snapshot(&r), before);
     assert!(!r.path.join(".loop").exists(), "dry run created the state dir");
     assert!(
-        text.contains("warning: codex is not installed") && text.contains("npm install -g @openai/codex"),
+        text.starts_with("warning: codex is not installed") && text.contains("npm install -g @openai/codex"),
         "{text}"
     );
     assert!(text.contains("branch    loop/M1/ORB-2"), "{text}");
@@ -332,6 +333,13 @@ fn dry_run_changes_nothing_and_shows_argv_and_prompts() {
     assert!(text.contains("-s read-only -m gpt-5.5 --output-schema"), "{text}");
     assert!(text.contains("You are the **fix** agent for issue **ORB-2**"), "{text}");
     assert!(text.contains("review doc docs/projects/orbit/reviews/M1/ORB-2.md"));
+    // Without --verbose the same summary names the prompts instead of printing them.
+    let out = r.run(&["run", "--milestone", M, "--dry-run", "--model", "gpt-5.5"], &[]);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{}", show(&out));
+    let compact = String::from_utf8_lossy(&out.stdout);
+    assert!(!compact.contains("You are the **fix** agent"), "{compact}");
+    assert!(compact.contains(" -- <prompt: ") && compact.contains(" lines, dev-auto-fix-review>\n"), "{compact}");
+    assert_eq!(snapshot(&r), before);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::support::{demo_repo, exit, git, loop_cmd, text, TestRepo};
 
 /// Every file and directory below `dir` with its bytes (directories: empty), symlinks as links.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -31,7 +31,7 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// What a run could change: every byte under the repo (`.git` and `.loop` included), the refs
 /// and the worktrees git knows.
-fn everything(repo: &TestRepo) -> (BTreeMap<PathBuf, Vec<u8>>, String, String) {
+pub(crate) fn everything(repo: &TestRepo) -> (BTreeMap<PathBuf, Vec<u8>>, String, String) {
     (tree(repo.path()), git(repo, &["for-each-ref"]), git(repo, &["worktree", "list", "--porcelain"]))
 }
 
@@ -105,12 +105,14 @@ fn every_problem_is_named_at_once_and_nothing_is_written() {
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(exit::OK), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("pre-flight: 6 problem(s); `loop run` would not start:\n  - main checkout is not clean"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("  - codex is not logged in"), "{stdout}");
+    // It exits as the real run did, after its summary, which starts with the same problems.
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("warning: main checkout is not clean"), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[3].starts_with("warning: codex is not logged in"), "{stdout}");
+    assert_eq!(lines[6], "`loop run` would not start: 6 problem(s) above", "{stdout}");
+    assert!(stdout.contains("\n== ORB-4: "), "the summary follows: {stdout}");
+    assert!(stderr.contains("6 problem(s) would stop `loop run`"), "{stderr}");
     assert_eq!(everything(&repo), before, "a dry run changed the repo");
 }
 

@@ -43,3 +43,27 @@ fn replay_text() {
     let repo = demo_run();
     insta::assert_snapshot!("replay", shown(&repo, &["replay", "snap"], exit::OK));
 }
+
+/// `loop run --dry-run` with a codex that is not installed: the compact summary (the warning
+/// first, one line per phase) and the verbose one (every prompt).
+fn dry_run(verbose: bool) -> String {
+    let repo = demo_repo();
+    let mut args = vec!["run", "--milestone", "M1-core", "--dry-run", "--codex-bin", "/nonexistent/codex"];
+    if verbose {
+        args.push("--verbose");
+    }
+    let out = loop_cmd(&repo).args(&args).env("LOOP_RUN_ID", "snap").output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{args:?}: {stderr}");
+    repo.env().redact(&stdout)
+}
+
+#[test]
+fn dry_run_text() {
+    insta::assert_snapshot!("dry_run", dry_run(false));
+}
+
+#[test]
+fn dry_run_verbose_text() {
+    insta::assert_snapshot!("dry_run_verbose", dry_run(true));
+}
