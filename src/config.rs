@@ -18,6 +18,8 @@ use crate::agent::codex::{CodexSettings, SANDBOXES};
 use crate::machine::Phase;
 use crate::vocab::{Rules, SandboxSettings};
 
+pub mod keys;
+
 pub const FILE_NAME: &str = "loop.toml";
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -28,8 +28,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("workspace", &["safefs", "proc"]),
     ("stack", &["proc", "workspace"]),
     ("prompts", &["machine"]),
-    // config resolves the codex agent's settings (file < env < flag).
-    ("config", &["agent", "machine", "verify"]),
+    // config resolves the codex agent's settings (file < env < flag), and shows each setting's
+    // default (pre-flight's free-disk minimum among them).
+    ("config", &["agent", "machine", "preflight", "verify"]),
     ("plan", &["docs", "workspace"]),
     // pre-flight asks git, codex and gt before a run writes anything.
     ("preflight", &["proc"]),
@@ -55,7 +56,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "workspace",
         ],
     ),
-    ("render", &["journal", "machine", "plan"]),
+    // render shows config's effective settings (`loop config`).
+    ("render", &["config", "journal", "machine", "plan"]),
     ("bench", &["docs", "engine", "journal", "machine", "plan", "runs", "agent", "workspace"]),
 ];
 

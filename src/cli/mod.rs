@@ -5,10 +5,12 @@ pub mod bench;
 pub mod clean;
 pub mod codex_args;
 pub mod completions;
+pub mod config;
 pub mod demo;
 pub mod dryrun;
 pub mod error;
 pub mod export;
+pub mod init;
 pub mod inputs;
 pub mod land;
 pub mod man;
@@ -21,6 +23,7 @@ pub mod retry;
 pub mod run;
 pub mod runs;
 pub mod select;
+pub mod setting_args;
 pub mod status;
 
 use std::path::PathBuf;
@@ -92,6 +95,10 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the manual page, or write one per subcommand with --out DIR.
     Man(man::ManArgs),
+    /// Start here: sample issue docs and a commented loop.toml in this repository (never overwrites).
+    Init(init::InitArgs),
+    /// Show the settings a run here would use and where each came from (flag, env, loop.toml:line, default).
+    Config(Box<config::ConfigArgs>),
     /// Agent hooks: `loop hook claude` is Claude Code's PreToolUse hook (exit 2 blocks).
     #[command(hide = true)]
     Hook { agent: String },
@@ -195,6 +202,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             | Command::Runs(_)
             | Command::Export(_)
             | Command::Completions(_)
+            | Command::Config(_)
     ) {
         crate::out::die_on_closed_pipe();
     }
@@ -214,6 +222,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Land(a) => land::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),
+        Command::Init(a) => init::run(a),
+        Command::Config(a) => config::run(*a),
         Command::Hook { agent } if agent == "claude" => {
             crate::guard::shim::hook_claude(&mut std::io::stdin().lock())?;
             Ok(ExitCode::Ok)

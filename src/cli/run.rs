@@ -2,7 +2,7 @@
 //! [`crate::config::resolve_run`], the agent built by [`crate::agent::from_spec`], progress drawn
 //! by [`crate::render::progress`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Args;
 
@@ -10,7 +10,7 @@ use super::inputs::{GuardInputs, RunInputs};
 use super::{CliError, ExitCode, RepoArgs};
 use crate::agent::PhaseAgentSet;
 use crate::clock::{self, Clock};
-use crate::config::{EnvSettings, RunFlags};
+use crate::config::EnvSettings;
 use crate::engine::{Engine, GuardHooks, Hooks, Observer, Outcome, Recorder, StackHooks};
 use crate::journal::view::{Applied, RunView};
 use crate::journal::{AgentSpec, Journal, Record, RunStart};
@@ -27,18 +27,8 @@ pub struct RunArgs {
     /// The milestone to run (optional when the docs name exactly one).
     #[arg(long, short)]
     pub milestone: Option<String>,
-    /// Which agent runs the phases [env: LOOP_AGENT] [default: codex, or loop.toml [agents]].
-    #[arg(long, value_parser = crate::config::AGENTS)]
-    pub agent: Option<String>,
-    /// The agent of one phase, e.g. `review=codex` (repeatable; beats --agent for that phase).
-    #[arg(long = "agent-for", value_name = "PHASE=KIND")]
-    pub agent_for: Vec<String>,
-    /// USD one issue may spend (since its last retry); over it the issue ends Capped [default: unlimited, or loop.toml].
-    #[arg(long = "max-cost-per-issue", value_name = "USD")]
-    pub max_cost_per_issue: Option<f64>,
-    /// USD the run may spend; once spent no phase starts (issues not started end Blocked) [default: unlimited, or loop.toml].
-    #[arg(long = "max-cost-per-run", value_name = "USD")]
-    pub max_cost_per_run: Option<f64>,
+    #[command(flatten)]
+    pub settings: super::setting_args::SettingArgs,
     /// Run only these issues (repeatable); their dependencies must be given too or be Done in an earlier run.
     #[arg(long = "issue", value_name = "ID")]
     pub issues: Vec<String>,
@@ -51,31 +41,6 @@ pub struct RunArgs {
     /// With --dry-run: also print every rendered prompt (with --json: a `prompt` per phase).
     #[arg(long, requires = "dry_run")]
     pub verbose: bool,
-    #[command(flatten)]
-    pub codex: super::codex_args::CodexArgs,
-    /// JSON file scripting the simulated agent (implies --agent sim): {"ISSUE": {"dev": "pass", "reviews": ["changes_required", "pass"]}}.
-    #[arg(long, value_name = "FILE")]
-    pub sim_scenario: Option<PathBuf>,
-    /// Fix cycles allowed before an issue ends Capped [default: 2, or loop.toml].
-    #[arg(long)]
-    pub max_fix_cycles: Option<u32>,
-    /// Seconds one agent phase may take before its process group is killed [default: 1800, or loop.toml].
-    #[arg(long, value_name = "SECS")]
-    pub phase_timeout: Option<u64>,
-    /// Seconds without an event from the agent before its phase is killed as stalled; 0: never
-    /// [default: 300, or loop.toml [run] stall_timeout_secs].
-    #[arg(long, value_name = "SECS")]
-    pub stall_timeout: Option<f64>,
-    /// Retries of a phase after a transient API error or a stall [default: 4, or loop.toml [run] retries].
-    /// (`--retries` is codex's re-asks for an unusable reply.)
-    #[arg(long, value_name = "N")]
-    pub agent_retries: Option<u32>,
-    /// Tokens one issue may use; over it the issue ends Capped [default: unlimited, or loop.toml].
-    #[arg(long, value_name = "N")]
-    pub max_tokens_per_issue: Option<u64>,
-    /// Do not append reviews to docs/projects/<project>/reviews/<milestone>/<issue>.md.
-    #[arg(long)]
-    pub no_review_doc: bool,
     /// Start the milestone over: run every issue on new branches (`loop/<milestone>-<run id>/<issue>`),
     /// leaving earlier runs' branches untouched [default: keep the issues earlier runs ended Done,
     /// run the rest on loop's own branches].
@@ -277,31 +242,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let repo = args.repo.repo_root()?;
     let state = args.repo.state()?;
     let cfg = crate::config::load(&repo)?;
-    let scenario = match &args.sim_scenario {
+    let scenario = match &args.settings.sim_scenario {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| CliError::io(p, e))?),
         None => None,
     };
-    let flags = RunFlags {
-        agent: args.agent.clone(),
-        sim_scenario: args.sim_scenario.is_some(),
-        max_fix_cycles: args.max_fix_cycles,
-        phase_timeout: args.phase_timeout,
-        max_tokens_per_issue: args.max_tokens_per_issue,
-        no_review_doc: args.no_review_doc,
-        codex: args.codex.flags(),
-        stall_timeout: args.stall_timeout,
-        retries: args.agent_retries,
-        claude_bin: args.codex.claude_bin.clone(),
-        agent_for: args.agent_for.clone(),
-        max_cost_usd_per_issue: args.max_cost_per_issue,
-        max_cost_usd_per_run: args.max_cost_per_run,
-    };
+    let flags = args.settings.flags();
     let settings =
         crate::config::resolve_run(&cfg, &EnvSettings::from_process(), &flags, &repo, &state.root.join("logs"))?;
     args.drive.check()?;
     // A scenario file is checked against the milestone's ids inside `start`; its parse errors
     // name the file, so check the syntax here where the path is known.
-    if let (Some(text), Some(p)) = (&scenario, &args.sim_scenario) {
+    if let (Some(text), Some(p)) = (&scenario, &args.settings.sim_scenario) {
         serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| CliError::Usage(format!("{}: not valid JSON: {e}", p.display())))?;
     }
@@ -334,7 +285,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         state,
         milestone: args.milestone,
         agent: spec_for(&settings.agent),
-        scenario_source: args.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        scenario_source: args.settings.sim_scenario.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         rules: settings.rules,
         phase_timeout_secs: settings.phase_timeout_secs,
         max_tokens_per_issue: settings.max_tokens_per_issue,

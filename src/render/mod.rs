@@ -7,6 +7,7 @@
 pub mod dryrun;
 pub mod progress;
 pub mod replay;
+pub mod start;
 pub mod style;
 
 use std::path::Path;

@@ -28,6 +28,7 @@ mod rerun;
 mod safefs;
 mod signals;
 mod snapshots;
+mod start;
 mod terminal;
 mod verify;
 mod worktree_repair;
