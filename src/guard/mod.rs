@@ -113,7 +113,9 @@ impl Guard {
     pub fn new(repo: &Path, logs: &Path, cfg: GuardConfig, stack: StackMode) -> Guard {
         let timeout = Duration::from_secs(60);
         let trunk = snapshot::current_branch(repo, timeout).unwrap_or_else(|| "main".into());
-        let gt = (stack == StackMode::Graphite).then(|| Gt::from_env(timeout));
+        // gt is a node CLI that runs git itself: on a loaded machine one call has been seen to take
+        // most of a minute, so it gets more room than loop's own git reads (LOOP_GT_TIMEOUT_SECS).
+        let gt = (stack == StackMode::Graphite).then(|| Gt::from_env(Duration::from_secs(300)));
         let submit = crate::stack::SubmitMode::Never;
         let common = snapshot::common_dir(repo, timeout).ok();
         Guard {
