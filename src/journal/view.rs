@@ -397,17 +397,22 @@ impl RunView {
                 let idx = self.index_of(seq, issue)?;
                 let rules = self.start.rules_of(&self.start.issues[idx]);
                 let view = &mut self.issues[idx];
-                let (next, computed) = machine::transition(&view.state, event, &rules)
+                // In place, not on a copy of the state: a divergence puts the state back, so the
+                // view still ends at the last record that agreed.
+                let (computed, undo) = machine::transition_in_place(&mut view.state, event, &rules)
                     .map_err(|source| Divergence::Illegal { seq, source })?;
-                if !next.stage.agrees_with(to) {
+                if !view.state.stage.agrees_with(to) {
+                    let computed = Box::new(view.state.stage.clone());
+                    undo.restore(&mut view.state);
                     return Err(Divergence::Mismatch {
                         seq,
                         issue: issue.clone(),
                         recorded: Box::new(to.clone()),
-                        computed: Box::new(next.stage),
+                        computed,
                     });
                 }
                 if let Some(recorded) = commands.as_ref().filter(|c| **c != computed) {
+                    undo.restore(&mut view.state);
                     return Err(Divergence::Commands {
                         seq,
                         issue: issue.clone(),
@@ -453,7 +458,7 @@ impl RunView {
                     _ => {}
                 }
                 view.absorb(evidence.as_ref());
-                let from = std::mem::replace(&mut view.state, next).stage;
+                let from = undo.stage;
                 if matches!(event, Event::Reopened { .. }) {
                     // A reopened issue has work left: the run is no longer finished.
                     self.finished = false;
