@@ -38,9 +38,9 @@ pub struct Replayed {
 pub fn replay(store: &dyn Store, mut each: impl FnMut(&Record, &Applied)) -> Replayed {
     let mut view: Option<RunView> = None;
     let mut diverged: Option<Divergence> = None;
-    let result = super::scan_verified(store, &mut |rec| {
+    let result = super::scan_verified_ref(store, &mut |rec| {
         let applied = match &mut view {
-            None => match RunView::new(&rec) {
+            None => match RunView::new(rec) {
                 Ok(v) => {
                     view = Some(v);
                     Applied { issue: None, from: None, to: None }
@@ -51,7 +51,7 @@ pub fn replay(store: &dyn Store, mut each: impl FnMut(&Record, &Applied)) -> Rep
                     return Err(JournalError::Empty);
                 }
             },
-            Some(v) => match v.apply(&rec) {
+            Some(v) => match v.apply(rec) {
                 Ok(a) => a,
                 Err(d) => {
                     diverged = Some(d);
@@ -59,7 +59,7 @@ pub fn replay(store: &dyn Store, mut each: impl FnMut(&Record, &Applied)) -> Rep
                 }
             },
         };
-        each(&rec, &applied);
+        each(rec, &applied);
         Ok(())
     });
     let records = view.as_ref().map(|v| v.records).unwrap_or(0);

@@ -9,7 +9,9 @@
 //! - [`RunView::apply`] re-runs [`machine::transition`] on every machine event and compares the
 //!   stage and the commands it decides now with what the record says was decided; any
 //!   difference is a [`Divergence`] ("journal and code disagree"), kept apart from corruption,
-//!   which the chain reader reports.
+//!   which the chain reader reports. It steps each issue's state in place
+//!   ([`machine::transition_in_place`], the same table) and, on a divergence, puts it back: the
+//!   view always ends at the last record that agreed.
 //! - Audit facts never reach the machine; they only move tallies.
 
 use std::collections::{HashMap, HashSet};
@@ -397,17 +399,22 @@ impl RunView {
                 let idx = self.index_of(seq, issue)?;
                 let rules = self.start.rules_of(&self.start.issues[idx]);
                 let view = &mut self.issues[idx];
-                let (next, computed) = machine::transition(&view.state, event, &rules)
+                // In place, not on a copy of the state: a divergence puts the state back, so the
+                // view still ends at the last record that agreed.
+                let (computed, undo) = machine::transition_in_place(&mut view.state, event, &rules)
                     .map_err(|source| Divergence::Illegal { seq, source })?;
-                if !next.stage.agrees_with(to) {
+                if !view.state.stage.agrees_with(to) {
+                    let computed = Box::new(view.state.stage.clone());
+                    undo.restore(&mut view.state);
                     return Err(Divergence::Mismatch {
                         seq,
                         issue: issue.clone(),
                         recorded: Box::new(to.clone()),
-                        computed: Box::new(next.stage),
+                        computed,
                     });
                 }
                 if let Some(recorded) = commands.as_ref().filter(|c| **c != computed) {
+                    undo.restore(&mut view.state);
                     return Err(Divergence::Commands {
                         seq,
                         issue: issue.clone(),
@@ -453,7 +460,7 @@ impl RunView {
                     _ => {}
                 }
                 view.absorb(evidence.as_ref());
-                let from = std::mem::replace(&mut view.state, next).stage;
+                let from = undo.stage;
                 if matches!(event, Event::Reopened { .. }) {
                     // A reopened issue has work left: the run is no longer finished.
                     self.finished = false;
@@ -701,6 +708,53 @@ mod tests {
             *issue = "ZZZ-404".into();
         }
         assert_eq!(loud.apply(&stray).unwrap_err(), quiet.apply_quiet(&stray).unwrap_err());
+    }
+
+    /// The fold steps states in place, yet a record that diverges (another stage, other
+    /// commands) leaves the issue's state as the last agreeing record left it, worktree and
+    /// session included; the next agreeing record then applies as if nothing had happened.
+    #[test]
+    fn a_divergence_leaves_the_state_as_it_was() {
+        let mut recs = vec![v1_record(0, Hash::ZERO, v1::Body::RunStarted(start()))];
+        let mut states: HashMap<&str, v1::State> = HashMap::new();
+        // Up to A's second dev attempt: a worktree, a session, attempts.
+        for (issue, event, evidence) in script().into_iter().take(8) {
+            let from = states.get(issue).cloned().unwrap_or(v1::State::Pending);
+            let to = old_machine(&from, &event);
+            states.insert(issue, to.clone());
+            let prev = recs.last().unwrap().hash;
+            recs.push(v1_record(recs.len() as u64, prev, v1::Body::Issue { issue: issue.into(), event, to, evidence }));
+        }
+        let mut view = RunView::fold(&recs).unwrap();
+        let before = view.state_of("A").unwrap().clone();
+        assert!(before.worktree.is_some() && before.session.is_some() && before.attempts == 2, "{before:?}");
+        let done = |to: Stage, commands: Option<Vec<Command>>| Record {
+            content: Content {
+                version: record::FORMAT_VERSION,
+                run_id: "r".into(),
+                seq: recs.len() as u64,
+                time: Default::default(),
+                prev: Hash::ZERO,
+                body: Body::Issue {
+                    issue: "A".into(),
+                    event: Event::WorkFinished { phase: Phase::Dev, status: WorkStatus::Failed },
+                    to,
+                    commands,
+                    evidence: None,
+                },
+            },
+            hash: Hash::ZERO,
+        };
+        let failed = Stage::Failed { fix_cycles: 0, reason: machine::Reason::DevFailed };
+        let wrong_stage = done(Stage::Review { fix_cycles: 0 }, None);
+        assert!(matches!(view.apply(&wrong_stage), Err(Divergence::Mismatch { .. })));
+        assert_eq!(view.state_of("A").unwrap(), &before);
+        let wrong_commands = done(failed.clone(), Some(vec![Command::Prepare]));
+        assert!(matches!(view.apply_quiet(&wrong_commands), Err(Divergence::Commands { .. })));
+        assert_eq!(view.state_of("A").unwrap(), &before);
+        let applied = view.apply(&done(failed.clone(), None)).unwrap();
+        assert_eq!((applied.from, applied.to), (Some(before.stage.clone()), Some(failed.clone())));
+        assert_eq!(view.state_of("A").unwrap().stage, failed);
     }
 
     /// A record whose recorded stage the code no longer decides is a divergence, whatever the

@@ -520,9 +520,61 @@ pub fn reopen_stage(state: &State) -> Stage {
 
 /// The transition table: the next state and the commands the driver must carry out.
 pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State, Vec<Command>), IllegalTransition> {
+    let mut next = state.clone();
+    let (commands, _) = transition_in_place(&mut next, event, rules)?;
+    Ok((next, commands))
+}
+
+/// What [`transition_in_place`] changed, kept so the change can be taken back: the previous
+/// stage (moved out, not copied), the counters, and the session and worktree only when the
+/// step replaced them (a worktree is copied only by the few events that edit it).
+#[derive(Debug)]
+pub struct Undo {
+    /// The stage the state left.
+    pub stage: Stage,
+    attempts: u32,
+    extra_fix_cycles: u32,
+    session: Option<Option<String>>,
+    worktree: Option<Option<Worktree>>,
+}
+
+impl Undo {
+    /// Puts `state` back as it was before the step that returned this.
+    pub fn restore(self, state: &mut State) {
+        state.stage = self.stage;
+        state.attempts = self.attempts;
+        state.extra_fix_cycles = self.extra_fix_cycles;
+        if let Some(session) = self.session {
+            state.session = session;
+        }
+        if let Some(worktree) = self.worktree {
+            state.worktree = worktree;
+        }
+    }
+}
+
+/// [`transition`] on the state itself: on success `state` is the next state, and the returned
+/// [`Undo`] takes it back; on an illegal transition `state` is untouched. The same table and
+/// the same result as [`transition`] (which is this on a copy), without copying the state for
+/// every event: replay folds a million records through here.
+pub fn transition_in_place(
+    state: &mut State,
+    event: &Event,
+    rules: &Rules,
+) -> Result<(Vec<Command>, Undo), IllegalTransition> {
     use Event as E;
     use Stage as S;
-    let mut worktree = state.worktree.clone();
+    // The events whose arms below edit the worktree: the only ones that pay for a copy to undo.
+    let undo_worktree = matches!(
+        event,
+        E::WorktreeIntent { .. }
+            | E::WorktreeCreated { .. }
+            | E::BasesMerged { .. }
+            | E::WorktreeRemoved { .. }
+            | E::WorktreeKept { .. }
+            | E::Reopened { .. }
+    )
+    .then(|| state.worktree.clone());
     let mut extra_fix_cycles = state.extra_fix_cycles;
     let limit = state.fix_limit(rules);
     let failed = |reason: Reason| S::Failed { fix_cycles: state.stage.fix_cycles(), reason };
@@ -537,7 +589,7 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             reason: Reason::DependencyNotDone { dependency: dependency.clone(), state: *dependency_state },
         },
         (S::Pending, E::WorktreeIntent { path, branch, base, merge, reuse }) => {
-            worktree = Some(Worktree {
+            state.worktree = Some(Worktree {
                 path: path.clone(),
                 branch: branch.clone(),
                 base: base.clone(),
@@ -553,7 +605,7 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
                 Some(wt) if wt.path == *path => (wt.merge.clone(), wt.reuse),
                 _ => (Vec::new(), false),
             };
-            worktree = Some(Worktree {
+            state.worktree = Some(Worktree {
                 path: path.clone(),
                 branch: branch.clone(),
                 base: base.clone(),
@@ -568,7 +620,7 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             S::WorktreeReady | S::Dev | S::Review { .. } | S::Fix { .. } | S::Verify { .. },
             E::WorktreeCreated { .. },
         ) if intended => {
-            if let Some(wt) = worktree.as_mut() {
+            if let Some(wt) = state.worktree.as_mut() {
                 wt.life = Life::Created;
             }
             state.stage.clone()
@@ -581,7 +633,7 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             reason: Reason::StackTrackFailed { parent: parent.clone(), error: error.clone() },
         },
         (S::WorktreeReady, E::BasesMerged { commit }) if merging => {
-            if let Some(wt) = worktree.as_mut() {
+            if let Some(wt) = state.worktree.as_mut() {
                 wt.base = commit.clone();
                 wt.merge.clear();
             }
@@ -692,13 +744,14 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
 
         (S::Done { .. } | S::Capped { .. } | S::Failed { .. } | S::Blocked { .. }, E::WorktreeRemoved { .. }) => {
             // A kept worktree may be removed later (`loop clean`); one never created stays so.
-            if let Some(wt) = worktree.as_mut().filter(|wt| matches!(wt.life, Life::Created | Life::Kept { .. })) {
+            if let Some(wt) = state.worktree.as_mut().filter(|wt| matches!(wt.life, Life::Created | Life::Kept { .. }))
+            {
                 wt.life = Life::Removed;
             }
             state.stage.clone()
         }
         (S::Done { .. } | S::Capped { .. } | S::Failed { .. } | S::Blocked { .. }, E::WorktreeKept { reason, .. }) => {
-            if let Some(wt) = worktree.as_mut().filter(|wt| wt.live()) {
+            if let Some(wt) = state.worktree.as_mut().filter(|wt| wt.live()) {
                 wt.life = Life::Kept { reason: reason.clone() };
             }
             state.stage.clone()
@@ -708,7 +761,7 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             // Never beyond the limit: a retry always grants at least the cycle it resumes in.
             let needed = stage.fix_cycles().saturating_sub(rules.max_fix_cycles);
             extra_fix_cycles = extra_fix_cycles.saturating_add(*extra).max(needed);
-            if let Some(wt) = worktree.as_mut() {
+            if let Some(wt) = state.worktree.as_mut() {
                 match wt.life {
                     // Removed after the end: created again on the same branch, as it is.
                     Life::Removed => {
@@ -757,15 +810,28 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
             | E::RunBudgetSpent { .. },
         ) => return Err(IllegalTransition { state: state.stage.kind(), event: event.name() }),
     };
+    let mut undo = Undo {
+        stage: std::mem::replace(&mut state.stage, stage),
+        attempts: state.attempts,
+        extra_fix_cycles: state.extra_fix_cycles,
+        session: None,
+        worktree: undo_worktree,
+    };
+    state.extra_fix_cycles = extra_fix_cycles;
     // Attempts and the session belong to one stage: a new stage starts them afresh.
-    let (mut attempts, mut session) =
-        if stage == state.stage { (state.attempts, state.session.clone()) } else { (0, None) };
+    if state.stage != undo.stage {
+        state.attempts = 0;
+        undo.session = Some(state.session.take());
+    }
     match event {
-        E::PhaseStarted { .. } => attempts += 1,
-        E::SessionStarted { session: s, .. } => session = Some(s.clone()),
+        E::PhaseStarted { .. } => state.attempts += 1,
+        E::SessionStarted { session: s, .. } => {
+            let before = state.session.replace(s.clone());
+            undo.session.get_or_insert(before);
+        }
         _ => {}
     }
-    let next = State { stage, worktree, attempts, session, extra_fix_cycles };
+    let next = &*state;
     let commands = match event {
         E::WorktreeIntent { path, branch, base, reuse, .. } => {
             vec![Command::CreateWorktree {
@@ -784,9 +850,9 @@ pub fn transition(state: &State, event: &Event, rules: &Rules) -> Result<(State,
         }],
         // The phase keeps running: nothing new to do.
         E::SessionStarted { .. } => Vec::new(),
-        _ => resume(&next),
+        _ => resume(next),
     };
-    Ok((next, commands))
+    Ok((commands, undo))
 }
 
 /// Something to journal about an issue: an event for its machine, or an audit fact.

@@ -7,7 +7,9 @@
 //! session, retries' extra cycles) and every command it emits. Where a retry resumes is kept as
 //! its own field, written down when the issue ends (the machine derives it from the reason).
 
-use devloop::machine::{resume, transition, Command, Event, Life, Phase, Rules, StageKind, State, Verdict, WorkStatus};
+use devloop::machine::{
+    resume, transition, transition_in_place, Command, Event, Life, Phase, Rules, StageKind, State, Verdict, WorkStatus,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -535,6 +537,37 @@ proptest! {
                     prop_assert_eq!(err.event, e.name());
                 }
                 (got, want) => prop_assert!(false, "event {:?} in {:?}: machine {:?}, model {:?}", e, &state, got, want),
+            }
+        }
+    }
+
+    /// The in-place step (what replay folds with) is the table itself: on any state it reaches
+    /// the state and commands `transition` gives, leaves the state untouched when the event is
+    /// illegal, and its undo puts back exactly the state it started from.
+    #[test]
+    fn the_in_place_step_is_the_step_and_undoes(
+        cap in 0u32..4,
+        verify in any::<bool>(),
+        events in proptest::collection::vec(event(), 0..40),
+    ) {
+        let rules = Rules { verify, ..Rules::with_max_fix_cycles(cap) };
+        let mut state = State::PENDING;
+        for e in &events {
+            let mut in_place = state.clone();
+            match (transition(&state, e, &rules), transition_in_place(&mut in_place, e, &rules)) {
+                (Ok((next, cmds)), Ok((cmds_in_place, undo))) => {
+                    prop_assert_eq!(&in_place, &next, "event {:?} from {:?}", e, state);
+                    prop_assert_eq!(&cmds_in_place, &cmds);
+                    prop_assert_eq!(&undo.stage, &state.stage);
+                    undo.restore(&mut in_place);
+                    prop_assert_eq!(&in_place, &state, "undo of {:?}", e);
+                    state = next;
+                }
+                (Err(a), Err(b)) => {
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(&in_place, &state, "an illegal {:?} changed the state", e);
+                }
+                (a, b) => prop_assert!(false, "event {:?} in {:?}: {:?} vs {:?}", e, &state, a, b.map(|(c, _)| c)),
             }
         }
     }
