@@ -302,7 +302,9 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                 "cost_usd": i.known_cost_usd(),
                 "cost_known_usd": i.cost_usd,
                 "unpriced_phases": i.unpriced_phases,
+                "branch": i.worktree().map(|w| w.branch.clone()).or_else(|| i.carried.as_ref().map(|c| c.branch.clone())),
                 "worktree": wt,
+                "required_actions": outstanding_actions(i),
                 "verification": i.verification.iter().map(|c| json!({
                     "command": c.command,
                     "status": c.status(),
@@ -405,6 +407,22 @@ pub fn guard_summary(view: &RunView) -> Option<String> {
     ))
 }
 
+/// What the last review (or the last failed verification) still required of a Capped or
+/// Failed issue: the `required_actions` of its last reply in the journal. Empty for other
+/// states, and when the reply had none or was not JSON.
+pub fn outstanding_actions(i: &crate::journal::view::IssueView) -> Vec<String> {
+    if !matches!(i.state.stage, Stage::Capped { .. } | Stage::Failed { .. }) {
+        return Vec::new();
+    }
+    let Some(reply) = i.last_review.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()) else {
+        return Vec::new();
+    };
+    reply["required_actions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
 /// The human status table.
 /// The issue's last verification in a few words: `verified: 2 passed, 1 pre-existing failure`,
 /// or the failing commands.
@@ -443,7 +461,11 @@ pub fn status_text(view: &RunView, live: bool) -> String {
     };
     out.push_str(&format!("run {}  milestone {}  {phase}\n", view.run_id, view.start.milestone));
     let w = view.issues.iter().map(|i| i.id.len()).max().unwrap_or(5).max(5);
-    out.push_str(&format!("{:<w$}  {:<10} {:>3}  {}\n", "ISSUE", "STATE", "FIX", "NOTES"));
+    let branch_of = |i: &crate::journal::view::IssueView| {
+        i.worktree().map(|w| w.branch.clone()).or_else(|| i.carried.as_ref().map(|c| c.branch.clone()))
+    };
+    let b = view.issues.iter().filter_map(|i| branch_of(i).map(|b| b.chars().count())).max().unwrap_or(6).max(6);
+    out.push_str(&format!("{:<w$}  {:<10} {:>3}  {:<b$}  {}\n", "ISSUE", "STATE", "FIX", "BRANCH", "NOTES"));
     for i in &view.issues {
         let mut notes = Vec::new();
         if let Some(r) = i.state.reason() {
@@ -481,12 +503,18 @@ pub fn status_text(view: &RunView, live: bool) -> String {
             }
         }
         out.push_str(&format!(
-            "{:<w$}  {:<10} {:>3}  {}\n",
+            "{:<w$}  {:<10} {:>3}  {:<b$}  {}\n",
             i.id,
             i.state.name(),
             i.state.fix_cycles(),
+            escape(&branch_of(i).unwrap_or_else(|| "-".into())),
             escape(&notes.join("; "))
         ));
+        let actions = outstanding_actions(i);
+        if !actions.is_empty() {
+            let shown: Vec<String> = actions.iter().map(|a| printable(a, 160)).collect();
+            out.push_str(&format!("{:<w$}  still required: {}\n", "", shown.join("; ")));
+        }
     }
     out.push_str(&format!("summary: {}\n", summary(view)));
     if let Some(g) = guard_summary(view) {
