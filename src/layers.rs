@@ -55,7 +55,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "workspace",
         ],
     ),
-    ("render", &["journal", "machine", "plan"]),
+    // render reads agents' replies with the agent's own types (a review's required actions).
+    ("render", &["agent", "journal", "machine", "plan"]),
     ("bench", &["docs", "engine", "journal", "machine", "plan", "runs", "agent", "workspace"]),
 ];
 

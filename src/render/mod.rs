@@ -5,6 +5,7 @@
 //! (replay's verdict and JSON), [`dryrun`] (what `run --dry-run` shows).
 
 pub mod dryrun;
+pub mod history;
 pub mod logs;
 pub mod progress;
 pub mod replay;
