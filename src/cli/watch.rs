@@ -9,7 +9,8 @@
 //!   before its frames and the writer writes frames before heads, so a half-written tail is an
 //!   append not yet complete ("not yet"), picked up at the next poll once it is whole.
 //! - Every record is verified (hash and chain) and folded in order, and shown through
-//!   [`Progress`], so the lines are the ones `run` printed live for the same records.
+//!   [`Progress`], so the lines are the ones `run` printed live for the same records. The
+//!   summary at the end is `status`'s for the same journal.
 //! - The watch ends when the run's process has released its lock (finished, interrupted, or
 //!   killed) and every record it made has been read: the lock is probed *before* each read, so
 //!   the read after the lock was seen free holds the run's last record.
@@ -80,6 +81,8 @@ struct Watch<'a> {
     snapshot: crate::runs::Snapshot,
     chain: ChainChecker,
     view: Option<RunView>,
+    /// Every record so far: the summary's times come from the run's history.
+    records: Vec<crate::journal::Record>,
     /// The next record to read.
     next: u64,
     /// The journal's length at the last read: unchanged, there is nothing new.
@@ -99,6 +102,7 @@ impl<'a> Watch<'a> {
             snapshot,
             chain: ChainChecker::default(),
             view: None,
+            records: Vec::new(),
             next: 0,
             seen_len: None,
             interrupted_by: None,
@@ -145,6 +149,7 @@ impl<'a> Watch<'a> {
                 Body::RunResumed => self.interrupted_by = None,
                 _ => {}
             }
+            self.records.push(rec.clone());
             let Some(view) = &mut self.view else {
                 let view = RunView::new(&rec).map_err(|d| CliError::Diverged(Box::new(d)))?;
                 // Elapsed times count from the run's start, as `run` counts them.
@@ -172,7 +177,8 @@ impl<'a> Watch<'a> {
         // The live block (a terminal) is redrawn once more so its last state is not left stale.
         let mut progress = self.progress;
         progress.tick(&view);
-        crate::out!("{}", render::status_text(&view, false));
+        let history = render::history::history(&self.records).ok();
+        crate::out!("{}", render::status_text_timed(&view, false, history.as_ref()));
         let code = ExitCode::of_journaled_run(&view, self.interrupted_by.as_deref());
         if !view.finished && !view.interrupted && !view.all_terminal() {
             crate::eoutln!(

@@ -346,6 +346,37 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
     v
 }
 
+/// `status --json`'s times, from the run's history: the run's and each issue's start, end and
+/// duration, and each phase's (`kind`, `label`, `attempt`, `started_at`, `ended_at`,
+/// `duration_ms`, `outcome`).
+pub fn add_times(v: &mut Value, h: &history::RunHistory) {
+    v["started_at"] = json!(h.started_at);
+    v["ended_at"] = json!(h.ended_at);
+    v["duration_ms"] = json!(h.duration_ms);
+    let Some(issues) = v["issues"].as_array_mut() else { return };
+    for issue in issues {
+        let Some(ih) = h.issues.iter().find(|i| issue["id"] == i.id.as_str()) else { continue };
+        issue["started_at"] = json!(ih.first_at);
+        issue["ended_at"] = json!(ih.last_at);
+        issue["duration_ms"] = json!(issue_duration(ih).map(|s| (s * 1000.0).round() as u64));
+        issue["phases"] = ih
+            .phases
+            .iter()
+            .map(|p| {
+                json!({
+                    "kind": p.kind.as_str(),
+                    "label": p.label,
+                    "attempt": p.attempt,
+                    "started_at": p.started_at,
+                    "ended_at": p.ended_at,
+                    "duration_ms": p.duration_ms,
+                    "outcome": p.outcome.as_str(),
+                })
+            })
+            .collect();
+    }
+}
+
 /// The run's cost: `(total when every phase's is known, the sum of the known ones)`.
 pub fn run_cost(view: &RunView) -> (Option<f64>, f64) {
     let known: f64 = view.issues.iter().map(|i| i.cost_usd).sum();
@@ -450,6 +481,17 @@ fn verification_note(checks: &[crate::vocab::CheckRun]) -> Option<String> {
 }
 
 pub fn status_text(view: &RunView, live: bool) -> String {
+    status_text_timed(view, live, None)
+}
+
+/// How long an issue has taken so far: from its first record to its last (None before it starts).
+fn issue_duration(h: &history::IssueHistory) -> Option<f64> {
+    Some((h.last_at? - h.first_at?).num_milliseconds().max(0) as f64 / 1000.0)
+}
+
+/// The status table; with the run's history, also when it started, how long it and each issue
+/// took (a TIME column).
+pub fn status_text_timed(view: &RunView, live: bool, history: Option<&history::RunHistory>) -> String {
     let mut out = String::new();
     let phase = if live {
         "in progress (locked by a running loop)"
@@ -460,13 +502,36 @@ pub fn status_text(view: &RunView, live: bool) -> String {
     } else {
         "stopped before finishing — continue with `loop resume`"
     };
-    out.push_str(&format!("run {}  milestone {}  {phase}\n", view.run_id, view.start.milestone));
+    let took = history
+        .map(|h| {
+            format!(
+                "  (started {}, {})",
+                h.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                duration(h.duration_ms as f64 / 1000.0)
+            )
+        })
+        .unwrap_or_default();
+    out.push_str(&format!("run {}  milestone {}  {phase}{took}\n", view.run_id, view.start.milestone));
+    let time_of = |id: &str| -> String {
+        let h = history.and_then(|h| h.issues.iter().find(|i| i.id == id));
+        h.and_then(issue_duration).map(duration).unwrap_or_else(|| "-".into())
+    };
+    let timed = history.is_some();
     let w = view.issues.iter().map(|i| i.id.len()).max().unwrap_or(5).max(5);
     let branch_of = |i: &crate::journal::view::IssueView| {
         i.worktree().map(|w| w.branch.clone()).or_else(|| i.carried.as_ref().map(|c| c.branch.clone()))
     };
     let b = view.issues.iter().filter_map(|i| branch_of(i).map(|b| b.chars().count())).max().unwrap_or(6).max(6);
-    out.push_str(&format!("{:<w$}  {:<10} {:>3}  {:<b$}  {}\n", "ISSUE", "STATE", "FIX", "BRANCH", "NOTES"));
+    let time_col = |t: &str| if timed { format!(" {t:>7}") } else { String::new() };
+    out.push_str(&format!(
+        "{:<w$}  {:<10} {:>3}{}  {:<b$}  {}\n",
+        "ISSUE",
+        "STATE",
+        "FIX",
+        time_col("TIME"),
+        "BRANCH",
+        "NOTES"
+    ));
     for i in &view.issues {
         let mut notes = Vec::new();
         if let Some(r) = i.state.reason() {
@@ -504,10 +569,11 @@ pub fn status_text(view: &RunView, live: bool) -> String {
             }
         }
         out.push_str(&format!(
-            "{:<w$}  {:<10} {:>3}  {:<b$}  {}\n",
+            "{:<w$}  {:<10} {:>3}{}  {:<b$}  {}\n",
             i.id,
             i.state.name(),
             i.state.fix_cycles(),
+            time_col(&time_of(&i.id)),
             escape(&branch_of(i).unwrap_or_else(|| "-".into())),
             escape(&notes.join("; "))
         ));

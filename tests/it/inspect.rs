@@ -287,3 +287,43 @@ fn logs_lists_and_prints_an_issue_s_raw_logs() {
 
     assert!(tree(&repo.join(".loop")) == state, "logs changed the state dir");
 }
+
+/// `status` shows each issue's branch and time, what the reviewer still required of a Capped
+/// issue, and `--json` has the run's, each issue's and each phase's times.
+#[test]
+fn status_shows_branches_times_and_what_a_capped_issue_still_needs() {
+    let repo = demo_done();
+    let (out, _) = text(&loop_cmd(&repo).args(["status", "d"]).output().unwrap());
+    let orb4: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("ORB-4")).take(2).collect();
+    assert!(orb4[0].contains("Capped") && orb4[0].contains("loop/M1-core/ORB-4"), "{out}");
+    assert_eq!(orb4[1].trim_start(), "still required: address finding of review 3", "{out}");
+    assert!(out.lines().next().unwrap().contains("(started 2026-01-01 "), "{out}");
+
+    let v = json(&loop_cmd(&repo).args(["status", "d", "--json"]).output().unwrap());
+    assert!(v["started_at"].is_string() && v["duration_ms"].is_u64(), "{v}");
+    let issues = v["issues"].as_array().unwrap();
+    for i in issues {
+        assert_eq!(i["branch"], format!("loop/M1-core/{}", i["id"].as_str().unwrap()));
+        let (start, end) = (i["started_at"].as_str().unwrap(), i["ended_at"].as_str().unwrap());
+        assert!(start <= end, "{i}");
+        let phases = i["phases"].as_array().unwrap();
+        assert!(!phases.is_empty(), "{i}");
+        for p in phases {
+            let (ps, pe) = (p["started_at"].as_str().unwrap(), p["ended_at"].as_str().unwrap());
+            assert!(start <= ps && ps <= pe && pe <= end, "{p} within {i}");
+            let ms = (chrono::DateTime::parse_from_rfc3339(pe).unwrap()
+                - chrono::DateTime::parse_from_rfc3339(ps).unwrap())
+            .num_milliseconds();
+            assert_eq!(p["duration_ms"].as_i64(), Some(ms), "{p}");
+        }
+        let required = i["required_actions"].as_array().unwrap();
+        if i["id"] == "ORB-4" {
+            assert_eq!(required, &[serde_json::json!("address finding of review 3")]);
+            let labels: Vec<&str> = phases.iter().map(|p| p["label"].as_str().unwrap()).collect();
+            assert_eq!(labels.iter().filter(|l| l.starts_with("review")).count(), 3, "{labels:?}");
+            assert_eq!(labels.iter().filter(|l| l.starts_with("fix")).count(), 2, "{labels:?}");
+        } else {
+            assert!(required.is_empty(), "{i}");
+        }
+    }
+}
