@@ -304,17 +304,15 @@ fn status_shows_branches_times_and_what_a_capped_issue_still_needs() {
     let issues = v["issues"].as_array().unwrap();
     for i in issues {
         assert_eq!(i["branch"], format!("loop/M1-core/{}", i["id"].as_str().unwrap()));
-        let (start, end) = (i["started_at"].as_str().unwrap(), i["ended_at"].as_str().unwrap());
+        let at = |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+        let (start, end) = (at(&i["started_at"]), at(&i["ended_at"]));
         assert!(start <= end, "{i}");
         let phases = i["phases"].as_array().unwrap();
         assert!(!phases.is_empty(), "{i}");
         for p in phases {
-            let (ps, pe) = (p["started_at"].as_str().unwrap(), p["ended_at"].as_str().unwrap());
+            let (ps, pe) = (at(&p["started_at"]), at(&p["ended_at"]));
             assert!(start <= ps && ps <= pe && pe <= end, "{p} within {i}");
-            let ms = (chrono::DateTime::parse_from_rfc3339(pe).unwrap()
-                - chrono::DateTime::parse_from_rfc3339(ps).unwrap())
-            .num_milliseconds();
-            assert_eq!(p["duration_ms"].as_i64(), Some(ms), "{p}");
+            assert_eq!(p["duration_ms"].as_i64(), Some((pe - ps).num_milliseconds()), "{p}");
         }
         let required = i["required_actions"].as_array().unwrap();
         if i["id"] == "ORB-4" {
