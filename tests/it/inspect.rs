@@ -111,7 +111,7 @@ fn watch_follows_a_live_run_to_its_end_with_the_same_lines_as_run() {
     assert!(seen.iter().any(|l| l.contains("ORB-1") && l.contains("phase_started dev  WorktreeReady → Dev")), "{err}");
     assert!(seen.iter().any(|l| l.contains("ORB-4") && l.contains("→ Capped")), "{err}");
     assert!(seen.last().unwrap().ends_with("run finished"), "{err}");
-    assert!(out.starts_with("run live  milestone M1-core  finished\n"), "{out}");
+    assert!(out.starts_with("run live  milestone M1-core  finished  (started "), "{out}");
     assert!(out.contains("summary: 5 Done, 1 Capped"), "{out}");
     // The summary is the one `status` prints for the finished run.
     let status = text(&loop_cmd(&repo).args(["status", "live"]).output().unwrap()).0;
@@ -245,45 +245,62 @@ fn diff_names_what_is_unknown_or_has_no_branch() {
     assert!(err.contains("issue ORB-2 has no branch yet in run f (it is Blocked)"), "{err}");
 }
 
-/// `logs` lists an issue's raw logs (text and JSON), prints a phase's, and names the valid
-/// phases when asked for one it does not have; nothing changes on disk.
+/// `logs` lists an issue's raw logs (text and JSON), prints a phase's newest (or every one with
+/// `--all`), and names the valid phases when asked for one it does not have; nothing changes on
+/// disk.
 #[test]
 fn logs_lists_and_prints_an_issue_s_raw_logs() {
-    let repo = demo_done();
+    let repo = demo_repo();
+    // A check with output, run for every issue after dev and after each fix.
+    write_committed(&repo, "loop.toml", "[verify]\ncommands = [\"echo verified-by-loop; ls loop-sim\"]\n");
+    let ran = loop_cmd(&repo)
+        .args(["run", "-m", "M1-core", "--sim-scenario", "scenario.json", "-q"])
+        .env("LOOP_RUN_ID", "d")
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&ran));
     let state = tree(&repo.join(".loop"));
 
-    let listing = text(&loop_cmd(&repo).args(["logs", "d", "ORB-1"]).output().unwrap()).0;
+    // ORB-2 had one fix: verification after dev and after fix 1.
+    let listing = text(&loop_cmd(&repo).args(["logs", "d", "ORB-2"]).output().unwrap()).0;
     insta::assert_snapshot!("logs_list", repo.env().redact(&listing));
 
-    let v = json(&loop_cmd(&repo).args(["logs", "d", "ORB-1", "--json"]).output().unwrap());
-    assert_eq!(v["run_id"], "d");
+    let v = json(&loop_cmd(&repo).args(["logs", "d", "ORB-2", "--json"]).output().unwrap());
+    assert_eq!((v["run_id"].as_str(), v["issue"].as_str()), (Some("d"), Some("ORB-2")));
     let logs = v["logs"].as_array().unwrap();
     let phases: Vec<&str> = logs.iter().map(|l| l["phase"].as_str().unwrap()).collect();
-    assert_eq!(phases, ["baseline", "verify-dev"], "{v}");
-    let check = logs.iter().find(|l| l["phase"] == "verify-dev").unwrap();
-    assert_eq!(check["what"], "check");
-    assert_eq!(check["attempt"], "1");
-    let path = check["path"].as_str().unwrap();
+    assert_eq!(phases, ["baseline", "verify-dev", "verify-fix1"], "{v}");
+    let after_fix = &logs[2];
+    assert_eq!((after_fix["what"].as_str(), after_fix["attempt"].as_str()), (Some("check"), Some("1")));
+    let path = after_fix["path"].as_str().unwrap();
     let content = std::fs::read(path).unwrap();
-    assert_eq!(check["bytes"].as_u64(), Some(content.len() as u64));
-    // The log the journal recorded for the check is this file.
+    assert!(
+        String::from_utf8_lossy(&content).ends_with("verified-by-loop\nORB-1.md\nORB-2.fixes\nORB-2.md\n"),
+        "{path}"
+    );
+    assert_eq!(after_fix["bytes"].as_u64(), Some(content.len() as u64));
+    // The log the journal recorded for the last verification is this file.
     let st = json(&loop_cmd(&repo).args(["status", "d", "--json"]).output().unwrap());
-    let orb1 = st["issues"].as_array().unwrap().iter().find(|i| i["id"] == "ORB-1").unwrap().clone();
-    assert_eq!(orb1["verification"][0]["log"], path);
+    let orb2 = st["issues"].as_array().unwrap().iter().find(|i| i["id"] == "ORB-2").unwrap().clone();
+    assert_eq!(orb2["verification"][0]["log"], path);
 
-    let shown = loop_cmd(&repo).args(["logs", "d", "ORB-1", "verify"]).output().unwrap();
+    // `verify` is the newest verification; `verify-dev` the one after dev; `--all` every one.
+    let shown = loop_cmd(&repo).args(["logs", "d", "ORB-2", "verify"]).output().unwrap();
     assert_eq!(shown.status.code(), Some(exit::OK));
     assert_eq!(shown.stdout, content, "the phase's log, as written");
+    let dev = text(&loop_cmd(&repo).args(["logs", "d", "ORB-2", "verify-dev"]).output().unwrap()).0;
+    assert_eq!(dev, "verified-by-loop\nORB-1.md\nORB-2.md\n");
+    let all = text(&loop_cmd(&repo).args(["logs", "d", "ORB-2", "verify", "--all"]).output().unwrap()).0;
+    assert_eq!(all.matches("==> ").count(), 2, "{all}");
+    assert!(all.find("dev-check-1.log").unwrap() < all.find("fix-1-check-1.log").unwrap(), "{all}");
 
-    let out = loop_cmd(&repo).args(["logs", "d", "ORB-1", "review"]).output().unwrap();
+    let out = loop_cmd(&repo).args(["logs", "d", "ORB-2", "review"]).output().unwrap();
     assert_eq!(out.status.code(), Some(exit::BAD_INPUT));
     let err = text(&out).1;
-    assert!(err.contains("no review log for issue ORB-1 in run d: valid phases here: baseline, verify-dev"), "{err}");
-
-    // ORB-2 has no verification and the simulated agent keeps no logs: an empty listing says so.
-    let none = loop_cmd(&repo).args(["logs", "d", "ORB-2"]).output().unwrap();
-    assert_eq!(none.status.code(), Some(exit::OK));
-    assert!(text(&none).0.starts_with("no logs for ORB-2 in run d"), "{:?}", text(&none));
+    assert!(
+        err.contains("no review log for issue ORB-2 in run d: valid phases here: baseline, verify-dev, verify-fix1"),
+        "{err}"
+    );
 
     assert!(tree(&repo.join(".loop")) == state, "logs changed the state dir");
 }
