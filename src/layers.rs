@@ -56,8 +56,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "workspace",
         ],
     ),
-    // render shows config's effective settings (`loop config`).
-    ("render", &["config", "journal", "machine", "plan"]),
+    // render shows config's effective settings (`loop config`) and reads agents' replies with
+    // the agent's own types (a review's required actions).
+    ("render", &["agent", "config", "journal", "machine", "plan"]),
     ("bench", &["docs", "engine", "journal", "machine", "plan", "runs", "agent", "workspace"]),
 ];
 

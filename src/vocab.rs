@@ -321,6 +321,15 @@ pub struct CarriedIssue {
     pub tip: String,
 }
 
+/// What one commit changed, as `git diff --numstat` counts it (binary files count as changed
+/// files with no lines). Journaled with each commit loop makes of an agent's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffStat {
+    pub files: u32,
+    pub insertions: u64,
+    pub deletions: u64,
+}
+
 /// Token usage as the agent reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tokens {

@@ -90,6 +90,28 @@ impl ExitCode {
         }
     }
 
+    /// The code `run` exited with (or would have), told from the run's journal alone, for a
+    /// reader that did not drive it (`watch`). `interrupted_by` is the reason of the run's last
+    /// `run_interrupted` not followed by a resume: a signal's name, or loop's own trouble (exit 1).
+    /// A run whose process died without recording its end (SIGKILL) is an error too.
+    pub fn of_journaled_run(view: &crate::journal::view::RunView, interrupted_by: Option<&str>) -> ExitCode {
+        if view.interrupted {
+            return match interrupted_by.and_then(|r| r.strip_prefix("interrupted by ")) {
+                Some("SIGTERM") => ExitCode::Terminated,
+                Some("SIGHUP") => ExitCode::Hangup,
+                Some(_) => ExitCode::Interrupted,
+                None => ExitCode::Error,
+            };
+        }
+        if view.issues.iter().all(|i| matches!(i.state.stage, crate::machine::Stage::Done { .. })) {
+            ExitCode::Ok
+        } else if view.finished || view.all_terminal() {
+            ExitCode::NotAllDone
+        } else {
+            ExitCode::Error
+        }
+    }
+
     /// A run stopped by a signal (resume continues it).
     pub fn is_interrupted(self) -> bool {
         matches!(self, ExitCode::Interrupted | ExitCode::Terminated | ExitCode::Hangup)

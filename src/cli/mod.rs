@@ -7,12 +7,14 @@ pub mod codex_args;
 pub mod completions;
 pub mod config;
 pub mod demo;
+pub mod diff;
 pub mod dryrun;
 pub mod error;
 pub mod export;
 pub mod init;
 pub mod inputs;
 pub mod land;
+pub mod logs;
 pub mod man;
 pub mod plan;
 pub mod prompts;
@@ -25,6 +27,7 @@ pub mod runs;
 pub mod select;
 pub mod setting_args;
 pub mod status;
+pub mod watch;
 
 use std::path::PathBuf;
 
@@ -79,6 +82,12 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Show where each issue of a run stands (default: the newest run).
     Status(status::StatusArgs),
+    /// Show an issue's changes, base..branch, as the journal recorded them (read-only).
+    Diff(diff::DiffArgs),
+    /// List an issue's raw logs, or print one (read-only).
+    Logs(logs::LogsArgs),
+    /// Follow a run live from another terminal (read-only); end with its summary.
+    Watch(watch::WatchArgs),
     /// List the runs recorded in this repository.
     Runs(runs::RunsArgs),
     /// Write a run's journal to a portable file (replay it with `loop replay --file`).
@@ -199,6 +208,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plan(_)
             | Command::Replay(_)
             | Command::Status(_)
+            | Command::Watch(_)
+            | Command::Diff(_)
+            | Command::Logs(_)
             | Command::Runs(_)
             | Command::Export(_)
             | Command::Completions(_)
@@ -214,6 +226,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Retry(a) => retry::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),
+        Command::Watch(a) => watch::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Logs(a) => logs::run(a),
         Command::Runs(a) => runs::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),

@@ -25,13 +25,20 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
         })?,
     };
     let live = state.is_locked(&run_id);
-    let view = state.view(&run_id)??;
+    let records = state.read(&run_id)?;
+    let view = crate::journal::view::RunView::fold(&records)?;
+    // The history holds the times (run, issues, phases); a journal it cannot read has no start,
+    // which the fold above has refused already.
+    let history = render::history::history(&records).ok();
     if args.json {
         let mut v = render::status_json(&view, None);
         v["live"] = serde_json::json!(live);
+        if let Some(h) = &history {
+            render::add_times(&mut v, h);
+        }
         println!("{v}");
     } else {
-        print!("{}", render::status_text(&view, live));
+        print!("{}", render::status_text_timed(&view, live, history.as_ref()));
     }
     Ok(ExitCode::Ok)
 }

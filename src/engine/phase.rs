@@ -482,6 +482,7 @@ fn evidence_of(reply: &PhaseReply) -> Evidence {
         commit: None,
         note: reply.note.clone(),
         cost_usd: reply.cost_usd,
+        diffstat: None,
     }
 }
 

@@ -132,7 +132,11 @@ pub enum Body {
 }
 
 /// The inputs behind a decision that are not part of the event itself.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Serialized by hand (see the `Serialize` impl below): the trailing optional fields are left
+/// out only while everything after them is absent too, since positional msgpack knows a field
+/// by its place.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct Evidence {
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
@@ -149,8 +153,36 @@ pub struct Evidence {
     /// What this phase cost in USD (reported by the agent or priced from `[prices]`; absent in
     /// older journals and when unknown). Not written when unknown, so a record without a cost
     /// encodes exactly as before the field existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub cost_usd: Option<f64>,
+    /// What the commit loop made of the agent's changes (`commit`) changed. Absent in older
+    /// journals and when loop made no commit; not written when absent.
+    #[serde(default)]
+    pub diffstat: Option<crate::vocab::DiffStat>,
+}
+
+impl Serialize for Evidence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // A record without a cost and a diffstat encodes exactly as before either existed
+        // (golden hashes); a diffstat without a cost writes the cost as nil to keep its place.
+        let trailing = if self.diffstat.is_some() { 2 } else { usize::from(self.cost_usd.is_some()) };
+        let mut st = s.serialize_struct("Evidence", 7 + trailing)?;
+        st.serialize_field("exit_code", &self.exit_code)?;
+        st.serialize_field("duration_ms", &self.duration_ms)?;
+        st.serialize_field("output", &self.output)?;
+        st.serialize_field("session", &self.session)?;
+        st.serialize_field("tokens", &self.tokens)?;
+        st.serialize_field("commit", &self.commit)?;
+        st.serialize_field("note", &self.note)?;
+        if trailing >= 1 {
+            st.serialize_field("cost_usd", &self.cost_usd)?;
+        }
+        if trailing >= 2 {
+            st.serialize_field("diffstat", &self.diffstat)?;
+        }
+        st.end()
+    }
 }
 
 /// Encodes content and hashes it: the bytes to store, and the hash.
@@ -251,6 +283,7 @@ mod tests {
                     commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
                     note: None,
                     cost_usd: None,
+                    diffstat: None,
                 }),
             },
         }
@@ -276,6 +309,20 @@ mod tests {
         let (bytes, _) = seal(&c);
         assert!(bytes.len() > plain.len());
         assert_eq!(open(&bytes).unwrap().content, c);
+    }
+
+    /// A diffstat is written after the cost, which keeps its place (nil) when unknown.
+    #[test]
+    fn a_diffstat_round_trips_with_or_without_a_cost() {
+        for cost in [None, Some(0.5)] {
+            let mut c = sample();
+            if let Body::Issue { evidence: Some(e), .. } = &mut c.body {
+                e.cost_usd = cost;
+                e.diffstat = Some(crate::vocab::DiffStat { files: 3, insertions: 40, deletions: 2 });
+            }
+            let (bytes, _) = seal(&c);
+            assert_eq!(open(&bytes).unwrap().content, c, "cost {cost:?}");
+        }
     }
 
     #[test]

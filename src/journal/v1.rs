@@ -197,6 +197,7 @@ mod tests {
                     commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
                     note: None,
                     cost_usd: None,
+                    diffstat: None,
                 }),
             },
         }

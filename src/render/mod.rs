@@ -5,6 +5,8 @@
 //! (replay's verdict and JSON), [`dryrun`] (what `run --dry-run` shows), [`style`] (colour).
 
 pub mod dryrun;
+pub mod history;
+pub mod logs;
 pub mod progress;
 pub mod replay;
 pub mod start;
@@ -303,7 +305,9 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
                 "cost_usd": i.known_cost_usd(),
                 "cost_known_usd": i.cost_usd,
                 "unpriced_phases": i.unpriced_phases,
+                "branch": i.worktree().map(|w| w.branch.clone()).or_else(|| i.carried.as_ref().map(|c| c.branch.clone())),
                 "worktree": wt,
+                "required_actions": outstanding_actions(i),
                 "verification": i.verification.iter().map(|c| json!({
                     "command": c.command,
                     "status": c.status(),
@@ -342,6 +346,37 @@ pub fn status_json(view: &RunView, repo: Option<&Path>) -> Value {
         v["repo"] = json!(r.display().to_string());
     }
     v
+}
+
+/// `status --json`'s times, from the run's history: the run's and each issue's start, end and
+/// duration, and each phase's (`kind`, `label`, `attempt`, `started_at`, `ended_at`,
+/// `duration_ms`, `outcome`).
+pub fn add_times(v: &mut Value, h: &history::RunHistory) {
+    v["started_at"] = json!(h.started_at);
+    v["ended_at"] = json!(h.ended_at);
+    v["duration_ms"] = json!(h.duration_ms);
+    let Some(issues) = v["issues"].as_array_mut() else { return };
+    for issue in issues {
+        let Some(ih) = h.issues.iter().find(|i| issue["id"] == i.id.as_str()) else { continue };
+        issue["started_at"] = json!(ih.first_at);
+        issue["ended_at"] = json!(ih.last_at);
+        issue["duration_ms"] = json!(issue_duration(ih).map(|s| (s * 1000.0).round() as u64));
+        issue["phases"] = ih
+            .phases
+            .iter()
+            .map(|p| {
+                json!({
+                    "kind": p.kind.as_str(),
+                    "label": p.label,
+                    "attempt": p.attempt,
+                    "started_at": p.started_at,
+                    "ended_at": p.ended_at,
+                    "duration_ms": p.duration_ms,
+                    "outcome": p.outcome.as_str(),
+                })
+            })
+            .collect();
+    }
 }
 
 /// The run's cost: `(total when every phase's is known, the sum of the known ones)`.
@@ -411,6 +446,22 @@ pub fn guard_summary(view: &RunView) -> Option<String> {
     ))
 }
 
+/// What the last review (or the last failed verification) still required of a Capped or
+/// Failed issue: the `required_actions` of its last reply in the journal. Empty for other
+/// states, and when the reply had none or was not JSON.
+pub fn outstanding_actions(i: &crate::journal::view::IssueView) -> Vec<String> {
+    if !matches!(i.state.stage, Stage::Capped { .. } | Stage::Failed { .. }) {
+        return Vec::new();
+    }
+    let Some(reply) = i.last_review.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()) else {
+        return Vec::new();
+    };
+    reply["required_actions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
 /// The human status table.
 /// The issue's last verification in a few words: `verified: 2 passed, 1 pre-existing failure`,
 /// or the failing commands.
@@ -437,6 +488,17 @@ fn verification_note(checks: &[crate::vocab::CheckRun]) -> Option<String> {
 }
 
 pub fn status_text(view: &RunView, live: bool) -> String {
+    status_text_timed(view, live, None)
+}
+
+/// How long an issue has taken so far: from its first record to its last (None before it starts).
+fn issue_duration(h: &history::IssueHistory) -> Option<f64> {
+    Some((h.last_at? - h.first_at?).num_milliseconds().max(0) as f64 / 1000.0)
+}
+
+/// The status table; with the run's history, also when it started, how long it and each issue
+/// took (a TIME column).
+pub fn status_text_timed(view: &RunView, live: bool, history: Option<&history::RunHistory>) -> String {
     let mut out = String::new();
     let phase = if live {
         "in progress (locked by a running loop)"
@@ -447,9 +509,36 @@ pub fn status_text(view: &RunView, live: bool) -> String {
     } else {
         "stopped before finishing — continue with `loop resume`"
     };
-    out.push_str(&format!("run {}  milestone {}  {phase}\n", view.run_id, view.start.milestone));
+    let took = history
+        .map(|h| {
+            format!(
+                "  (started {}, {})",
+                h.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                duration(h.duration_ms as f64 / 1000.0)
+            )
+        })
+        .unwrap_or_default();
+    out.push_str(&format!("run {}  milestone {}  {phase}{took}\n", view.run_id, view.start.milestone));
+    let time_of = |id: &str| -> String {
+        let h = history.and_then(|h| h.issues.iter().find(|i| i.id == id));
+        h.and_then(issue_duration).map(duration).unwrap_or_else(|| "-".into())
+    };
+    let timed = history.is_some();
     let w = view.issues.iter().map(|i| i.id.len()).max().unwrap_or(5).max(5);
-    out.push_str(&format!("{:<w$}  {:<10} {:>3}  {}\n", "ISSUE", "STATE", "FIX", "NOTES"));
+    let branch_of = |i: &crate::journal::view::IssueView| {
+        i.worktree().map(|w| w.branch.clone()).or_else(|| i.carried.as_ref().map(|c| c.branch.clone()))
+    };
+    let b = view.issues.iter().filter_map(|i| branch_of(i).map(|b| b.chars().count())).max().unwrap_or(6).max(6);
+    let time_col = |t: &str| if timed { format!(" {t:>7}") } else { String::new() };
+    out.push_str(&format!(
+        "{:<w$}  {:<10} {:>3}{}  {:<b$}  {}\n",
+        "ISSUE",
+        "STATE",
+        "FIX",
+        time_col("TIME"),
+        "BRANCH",
+        "NOTES"
+    ));
     for i in &view.issues {
         let mut notes = Vec::new();
         if let Some(r) = i.state.reason() {
@@ -487,12 +576,19 @@ pub fn status_text(view: &RunView, live: bool) -> String {
             }
         }
         out.push_str(&format!(
-            "{:<w$}  {:<10} {:>3}  {}\n",
+            "{:<w$}  {:<10} {:>3}{}  {:<b$}  {}\n",
             i.id,
             i.state.name(),
             i.state.fix_cycles(),
+            time_col(&time_of(&i.id)),
+            escape(&branch_of(i).unwrap_or_else(|| "-".into())),
             escape(&notes.join("; "))
         ));
+        let actions = outstanding_actions(i);
+        if !actions.is_empty() {
+            let shown: Vec<String> = actions.iter().map(|a| printable(a, 160)).collect();
+            out.push_str(&format!("{:<w$}  still required: {}\n", "", shown.join("; ")));
+        }
     }
     out.push_str(&format!("summary: {}\n", summary(view)));
     if let Some(g) = guard_summary(view) {

@@ -89,6 +89,13 @@ impl Progress {
 impl Progress {
     /// Shows a record that has just become durable.
     pub fn record(&mut self, rec: &Record, applied: &Applied, view: &RunView) {
+        self.record_made(rec, applied, view, std::time::Duration::ZERO);
+    }
+
+    /// Shows a record made `ago` before now (`watch` catching up with a run it attached to
+    /// late): its elapsed time and its issue's phase clock start when it was made.
+    pub fn record_made(&mut self, rec: &Record, applied: &Applied, view: &RunView, ago: std::time::Duration) {
+        let ago = ago.min(self.start.elapsed());
         if self.json_events {
             let line = super::record_json(rec, applied);
             let mut out = std::io::stdout().lock();
@@ -100,7 +107,7 @@ impl Progress {
         }
         let line = format!(
             "{} {}",
-            self.style.dim(&format!("[{:>7.2}s]", self.start.elapsed().as_secs_f64())),
+            self.style.dim(&format!("[{:>7.2}s]", (self.start.elapsed() - ago).as_secs_f64())),
             self.style.timeline(&super::timeline_line(rec, applied))
         );
         let Some(live) = &mut self.live else {
@@ -113,7 +120,7 @@ impl Progress {
         let changed = applied.from != applied.to;
         if let Some(id) = &applied.issue {
             if changed {
-                live.since.insert(id.clone(), Instant::now());
+                live.since.insert(id.clone(), Instant::now() - ago);
             }
         }
         let permanent = (applied.issue.is_none() || changed).then_some(line);

@@ -123,6 +123,15 @@ fn full_milestone_dev_review_fix_with_real_codex() {
     assert!(dev_log.starts_with("{\"type\":\"thread.started\""), "{dev_log}");
     assert!(dev_log.contains("command_execution"));
     assert!(logs.join("fix1-attempt1.jsonl").exists() && logs.join("review2-attempt1.jsonl").exists());
+    // `loop logs` finds them by the names the journal uses.
+    let shown = r.run(&["logs", "e2e", "ORB-1", "dev"], &[]);
+    assert_eq!(shown.status.code(), Some(exit::OK), "{}", show(&shown));
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(&dev_log), "the dev attempt's stream and stderr");
+    let listed: Value = serde_json::from_slice(&r.run(&["logs", "e2e", "ORB-1", "--json"], &[]).stdout).unwrap();
+    let phases: Vec<&str> = listed["logs"].as_array().unwrap().iter().map(|l| l["phase"].as_str().unwrap()).collect();
+    for p in ["dev", "review1", "fix1", "review2"] {
+        assert!(phases.contains(&p), "{p}: {listed}");
+    }
 }
 
 #[test]

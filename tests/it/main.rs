@@ -19,6 +19,7 @@ mod env_faults;
 mod environment;
 mod guard;
 mod inputs;
+mod inspect;
 mod journal_damage;
 mod land;
 mod money;
