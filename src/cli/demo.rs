@@ -164,7 +164,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         crate::outln!("{v}");
     } else if !args.quiet {
         let style = render::style::Style::stderr();
-        crate::eout!("\n{}", render::status_text(&view, false));
+        crate::eout!("\n{}", render::status_text(&view, false, render::style::Style::stderr()));
         crate::eoutln!(
             "replay: {} ({} records re-derived from the journal alone, chain verified)",
             if replay_ok { style.good("ok") } else { style.bad("FAILED") },

@@ -101,7 +101,7 @@ pub fn run(args: RetryArgs) -> Result<ExitCode, CliError> {
             .collect::<Vec<_>>());
         crate::outln!("{v}");
     } else if !args.drive.quiet {
-        crate::eout!("{}", crate::render::status_text(&view, false));
+        crate::eout!("{}", crate::render::status_text(&view, false, crate::render::style::Style::stderr()));
     }
     Ok(code)
 }

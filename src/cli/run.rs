@@ -234,7 +234,7 @@ pub fn finish_output(view: &RunView, json: bool, repo: &Path, quiet: bool) {
     if json {
         crate::outln!("{}", render::status_json(view, Some(repo)));
     } else if !quiet {
-        crate::eout!("{}", render::status_text(view, false));
+        crate::eout!("{}", render::status_text(view, false, render::style::Style::stderr()));
     }
 }
 

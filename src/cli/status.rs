@@ -38,7 +38,7 @@ pub fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
         }
         println!("{v}");
     } else {
-        print!("{}", render::status_text_timed(&view, live, history.as_ref()));
+        print!("{}", render::status_text_timed(&view, live, history.as_ref(), render::style::Style::stdout()));
     }
     Ok(ExitCode::Ok)
 }

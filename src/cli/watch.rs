@@ -178,7 +178,7 @@ impl<'a> Watch<'a> {
         let mut progress = self.progress;
         progress.tick(&view);
         let history = render::history::history(&self.records).ok();
-        crate::out!("{}", render::status_text_timed(&view, false, history.as_ref()));
+        crate::out!("{}", render::status_text_timed(&view, false, history.as_ref(), render::style::Style::stdout()));
         let code = ExitCode::of_journaled_run(&view, self.interrupted_by.as_deref());
         if !view.finished && !view.interrupted && !view.all_terminal() {
             crate::eoutln!(

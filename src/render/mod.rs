@@ -487,8 +487,9 @@ fn verification_note(checks: &[crate::vocab::CheckRun]) -> Option<String> {
     })
 }
 
-pub fn status_text(view: &RunView, live: bool) -> String {
-    status_text_timed(view, live, None)
+/// The status table without times, in `style` (the end of `run`, `retry` and the demo).
+pub fn status_text(view: &RunView, live: bool, style: style::Style) -> String {
+    status_text_timed(view, live, None, style)
 }
 
 /// How long an issue has taken so far: from its first record to its last (None before it starts).
@@ -497,8 +498,14 @@ fn issue_duration(h: &history::IssueHistory) -> Option<f64> {
 }
 
 /// The status table; with the run's history, also when it started, how long it and each issue
-/// took (a TIME column).
-pub fn status_text_timed(view: &RunView, live: bool, history: Option<&history::RunHistory>) -> String {
+/// took (a TIME column). `style` colours the header, each state and the summary; padding is done
+/// before painting so the columns line up either way.
+pub fn status_text_timed(
+    view: &RunView,
+    live: bool,
+    history: Option<&history::RunHistory>,
+    style: style::Style,
+) -> String {
     let mut out = String::new();
     let phase = if live {
         "in progress (locked by a running loop)"
@@ -530,15 +537,9 @@ pub fn status_text_timed(view: &RunView, live: bool, history: Option<&history::R
     };
     let b = view.issues.iter().filter_map(|i| branch_of(i).map(|b| b.chars().count())).max().unwrap_or(6).max(6);
     let time_col = |t: &str| if timed { format!(" {t:>7}") } else { String::new() };
-    out.push_str(&format!(
-        "{:<w$}  {:<10} {:>3}{}  {:<b$}  {}\n",
-        "ISSUE",
-        "STATE",
-        "FIX",
-        time_col("TIME"),
-        "BRANCH",
-        "NOTES"
-    ));
+    let header =
+        format!("{:<w$}  {:<10} {:>3}{}  {:<b$}  {}", "ISSUE", "STATE", "FIX", time_col("TIME"), "BRANCH", "NOTES");
+    out.push_str(&format!("{}\n", style.bold(&header)));
     for i in &view.issues {
         let mut notes = Vec::new();
         if let Some(r) = i.state.reason() {
@@ -576,9 +577,9 @@ pub fn status_text_timed(view: &RunView, live: bool, history: Option<&history::R
             }
         }
         out.push_str(&format!(
-            "{:<w$}  {:<10} {:>3}{}  {:<b$}  {}\n",
+            "{:<w$}  {} {:>3}{}  {:<b$}  {}\n",
             i.id,
-            i.state.name(),
+            style.state(i.state.name(), &format!("{:<10}", i.state.name())),
             i.state.fix_cycles(),
             time_col(&time_of(&i.id)),
             escape(&branch_of(i).unwrap_or_else(|| "-".into())),
@@ -587,10 +588,10 @@ pub fn status_text_timed(view: &RunView, live: bool, history: Option<&history::R
         let actions = outstanding_actions(i);
         if !actions.is_empty() {
             let shown: Vec<String> = actions.iter().map(|a| printable(a, 160)).collect();
-            out.push_str(&format!("{:<w$}  still required: {}\n", "", shown.join("; ")));
+            out.push_str(&format!("{:<w$}  {} {}\n", "", style.warn("still required:"), shown.join("; ")));
         }
     }
-    out.push_str(&format!("summary: {}\n", summary(view)));
+    out.push_str(&format!("summary: {}\n", summary_styled(view, style)));
     if let Some(g) = guard_summary(view) {
         out.push_str(&format!("{g}\n"));
     }

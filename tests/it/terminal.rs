@@ -191,6 +191,13 @@ fn runs_replay_and_progress_are_coloured_and_json_never_is() {
     assert!(runs.contains("\x1b[32mfinished  \x1b[0m") && runs.contains("\x1b[33m1 Capped\x1b[0m"), "{runs}");
     let replay = String::from_utf8(shown(&["replay", "colour", "--color", "always"])).unwrap();
     assert!(replay.contains("\x1b[32mreplay ok\x1b[0m: ") && replay.contains("\x1b[32m5 Done\x1b[0m"), "{replay}");
+    let status = String::from_utf8(shown(&["status", "colour", "--color", "always"])).unwrap();
+    assert!(status.contains("\x1b[1mISSUE "), "{status}");
+    // Padded before it is painted, so the columns line up as in the plain table.
+    assert!(status.contains("\x1b[32mDone      \x1b[0m") && status.contains("\x1b[33mCapped    \x1b[0m"), "{status}");
+    assert!(status.contains("\x1b[33mstill required:\x1b[0m"), "{status}");
+    let plain = String::from_utf8(shown(&["status", "colour"])).unwrap();
+    assert_eq!(strip_ansi(&status), plain);
     for args in [
         &["runs", "--json", "--color", "always"][..],
         &["replay", "colour", "--json", "--color", "always"],
@@ -277,4 +284,17 @@ fn dry_run_warns_first_exits_non_zero_and_writes_nothing() {
         .output()
         .unwrap();
     assert!(out.stdout.starts_with(b"\x1b[31mwarning:\x1b[0m codex is not installed"), "{}", text(&out).0);
+}
+
+/// The text without its SGR sequences (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("\x1b[") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        rest = after.find('m').map(|m| &after[m + 1..]).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
 }
