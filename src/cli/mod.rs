@@ -15,6 +15,7 @@ pub mod man;
 pub mod plan;
 pub mod prompts;
 pub mod replay;
+pub mod report;
 pub mod rerun;
 pub mod resume;
 pub mod retry;
@@ -65,6 +66,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Show where each issue of a run stands (default: the newest run).
     Status(status::StatusArgs),
+    /// Draw a run as one self-contained HTML page: DAG, timeline, reviews, checks, commits.
+    Report(report::ReportArgs),
     /// List the runs recorded in this repository.
     Runs(runs::RunsArgs),
     /// Write a run's journal to a portable file (replay it with `loop replay --file`).
@@ -189,6 +192,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Retry(a) => retry::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Status(a) => status::run(a),
+        Command::Report(a) => report::run(a),
         Command::Runs(a) => runs::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),

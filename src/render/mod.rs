@@ -8,6 +8,7 @@ pub mod dryrun;
 pub mod history;
 pub mod progress;
 pub mod replay;
+pub mod report;
 
 use std::path::Path;
 
