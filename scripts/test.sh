@@ -25,6 +25,18 @@ if [ "$need_install" = 1 ]; then
     "@openai/codex@$CODEX_VERSION" "@anthropic-ai/claude-code@$CLAUDE_VERSION" "@withgraphite/graphite-cli@$GT_VERSION" >&2
 fi
 
+# The report's browser test: Debian's chromium and a pinned playwright-core to drive it.
+PLAYWRIGHT_VERSION=1.65.2
+if [ ! -x /usr/bin/chromium ]; then
+  echo "scripts/test.sh: installing chromium for the report's browser test" >&2
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+if [ "$(node -p "require('$TOOLS/node_modules/playwright-core/package.json').version" 2>/dev/null)" != "$PLAYWRIGHT_VERSION" ]; then
+  echo "scripts/test.sh: installing playwright-core@$PLAYWRIGHT_VERSION into .tools/" >&2
+  npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error "playwright-core@$PLAYWRIGHT_VERSION" >&2
+fi
+export LOOP_TEST_CHROMIUM=/usr/bin/chromium LOOP_TEST_PLAYWRIGHT="$TOOLS/node_modules/playwright-core"
+
 # Prefer the native codex binary (the node wrapper adds ~60 ms per call).
 native=$(find "$TOOLS/node_modules/@openai" -path '*/vendor/*/bin/codex' -type f 2>/dev/null | head -n 1 || true)
 export LOOP_TEST_CODEX_BIN="${native:-$TOOLS/node_modules/.bin/codex}"

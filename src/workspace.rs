@@ -200,6 +200,25 @@ pub trait Workspace: Send + Sync {
     fn add_scratch(&self, path: &Path, commit: &str) -> Result<(), WorkspaceError>;
     /// Removes a scratch worktree [`Workspace::add_scratch`] made, whatever it holds.
     fn remove_scratch(&self, path: &Path) -> Result<(), WorkspaceError>;
+    /// What `commit` changed against its first parent (journaled with the commit, for the
+    /// report). None where the workspace cannot tell (a fake one in tests).
+    fn diffstat(&self, _worktree: &Path, _commit: &str) -> Result<Option<crate::vocab::DiffStat>, WorkspaceError> {
+        Ok(None)
+    }
+}
+
+/// Sums `git diff-tree --numstat` lines: `added<TAB>deleted<TAB>path`, `-<TAB>-<TAB>path` for a
+/// binary file (a changed file without lines).
+pub fn parse_numstat(out: &str) -> crate::vocab::DiffStat {
+    let mut stat = crate::vocab::DiffStat::default();
+    for line in out.lines() {
+        let mut cols = line.splitn(3, '\t');
+        let (Some(a), Some(d), Some(_)) = (cols.next(), cols.next(), cols.next()) else { continue };
+        stat.files += 1;
+        stat.insertions += a.parse::<u64>().unwrap_or(0);
+        stat.deletions += d.parse::<u64>().unwrap_or(0);
+    }
+    stat
 }
 
 pub struct GitWorkspace {
@@ -620,6 +639,12 @@ impl Workspace for GitWorkspace {
 
     fn remove_scratch(&self, path: &Path) -> Result<(), WorkspaceError> {
         GitWorkspace::remove_scratch(self, path)
+    }
+
+    fn diffstat(&self, wt: &Path, commit: &str) -> Result<Option<crate::vocab::DiffStat>, WorkspaceError> {
+        // One read-only git process per commit; `--root` so a parentless commit counts too.
+        let args = ["diff-tree", "--numstat", "--no-commit-id", "--no-renames", "-r", "--root", commit];
+        Ok(Some(parse_numstat(&git_ok(wt, &args, self.timeout)?)))
     }
 
     fn merge(
@@ -1470,6 +1495,23 @@ mod tests {
         // 3,000 entries of about 100 bytes each: about a minute more.
         assert!(big >= Duration::from_secs(150) && big <= Duration::from_secs(240), "{big:?}");
         assert_eq!(GitWorkspace::new(&repo).timeout, big);
+    }
+
+    /// The diffstat of a commit loop made counts files, lines added and removed, and a binary
+    /// file as a changed file without lines.
+    #[test]
+    fn a_commit_s_diffstat_counts_files_and_lines() {
+        let (_d, repo) = repo();
+        let ws = GitWorkspace::new(&repo);
+        let wt = repo.parent().unwrap().join("wt");
+        ws.create(&wt, "loop/M/X", &rev(&repo, "main"), false, false).unwrap();
+        std::fs::write(wt.join("README"), "one\ntwo\nthree\n").unwrap();
+        std::fs::write(wt.join("new.txt"), "n\n").unwrap();
+        std::fs::write(wt.join("blob.bin"), [0u8, 1, 2, 0, 255]).unwrap();
+        let commit = ws.commit_all(&wt, "X: dev", None).unwrap().unwrap();
+        let stat = Workspace::diffstat(&ws, &wt, &commit).unwrap().unwrap();
+        assert_eq!(stat, crate::vocab::DiffStat { files: 3, insertions: 4, deletions: 1 });
+        assert_eq!(parse_numstat(""), crate::vocab::DiffStat::default());
     }
 
     #[test]

@@ -153,8 +153,21 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         let mut f = std::fs::File::create(out).map_err(|e| CliError::io(out, e))?;
         crate::journal::export(&snapshot, &mut f)?;
     }
+    // A kept demo comes with its report, so the first thing to open is the picture of the run.
+    let report = if args.keep || args.dir.is_some() {
+        let records = crate::journal::read_all(&snapshot)?;
+        let h = render::history::history(&records).map_err(|e| CliError::Check(e.to_string()))?;
+        let path = state.run_dir(&view.run_id).join("report.html");
+        super::report::write_page(&path, render::report::html(&h).as_bytes())?;
+        Some(path)
+    } else {
+        None
+    };
     if args.json {
         let mut v = render::status_json(&view, Some(&repo));
+        if let Some(r) = &report {
+            v["report"] = json!(r.display().to_string());
+        }
         v["demo"] = json!({
             "replay_verified": replay_ok,
             "seconds": run_secs,
@@ -173,6 +186,16 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         crate::eoutln!("took {run_secs:.2}s; journal {} records, {journal_bytes} bytes on disk", verdict.records);
         if args.keep || args.dir.is_some() {
             crate::eoutln!("kept: {} (try `loop status --repo {}`)", repo.display(), repo.display());
+        }
+        match &report {
+            Some(r) => crate::eoutln!(
+                "report: {} (open it in a browser; again any time: `loop report --repo {} --out report.html`)",
+                r.display(),
+                repo.display()
+            ),
+            None => {
+                crate::eoutln!("see it drawn: `loop demo --keep` also writes the run's HTML report (`loop report`)")
+            }
         }
     }
     if !replay_ok {

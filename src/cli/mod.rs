@@ -19,6 +19,7 @@ pub mod man;
 pub mod plan;
 pub mod prompts;
 pub mod replay;
+pub mod report;
 pub mod rerun;
 pub mod resume;
 pub mod retry;
@@ -88,6 +89,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Follow a run live from another terminal (read-only); end with its summary.
     Watch(watch::WatchArgs),
+    /// Draw a run as one self-contained HTML page: DAG, timeline, reviews, checks, commits.
+    Report(report::ReportArgs),
     /// List the runs recorded in this repository.
     Runs(runs::RunsArgs),
     /// Write a run's journal to a portable file (replay it with `loop replay --file`).
@@ -229,6 +232,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Watch(a) => watch::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Logs(a) => logs::run(a),
+        Command::Report(a) => report::run(a),
         Command::Runs(a) => runs::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),

@@ -454,13 +454,18 @@ impl IssueDriver<'_> {
         let date = self.commit_date();
         let ws = self.parts.workspace;
         let hooked = self.parts.hooks.iter().find_map(|h| h.commit(worktree, message, date.as_deref(), ws));
-        match hooked {
+        let result = match hooked {
             Some(Commit { result, note }) => {
                 prepend_note(evidence, note);
                 result
             }
             None => ws.commit_all(worktree, message, date.as_deref()),
+        };
+        // The diffstat is for people reading the run later; not knowing it changes nothing.
+        if let Ok(Some(c)) = &result {
+            evidence.diffstat = ws.diffstat(worktree, c).ok().flatten();
         }
+        result
     }
 
     /// Commit dates follow the journal's clock when it is fixed, so a fixed test clock gives

@@ -9,6 +9,7 @@ pub mod history;
 pub mod logs;
 pub mod progress;
 pub mod replay;
+pub mod report;
 pub mod start;
 pub mod style;
 

@@ -25,6 +25,7 @@ mod land;
 mod money;
 mod parallel;
 mod preflight;
+mod report;
 mod rerun;
 mod safefs;
 mod signals;
