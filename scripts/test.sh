@@ -29,7 +29,7 @@ fi
 PLAYWRIGHT_VERSION=1.65.2
 if [ ! -x /usr/bin/chromium ]; then
   echo "scripts/test.sh: installing chromium for the report's browser test" >&2
-  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 if [ "$(node -p "require('$TOOLS/node_modules/playwright-core/package.json').version" 2>/dev/null)" != "$PLAYWRIGHT_VERSION" ]; then
   echo "scripts/test.sh: installing playwright-core@$PLAYWRIGHT_VERSION into .tools/" >&2
