@@ -197,3 +197,32 @@ fn report_renders_in_chromium() {
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "no screenshot at {}", shot.display());
     eprintln!("report screenshot: {}", shot.display());
 }
+
+/// The demo points to `loop report`; kept (`--dir`), it writes its run's report and says where,
+/// and `--json` names the page too.
+#[test]
+fn the_demo_writes_its_report_when_kept_and_points_to_it() {
+    let env = TestEnvironment::new();
+    let out = env.loop_cmd(env.root()).args(["demo", "--jobs", "2"]).output().unwrap();
+    let (_, err) = text(&out);
+    assert!(out.status.code().is_some(), "{err}");
+    assert!(err.contains("`loop demo --keep` also writes the run's HTML report (`loop report`)"), "{err}");
+
+    let dir = env.root().join("kept");
+    let out = env.loop_cmd(env.root()).args(["demo", "--dir"]).arg(&dir).output().unwrap();
+    let (_, err) = text(&out);
+    let said = err.lines().find_map(|l| l.strip_prefix("report: ")).unwrap_or_else(|| panic!("no report line: {err}"));
+    let path = PathBuf::from(said.split(" (open it").next().unwrap());
+    assert!(path.starts_with(&dir), "{path:?} is not in the kept demo");
+    let page = std::fs::read_to_string(&path).unwrap();
+    for id in ["ORB-1", "ORB-2", "ORB-3", "ORB-4", "ORB-5", "ORB-6"] {
+        assert!(page.contains(&format!("data-issue=\"{id}\"")), "{id} missing from the demo's report");
+    }
+    assert!(err.contains(&format!("loop report --repo {}", dir.display())), "{err}");
+
+    let dir = env.root().join("kept-json");
+    let out = env.loop_cmd(env.root()).args(["demo", "--json", "--dir"]).arg(&dir).output().unwrap();
+    let v = json(&out);
+    let page = PathBuf::from(v["report"].as_str().unwrap_or_else(|| panic!("no report in {v}")));
+    assert!(page.starts_with(&dir) && page.is_file(), "{page:?}");
+}
