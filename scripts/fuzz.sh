@@ -16,7 +16,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cargo fuzz build --sanitizer none
-bin_dir="fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release"
+# cargo fuzz puts its binaries under CARGO_TARGET_DIR when one is set.
+bin_dir="${CARGO_TARGET_DIR:-fuzz/target}/$(rustc -vV | sed -n 's/^host: //p')/release"
 if [ "$#" -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(cargo fuzz list); fi
 
 failed=()
