@@ -136,6 +136,11 @@ impl Journal {
         &self.run_id
     }
 
+    /// The sequence number the next record gets: how many records the journal holds.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
@@ -147,18 +152,19 @@ impl Journal {
 
     /// Appends several records with one durable sync (group commit).
     pub fn append_group(&mut self, bodies: Vec<Body>) -> Result<Vec<Record>, JournalError> {
+        let now = self.clock.now();
+        let timed = bodies.into_iter().map(|b| (now, b)).collect();
+        self.append_group_at(timed)
+    }
+
+    /// [`Journal::append_group`] with the time each record was decided elsewhere (a mirror of a
+    /// run another engine drove keeps that engine's times).
+    pub fn append_group_at(&mut self, bodies: Vec<(DateTime<Utc>, Body)>) -> Result<Vec<Record>, JournalError> {
         let mut sealed = Vec::with_capacity(bodies.len());
         let mut out = Vec::with_capacity(bodies.len());
         let (mut seq, mut prev) = (self.next_seq, self.last);
-        for body in bodies {
-            let content = Content {
-                version: FORMAT_VERSION,
-                run_id: self.run_id.clone(),
-                seq,
-                time: self.clock.now(),
-                prev,
-                body,
-            };
+        for (time, body) in bodies {
+            let content = Content { version: FORMAT_VERSION, run_id: self.run_id.clone(), seq, time, prev, body };
             let (bytes, hash) = record::seal(&content);
             sealed.push((seq, bytes));
             out.push(Record { content, hash });
