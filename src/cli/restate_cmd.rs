@@ -246,14 +246,14 @@ pub fn mirror(
             (run.to_string(), lock, recorder, url)
         }
     };
-    let before = recorder.len();
+    let before = recorder.records();
     let ingress = Ingress::new(&url);
     let stop = crate::proc::Cancel::process();
     if follow {
         super::install_interrupt_handler();
     }
     crate::restate::mirror::sync(&mut recorder, &ingress, progress, &stop, follow).map_err(remote)?;
-    let after = recorder.len();
+    let after = recorder.records();
     Ok((run_id, after - before, after, recorder.view().finished))
 }
 

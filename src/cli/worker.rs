@@ -3,6 +3,7 @@
 //! builds, for each job, the same agents, guard and engine a local `loop resume` would, from the
 //! run's recorded start.
 
+#[cfg(feature = "restate")]
 use std::time::Duration;
 
 use clap::Args;

@@ -58,8 +58,8 @@ impl Recorder {
         Ok(n)
     }
 
-    /// How many records the journal holds.
-    pub fn len(&self) -> u64 {
+    /// How many records the journal holds (the next record's sequence number).
+    pub fn records(&self) -> u64 {
         self.journal.next_seq()
     }
 

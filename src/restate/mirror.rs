@@ -38,7 +38,7 @@ pub fn sync(
         if stop.is_requested() {
             return Ok(added);
         }
-        match ingress.read(&run_id, recorder.len()) {
+        match ingress.read(&run_id, recorder.records()) {
             Ok(page) => {
                 last_error = None;
                 let got = page.entries.len() as u64;
@@ -46,10 +46,10 @@ pub fn sync(
                     let entries = page.entries.into_iter().map(|Entry { time, body }| (time, body)).collect();
                     added += recorder.mirror(entries, observer)? as u64;
                 }
-                if recorder.view().finished || (!follow && recorder.len() >= page.total) {
+                if recorder.view().finished || (!follow && recorder.records() >= page.total) {
                     return Ok(added);
                 }
-                if got > 0 && recorder.len() < page.total {
+                if got > 0 && recorder.records() < page.total {
                     continue;
                 }
             }

@@ -22,11 +22,7 @@ pub fn remap(entries: Vec<Entry>, from: &str, to: &str) -> Result<Vec<Entry>, St
 
 fn walk(v: &mut Value, from: &str, to: &str) {
     match v {
-        Value::String(s) => {
-            if s.contains(from) {
-                *s = replace_root(s, from, to);
-            }
-        }
+        Value::String(s) if s.contains(from) => *s = replace_root(s, from, to),
         Value::Array(items) => items.iter_mut().for_each(|i| walk(i, from, to)),
         Value::Object(map) => map.values_mut().for_each(|i| walk(i, from, to)),
         _ => {}
