@@ -7,6 +7,7 @@
 //! - Every read verifies the chain and stops at the first bad record, naming its sequence number.
 
 pub mod log;
+mod positional;
 pub mod record;
 pub mod replay;
 pub mod store;
