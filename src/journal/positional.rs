@@ -173,7 +173,7 @@ impl<'de> Reader<'de> {
             0xd3 => v.visit_i64(i64::from_be_bytes(self.array()?)),
             0xca => v.visit_f32(f32::from_be_bytes(self.array()?)),
             0xcb => v.visit_f64(f64::from_be_bytes(self.array()?)),
-            0xd9 | 0xda | 0xdb => {
+            0xd9..=0xdb => {
                 let len = self.len(1 << (m - 0xd9))?;
                 self.str(len, v)
             }
