@@ -19,6 +19,9 @@ use crate::journal::view::RunView;
 use crate::journal::{self, record, AgentSpec, Body, Evidence, Journal, PlannedIssue, RunStart, Store};
 use crate::machine::{Event, Phase, Rules, Stage, State, Verdict, WorkStatus};
 
+#[cfg(feature = "restate")]
+mod restate;
+
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub id: &'static str,
@@ -745,6 +748,23 @@ pub fn run_all(quick: bool, only: Option<&str>, progress: &mut dyn FnMut(&Row)) 
         let (files, issues) = if quick { (2_000, 3) } else { (30_000, 8) };
         for row in guard_overhead(dir, files, issues)? {
             push(row, &mut rows);
+        }
+    }
+    #[cfg(feature = "restate")]
+    if only == Some("restate-inner") {
+        for row in restate::inner(quick)? {
+            push(row, &mut rows);
+        }
+        return Ok(Report { machine: machine(), rows });
+    }
+    #[cfg(feature = "restate")]
+    if wanted("restate") {
+        if restate::server_bin().is_some() {
+            for row in restate::rows(quick)? {
+                push(row, &mut rows);
+            }
+        } else {
+            crate::eoutln!("bench: the Restate rows need the server: scripts/restate-up.sh installs it (or set LOOP_RESTATE_SERVER)");
         }
     }
     Ok(Report { machine: machine(), rows })

@@ -95,6 +95,11 @@ impl Ingress {
         self.post(&format!("LoopJobs/{queue}/complete"), done)
     }
 
+    /// Jobs nobody holds, and when the earliest lease lapses (ms since the epoch; 0: none held).
+    pub fn peek(&self, queue: &str) -> Result<(u64, u64), RestateError> {
+        self.post_empty(&format!("LoopJobs/{queue}/peek"))
+    }
+
     pub fn jobs(&self, queue: &str) -> Result<Vec<JobSlot>, RestateError> {
         self.post_empty(&format!("LoopJobs/{queue}/list"))
     }

@@ -182,6 +182,16 @@ impl LoopJobs {
         Ok(true)
     }
 
+    /// Cheap for idle workers (a shared handler takes no lock and writes nothing): how many
+    /// jobs nobody holds, and when the earliest lease lapses (ms since the epoch; 0: none held).
+    #[handler]
+    async fn peek(&self, ctx: SharedObjectContext<'_>) -> Result<Json<(u64, u64)>, HandlerError> {
+        let all = ctx.get::<Json<Vec<JobSlot>>>(JOBS).await?.map(|j| j.into_inner()).unwrap_or_default();
+        let free = all.iter().filter(|s| s.holder.is_none()).count() as u64;
+        let lapse = all.iter().filter(|s| s.holder.is_some()).map(|s| s.lease_until_ms).min().unwrap_or(0);
+        Ok(Json((free, lapse)))
+    }
+
     /// The queue as it stands.
     #[handler]
     async fn list(&self, ctx: SharedObjectContext<'_>) -> Result<Json<Vec<JobSlot>>, HandlerError> {

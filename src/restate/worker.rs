@@ -74,16 +74,27 @@ pub fn run(opts: &WorkerOpts, stop: &Cancel, perform: &Perform<'_>) -> Result<()
 
 fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, stop: &Cancel, perform: &Perform<'_>) {
     let take = Take { worker: format!("{}#{slot}", opts.name), lease_ms: opts.lease.as_millis() as u64 };
-    let mut idle = Duration::from_millis(5);
+    let mut idle = Duration::from_millis(2);
     while !stop.is_requested() {
+        // Idle workers only peek (a shared read); they take (a locked, journaled call) when a
+        // job is free or a lease may have lapsed.
+        let takeable = match ingress.peek(&opts.queue) {
+            Ok((free, lapse)) => free > 0 || (lapse > 0 && now_ms() >= lapse),
+            Err(_) => true,
+        };
+        if !takeable {
+            std::thread::sleep(idle);
+            idle = (idle * 2).min(Duration::from_millis(20));
+            continue;
+        }
         match ingress.take(&opts.queue, &take) {
             Ok(Some(lease)) => {
-                idle = Duration::from_millis(5);
+                idle = Duration::from_millis(2);
                 carry_out(opts, ingress, lease, stop, perform);
             }
             Ok(None) => {
                 std::thread::sleep(idle);
-                idle = (idle * 2).min(Duration::from_millis(100));
+                idle = (idle * 2).min(Duration::from_millis(20));
             }
             Err(e) => {
                 eprintln!("loop worker: {e}; trying again");
@@ -95,22 +106,24 @@ fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, stop: &Cancel, p
 
 fn carry_out(opts: &WorkerOpts, ingress: &Ingress, lease: Lease, stop: &Cancel, perform: &Perform<'_>) {
     let Lease { job, token, lease_ms } = lease;
+    let began = Instant::now();
     let what = command_name(&job.command);
     eprintln!("loop worker: took {} {what} (attempt {token})", job.id);
     let fence = Fence { job_id: job.id.clone(), token };
     let cancel = Cancel::new();
     let lost = Arc::new(AtomicBool::new(false));
-    let finished = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let outcome = std::thread::scope(|scope| {
         // Heartbeat: renew at a third of the lease; a refused renewal means the job went to
         // another attempt, so this one stops. A stop request past the grace interrupts it.
-        let (lost2, finished2, cancel2, fence2) = (lost.clone(), finished.clone(), cancel.clone(), fence.clone());
+        let (lost2, cancel2, fence2) = (lost.clone(), cancel.clone(), fence.clone());
         scope.spawn(move || {
             let every = Duration::from_millis((lease_ms / 3).max(50));
             let mut last = Instant::now();
             let mut stop_seen: Option<Instant> = None;
-            while !finished2.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
+            // Woken at once when the job ends (its sender is dropped).
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_millis(50))
+            {
                 if stop.is_requested() {
                     let since = *stop_seen.get_or_insert_with(Instant::now);
                     if since.elapsed() >= opts.grace {
@@ -127,7 +140,7 @@ fn carry_out(opts: &WorkerOpts, ingress: &Ingress, lease: Lease, stop: &Cancel, 
             }
         });
         let result = attempt(opts, ingress, &job.run_id, &job.issue, &job.command, cancel.clone(), perform);
-        finished.store(true, Ordering::SeqCst);
+        drop(done_tx);
         result
     });
     if lost.load(Ordering::SeqCst) {
@@ -138,7 +151,7 @@ fn carry_out(opts: &WorkerOpts, ingress: &Ingress, lease: Lease, stop: &Cancel, 
         Ok(Some(entries)) => {
             let done = Completion { job_id: job.id.clone(), token, entries };
             match ingress.complete(&opts.queue, &done) {
-                Ok(true) => eprintln!("loop worker: {} {what} done", job.id),
+                Ok(true) => eprintln!("loop worker: {} {what} done in {} ms", job.id, began.elapsed().as_millis()),
                 Ok(false) => eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id),
                 Err(e) => eprintln!("loop worker: {} {what}: reporting the result failed: {e}", job.id),
             }
@@ -154,6 +167,10 @@ fn carry_out(opts: &WorkerOpts, ingress: &Ingress, lease: Lease, stop: &Cancel, 
             std::thread::sleep(Duration::from_secs(1));
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The command's name as the journal's commands are named.
@@ -178,7 +195,9 @@ fn attempt(
     cancel: Cancel,
     perform: &Perform<'_>,
 ) -> Result<Option<Vec<Entry>>, String> {
+    let t0 = Instant::now();
     let entries = read_log(ingress, run_id).map_err(|e| e.to_string())?;
+    let t_read = t0.elapsed();
     let Some(Entry { body: Body::RunStarted(start), .. }) = entries.first() else {
         return Err(format!("run {run_id}: its log does not start with run_started"));
     };
@@ -203,15 +222,25 @@ fn attempt(
         git.fetch()?;
         // `prepare` and `create_worktree` make the worktree themselves (or decide not to).
         let needs_worktree = !matches!(command, Command::Prepare | Command::CreateWorktree { .. });
-        git.sync_branches(&branches, planned.branch.as_str(), Path::new(&planned.worktree), needs_worktree)?;
-        git.remote_tip(planned.branch.as_str())?
+        git.sync_branches(&branches, Path::new(&planned.worktree), needs_worktree)?
     };
+    let t_sync = t0.elapsed();
     let bodies = entries.into_iter().map(|e| e.body).collect();
     let task = Task { run_id: run_id.to_string(), issue: issue.to_string(), command, bodies, cancel };
     let Some(done) = perform(task)? else { return Ok(None) };
+    let t_work = t0.elapsed();
     {
         let _one = GIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         git.push(planned.branch.as_str(), started_at.as_deref())?;
+    }
+    if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+        eprintln!(
+            "loop worker: {issue}: read {} ms, sync {} ms, work {} ms, push {} ms",
+            t_read.as_millis(),
+            (t_sync - t_read).as_millis(),
+            (t_work - t_sync).as_millis(),
+            (t0.elapsed() - t_work).as_millis()
+        );
     }
     Ok(Some(paths::remap(done, &ours, &theirs)?))
 }
@@ -244,6 +273,9 @@ pub fn read_log(ingress: &Ingress, run_id: &str) -> Result<Vec<Entry>, RestateEr
     }
 }
 
+/// A branch's tip here and on `origin`.
+type Tips = (Option<String>, Option<String>);
+
 /// git in the worker's clone, argv only.
 struct Git<'a> {
     repo: &'a Path,
@@ -265,14 +297,6 @@ impl Git<'_> {
 
     fn fetch(&self) -> Result<(), String> {
         self.git(&["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*"]).map(|_| ())
-    }
-
-    fn remote_tip(&self, branch: &str) -> Result<Option<String>, String> {
-        let r = format!("refs/remotes/origin/{branch}");
-        match self.git(&["rev-parse", "--verify", "--quiet", &r]) {
-            Ok(s) => Ok(Some(s.trim().to_string())),
-            Err(_) => Ok(None),
-        }
     }
 
     fn local_tip(&self, branch: &str) -> Option<String> {
@@ -303,33 +327,54 @@ impl Git<'_> {
         Ok(all)
     }
 
-    /// Makes loop's branches of the run agree with `origin`: a branch at another tip (and a
-    /// worktree of it that is stale or dirty) is moved to the pushed tip; a branch never pushed
-    /// is dropped (its job did not complete, so nothing the run recorded is on it). The job's
-    /// own worktree is rebuilt on the pushed branch when it is missing.
-    fn sync_branches(&self, branches: &[String], own: &str, own_path: &Path, add: bool) -> Result<(), String> {
-        let worktrees = self.worktrees()?;
-        for b in branches {
-            let remote = self.remote_tip(b)?;
-            let local = self.local_tip(b);
-            if remote == local {
-                continue;
-            }
-            for (path, _) in worktrees.iter().filter(|(_, wb)| wb.as_deref() == Some(b.as_str())) {
-                let p = path.display().to_string();
-                self.git(&["worktree", "remove", "--force", &p])?;
-            }
-            match remote {
-                Some(tip) => {
-                    self.git(&["branch", "--force", "--no-track", b, &tip])?;
-                }
-                None => {
-                    self.git(&["branch", "-D", b])?;
-                }
+    /// Local and `origin`'s tips of `branches`, in one git call.
+    fn tips(&self, branches: &[String]) -> Result<Vec<Tips>, String> {
+        let out =
+            self.git(&["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/remotes/origin"])?;
+        let mut all = std::collections::HashMap::new();
+        for line in out.lines() {
+            if let Some((oid, name)) = line.split_once(' ') {
+                all.insert(name.to_string(), oid.to_string());
             }
         }
-        self.git(&["worktree", "prune"])?;
-        if add && self.local_tip(own).is_some() && !own_path.join(".git").exists() {
+        Ok(branches
+            .iter()
+            .map(|b| {
+                (all.get(&format!("refs/heads/{b}")).cloned(), all.get(&format!("refs/remotes/origin/{b}")).cloned())
+            })
+            .collect())
+    }
+
+    /// Makes loop's branches of the run agree with `origin`: a branch at another tip (and a
+    /// worktree of it) is moved to the pushed tip; a branch never pushed is dropped (its job
+    /// did not complete, so nothing the run recorded is on it). With `add`, the job's own
+    /// worktree (`branches[0]`) is rebuilt on the pushed branch when it is missing, and cleaned
+    /// of what a dead attempt left. Returns `origin`'s tip of the job's branch.
+    fn sync_branches(&self, branches: &[String], own_path: &Path, add: bool) -> Result<Option<String>, String> {
+        let tips = self.tips(branches)?;
+        let differ: Vec<usize> = (0..branches.len()).filter(|&i| tips[i].0 != tips[i].1).collect();
+        if !differ.is_empty() {
+            let worktrees = self.worktrees()?;
+            for &i in &differ {
+                let b = &branches[i];
+                for (path, _) in worktrees.iter().filter(|(_, wb)| wb.as_deref() == Some(b.as_str())) {
+                    let p = path.display().to_string();
+                    self.git(&["worktree", "remove", "--force", &p])?;
+                }
+                match &tips[i].1 {
+                    Some(tip) => self.git(&["branch", "--force", "--no-track", b, tip])?,
+                    None => self.git(&["branch", "-D", b])?,
+                };
+            }
+            self.git(&["worktree", "prune"])?;
+        }
+        let own = &branches[0];
+        let remote = tips[0].1.clone();
+        let Some(tip) = &remote else { return Ok(None) };
+        if !add {
+            return Ok(remote);
+        }
+        if !own_path.join(".git").exists() {
             if own_path.exists() {
                 // A leftover directory git no longer knows as a worktree.
                 std::fs::remove_dir_all(own_path).map_err(|e| format!("{}: {e}", own_path.display()))?;
@@ -339,14 +384,18 @@ impl Git<'_> {
             }
             let p = own_path.display().to_string();
             self.git(&["worktree", "add", "--quiet", &p, own])?;
-        } else if let Some(tip) = self.local_tip(own) {
-            // A worktree that is there: clean of anything a dead attempt left.
-            if own_path.join(".git").exists() {
-                self.git_in(own_path, &["reset", "--quiet", "--hard", &tip])?;
+        } else {
+            // The worktree is there: clean it of anything a dead attempt left (one status
+            // call when it is clean and at the tip, as after this worker's own last job).
+            let status = self.git_in(own_path, &["status", "--porcelain=v2", "--branch", "--untracked-files=all"])?;
+            let at_tip = status.lines().any(|l| l.strip_prefix("# branch.oid ") == Some(tip.as_str()));
+            let clean = status.lines().all(|l| l.starts_with('#'));
+            if !at_tip || !clean {
+                self.git_in(own_path, &["reset", "--quiet", "--hard", tip])?;
                 self.git_in(own_path, &["clean", "-fdq"])?;
             }
         }
-        Ok(())
+        Ok(remote)
     }
 
     /// Pushes the branch if the job moved it; refused when `origin` moved since the job began.
