@@ -135,9 +135,20 @@ fn ends_as_uninterrupted(cluster: &Cluster, run: &mut Proc, expected: &[(String,
     (id, replay)
 }
 
-/// The job line a worker prints when it takes a phase of `issue`.
-fn took(issue: &str) -> impl Fn(&str) -> bool + '_ {
-    move |l: &str| l.starts_with("loop worker: took ") && l.contains(&format!("/{issue} "))
+/// The line a worker prints when it takes a phase of `issue` (attempt `attempt`):
+/// `loop worker: took RUN/ISSUE/N run_phase (attempt 1)`.
+fn took_phase(issue: &str, attempt: u64) -> impl Fn(&str) -> bool + '_ {
+    move |l: &str| {
+        l.starts_with("loop worker: took ")
+            && l.contains(&format!("/{issue}/"))
+            && l.contains(" run_phase ")
+            && l.ends_with(&format!("(attempt {attempt})"))
+    }
+}
+
+/// The job id (`RUN/ISSUE/N`) of a `took` line.
+fn job_of(took_line: &str) -> String {
+    took_line.strip_prefix("loop worker: took ").and_then(|r| r.split(' ').next()).expect("a took line").to_string()
 }
 
 /// The demo milestone on the local engine and on Restate with two workers (`--jobs 2`) ends in
@@ -202,14 +213,15 @@ fn a_killed_worker_s_job_goes_to_the_other_after_its_lease() {
     let expected = baseline(&fx);
     let mut cluster = Cluster::start(fx, &server, &["--jobs", "1", "--lease", "3"]);
     let mut run = cluster.submit("slow.json", &["-q"]);
-    let (a, line) = cluster.wait_worker_line("a job of ORB-1", LONG, took("ORB-1"));
-    assert!(line.ends_with("(attempt 1)"), "{line}");
+    let (a, line) = cluster.wait_worker_line("a phase of ORB-1", LONG, took_phase("ORB-1", 1));
+    let job = job_of(&line);
     let killed_at = Instant::now();
     cluster.workers[a].kill9();
     let b = 1 - a;
-    let again =
-        cluster.workers[b].wait_line("ORB-1 taken again", LONG, |l| took("ORB-1")(l) && l.contains("(attempt 2)"));
-    assert!(killed_at.elapsed() >= Duration::from_secs(2), "taken again only after the lease: {again}");
+    let again = format!("loop worker: took {job} run_phase (attempt 2)");
+    cluster.workers[b].wait_line("the job taken again", LONG, |l| l == again);
+    assert!(killed_at.elapsed() >= Duration::from_secs(2), "taken again only after the 3 s lease");
+    cluster.workers[b].wait_line("the job done", LONG, |l| l == format!("loop worker: {job} run_phase done"));
     ends_as_uninterrupted(&cluster, &mut run, &expected);
     cluster.shutdown();
 }
@@ -225,7 +237,7 @@ fn the_endpoint_killed_and_restarted_loses_nothing() {
     let expected = baseline(&fx);
     let mut cluster = Cluster::start(fx, &server, &["--jobs", "2", "--lease", "3"]);
     let mut run = cluster.submit("slow.json", &["-q"]);
-    cluster.wait_worker_line("a job of ORB-2", LONG, took("ORB-2"));
+    cluster.wait_worker_line("a phase of ORB-2", LONG, took_phase("ORB-2", 1));
     cluster.endpoint.kill9();
     std::thread::sleep(Duration::from_secs(1));
     cluster.endpoint.restart();
@@ -245,7 +257,7 @@ fn the_server_killed_and_restarted_loses_nothing() {
     let expected = baseline(&fx);
     let mut cluster = Cluster::start(fx, &server, &["--jobs", "2", "--lease", "3"]);
     let mut run = cluster.submit("slow.json", &["-q"]);
-    cluster.wait_worker_line("a job of ORB-2", LONG, took("ORB-2"));
+    cluster.wait_worker_line("a phase of ORB-2", LONG, took_phase("ORB-2", 1));
     cluster.server.kill9();
     std::thread::sleep(Duration::from_secs(1));
     cluster.server.restart();
@@ -267,21 +279,21 @@ fn a_worker_back_after_its_lease_cannot_overwrite() {
     let expected = baseline(&fx);
     let mut cluster = Cluster::start(fx, &server, &["--jobs", "1", "--lease", "3"]);
     let mut run = cluster.submit("slow.json", &["-q"]);
-    let (a, line) = cluster.wait_worker_line("a job of ORB-1", LONG, took("ORB-1"));
-    assert!(line.contains(" dev ") && line.ends_with("(attempt 1)"), "the first job is ORB-1's dev: {line}");
+    // ORB-1's first phase is its dev.
+    let (a, line) = cluster.wait_worker_line("ORB-1's dev", LONG, took_phase("ORB-1", 1));
+    let job = job_of(&line);
     cluster.workers[a].signal(libc::SIGSTOP);
     let b = 1 - a;
-    let dev_again = |l: &str| took("ORB-1")(l) && l.contains(" dev ") && l.contains("(attempt 2)");
-    cluster.workers[b].wait_line("ORB-1's dev taken again", LONG, dev_again);
-    cluster.workers[b].wait_line("ORB-1's dev done", LONG, |l| {
-        l.contains("/ORB-1 dev ") && l.contains("(attempt 2)") && l.ends_with("done")
-    });
+    let again = format!("loop worker: took {job} run_phase (attempt 2)");
+    cluster.workers[b].wait_line("ORB-1's dev taken again", LONG, |l| l == again);
+    cluster.workers[b].wait_line("ORB-1's dev done", LONG, |l| l == format!("loop worker: {job} run_phase done"));
     // A commit made a second later differs from the other worker's even with the same tree.
     std::thread::sleep(Duration::from_millis(1500));
     cluster.workers[a].signal(libc::SIGCONT);
-    cluster.workers[a].wait_line("its late result refused", LONG, |l| {
-        l.contains("/ORB-1 dev ") && l.contains("(attempt 1)") && l.ends_with("refused (lease lapsed)")
-    });
+    let refused = format!("loop worker: {job} run_phase refused (lease lapsed)");
+    cluster.workers[a].wait_line("its late result refused", LONG, |l| l == refused);
+    let late_done = format!("loop worker: {job} run_phase done");
+    assert!(!cluster.workers[a].log().lines().any(|l| l == late_done), "the late result was not taken");
     let (_, replay) = ends_as_uninterrupted(&cluster, &mut run, &expected);
     let finished = results(&replay, "ORB-1", "work_finished", "dev");
     assert_eq!(finished.len(), 1, "one result for ORB-1's dev: {finished:?}");
@@ -301,30 +313,44 @@ fn a_worker_back_after_its_lease_cannot_overwrite() {
     cluster.shutdown();
 }
 
-/// SIGTERM to a worker mid-phase: it finishes the phase within its grace or hands the job back,
-/// and exits; the other worker completes the run. The phase has one result.
-#[test]
-fn a_worker_asked_to_stop_mid_phase_finishes_or_hands_back() {
+/// SIGTERM to a worker mid-phase: a phase shorter than `--grace` finishes, a longer one is
+/// stopped at the grace and handed back (the other worker then runs it). Either way the worker
+/// exits and the phase has one result.
+fn stop_mid_phase(delay_ms: u64, grace: &str, how: &str) {
     let Some(server) = server_bin() else { return };
     if !in_own_network() {
         return;
     }
-    let fx = Fixture::new(2, &[("slow.json", &slow("ORB-1", 2000))]);
+    let fx = Fixture::new(2, &[("slow.json", &slow("ORB-1", delay_ms))]);
     let expected = baseline(&fx);
-    let mut cluster = Cluster::start(fx, &server, &["--jobs", "1", "--lease", "3", "--grace", "10"]);
+    let mut cluster = Cluster::start(fx, &server, &["--jobs", "1", "--lease", "3", "--grace", grace]);
     let mut run = cluster.submit("slow.json", &["-q"]);
-    let (a, _) = cluster.wait_worker_line("a job of ORB-1", LONG, took("ORB-1"));
+    let (a, line) = cluster.wait_worker_line("ORB-1's dev", LONG, took_phase("ORB-1", 1));
+    let job = job_of(&line);
     let asked = Instant::now();
-    let exited = cluster.workers[a].sigterm(Duration::from_secs(20));
-    assert!(exited.is_some(), "the worker exits within its grace\n{}", cluster.workers[a].log());
-    assert!(asked.elapsed() < Duration::from_secs(15), "within the grace (10 s): {:?}", asked.elapsed());
-    let log = cluster.workers[a].log();
-    let ended: Vec<&str> =
-        log.lines().filter(|l| l.contains("/ORB-1 ") && !l.starts_with("loop worker: took ")).collect();
-    assert!(!ended.is_empty(), "the worker says how its job ended (done or handed back):\n{log}");
+    let grace_secs: u64 = grace.parse().expect("seconds");
+    let exited = cluster.workers[a].sigterm(Duration::from_secs(grace_secs + 15));
+    assert!(exited.is_some(), "the worker exits after SIGTERM\n{}", cluster.workers[a].log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(grace_secs + 5),
+        "within the grace ({grace} s): {:?}",
+        asked.elapsed()
+    );
+    let ended = format!("loop worker: {job} run_phase {how}");
+    assert!(cluster.workers[a].log().lines().any(|l| l == ended), "{ended:?}:\n{}", cluster.workers[a].log());
     let (_, replay) = ends_as_uninterrupted(&cluster, &mut run, &expected);
     assert_eq!(results(&replay, "ORB-1", "work_finished", "dev").len(), 1, "one result for ORB-1's dev");
     cluster.shutdown();
+}
+
+#[test]
+fn a_worker_asked_to_stop_finishes_a_phase_within_its_grace() {
+    stop_mid_phase(2000, "10", "done");
+}
+
+#[test]
+fn a_worker_asked_to_stop_hands_back_a_phase_longer_than_its_grace() {
+    stop_mid_phase(8000, "1", "interrupted; handed back");
 }
 
 /// `loop sync` fills a mirror that missed records: a `--detach`ed run (nobody mirrors it) and a
@@ -354,28 +380,37 @@ fn sync_fills_a_mirror_and_is_idempotent() {
     };
     // Sync until the mirror shows the run's end (it runs on while we sync).
     let until = Instant::now() + RUN_LIMIT;
+    let mut added = 0;
     loop {
-        sync("loop sync");
-        let st = status_of(fx, &fx.submit, Some(&run));
-        if states(&st) == expected && !st["ended_at"].is_null() {
+        let v = sync("loop sync");
+        assert_eq!(v["run"], run.as_str(), "{v}");
+        added += v["added"].as_u64().expect("added");
+        if v["finished"] == true {
             break;
         }
-        assert!(Instant::now() < until, "the mirror never showed the run's end: {st}\n{}", cluster.dump_logs());
-        std::thread::sleep(Duration::from_secs(1));
+        assert!(Instant::now() < until, "the run never finished: {v}\n{}", cluster.dump_logs());
+        std::thread::sleep(Duration::from_millis(500));
     }
+    assert!(added > 0, "the detached run's records came by sync");
+    assert_eq!(states(&status_of(fx, &fx.submit, Some(&run))), expected, "the mirror's end states");
     let full = replay_ok(fx, &fx.submit, &run);
     let last = |v: &Value| v["timeline"].as_array().expect("timeline").last().expect("a record")["hash"].clone();
     let journal = fx.submit.join(".loop/runs").join(&run).join("journal.log");
     let bytes = std::fs::read(&journal).expect("the mirror's journal");
 
-    sync("a second loop sync");
+    let second = sync("a second loop sync");
+    assert_eq!(
+        (&second["added"], &second["records"], &second["finished"]),
+        (&0.into(), &full["records"], &true.into())
+    );
     let again = replay_ok(fx, &fx.submit, &run);
     assert_eq!((&again["records"], last(&again)), (&full["records"], last(&full)), "a second sync adds nothing");
     assert_eq!(std::fs::read(&journal).expect("journal"), bytes, "a second sync writes nothing");
 
     // A mirror that lost its run entirely is filled again, with the same chain.
     std::fs::remove_dir_all(fx.submit.join(".loop/runs").join(&run)).expect("delete the mirror");
-    sync("loop sync of a deleted mirror");
+    let refill = sync("loop sync of a deleted mirror");
+    assert_eq!(refill["added"], full["records"], "{refill}");
     let refilled = replay_ok(fx, &fx.submit, &run);
     assert_eq!((&refilled["records"], last(&refilled)), (&full["records"], last(&full)), "the same records");
     assert_eq!(states(&status_of(fx, &fx.submit, Some(&run))), expected);
