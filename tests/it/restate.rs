@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::support::restate::*;
 use crate::support::*;
 
-const RUN_LIMIT: Duration = Duration::from_secs(300);
+const RUN_LIMIT: Duration = Duration::from_secs(180);
 const LONG: Duration = Duration::from_secs(120);
 
 /// The demo's outcomes with each phase of `issue` taking `delay_ms` (the simulated agent sleeps

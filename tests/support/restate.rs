@@ -553,7 +553,9 @@ impl Cluster {
         let mut s = String::new();
         for p in std::iter::once(&self.server).chain(std::iter::once(&self.endpoint)).chain(&self.workers) {
             let log = p.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            // The server's log is long and mostly partition bookkeeping: its end says enough.
+            let keep = if p.name == "server" { 20 } else { 200 };
+            let tail: Vec<&str> = log.lines().rev().take(keep).collect();
             s.push_str(&format!("--- {} ({})\n", p.name, p.log_path().display()));
             for l in tail.into_iter().rev() {
                 s.push_str(l);
@@ -561,6 +563,15 @@ impl Cluster {
             }
         }
         s
+    }
+}
+
+impl Drop for Cluster {
+    /// A failing test shows what every process said (the temp dir goes with the test).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.dump_logs());
+        }
     }
 }
 
