@@ -120,17 +120,16 @@ fn contents(env: &TestEnvironment, git_dir: &Path, rev: &str, run: &str) -> BTre
 /// run's states in the mirror (`status`), `replay` passing on the mirror. Returns the run id
 /// and the replay.
 fn ends_as_uninterrupted(cluster: &Cluster, run: &mut Proc, expected: &[(String, String, u64)]) -> (String, Value) {
-    let status = run.wait(RUN_LIMIT).unwrap_or_else(|| panic!("the run did not end\n{}", cluster.dump_logs()));
+    let status = run.wait(RUN_LIMIT).unwrap_or_else(|| panic!("the run did not end:\n{}", run.log()));
     assert_eq!(
         status.code(),
         Some(exit::NOT_ALL_DONE),
-        "the run's exit code is the local one's (one issue Capped)\nrun:\n{}\n{}",
-        run.log(),
-        cluster.dump_logs()
+        "the run's exit code is the local one's (one issue Capped)\nrun:\n{}",
+        run.log()
     );
     let st = status_of(&cluster.fx, &cluster.fx.submit, None);
     let id = st["run_id"].as_str().expect("run_id").to_string();
-    assert_eq!(states(&st), expected, "end states of the mirror\n{}", cluster.dump_logs());
+    assert_eq!(states(&st), expected, "end states of the mirror");
     let replay = replay_ok(&cluster.fx, &cluster.fx.submit, &id);
     (id, replay)
 }
@@ -166,7 +165,7 @@ fn a_distributed_run_equals_a_local_one() {
     let local_replay = replay_ok(&fx, &fx.local, "local");
     let cluster = Cluster::start(fx, &server, &["--jobs", "2"]);
     let out = cluster.run("scenario.json", &["--json", "-q"], RUN_LIMIT);
-    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}\n{}", text(&out), cluster.dump_logs());
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
     let dist = json(&out);
     let run = dist["run_id"].as_str().expect("run_id").to_string();
     assert_eq!(states(&dist), states(&local), "run --json");
@@ -366,7 +365,7 @@ fn sync_fills_a_mirror_and_is_idempotent() {
     let cluster = Cluster::start(fx, &server, &["--jobs", "2"]);
     let fx = &cluster.fx;
     let out = cluster.run("scenario.json", &["--detach"], LONG);
-    assert_eq!(out.status.code(), Some(exit::OK), "{:?}\n{}", text(&out), cluster.dump_logs());
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
     let (stdout, _) = text(&out);
     let run = stdout.trim().to_string();
     assert!(!run.is_empty() && !run.contains(char::is_whitespace), "--detach prints the run id: {stdout:?}");
@@ -388,7 +387,7 @@ fn sync_fills_a_mirror_and_is_idempotent() {
         if v["finished"] == true {
             break;
         }
-        assert!(Instant::now() < until, "the run never finished: {v}\n{}", cluster.dump_logs());
+        assert!(Instant::now() < until, "the run never finished: {v}");
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(added > 0, "the detached run's records came by sync");
