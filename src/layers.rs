@@ -60,6 +60,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // the agent's own types (a review's required actions).
     ("render", &["agent", "config", "journal", "machine", "plan"]),
     ("bench", &["docs", "engine", "journal", "machine", "plan", "runs", "agent", "workspace"]),
+    // Restate is another driver of the same machine: beside the engine, above it (a job is
+    // carried out with the engine's own steps), never below anything the engine uses.
+    ("restate", &["engine", "journal", "machine", "proc", "vocab"]),
 ];
 
 /// Modules above everything (the UI and the binary): they may use any module.

@@ -32,3 +32,5 @@ pub mod workspace;
 
 #[cfg(test)]
 mod layers;
+#[cfg(feature = "restate")]
+pub mod restate;

@@ -35,8 +35,24 @@ pub fn cancel() {
     let _ = SIGNAL.compare_exchange(0, libc::SIGINT, Ordering::SeqCst, Ordering::SeqCst);
 }
 
+/// Whether this process is cancelled, or the work on this thread is ([`with_cancel`]).
 pub fn is_cancelled() -> bool {
-    SIGNAL.load(Ordering::SeqCst) != 0
+    SIGNAL.load(Ordering::SeqCst) != 0 || SCOPED.with(|c| c.borrow().as_ref().is_some_and(Cancel::is_requested))
+}
+
+thread_local! {
+    /// The token of the work this thread does for someone else (a worker's job): it stops this
+    /// thread's cancellable children without stopping the process's other work.
+    static SCOPED: std::cell::RefCell<Option<Cancel>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `cancel` stopping the cancellable children this thread starts (as a signal
+/// would), besides the process's own token.
+pub fn with_cancel<T>(cancel: &Cancel, f: impl FnOnce() -> T) -> T {
+    let before = SCOPED.with(|c| c.replace(Some(cancel.clone())));
+    let out = f();
+    SCOPED.with(|c| *c.borrow_mut() = before);
+    out
 }
 
 /// The signal that cancelled this process (SIGINT, SIGTERM or SIGHUP), if any.

@@ -26,6 +26,11 @@ pub struct SimScript {
     pub fix: Option<String>,
     #[serde(default)]
     pub reviews: Vec<String>,
+    /// Each phase of the issue takes this long (a `sleep` child in the worktree, stopped like
+    /// an agent) before it answers: long phases for tests that kill things mid-phase, and for
+    /// benchmarks with phases of a given length.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
 }
 
 const WORK_OUTCOMES: &[&str] = &["pass", "failed", "deferred", "crash", "hang", "garbage", "invalid"];
@@ -185,6 +190,15 @@ impl Agent for SimAgent {
 
     fn run(&self, req: &PhaseRequest, _signal: &mut dyn FnMut(Signal)) -> Result<PhaseReply, AgentError> {
         let start = Instant::now();
+        let delay = self.scenario.get(req.issue.id.as_str()).and_then(|s| s.delay_ms).unwrap_or(0);
+        if delay > 0 {
+            let secs = format!("{}.{:03}", delay / 1000, delay % 1000);
+            let out = proc::run(&Cmd::new("sleep").arg(secs).cwd(&req.worktree).timeout(req.timeout).supervised())
+                .map_err(|e| AgentError::Setup { phase: req.phase, source: Box::new(e) })?;
+            if out.cancelled {
+                return Err(AgentError::Interrupted { phase: req.phase });
+            }
+        }
         let mut outcome = self.outcome(req);
         if outcome.starts_with("rogue:") || outcome.starts_with("shell:") {
             misbehave(req, &outcome).map_err(|e| AgentError::Crashed {

@@ -174,6 +174,9 @@ pub enum CliError {
     /// error only decides the exit code.
     #[error("{0}")]
     Reported(Box<CliError>),
+    /// Talking to Restate failed, or a worker could not start (feature `restate`).
+    #[error("{0}")]
+    Remote(String),
 }
 
 // The large errors are boxed: every command returns this type, and clippy's size limit keeps
@@ -229,6 +232,8 @@ impl CliError {
             CliError::Io { .. } | CliError::Fs { .. } | CliError::Check(_) => ExitCode::Error,
             CliError::Reported(inner) => inner.exit_code(),
             CliError::Land(e) => land_code(e),
+            // The server, the network or a worker's clone: loop's environment, not the run's.
+            CliError::Remote(_) => ExitCode::Error,
         }
     }
 

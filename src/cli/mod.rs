@@ -21,6 +21,7 @@ pub mod prompts;
 pub mod replay;
 pub mod report;
 pub mod rerun;
+pub mod restate_cmd;
 pub mod resume;
 pub mod retry;
 pub mod run;
@@ -28,7 +29,9 @@ pub mod runs;
 pub mod select;
 pub mod setting_args;
 pub mod status;
+pub mod sync;
 pub mod watch;
+pub mod worker;
 
 use std::path::PathBuf;
 
@@ -111,6 +114,12 @@ pub enum Command {
     Init(init::InitArgs),
     /// Show the settings a run here would use and where each came from (flag, env, loop.toml:line, default).
     Config(Box<config::ConfigArgs>),
+    /// Run loop's services for Restate (`serve`) and look at its job queue (`jobs`): one milestone across hosts.
+    Restate(restate_cmd::RestateArgs),
+    /// Carry out a Restate run's phases in this clone, pushing branches to origin (any number of hosts).
+    Worker(worker::WorkerArgs),
+    /// Fill the journal of a Restate run here with the records it is missing (idempotent).
+    Sync(sync::SyncArgs),
     /// Agent hooks: `loop hook claude` is Claude Code's PreToolUse hook (exit 2 blocks).
     #[command(hide = true)]
     Hook { agent: String },
@@ -243,6 +252,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Man(a) => man::run(a),
         Command::Init(a) => init::run(a),
         Command::Config(a) => config::run(*a),
+        Command::Restate(a) => restate_cmd::run(a),
+        Command::Worker(a) => worker::run(a),
+        Command::Sync(a) => sync::run(a),
         Command::Hook { agent } if agent == "claude" => {
             crate::guard::shim::hook_claude(&mut std::io::stdin().lock())?;
             Ok(ExitCode::Ok)

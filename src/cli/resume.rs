@@ -37,6 +37,12 @@ pub fn continue_run(
 ) -> Result<(ExitCode, RunView, std::path::PathBuf), CliError> {
     let state = repo_args.state()?;
     let run_id = state.resolve(run_id)?;
+    if let Some(url) = super::restate_cmd::submitted_to(&state, &run_id) {
+        return Err(CliError::Usage(format!(
+            "run {run_id} is driven by Restate ({url}), which continues it by itself: follow it with \
+             `loop watch {run_id}`, fill its journal with `loop sync {run_id}`"
+        )));
+    }
     let _lock = state.lock(&run_id)?;
     let store = state.open_store(&run_id, &mut |note| eprintln!("loop: {note}"))?;
     let clock = Clock::from_env();

@@ -50,6 +50,8 @@ pub struct RunArgs {
     pub drive: DriveArgs,
     #[command(flatten)]
     pub guard: crate::guard::GuardArgs,
+    #[command(flatten)]
+    pub engine: super::restate_cmd::EngineArgs,
 }
 
 /// How a run is driven and shown; shared by `run` and `resume`.
@@ -97,6 +99,25 @@ impl Observer for Progress {
 
 /// Plans the milestone, journals `run_started`, and drives the run. Returns the exit code.
 pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, RunView), CliError> {
+    let (jobs, skip_setup) = (inputs.jobs, inputs.skip_setup);
+    let begun = begin(inputs, progress)?;
+    super::install_interrupt_handler();
+    drive(begun.recorder, &begun.agents, &begun.ws, progress, jobs, super::verify_env(&begun.state, skip_setup))
+}
+
+/// A new run, journaled and ready to drive: its first record is durable.
+pub struct Begun {
+    pub recorder: Recorder,
+    pub agents: PhaseAgentSet,
+    pub ws: crate::workspace::GitWorkspace,
+    pub state: crate::runs::StateDir,
+    pub repo: std::path::PathBuf,
+    /// Held until the run is driven (or handed to another engine).
+    pub locks: (crate::runs::RunLock, crate::runs::RunLock),
+}
+
+/// Plans the milestone and journals the new run's `run_started` (nothing is driven yet).
+pub fn begin(inputs: RunInputs, progress: &mut Progress) -> Result<Begun, CliError> {
     let RunInputs {
         repo,
         state,
@@ -108,9 +129,9 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         max_tokens_per_issue,
         review_doc,
         issues: only,
-        jobs,
+        jobs: _,
         verify,
-        skip_setup,
+        skip_setup: _,
         guard,
         fresh,
         resilience,
@@ -144,7 +165,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
     if state.kind(&run_id) != crate::runs::RunKind::Absent {
         return Err(CliError::Usage(format!("run {run_id} already exists")));
     }
-    let _milestone_lock = state.lock_milestone(&repo, &milestone, crate::runs::Holder::Run(&run_id))?;
+    let milestone_lock = state.lock_milestone(&repo, &milestone, crate::runs::Holder::Run(&run_id))?;
     // Under the milestone's lock, the earlier runs' journals are final.
     let (issues, rerun) = if fresh {
         let names = super::rerun::fresh_namespace(&milestone, &run_id);
@@ -157,7 +178,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
     for note in &rerun.notes {
         crate::eoutln!("loop: {note}");
     }
-    let (_lock, store) = state.create_run(&run_id)?;
+    let (lock, store) = state.create_run(&run_id)?;
     let journal =
         Journal::create(Box::new(store), &run_id, clock.clone()).with_fault_after(super::fault_after_append());
     let start = RunStart {
@@ -178,8 +199,7 @@ pub fn start(inputs: RunInputs, progress: &mut Progress) -> Result<(ExitCode, Ru
         spend,
     };
     let recorder = Recorder::start(journal, start, progress)?;
-    super::install_interrupt_handler();
-    drive(recorder, &agents, &ws, progress, jobs, super::verify_env(&state, skip_setup))
+    Ok(Begun { recorder, agents, ws, state, repo, locks: (lock, milestone_lock) })
 }
 
 /// Drives a journaled run to its end or to an interruption.
@@ -308,9 +328,34 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         return Err(crate::preflight::PreflightError { problems }.into());
     }
     let mut progress = args.drive.progress();
-    let (code, view) = start(inputs, &mut progress)?;
+    let (code, view) = match args.engine.engine {
+        super::restate_cmd::EngineKind::Local => start(inputs, &mut progress)?,
+        super::restate_cmd::EngineKind::Restate => on_restate(inputs, &args.engine, &mut progress)?,
+    };
+    if args.engine.detach && args.engine.engine == super::restate_cmd::EngineKind::Restate {
+        return Ok(code);
+    }
     finish_output(&view, args.drive.json, &repo, args.drive.quiet);
     Ok(code)
+}
+
+#[cfg(feature = "restate")]
+fn on_restate(
+    inputs: RunInputs,
+    engine: &super::restate_cmd::EngineArgs,
+    progress: &mut Progress,
+) -> Result<(ExitCode, RunView), CliError> {
+    let begun = begin(inputs, progress)?;
+    super::restate_cmd::submit(begun, engine, progress)
+}
+
+#[cfg(not(feature = "restate"))]
+fn on_restate(
+    _: RunInputs,
+    _: &super::restate_cmd::EngineArgs,
+    _: &mut Progress,
+) -> Result<(ExitCode, RunView), CliError> {
+    Err(super::restate_cmd::not_built())
 }
 
 /// Pre-flight for a new run of `inputs` (README "Pre-flight"): every problem that would stop it,

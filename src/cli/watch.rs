@@ -54,6 +54,16 @@ pub fn run(args: WatchArgs) -> Result<ExitCode, CliError> {
             CliError::Usage(format!("no runs in {} yet; start one with `loop run`", state.root.display()))
         })?,
     };
+    // A Restate run nobody mirrors now (submitted with --detach, or its submitter stopped
+    // following): this watch mirrors it, then ends like any watch of a finished run.
+    #[cfg(feature = "restate")]
+    if super::restate_cmd::submitted_to(&state, &run_id).is_some() && !state.is_locked(&run_id) {
+        let mut progress = Progress::new(false, false);
+        let (_, _, _, finished) = super::restate_cmd::mirror(&state, &run_id, None, &mut progress, true)?;
+        if !finished {
+            return Ok(ExitCode::for_signal(crate::proc::cancel_signal()));
+        }
+    }
     // A run is staged until its first record is durable: wait for it to be born.
     while state.kind(&run_id) == RunKind::Empty && state.is_locked(&run_id) {
         std::thread::sleep(interval);

@@ -184,6 +184,16 @@ impl<'a> IssueDriver<'a> {
         }
     }
 
+    /// Carries out one command a far driver sent ([`super::remote`]), after checking the
+    /// worktree as a resumed drive does.
+    pub(super) fn perform_one(&self, planned: &PlannedIssue, command: Command) -> Result<Option<Step>, EngineError> {
+        self.check_worktree(planned)?;
+        if !runs_after_stop(&command) && self.stop_requested() {
+            return Ok(Some(Step::Stop));
+        }
+        self.perform(planned, command)
+    }
+
     /// Carries out one command; `Some` when the issue's driving ends here.
     fn perform(&self, planned: &PlannedIssue, command: Command) -> Result<Option<Step>, EngineError> {
         let id = planned.id.as_str();

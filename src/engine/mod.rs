@@ -42,6 +42,7 @@ pub mod hooks;
 pub mod land;
 mod phase;
 pub mod recorder;
+pub mod remote;
 mod scheduler;
 mod writer;
 

@@ -29,6 +29,40 @@ impl Recorder {
         Ok(Recorder { journal, view })
     }
 
+    /// Journals `run_started` at `time` as the first record of a new (empty) journal: the first
+    /// record of a mirror, as the run's own engine recorded it.
+    pub fn start_at(
+        mut journal: Journal,
+        time: chrono::DateTime<chrono::Utc>,
+        start: RunStart,
+        observer: &mut dyn Observer,
+    ) -> Result<Recorder, EngineError> {
+        let first = journal.append_group_at(vec![(time, Body::RunStarted(start))])?.pop().expect("one record");
+        let view = RunView::new(&first)?;
+        observer.record(&first, &Applied { issue: None, from: None, to: None }, &view);
+        Ok(Recorder { journal, view })
+    }
+
+    /// Appends records another engine decided (a mirror), each at its own time, and folds them:
+    /// a record the fold refuses stops the mirror there ("journal and code disagree").
+    pub fn mirror(
+        &mut self,
+        entries: Vec<(chrono::DateTime<chrono::Utc>, Body)>,
+        observer: &mut dyn Observer,
+    ) -> Result<usize, EngineError> {
+        let n = entries.len();
+        for rec in self.journal.append_group_at(entries)? {
+            let applied = self.view.apply(&rec)?;
+            observer.record(&rec, &applied, &self.view);
+        }
+        Ok(n)
+    }
+
+    /// How many records the journal holds (the next record's sequence number).
+    pub fn records(&self) -> u64 {
+        self.journal.next_seq()
+    }
+
     /// Continues a journal whose verified records are `records` (from [`Journal::reopen`]).
     /// Only the fold can fail here: a journal that does not fold is "journal and code disagree".
     pub fn open(journal: Journal, records: &[Record]) -> Result<Recorder, Box<Divergence>> {

@@ -360,7 +360,12 @@ fn sim(scenario: &[(&str, SimScript)]) -> SimAgent {
 }
 
 fn script(dev: &str, reviews: &[&str]) -> SimScript {
-    SimScript { dev: Some(dev.into()), fix: None, reviews: reviews.iter().map(|r| r.to_string()).collect() }
+    SimScript {
+        dev: Some(dev.into()),
+        fix: None,
+        reviews: reviews.iter().map(|r| r.to_string()).collect(),
+        delay_ms: None,
+    }
 }
 
 fn settings(jobs: usize) -> Settings {

@@ -1,0 +1,113 @@
+//! The ingress as the CLI and the workers see it: a few blocking JSON calls over HTTP(S).
+//!
+//! Every call has a timeout (nothing hangs on a server that went away); the caller decides
+//! whether to retry. Keys are checked to be URL-safe where they are made (run ids, queue names).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Completion, Fence, JobSlot, Lease, Page, RestateError, RunInput, Take};
+
+/// The ingress of a Restate server (`http://127.0.0.1:8080` on one machine).
+#[derive(Clone)]
+pub struct Ingress {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Ingress {
+    pub fn new(url: &str) -> Ingress {
+        Ingress::with_timeout(url, Duration::from_secs(30))
+    }
+
+    pub fn with_timeout(url: &str, timeout: Duration) -> Ingress {
+        let agent =
+            ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
+        Ingress { base: url.trim_end_matches('/').to_string(), agent }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, RestateError> {
+        let text = serde_json::to_string(body)
+            .map_err(|e| RestateError::Decode { url: format!("{}/{path}", self.base), reason: e.to_string() })?;
+        self.post_text(path, text)
+    }
+
+    /// A call whose handler takes no input: an empty body.
+    fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestateError> {
+        self.post_text(path, String::new())
+    }
+
+    fn post_text<T: DeserializeOwned>(&self, path: &str, body: String) -> Result<T, RestateError> {
+        let url = format!("{}/{path}", self.base);
+        let mut resp = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body)
+            .map_err(|e| RestateError::Http { url: url.clone(), reason: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| RestateError::Http { url: url.clone(), reason: e.to_string() })?;
+        if !(200..300).contains(&status) {
+            return Err(RestateError::Status { url, status, body: text.chars().take(2000).collect() });
+        }
+        serde_json::from_str(&text).map_err(|e| RestateError::Decode { url, reason: e.to_string() })
+    }
+
+    /// Submits a run (its `LoopRun` workflow); a run already submitted is left as it is.
+    pub fn submit(&self, input: &RunInput) -> Result<(), RestateError> {
+        match self.post::<_, serde_json::Value>(&format!("LoopRun/{}/run/send", input.run_id), input) {
+            Ok(_) => Ok(()),
+            // The workflow of this run id exists already: submitting twice is harmless.
+            Err(RestateError::Status { status: 409, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Entries `from..` of a run's log (a page at most).
+    pub fn read(&self, run_id: &str, from: u64) -> Result<Page, RestateError> {
+        self.post(&format!("LoopLog/{run_id}/read"), &from)
+    }
+
+    pub fn take(&self, queue: &str, take: &Take) -> Result<Option<Lease>, RestateError> {
+        self.post(&format!("LoopJobs/{queue}/take"), take)
+    }
+
+    pub fn renew(&self, queue: &str, fence: &Fence) -> Result<bool, RestateError> {
+        self.post(&format!("LoopJobs/{queue}/renew"), fence)
+    }
+
+    pub fn release(&self, queue: &str, fence: &Fence) -> Result<bool, RestateError> {
+        self.post(&format!("LoopJobs/{queue}/release"), fence)
+    }
+
+    pub fn complete(&self, queue: &str, done: &Completion) -> Result<bool, RestateError> {
+        self.post(&format!("LoopJobs/{queue}/complete"), done)
+    }
+
+    pub fn jobs(&self, queue: &str) -> Result<Vec<JobSlot>, RestateError> {
+        self.post_empty(&format!("LoopJobs/{queue}/list"))
+    }
+
+    /// Registers (or re-registers, `force`) the endpoint at `uri` with the admin API.
+    pub fn register(admin: &str, uri: &str) -> Result<(), RestateError> {
+        let admin = Ingress::new(admin);
+        let body = serde_json::json!({ "uri": uri, "force": true });
+        admin.post::<_, serde_json::Value>("deployments", &body).map(|_| ())
+    }
+}
+
+/// Whether `name` may be a key in a URL path as it is (queue names).
+pub fn url_safe(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}

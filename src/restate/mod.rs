@@ -1,0 +1,170 @@
+//! One milestone across hosts on Restate (feature `restate`; README "Beyond one machine").
+//!
+//! The same machine, another driver. Restate keeps what the local engine keeps in its journal
+//! and threads: which issues are ready, each issue's progress, which effect is in flight. The
+//! pieces:
+//! - [`services`]: the Restate services the endpoint serves. `LoopRun` (a workflow per run id)
+//!   is the scheduler: it starts an issue once its dependencies ended, as the local scheduler
+//!   does. `LoopIssue` (a workflow per run and issue) drives one issue: [`crate::machine::resume`]
+//!   and [`crate::machine::transition`] (the same functions the local engine calls) decide every
+//!   step; the journal-only command `start_phase` is a durable step of its own, every other
+//!   command is a job for a worker. `LoopJobs` (a virtual object) is the job queue with leases;
+//!   `LoopLog` (a virtual object per run) is the run's journal in Restate, in order, which the
+//!   submitting clone mirrors.
+//! - [`serve`]: `loop restate serve`, the endpoint (an accept loop that sets `TCP_NODELAY`) and
+//!   its registration with the server's admin API.
+//! - [`worker`]: `loop worker`: takes jobs, carries each out with the local engine's own code
+//!   ([`crate::engine::remote`]) in a worktree of its clone, pushes the issue's branch to `origin`
+//!   and completes the job under its lease.
+//! - [`mirror`]: the submitting side: submits a run, mirrors `LoopLog` into the clone's own
+//!   journal (same records, same chain), `loop sync`.
+//! - [`client`]: the small blocking HTTP client of the ingress.
+//!
+//! Invariants:
+//! - No second state machine: the only place an issue's state changes is
+//!   [`crate::machine::transition`], called by the `LoopIssue` workflow on every event a worker
+//!   reports; a worker's own fold of the same events must agree, or the workflow stops the issue
+//!   as nondeterministic (a worker of other code).
+//! - A job's result is applied at most once, and only from the worker that holds its current
+//!   lease: every take bumps the job's attempt number, which is the fencing token a completion
+//!   must carry.
+//! - The mirror is the audit record: entry `n` of `LoopLog` is record `n` of the clone's
+//!   journal; a record already there is skipped, so mirroring is idempotent.
+
+pub mod client;
+pub mod mirror;
+pub mod paths;
+pub mod serve;
+pub mod services;
+pub mod worker;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::journal::Body;
+use crate::machine::{Command, Rules};
+use crate::vocab::PlannedIssue;
+
+/// The queue every worker takes from unless told otherwise (`--queue`).
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// One journal record without its place in a chain (the mirror seals it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub time: DateTime<Utc>,
+    pub body: Body,
+}
+
+/// What `loop run --engine restate` submits: the run's first record, as the clone journaled it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunInput {
+    pub run_id: String,
+    pub queue: String,
+    pub first: Entry,
+}
+
+/// What `LoopRun` gives each `LoopIssue` it starts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IssueInput {
+    pub run_id: String,
+    pub queue: String,
+    pub planned: PlannedIssue,
+    pub rules: Rules,
+    /// `rules.verify`, which `Rules` does not serialize (the journal derives it per issue).
+    pub verify: bool,
+    /// A per-run cost budget is set: `start_phase` needs the whole run's spend, so a worker
+    /// (which folds the whole log) decides it.
+    pub run_budget: bool,
+}
+
+/// How an issue ended (the stage's name, as `status` shows it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IssueEnd {
+    pub issue: String,
+    pub stage: String,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunEnd {
+    pub run_id: String,
+    pub issues: Vec<IssueEnd>,
+}
+
+/// One command of one issue for a worker to carry out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// `RUN/ISSUE/N`: the issue's Nth job.
+    pub id: String,
+    pub run_id: String,
+    pub issue: String,
+    pub command: Command,
+    /// The awakeable the issue's workflow waits on.
+    pub awakeable: String,
+}
+
+/// A job as a worker holds it: `token` is the attempt number that fences its completion.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lease {
+    pub job: Job,
+    pub token: u64,
+    pub lease_ms: u64,
+}
+
+/// A worker asking for a job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Take {
+    pub worker: String,
+    pub lease_ms: u64,
+}
+
+/// A worker naming the job it holds (renew, release).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Fence {
+    pub job_id: String,
+    pub token: u64,
+}
+
+/// A worker's result for the job it holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Completion {
+    pub job_id: String,
+    pub token: u64,
+    pub entries: Vec<Entry>,
+}
+
+/// A page of a run's log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    /// How many entries the log holds.
+    pub total: u64,
+}
+
+/// A job as `loop restate jobs` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobSlot {
+    pub job: Job,
+    pub token: u64,
+    pub holder: Option<String>,
+    pub lease_until_ms: u64,
+    pub lease_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestateError {
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("{url}: the server answered {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+    #[error("{url}: unexpected answer: {reason}")]
+    Decode { url: String, reason: String },
+    #[error("{0}")]
+    Git(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+}

@@ -1,0 +1,362 @@
+//! `loop worker`: takes jobs from the queue, carries each out in this clone, pushes the issue's
+//! branch to `origin`, and completes the job under its lease.
+//!
+//! Invariants:
+//! - A worker listens on no port: it pulls (`take`), renews its lease by heartbeat, and
+//!   completes; a lapsed lease makes the job anyone's again, with a new attempt number, and this
+//!   worker's later result for it is refused.
+//! - Before a job the worker makes its clone agree with `origin`: it fetches, moves loop's
+//!   branches of the run to their pushed tips, and rebuilds the issue's worktree from the pushed
+//!   branch when what it has differs (another worker may have carried the issue's last job).
+//! - A job's branch is pushed before its result is reported, with `--force-with-lease` on the
+//!   tip the job started from, so a worker whose lease lapsed cannot move the branch under the
+//!   attempt that replaced it.
+//! - loop's own troubles here (git, disk, the network) hand the job back; they never become the
+//!   issue's failure. A stop (SIGTERM, SIGINT) lets running jobs finish within the grace period,
+//!   then interrupts them and hands them back.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::client::Ingress;
+use super::{paths, Completion, Entry, Fence, Lease, RestateError, Take};
+use crate::journal::Body;
+use crate::machine::Command;
+use crate::proc::{self, Cancel, Cmd};
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerOpts {
+    pub ingress: String,
+    pub queue: String,
+    pub jobs: usize,
+    pub lease: Duration,
+    pub grace: Duration,
+    /// This worker's name in the queue (`host:pid`).
+    pub name: String,
+    /// The clone's root.
+    pub repo: PathBuf,
+}
+
+/// What a job needs carried out, with this clone's paths.
+pub struct Task {
+    pub run_id: String,
+    pub issue: String,
+    pub command: Command,
+    /// The run's records so far, `run_started` first.
+    pub bodies: Vec<Body>,
+    /// Interrupts the job (a stop past the grace period, or a lost lease).
+    pub cancel: Cancel,
+}
+
+/// Carries a task out with the local engine; returns the records it journaled, or None when it
+/// was interrupted.
+pub type Perform<'a> = dyn Fn(Task) -> Result<Option<Vec<Entry>>, String> + Sync + 'a;
+
+const GIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The clone's refs are shared by the worker's job slots: one fetch, sync or push at a time.
+static GIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs until `stop` is requested (and running jobs are finished or handed back).
+pub fn run(opts: &WorkerOpts, stop: &Cancel, perform: &Perform<'_>) -> Result<(), RestateError> {
+    let ingress = Ingress::new(&opts.ingress);
+    std::thread::scope(|scope| {
+        for slot in 0..opts.jobs.max(1) {
+            let ingress = ingress.clone();
+            scope.spawn(move || slot_loop(opts, slot, &ingress, stop, perform));
+        }
+    });
+    Ok(())
+}
+
+fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, stop: &Cancel, perform: &Perform<'_>) {
+    let take = Take { worker: format!("{}#{slot}", opts.name), lease_ms: opts.lease.as_millis() as u64 };
+    let mut idle = Duration::from_millis(5);
+    while !stop.is_requested() {
+        match ingress.take(&opts.queue, &take) {
+            Ok(Some(lease)) => {
+                idle = Duration::from_millis(5);
+                carry_out(opts, ingress, lease, stop, perform);
+            }
+            Ok(None) => {
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => {
+                eprintln!("loop worker: {e}; trying again");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn carry_out(opts: &WorkerOpts, ingress: &Ingress, lease: Lease, stop: &Cancel, perform: &Perform<'_>) {
+    let Lease { job, token, lease_ms } = lease;
+    let what = command_name(&job.command);
+    eprintln!("loop worker: took {} {what} (attempt {token})", job.id);
+    let fence = Fence { job_id: job.id.clone(), token };
+    let cancel = Cancel::new();
+    let lost = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    let outcome = std::thread::scope(|scope| {
+        // Heartbeat: renew at a third of the lease; a refused renewal means the job went to
+        // another attempt, so this one stops. A stop request past the grace interrupts it.
+        let (lost2, finished2, cancel2, fence2) = (lost.clone(), finished.clone(), cancel.clone(), fence.clone());
+        scope.spawn(move || {
+            let every = Duration::from_millis((lease_ms / 3).max(50));
+            let mut last = Instant::now();
+            let mut stop_seen: Option<Instant> = None;
+            while !finished2.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+                if stop.is_requested() {
+                    let since = *stop_seen.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= opts.grace {
+                        cancel2.request(libc::SIGTERM);
+                    }
+                }
+                if last.elapsed() >= every {
+                    last = Instant::now();
+                    if let Ok(false) = ingress.renew(&opts.queue, &fence2) {
+                        lost2.store(true, Ordering::SeqCst);
+                        cancel2.request(libc::SIGTERM);
+                    }
+                }
+            }
+        });
+        let result = attempt(opts, ingress, &job.run_id, &job.issue, &job.command, cancel.clone(), perform);
+        finished.store(true, Ordering::SeqCst);
+        result
+    });
+    if lost.load(Ordering::SeqCst) {
+        eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id);
+        return;
+    }
+    match outcome {
+        Ok(Some(entries)) => {
+            let done = Completion { job_id: job.id.clone(), token, entries };
+            match ingress.complete(&opts.queue, &done) {
+                Ok(true) => eprintln!("loop worker: {} {what} done", job.id),
+                Ok(false) => eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id),
+                Err(e) => eprintln!("loop worker: {} {what}: reporting the result failed: {e}", job.id),
+            }
+        }
+        Ok(None) => {
+            eprintln!("loop worker: {} {what} interrupted; handed back", job.id);
+            let _ = ingress.release(&opts.queue, &fence);
+        }
+        Err(e) => {
+            eprintln!("loop worker: {} {what}: {e}; handed back", job.id);
+            let _ = ingress.release(&opts.queue, &fence);
+            // Not in a tight loop: the same trouble would meet the next attempt at once.
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// The command's name as the journal's commands are named.
+fn command_name(c: &Command) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| match v {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Object(m) => m.keys().next().cloned(),
+            _ => None,
+        })
+        .unwrap_or_else(|| "command".into())
+}
+
+/// One attempt at a job: read the run's log, sync the clone, perform, push.
+fn attempt(
+    opts: &WorkerOpts,
+    ingress: &Ingress,
+    run_id: &str,
+    issue: &str,
+    command: &Command,
+    cancel: Cancel,
+    perform: &Perform<'_>,
+) -> Result<Option<Vec<Entry>>, String> {
+    let entries = read_log(ingress, run_id).map_err(|e| e.to_string())?;
+    let Some(Entry { body: Body::RunStarted(start), .. }) = entries.first() else {
+        return Err(format!("run {run_id}: its log does not start with run_started"));
+    };
+    let theirs = start.repo.clone();
+    let ours = opts.repo.display().to_string();
+    let entries = paths::remap(entries, &theirs, &ours)?;
+    let Some(Entry { body: Body::RunStarted(start), .. }) = entries.first() else { unreachable!() };
+    let command = remap_command(command, &theirs, &ours)?;
+    let planned = start.issues.iter().find(|p| p.id.as_str() == issue).cloned();
+    let Some(planned) = planned else { return Err(format!("issue {issue} is not in run {run_id}")) };
+    // Only the job's own branch and its dependencies' (ended, so nobody moves them): another
+    // job of this worker may be at work on any other branch.
+    let mut branches: Vec<String> = vec![planned.branch.to_string()];
+    for dep in &planned.blocked_by {
+        if let Some(p) = start.issues.iter().find(|p| p.id == *dep) {
+            branches.push(p.branch.to_string());
+        }
+    }
+    let git = Git { repo: &opts.repo };
+    let started_at = {
+        let _one = GIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        git.fetch()?;
+        // `prepare` and `create_worktree` make the worktree themselves (or decide not to).
+        let needs_worktree = !matches!(command, Command::Prepare | Command::CreateWorktree { .. });
+        git.sync_branches(&branches, planned.branch.as_str(), Path::new(&planned.worktree), needs_worktree)?;
+        git.remote_tip(planned.branch.as_str())?
+    };
+    let bodies = entries.into_iter().map(|e| e.body).collect();
+    let task = Task { run_id: run_id.to_string(), issue: issue.to_string(), command, bodies, cancel };
+    let Some(done) = perform(task)? else { return Ok(None) };
+    {
+        let _one = GIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        git.push(planned.branch.as_str(), started_at.as_deref())?;
+    }
+    Ok(Some(paths::remap(done, &ours, &theirs)?))
+}
+
+fn remap_command(c: &Command, from: &str, to: &str) -> Result<Command, String> {
+    let text = serde_json::to_string(c).map_err(|e| e.to_string())?;
+    let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    fn walk(v: &mut serde_json::Value, from: &str, to: &str) {
+        match v {
+            serde_json::Value::String(s) => *s = paths::replace_root(s, from, to),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|i| walk(i, from, to)),
+            serde_json::Value::Object(m) => m.values_mut().for_each(|i| walk(i, from, to)),
+            _ => {}
+        }
+    }
+    walk(&mut v, from, to);
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+/// Every entry of a run's log.
+pub fn read_log(ingress: &Ingress, run_id: &str) -> Result<Vec<Entry>, RestateError> {
+    let mut all = Vec::new();
+    loop {
+        let page = ingress.read(run_id, all.len() as u64)?;
+        let got = page.entries.len();
+        all.extend(page.entries);
+        if got == 0 || all.len() as u64 >= page.total {
+            return Ok(all);
+        }
+    }
+}
+
+/// git in the worker's clone, argv only.
+struct Git<'a> {
+    repo: &'a Path,
+}
+
+impl Git<'_> {
+    fn git(&self, args: &[&str]) -> Result<String, String> {
+        self.git_in(self.repo, args)
+    }
+
+    fn git_in(&self, dir: &Path, args: &[&str]) -> Result<String, String> {
+        let out = proc::run(&Cmd::new("git").args(args.iter().copied()).cwd(dir).timeout(GIT_TIMEOUT))
+            .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
+        if !out.success() {
+            return Err(format!("git {}: {}", args.join(" "), out.stderr_text().trim()));
+        }
+        Ok(out.stdout_text())
+    }
+
+    fn fetch(&self) -> Result<(), String> {
+        self.git(&["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*"]).map(|_| ())
+    }
+
+    fn remote_tip(&self, branch: &str) -> Result<Option<String>, String> {
+        let r = format!("refs/remotes/origin/{branch}");
+        match self.git(&["rev-parse", "--verify", "--quiet", &r]) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn local_tip(&self, branch: &str) -> Option<String> {
+        let r = format!("refs/heads/{branch}");
+        self.git(&["rev-parse", "--verify", "--quiet", &r]).ok().map(|s| s.trim().to_string())
+    }
+
+    /// Worktrees of this clone by branch.
+    fn worktrees(&self) -> Result<Vec<(PathBuf, Option<String>)>, String> {
+        let out = self.git(&["worktree", "list", "--porcelain"])?;
+        let mut all = Vec::new();
+        let mut path: Option<PathBuf> = None;
+        for line in out.lines() {
+            if let Some(p) = line.strip_prefix("worktree ") {
+                if let Some(prev) = path.take() {
+                    all.push((prev, None));
+                }
+                path = Some(PathBuf::from(p));
+            } else if let Some(b) = line.strip_prefix("branch refs/heads/") {
+                if let Some(p) = path.take() {
+                    all.push((p, Some(b.to_string())));
+                }
+            }
+        }
+        if let Some(p) = path {
+            all.push((p, None));
+        }
+        Ok(all)
+    }
+
+    /// Makes loop's branches of the run agree with `origin`: a branch at another tip (and a
+    /// worktree of it that is stale or dirty) is moved to the pushed tip; a branch never pushed
+    /// is dropped (its job did not complete, so nothing the run recorded is on it). The job's
+    /// own worktree is rebuilt on the pushed branch when it is missing.
+    fn sync_branches(&self, branches: &[String], own: &str, own_path: &Path, add: bool) -> Result<(), String> {
+        let worktrees = self.worktrees()?;
+        for b in branches {
+            let remote = self.remote_tip(b)?;
+            let local = self.local_tip(b);
+            if remote == local {
+                continue;
+            }
+            for (path, _) in worktrees.iter().filter(|(_, wb)| wb.as_deref() == Some(b.as_str())) {
+                let p = path.display().to_string();
+                self.git(&["worktree", "remove", "--force", &p])?;
+            }
+            match remote {
+                Some(tip) => {
+                    self.git(&["branch", "--force", "--no-track", b, &tip])?;
+                }
+                None => {
+                    self.git(&["branch", "-D", b])?;
+                }
+            }
+        }
+        self.git(&["worktree", "prune"])?;
+        if add && self.local_tip(own).is_some() && !own_path.join(".git").exists() {
+            if own_path.exists() {
+                // A leftover directory git no longer knows as a worktree.
+                std::fs::remove_dir_all(own_path).map_err(|e| format!("{}: {e}", own_path.display()))?;
+            }
+            if let Some(parent) = own_path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+            let p = own_path.display().to_string();
+            self.git(&["worktree", "add", "--quiet", &p, own])?;
+        } else if let Some(tip) = self.local_tip(own) {
+            // A worktree that is there: clean of anything a dead attempt left.
+            if own_path.join(".git").exists() {
+                self.git_in(own_path, &["reset", "--quiet", "--hard", &tip])?;
+                self.git_in(own_path, &["clean", "-fdq"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes the branch if the job moved it; refused when `origin` moved since the job began.
+    fn push(&self, branch: &str, started_at: Option<&str>) -> Result<(), String> {
+        let Some(tip) = self.local_tip(branch) else { return Ok(()) };
+        if started_at == Some(tip.as_str()) {
+            return Ok(());
+        }
+        let lease = format!("--force-with-lease=refs/heads/{branch}:{}", started_at.unwrap_or(""));
+        let spec = format!("+refs/heads/{branch}:refs/heads/{branch}");
+        self.git(&["push", "--quiet", "--no-verify", &lease, "origin", &spec]).map(|_| ())
+    }
+}
