@@ -27,7 +27,7 @@ fn bash_completion_completes_subcommands_and_flags() {
         got.sort();
         got
     };
-    assert_eq!(complete("loop re"), ["replay", "report", "resume", "retry"]);
+    assert_eq!(complete("loop re"), ["replay", "report", "restate", "resume", "retry"]);
     assert!(complete("loop run --max-").contains(&"--max-fix-cycles".to_string()));
 }
 
