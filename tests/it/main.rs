@@ -27,6 +27,9 @@ mod parallel;
 mod preflight;
 mod report;
 mod rerun;
+#[cfg(feature = "restate")]
+mod restate;
+mod restate_harness;
 mod safefs;
 mod signals;
 mod snapshots;

@@ -17,6 +17,7 @@
 pub mod anthropic;
 pub mod codex;
 pub mod http;
+pub mod restate;
 
 use std::ffi::OsStr;
 use std::ops::Deref;
@@ -51,8 +52,9 @@ pub const DEMO_DOCS: &[(&str, &str)] = devloop::cli::demo::DOCS;
 pub const DEMO_SCENARIO: &str = devloop::cli::demo::SCENARIO;
 
 /// Taken from the parent by name, because the tools need them: PATH resolves git, node (for gt)
-/// and codex; the test CLI paths say which codex and gt the tests use.
-const PASSED_THROUGH: &[&str] = &["PATH", "LOOP_TEST_CODEX_BIN", "LOOP_TEST_GT_BIN", "LOOP_TEST_CLAUDE_BIN"];
+/// and codex; the test CLI paths say which codex, claude, gt and Restate server the tests use.
+const PASSED_THROUGH: &[&str] =
+    &["PATH", "LOOP_TEST_CODEX_BIN", "LOOP_TEST_GT_BIN", "LOOP_TEST_CLAUDE_BIN", "LOOP_TEST_RESTATE_SERVER"];
 
 /// Every variable a child of the environment can see unless the test sets more itself.
 pub const ALLOWED_VARIABLES: &[&str] = &[
@@ -60,6 +62,7 @@ pub const ALLOWED_VARIABLES: &[&str] = &[
     "LOOP_TEST_CODEX_BIN",
     "LOOP_TEST_GT_BIN",
     "LOOP_TEST_CLAUDE_BIN",
+    "LOOP_TEST_RESTATE_SERVER",
     "HOME",
     "XDG_CONFIG_HOME",
     "XDG_DATA_HOME",
