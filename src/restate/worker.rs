@@ -151,7 +151,12 @@ fn carry_out(opts: &WorkerOpts, ingress: &Ingress, lease: Lease, stop: &Cancel, 
         Ok(Some(entries)) => {
             let done = Completion { job_id: job.id.clone(), token, entries };
             match ingress.complete(&opts.queue, &done) {
-                Ok(true) => eprintln!("loop worker: {} {what} done in {} ms", job.id, began.elapsed().as_millis()),
+                Ok(true) => {
+                    eprintln!("loop worker: {} {what} done", job.id);
+                    if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+                        eprintln!("loop worker: {} took {} ms", job.id, began.elapsed().as_millis());
+                    }
+                }
                 Ok(false) => eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id),
                 Err(e) => eprintln!("loop worker: {} {what}: reporting the result failed: {e}", job.id),
             }
