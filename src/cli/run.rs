@@ -232,22 +232,33 @@ pub fn drive(
     let stack = guard.as_ref().and_then(|g| g.stack());
     let guard_hooks = guard.as_ref().map(GuardHooks);
     let stack_hooks = stack.as_ref().map(StackHooks);
-    let mut engine =
-        Engine::new(recorder, agents.get(Phase::Dev), ws, progress, super::engine_settings(jobs).with_verify(verify))
-            .phase_agent(Phase::Review, agents.get(Phase::Review))
-            .phase_agent(Phase::Fix, agents.get(Phase::Fix));
-    for hooks in [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)]
-        .into_iter()
-        .flatten()
-    {
-        engine = engine.hook(hooks);
-    }
-    let (outcome, view) = engine.drive()?;
+    let settings = super::engine_settings(jobs).with_verify(verify);
+    let hooks = [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)];
+    let (outcome, view) = assemble(recorder, agents, ws, progress, settings, hooks).drive()?;
     let code = super::run_exit_code(&view, outcome);
     if outcome == Outcome::Interrupted {
         crate::eoutln!("loop: run {} interrupted; continue with `loop resume {}`", view.run_id, view.run_id);
     }
     Ok((code, view))
+}
+
+/// The engine of a run: each phase on its recorded backend, then the guard's and the Graphite
+/// stack's hooks (in that order). Shared by local drives and a worker's jobs.
+pub fn assemble<'a>(
+    recorder: Recorder,
+    agents: &'a PhaseAgentSet,
+    ws: &'a dyn Workspace,
+    observer: &'a mut dyn Observer,
+    settings: crate::engine::Settings,
+    hooks: [Option<&'a dyn Hooks>; 2],
+) -> Engine<'a> {
+    let mut engine = Engine::new(recorder, agents.get(Phase::Dev), ws, observer, settings)
+        .phase_agent(Phase::Review, agents.get(Phase::Review))
+        .phase_agent(Phase::Fix, agents.get(Phase::Fix));
+    for h in hooks.into_iter().flatten() {
+        engine = engine.hook(h);
+    }
+    engine
 }
 
 pub fn finish_output(view: &RunView, json: bool, repo: &Path, quiet: bool) {

@@ -132,8 +132,7 @@ fn perform(
     jobs: usize,
     task: crate::restate::worker::Task,
 ) -> Result<Option<Vec<crate::restate::Entry>>, String> {
-    use crate::engine::{Engine, GuardHooks, Hooks, Outcome, StackHooks};
-    use crate::machine::Phase;
+    use crate::engine::{GuardHooks, Hooks, Outcome, StackHooks};
     let crate::restate::worker::Task { run_id, issue, command, bodies, cancel } = task;
     let clock = crate::clock::Clock::from_env();
     let recorder = crate::engine::remote::seeded(&run_id, clock.clone(), bodies).map_err(|e| e.to_string())?;
@@ -153,15 +152,8 @@ fn perform(
     let stack_hooks = stack.as_ref().map(StackHooks);
     let mut collect = Collect(Vec::new());
     let settings = crate::engine::Settings::new(1, clock, cancel.clone()).with_verify(verify);
-    let mut engine = Engine::new(recorder, agents.get(Phase::Dev), &ws, &mut collect, settings)
-        .phase_agent(Phase::Review, agents.get(Phase::Review))
-        .phase_agent(Phase::Fix, agents.get(Phase::Fix));
-    for hooks in [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)]
-        .into_iter()
-        .flatten()
-    {
-        engine = engine.hook(hooks);
-    }
+    let hooks = [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)];
+    let engine = super::run::assemble(recorder, &agents, &ws, &mut collect, settings, hooks);
     let outcome = crate::proc::with_cancel(&cancel, || engine.perform(&issue, command)).map_err(|e| e.to_string())?;
     Ok(match outcome {
         Outcome::Finished => Some(collect.0),

@@ -51,7 +51,25 @@ pub(super) struct Parts<'a> {
     pub(super) baseline: std::sync::Mutex<()>,
 }
 
-impl Parts<'_> {
+impl<'a> Parts<'a> {
+    /// What every driver of a drive (or of one remote command) shares.
+    pub(super) fn new(
+        agents: [&'a dyn Agent; 3],
+        workspace: &'a dyn Workspace,
+        hooks: &'a [&'a dyn Hooks],
+        settings: &super::Settings,
+    ) -> Parts<'a> {
+        Parts {
+            agents,
+            workspace,
+            hooks,
+            clock: settings.clock.clone(),
+            cancel: settings.cancel.clone(),
+            verify: settings.verify.clone(),
+            baseline: std::sync::Mutex::new(()),
+        }
+    }
+
     pub(super) fn agent(&self, phase: machine::Phase) -> &dyn Agent {
         self.agents[phase_index(phase)]
     }

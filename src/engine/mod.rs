@@ -205,15 +205,7 @@ impl<'a> Engine<'a> {
     pub fn drive(self) -> Result<(Outcome, RunView), EngineError> {
         let Engine { recorder, agents, workspace, observer, hooks, settings } = self;
         let (journal, view) = recorder.into_parts();
-        let parts = driver::Parts {
-            agents,
-            workspace,
-            hooks: &hooks,
-            clock: settings.clock.clone(),
-            cancel: settings.cancel.clone(),
-            verify: settings.verify.clone(),
-            baseline: std::sync::Mutex::new(()),
-        };
+        let parts = driver::Parts::new(agents, workspace, &hooks, &settings);
         scheduler::run(journal, view, observer, &parts, settings.jobs)
     }
 }

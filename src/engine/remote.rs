@@ -43,15 +43,7 @@ impl Engine<'_> {
         let Some(planned) = view.start.issues.iter().find(|p| p.id.as_str() == issue).cloned() else {
             return Err(EngineError::Unsupported(format!("issue {issue} is not in run {}", view.run_id)));
         };
-        let parts = Parts {
-            agents,
-            workspace,
-            hooks: &hooks,
-            clock: settings.clock.clone(),
-            cancel: settings.cancel.clone(),
-            verify: settings.verify.clone(),
-            baseline: Mutex::new(()),
-        };
+        let parts = Parts::new(agents, workspace, &hooks, &settings);
         let shared = Arc::new(Mutex::new(view));
         let observer: Arc<Mutex<&mut dyn super::Observer>> = Arc::new(Mutex::new(observer));
         let (tx, rx) = mpsc::channel::<WriteReq>();
