@@ -61,6 +61,10 @@ pub enum RestateCommand {
         /// Serve without registering.
         #[arg(long)]
         no_register: bool,
+        /// Serve only requests the server signed with this key (`publickeyv1_…`, repeatable):
+        /// Restate's request identity, for an endpoint other hosts can reach.
+        #[arg(long = "identity-key", env = "LOOP_RESTATE_IDENTITY_KEY", value_name = "KEY")]
+        identity_keys: Vec<String>,
     },
     /// List the job queue: each job, its attempt and who holds its lease.
     Jobs {
@@ -92,14 +96,17 @@ pub fn run(_: RestateArgs) -> Result<ExitCode, CliError> {
 pub fn run(args: RestateArgs) -> Result<ExitCode, CliError> {
     use crate::restate::client::Ingress;
     match args.command {
-        RestateCommand::Serve { listen, admin, advertise, no_register } => {
+        RestateCommand::Serve { listen, admin, advertise, no_register, identity_keys } => {
             let addr: std::net::SocketAddr =
                 listen.parse().map_err(|e| CliError::Usage(format!("--listen {listen}: {e}")))?;
             let admin = (!no_register).then_some(admin);
-            crate::restate::serve::serve(addr, admin, advertise, |uri| {
+            crate::restate::serve::serve(addr, admin, advertise, &identity_keys, |uri| {
                 crate::eoutln!("loop: restate endpoint serving on {uri}");
             })
-            .map_err(|e| CliError::Remote(e.to_string()))?;
+            .map_err(|e| match e {
+                crate::restate::RestateError::Refused(m) => CliError::Usage(m),
+                e => CliError::Remote(e.to_string()),
+            })?;
             Ok(ExitCode::Ok)
         }
         RestateCommand::Jobs { ingress, queue, json } => {

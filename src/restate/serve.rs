@@ -18,9 +18,16 @@ use super::client::Ingress;
 use super::services::{LoopIssue, LoopJobs, LoopLog, LoopRun};
 use super::RestateError;
 
-/// The endpoint with every loop service bound.
-pub fn endpoint() -> Endpoint {
-    Endpoint::builder().bind(LoopRun).bind(LoopIssue).bind(LoopJobs).bind(LoopLog).build()
+/// The endpoint with every loop service bound. With identity keys (`publickeyv1_…`, the public
+/// halves of the keys the server signs with), it serves only requests signed by one of them.
+pub fn endpoint(identity_keys: &[String]) -> Result<Endpoint, RestateError> {
+    let mut builder = Endpoint::builder().bind(LoopRun).bind(LoopIssue).bind(LoopJobs).bind(LoopLog);
+    for key in identity_keys {
+        builder = builder
+            .identity_key(key)
+            .map_err(|e| RestateError::Refused(format!("--identity-key {key:?}: not a Restate public key ({e})")))?;
+    }
+    Ok(builder.build())
 }
 
 /// Serves until `stop` resolves; registers with `admin` (when given) as `advertise` once the
@@ -29,8 +36,10 @@ pub fn serve(
     listen: SocketAddr,
     admin: Option<String>,
     advertise: Option<String>,
+    identity_keys: &[String],
     ready: impl FnOnce(&str),
 ) -> Result<(), RestateError> {
+    let endpoint = endpoint(identity_keys)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -44,7 +53,7 @@ pub fn serve(
         let uri = advertise.unwrap_or_else(|| format!("http://{bound}"));
         if let Some(admin) = admin {
             // The server calls the endpoint back while it registers it: keep accepting meanwhile.
-            let service = HyperEndpoint::new(endpoint());
+            let service = HyperEndpoint::new(endpoint.clone());
             let accept = tokio::spawn(accept_loop(listener, service));
             let (admin2, uri2) = (admin.clone(), uri.clone());
             tokio::task::spawn_blocking(move || register_with_retry(&admin2, &uri2))
@@ -54,7 +63,7 @@ pub fn serve(
             wait_for_signal().await;
             accept.abort();
         } else {
-            let service = HyperEndpoint::new(endpoint());
+            let service = HyperEndpoint::new(endpoint.clone());
             let accept = tokio::spawn(accept_loop(listener, service));
             ready(&uri);
             wait_for_signal().await;
@@ -98,5 +107,15 @@ async fn accept_loop(listener: tokio::net::TcpListener, service: HyperEndpoint) 
         tokio::spawn(async move {
             let _ = http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_malformed_identity_key_is_refused_by_name() {
+        let err = super::endpoint(&["not-a-key".into()]).err().expect("refused");
+        assert!(err.to_string().contains("--identity-key \"not-a-key\""), "{err}");
+        assert!(super::endpoint(&[]).is_ok());
     }
 }
