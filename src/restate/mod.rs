@@ -151,6 +151,14 @@ pub struct JobSlot {
     pub lease_ms: u64,
 }
 
+impl JobSlot {
+    /// Whether `fence` names this job's current attempt: the one fencing rule renew, release
+    /// and complete share.
+    pub fn fenced_by(&self, job_id: &str, token: u64) -> bool {
+        self.job.id == job_id && self.token == token
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RestateError {
     #[error("{url}: {reason}")]

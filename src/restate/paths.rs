@@ -12,10 +12,15 @@ use super::Entry;
 
 /// `entries` with every path under `from` moved under `to`.
 pub fn remap(entries: Vec<Entry>, from: &str, to: &str) -> Result<Vec<Entry>, String> {
+    remap_value(entries, from, to)
+}
+
+/// Any serializable value (records, a command) with every path under `from` moved under `to`.
+pub fn remap_value<T: serde::Serialize + serde::de::DeserializeOwned>(v: T, from: &str, to: &str) -> Result<T, String> {
     if from == to {
-        return Ok(entries);
+        return Ok(v);
     }
-    let mut value = serde_json::to_value(&entries).map_err(|e| format!("encoding records: {e}"))?;
+    let mut value = serde_json::to_value(&v).map_err(|e| format!("encoding records: {e}"))?;
     walk(&mut value, from, to);
     serde_json::from_value(value).map_err(|e| format!("decoding records after moving their paths: {e}"))
 }

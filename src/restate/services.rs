@@ -142,7 +142,7 @@ impl LoopJobs {
         let fence = fence.into_inner();
         let mut all = slots(&ctx).await?;
         let now = clock(&ctx).await?;
-        let Some(slot) = all.iter_mut().find(|s| s.job.id == fence.job_id && s.token == fence.token) else {
+        let Some(slot) = all.iter_mut().find(|s| s.fenced_by(&fence.job_id, fence.token)) else {
             return Ok(false);
         };
         if slot.holder.is_none() {
@@ -158,7 +158,7 @@ impl LoopJobs {
     async fn release(&self, ctx: ObjectContext<'_>, fence: Json<Fence>) -> Result<bool, HandlerError> {
         let fence = fence.into_inner();
         let mut all = slots(&ctx).await?;
-        let Some(slot) = all.iter_mut().find(|s| s.job.id == fence.job_id && s.token == fence.token) else {
+        let Some(slot) = all.iter_mut().find(|s| s.fenced_by(&fence.job_id, fence.token)) else {
             return Ok(false);
         };
         slot.holder = None;
@@ -173,7 +173,7 @@ impl LoopJobs {
     async fn complete(&self, ctx: ObjectContext<'_>, done: Json<Completion>) -> Result<bool, HandlerError> {
         let done = done.into_inner();
         let mut all = slots(&ctx).await?;
-        let Some(at) = all.iter().position(|s| s.job.id == done.job_id && s.token == done.token) else {
+        let Some(at) = all.iter().position(|s| s.fenced_by(&done.job_id, done.token)) else {
             return Ok(false);
         };
         let slot = all.remove(at);

@@ -210,7 +210,7 @@ fn attempt(
     let ours = opts.repo.display().to_string();
     let entries = paths::remap(entries, &theirs, &ours)?;
     let Some(Entry { body: Body::RunStarted(start), .. }) = entries.first() else { unreachable!() };
-    let command = remap_command(command, &theirs, &ours)?;
+    let command = paths::remap_value(command.clone(), &theirs, &ours)?;
     let planned = start.issues.iter().find(|p| p.id.as_str() == issue).cloned();
     let Some(planned) = planned else { return Err(format!("issue {issue} is not in run {run_id}")) };
     // Only the job's own branch and its dependencies' (ended, so nobody moves them): another
@@ -248,21 +248,6 @@ fn attempt(
         );
     }
     Ok(Some(paths::remap(done, &ours, &theirs)?))
-}
-
-fn remap_command(c: &Command, from: &str, to: &str) -> Result<Command, String> {
-    let text = serde_json::to_string(c).map_err(|e| e.to_string())?;
-    let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    fn walk(v: &mut serde_json::Value, from: &str, to: &str) {
-        match v {
-            serde_json::Value::String(s) => *s = paths::replace_root(s, from, to),
-            serde_json::Value::Array(a) => a.iter_mut().for_each(|i| walk(i, from, to)),
-            serde_json::Value::Object(m) => m.values_mut().for_each(|i| walk(i, from, to)),
-            _ => {}
-        }
-    }
-    walk(&mut v, from, to);
-    serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
 /// Every entry of a run's log.
