@@ -140,7 +140,7 @@ fn one_run(
     delay_ms: u64,
     workers: usize,
     jobs: usize,
-) -> Result<(Duration, u64), BenchError> {
+) -> Result<Run, BenchError> {
     let exe = std::env::current_exe().map_err(io)?;
     let dir = base.join(name);
     std::fs::create_dir_all(&dir).map_err(io)?;
@@ -180,9 +180,13 @@ fn one_run(
             let clone = dir.join(format!("w{w}"));
             git(&dir, &["clone", "-q", &remote.display().to_string(), &clone.display().to_string()])?;
             let mut cmd = Command::new(&exe);
-            cmd.args(["worker", "--jobs", &jobs_s]).current_dir(&clone).envs(envs);
+            // LOOP_WORKER_TIMES: each job's timings, from which the git transport is summed.
+            cmd.args(["worker", "--jobs", &jobs_s]).current_dir(&clone).envs(envs).env("LOOP_WORKER_TIMES", "1");
             procs.push(spawn(&mut cmd, &dir.join(format!("w{w}.log")))?);
         }
+        // Ready means the ingress routes calls to the endpoint (registration has propagated):
+        // the server's start-up is not a transition's cost.
+        wait_for("the ingress to reach the endpoint", || post_ok("http://127.0.0.1:8080/LoopJobs/bench-warmup/peek"))?;
         let sub = dir.join("sub");
         git(&dir, &["clone", "-q", &remote.display().to_string(), &sub.display().to_string()])?;
         sub
@@ -217,8 +221,40 @@ fn one_run(
     let transitions =
         v["timeline"].as_array().into_iter().flatten().filter(|r| r["body"]["kind"] == "issue").count().max(1) as u64;
     drop(procs);
+    let transport = (0..workers)
+        .map(|w| std::fs::read_to_string(dir.join(format!("w{w}.log"))).map(|l| transport_ms(&l)).unwrap_or(0))
+        .sum();
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((took, transitions))
+    Ok(Run { took, transitions, transport_ms: transport })
+}
+
+/// One measured run.
+struct Run {
+    took: Duration,
+    /// Machine transitions in the run's journal.
+    transitions: u64,
+    /// What the workers spent fetching from and pushing to the shared remote (ms).
+    transport_ms: u64,
+}
+
+/// The git transport in a worker's log (`LOOP_WORKER_TIMES` lines: "… fetch and sync N ms, …
+/// push N ms"): the fetches and pushes a job made to the shared remote.
+fn transport_ms(log: &str) -> u64 {
+    let field = |line: &str, name: &str| -> u64 {
+        line.split(", ")
+            .find_map(|f| f.trim().strip_prefix(name).and_then(|r| r.trim().strip_suffix(" ms")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    log.lines()
+        .filter(|l| l.starts_with("loop worker: ") && l.contains(": read "))
+        .map(|l| field(l, "fetch and sync ") + field(l, "push "))
+        .sum()
+}
+
+fn post_ok(url: &str) -> bool {
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
+    agent.post(url).header("content-type", "application/json").send("").is_ok()
 }
 
 /// The inner half (inside the namespace): the rows.
@@ -233,11 +269,13 @@ pub fn inner(quick: bool) -> Result<Vec<Row>, BenchError> {
     // Per transition: the same milestone of zero-time phases, one issue at a time, locally and
     // on Restate with one worker; what Restate adds, per machine transition.
     let (chains, len) = if quick { (2, 2) } else { (4, 4) };
-    let (local, n_local) = one_run(base, "local", chains, len, 0, 0, 1)?;
-    let (remote, n_remote) = one_run(base, "restate", chains, len, 0, 1, 1)?;
-    let per_local = local.as_secs_f64() * 1000.0 / n_local as f64;
-    let per_remote = remote.as_secs_f64() * 1000.0 / n_remote as f64;
+    let local = one_run(base, "local", chains, len, 0, 0, 1)?;
+    let remote = one_run(base, "restate", chains, len, 0, 1, 1)?;
+    let (n_local, n_remote) = (local.transitions, remote.transitions);
+    let per_local = local.took.as_secs_f64() * 1000.0 / n_local as f64;
+    let per_remote = remote.took.as_secs_f64() * 1000.0 / n_remote as f64;
     let added = per_remote - per_local;
+    let transport = remote.transport_ms as f64 / n_remote as f64;
     rows.push(Row {
         id: "restate-transition",
         what: format!("time per machine transition, {} issues of zero-time phases, one at a time", chains * len),
@@ -250,13 +288,17 @@ pub fn inner(quick: bool) -> Result<Vec<Row>, BenchError> {
         met: added <= 5.0,
         notes: vec![
             format!("Restate adds {added:+.2} ms per transition ({n_remote} transitions; local {n_local})"),
-            "each job also syncs the worker's clone with origin (fetch, push): part of what is added".into(),
+            format!(
+                "of which {transport:.2} ms per transition is git transport with the shared remote (fetch, push), \
+                 {:+.2} ms the rest (queue, workflows, log, the job's set-up)",
+                added - transport
+            ),
         ],
     });
     // Scaling: 16 issues in 4 chains, phases of 2 s (quick: 1 s): two workers against one.
     let delay = if quick { 1000 } else { 2000 };
-    let (one, _) = one_run(base, "one-worker", 4, 4, delay, 1, 2)?;
-    let (two, _) = one_run(base, "two-workers", 4, 4, delay, 2, 2)?;
+    let one = one_run(base, "one-worker", 4, 4, delay, 1, 2)?.took;
+    let two = one_run(base, "two-workers", 4, 4, delay, 2, 2)?.took;
     let ratio = two.as_secs_f64() / one.as_secs_f64();
     rows.push(Row {
         id: "restate-scaling",

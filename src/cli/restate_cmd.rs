@@ -143,11 +143,12 @@ pub fn submit(
         return Err(CliError::Usage(format!("--queue {}: use letters, digits, '-', '_' and '.'", engine.queue)));
     }
     check_base_on_origin(&repo, &view.start.base_commit)?;
+    let origin_tips = origin_tips(&repo, &view.start)?;
     mark(&state, &run_id, &engine.ingress)?;
     let first = Entry { time: view.started_at, body: crate::journal::Body::RunStarted(view.start.clone()) };
     let ingress = Ingress::new(&engine.ingress);
     ingress
-        .submit(&RunInput { run_id: run_id.clone(), queue: engine.queue.clone(), first })
+        .submit(&RunInput { run_id: run_id.clone(), queue: engine.queue.clone(), first, origin_tips })
         .map_err(|e| CliError::Remote(format!("submitting run {run_id}: {e}")))?;
     if engine.detach {
         crate::outln!("{run_id}");
@@ -191,6 +192,30 @@ fn check_base_on_origin(repo: &std::path::Path, base: &str) -> Result<(), CliErr
         )));
     }
     Ok(())
+}
+
+/// Where `origin` (as just fetched) has each of the run's issue branches: workers that already
+/// hold these tips need not fetch before an issue's first job.
+#[cfg(feature = "restate")]
+fn origin_tips(repo: &std::path::Path, start: &crate::journal::RunStart) -> Result<crate::restate::Tips, CliError> {
+    use crate::proc::{run, Cmd};
+    let args = ["for-each-ref", "--format=%(objectname) %(refname)", "refs/remotes/origin"];
+    let out = run(&Cmd::new("git").args(args).cwd(repo).timeout(std::time::Duration::from_secs(300)))
+        .map_err(|e| CliError::Remote(format!("git {}: {e}", args.join(" "))))?;
+    if !out.success() {
+        return Err(CliError::Remote(format!("git {}: {}", args.join(" "), out.stderr_text().trim())));
+    }
+    let text = out.stdout_text();
+    let on_origin: std::collections::HashMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(oid, name)| name.strip_prefix("refs/remotes/origin/").map(|b| (b, oid)))
+        .collect();
+    Ok(start
+        .issues
+        .iter()
+        .map(|p| (p.branch.to_string(), on_origin.get(p.branch.as_str()).map(|o| o.to_string())))
+        .collect())
 }
 
 /// Records in the run's directory which ingress drives it (`resume` refuses such a run; `watch`

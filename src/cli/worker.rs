@@ -86,7 +86,9 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         opts.jobs,
         lease
     );
-    let perform = |task: worker::Task| perform(&repo, &state, opts.jobs, task);
+    // One workspace for every job: what it asks git once (the common dir, the identity)
+    // stays asked.
+    let perform = |task: worker::Task| perform(&repo, &ws, &state, opts.jobs, task);
     worker::run(&opts, &stop, &perform).map_err(|e| CliError::Remote(e.to_string()))?;
     crate::eoutln!("loop worker: stopped");
     Ok(ExitCode::Ok)
@@ -128,19 +130,19 @@ fn stop_on_signals() -> crate::proc::Cancel {
 #[cfg(feature = "restate")]
 fn perform(
     repo: &std::path::Path,
+    ws: &crate::workspace::GitWorkspace,
     state: &crate::runs::StateDir,
     jobs: usize,
     task: crate::restate::worker::Task,
-) -> Result<Option<Vec<crate::restate::Entry>>, String> {
+) -> Result<Option<crate::restate::worker::Carried>, String> {
     use crate::engine::{GuardHooks, Hooks, Outcome, StackHooks};
-    let crate::restate::worker::Task { run_id, issue, command, bodies, cancel } = task;
+    let crate::restate::worker::Task { run_id, issue, command, queued, bodies, cancel } = task;
     let clock = crate::clock::Clock::from_env();
     let recorder = crate::engine::remote::seeded(&run_id, clock.clone(), bodies).map_err(|e| e.to_string())?;
     let view = recorder.view().clone();
     let ids: Vec<&str> = view.start.issues.iter().map(|p| p.id.as_str()).collect();
     let agents = crate::agent::PhaseAgentSet::from_start(&view.start, &ids, "the recorded scenario")
         .map_err(|e| e.to_string())?;
-    let ws = super::git_workspace(repo);
     let verify = super::verify_env(state, false);
     let mut guard = view.start.guard.as_ref().and_then(|g| crate::guard::Guard::from_spec(g, repo));
     if let (Some(g), true) = (&mut guard, jobs > 1) {
@@ -153,10 +155,16 @@ fn perform(
     let mut collect = Collect(Vec::new());
     let settings = crate::engine::Settings::new(1, clock, cancel.clone()).with_verify(verify);
     let hooks = [guard_hooks.as_ref().map(|h| h as &dyn Hooks), stack_hooks.as_ref().map(|h| h as &dyn Hooks)];
-    let engine = super::run::assemble(recorder, &agents, &ws, &mut collect, settings, hooks);
-    let outcome = crate::proc::with_cancel(&cancel, || engine.perform(&issue, command)).map_err(|e| e.to_string())?;
-    Ok(match outcome {
-        Outcome::Finished => Some(collect.0),
+    let run_budget = view.start.max_cost_usd_per_run().is_some();
+    let more = |next: &crate::machine::Command| crate::restate::chains(next, run_budget);
+    let engine = super::run::assemble(recorder, &agents, ws, &mut collect, settings, hooks);
+    let done = crate::proc::with_cancel(&cancel, || engine.perform(&issue, command, queued, &more))
+        .map_err(|e| e.to_string())?;
+    Ok(match done.outcome {
+        Outcome::Finished => {
+            let chained = done.chained.into_iter().map(|(command, at)| crate::restate::Chained { command, at });
+            Some((collect.0, chained.collect()))
+        }
         Outcome::Interrupted => None,
     })
 }

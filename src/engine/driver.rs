@@ -85,6 +85,10 @@ pub(super) fn phase_index(phase: machine::Phase) -> usize {
 
 /// Whether a command may be carried out after a stop request: an ended issue's worktree is
 /// still removed or kept (and its end is no step to interrupt).
+/// How a chain of commands ended, and each command after the first with the number of
+/// records journaled before it.
+pub(super) type Chain = (Option<Step>, Vec<(Command, u64)>);
+
 pub(super) fn runs_after_stop(command: &Command) -> bool {
     matches!(command, Command::RemoveWorktree { .. } | Command::KeepWorktree { .. } | Command::Finish)
 }
@@ -165,6 +169,15 @@ impl<'a> IssueDriver<'a> {
         next.remove(0)
     }
 
+    /// The command [`Self::next_command`] would return, left in place.
+    fn peek_command(&self, id: &str) -> Command {
+        let mut next = self.next.borrow_mut();
+        if next.is_empty() {
+            *next = machine::resume(&self.state(id));
+        }
+        next[0].clone()
+    }
+
     /// loop's environment failed at this step: journal the issue's interruption with the cause
     /// (and whatever evidence the step had, tokens included) and stop the run. The step stays
     /// unfinished, so resume retries it. A terminal issue (its worktree's removal failed) takes
@@ -202,14 +215,37 @@ impl<'a> IssueDriver<'a> {
         }
     }
 
-    /// Carries out one command a far driver sent ([`super::remote`]), after checking the
-    /// worktree as a resumed drive does.
-    pub(super) fn perform_one(&self, planned: &PlannedIssue, command: Command) -> Result<Option<Step>, EngineError> {
+    /// Carries out a command a far driver sent ([`super::remote`]), after checking the worktree
+    /// as a resumed drive does; `queued` are the commands the far driver holds after it. Then,
+    /// while `more` accepts the command the machine asks for next (taken as a drive takes it),
+    /// carries that out too. Returns how the last one ended, and each command carried out after
+    /// the first with the number of records journaled before it.
+    pub(super) fn perform_chain(
+        &self,
+        planned: &PlannedIssue,
+        command: Command,
+        queued: Vec<Command>,
+        more: &dyn Fn(&Command) -> bool,
+    ) -> Result<Chain, EngineError> {
         self.check_worktree(planned)?;
-        if !runs_after_stop(&command) && self.stop_requested() {
-            return Ok(Some(Step::Stop));
+        let id = planned.id.as_str();
+        *self.next.borrow_mut() = queued;
+        let before = self.handle.view().records;
+        let mut chained = Vec::new();
+        let mut command = command;
+        loop {
+            if !runs_after_stop(&command) && self.stop_requested() {
+                return Ok((Some(Step::Stop), chained));
+            }
+            if let Some(step) = self.perform(planned, command)? {
+                return Ok((Some(step), chained));
+            }
+            if !more(&self.peek_command(id)) {
+                return Ok((None, chained));
+            }
+            command = self.next_command(id);
+            chained.push((command.clone(), self.handle.view().records - before));
         }
-        self.perform(planned, command)
     }
 
     /// Carries out one command; `Some` when the issue's driving ends here.

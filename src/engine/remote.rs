@@ -11,8 +11,11 @@
 //! Invariants:
 //! - Nothing is written to the clone's state dir's journals: the records live only in memory
 //!   until the far driver accepts them.
-//! - Exactly one command is performed; a cancellation stops it like a local drive's (the
-//!   phase's process group is killed) and the command counts as not done.
+//! - The far driver's command is performed, then only the commands the caller's `more` accepts,
+//!   each taken as a local drive takes its next command; which ones and where they began is
+//!   reported, so the far driver can check it would have issued the same. A cancellation stops
+//!   the job like a local drive's (the phase's process group is killed) and none of it counts
+//!   as done.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
@@ -35,9 +38,17 @@ pub fn seeded(run_id: &str, clock: Clock, bodies: Vec<Body>) -> Result<Recorder,
 }
 
 impl Engine<'_> {
-    /// Performs `command` for `issue` and returns whether it finished or was interrupted; the
-    /// records it journaled reach the observer as in a drive.
-    pub fn perform(self, issue: &str, command: Command) -> Result<Outcome, EngineError> {
+    /// Performs `command` for `issue` (`queued`: the commands the far driver holds after it),
+    /// then, while `more` accepts it, each command the machine asks for next; returns whether
+    /// the job finished or was interrupted. The records journaled reach the observer as in a
+    /// drive.
+    pub fn perform(
+        self,
+        issue: &str,
+        command: Command,
+        queued: Vec<Command>,
+        more: &dyn Fn(&Command) -> bool,
+    ) -> Result<Performed, EngineError> {
         let Engine { recorder, agents, workspace, observer, hooks, settings } = self;
         let (journal, view) = recorder.into_parts();
         let Some(planned) = view.start.issues.iter().find(|p| p.id.as_str() == issue).cloned() else {
@@ -53,11 +64,22 @@ impl Engine<'_> {
             let handle = Handle { tx, view: shared.clone(), halt: Arc::new(AtomicBool::new(false)) };
             scope.spawn(move || writer.serve(rx));
             let driver = IssueDriver::new(handle, &parts);
-            driver.perform_one(&planned, command)
+            driver.perform_chain(&planned, command, queued, more)
         })?;
-        Ok(match step {
+        let (step, chained) = step;
+        let outcome = match step {
             Some(Step::Stop) => Outcome::Interrupted,
             _ => Outcome::Finished,
-        })
+        };
+        Ok(Performed { outcome, chained })
     }
+}
+
+/// What [`Engine::perform`] did.
+pub struct Performed {
+    pub outcome: Outcome,
+    /// Each command carried out after the first, with how many of the job's records were
+    /// journaled before it: the far driver takes the same commands at the same points, or
+    /// the worker's code is not its own.
+    pub chained: Vec<(Command, u64)>,
 }

@@ -1097,3 +1097,69 @@ fn ctrl_c_during_the_backoff_stops_at_once_and_resume_goes_on_counting() {
     assert_eq!(view.state_of("A").unwrap().stage.kind(), StageKind::Failed);
     assert_eq!(retried(&run).len(), 1, "no retry left after resume: {:?}", retried(&run));
 }
+
+/// Keeps the bodies of the records an engine journals.
+struct Bodies(Vec<Body>);
+
+impl Observer for Bodies {
+    fn record(&mut self, rec: &crate::journal::Record, _: &crate::journal::view::Applied, _: &RunView) {
+        self.0.push(rec.content.body.clone());
+    }
+}
+
+/// The first command the latest issue record of `bodies` emitted.
+fn emitted(bodies: &[Body]) -> Command {
+    bodies
+        .iter()
+        .rev()
+        .find_map(|b| match b {
+            Body::Issue { commands: Some(c), .. } if !c.is_empty() => Some(c[0].clone()),
+            _ => None,
+        })
+        .expect("a command was emitted")
+}
+
+#[test]
+fn a_far_driver_s_job_goes_on_with_the_short_commands_the_machine_asks_for_next() {
+    let run = Run::new(&[("A", &[])]);
+    let ws = FakeWorkspace::default();
+    let agent = sim(&[]);
+    let short = |c: &Command| !matches!(c, Command::RunPhase { .. } | Command::Verify { .. } | Command::Finish);
+    let none = |_: &Command| false;
+    let mut bodies = vec![Body::RunStarted(run.start())];
+    // One job as a worker carries it out: the run's records so far folded in memory.
+    let mut job = |command: Command, more: &dyn Fn(&Command) -> bool| {
+        let recorder = remote::seeded("run", Run::clock(), bodies.clone()).unwrap();
+        let mut seen = Bodies(Vec::new());
+        let done =
+            Engine::new(recorder, &agent, &ws, &mut seen, settings(1)).perform("A", command, Vec::new(), more).unwrap();
+        bodies.extend(seen.0.iter().cloned());
+        let lines: Vec<String> = seen.0.iter().map(line).collect();
+        let chained: Vec<(String, u64)> = done.chained.iter().map(|(c, at)| (format!("{c:?}"), *at)).collect();
+        (done.outcome, lines, chained, bodies.clone())
+    };
+    // `prepare` goes on with the worktree and the licence to start dev, and stops before the
+    // phase: each command taken after the records its predecessor journaled.
+    let (outcome, lines, chained, so_far) = job(Command::Prepare, &short);
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(lines, strs(&["A worktree_intent", "A worktree_created", "A phase_started"]));
+    assert_eq!(chained.len(), 2, "{chained:?}");
+    assert!(chained[0].0.starts_with("CreateWorktree") && chained[0].1 == 1, "{chained:?}");
+    assert!(chained[1].0.starts_with("StartPhase") && chained[1].1 == 2, "{chained:?}");
+    // Dev, then the licence for review; the review itself is the next job's.
+    let dev = emitted(&so_far);
+    assert!(matches!(dev, Command::RunPhase { phase: Phase::Dev, .. }), "{dev:?}");
+    let (_, lines, chained, so_far) = job(dev, &short);
+    assert_eq!(lines.last().map(String::as_str), Some("A phase_started"), "{lines:?}");
+    assert!(lines.contains(&"A work_finished".to_string()), "{lines:?}");
+    assert_eq!(chained.len(), 1, "{chained:?}");
+    assert_eq!(chained[0].1 as usize, lines.len() - 1, "the licence follows the phase's records");
+    // A driver that does not let it go on gets exactly its own command carried out.
+    let review = emitted(&so_far);
+    let (_, lines, chained, so_far) = job(review, &none);
+    assert_eq!(lines.last().map(String::as_str), Some("A review_finished"), "{lines:?}");
+    assert!(chained.is_empty());
+    let (_, lines, chained, _) = job(emitted(&so_far), &short);
+    assert_eq!(lines, strs(&["A worktree_removed"]));
+    assert!(chained.is_empty(), "Finish is the far driver's own: {chained:?}");
+}

@@ -74,6 +74,20 @@ impl Ingress {
         }
     }
 
+    /// Waits until run `run_id`'s workflow has ended (Restate's attach), at most this client's
+    /// timeout; true when it ended, false when the wait timed out.
+    pub fn wait_run(&self, run_id: &str) -> Result<bool, RestateError> {
+        let url = format!("{}/restate/workflow/LoopRun/{run_id}/attach", self.base);
+        match self.agent.get(&url).call() {
+            Ok(resp) if resp.status().is_success() => Ok(true),
+            // The workflow ended with an error: it ended all the same.
+            Ok(resp) if resp.status().as_u16() == 500 => Ok(true),
+            Ok(resp) => Err(RestateError::Status { url, status: resp.status().as_u16(), body: String::new() }),
+            Err(ureq::Error::Timeout(_)) => Ok(false),
+            Err(e) => Err(RestateError::Http { url, reason: e.to_string() }),
+        }
+    }
+
     /// Entries `from..` of a run's log (a page at most).
     pub fn read(&self, run_id: &str, from: u64) -> Result<Page, RestateError> {
         self.post(&format!("LoopLog/{run_id}/read"), &from)

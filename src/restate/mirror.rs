@@ -19,6 +19,9 @@ use crate::proc::Cancel;
 /// How often a following mirror asks for new records.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long one wait for the run's end lasts before it is renewed.
+const ATTACH: Duration = Duration::from_secs(300);
+
 /// The name of the file in a run's directory that says which ingress drives it.
 pub const MARKER: &str = "restate";
 
@@ -32,6 +35,23 @@ pub fn sync(
     follow: bool,
 ) -> Result<u64, RestateError> {
     let run_id = recorder.view().run_id.clone();
+    // Following: a waiter attached to the run's workflow says at once when it ended, so the
+    // last records are read then, not at the next poll.
+    let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
+    if follow {
+        let (ingress, run_id) = (Ingress::with_timeout(ingress.url(), ATTACH), run_id.clone());
+        std::thread::spawn(move || loop {
+            match ingress.wait_run(&run_id) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let _ = ended_tx.send(());
+                    return;
+                }
+                // Polling alone still sees the end.
+                Err(_) => return,
+            }
+        });
+    }
     let mut added = 0u64;
     let mut last_error: Option<(String, Instant)> = None;
     loop {
@@ -64,6 +84,9 @@ pub fn sync(
             Err(e) => return Err(e),
         }
         observer.tick(recorder.view());
-        std::thread::sleep(POLL);
+        match ended.recv_timeout(POLL) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(POLL),
+        }
     }
 }

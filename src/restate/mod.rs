@@ -55,12 +55,21 @@ pub struct Entry {
     pub body: Body,
 }
 
+/// Branch tips as the run knows them: branch → the commit `origin` holds for it (None: the
+/// branch is not on `origin`). A branch missing from the map is not known. A job carries the
+/// tips of the branches it needs, so a worker whose clone already holds exactly these (its own
+/// last job pushed them) skips its fetch.
+pub type Tips = std::collections::BTreeMap<String, Option<String>>;
+
 /// What `loop run --engine restate` submits: the run's first record, as the clone journaled it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunInput {
     pub run_id: String,
     pub queue: String,
     pub first: Entry,
+    /// The run's issue branches as `origin` held them when the run was submitted.
+    #[serde(default)]
+    pub origin_tips: Tips,
 }
 
 /// What `LoopRun` gives each `LoopIssue` it starts.
@@ -75,6 +84,9 @@ pub struct IssueInput {
     /// A per-run cost budget is set: `start_phase` needs the whole run's spend, so a worker
     /// (which folds the whole log) decides it.
     pub run_budget: bool,
+    /// The tips of the issue's branch and its dependencies' branches, where known.
+    #[serde(default)]
+    pub tips: Tips,
 }
 
 /// How an issue ended (the stage's name, as `status` shows it).
@@ -82,6 +94,9 @@ pub struct IssueInput {
 pub struct IssueEnd {
     pub issue: String,
     pub stage: String,
+    /// The issue's branch on `origin` after its last job, where known.
+    #[serde(default)]
+    pub tips: Tips,
 }
 
 /// How a run ended.
@@ -101,6 +116,14 @@ pub struct Job {
     pub command: Command,
     /// The awakeable the issue's workflow waits on.
     pub awakeable: String,
+    /// The tips the job's branches (the issue's own, its dependencies') have on `origin`, as
+    /// the run recorded them; a branch missing here makes the worker fetch.
+    #[serde(default)]
+    pub tips: Tips,
+    /// The commands the issue's workflow holds after this one (the machine emitted them
+    /// together): a worker that goes on takes them in this order.
+    #[serde(default)]
+    pub queued: Vec<Command>,
 }
 
 /// A job as a worker holds it: `token` is the attempt number that fences its completion.
@@ -130,7 +153,45 @@ pub struct Fence {
 pub struct Completion {
     pub job_id: String,
     pub token: u64,
+    #[serde(flatten)]
+    pub done: JobDone,
+}
+
+/// What a job did: the records it journaled, and where it left the issue's branch on `origin`
+/// (what the job's awakeable resolves with).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobDone {
     pub entries: Vec<Entry>,
+    #[serde(default)]
+    pub tips: Tips,
+    /// Commands the worker carried out after the job's own, where the machine asked for a
+    /// short one next: each with how many of `entries` came before it.
+    #[serde(default)]
+    pub chained: Vec<Chained>,
+}
+
+/// A command a worker carried out after its job's own ([`JobDone::chained`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chained {
+    pub command: Command,
+    /// How many of the job's entries were journaled before it began.
+    pub at: u64,
+}
+
+/// Whether a worker goes on with `next` after a job's command instead of handing it back to
+/// the issue's workflow as a job of its own: the short steps between phases (worktrees,
+/// merging bases, the licence to start a phase unless the whole run's budget must decide it).
+/// A phase and a verification are always a job of their own, so their start is seen as it
+/// happens and each result is kept as soon as it is in.
+pub fn chains(next: &Command, run_budget: bool) -> bool {
+    match next {
+        Command::CreateWorktree { .. }
+        | Command::MergeBases { .. }
+        | Command::RemoveWorktree { .. }
+        | Command::KeepWorktree { .. } => true,
+        Command::StartPhase { .. } => !run_budget,
+        Command::Prepare | Command::RunPhase { .. } | Command::Verify { .. } | Command::Finish => false,
+    }
 }
 
 /// A page of a run's log.

@@ -17,7 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, Utc};
 use restate_sdk::prelude::*;
 
-use super::{Completion, Entry, Fence, IssueEnd, IssueInput, Job, JobSlot, Lease, Page, RunEnd, RunInput, Take};
+use super::{
+    Completion, Entry, Fence, IssueEnd, IssueInput, Job, JobDone, JobSlot, Lease, Page, RunEnd, RunInput, Take, Tips,
+};
 use crate::journal::Body;
 use crate::machine::{self, Command, Event, Stage, State};
 
@@ -177,7 +179,7 @@ impl LoopJobs {
             return Ok(false);
         };
         let slot = all.remove(at);
-        ctx.resolve_awakeable(&slot.job.awakeable, Json(done.entries));
+        ctx.resolve_awakeable(&slot.job.awakeable, Json(done.done));
         ctx.set(JOBS, Json(all));
         Ok(true)
     }
@@ -207,42 +209,65 @@ pub struct LoopIssue;
 impl LoopIssue {
     #[handler]
     async fn run(&self, ctx: WorkflowContext<'_>, input: Json<IssueInput>) -> Result<Json<IssueEnd>, HandlerError> {
-        let IssueInput { run_id, queue, planned, rules, verify, run_budget } = input.into_inner();
+        let IssueInput { run_id, queue, planned, rules, verify, run_budget, mut tips } = input.into_inner();
         let rules = crate::machine::Rules { verify, ..rules };
         let id = planned.id.to_string();
+        let own = planned.branch.to_string();
         let mut state = State::PENDING;
         let mut next: Vec<Command> = Vec::new();
         let mut jobs = 0u64;
         loop {
-            if next.is_empty() {
-                next = machine::resume(&state);
-            }
-            let command = next.remove(0);
-            let entries: Vec<Entry> = match command {
+            let command = next_command(&mut next, &state);
+            let (entries, chained) = match command {
                 Command::Finish => break,
                 // Journal-only: the licence to run the phase. With a per-run budget the spend of
                 // every issue decides it, which a worker's fold of the whole log knows.
                 Command::StartPhase { phase, attempt } if !run_budget => {
                     let ms = ctx.run(|| async { Ok(now_ms()) }).name("now").await?;
                     let event = Event::PhaseStarted { phase, attempt };
-                    vec![Entry { time: time_of(ms), body: issue_body(&id, event) }]
+                    (vec![Entry { time: time_of(ms), body: issue_body(&id, event) }], Vec::new())
                 }
                 command => {
                     jobs += 1;
-                    let (awakeable, result) = ctx.awakeable::<Json<Vec<Entry>>>();
+                    let (awakeable, result) = ctx.awakeable::<Json<JobDone>>();
                     let job = Job {
                         id: format!("{run_id}/{id}/{jobs}"),
                         run_id: run_id.clone(),
                         issue: id.clone(),
                         command,
                         awakeable,
+                        tips: tips.clone(),
+                        queued: next.clone(),
                     };
                     ctx.object_client::<LoopJobsClient>(queue.clone()).enqueue(Json(job)).send();
-                    result.await?.into_inner()
+                    let done = result.await?.into_inner();
+                    // A job moves only the issue's own branch; an answer without its tip (a
+                    // worker of older code) makes the next job's worker fetch.
+                    match done.tips.get(&own) {
+                        Some(tip) => tips.insert(own.clone(), tip.clone()),
+                        None => tips.remove(&own),
+                    };
+                    (done.entries, done.chained)
                 }
             };
+            // A worker that went on took each further command where this workflow would have:
+            // each is checked here before the entries it journaled are decided.
+            let mut chained = chained.into_iter().peekable();
+            let mut take_chained = |at: u64, next: &mut Vec<Command>, state: &State| -> Result<(), HandlerError> {
+                while let Some(c) = chained.next_if(|c| c.at <= at) {
+                    let ours = next_command(next, state);
+                    if ours != c.command {
+                        return Err(terminal(format!(
+                            "nondeterminism: {id}: a worker went on with {:?}, this endpoint takes {ours:?}",
+                            c.command
+                        )));
+                    }
+                }
+                Ok(())
+            };
             let mut decided = Vec::with_capacity(entries.len());
-            for entry in entries {
+            for (at, entry) in entries.into_iter().enumerate() {
+                take_chained(at as u64, &mut next, &state)?;
                 let Entry { time, body } = entry;
                 let body = match body {
                     Body::Issue { issue, event, to, commands, evidence } if issue == id => {
@@ -274,10 +299,21 @@ impl LoopIssue {
                 };
                 decided.push(Entry { time, body });
             }
+            take_chained(u64::MAX, &mut next, &state)?;
             ctx.object_client::<LoopLogClient>(run_id.clone()).append(Json(decided)).call().await?;
         }
-        Ok(Json(IssueEnd { issue: id, stage: state.stage.name().to_string() }))
+        let tips: Tips = tips.remove_entry(&own).into_iter().collect();
+        Ok(Json(IssueEnd { issue: id, stage: state.stage.name().to_string(), tips }))
     }
+}
+
+/// The issue's next command, taken as a local drive takes it: the first of those the machine
+/// emitted last, or what resuming the state asks for.
+fn next_command(next: &mut Vec<Command>, state: &State) -> Command {
+    if next.is_empty() {
+        *next = machine::resume(state);
+    }
+    next.remove(0)
 }
 
 /// An issue event whose stage and commands the workflow fills in.
@@ -294,7 +330,7 @@ pub struct LoopRun;
 impl LoopRun {
     #[handler]
     async fn run(&self, ctx: WorkflowContext<'_>, input: Json<RunInput>) -> Result<Json<RunEnd>, HandlerError> {
-        let RunInput { run_id, queue, first } = input.into_inner();
+        let RunInput { run_id, queue, first, origin_tips } = input.into_inner();
         let Body::RunStarted(start) = &first.body else {
             return Err(terminal("a run's first record must be run_started"));
         };
@@ -303,6 +339,8 @@ impl LoopRun {
         log().init(Json(first)).call().await?;
         let run_budget = start.max_cost_usd_per_run().is_some();
         let mut ended: HashMap<String, String> = HashMap::new();
+        // Where each issue's branch is on `origin`: as submitted, then as each issue left it.
+        let mut known: Tips = origin_tips;
         // Carried over: Done before anything starts, so dependents see them Done.
         let mut carried = Vec::new();
         for c in &start.earlier.carried_over {
@@ -338,6 +376,13 @@ impl LoopRun {
                 let key = format!("{run_id}/{}", planned.id);
                 // The issue's own rules (its checks decide whether `verify` comes after dev).
                 let rules = start.rules_of(&planned);
+                let mut tips = Tips::new();
+                let deps = planned.blocked_by.iter().filter_map(|d| start.issues.iter().find(|p| p.id == *d));
+                for branch in std::iter::once(&planned.branch).chain(deps.map(|p| &p.branch)) {
+                    if let Some(tip) = known.get(branch.as_str()) {
+                        tips.insert(branch.to_string(), tip.clone());
+                    }
+                }
                 let input = IssueInput {
                     run_id: run_id.clone(),
                     queue: queue.clone(),
@@ -345,6 +390,7 @@ impl LoopRun {
                     verify: rules.verify,
                     rules,
                     run_budget,
+                    tips,
                 };
                 running.push(ctx.workflow_client::<LoopIssueClient>(key).run(Json(input)).call());
             }
@@ -353,6 +399,7 @@ impl LoopRun {
             }
             let Some((_, result)) = running.next().await? else { break };
             let end = result?.into_inner();
+            known.extend(end.tips);
             ended.insert(end.issue, end.stage);
         }
         let ms = ctx.run(|| async { Ok(now_ms()) }).name("now").await?;
@@ -360,7 +407,11 @@ impl LoopRun {
         let issues = start
             .issues
             .iter()
-            .map(|p| IssueEnd { issue: p.id.to_string(), stage: ended[p.id.as_str()].clone() })
+            .map(|p| IssueEnd {
+                issue: p.id.to_string(),
+                stage: ended[p.id.as_str()].clone(),
+                tips: known.get_key_value(p.branch.as_str()).map(|(b, t)| (b.clone(), t.clone())).into_iter().collect(),
+            })
             .collect();
         Ok(Json(RunEnd { run_id, issues }))
     }

@@ -8,6 +8,12 @@
 //! - Before a job the worker makes its clone agree with `origin`: it fetches, moves loop's
 //!   branches of the run to their pushed tips, and rebuilds the issue's worktree from the pushed
 //!   branch when what it has differs (another worker may have carried the issue's last job).
+//!   A job names the tips the run recorded for its branches; when the clone holds exactly those
+//!   already (this worker pushed them, or fetched them for this run), the fetch is skipped: what
+//!   `origin` holds beyond them is no record's, and the push's lease still refuses to move a
+//!   branch that changed under the job.
+//! - The run's log is read once per worker and then only from where it was left: entries are
+//!   never rewritten, only appended.
 //! - A job's branch is pushed before its result is reported, with `--force-with-lease` on the
 //!   tip the job started from, so a worker whose lease lapsed cannot move the branch under the
 //!   attempt that replaced it.
@@ -21,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::Ingress;
-use super::{paths, Completion, Entry, Fence, Lease, RestateError, Take};
+use super::{paths, Chained, Completion, Entry, Fence, JobDone, Lease, RestateError, Take, Tips};
 use crate::journal::Body;
 use crate::machine::Command;
 use crate::proc::{self, Cancel, Cmd};
@@ -45,36 +51,115 @@ pub struct Task {
     pub run_id: String,
     pub issue: String,
     pub command: Command,
+    /// The commands the issue's workflow holds after `command`.
+    pub queued: Vec<Command>,
     /// The run's records so far, `run_started` first.
     pub bodies: Vec<Body>,
     /// Interrupts the job (a stop past the grace period, or a lost lease).
     pub cancel: Cancel,
 }
 
-/// Carries a task out with the local engine; returns the records it journaled, or None when it
-/// was interrupted.
-pub type Perform<'a> = dyn Fn(Task) -> Result<Option<Vec<Entry>>, String> + Sync + 'a;
+/// Carries a task out with the local engine (going on with the short commands that follow it,
+/// [`super::chains`]); returns the records it journaled and the commands it went on with, or
+/// None when it was interrupted.
+pub type Perform<'a> = dyn Fn(Task) -> Result<Option<Carried>, String> + Sync + 'a;
+
+/// What a job carried out: the records it journaled, and the commands it went on with.
+pub type Carried = (Vec<Entry>, Vec<Chained>);
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The clone's refs are shared by the worker's job slots: one fetch, sync or push at a time.
 static GIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// What the worker's job slots share: the runs' logs as read so far, and what this process
+/// knows of its clone.
+#[derive(Default)]
+struct Shared {
+    /// Per run (the most recent few): the log's entries with this clone's paths, and the
+    /// submitter's repo root they were moved from.
+    logs: std::sync::Mutex<Vec<(String, String, Vec<Entry>)>>,
+    /// Runs this process fetched `origin` for: the run's base (on `origin` when it was
+    /// submitted) is in the clone.
+    fetched: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Worktrees a job of this process left at a tip, clean (their next job need not look).
+    left: std::sync::Mutex<std::collections::HashMap<PathBuf, String>>,
+}
+
+/// How many runs' logs a worker keeps (a run's log is read from the start again after).
+const LOGS_KEPT: usize = 4;
+
+impl Shared {
+    /// The run's log with this clone's paths: what was read before, and what was appended since.
+    /// Returns the submitter's repo root and the entries.
+    fn log(&self, ingress: &Ingress, run_id: &str, ours: &str) -> Result<(String, Vec<Entry>), String> {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let at = match logs.iter().position(|(r, _, _)| r == run_id) {
+            Some(at) => at,
+            None => {
+                if logs.len() >= LOGS_KEPT {
+                    logs.remove(0);
+                }
+                logs.push((run_id.to_string(), String::new(), Vec::new()));
+                logs.len() - 1
+            }
+        };
+        let (_, theirs, cached) = &mut logs[at];
+        let fresh = read_log_from(ingress, run_id, cached.len() as u64).map_err(|e| e.to_string())?;
+        if cached.is_empty() {
+            let Some(Entry { body: Body::RunStarted(start), .. }) = fresh.first() else {
+                return Err(format!("run {run_id}: its log does not start with run_started"));
+            };
+            *theirs = start.repo.clone();
+        }
+        cached.extend(paths::remap(fresh, theirs, ours)?);
+        Ok((theirs.clone(), cached.clone()))
+    }
+
+    fn fetched(&self, run_id: &str) -> bool {
+        self.fetched.lock().unwrap_or_else(|e| e.into_inner()).contains(run_id)
+    }
+
+    fn note_fetch(&self, run_id: &str) {
+        self.fetched.lock().unwrap_or_else(|e| e.into_inner()).insert(run_id.to_string());
+    }
+
+    fn left_at(&self, worktree: &Path) -> Option<String> {
+        self.left.lock().unwrap_or_else(|e| e.into_inner()).get(worktree).cloned()
+    }
+
+    /// A job's result was refused: what this process left is no record's.
+    fn forget(&self) {
+        self.left.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn leave(&self, worktree: &Path, tip: Option<String>) {
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        match tip {
+            Some(tip) if worktree.join(".git").exists() => left.insert(worktree.to_path_buf(), tip),
+            _ => left.remove(worktree),
+        };
+    }
+}
+
 /// Runs until `stop` is requested (and running jobs are finished or handed back).
 pub fn run(opts: &WorkerOpts, stop: &Cancel, perform: &Perform<'_>) -> Result<(), RestateError> {
     let ingress = Ingress::new(&opts.ingress);
+    let shared = Shared::default();
     std::thread::scope(|scope| {
         for slot in 0..opts.jobs.max(1) {
             let ingress = ingress.clone();
-            scope.spawn(move || slot_loop(opts, slot, &ingress, stop, perform));
+            let shared = &shared;
+            scope.spawn(move || slot_loop(opts, slot, &ingress, shared, stop, perform));
         }
     });
     Ok(())
 }
 
-fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, stop: &Cancel, perform: &Perform<'_>) {
+fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, shared: &Shared, stop: &Cancel, perform: &Perform<'_>) {
     let take = Take { worker: format!("{}#{slot}", opts.name), lease_ms: opts.lease.as_millis() as u64 };
     let mut idle = Duration::from_millis(2);
+    let mut waiting = Instant::now();
     while !stop.is_requested() {
         // Idle workers only peek (a shared read); they take (a locked, journaled call) when a
         // job is free or a lease may have lapsed.
@@ -90,7 +175,11 @@ fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, stop: &Cancel, p
         match ingress.take(&opts.queue, &take) {
             Ok(Some(lease)) => {
                 idle = Duration::from_millis(2);
-                carry_out(opts, ingress, lease, stop, perform);
+                if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+                    eprintln!("loop worker: idle {} ms before {}", waiting.elapsed().as_millis(), lease.job.id);
+                }
+                carry_out(opts, ingress, shared, lease, stop, perform);
+                waiting = Instant::now();
             }
             Ok(None) => {
                 std::thread::sleep(idle);
@@ -104,7 +193,14 @@ fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, stop: &Cancel, p
     }
 }
 
-fn carry_out(opts: &WorkerOpts, ingress: &Ingress, lease: Lease, stop: &Cancel, perform: &Perform<'_>) {
+fn carry_out(
+    opts: &WorkerOpts,
+    ingress: &Ingress,
+    shared: &Shared,
+    lease: Lease,
+    stop: &Cancel,
+    perform: &Perform<'_>,
+) {
     let Lease { job, token, lease_ms } = lease;
     let began = Instant::now();
     let what = command_name(&job.command);
@@ -139,17 +235,18 @@ fn carry_out(opts: &WorkerOpts, ingress: &Ingress, lease: Lease, stop: &Cancel, 
                 }
             }
         });
-        let result = attempt(opts, ingress, &job.run_id, &job.issue, &job.command, cancel.clone(), perform);
+        let result = attempt(opts, ingress, shared, &job, cancel.clone(), perform);
         drop(done_tx);
         result
     });
     if lost.load(Ordering::SeqCst) {
         eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id);
+        shared.forget();
         return;
     }
     match outcome {
-        Ok(Some(entries)) => {
-            let done = Completion { job_id: job.id.clone(), token, entries };
+        Ok(Some(done)) => {
+            let done = Completion { job_id: job.id.clone(), token, done };
             match ingress.complete(&opts.queue, &done) {
                 Ok(true) => {
                     eprintln!("loop worker: {} {what} done", job.id);
@@ -157,7 +254,10 @@ fn carry_out(opts: &WorkerOpts, ingress: &Ingress, lease: Lease, stop: &Cancel, 
                         eprintln!("loop worker: {} took {} ms", job.id, began.elapsed().as_millis());
                     }
                 }
-                Ok(false) => eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id),
+                Ok(false) => {
+                    eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id);
+                    shared.forget();
+                }
                 Err(e) => eprintln!("loop worker: {} {what}: reporting the result failed: {e}", job.id),
             }
         }
@@ -194,23 +294,21 @@ fn command_name(c: &Command) -> String {
 fn attempt(
     opts: &WorkerOpts,
     ingress: &Ingress,
-    run_id: &str,
-    issue: &str,
-    command: &Command,
+    shared: &Shared,
+    job: &super::Job,
     cancel: Cancel,
     perform: &Perform<'_>,
-) -> Result<Option<Vec<Entry>>, String> {
+) -> Result<Option<JobDone>, String> {
+    let (run_id, issue) = (job.run_id.as_str(), job.issue.as_str());
     let t0 = Instant::now();
-    let entries = read_log(ingress, run_id).map_err(|e| e.to_string())?;
+    let ours = opts.repo.display().to_string();
+    let (theirs, entries) = shared.log(ingress, run_id, &ours)?;
     let t_read = t0.elapsed();
     let Some(Entry { body: Body::RunStarted(start), .. }) = entries.first() else {
         return Err(format!("run {run_id}: its log does not start with run_started"));
     };
-    let theirs = start.repo.clone();
-    let ours = opts.repo.display().to_string();
-    let entries = paths::remap(entries, &theirs, &ours)?;
-    let Some(Entry { body: Body::RunStarted(start), .. }) = entries.first() else { unreachable!() };
-    let command = paths::remap_value(command.clone(), &theirs, &ours)?;
+    let command = paths::remap_value(job.command.clone(), &theirs, &ours)?;
+    let queued = paths::remap_value(job.queued.clone(), &theirs, &ours)?;
     let planned = start.issues.iter().find(|p| p.id.as_str() == issue).cloned();
     let Some(planned) = planned else { return Err(format!("issue {issue} is not in run {run_id}")) };
     // Only the job's own branch and its dependencies' (ended, so nobody moves them): another
@@ -222,49 +320,72 @@ fn attempt(
         }
     }
     let git = Git { repo: &opts.repo };
-    let started_at = {
+    let own_path = PathBuf::from(&planned.worktree);
+    // `prepare` and `create_worktree` make the worktree themselves (or decide not to).
+    let needs_worktree = !matches!(command, Command::Prepare | Command::CreateWorktree { .. });
+    let (started_at, fetched) = {
         let _one = GIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        git.fetch()?;
-        // `prepare` and `create_worktree` make the worktree themselves (or decide not to).
-        let needs_worktree = !matches!(command, Command::Prepare | Command::CreateWorktree { .. });
-        git.sync_branches(&branches, Path::new(&planned.worktree), needs_worktree)?
+        let expected: Option<Vec<Option<String>>> = branches.iter().map(|b| job.tips.get(b).cloned()).collect();
+        let tips = git.tips(&branches)?;
+        let current = shared.fetched(run_id)
+            && expected.as_ref().is_some_and(|e| e.iter().zip(&tips).all(|(want, (here, _))| want == here));
+        if current {
+            let tip = tips[0].0.clone();
+            if needs_worktree {
+                if let Some(tip) = &tip {
+                    let known_clean = shared.left_at(&own_path).as_deref() == Some(tip.as_str());
+                    git.ensure_worktree(&branches[0], &own_path, tip, !known_clean)?;
+                }
+            }
+            (tip, false)
+        } else {
+            git.fetch()?;
+            shared.note_fetch(run_id);
+            (git.sync_branches(&branches, &own_path, needs_worktree)?, true)
+        }
     };
+    // Whatever happens to the job from here, this worktree is no longer known clean.
+    shared.leave(&own_path, None);
     let t_sync = t0.elapsed();
     let bodies = entries.into_iter().map(|e| e.body).collect();
-    let task = Task { run_id: run_id.to_string(), issue: issue.to_string(), command, bodies, cancel };
-    let Some(done) = perform(task)? else { return Ok(None) };
+    let task = Task { run_id: run_id.to_string(), issue: issue.to_string(), command, queued, bodies, cancel };
+    let Some((done, chained)) = perform(task)? else { return Ok(None) };
     let t_work = t0.elapsed();
-    {
+    let tip = {
         let _one = GIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        git.push(planned.branch.as_str(), started_at.as_deref())?;
-    }
+        git.push(planned.branch.as_str(), started_at.as_deref())?
+    };
+    shared.leave(&own_path, tip.clone());
     if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
         eprintln!(
-            "loop worker: {issue}: read {} ms, sync {} ms, work {} ms, push {} ms",
+            "loop worker: {issue}: read {} ms, {} {} ms, work {} ms, push {} ms",
             t_read.as_millis(),
+            if fetched { "fetch and sync" } else { "check" },
             (t_sync - t_read).as_millis(),
             (t_work - t_sync).as_millis(),
             (t0.elapsed() - t_work).as_millis()
         );
     }
-    Ok(Some(paths::remap(done, &ours, &theirs)?))
+    let entries = paths::remap(done, &ours, &theirs)?;
+    let chained = paths::remap_value(chained, &ours, &theirs)?;
+    Ok(Some(JobDone { entries, tips: Tips::from([(planned.branch.to_string(), tip)]), chained }))
 }
 
-/// Every entry of a run's log.
-pub fn read_log(ingress: &Ingress, run_id: &str) -> Result<Vec<Entry>, RestateError> {
+/// The entries of a run's log from `from` on.
+fn read_log_from(ingress: &Ingress, run_id: &str, from: u64) -> Result<Vec<Entry>, RestateError> {
     let mut all = Vec::new();
     loop {
-        let page = ingress.read(run_id, all.len() as u64)?;
+        let page = ingress.read(run_id, from + all.len() as u64)?;
         let got = page.entries.len();
         all.extend(page.entries);
-        if got == 0 || all.len() as u64 >= page.total {
+        if got == 0 || from + all.len() as u64 >= page.total {
             return Ok(all);
         }
     }
 }
 
 /// A branch's tip here and on `origin`.
-type Tips = (Option<String>, Option<String>);
+type HereAndThere = (Option<String>, Option<String>);
 
 /// git in the worker's clone, argv only.
 struct Git<'a> {
@@ -318,7 +439,7 @@ impl Git<'_> {
     }
 
     /// Local and `origin`'s tips of `branches`, in one git call.
-    fn tips(&self, branches: &[String]) -> Result<Vec<Tips>, String> {
+    fn tips(&self, branches: &[String]) -> Result<Vec<HereAndThere>, String> {
         let out =
             self.git(&["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/remotes/origin"])?;
         let mut all = std::collections::HashMap::new();
@@ -358,12 +479,17 @@ impl Git<'_> {
             }
             self.git(&["worktree", "prune"])?;
         }
-        let own = &branches[0];
         let remote = tips[0].1.clone();
-        let Some(tip) = &remote else { return Ok(None) };
-        if !add {
-            return Ok(remote);
+        if let (true, Some(tip)) = (add, &remote) {
+            self.ensure_worktree(&branches[0], own_path, tip, true)?;
         }
+        Ok(remote)
+    }
+
+    /// The job's worktree of branch `own` at `tip`: rebuilt when it is missing; with `look`,
+    /// cleaned of anything a dead attempt left (one status call when it is clean and at the
+    /// tip, as after this worker's own last job).
+    fn ensure_worktree(&self, own: &str, own_path: &Path, tip: &str, look: bool) -> Result<(), String> {
         if !own_path.join(".git").exists() {
             if own_path.exists() {
                 // A leftover directory git no longer knows as a worktree.
@@ -374,28 +500,28 @@ impl Git<'_> {
             }
             let p = own_path.display().to_string();
             self.git(&["worktree", "add", "--quiet", &p, own])?;
-        } else {
-            // The worktree is there: clean it of anything a dead attempt left (one status
-            // call when it is clean and at the tip, as after this worker's own last job).
+        } else if look {
             let status = self.git_in(own_path, &["status", "--porcelain=v2", "--branch", "--untracked-files=all"])?;
-            let at_tip = status.lines().any(|l| l.strip_prefix("# branch.oid ") == Some(tip.as_str()));
+            let at_tip = status.lines().any(|l| l.strip_prefix("# branch.oid ") == Some(tip));
             let clean = status.lines().all(|l| l.starts_with('#'));
             if !at_tip || !clean {
                 self.git_in(own_path, &["reset", "--quiet", "--hard", tip])?;
                 self.git_in(own_path, &["clean", "-fdq"])?;
             }
         }
-        Ok(remote)
+        Ok(())
     }
 
     /// Pushes the branch if the job moved it; refused when `origin` moved since the job began.
-    fn push(&self, branch: &str, started_at: Option<&str>) -> Result<(), String> {
-        let Some(tip) = self.local_tip(branch) else { return Ok(()) };
+    /// Returns the branch's tip on `origin` after (None: the branch is not there).
+    fn push(&self, branch: &str, started_at: Option<&str>) -> Result<Option<String>, String> {
+        let Some(tip) = self.local_tip(branch) else { return Ok(started_at.map(String::from)) };
         if started_at == Some(tip.as_str()) {
-            return Ok(());
+            return Ok(Some(tip));
         }
         let lease = format!("--force-with-lease=refs/heads/{branch}:{}", started_at.unwrap_or(""));
         let spec = format!("+refs/heads/{branch}:refs/heads/{branch}");
-        self.git(&["push", "--quiet", "--no-verify", &lease, "origin", &spec]).map(|_| ())
+        self.git(&["push", "--quiet", "--no-verify", &lease, "origin", &spec])?;
+        Ok(Some(tip))
     }
 }
