@@ -186,7 +186,8 @@ fn one_run(
         }
         // Ready means the ingress routes calls to the endpoint (registration has propagated):
         // the server's start-up is not a transition's cost.
-        wait_for("the ingress to reach the endpoint", || post_ok("http://127.0.0.1:8080/LoopJobs/bench-warmup/peek"))?;
+        let ingress = crate::restate::client::Ingress::with_timeout("http://127.0.0.1:8080", Duration::from_secs(2));
+        wait_for("the ingress to reach the endpoint", || ingress.peek("bench-warmup").is_ok())?;
         let sub = dir.join("sub");
         git(&dir, &["clone", "-q", &remote.display().to_string(), &sub.display().to_string()])?;
         sub
@@ -250,11 +251,6 @@ fn transport_ms(log: &str) -> u64 {
         .filter(|l| l.starts_with("loop worker: ") && l.contains(": read "))
         .map(|l| field(l, "fetch and sync ") + field(l, "push "))
         .sum()
-}
-
-fn post_ok(url: &str) -> bool {
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
-    agent.post(url).header("content-type", "application/json").send("").is_ok()
 }
 
 /// The inner half (inside the namespace): the rows.

@@ -197,6 +197,13 @@ fn a_distributed_run_equals_a_local_one() {
         cluster.worker_lines().iter().any(|(_, l)| l.starts_with("loop worker: took ")),
         "the workers ran the phases"
     );
+    // Every job was completed: the queue is empty, as `loop restate jobs` shows (a call
+    // without input, which the ingress refuses if it carries a content type).
+    let mut c = fx.loop_at(&fx.submit);
+    c.args(["restate", "jobs", "--ingress", INGRESS, "--json"]);
+    let out = output_within(c, LONG, "loop restate jobs");
+    assert_eq!(out.status.code(), Some(exit::OK), "{:?}", text(&out));
+    assert_eq!(json(&out), serde_json::json!([]), "the queue after the run");
     cluster.shutdown();
 }
 
