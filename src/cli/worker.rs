@@ -62,7 +62,11 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         }
     };
     let (lease, grace) = (secs("lease", args.lease)?, secs("grace", args.grace)?);
-    let ws = super::git_workspace(&repo);
+    // A worker's clone is a cache of `origin`: nothing a job did counts until its branch is
+    // pushed and the result reported, and after a crash the worker rebuilds what it uses from
+    // `origin` (it fetches and checks every worktree before its first job). So its git effects
+    // need not survive a power cut, unlike a local run's, whose journal claims them: no fsyncs.
+    let ws = crate::workspace::GitWorkspace::new(&repo).with_durability(false);
     if let Ok(rel) = state.root.strip_prefix(&repo) {
         ws.exclude(&format!("/{}/", rel.display()))?;
     }

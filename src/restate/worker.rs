@@ -17,6 +17,10 @@
 //! - A job's branch is pushed before its result is reported, with `--force-with-lease` on the
 //!   tip the job started from, so a worker whose lease lapsed cannot move the branch under the
 //!   attempt that replaced it.
+//! - The clone is a cache of `origin`, not a record: a job counts once its branch is pushed and
+//!   its result accepted, and a restarted worker fetches and checks before it trusts anything
+//!   here. Its git effects are therefore not fsynced (a local run's are, because its journal
+//!   claims them); a power cut on a worker costs at most the job in flight.
 //! - loop's own troubles here (git, disk, the network) hand the job back; they never become the
 //!   issue's failure. A stop (SIGTERM, SIGINT) lets running jobs finish within the grace period,
 //!   then interrupts them and hands them back.
@@ -160,13 +164,17 @@ fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, shared: &Shared,
     let take = Take { worker: format!("{}#{slot}", opts.name), lease_ms: opts.lease.as_millis() as u64 };
     let mut idle = Duration::from_millis(2);
     let mut waiting = Instant::now();
+    // Right after a job the queue is likely to hold the next one: take at once.
+    let mut busy = false;
     while !stop.is_requested() {
         // Idle workers only peek (a shared read); they take (a locked, journaled call) when a
         // job is free or a lease may have lapsed.
-        let takeable = match ingress.peek(&opts.queue) {
-            Ok((free, lapse)) => free > 0 || (lapse > 0 && now_ms() >= lapse),
-            Err(_) => true,
-        };
+        let takeable = busy
+            || match ingress.peek(&opts.queue) {
+                Ok((free, lapse)) => free > 0 || (lapse > 0 && now_ms() >= lapse),
+                Err(_) => true,
+            };
+        busy = false;
         if !takeable {
             std::thread::sleep(idle);
             idle = (idle * 2).min(Duration::from_millis(20));
@@ -180,6 +188,7 @@ fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, shared: &Shared,
                 }
                 carry_out(opts, ingress, shared, lease, stop, perform);
                 waiting = Instant::now();
+                busy = true;
             }
             Ok(None) => {
                 std::thread::sleep(idle);
