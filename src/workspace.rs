@@ -7,12 +7,26 @@
 //!   kept and the reason reported. Branches are never deleted.
 //! - Issue ids pass through [`sanitize`] before they become a branch or a path.
 //! - Durable before journaled: every git effect a record claims (worktree added, commit made,
-//!   branch moved, worktree removed) is on disk when the method returns. loop's own git commands
-//!   run with git's fsync settings ([`FSYNC_CONFIG`]), and loop fsyncs what git never does: the
-//!   worktree's `.git` file and checkout, the admin dir under `.git/worktrees/`, and the
-//!   directories that gained or lost an entry (git fsyncs files, not directories). Many files at
-//!   once (a checkout) are made durable with one `syncfs` on local file systems whose `syncfs`
-//!   reaches the device, so an issue's cost does not grow with the repository's file count.
+//!   branch moved, worktree removed) is on disk when the method returns, in one of two ways
+//!   chosen before git runs ([`Settle`]):
+//!   loop's git commands always run with git's fsync settings ([`FSYNC_CONFIG`]): besides
+//!   durability they order git's writes (objects before the ref naming them, the index before
+//!   its rename), so a power cut in the middle leaves a repository git can read. What git never
+//!   fsyncs (the worktree's `.git` file and checkout, the admin dir under `.git/worktrees/`,
+//!   the directories that gained or lost an entry) loop makes durable:
+//!   - where every file system the effect writes to (the common git dir's, the worktree's) is a
+//!     local one whose `syncfs` is known to reach the device (ext4, XFS, btrfs, F2FS; tmpfs has
+//!     no device), with one `syncfs` per file system after git. That is as strong as an fsync
+//!     of each of them: `syncfs` writes back and waits on every dirty inode of the file system
+//!     (data and metadata, directories included), then has it commit its journal and flush the
+//!     device's write cache; and since its descriptors were opened before git ran, it reports
+//!     a writeback error the kernel met in git's writes meanwhile. A 10-issue run made about 33
+//!     fsyncs of loop's own per issue, now 3 `syncfs`. Its cost includes other programs' dirty
+//!     data on the same file system (a build beside it).
+//!   - elsewhere (FUSE, whose `syncfs` does not reach the daemon's storage; network or unknown
+//!     file systems) with an fsync of each file and directory. Many files at once (a checkout)
+//!     are made durable with one `syncfs` where it reaches the device, so an issue's cost does
+//!     not grow with the repository's file count.
 //! - Verify before trusting: before loop acts again in a worktree an earlier process made,
 //!   [`Workspace::check`] looks at it; what loop's own killed git left (an empty `.git` file, a
 //!   missing admin dir, a worktree still locked "initializing", a half-done removal, a stale
@@ -64,11 +78,6 @@ pub enum WorkspaceError {
 /// metadata together (ext4's journal) turns into durability; a per-file fsync holds everywhere.
 pub const FSYNC_CONFIG: [&str; 4] = ["-c", "core.fsync=committed,index,reference", "-c", "core.fsyncMethod=fsync"];
 
-/// git's settings when one `syncfs` after the command makes its effect durable
-/// ([`Settle::Syncfs`]): no fsync of its own, whatever the user's config asks (each would only
-/// repeat, file by file, what the `syncfs` does once).
-const NO_FSYNC_CONFIG: [&str; 2] = ["-c", "core.fsync=none"];
-
 /// How one git effect is made durable, decided before its git command runs.
 enum Settle {
     /// Not at all (`loop bench` only, to show what durability costs).
@@ -76,8 +85,8 @@ enum Settle {
     /// git fsyncs each object, index and ref it writes ([`FSYNC_CONFIG`]); loop fsyncs the
     /// files and directories git does not. Where `syncfs` is not known to reach the device.
     PerPath,
-    /// git fsyncs nothing; one `syncfs` of each file system it wrote to afterwards makes the
-    /// whole effect durable. Each descriptor is opened before git runs: `syncfs` reports a
+    /// git fsyncs what it orders (objects, index, refs); one `syncfs` of each file system it
+    /// wrote to afterwards makes the rest of the effect durable, instead of loop's fsyncs. Each descriptor is opened before git runs: `syncfs` reports a
     /// writeback error the file system met since the descriptor was opened, so one in git's
     /// own writes (flushed by the kernel before loop asked) is reported too.
     Syncfs(Vec<(u64, std::fs::File)>),
@@ -87,8 +96,10 @@ impl Settle {
     fn git_config(&self) -> &'static [&'static str] {
         match self {
             Settle::Off => &[],
-            Settle::PerPath => &FSYNC_CONFIG,
-            Settle::Syncfs(_) => &NO_FSYNC_CONFIG,
+            // git's own fsyncs stay under a `syncfs` too: they order its writes (objects before
+            // the ref naming them, the index before its rename), so a power cut before the
+            // `syncfs` leaves a repository git can read, as it would without loop.
+            Settle::PerPath | Settle::Syncfs(_) => &FSYNC_CONFIG,
         }
     }
 }
@@ -334,8 +345,8 @@ impl GitWorkspace {
         self.git_s(dir, args, &settle)
     }
 
-    /// A git command whose effect `settle` makes durable: git's own fsyncs only for
-    /// [`Settle::PerPath`].
+    /// A git command whose effect `settle` makes durable (with git's fsync settings unless
+    /// durability is off).
     fn git_s(&self, dir: &Path, args: &[&str], settle: &Settle) -> Result<Output, WorkspaceError> {
         let mut all: Vec<&str> = settle.git_config().to_vec();
         all.extend_from_slice(args);
