@@ -52,7 +52,7 @@ impl Engine<'_> {
             // The driver holds the only sender: when it is dropped the writer's loop ends.
             let handle = Handle { tx, view: shared.clone(), halt: Arc::new(AtomicBool::new(false)) };
             scope.spawn(move || writer.serve(rx));
-            let driver = IssueDriver::new(handle, &parts);
+            let driver = IssueDriver::new(handle, &parts).one_command();
             driver.perform_one(&planned, command)
         })?;
         Ok(match step {
