@@ -20,7 +20,7 @@
 //!     of each of them: `syncfs` writes back and waits on every dirty inode of the file system
 //!     (data and metadata, directories included), then has it commit its journal and flush the
 //!     device's write cache; and since its descriptors were opened before git ran, it reports
-//!     a writeback error the kernel met in git's writes meanwhile. A 10-issue run made about 33
+//!     a writeback error the kernel met in git's writes meanwhile. A 10-issue run made about 29
 //!     fsyncs of loop's own per issue, now 3 `syncfs`. Its cost includes other programs' dirty
 //!     data on the same file system (a build beside it).
 //!   - elsewhere (FUSE, whose `syncfs` does not reach the daemon's storage; network or unknown
