@@ -7,12 +7,26 @@
 //!   kept and the reason reported. Branches are never deleted.
 //! - Issue ids pass through [`sanitize`] before they become a branch or a path.
 //! - Durable before journaled: every git effect a record claims (worktree added, commit made,
-//!   branch moved, worktree removed) is on disk when the method returns. loop's own git commands
-//!   run with git's fsync settings ([`FSYNC_CONFIG`]), and loop fsyncs what git never does: the
-//!   worktree's `.git` file and checkout, the admin dir under `.git/worktrees/`, and the
-//!   directories that gained or lost an entry (git fsyncs files, not directories). Many files at
-//!   once (a checkout) are made durable with one `syncfs` on local file systems whose `syncfs`
-//!   reaches the device, so an issue's cost does not grow with the repository's file count.
+//!   branch moved, worktree removed) is on disk when the method returns, in one of two ways
+//!   chosen before git runs ([`Settle`]):
+//!   loop's git commands always run with git's fsync settings ([`FSYNC_CONFIG`]): besides
+//!   durability they order git's writes (objects before the ref naming them, the index before
+//!   its rename), so a power cut in the middle leaves a repository git can read. What git never
+//!   fsyncs (the worktree's `.git` file and checkout, the admin dir under `.git/worktrees/`,
+//!   the directories that gained or lost an entry) loop makes durable:
+//!   - where every file system the effect writes to (the common git dir's, the worktree's) is a
+//!     local one whose `syncfs` is known to reach the device (ext4, XFS, btrfs, F2FS; tmpfs has
+//!     no device), with one `syncfs` per file system after git. That is as strong as an fsync
+//!     of each of them: `syncfs` writes back and waits on every dirty inode of the file system
+//!     (data and metadata, directories included), then has it commit its journal and flush the
+//!     device's write cache; and since its descriptors were opened before git ran, it reports
+//!     a writeback error the kernel met in git's writes meanwhile. A 10-issue run made about 29
+//!     fsyncs of loop's own per issue, now 3 `syncfs`. Its cost includes other programs' dirty
+//!     data on the same file system (a build beside it).
+//!   - elsewhere (FUSE, whose `syncfs` does not reach the daemon's storage; network or unknown
+//!     file systems) with an fsync of each file and directory. Many files at once (a checkout)
+//!     are made durable with one `syncfs` where it reaches the device, so an issue's cost does
+//!     not grow with the repository's file count.
 //! - Verify before trusting: before loop acts again in a worktree an earlier process made,
 //!   [`Workspace::check`] looks at it; what loop's own killed git left (an empty `.git` file, a
 //!   missing admin dir, a worktree still locked "initializing", a half-done removal, a stale
@@ -63,6 +77,32 @@ pub enum WorkspaceError {
 /// with writeback plus one fsync of a scratch file, which only a file system that commits all
 /// metadata together (ext4's journal) turns into durability; a per-file fsync holds everywhere.
 pub const FSYNC_CONFIG: [&str; 4] = ["-c", "core.fsync=committed,index,reference", "-c", "core.fsyncMethod=fsync"];
+
+/// How one git effect is made durable, decided before its git command runs.
+enum Settle {
+    /// Not at all (`loop bench` only, to show what durability costs).
+    Off,
+    /// git fsyncs each object, index and ref it writes ([`FSYNC_CONFIG`]); loop fsyncs the
+    /// files and directories git does not. Where `syncfs` is not known to reach the device.
+    PerPath,
+    /// git fsyncs what it orders (objects, index, refs); one `syncfs` of each file system it
+    /// wrote to afterwards makes the rest of the effect durable, instead of loop's fsyncs. Each descriptor is opened before git runs: `syncfs` reports a
+    /// writeback error the file system met since the descriptor was opened, so one in git's
+    /// own writes (flushed by the kernel before loop asked) is reported too.
+    Syncfs(Vec<(u64, std::fs::File)>),
+}
+
+impl Settle {
+    fn git_config(&self) -> &'static [&'static str] {
+        match self {
+            Settle::Off => &[],
+            // git's own fsyncs stay under a `syncfs` too: they order its writes (objects before
+            // the ref naming them, the index before its rename), so a power cut before the
+            // `syncfs` leaves a repository git can read, as it would without loop.
+            Settle::PerPath | Settle::Syncfs(_) => &FSYNC_CONFIG,
+        }
+    }
+}
 
 /// What [`Workspace::check`] found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -301,12 +341,24 @@ impl GitWorkspace {
 
     /// A git command that changes the repository: with git's fsync settings when durable.
     fn git_w(&self, dir: &Path, args: &[&str]) -> Result<Output, WorkspaceError> {
-        if !self.durable {
-            return git(dir, args, self.timeout);
-        }
-        let mut all: Vec<&str> = FSYNC_CONFIG.to_vec();
+        let settle = if self.durable { Settle::PerPath } else { Settle::Off };
+        self.git_s(dir, args, &settle)
+    }
+
+    /// A git command whose effect `settle` makes durable (with git's fsync settings unless
+    /// durability is off).
+    fn git_s(&self, dir: &Path, args: &[&str], settle: &Settle) -> Result<Output, WorkspaceError> {
+        let mut all: Vec<&str> = settle.git_config().to_vec();
         all.extend_from_slice(args);
         git(dir, &all, self.timeout)
+    }
+
+    fn git_s_ok(&self, dir: &Path, args: &[&str], settle: &Settle) -> Result<String, WorkspaceError> {
+        let out = self.git_s(dir, args, settle)?;
+        if !out.success() {
+            return Err(git_error(args, &out));
+        }
+        Ok(out.stdout_text().trim_end().to_string())
     }
 
     fn git_w_ok(&self, dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
@@ -432,13 +484,14 @@ impl Workspace for GitWorkspace {
             }
             let started = since_now();
             self.make_parents(path)?;
+            let settle = self.settle(path.parent().unwrap_or(path))?;
             let p = path.to_string_lossy();
             let out = {
                 let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-                self.git_w(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base])?
+                self.git_s(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base], &settle)?
             };
             if out.success() {
-                self.sync_added(path, branch, started)?;
+                self.finish(settle, Some((path, None)), || self.sync_added(path, branch, started))?;
                 return Ok(Vec::new());
             }
             let err = out.stderr_text();
@@ -495,16 +548,17 @@ impl Workspace for GitWorkspace {
         repairs.extend(self.remove_stale_ref_lock(path, branch)?);
         let started = since_now();
         self.make_parents(path)?;
+        let settle = self.settle(path.parent().unwrap_or(path))?;
         let p = path.to_string_lossy();
         {
             let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
             if self.branch_tip(branch)?.is_some() {
-                self.git_w_ok(&self.repo, &["worktree", "add", "-q", &p, branch])?;
+                self.git_s_ok(&self.repo, &["worktree", "add", "-q", &p, branch], &settle)?;
             } else {
-                self.git_w_ok(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base])?;
+                self.git_s_ok(&self.repo, &["worktree", "add", "-q", "-b", branch, &p, base], &settle)?;
             }
         }
-        self.sync_added(path, branch, started)?;
+        self.finish(settle, Some((path, None)), || self.sync_added(path, branch, started))?;
         Ok(repairs)
     }
 
@@ -584,10 +638,11 @@ impl Workspace for GitWorkspace {
             .and_then(|a| std::fs::metadata(a.join("index")).and_then(|m| m.modified()).ok())
             .map(|t| t - slack);
         let started = since_now();
+        let settle = self.settle(wt)?;
         // Two git processes per commit (add, commit); the commit id is read from the ref file.
         // Every process counts: this runs after each dev and fix phase of every issue.
         let add: &[&str] = &["add", "-A"];
-        let out = self.git_w(wt, add)?;
+        let out = self.git_s(wt, add, &settle)?;
         if !out.success() {
             return Err(git_error(add, &out));
         }
@@ -601,9 +656,7 @@ impl Workspace for GitWorkspace {
             .env("LC_ALL", "C")
             .timeout(self.timeout)
             .not_cancellable();
-        if self.durable {
-            cmd = cmd.args(FSYNC_CONFIG);
-        }
+        cmd = cmd.args(settle.git_config());
         if !has_identity {
             cmd = cmd.args(["-c", "user.name=loop", "-c", "user.email=loop@localhost"]);
         }
@@ -615,6 +668,10 @@ impl Workspace for GitWorkspace {
         if !out.success() {
             let said = format!("{}{}", out.stdout_text(), out.stderr_text());
             if out.code == Some(1) && (said.contains("nothing to commit") || said.contains("nothing added to commit")) {
+                // `git add` may have rewritten the index, which git would have fsynced itself.
+                if let Settle::Syncfs(_) = settle {
+                    self.finish(settle, None, || Ok(()))?;
+                }
                 return Ok(None);
             }
             return Err(WorkspaceError::git("commit", said.trim(), &said));
@@ -623,9 +680,9 @@ impl Workspace for GitWorkspace {
             Some(oid) => oid,
             None => git_ok(wt, &["rev-parse", "HEAD"], self.timeout)?,
         };
-        if self.durable {
-            self.sync_committed(wt, admin.as_deref(), changed_since, started)?;
-        }
+        self.finish(settle, Some((wt, changed_since)), || {
+            self.sync_committed(wt, admin.as_deref(), changed_since, started)
+        })?;
         Ok(Some(oid))
     }
 
@@ -762,10 +819,11 @@ impl Workspace for GitWorkspace {
         crate::safefs::write(&admin, Path::new(MERGING), format!("{merged}\n").as_bytes()).map_err(fs)?;
         // `reset --keep` moves the branch and checks out what changed, refusing to overwrite any
         // local change (there is none: checked above); unlike `merge --ff-only`, no hook runs.
-        self.git_w_ok(wt, &["reset", "-q", "--keep", &merged])?;
-        if self.durable {
-            self.sync_committed(wt, Some(&admin), Some(started), started)?;
-        }
+        let settle = self.settle(wt)?;
+        self.git_s_ok(wt, &["reset", "-q", "--keep", &merged], &settle)?;
+        self.finish(settle, Some((wt, Some(started))), || {
+            self.sync_committed(wt, Some(&admin), Some(started), started)
+        })?;
         self.clear_merging(wt, &admin)?;
         Ok(MergeOutcome::Merged { commit: merged, repairs })
     }
@@ -796,12 +854,13 @@ impl Workspace for GitWorkspace {
         // Without --force, git itself refuses a worktree with modified or untracked files:
         // that refusal is the "nothing would be lost" check, in the same process.
         let p = path.to_string_lossy();
+        let settle = self.settle(path.parent().unwrap_or(path))?;
         let out = {
             let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-            self.git_w(&self.repo, &["worktree", "remove", &p])?
+            self.git_s(&self.repo, &["worktree", "remove", &p], &settle)?
         };
         if out.success() {
-            self.sync_removed(path)?;
+            self.finish(settle, None, || self.sync_removed(path))?;
             return Ok(Removal::Removed);
         }
         let err = out.stderr_text();
@@ -863,6 +922,79 @@ impl GitWorkspace {
 
 /// Durability and repair helpers; all of them act only on paths loop owns.
 impl GitWorkspace {
+    /// How to make durable what a git command is about to write: in the common git dir
+    /// (objects, refs, worktree admin dirs) and at `near` (an existing directory holding, or
+    /// about to hold, the worktree). [`Settle::Syncfs`] when every file system involved is one
+    /// whose `syncfs` reaches the device, else [`Settle::PerPath`].
+    fn settle(&self, near: &Path) -> Result<Settle, WorkspaceError> {
+        use std::os::unix::fs::MetadataExt;
+        if !self.durable {
+            return Ok(Settle::Off);
+        }
+        let common = self.common()?;
+        let places = [
+            common.to_path_buf(),
+            common.join("objects"),
+            common.join("refs/heads"),
+            common.join("worktrees"),
+            near.into(),
+        ];
+        let mut fds: Vec<(u64, std::fs::File)> = Vec::new();
+        for p in places {
+            // A missing one (`worktrees` before the first add) will be made in its parent,
+            // which is listed.
+            let Ok(m) = p.metadata() else { continue };
+            if fds.iter().any(|(d, _)| *d == m.dev()) {
+                continue;
+            }
+            if !syncfs_reaches_the_device(&p) {
+                return Ok(Settle::PerPath);
+            }
+            match std::fs::File::open(&p) {
+                Ok(f) => fds.push((m.dev(), f)),
+                Err(_) => return Ok(Settle::PerPath),
+            }
+        }
+        Ok(Settle::Syncfs(fds))
+    }
+
+    /// Makes a git effect durable as `settle` says: `per_path` for [`Settle::PerPath`]; for
+    /// [`Settle::Syncfs`], one `syncfs` per file system, counting those of `tree`'s files
+    /// changed at or after its time (all when None) when a mount point inside it puts some on
+    /// another file system.
+    fn finish(
+        &self,
+        settle: Settle,
+        tree: Option<(&Path, Option<SystemTime>)>,
+        per_path: impl FnOnce() -> Result<(), WorkspaceError>,
+    ) -> Result<(), WorkspaceError> {
+        let mut fds = match settle {
+            Settle::Off => return Ok(()),
+            Settle::PerPath => return per_path(),
+            Settle::Syncfs(fds) => fds,
+        };
+        let err =
+            |p: &Path, e: std::io::Error| WorkspaceError::Sync { path: p.display().to_string(), detail: e.to_string() };
+        if let Some((dir, since)) = tree {
+            let mut todo = Vec::new();
+            collect_fresh(dir, since, &mut todo).map_err(|e| err(dir, e))?;
+            for (p, dev) in todo {
+                if fds.iter().any(|(d, _)| *d == dev) {
+                    continue;
+                }
+                if syncfs_reaches_the_device(&p) {
+                    fds.push((dev, std::fs::File::open(&p).map_err(|e| err(&p, e))?));
+                } else {
+                    sync_path(&p).map_err(|e| err(&p, e))?;
+                }
+            }
+        }
+        for (_, f) in &fds {
+            syncfs_fd(f).map_err(|e| err(&self.repo, e))?;
+        }
+        Ok(())
+    }
+
     fn sync(&self, p: &Path) -> Result<(), WorkspaceError> {
         if !self.durable {
             return Ok(());
@@ -1240,12 +1372,13 @@ impl GitWorkspace {
     fn add_existing(&self, path: &Path, branch: &str) -> Result<(), WorkspaceError> {
         let started = since_now();
         self.make_parents(path)?;
+        let settle = self.settle(path.parent().unwrap_or(path))?;
         let p = path.to_string_lossy();
         {
             let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-            self.git_w_ok(&self.repo, &["worktree", "add", "-q", &p, branch])?;
+            self.git_s_ok(&self.repo, &["worktree", "add", "-q", &p, branch], &settle)?;
         }
-        self.sync_added(path, branch, started)
+        self.finish(settle, Some((path, None)), || self.sync_added(path, branch, started))
     }
 }
 
@@ -1347,8 +1480,12 @@ fn syncfs_reaches_the_device(p: &Path) -> bool {
 /// `syncfs(2)` of the file system holding `p`: every dirty file and directory on it reaches the
 /// device. Since Linux 5.8 it also reports a writeback error seen on that file system.
 fn syncfs(p: &Path) -> std::io::Result<()> {
+    syncfs_fd(&std::fs::File::open(p)?)
+}
+
+/// `syncfs(2)` of the file system `f` is on.
+fn syncfs_fd(f: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(p)?;
     // SAFETY: the descriptor is open for the duration of the call.
     if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
         return Err(std::io::Error::last_os_error());

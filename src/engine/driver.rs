@@ -118,11 +118,22 @@ pub(super) struct IssueDriver<'a> {
     /// The commands still to carry out: those of the last machine event this driver journaled,
     /// or of [`machine::resume`] when it picked the issue up.
     next: RefCell<Vec<Command>>,
+    /// Whether an event and the `phase_started` it leads to may be journaled as one group
+    /// ([`IssueDriver::event_then_start`]): not for a far driver, which is sent the records of
+    /// exactly one command.
+    group_starts: bool,
 }
 
 impl<'a> IssueDriver<'a> {
     pub(super) fn new(handle: Handle, parts: &'a Parts<'a>) -> IssueDriver<'a> {
-        IssueDriver { handle, parts, next: RefCell::new(Vec::new()) }
+        IssueDriver { handle, parts, next: RefCell::new(Vec::new()), group_starts: true }
+    }
+
+    /// A driver that carries out commands for a far driver: each journal group answers one
+    /// command, so the far driver sees every command it would take, `start_phase` included.
+    pub(super) fn one_command(mut self) -> IssueDriver<'a> {
+        self.group_starts = false;
+        self
     }
 
     pub(super) fn handle(&self) -> &Handle {
@@ -133,6 +144,29 @@ impl<'a> IssueDriver<'a> {
     pub(super) fn event(&self, issue: &str, event: Event, evidence: Option<Evidence>) -> Result<State, EngineError> {
         let (state, commands) = self.handle.event(issue, event, evidence)?;
         // `session_started` emits none: the phase keeps running.
+        if !commands.is_empty() {
+            *self.next.borrow_mut() = commands;
+        }
+        Ok(state)
+    }
+
+    /// Journals a machine event after which, when its commands begin with `start_phase`, the
+    /// driver would journal `phase_started` next: both in one group (one sync instead of two)
+    /// when nothing may come between them (no run cost budget to check, no stop requested, a
+    /// local drive). Nothing acts on the event before the group is durable; its commands are
+    /// those after `phase_started`. The journal holds the same records either way.
+    pub(super) fn event_then_start(
+        &self,
+        issue: &str,
+        event: Event,
+        evidence: Option<Evidence>,
+    ) -> Result<State, EngineError> {
+        let together =
+            self.group_starts && !self.stop_requested() && self.handle.view().start.max_cost_usd_per_run().is_none();
+        if !together {
+            return self.event(issue, event, evidence);
+        }
+        let (state, commands) = self.handle.event_then_start(issue, event, evidence)?;
         if !commands.is_empty() {
             *self.next.borrow_mut() = commands;
         }
@@ -384,7 +418,14 @@ impl<'a> IssueDriver<'a> {
                 }
                 let note = adopt.then(|| "adopted the worktree of an interrupted attempt".to_string());
                 let evidence = note.map(|n| Evidence { note: Some(n), ..Default::default() });
-                self.event(id, Event::WorktreeCreated { path, branch, base }, evidence)?;
+                let created = Event::WorktreeCreated { path, branch, base };
+                // The hooks journal what they report about the new worktree before the dev
+                // phase starts.
+                if self.parts.hooks.is_empty() {
+                    self.event_then_start(id, created, evidence)?;
+                } else {
+                    self.event(id, created, evidence)?;
+                }
                 for hooks in self.parts.hooks {
                     let entries = hooks.worktree_created(planned, &self.handle.view());
                     for e in entries {

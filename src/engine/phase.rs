@@ -381,7 +381,12 @@ impl IssueDriver<'_> {
         // Counted since the last reopen: a retried issue gets its budget again.
         let used = ctx.issue.budget_tokens + reply.tokens.map(|t| t.total()).unwrap_or(0);
         let spent = ctx.issue.budget_cost_usd + evidence.cost_usd.unwrap_or(0.0);
-        let mut now = self.event(id, event, Some(evidence))?;
+        // With a budget, `budget_exceeded` or `cost_exceeded` may come before the next phase.
+        let mut now = if ctx.budget.is_none() && ctx.cost_budget.is_none() {
+            self.event_then_start(id, event, Some(evidence))?
+        } else {
+            self.event(id, event, Some(evidence))?
+        };
         if let Some(limit) = ctx.budget {
             if used > limit && !now.is_terminal() {
                 now = self.event(id, Event::BudgetExceeded { used, limit }, None)?;

@@ -63,7 +63,9 @@ impl Engine<'_> {
             // The driver holds the only sender: when it is dropped the writer's loop ends.
             let handle = Handle { tx, view: shared.clone(), halt: Arc::new(AtomicBool::new(false)) };
             scope.spawn(move || writer.serve(rx));
-            let driver = IssueDriver::new(handle, &parts);
+            // No grouping of an event with the `phase_started` it leads to: the far driver must
+            // see each command it would take, `start_phase` included, where it began.
+            let driver = IssueDriver::new(handle, &parts).one_command();
             driver.perform_chain(&planned, command, queued, more)
         })?;
         let (step, chained) = step;

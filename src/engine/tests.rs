@@ -557,6 +557,32 @@ fn jobs_bounds_concurrency_and_a_dependant_waits_for_its_dependencies() {
 }
 
 #[test]
+fn an_event_and_the_phase_started_it_leads_to_are_one_append_with_the_same_records() {
+    let run = Run::new(&[("A", &[])]);
+    run.drive_sim(&[], 1).unwrap();
+    let per_issue = strs(&[
+        "worktree_intent",
+        "worktree_created",
+        "phase_started",
+        "work_finished",
+        "phase_started",
+        "review_finished",
+        "worktree_removed",
+    ]);
+    assert_eq!(run.events_of("A"), per_issue);
+    // worktree_created + phase_started dev, work_finished + phase_started review.
+    let records = run.lines().len();
+    assert_eq!(run.store.appends.load(Ordering::SeqCst), records - 2, "{:?}", run.lines());
+
+    // A run cost budget is checked before each phase starts: nothing is grouped then.
+    let run = Run::new(&[("A", &[])]);
+    let spend = crate::vocab::SpendSpec { max_cost_usd_per_run: Some(1000.0), ..Default::default() };
+    run.drive(run.recorder_with(spend), &sim(&[]), &FakeWorkspace::default(), settings(1), &[]).unwrap();
+    assert_eq!(run.events_of("A"), per_issue);
+    assert_eq!(run.store.appends.load(Ordering::SeqCst), run.lines().len());
+}
+
+#[test]
 fn a_failed_append_stops_the_run_and_nothing_is_appended_after_it() {
     let mut run = Run::new(&[("A", &[]), ("B", &[])]);
     run.store.ok = Some(4);

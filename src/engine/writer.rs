@@ -4,6 +4,11 @@
 //! Invariants:
 //! - Each request waits for its own acknowledgement, so one issue's events are never reordered;
 //!   requests from different issues that arrive together are committed as one group (one fsync).
+//! - An event sent with [`Handle::event_then_start`] whose transition emits `start_phase` is
+//!   committed in one group with that phase's `phase_started`: the driver would journal it next
+//!   with nothing in between (it sends so only when no hook, budget or stop request could come
+//!   between them), and acts on neither before both are durable; it is answered with the
+//!   state and commands after `phase_started`.
 //! - A transition is decided against the folded view plus the earlier members of its group, and
 //!   applied to the shared view only after the group is durable.
 //! - Lock order: the view, then the observer (the writer holds both while it applies a group;
@@ -28,8 +33,18 @@ pub(super) type Reply = mpsc::Sender<Result<Decided, EngineError>>;
 
 /// A request to the journal writer.
 pub(super) enum WriteReq {
-    Issue { issue: String, event: Event, evidence: Option<Evidence>, reply: Reply },
-    Run { body: Body, reply: Reply },
+    /// `start_next`: see [`Handle::event_then_start`].
+    Issue {
+        issue: String,
+        event: Event,
+        evidence: Option<Evidence>,
+        start_next: bool,
+        reply: Reply,
+    },
+    Run {
+        body: Body,
+        reply: Reply,
+    },
 }
 
 /// The single owner of the journal: decides each transition against the folded view, appends
@@ -70,18 +85,30 @@ impl Writer<'_> {
             Ok(records) => {
                 let mut view = lock(&self.view);
                 let mut observer = lock(&self.observer);
+                // A record answered with the one after it (an event and its `phase_started`)
+                // passes a failure to apply it on to that answer.
+                let mut carried: Option<EngineError> = None;
                 for (rec, (_, reply, to)) in records.iter().zip(pending) {
                     let result = view.apply(rec).map_err(EngineError::from);
                     if let Ok(applied) = &result {
                         observer.record(rec, applied, &view);
                     }
-                    let _ = reply.send(result.map(|_| to));
+                    let result = match carried.take() {
+                        Some(e) => Err(e),
+                        None => result.map(|_| to),
+                    };
+                    match reply {
+                        Some(reply) => {
+                            let _ = reply.send(result);
+                        }
+                        None => carried = result.err(),
+                    }
                 }
             }
             Err(e) => {
                 // Every member of the group failed the same way: an I/O error, not corruption.
                 let msg = e.to_string();
-                for (_, reply, _) in pending {
+                for reply in pending.into_iter().filter_map(|(_, reply, _)| reply) {
                     let _ = reply.send(Err(EngineError::Append(msg.clone())));
                 }
                 self.failed = Some(msg);
@@ -90,13 +117,14 @@ impl Writer<'_> {
     }
 
     /// Decides every transition of the group, against the view plus the earlier members of the
-    /// group; an illegal one is answered at once and left out.
-    fn decide(&self, batch: Vec<WriteReq>) -> Vec<(Body, Reply, Decided)> {
+    /// group; an illegal one is answered at once and left out. A member answered by the one
+    /// after it (an event followed by its `phase_started`) has no reply of its own.
+    fn decide(&self, batch: Vec<WriteReq>) -> Vec<(Body, Option<Reply>, Decided)> {
         let mut pending = Vec::new();
         let mut scratch: HashMap<String, State> = HashMap::new();
         for req in batch {
             match req {
-                WriteReq::Issue { issue, event, evidence, reply } => {
+                WriteReq::Issue { issue, event, evidence, start_next, reply } => {
                     let (known, rules) = {
                         let view = lock(&self.view);
                         (view.state_of(&issue).cloned(), view.rules_for(&issue))
@@ -105,21 +133,42 @@ impl Writer<'_> {
                     match machine::transition(&from, &event, &rules) {
                         Ok((to, commands)) => {
                             scratch.insert(issue.clone(), to.clone());
+                            // What the driver would journal next, with nothing in between.
+                            let next = match commands.first() {
+                                Some(&Command::StartPhase { phase, attempt }) if start_next => {
+                                    let started = Event::PhaseStarted { phase, attempt };
+                                    machine::transition(&to, &started, &rules).ok().map(|d| (started, d))
+                                }
+                                _ => None,
+                            };
                             let body = Body::Issue {
-                                issue,
+                                issue: issue.clone(),
                                 event,
                                 to: to.stage.clone(),
                                 commands: Some(commands.clone()),
                                 evidence,
                             };
-                            pending.push((body, reply, (to, commands)));
+                            let Some((started, (to2, commands2))) = next else {
+                                pending.push((body, Some(reply), (to, commands)));
+                                continue;
+                            };
+                            pending.push((body, None, (to, commands)));
+                            scratch.insert(issue.clone(), to2.clone());
+                            let body = Body::Issue {
+                                issue,
+                                event: started,
+                                to: to2.stage.clone(),
+                                commands: Some(commands2.clone()),
+                                evidence: None,
+                            };
+                            pending.push((body, Some(reply), (to2, commands2)));
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e.into()));
                         }
                     }
                 }
-                WriteReq::Run { body, reply } => pending.push((body, reply, (State::PENDING, Vec::new()))),
+                WriteReq::Run { body, reply } => pending.push((body, Some(reply), (State::PENDING, Vec::new()))),
             }
         }
         pending
@@ -144,9 +193,32 @@ pub(super) struct Handle {
 
 impl Handle {
     pub(super) fn event(&self, issue: &str, event: Event, evidence: Option<Evidence>) -> Result<Decided, EngineError> {
+        self.send_event(issue, event, evidence, false)
+    }
+
+    /// Like [`Handle::event`], but when the event's transition emits `start_phase`, its
+    /// `phase_started` is journaled in the same group (one sync, not two) and the answer is the
+    /// state and commands after it. Only for a caller that would journal `phase_started` next
+    /// with nothing in between: no hook to run, no budget to check, no stop requested.
+    pub(super) fn event_then_start(
+        &self,
+        issue: &str,
+        event: Event,
+        evidence: Option<Evidence>,
+    ) -> Result<Decided, EngineError> {
+        self.send_event(issue, event, evidence, true)
+    }
+
+    fn send_event(
+        &self,
+        issue: &str,
+        event: Event,
+        evidence: Option<Evidence>,
+        start_next: bool,
+    ) -> Result<Decided, EngineError> {
         let (reply, rx) = mpsc::channel();
         self.tx
-            .send(WriteReq::Issue { issue: issue.to_string(), event, evidence, reply })
+            .send(WriteReq::Issue { issue: issue.to_string(), event, evidence, start_next, reply })
             .map_err(|_| EngineError::WriterGone)?;
         rx.recv().map_err(|_| EngineError::WriterGone)?
     }
