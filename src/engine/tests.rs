@@ -379,6 +379,17 @@ fn strs(v: &[&str]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Behaviour
 
+/// An issue's events on the happy path: dev, one review that approves, the worktree removed.
+const HAPPY: [&str; 7] = [
+    "worktree_intent",
+    "worktree_created",
+    "phase_started",
+    "work_finished",
+    "phase_started",
+    "review_finished",
+    "worktree_removed",
+];
+
 #[test]
 fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() {
     let run = Run::new(&[("A", &[]), ("B", &["A"])]);
@@ -386,18 +397,7 @@ fn happy_path_runs_each_issue_through_dev_and_review_and_removes_its_worktree() 
     assert_eq!(outcome, Outcome::Finished);
     for id in ["A", "B"] {
         assert_eq!(stage(&view, id), Some(&Stage::Done { fix_cycles: 0 }));
-        assert_eq!(
-            run.events_of(id),
-            strs(&[
-                "worktree_intent",
-                "worktree_created",
-                "phase_started",
-                "work_finished",
-                "phase_started",
-                "review_finished",
-                "worktree_removed"
-            ])
-        );
+        assert_eq!(run.events_of(id), strs(&HAPPY));
         assert!(!run.dir.path().join(id).exists(), "{id}'s worktree is removed");
     }
     let lines = run.lines();
@@ -560,15 +560,7 @@ fn jobs_bounds_concurrency_and_a_dependant_waits_for_its_dependencies() {
 fn an_event_and_the_phase_started_it_leads_to_are_one_append_with_the_same_records() {
     let run = Run::new(&[("A", &[])]);
     run.drive_sim(&[], 1).unwrap();
-    let per_issue = strs(&[
-        "worktree_intent",
-        "worktree_created",
-        "phase_started",
-        "work_finished",
-        "phase_started",
-        "review_finished",
-        "worktree_removed",
-    ]);
+    let per_issue = strs(&HAPPY);
     assert_eq!(run.events_of("A"), per_issue);
     // worktree_created + phase_started dev, work_finished + phase_started review.
     let records = run.lines().len();

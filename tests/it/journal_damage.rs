@@ -402,7 +402,10 @@ fn format_1_journals_still_replay_and_resume() {
     let before = tree_bytes(&dir);
     let (code, stdout, err) = replay_q(&repo, "new");
     assert_eq!(code, Some(exit::OK), "{err}");
-    assert_eq!(records_of(&stdout), 25);
+    // The fault aborts right after the 25th record; a record journaled in the same group as it
+    // (an event and the `phase_started` it leads to) is durable with it.
+    assert!((25..=26).contains(&records.len()), "{} records", records.len());
+    assert_eq!(records_of(&stdout), records.len() as u64);
     same_tree(&before, &tree_bytes(&dir), "replay of a format-1 journal wrote to it");
 
     let out = loop_cmd(&repo).args(["resume", "new", "--json", "-q"]).output().unwrap();
