@@ -438,7 +438,7 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
     };
 
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    let out_thread = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut reader = BufReader::new(&mut stdout);
         loop {
             let mut line = Vec::new();
@@ -452,13 +452,17 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
             }
         }
     });
-    let err_thread = std::thread::spawn(move || {
+    // stderr comes back through a channel rather than a join: the receiver wakes the moment it
+    // is sent, where polling a thread's end cost up to a tick per child.
+    let (err_tx, err_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut stderr) = stderr {
             let _ = stderr.read_to_end(&mut buf);
         }
-        buf
+        let _ = err_tx.send(buf);
     });
+    let exit = ExitWatch::new(pgid);
 
     // A timeout too large to add to the clock means "no practical limit", never a panic.
     let deadline = start.checked_add(cmd.timeout).unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
@@ -511,18 +515,19 @@ pub fn run_streaming(cmd: &Cmd, on_line: &mut dyn FnMut(&str)) -> Result<Output,
             cancelled = true;
             continue;
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             timed_out = true;
             continue;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        exit.wait(tick.min(deadline - now));
     };
     // A grandchild that left the group could keep the pipes open; never wait on it for long.
-    join_within(out_thread, Duration::from_secs(1));
-    while let Ok(line) = rx.try_recv() {
+    let until = Instant::now() + Duration::from_secs(1);
+    while let Ok(line) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
         handle_line(line, &mut collected);
     }
-    let stderr_bytes = join_within(err_thread, Duration::from_secs(1)).unwrap_or_default();
+    let stderr_bytes = err_rx.recv_timeout(until.saturating_duration_since(Instant::now())).unwrap_or_default();
     Ok(Output {
         code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
@@ -811,15 +816,48 @@ pub fn supervise(args: &[OsString]) -> i32 {
     libc::WEXITSTATUS(status)
 }
 
-fn join_within<T: Send + 'static>(handle: std::thread::JoinHandle<T>, limit: Duration) -> Option<T> {
-    let until = Instant::now() + limit;
-    while !handle.is_finished() {
-        if Instant::now() >= until {
-            return None;
+/// Wakes a waiter when a child exits, without reaping it (the caller reaps with `try_wait`, so
+/// the pid cannot be reused while it is watched). On Linux a pidfd turns readable at the exit,
+/// so a short git call is seen ending at once; a fixed sleep between checks cost up to its whole
+/// length per child, several per issue. Elsewhere, or on a kernel without pidfds, it sleeps a
+/// millisecond.
+struct ExitWatch {
+    #[cfg(target_os = "linux")]
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl ExitWatch {
+    fn new(pid: i32) -> ExitWatch {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::FromRawFd;
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; the
+            // descriptor is owned here alone.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            let fd = (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
+            ExitWatch { fd }
         }
-        std::thread::sleep(Duration::from_millis(2));
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = pid;
+            ExitWatch {}
+        }
     }
-    handle.join().ok()
+
+    /// Returns when the child has exited or `limit` has passed, whichever is first.
+    fn wait(&self, limit: Duration) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.fd {
+            use std::os::fd::AsRawFd;
+            let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // Rounded up: a zero timeout would spin.
+            let ms = limit.as_micros().div_ceil(1000).clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd; an interrupted or failed poll only means checking again.
+            unsafe { libc::poll(&mut p, 1, ms) };
+            return;
+        }
+        std::thread::sleep(limit.min(Duration::from_millis(1)));
+    }
 }
 
 #[cfg(test)]
