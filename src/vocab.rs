@@ -321,8 +321,8 @@ pub struct CarriedIssue {
     pub tip: String,
 }
 
-/// What one commit changed, as `git diff --numstat` counts it (binary files count as changed
-/// files with no lines). Journaled with each commit loop makes of an agent's work.
+/// What one commit changed, as `git commit` sums it up (renames detected; binary files count as
+/// changed files with no lines). Journaled with each commit loop makes of an agent's work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiffStat {
     pub files: u32,

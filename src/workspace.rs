@@ -78,6 +78,12 @@ pub enum WorkspaceError {
 /// metadata together (ext4's journal) turns into durability; a per-file fsync holds everywhere.
 pub const FSYNC_CONFIG: [&str; 4] = ["-c", "core.fsync=committed,index,reference", "-c", "core.fsyncMethod=fsync"];
 
+/// For loop's git commands that write: no `git maintenance run --auto` after them. git starts
+/// one after every commit, a process of its own, and when it finds work it runs detached in the
+/// repository while loop goes on, where its `pack-refs` and `gc` take locks loop's next ref
+/// update or worktree add may need. The team's own git commands still run it.
+pub const NO_AUTO_MAINTENANCE: [&str; 2] = ["-c", "maintenance.auto=false"];
+
 /// How one git effect is made durable, decided before its git command runs.
 enum Settle {
     /// Not at all (`loop bench` only, to show what durability costs).
@@ -247,6 +253,24 @@ pub trait Workspace: Send + Sync {
     }
 }
 
+/// Reads the summary `git commit` prints (in the C locale): ` 3 files changed, 4 insertions(+),
+/// 1 deletion(-)`, either count left out when it is zero; none when no line says so.
+pub fn parse_commit_summary(out: &str) -> Option<crate::vocab::DiffStat> {
+    let line = out.lines().find(|l| l.contains(" changed"))?;
+    let mut stat = crate::vocab::DiffStat::default();
+    for part in line.split(',') {
+        let mut words = part.split_whitespace();
+        let n: u64 = words.next()?.parse().ok()?;
+        match words.next()? {
+            "file" | "files" => stat.files = n.try_into().ok()?,
+            w if w.starts_with("insertion") => stat.insertions = n,
+            w if w.starts_with("deletion") => stat.deletions = n,
+            _ => return None,
+        }
+    }
+    Some(stat)
+}
+
 /// Sums `git diff-tree --numstat` lines: `added<TAB>deleted<TAB>path`, `-<TAB>-<TAB>path` for a
 /// binary file (a changed file without lines).
 pub fn parse_numstat(out: &str) -> crate::vocab::DiffStat {
@@ -271,6 +295,9 @@ pub struct GitWorkspace {
     admin: std::sync::Mutex<()>,
     /// The repository's common git dir (absolute), asked once.
     common: std::sync::OnceLock<PathBuf>,
+    /// What each recent commit of `commit_all` changed, read from git's own summary of it, so
+    /// `diffstat` needs no process of its own; taken out when asked for.
+    stats: std::sync::Mutex<Vec<(String, crate::vocab::DiffStat)>>,
     /// Whether git effects are made durable (off only to measure their cost: `loop bench`).
     durable: bool,
 }
@@ -328,6 +355,7 @@ impl GitWorkspace {
             has_identity: Default::default(),
             admin: Default::default(),
             common: Default::default(),
+            stats: Default::default(),
             durable: true,
         }
     }
@@ -348,7 +376,8 @@ impl GitWorkspace {
     /// A git command whose effect `settle` makes durable (with git's fsync settings unless
     /// durability is off).
     fn git_s(&self, dir: &Path, args: &[&str], settle: &Settle) -> Result<Output, WorkspaceError> {
-        let mut all: Vec<&str> = settle.git_config().to_vec();
+        let mut all: Vec<&str> = NO_AUTO_MAINTENANCE.to_vec();
+        all.extend_from_slice(settle.git_config());
         all.extend_from_slice(args);
         git(dir, &all, self.timeout)
     }
@@ -386,8 +415,7 @@ impl GitWorkspace {
 
     /// Adds a pattern to the repository's `info/exclude` (shared by all worktrees) once.
     pub fn exclude(&self, pattern: &str) -> Result<(), WorkspaceError> {
-        let common = git_ok(&self.repo, &["rev-parse", "--git-common-dir"], self.timeout)?;
-        let common = self.repo.join(common);
+        let common = self.common()?.to_path_buf();
         let rel = Path::new("info/exclude");
         let fs = |e: crate::safefs::SafeFsError| match e {
             crate::safefs::SafeFsError::Io { path, source } => WorkspaceError::Io { what: path, source },
@@ -656,11 +684,13 @@ impl Workspace for GitWorkspace {
             .env("LC_ALL", "C")
             .timeout(self.timeout)
             .not_cancellable();
-        cmd = cmd.args(settle.git_config());
+        cmd = cmd.args(NO_AUTO_MAINTENANCE).args(settle.git_config());
         if !has_identity {
             cmd = cmd.args(["-c", "user.name=loop", "-c", "user.email=loop@localhost"]);
         }
-        cmd = cmd.args(["-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message]);
+        // Not `-q`: git's summary of the commit is the diffstat the journal records with it,
+        // which saves a `git diff-tree` process per commit.
+        cmd = cmd.args(["-c", "commit.gpgsign=false", "commit", "--no-verify", "-m", message]);
         if let Some(d) = date {
             cmd = cmd.env("GIT_AUTHOR_DATE", d).env("GIT_COMMITTER_DATE", d);
         }
@@ -683,6 +713,14 @@ impl Workspace for GitWorkspace {
         self.finish(settle, Some((wt, changed_since)), || {
             self.sync_committed(wt, admin.as_deref(), changed_since, started)
         })?;
+        if let Some(stat) = parse_commit_summary(&out.stdout_text()) {
+            let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            // A commit whose stat nobody asks for (not a phase's) must not make this grow.
+            if stats.len() >= 16 {
+                stats.remove(0);
+            }
+            stats.push((oid.clone(), stat));
+        }
         Ok(Some(oid))
     }
 
@@ -699,8 +737,16 @@ impl Workspace for GitWorkspace {
     }
 
     fn diffstat(&self, wt: &Path, commit: &str) -> Result<Option<crate::vocab::DiffStat>, WorkspaceError> {
-        // One read-only git process per commit; `--root` so a parentless commit counts too.
-        let args = ["diff-tree", "--numstat", "--no-commit-id", "--no-renames", "-r", "--root", commit];
+        let known = {
+            let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.iter().position(|(c, _)| c == commit).map(|i| stats.remove(i).1)
+        };
+        if known.is_some() {
+            return Ok(known);
+        }
+        // A commit loop did not make itself (Graphite's): one read-only git process;
+        // `--root` so a parentless commit counts too.
+        let args = ["diff-tree", "--numstat", "--no-commit-id", "-M", "-r", "--root", commit];
         Ok(Some(parse_numstat(&git_ok(wt, &args, self.timeout)?)))
     }
 
@@ -1649,6 +1695,31 @@ mod tests {
         let stat = Workspace::diffstat(&ws, &wt, &commit).unwrap().unwrap();
         assert_eq!(stat, crate::vocab::DiffStat { files: 3, insertions: 4, deletions: 1 });
         assert_eq!(parse_numstat(""), crate::vocab::DiffStat::default());
+
+        // A second commit with a rename: git's summary of it (what `commit_all` keeps) and a
+        // `git diff-tree` of the same commit (what a commit made elsewhere gets) agree.
+        std::fs::rename(wt.join("new.txt"), wt.join("renamed.txt")).unwrap();
+        std::fs::write(wt.join("README"), "one\n").unwrap();
+        let second = ws.commit_all(&wt, "X: fix", None).unwrap().unwrap();
+        let from_summary = Workspace::diffstat(&ws, &wt, &second).unwrap().unwrap();
+        let from_diff_tree = Workspace::diffstat(&GitWorkspace::new(&repo), &wt, &second).unwrap().unwrap();
+        assert_eq!(from_summary, crate::vocab::DiffStat { files: 2, insertions: 0, deletions: 2 });
+        assert_eq!(from_diff_tree, from_summary);
+        // Asked once, the summary is gone: a second ask reads git again and gets the same.
+        assert_eq!(Workspace::diffstat(&ws, &wt, &second).unwrap().unwrap(), from_summary);
+    }
+
+    #[test]
+    fn a_commit_summary_reads_each_count_or_none() {
+        let stat = |files, insertions, deletions| crate::vocab::DiffStat { files, insertions, deletions };
+        let out =
+            "[loop/M/X 1a2b3c4] X: dev\n 3 files changed, 4 insertions(+), 1 deletion(-)\n create mode 100644 a\n";
+        assert_eq!(parse_commit_summary(out), Some(stat(1 + 2, 4, 1)));
+        assert_eq!(parse_commit_summary(" 1 file changed, 2 deletions(-)\n"), Some(stat(1, 0, 2)));
+        assert_eq!(parse_commit_summary(" 1 file changed, 1 insertion(+)\n"), Some(stat(1, 1, 0)));
+        assert_eq!(parse_commit_summary(" 2 files changed, 0 insertions(+), 0 deletions(-)\n"), Some(stat(2, 0, 0)));
+        assert_eq!(parse_commit_summary("[main abc] x\n"), None);
+        assert_eq!(parse_commit_summary(" 1 file changed, 3 fishes\n"), None);
     }
 
     #[test]

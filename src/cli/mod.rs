@@ -141,16 +141,23 @@ pub struct RepoArgs {
     /// Where loop keeps journals, worktrees and logs [default: <repo>/.loop]
     #[arg(long, value_name = "DIR", env = "LOOP_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The root once found: a command asks for it and for the state dir, one git call is enough.
+    #[arg(skip)]
+    root: std::sync::OnceLock<PathBuf>,
 }
 
 impl RepoArgs {
     /// The repository root, made absolute.
     pub fn repo_root(&self) -> Result<PathBuf, CliError> {
+        if let Some(root) = self.root.get() {
+            return Ok(root.clone());
+        }
         let dir = std::path::absolute(&self.repo).map_err(|e| CliError::io(&self.repo, e))?;
         if !dir.is_dir() {
             return Err(CliError::Usage(format!("--repo {}: no such directory", self.repo.display())));
         }
-        Ok(GitWorkspace::toplevel(&dir)?)
+        let root = GitWorkspace::toplevel(&dir)?;
+        Ok(self.root.get_or_init(|| root).clone())
     }
 
     /// The state dir. Read-only commands do not need a git repository, only the state dir.
