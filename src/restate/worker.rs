@@ -31,7 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::Ingress;
-use super::{paths, Chained, Completion, Entry, Fence, JobDone, Lease, RestateError, Take, Tips};
+use super::{
+    paths, Chained, CompleteTake, Completion, Entry, Fence, JobDone, Lease, RestateError, Take, Tips, WaitTake,
+};
 use crate::journal::Body;
 use crate::machine::Command;
 use crate::proc::{self, Cancel, Cmd};
@@ -160,45 +162,50 @@ pub fn run(opts: &WorkerOpts, stop: &Cancel, perform: &Perform<'_>) -> Result<()
     Ok(())
 }
 
+/// How long one waiting take lasts: a stop request waits at most this long for the take to
+/// come back (a job it brings is handed back at once).
+const TAKE_WAIT: Duration = Duration::from_secs(2);
+
 fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, shared: &Shared, stop: &Cancel, perform: &Perform<'_>) {
     let take = Take { worker: format!("{}#{slot}", opts.name), lease_ms: opts.lease.as_millis() as u64 };
-    let mut idle = Duration::from_millis(2);
     let mut waiting = Instant::now();
-    // Right after a job the queue is likely to hold the next one: take at once.
-    let mut busy = false;
+    // The job the last completion brought (taken in the same call).
+    let mut next: Option<Lease> = None;
     while !stop.is_requested() {
-        // Idle workers only peek (a shared read); they take (a locked, journaled call) when a
-        // job is free or a lease may have lapsed.
-        let takeable = busy
-            || match ingress.peek(&opts.queue) {
-                Ok((free, lapse)) => free > 0 || (lapse > 0 && now_ms() >= lapse),
-                Err(_) => true,
-            };
-        busy = false;
-        if !takeable {
-            std::thread::sleep(idle);
-            idle = (idle * 2).min(Duration::from_millis(20));
-            continue;
-        }
-        match ingress.take(&opts.queue, &take) {
-            Ok(Some(lease)) => {
-                idle = Duration::from_millis(2);
-                if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
-                    eprintln!("loop worker: idle {} ms before {}", waiting.elapsed().as_millis(), lease.job.id);
+        let lease = match next.take() {
+            Some(lease) => lease,
+            // A waiting take: the queue hands this slot the next job as it is queued (no
+            // poll's delay), or answers none after TAKE_WAIT.
+            None => {
+                let asked = Instant::now();
+                match ingress
+                    .wait_take(&opts.queue, &WaitTake { take: take.clone(), wait_ms: TAKE_WAIT.as_millis() as u64 })
+                {
+                    Ok(Some(lease)) => lease,
+                    Ok(None) => {
+                        // An answer well before the wait's end (a lease about to lapse): no tight loop.
+                        if asked.elapsed() < Duration::from_millis(20) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        eprintln!("loop worker: {e}; trying again");
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
                 }
-                carry_out(opts, ingress, shared, lease, stop, perform);
-                waiting = Instant::now();
-                busy = true;
             }
-            Ok(None) => {
-                std::thread::sleep(idle);
-                idle = (idle * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => {
-                eprintln!("loop worker: {e}; trying again");
-                std::thread::sleep(Duration::from_secs(1));
-            }
+        };
+        if stop.is_requested() {
+            let _ = ingress.release(&opts.queue, &Fence { job_id: lease.job.id.clone(), token: lease.token });
+            break;
         }
+        if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+            eprintln!("loop worker: idle {} ms before {}", waiting.elapsed().as_millis(), lease.job.id);
+        }
+        next = carry_out(opts, ingress, shared, lease, &take, stop, perform);
+        waiting = Instant::now();
     }
 }
 
@@ -207,9 +214,10 @@ fn carry_out(
     ingress: &Ingress,
     shared: &Shared,
     lease: Lease,
+    take: &Take,
     stop: &Cancel,
     perform: &Perform<'_>,
-) {
+) -> Option<Lease> {
     let Lease { job, token, lease_ms } = lease;
     let began = Instant::now();
     let what = command_name(&job.command);
@@ -251,40 +259,45 @@ fn carry_out(
     if lost.load(Ordering::SeqCst) {
         eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id);
         shared.forget();
-        return;
+        return None;
     }
     match outcome {
         Ok(Some(done)) => {
             let done = Completion { job_id: job.id.clone(), token, done };
-            match ingress.complete(&opts.queue, &done) {
-                Ok(true) => {
+            // The next job in the same call, unless this worker is stopping.
+            let take = (!stop.is_requested()).then(|| take.clone());
+            match ingress.complete_take(&opts.queue, &CompleteTake { done, take }) {
+                Ok(super::Completed { accepted: true, next }) => {
                     eprintln!("loop worker: {} {what} done", job.id);
                     if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
                         eprintln!("loop worker: {} took {} ms", job.id, began.elapsed().as_millis());
                     }
+                    next
                 }
-                Ok(false) => {
+                Ok(super::Completed { accepted: false, next }) => {
                     eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id);
                     shared.forget();
+                    next
                 }
-                Err(e) => eprintln!("loop worker: {} {what}: reporting the result failed: {e}", job.id),
+                Err(e) => {
+                    eprintln!("loop worker: {} {what}: reporting the result failed: {e}", job.id);
+                    None
+                }
             }
         }
         Ok(None) => {
             eprintln!("loop worker: {} {what} interrupted; handed back", job.id);
             let _ = ingress.release(&opts.queue, &fence);
+            None
         }
         Err(e) => {
             eprintln!("loop worker: {} {what}: {e}; handed back", job.id);
             let _ = ingress.release(&opts.queue, &fence);
             // Not in a tight loop: the same trouble would meet the next attempt at once.
             std::thread::sleep(Duration::from_secs(1));
+            None
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The command's name as the journal's commands are named.
