@@ -339,8 +339,9 @@ impl LoopJobs {
         Ok(Json(Completed { accepted, next }))
     }
 
-    /// Cheap for idle workers (a shared handler takes no lock and writes nothing): how many
-    /// jobs nobody holds, and when the earliest lease lapses (ms since the epoch; 0: none held).
+    /// A cheap look (a shared handler takes no lock and writes nothing; workers wait in
+    /// `wait_take` instead, workers of older code poll this): how many jobs nobody holds, and
+    /// when the earliest lease lapses (ms since the epoch; 0: none held).
     #[handler]
     async fn peek(&self, ctx: SharedObjectContext<'_>) -> Result<Json<(u64, u64)>, HandlerError> {
         let all = ctx.get::<Json<Vec<JobSlot>>>(JOBS).await?.map(|j| j.into_inner()).unwrap_or_default();
