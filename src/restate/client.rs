@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Completion, Fence, JobSlot, Lease, Page, RestateError, RunInput, Take};
+use super::{CompleteTake, Completed, Completion, Fence, JobSlot, Lease, Page, RestateError, RunInput, Take, WaitTake};
 
 /// The ingress of a Restate server (`http://127.0.0.1:8080` on one machine).
 #[derive(Clone)]
@@ -96,6 +96,11 @@ impl Ingress {
         self.post(&format!("LoopJobs/{queue}/take"), take)
     }
 
+    /// A take that waits up to `ask.wait_ms` for a job (this client's timeout must be longer).
+    pub fn wait_take(&self, queue: &str, ask: &WaitTake) -> Result<Option<Lease>, RestateError> {
+        self.post(&format!("LoopJobs/{queue}/wait_take"), ask)
+    }
+
     pub fn renew(&self, queue: &str, fence: &Fence) -> Result<bool, RestateError> {
         self.post(&format!("LoopJobs/{queue}/renew"), fence)
     }
@@ -106,6 +111,11 @@ impl Ingress {
 
     pub fn complete(&self, queue: &str, done: &Completion) -> Result<bool, RestateError> {
         self.post(&format!("LoopJobs/{queue}/complete"), done)
+    }
+
+    /// Completes a job and takes the next one in the same call.
+    pub fn complete_take(&self, queue: &str, done: &CompleteTake) -> Result<Completed, RestateError> {
+        self.post(&format!("LoopJobs/{queue}/complete_take"), done)
     }
 
     /// Jobs nobody holds, and when the earliest lease lapses (ms since the epoch; 0: none held).

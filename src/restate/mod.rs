@@ -141,6 +141,46 @@ pub struct Take {
     pub lease_ms: u64,
 }
 
+/// A worker asking for a job and willing to wait for one: `LoopJobs/wait_take` answers as soon
+/// as a job is queued for it (the queue hands it over), or with none after `wait_ms`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WaitTake {
+    pub take: Take,
+    pub wait_ms: u64,
+}
+
+/// A worker's result for the job it holds, and its ask for the next job (None: it stops).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompleteTake {
+    pub done: Completion,
+    pub take: Option<Take>,
+}
+
+/// The answer to a [`CompleteTake`]: whether the result was accepted, and the next job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Completed {
+    pub accepted: bool,
+    pub next: Option<Lease>,
+}
+
+/// A take that found nothing free and left a waiter behind: the awakeable the queue resolves
+/// with a lease when a job is queued or handed back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Waiter {
+    pub awakeable: String,
+    pub take: Take,
+}
+
+/// What `LoopJobs/take_or_wait` answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Offer {
+    /// A job, leased to the taker.
+    Lease(Box<Lease>),
+    /// Nothing free: the waiter is registered; `lapse_ms` is when the earliest lease lapses
+    /// (ms since the epoch; 0: none held), after which a take may find that job.
+    Wait { lapse_ms: u64 },
+}
+
 /// A worker naming the job it holds (renew, release).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Fence {
@@ -210,6 +250,10 @@ pub struct JobSlot {
     pub holder: Option<String>,
     pub lease_until_ms: u64,
     pub lease_ms: u64,
+    /// The waiter (awakeable) the job was handed to, while that take may still give up: a
+    /// waiter that timed out hands the job back rather than let its lease lapse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_to: Option<String>,
 }
 
 impl JobSlot {

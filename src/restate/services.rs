@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 use restate_sdk::prelude::*;
 
 use super::{
-    Completion, Entry, Fence, IssueEnd, IssueInput, Job, JobDone, JobSlot, Lease, Page, RunEnd, RunInput, Take, Tips,
+    CompleteTake, Completed, Completion, Entry, Fence, IssueEnd, IssueInput, Job, JobDone, JobSlot, Lease, Offer, Page,
+    RunEnd, RunInput, Take, Tips, WaitTake, Waiter,
 };
 use crate::journal::Body;
 use crate::machine::{self, Command, Event, Stage, State};
@@ -90,12 +91,60 @@ impl LoopLog {
 
 /// The job queue, keyed by queue name. Workers pull (no inbound port on a worker); each take
 /// leases a job and bumps its attempt number, the token a completion must carry.
+///
+/// A take that finds nothing free may wait (`wait_take`): it leaves a waiter (an awakeable)
+/// and the queue hands the next job queued or handed back straight to the oldest waiter, so a
+/// job reaches an idle worker without a poll's delay. A waiter that gives up first is
+/// forgotten, and a job already handed to it is handed back, never left to lapse.
 pub struct LoopJobs;
 
 const JOBS: &str = "jobs";
+const WAITERS: &str = "waiters";
+
+/// At most this many waiters are kept (the oldest go first): a waiter whose worker died is
+/// dropped in time without a job, or takes one whose lease then lapses.
+const WAITERS_KEPT: usize = 64;
 
 async fn slots(ctx: &ObjectContext<'_>) -> Result<Vec<JobSlot>, HandlerError> {
     Ok(ctx.get::<Json<Vec<JobSlot>>>(JOBS).await?.map(|j| j.into_inner()).unwrap_or_default())
+}
+
+async fn waiters(ctx: &ObjectContext<'_>) -> Result<Vec<Waiter>, HandlerError> {
+    Ok(ctx.get::<Json<Vec<Waiter>>>(WAITERS).await?.map(|j| j.into_inner()).unwrap_or_default())
+}
+
+/// Leases `slot` to `take` at `now`: the one place a take bumps the attempt number.
+fn lease_to(slot: &mut JobSlot, take: Take, now: u64) -> Lease {
+    slot.token += 1;
+    slot.holder = Some(take.worker);
+    slot.lease_ms = take.lease_ms;
+    slot.lease_until_ms = now + take.lease_ms;
+    slot.handed_to = None;
+    Lease { job: slot.job.clone(), token: slot.token, lease_ms: take.lease_ms }
+}
+
+/// Hands free jobs to waiting takers, oldest first (after a job was queued or handed back);
+/// `all` is written by the caller.
+async fn dispatch(ctx: &ObjectContext<'_>, all: &mut [JobSlot]) -> Result<(), HandlerError> {
+    if !all.iter().any(|s| s.holder.is_none()) {
+        return Ok(());
+    }
+    let mut waiting = waiters(ctx).await?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let now = clock(ctx).await?;
+    for slot in all.iter_mut().filter(|s| s.holder.is_none()) {
+        if waiting.is_empty() {
+            break;
+        }
+        let w = waiting.remove(0);
+        let lease = lease_to(slot, w.take, now);
+        slot.handed_to = Some(w.awakeable.clone());
+        ctx.resolve_awakeable(&w.awakeable, Json(lease));
+    }
+    ctx.set(WAITERS, Json(waiting));
+    Ok(())
 }
 
 async fn clock(ctx: &ObjectContext<'_>) -> Result<u64, HandlerError> {
@@ -110,9 +159,86 @@ impl LoopJobs {
         let job = job.into_inner();
         let mut all = slots(&ctx).await?;
         if !all.iter().any(|s| s.job.id == job.id) {
-            all.push(JobSlot { job, token: 0, holder: None, lease_until_ms: 0, lease_ms: 0 });
+            all.push(JobSlot { job, token: 0, holder: None, lease_until_ms: 0, lease_ms: 0, handed_to: None });
+            dispatch(&ctx, &mut all).await?;
             ctx.set(JOBS, Json(all));
         }
+        Ok(())
+    }
+
+    /// A take that waits: leases a job at once if one is free, else waits (without holding
+    /// the queue: this handler is shared) until the queue hands one over, the earliest lease
+    /// lapses, or `wait_ms` passed.
+    #[handler]
+    async fn wait_take(
+        &self,
+        ctx: SharedObjectContext<'_>,
+        ask: Json<WaitTake>,
+    ) -> Result<Json<Option<Lease>>, HandlerError> {
+        let WaitTake { take, wait_ms } = ask.into_inner();
+        let queue = ctx.object_client::<LoopJobsClient>(ctx.key());
+        let (awakeable, handed) = ctx.awakeable::<Json<Lease>>();
+        let waiter = Waiter { awakeable: awakeable.clone(), take };
+        let lease = match queue.take_or_wait(Json(waiter)).call().await?.into_inner() {
+            Offer::Lease(lease) => Some(*lease),
+            Offer::Wait { lapse_ms } => {
+                let now = ctx.run(|| async { Ok(now_ms()) }).name("now").await?;
+                let until = if lapse_ms > 0 { (now + wait_ms).min(lapse_ms) } else { now + wait_ms };
+                let nap = std::time::Duration::from_millis(until.saturating_sub(now).max(1));
+                restate_sdk::select! {
+                    lease = handed => Some(lease?.into_inner()),
+                    _ = ctx.sleep(nap) => {
+                        // Gave up: a job handed over meanwhile goes back to the queue.
+                        queue.forget(awakeable).call().await?;
+                        None
+                    }
+                }
+            }
+        };
+        Ok(Json(lease))
+    }
+
+    /// `wait_take`'s locked half: leases the oldest free job (or one whose lease lapsed) to
+    /// the waiter's taker, or registers the waiter.
+    #[handler]
+    async fn take_or_wait(&self, ctx: ObjectContext<'_>, waiter: Json<Waiter>) -> Result<Json<Offer>, HandlerError> {
+        let waiter = waiter.into_inner();
+        let mut all = slots(&ctx).await?;
+        let now = if all.is_empty() { 0 } else { clock(&ctx).await? };
+        if let Some(slot) = all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now) {
+            let lease = lease_to(slot, waiter.take, now);
+            ctx.set(JOBS, Json(all));
+            return Ok(Json(Offer::Lease(Box::new(lease))));
+        }
+        let lapse_ms = all.iter().filter(|s| s.holder.is_some()).map(|s| s.lease_until_ms).min().unwrap_or(0);
+        let mut waiting = waiters(&ctx).await?;
+        waiting.push(waiter);
+        if waiting.len() > WAITERS_KEPT {
+            waiting.remove(0);
+        }
+        ctx.set(WAITERS, Json(waiting));
+        Ok(Json(Offer::Wait { lapse_ms }))
+    }
+
+    /// A waiter gave up: it is forgotten, and a job handed to it meanwhile (its lease not yet
+    /// renewed by anyone) is handed back to the queue at once.
+    #[handler]
+    async fn forget(&self, ctx: ObjectContext<'_>, awakeable: String) -> Result<(), HandlerError> {
+        let mut waiting = waiters(&ctx).await?;
+        if let Some(at) = waiting.iter().position(|w| w.awakeable == awakeable) {
+            waiting.remove(at);
+            ctx.set(WAITERS, Json(waiting));
+            return Ok(());
+        }
+        let mut all = slots(&ctx).await?;
+        let Some(slot) = all.iter_mut().find(|s| s.handed_to.as_deref() == Some(awakeable.as_str())) else {
+            return Ok(());
+        };
+        slot.holder = None;
+        slot.lease_until_ms = 0;
+        slot.handed_to = None;
+        dispatch(&ctx, &mut all).await?;
+        ctx.set(JOBS, Json(all));
         Ok(())
     }
 
@@ -128,11 +254,7 @@ impl LoopJobs {
         let Some(slot) = all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now) else {
             return Ok(Json(None));
         };
-        slot.token += 1;
-        slot.holder = Some(take.worker);
-        slot.lease_ms = take.lease_ms;
-        slot.lease_until_ms = now + take.lease_ms;
-        let lease = Lease { job: slot.job.clone(), token: slot.token, lease_ms: take.lease_ms };
+        let lease = lease_to(slot, take, now);
         ctx.set(JOBS, Json(all));
         Ok(Json(Some(lease)))
     }
@@ -165,6 +287,8 @@ impl LoopJobs {
         };
         slot.holder = None;
         slot.lease_until_ms = 0;
+        slot.handed_to = None;
+        dispatch(&ctx, &mut all).await?;
         ctx.set(JOBS, Json(all));
         Ok(true)
     }
@@ -184,14 +308,52 @@ impl LoopJobs {
         Ok(true)
     }
 
-    /// Cheap for idle workers (a shared handler takes no lock and writes nothing): how many
-    /// jobs nobody holds, and when the earliest lease lapses (ms since the epoch; 0: none held).
+    /// `complete` and `take` in one call: a worker that finished a job asks for the next at once
+    /// (it is likely queued), one round trip instead of two.
+    #[handler]
+    async fn complete_take(
+        &self,
+        ctx: ObjectContext<'_>,
+        ask: Json<CompleteTake>,
+    ) -> Result<Json<Completed>, HandlerError> {
+        let CompleteTake { done, take } = ask.into_inner();
+        let mut all = slots(&ctx).await?;
+        let accepted = match all.iter().position(|s| s.fenced_by(&done.job_id, done.token)) {
+            Some(at) => {
+                let slot = all.remove(at);
+                ctx.resolve_awakeable(&slot.job.awakeable, Json(done.done));
+                true
+            }
+            None => false,
+        };
+        let mut next = None;
+        if let (Some(take), false) = (take, all.is_empty()) {
+            let now = clock(&ctx).await?;
+            if let Some(slot) = all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now) {
+                next = Some(lease_to(slot, take, now));
+            }
+        }
+        if accepted || next.is_some() {
+            ctx.set(JOBS, Json(all));
+        }
+        Ok(Json(Completed { accepted, next }))
+    }
+
+    /// A cheap look (a shared handler takes no lock and writes nothing; workers wait in
+    /// `wait_take` instead, workers of older code poll this): how many jobs nobody holds, and
+    /// when the earliest lease lapses (ms since the epoch; 0: none held).
     #[handler]
     async fn peek(&self, ctx: SharedObjectContext<'_>) -> Result<Json<(u64, u64)>, HandlerError> {
         let all = ctx.get::<Json<Vec<JobSlot>>>(JOBS).await?.map(|j| j.into_inner()).unwrap_or_default();
         let free = all.iter().filter(|s| s.holder.is_none()).count() as u64;
         let lapse = all.iter().filter(|s| s.holder.is_some()).map(|s| s.lease_until_ms).min().unwrap_or(0);
         Ok(Json((free, lapse)))
+    }
+
+    /// How many takes wait for a job.
+    #[handler]
+    async fn waiting(&self, ctx: SharedObjectContext<'_>) -> Result<u64, HandlerError> {
+        Ok(ctx.get::<Json<Vec<Waiter>>>(WAITERS).await?.map(|w| w.into_inner().len() as u64).unwrap_or(0))
     }
 
     /// The queue as it stands.

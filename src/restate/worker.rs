@@ -2,9 +2,11 @@
 //! branch to `origin`, and completes the job under its lease.
 //!
 //! Invariants:
-//! - A worker listens on no port: it pulls (`take`), renews its lease by heartbeat, and
-//!   completes; a lapsed lease makes the job anyone's again, with a new attempt number, and this
-//!   worker's later result for it is refused.
+//! - A worker listens on no port: it pulls (an idle slot waits in the queue, `wait_take`, and
+//!   is handed the next job as it is queued; a slot that finished a job completes it and takes
+//!   the next in one call), renews its lease by heartbeat, and completes; a lapsed lease makes
+//!   the job anyone's again, with a new attempt number, and this worker's later result for it
+//!   is refused.
 //! - Before a job the worker makes its clone agree with `origin`: it fetches, moves loop's
 //!   branches of the run to their pushed tips, and rebuilds the issue's worktree from the pushed
 //!   branch when what it has differs (another worker may have carried the issue's last job).
@@ -15,8 +17,12 @@
 //! - The run's log is read once per worker and then only from where it was left: entries are
 //!   never rewritten, only appended.
 //! - A job's branch is pushed before its result is reported, with `--force-with-lease` on the
-//!   tip the job started from, so a worker whose lease lapsed cannot move the branch under the
-//!   attempt that replaced it.
+//!   tip `origin` had when the job started, so a worker whose lease lapsed cannot move the
+//!   branch under the attempt that replaced it. One exception, which holds no work: a job that
+//!   only created the branch at a commit `origin` holds already (the run's base, a
+//!   dependency's recorded tip), with a phase to follow, reports that tip unpushed; any worker
+//!   makes the branch again from the recorded tip, and the next job pushes whatever differs
+//!   from `origin` (leasing on `origin` lacking the branch).
 //! - The clone is a cache of `origin`, not a record: a job counts once its branch is pushed and
 //!   its result accepted, and a restarted worker fetches and checks before it trusts anything
 //!   here. Its git effects are therefore not fsynced (a local run's are, because its journal
@@ -31,7 +37,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::Ingress;
-use super::{paths, Chained, Completion, Entry, Fence, JobDone, Lease, RestateError, Take, Tips};
+use super::{
+    paths, Chained, CompleteTake, Completion, Entry, Fence, JobDone, Lease, RestateError, Take, Tips, WaitTake,
+};
 use crate::journal::Body;
 use crate::machine::Command;
 use crate::proc::{self, Cancel, Cmd};
@@ -160,45 +168,50 @@ pub fn run(opts: &WorkerOpts, stop: &Cancel, perform: &Perform<'_>) -> Result<()
     Ok(())
 }
 
+/// How long one waiting take lasts: a stop request waits at most this long for the take to
+/// come back (a job it brings is handed back at once).
+const TAKE_WAIT: Duration = Duration::from_secs(2);
+
 fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, shared: &Shared, stop: &Cancel, perform: &Perform<'_>) {
     let take = Take { worker: format!("{}#{slot}", opts.name), lease_ms: opts.lease.as_millis() as u64 };
-    let mut idle = Duration::from_millis(2);
     let mut waiting = Instant::now();
-    // Right after a job the queue is likely to hold the next one: take at once.
-    let mut busy = false;
+    // The job the last completion brought (taken in the same call).
+    let mut next: Option<Lease> = None;
     while !stop.is_requested() {
-        // Idle workers only peek (a shared read); they take (a locked, journaled call) when a
-        // job is free or a lease may have lapsed.
-        let takeable = busy
-            || match ingress.peek(&opts.queue) {
-                Ok((free, lapse)) => free > 0 || (lapse > 0 && now_ms() >= lapse),
-                Err(_) => true,
-            };
-        busy = false;
-        if !takeable {
-            std::thread::sleep(idle);
-            idle = (idle * 2).min(Duration::from_millis(20));
-            continue;
-        }
-        match ingress.take(&opts.queue, &take) {
-            Ok(Some(lease)) => {
-                idle = Duration::from_millis(2);
-                if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
-                    eprintln!("loop worker: idle {} ms before {}", waiting.elapsed().as_millis(), lease.job.id);
+        let lease = match next.take() {
+            Some(lease) => lease,
+            // A waiting take: the queue hands this slot the next job as it is queued (no
+            // poll's delay), or answers none after TAKE_WAIT.
+            None => {
+                let asked = Instant::now();
+                match ingress
+                    .wait_take(&opts.queue, &WaitTake { take: take.clone(), wait_ms: TAKE_WAIT.as_millis() as u64 })
+                {
+                    Ok(Some(lease)) => lease,
+                    Ok(None) => {
+                        // An answer well before the wait's end (a lease about to lapse): no tight loop.
+                        if asked.elapsed() < Duration::from_millis(20) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        eprintln!("loop worker: {e}; trying again");
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
                 }
-                carry_out(opts, ingress, shared, lease, stop, perform);
-                waiting = Instant::now();
-                busy = true;
             }
-            Ok(None) => {
-                std::thread::sleep(idle);
-                idle = (idle * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => {
-                eprintln!("loop worker: {e}; trying again");
-                std::thread::sleep(Duration::from_secs(1));
-            }
+        };
+        if stop.is_requested() {
+            let _ = ingress.release(&opts.queue, &Fence { job_id: lease.job.id.clone(), token: lease.token });
+            break;
         }
+        if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+            eprintln!("loop worker: idle {} ms before {}", waiting.elapsed().as_millis(), lease.job.id);
+        }
+        next = carry_out(opts, ingress, shared, lease, &take, stop, perform);
+        waiting = Instant::now();
     }
 }
 
@@ -207,9 +220,10 @@ fn carry_out(
     ingress: &Ingress,
     shared: &Shared,
     lease: Lease,
+    take: &Take,
     stop: &Cancel,
     perform: &Perform<'_>,
-) {
+) -> Option<Lease> {
     let Lease { job, token, lease_ms } = lease;
     let began = Instant::now();
     let what = command_name(&job.command);
@@ -251,40 +265,45 @@ fn carry_out(
     if lost.load(Ordering::SeqCst) {
         eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id);
         shared.forget();
-        return;
+        return None;
     }
     match outcome {
         Ok(Some(done)) => {
             let done = Completion { job_id: job.id.clone(), token, done };
-            match ingress.complete(&opts.queue, &done) {
-                Ok(true) => {
+            // The next job in the same call, unless this worker is stopping.
+            let take = (!stop.is_requested()).then(|| take.clone());
+            match ingress.complete_take(&opts.queue, &CompleteTake { done, take }) {
+                Ok(super::Completed { accepted: true, next }) => {
                     eprintln!("loop worker: {} {what} done", job.id);
                     if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
                         eprintln!("loop worker: {} took {} ms", job.id, began.elapsed().as_millis());
                     }
+                    next
                 }
-                Ok(false) => {
+                Ok(super::Completed { accepted: false, next }) => {
                     eprintln!("loop worker: {} {what} refused (lease lapsed)", job.id);
                     shared.forget();
+                    next
                 }
-                Err(e) => eprintln!("loop worker: {} {what}: reporting the result failed: {e}", job.id),
+                Err(e) => {
+                    eprintln!("loop worker: {} {what}: reporting the result failed: {e}", job.id);
+                    None
+                }
             }
         }
         Ok(None) => {
             eprintln!("loop worker: {} {what} interrupted; handed back", job.id);
             let _ = ingress.release(&opts.queue, &fence);
+            None
         }
         Err(e) => {
             eprintln!("loop worker: {} {what}: {e}; handed back", job.id);
             let _ = ingress.release(&opts.queue, &fence);
             // Not in a tight loop: the same trouble would meet the next attempt at once.
             std::thread::sleep(Duration::from_secs(1));
+            None
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The command's name as the journal's commands are named.
@@ -318,6 +337,7 @@ fn attempt(
     };
     let command = paths::remap_value(job.command.clone(), &theirs, &ours)?;
     let queued = paths::remap_value(job.queued.clone(), &theirs, &ours)?;
+    let base_commit = start.base_commit.clone();
     let planned = start.issues.iter().find(|p| p.id.as_str() == issue).cloned();
     let Some(planned) = planned else { return Err(format!("issue {issue} is not in run {run_id}")) };
     // Only the job's own branch and its dependencies' (ended, so nobody moves them): another
@@ -332,6 +352,7 @@ fn attempt(
     let own_path = PathBuf::from(&planned.worktree);
     // `prepare` and `create_worktree` make the worktree themselves (or decide not to).
     let needs_worktree = !matches!(command, Command::Prepare | Command::CreateWorktree { .. });
+    // `started_at`: the job's branch on `origin` as this clone knows it (the push's lease).
     let (started_at, fetched) = {
         let _one = GIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let expected: Option<Vec<Option<String>>> = branches.iter().map(|b| job.tips.get(b).cloned()).collect();
@@ -339,18 +360,18 @@ fn attempt(
         let current = shared.fetched(run_id)
             && expected.as_ref().is_some_and(|e| e.iter().zip(&tips).all(|(want, (here, _))| want == here));
         if current {
-            let tip = tips[0].0.clone();
             if needs_worktree {
-                if let Some(tip) = &tip {
+                if let Some(tip) = &tips[0].0 {
                     let known_clean = shared.left_at(&own_path).as_deref() == Some(tip.as_str());
                     git.ensure_worktree(&branches[0], &own_path, tip, !known_clean)?;
                 }
             }
-            (tip, false)
+            (tips[0].1.clone(), false)
         } else {
             git.fetch()?;
             shared.note_fetch(run_id);
-            (git.sync_branches(&branches, &own_path, needs_worktree)?, true)
+            let recorded: Vec<Option<String>> = branches.iter().map(|b| job.tips.get(b).cloned().flatten()).collect();
+            (git.sync_branches(&branches, &recorded, &own_path, needs_worktree)?, true)
         }
     };
     // Whatever happens to the job from here, this worktree is no longer known clean.
@@ -360,9 +381,18 @@ fn attempt(
     let task = Task { run_id: run_id.to_string(), issue: issue.to_string(), command, queued, bodies, cancel };
     let Some((done, chained)) = perform(task)? else { return Ok(None) };
     let t_work = t0.elapsed();
+    // A branch this job only created, at a commit `origin` holds already (the run's base or a
+    // dependency's recorded tip), with a phase to follow: its push is left to the phase's job,
+    // which pushes whatever differs from `origin`. Any worker can make the branch again from
+    // the recorded tip, and the phase's push still leases on `origin` lacking the branch.
+    let last = chained.last().map(|c| &c.command).unwrap_or(&job.command);
+    let goes_on = matches!(last, Command::CreateWorktree { .. } | Command::StartPhase { .. });
+    let on_origin = |tip: &str| {
+        tip == base_commit || branches[1..].iter().any(|b| job.tips.get(b).is_some_and(|t| t.as_deref() == Some(tip)))
+    };
     let tip = {
         let _one = GIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        git.push(planned.branch.as_str(), started_at.as_deref())?
+        git.push(planned.branch.as_str(), started_at.as_deref(), |tip| goes_on && on_origin(tip))?
     };
     shared.leave(&own_path, tip.clone());
     if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
@@ -466,13 +496,28 @@ impl Git<'_> {
     }
 
     /// Makes loop's branches of the run agree with `origin`: a branch at another tip (and a
-    /// worktree of it) is moved to the pushed tip; a branch never pushed is dropped (its job
-    /// did not complete, so nothing the run recorded is on it). With `add`, the job's own
-    /// worktree (`branches[0]`) is rebuilt on the pushed branch when it is missing, and cleaned
-    /// of what a dead attempt left. Returns `origin`'s tip of the job's branch.
-    fn sync_branches(&self, branches: &[String], own_path: &Path, add: bool) -> Result<Option<String>, String> {
+    /// worktree of it) is moved to the pushed tip; a branch not on `origin` is made at the tip
+    /// the run recorded for it (`recorded`, per branch) when this clone has that commit (a job
+    /// created it there and left its push to the next job), else dropped (its job did not
+    /// complete, so nothing the run recorded is on it). With `add`, the job's own worktree
+    /// (`branches[0]`) is rebuilt on that tip when it is missing, and cleaned of what a dead
+    /// attempt left. Returns `origin`'s tip of the job's branch.
+    fn sync_branches(
+        &self,
+        branches: &[String],
+        recorded: &[Option<String>],
+        own_path: &Path,
+        add: bool,
+    ) -> Result<Option<String>, String> {
         let tips = self.tips(branches)?;
-        let differ: Vec<usize> = (0..branches.len()).filter(|&i| tips[i].0 != tips[i].1).collect();
+        let target: Vec<Option<String>> = (0..branches.len())
+            .map(|i| match (&tips[i].1, recorded.get(i).cloned().flatten()) {
+                (Some(there), _) => Some(there.clone()),
+                (None, Some(c)) if self.has_commit(&c) => Some(c),
+                (None, _) => None,
+            })
+            .collect();
+        let differ: Vec<usize> = (0..branches.len()).filter(|&i| tips[i].0 != target[i]).collect();
         if !differ.is_empty() {
             let worktrees = self.worktrees()?;
             for &i in &differ {
@@ -481,18 +526,21 @@ impl Git<'_> {
                     let p = path.display().to_string();
                     self.git(&["worktree", "remove", "--force", &p])?;
                 }
-                match &tips[i].1 {
+                match &target[i] {
                     Some(tip) => self.git(&["branch", "--force", "--no-track", b, tip])?,
                     None => self.git(&["branch", "-D", b])?,
                 };
             }
             self.git(&["worktree", "prune"])?;
         }
-        let remote = tips[0].1.clone();
-        if let (true, Some(tip)) = (add, &remote) {
+        if let (true, Some(tip)) = (add, &target[0]) {
             self.ensure_worktree(&branches[0], own_path, tip, true)?;
         }
-        Ok(remote)
+        Ok(tips[0].1.clone())
+    }
+
+    fn has_commit(&self, oid: &str) -> bool {
+        self.git(&["cat-file", "-e", &format!("{oid}^{{commit}}")]).is_ok()
     }
 
     /// The job's worktree of branch `own` at `tip`: rebuilt when it is missing; with `look`,
@@ -521,11 +569,17 @@ impl Git<'_> {
         Ok(())
     }
 
-    /// Pushes the branch if the job moved it; refused when `origin` moved since the job began.
-    /// Returns the branch's tip on `origin` after (None: the branch is not there).
-    fn push(&self, branch: &str, started_at: Option<&str>) -> Result<Option<String>, String> {
+    /// Pushes the branch if it differs from `origin` (`started_at`, as the job began); refused
+    /// when `origin` moved since. A new branch whose tip `defer` accepts is not pushed (the
+    /// issue's next job does). Returns the branch's tip as the run records it (None: no branch).
+    fn push(
+        &self,
+        branch: &str,
+        started_at: Option<&str>,
+        defer: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, String> {
         let Some(tip) = self.local_tip(branch) else { return Ok(started_at.map(String::from)) };
-        if started_at == Some(tip.as_str()) {
+        if started_at == Some(tip.as_str()) || (started_at.is_none() && defer(&tip)) {
             return Ok(Some(tip));
         }
         let lease = format!("--force-with-lease=refs/heads/{branch}:{}", started_at.unwrap_or(""));

@@ -432,3 +432,83 @@ fn sync_fills_a_mirror_and_is_idempotent() {
     assert_eq!(states(&status_of(fx, &fx.submit, Some(&run))), expected);
     cluster.shutdown();
 }
+
+/// A JSON call to the test server's ingress (`body` None: a call without input).
+fn call(agent: &ureq::Agent, path: &str, body: Option<Value>) -> Value {
+    let url = format!("{INGRESS}/{path}");
+    let mut resp = match body {
+        Some(b) => agent.post(&url).header("content-type", "application/json").send(b.to_string()),
+        None => agent.post(&url).send_empty(),
+    }
+    .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let text = resp.body_mut().read_to_string().expect("an answer");
+    if text.is_empty() {
+        // A handler that returns nothing.
+        return Value::Null;
+    }
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+}
+
+fn a_job(id: &str) -> Value {
+    serde_json::json!({ "id": id, "run_id": "r", "issue": "X-1", "command": "prepare", "awakeable": "none" })
+}
+
+/// A take that waits gets a job handed over as it is queued: its answer is that job's lease,
+/// not the empty answer its wait would end in (the wait is a minute; the test's client gives
+/// up after two). A take that gave up is forgotten: the next job queued is free for anyone,
+/// first attempt, not handed to the gone waiter. A completion that takes the next job is
+/// fenced as a plain one.
+#[test]
+fn a_waiting_take_gets_the_job_queued_and_a_take_that_gave_up_is_forgotten() {
+    let Some(server) = server_bin() else { return };
+    if !in_own_network() {
+        return;
+    }
+    let cluster = Cluster::start(Fixture::new(0, &[]), &server, &[]);
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(120))).build().into();
+    let ask = |wait_ms: u64| serde_json::json!({ "take": { "worker": "t", "lease_ms": 60_000 }, "wait_ms": wait_ms, "logs": [] });
+    let waiter = {
+        let (agent, ask) = (agent.clone(), ask(60_000));
+        std::thread::spawn(move || call(&agent, "LoopJobs/q/wait_take", Some(ask)))
+    };
+    let until = Instant::now() + LONG;
+    while call(&agent, "LoopJobs/q/waiting", None) != serde_json::json!(1) {
+        assert!(Instant::now() < until, "the take never waited:\n{}", cluster.dump_logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    call(&agent, "LoopJobs/q/enqueue", Some(a_job("r/X-1/1")));
+    let taken = waiter.join().expect("the waiting take");
+    assert_eq!(taken["job"]["id"], "r/X-1/1", "{taken}");
+    assert_eq!(taken["token"], 1, "{taken}");
+    assert_eq!(call(&agent, "LoopJobs/q/waiting", None), 0);
+
+    let gave_up = call(&agent, "LoopJobs/q/wait_take", Some(ask(200)));
+    assert!(gave_up.is_null(), "nothing was queued: {gave_up}");
+    assert_eq!(call(&agent, "LoopJobs/q/waiting", None), 0, "the waiter that gave up is forgotten");
+    call(&agent, "LoopJobs/q/enqueue", Some(a_job("r/X-1/2")));
+    let take = serde_json::json!({ "worker": "u", "lease_ms": 60_000 });
+    let lease = call(&agent, "LoopJobs/q/take", Some(take));
+    assert_eq!(lease["job"]["id"], "r/X-1/2", "the job is free: {lease}");
+    assert_eq!(lease["token"], 1, "its first attempt: {lease}");
+
+    // A completion that takes the next job in the same call is fenced as any: a stale attempt
+    // is refused and the job stays with its holder; the next job is leased all the same.
+    call(&agent, "LoopJobs/q/enqueue", Some(a_job("r/X-1/3")));
+    let stale = serde_json::json!({
+        "done": { "job_id": "r/X-1/2", "token": 0, "entries": [] },
+        "take": { "worker": "v", "lease_ms": 60_000 },
+    });
+    let answer = call(&agent, "LoopJobs/q/complete_take", Some(stale));
+    assert_eq!(answer["accepted"], false, "{answer}");
+    assert_eq!(answer["next"]["job"]["id"], "r/X-1/3", "{answer}");
+    let jobs = call(&agent, "LoopJobs/q/list", None);
+    let held: Vec<(&str, &str)> = jobs
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| (s["job"]["id"].as_str().unwrap_or(""), s["holder"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(held, [("r/X-1/1", "t"), ("r/X-1/2", "u"), ("r/X-1/3", "v")], "{jobs}");
+    cluster.shutdown();
+}
