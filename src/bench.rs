@@ -514,6 +514,33 @@ fn floor(repo: &Path, issues: usize) -> Result<Duration, BenchError> {
     Ok(t.elapsed())
 }
 
+/// The same floor with each effect made durable as loop makes a local run's (on a file system
+/// whose `syncfs` reaches the device): git with loop's fsync settings, then one `syncfs` after
+/// the worktree add, the commit and the removal. What the plain floor leaves in the page cache
+/// (and, for a removed worktree, never writes at all), a power cut would lose; loop may not.
+fn durable_floor(repo: &Path, issues: usize) -> Result<Duration, BenchError> {
+    let settle = || crate::workspace::syncfs(repo).map_err(io);
+    let g = |dir: &Path, args: &[&str]| {
+        let mut all: Vec<&str> = crate::workspace::FSYNC_CONFIG.to_vec();
+        all.extend_from_slice(args);
+        git(dir, &all)
+    };
+    let t = Instant::now();
+    for i in 0..issues {
+        let wt = repo.join(format!(".wt/w{i}"));
+        let w = wt.to_string_lossy();
+        g(repo, &["worktree", "add", "-q", "-b", &format!("b{i}"), &w, "HEAD"])?;
+        settle()?;
+        std::fs::write(wt.join("work.txt"), format!("work of issue {i}\n")).map_err(io)?;
+        g(&wt, &["add", "-A"])?;
+        g(&wt, &["commit", "-q", "-m", "work"])?;
+        settle()?;
+        g(repo, &["worktree", "remove", &w])?;
+        settle()?;
+    }
+    Ok(t.elapsed())
+}
+
 /// 4. Per-issue overhead of `loop run --agent sim --no-guard` vs the git floor, at one size.
 ///
 /// `details` adds the guard, `--jobs 4` and durability figures (once is enough).
@@ -547,6 +574,11 @@ fn per_issue(dir: &Path, issues: usize, details: bool) -> Result<Row, BenchError
         // journaled (git's core.fsync and loop's own): what durability costs per issue.
         let unsynced =
             timed_env("run-nofsync", &["--no-guard", "--no-review-doc"], &[("LOOP_BENCH_NO_GIT_FSYNC", "1")])?;
+        let durable_repo = dir.join(format!("floor-durable-{issues}"));
+        sample_repo(&durable_repo, issues)?;
+        let durable = durable_floor(&durable_repo, issues);
+        let _ = std::fs::remove_dir_all(&durable_repo);
+        let durable = durable?;
         notes.push(format!("with guard checks: {:.1} ms/issue", per(guarded)));
         notes.push(format!("--jobs 4, no guard: {:.1} ms/issue", per(jobs)));
         notes.push(format!(
@@ -554,6 +586,13 @@ fn per_issue(dir: &Path, issues: usize, details: bool) -> Result<Row, BenchError
             per(plain),
             per(unsynced),
             per(plain) - per(unsynced)
+        ));
+        notes.push(format!(
+            "without fsyncs {:.2}× the floor; the floor made as durable as loop makes its effects \
+             (git's fsyncs, a syncfs after each effect) {:.1} ms/issue: loop durable {:.2}× it",
+            unsynced.as_secs_f64() / floor.as_secs_f64(),
+            per(durable),
+            plain.as_secs_f64() / durable.as_secs_f64()
         ));
     }
     let ratio = floor.as_secs_f64() / plain.as_secs_f64();

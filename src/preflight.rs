@@ -284,7 +284,9 @@ pub fn run(req: &Request) -> Result<(), PreflightError> {
 /// Looks at the repository, the tools and the state dir (see the module doc for what it writes).
 pub fn gather(req: &Request) -> Facts {
     let status = if req.check_checkout || !req.docs.is_empty() {
-        git_status(req.repo).map(|entries| without_state_dir(entries, req.repo, req.state_dir))
+        // Without the checkout's check only the docs' own status is needed.
+        let only = (!req.check_checkout).then_some(req.docs.as_slice());
+        git_status(req.repo, only).map(|entries| without_state_dir(entries, req.repo, req.state_dir))
     } else {
         Ok(Vec::new())
     };
@@ -333,9 +335,17 @@ fn git(repo: &Path, args: &[&str]) -> Result<proc::Output, String> {
     proc::run(&cmd).map_err(|e| e.to_string())
 }
 
-/// `git status --porcelain -z`: (XY, path) per entry, untracked files one by one.
-fn git_status(repo: &Path) -> Result<Vec<(String, String)>, String> {
-    let out = git(repo, &["status", "--porcelain", "-z", "--untracked-files=all"])?;
+/// `git status --porcelain -z`: (XY, path) per entry, untracked files one by one; only of
+/// `paths` when given (a whole checkout's status costs a scan of every file: on a large
+/// repository far more than the docs a run reads).
+fn git_status(repo: &Path, paths: Option<&[String]>) -> Result<Vec<(String, String)>, String> {
+    // Literal pathspecs: a doc's name is data, never a pattern.
+    let mut args = vec!["--literal-pathspecs", "status", "--porcelain", "-z", "--untracked-files=all"];
+    if let Some(paths) = paths {
+        args.push("--");
+        args.extend(paths.iter().map(String::as_str));
+    }
+    let out = git(repo, &args)?;
     if !out.success() {
         return Err(format!("git status: {} ({})", out.stderr_text().trim(), out.describe()));
     }

@@ -1524,8 +1524,9 @@ fn syncfs_reaches_the_device(p: &Path) -> bool {
 }
 
 /// `syncfs(2)` of the file system holding `p`: every dirty file and directory on it reaches the
-/// device. Since Linux 5.8 it also reports a writeback error seen on that file system.
-fn syncfs(p: &Path) -> std::io::Result<()> {
+/// device. Since Linux 5.8 it also reports a writeback error seen on that file system. (Public
+/// for `loop bench`'s durable floor, which settles git's effects as loop does.)
+pub fn syncfs(p: &Path) -> std::io::Result<()> {
     syncfs_fd(&std::fs::File::open(p)?)
 }
 

@@ -158,6 +158,39 @@ fn allow_dirty_covers_the_checkout_but_not_an_uncommitted_issue_doc() {
 }
 
 #[test]
+fn without_the_guard_only_the_issue_docs_status_is_checked() {
+    // `--no-guard` turns the checkout's check off: an unrelated change passes, a changed issue
+    // doc still does not (its status is asked for the docs alone).
+    let repo = demo_repo();
+    std::fs::write(repo.join("notes.txt"), "mine\n").unwrap();
+    let doc = repo.join("docs/projects/orbit/issues/ORB-1.md");
+    let text_before = std::fs::read_to_string(&doc).unwrap();
+    std::fs::write(&doc, format!("{text_before}\nA line added after the commit.\n")).unwrap();
+    let before = everything(&repo);
+    let run = || {
+        loop_cmd(&repo)
+            .args(["run", "-m", "M1-core", "--sim-scenario", "scenario.json", "-q", "--no-guard"])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(exit::BAD_INPUT), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "loop: error: issue doc docs/projects/orbit/issues/ORB-1.md is changed since it was committed"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("notes.txt"), "{stderr}");
+    assert_eq!(everything(&repo), before);
+
+    std::fs::write(&doc, text_before).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(exit::NOT_ALL_DONE), "{:?}", text(&out));
+}
+
+#[test]
 fn a_logged_in_codex_passes_and_an_unwritable_state_dir_does_not() {
     let repo = demo_repo();
     let fake = fake_codex(&repo, 0);
