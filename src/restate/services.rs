@@ -242,7 +242,10 @@ impl LoopJobs {
         Ok(())
     }
 
-    /// Leases the oldest job nobody holds (or whose lease lapsed) to `worker`.
+    /// Leases the oldest job nobody holds (or whose lease lapsed) to `worker`, or answers none.
+    /// Workers of this code take with `wait_take` and `complete_take`; this stays because
+    /// workers of older code, talking to a newer endpoint, poll `peek` and then take here (and
+    /// the waiting-take test takes a job with it).
     #[handler]
     async fn take(&self, ctx: ObjectContext<'_>, take: Json<Take>) -> Result<Json<Option<Lease>>, HandlerError> {
         let take = take.into_inner();
@@ -339,9 +342,10 @@ impl LoopJobs {
         Ok(Json(Completed { accepted, next }))
     }
 
-    /// A cheap look (a shared handler takes no lock and writes nothing; workers wait in
-    /// `wait_take` instead, workers of older code poll this): how many jobs nobody holds, and
-    /// when the earliest lease lapses (ms since the epoch; 0: none held).
+    /// A cheap look (a shared handler takes no lock and writes nothing): how many jobs nobody
+    /// holds, and when the earliest lease lapses (ms since the epoch; 0: none held). Workers of
+    /// this code wait in `wait_take` instead; this stays because workers of older code, talking
+    /// to a newer endpoint, poll it before they `take`.
     #[handler]
     async fn peek(&self, ctx: SharedObjectContext<'_>) -> Result<Json<(u64, u64)>, HandlerError> {
         let all = ctx.get::<Json<Vec<JobSlot>>>(JOBS).await?.map(|j| j.into_inner()).unwrap_or_default();
