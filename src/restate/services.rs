@@ -123,6 +123,25 @@ fn lease_to(slot: &mut JobSlot, take: Take, now: u64) -> Lease {
     Lease { job: slot.job.clone(), token: slot.token, lease_ms: take.lease_ms }
 }
 
+/// The job a take gets at `now`: the oldest one nobody holds or whose lease lapsed. Every take
+/// (plain, waiting, after a completion) finds its job here, so they cannot disagree on the rule.
+fn free_slot(all: &mut [JobSlot], now: u64) -> Option<&mut JobSlot> {
+    all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now)
+}
+
+/// Applies `done` if it comes from the job's current attempt ([`JobSlot::fenced_by`]): the job
+/// leaves the queue and its workflow gets the result. A late result (its lease lapsed and the
+/// job went to another attempt, or the job is done) is refused: false, and `all` is unchanged.
+/// Every completion (plain, or with the next take) is settled here: one fencing rule.
+fn settle(ctx: &ObjectContext<'_>, all: &mut Vec<JobSlot>, done: Completion) -> bool {
+    let Some(at) = all.iter().position(|s| s.fenced_by(&done.job_id, done.token)) else {
+        return false;
+    };
+    let slot = all.remove(at);
+    ctx.resolve_awakeable(&slot.job.awakeable, Json(done.done));
+    true
+}
+
 /// Hands free jobs to waiting takers, oldest first (after a job was queued or handed back);
 /// `all` is written by the caller.
 async fn dispatch(ctx: &ObjectContext<'_>, all: &mut [JobSlot]) -> Result<(), HandlerError> {
@@ -205,7 +224,7 @@ impl LoopJobs {
         let waiter = waiter.into_inner();
         let mut all = slots(&ctx).await?;
         let now = if all.is_empty() { 0 } else { clock(&ctx).await? };
-        if let Some(slot) = all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now) {
+        if let Some(slot) = free_slot(&mut all, now) {
             let lease = lease_to(slot, waiter.take, now);
             ctx.set(JOBS, Json(all));
             return Ok(Json(Offer::Lease(Box::new(lease))));
@@ -254,7 +273,7 @@ impl LoopJobs {
             return Ok(Json(None));
         }
         let now = clock(&ctx).await?;
-        let Some(slot) = all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now) else {
+        let Some(slot) = free_slot(&mut all, now) else {
             return Ok(Json(None));
         };
         let lease = lease_to(slot, take, now);
@@ -296,17 +315,13 @@ impl LoopJobs {
         Ok(true)
     }
 
-    /// Applies a result if it comes from the job's current attempt; a late result (its lease
-    /// lapsed and the job went to another attempt, or the job is done) is refused.
+    /// Applies a result if it comes from the job's current attempt ([`settle`]).
     #[handler]
     async fn complete(&self, ctx: ObjectContext<'_>, done: Json<Completion>) -> Result<bool, HandlerError> {
-        let done = done.into_inner();
         let mut all = slots(&ctx).await?;
-        let Some(at) = all.iter().position(|s| s.fenced_by(&done.job_id, done.token)) else {
+        if !settle(&ctx, &mut all, done.into_inner()) {
             return Ok(false);
-        };
-        let slot = all.remove(at);
-        ctx.resolve_awakeable(&slot.job.awakeable, Json(done.done));
+        }
         ctx.set(JOBS, Json(all));
         Ok(true)
     }
@@ -321,20 +336,11 @@ impl LoopJobs {
     ) -> Result<Json<Completed>, HandlerError> {
         let CompleteTake { done, take } = ask.into_inner();
         let mut all = slots(&ctx).await?;
-        let accepted = match all.iter().position(|s| s.fenced_by(&done.job_id, done.token)) {
-            Some(at) => {
-                let slot = all.remove(at);
-                ctx.resolve_awakeable(&slot.job.awakeable, Json(done.done));
-                true
-            }
-            None => false,
-        };
+        let accepted = settle(&ctx, &mut all, done);
         let mut next = None;
         if let (Some(take), false) = (take, all.is_empty()) {
             let now = clock(&ctx).await?;
-            if let Some(slot) = all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now) {
-                next = Some(lease_to(slot, take, now));
-            }
+            next = free_slot(&mut all, now).map(|slot| lease_to(slot, take, now));
         }
         if accepted || next.is_some() {
             ctx.set(JOBS, Json(all));
