@@ -56,6 +56,8 @@ pub struct WorkerOpts {
     pub name: String,
     /// The clone's root.
     pub repo: PathBuf,
+    /// Print each job's timings on stderr (`LOOP_WORKER_TIMES`, which `loop bench` sets).
+    pub times: bool,
 }
 
 /// What a job needs carried out, with this clone's paths.
@@ -207,7 +209,7 @@ fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, shared: &Shared,
             let _ = ingress.release(&opts.queue, &Fence { job_id: lease.job.id.clone(), token: lease.token });
             break;
         }
-        if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+        if opts.times {
             eprintln!("loop worker: idle {} ms before {}", waiting.elapsed().as_millis(), lease.job.id);
         }
         next = carry_out(opts, ingress, shared, lease, &take, stop, perform);
@@ -275,7 +277,7 @@ fn carry_out(
             match ingress.complete_take(&opts.queue, &CompleteTake { done, take }) {
                 Ok(super::Completed { accepted: true, next }) => {
                     eprintln!("loop worker: {} {what} done", job.id);
-                    if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+                    if opts.times {
                         eprintln!("loop worker: {} took {} ms", job.id, began.elapsed().as_millis());
                     }
                     next
@@ -395,7 +397,7 @@ fn attempt(
         git.push(planned.branch.as_str(), started_at.as_deref(), |tip| goes_on && on_origin(tip))?
     };
     shared.leave(&own_path, tip.clone());
-    if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+    if opts.times {
         eprintln!(
             "loop worker: {issue}: read {} ms, {} {} ms, work {} ms, push {} ms",
             t_read.as_millis(),
