@@ -389,7 +389,7 @@ impl LoopIssue {
         let mut next: Vec<Command> = Vec::new();
         let mut jobs = 0u64;
         loop {
-            let command = next_command(&mut next, &state);
+            let command = machine::next_command(&mut next, || &state);
             let (entries, chained) = match command {
                 Command::Finish => break,
                 // Journal-only: the licence to run the phase. With a per-run budget the spend of
@@ -427,7 +427,7 @@ impl LoopIssue {
             let mut chained = chained.into_iter().peekable();
             let mut take_chained = |at: u64, next: &mut Vec<Command>, state: &State| -> Result<(), HandlerError> {
                 while let Some(c) = chained.next_if(|c| c.at <= at) {
-                    let ours = next_command(next, state);
+                    let ours = machine::next_command(next, || state);
                     if ours != c.command {
                         return Err(terminal(format!(
                             "nondeterminism: {id}: a worker went on with {:?}, this endpoint takes {ours:?}",
@@ -477,15 +477,6 @@ impl LoopIssue {
         let tips: Tips = tips.remove_entry(&own).into_iter().collect();
         Ok(Json(IssueEnd { issue: id, stage: state.stage.name().to_string(), tips }))
     }
-}
-
-/// The issue's next command, taken as a local drive takes it: the first of those the machine
-/// emitted last, or what resuming the state asks for.
-fn next_command(next: &mut Vec<Command>, state: &State) -> Command {
-    if next.is_empty() {
-        *next = machine::resume(state);
-    }
-    next.remove(0)
 }
 
 /// An issue event whose stage and commands the workflow fills in.
