@@ -80,6 +80,7 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode, CliError> {
         grace,
         name,
         repo: repo.clone(),
+        times: std::env::var_os("LOOP_WORKER_TIMES").is_some(),
     };
     let stop = stop_on_signals();
     crate::eoutln!(

@@ -196,20 +196,12 @@ impl<'a> IssueDriver<'a> {
 
     /// The next command: the first one left, or what resuming the issue's state asks for.
     fn next_command(&self, id: &str) -> Command {
-        let mut next = self.next.borrow_mut();
-        if next.is_empty() {
-            *next = machine::resume(&self.state(id));
-        }
-        next.remove(0)
+        machine::next_command(&mut self.next.borrow_mut(), || self.state(id))
     }
 
     /// The command [`Self::next_command`] would return, left in place.
     fn peek_command(&self, id: &str) -> Command {
-        let mut next = self.next.borrow_mut();
-        if next.is_empty() {
-            *next = machine::resume(&self.state(id));
-        }
-        next[0].clone()
+        machine::upcoming(&mut self.next.borrow_mut(), || self.state(id)).clone()
     }
 
     /// loop's environment failed at this step: journal the issue's interruption with the cause

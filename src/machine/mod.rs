@@ -481,6 +481,23 @@ pub fn resume(state: &State) -> Vec<Command> {
     }
 }
 
+/// The command a driver takes next for an issue: the first of `next` (the commands the machine
+/// emitted last), or, once none is left, the first of what resuming the issue's state asks for
+/// (`state` is asked only then). The local drive and Restate's workflow both take their commands
+/// here, so a worker's drive and the far workflow cannot disagree on the order.
+pub fn next_command<S: std::borrow::Borrow<State>>(next: &mut Vec<Command>, state: impl FnOnce() -> S) -> Command {
+    upcoming(next, state);
+    next.remove(0)
+}
+
+/// The command [`next_command`] would take, left first in `next`.
+pub fn upcoming<S: std::borrow::Borrow<State>>(next: &mut Vec<Command>, state: impl FnOnce() -> S) -> &Command {
+    if next.is_empty() {
+        *next = resume(state().borrow());
+    }
+    &next[0]
+}
+
 /// Where `loop retry` resumes an ended issue: the step that ended it, or the next fix when a
 /// review (or the checks) still wanted changes. An issue whose worktree never existed starts over.
 pub fn reopen_stage(state: &State) -> Stage {
@@ -865,6 +882,17 @@ pub enum Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_command_is_the_first_emitted_then_what_resuming_asks_for() {
+        let mut next = vec![Command::Finish];
+        let unasked = || -> State { panic!("the state is asked while emitted commands are left") };
+        assert_eq!(next_command(&mut next, unasked), Command::Finish);
+        let resumed = resume(&State::PENDING);
+        assert_eq!(upcoming(&mut next, || State::PENDING), &resumed[0]);
+        assert_eq!(next, resumed, "upcoming leaves the command in place");
+        assert_eq!(next_command(&mut next, || &State::PENDING), resumed[0]);
+    }
 
     fn run(events: &[Event]) -> Result<State, IllegalTransition> {
         let rules = Rules::default();

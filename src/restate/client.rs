@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{CompleteTake, Completed, Completion, Fence, JobSlot, Lease, Page, RestateError, RunInput, Take, WaitTake};
+use super::{CompleteTake, Completed, Completion, Fence, JobSlot, Lease, Page, RestateError, RunInput, WaitTake};
 
 /// The ingress of a Restate server (`http://127.0.0.1:8080` on one machine).
 #[derive(Clone)]
@@ -92,10 +92,6 @@ impl Ingress {
         self.post(&format!("LoopLog/{run_id}/read"), &from)
     }
 
-    pub fn take(&self, queue: &str, take: &Take) -> Result<Option<Lease>, RestateError> {
-        self.post(&format!("LoopJobs/{queue}/take"), take)
-    }
-
     /// A take that waits up to `ask.wait_ms` for a job (this client's timeout must be longer).
     pub fn wait_take(&self, queue: &str, ask: &WaitTake) -> Result<Option<Lease>, RestateError> {
         self.post(&format!("LoopJobs/{queue}/wait_take"), ask)
@@ -116,11 +112,6 @@ impl Ingress {
     /// Completes a job and takes the next one in the same call.
     pub fn complete_take(&self, queue: &str, done: &CompleteTake) -> Result<Completed, RestateError> {
         self.post(&format!("LoopJobs/{queue}/complete_take"), done)
-    }
-
-    /// Jobs nobody holds, and when the earliest lease lapses (ms since the epoch; 0: none held).
-    pub fn peek(&self, queue: &str) -> Result<(u64, u64), RestateError> {
-        self.post_empty(&format!("LoopJobs/{queue}/peek"))
     }
 
     pub fn jobs(&self, queue: &str) -> Result<Vec<JobSlot>, RestateError> {

@@ -123,6 +123,25 @@ fn lease_to(slot: &mut JobSlot, take: Take, now: u64) -> Lease {
     Lease { job: slot.job.clone(), token: slot.token, lease_ms: take.lease_ms }
 }
 
+/// The job a take gets at `now`: the oldest one nobody holds or whose lease lapsed. Every take
+/// (plain, waiting, after a completion) finds its job here, so they cannot disagree on the rule.
+fn free_slot(all: &mut [JobSlot], now: u64) -> Option<&mut JobSlot> {
+    all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now)
+}
+
+/// Applies `done` if it comes from the job's current attempt ([`JobSlot::fenced_by`]): the job
+/// leaves the queue and its workflow gets the result. A late result (its lease lapsed and the
+/// job went to another attempt, or the job is done) is refused: false, and `all` is unchanged.
+/// Every completion (plain, or with the next take) is settled here: one fencing rule.
+fn settle(ctx: &ObjectContext<'_>, all: &mut Vec<JobSlot>, done: Completion) -> bool {
+    let Some(at) = all.iter().position(|s| s.fenced_by(&done.job_id, done.token)) else {
+        return false;
+    };
+    let slot = all.remove(at);
+    ctx.resolve_awakeable(&slot.job.awakeable, Json(done.done));
+    true
+}
+
 /// Hands free jobs to waiting takers, oldest first (after a job was queued or handed back);
 /// `all` is written by the caller.
 async fn dispatch(ctx: &ObjectContext<'_>, all: &mut [JobSlot]) -> Result<(), HandlerError> {
@@ -205,7 +224,7 @@ impl LoopJobs {
         let waiter = waiter.into_inner();
         let mut all = slots(&ctx).await?;
         let now = if all.is_empty() { 0 } else { clock(&ctx).await? };
-        if let Some(slot) = all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now) {
+        if let Some(slot) = free_slot(&mut all, now) {
             let lease = lease_to(slot, waiter.take, now);
             ctx.set(JOBS, Json(all));
             return Ok(Json(Offer::Lease(Box::new(lease))));
@@ -242,7 +261,10 @@ impl LoopJobs {
         Ok(())
     }
 
-    /// Leases the oldest job nobody holds (or whose lease lapsed) to `worker`.
+    /// Leases the oldest job nobody holds (or whose lease lapsed) to `worker`, or answers none.
+    /// Workers of this code take with `wait_take` and `complete_take`; this stays because
+    /// workers of older code, talking to a newer endpoint, poll `peek` and then take here (and
+    /// the waiting-take test takes a job with it).
     #[handler]
     async fn take(&self, ctx: ObjectContext<'_>, take: Json<Take>) -> Result<Json<Option<Lease>>, HandlerError> {
         let take = take.into_inner();
@@ -251,7 +273,7 @@ impl LoopJobs {
             return Ok(Json(None));
         }
         let now = clock(&ctx).await?;
-        let Some(slot) = all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now) else {
+        let Some(slot) = free_slot(&mut all, now) else {
             return Ok(Json(None));
         };
         let lease = lease_to(slot, take, now);
@@ -293,17 +315,13 @@ impl LoopJobs {
         Ok(true)
     }
 
-    /// Applies a result if it comes from the job's current attempt; a late result (its lease
-    /// lapsed and the job went to another attempt, or the job is done) is refused.
+    /// Applies a result if it comes from the job's current attempt ([`settle`]).
     #[handler]
     async fn complete(&self, ctx: ObjectContext<'_>, done: Json<Completion>) -> Result<bool, HandlerError> {
-        let done = done.into_inner();
         let mut all = slots(&ctx).await?;
-        let Some(at) = all.iter().position(|s| s.fenced_by(&done.job_id, done.token)) else {
+        if !settle(&ctx, &mut all, done.into_inner()) {
             return Ok(false);
-        };
-        let slot = all.remove(at);
-        ctx.resolve_awakeable(&slot.job.awakeable, Json(done.done));
+        }
         ctx.set(JOBS, Json(all));
         Ok(true)
     }
@@ -318,20 +336,11 @@ impl LoopJobs {
     ) -> Result<Json<Completed>, HandlerError> {
         let CompleteTake { done, take } = ask.into_inner();
         let mut all = slots(&ctx).await?;
-        let accepted = match all.iter().position(|s| s.fenced_by(&done.job_id, done.token)) {
-            Some(at) => {
-                let slot = all.remove(at);
-                ctx.resolve_awakeable(&slot.job.awakeable, Json(done.done));
-                true
-            }
-            None => false,
-        };
+        let accepted = settle(&ctx, &mut all, done);
         let mut next = None;
         if let (Some(take), false) = (take, all.is_empty()) {
             let now = clock(&ctx).await?;
-            if let Some(slot) = all.iter_mut().find(|s| s.holder.is_none() || s.lease_until_ms < now) {
-                next = Some(lease_to(slot, take, now));
-            }
+            next = free_slot(&mut all, now).map(|slot| lease_to(slot, take, now));
         }
         if accepted || next.is_some() {
             ctx.set(JOBS, Json(all));
@@ -339,9 +348,10 @@ impl LoopJobs {
         Ok(Json(Completed { accepted, next }))
     }
 
-    /// A cheap look (a shared handler takes no lock and writes nothing; workers wait in
-    /// `wait_take` instead, workers of older code poll this): how many jobs nobody holds, and
-    /// when the earliest lease lapses (ms since the epoch; 0: none held).
+    /// A cheap look (a shared handler takes no lock and writes nothing): how many jobs nobody
+    /// holds, and when the earliest lease lapses (ms since the epoch; 0: none held). Workers of
+    /// this code wait in `wait_take` instead; this stays because workers of older code, talking
+    /// to a newer endpoint, poll it before they `take`.
     #[handler]
     async fn peek(&self, ctx: SharedObjectContext<'_>) -> Result<Json<(u64, u64)>, HandlerError> {
         let all = ctx.get::<Json<Vec<JobSlot>>>(JOBS).await?.map(|j| j.into_inner()).unwrap_or_default();
@@ -379,7 +389,7 @@ impl LoopIssue {
         let mut next: Vec<Command> = Vec::new();
         let mut jobs = 0u64;
         loop {
-            let command = next_command(&mut next, &state);
+            let command = machine::next_command(&mut next, || &state);
             let (entries, chained) = match command {
                 Command::Finish => break,
                 // Journal-only: the licence to run the phase. With a per-run budget the spend of
@@ -417,7 +427,7 @@ impl LoopIssue {
             let mut chained = chained.into_iter().peekable();
             let mut take_chained = |at: u64, next: &mut Vec<Command>, state: &State| -> Result<(), HandlerError> {
                 while let Some(c) = chained.next_if(|c| c.at <= at) {
-                    let ours = next_command(next, state);
+                    let ours = machine::next_command(next, || state);
                     if ours != c.command {
                         return Err(terminal(format!(
                             "nondeterminism: {id}: a worker went on with {:?}, this endpoint takes {ours:?}",
@@ -467,15 +477,6 @@ impl LoopIssue {
         let tips: Tips = tips.remove_entry(&own).into_iter().collect();
         Ok(Json(IssueEnd { issue: id, stage: state.stage.name().to_string(), tips }))
     }
-}
-
-/// The issue's next command, taken as a local drive takes it: the first of those the machine
-/// emitted last, or what resuming the state asks for.
-fn next_command(next: &mut Vec<Command>, state: &State) -> Command {
-    if next.is_empty() {
-        *next = machine::resume(state);
-    }
-    next.remove(0)
 }
 
 /// An issue event whose stage and commands the workflow fills in.

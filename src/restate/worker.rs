@@ -56,6 +56,8 @@ pub struct WorkerOpts {
     pub name: String,
     /// The clone's root.
     pub repo: PathBuf,
+    /// Print each job's timings on stderr (`LOOP_WORKER_TIMES`, which `loop bench` sets).
+    pub times: bool,
 }
 
 /// What a job needs carried out, with this clone's paths.
@@ -84,13 +86,19 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The clone's refs are shared by the worker's job slots: one fetch, sync or push at a time.
 static GIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A run's log as this worker read it (with this clone's paths), in the pieces its reads
+/// brought: entries are only ever appended, so each piece is shared as it is. A job takes the
+/// log from the cache without copying it under the lock its job slots share; the one copy it
+/// makes is its own in-memory journal's.
+type Log = Vec<Arc<[Entry]>>;
+
 /// What the worker's job slots share: the runs' logs as read so far, and what this process
 /// knows of its clone.
 #[derive(Default)]
 struct Shared {
-    /// Per run (the most recent few): the log's entries with this clone's paths, and the
-    /// submitter's repo root they were moved from.
-    logs: std::sync::Mutex<Vec<(String, String, Vec<Entry>)>>,
+    /// Per run (the most recent few): the log, and the submitter's repo root its paths were
+    /// moved from.
+    logs: std::sync::Mutex<Vec<(String, String, Log)>>,
     /// Runs this process fetched `origin` for: the run's base (on `origin` when it was
     /// submitted) is in the clone.
     fetched: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -103,8 +111,8 @@ const LOGS_KEPT: usize = 4;
 
 impl Shared {
     /// The run's log with this clone's paths: what was read before, and what was appended since.
-    /// Returns the submitter's repo root and the entries.
-    fn log(&self, ingress: &Ingress, run_id: &str, ours: &str) -> Result<(String, Vec<Entry>), String> {
+    /// Returns the submitter's repo root and the log.
+    fn log(&self, ingress: &Ingress, run_id: &str, ours: &str) -> Result<(String, Log), String> {
         let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
         let at = match logs.iter().position(|(r, _, _)| r == run_id) {
             Some(at) => at,
@@ -117,14 +125,17 @@ impl Shared {
             }
         };
         let (_, theirs, cached) = &mut logs[at];
-        let fresh = read_log_from(ingress, run_id, cached.len() as u64).map_err(|e| e.to_string())?;
-        if cached.is_empty() {
+        let read: usize = cached.iter().map(|piece| piece.len()).sum();
+        let fresh = read_log_from(ingress, run_id, read as u64).map_err(|e| e.to_string())?;
+        if read == 0 {
             let Some(Entry { body: Body::RunStarted(start), .. }) = fresh.first() else {
                 return Err(format!("run {run_id}: its log does not start with run_started"));
             };
             *theirs = start.repo.clone();
         }
-        cached.extend(paths::remap(fresh, theirs, ours)?);
+        if !fresh.is_empty() {
+            cached.push(paths::remap(fresh, theirs, ours)?.into());
+        }
         Ok((theirs.clone(), cached.clone()))
     }
 
@@ -207,7 +218,7 @@ fn slot_loop(opts: &WorkerOpts, slot: usize, ingress: &Ingress, shared: &Shared,
             let _ = ingress.release(&opts.queue, &Fence { job_id: lease.job.id.clone(), token: lease.token });
             break;
         }
-        if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+        if opts.times {
             eprintln!("loop worker: idle {} ms before {}", waiting.elapsed().as_millis(), lease.job.id);
         }
         next = carry_out(opts, ingress, shared, lease, &take, stop, perform);
@@ -275,7 +286,7 @@ fn carry_out(
             match ingress.complete_take(&opts.queue, &CompleteTake { done, take }) {
                 Ok(super::Completed { accepted: true, next }) => {
                     eprintln!("loop worker: {} {what} done", job.id);
-                    if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+                    if opts.times {
                         eprintln!("loop worker: {} took {} ms", job.id, began.elapsed().as_millis());
                     }
                     next
@@ -330,9 +341,9 @@ fn attempt(
     let (run_id, issue) = (job.run_id.as_str(), job.issue.as_str());
     let t0 = Instant::now();
     let ours = opts.repo.display().to_string();
-    let (theirs, entries) = shared.log(ingress, run_id, &ours)?;
+    let (theirs, log) = shared.log(ingress, run_id, &ours)?;
     let t_read = t0.elapsed();
-    let Some(Entry { body: Body::RunStarted(start), .. }) = entries.first() else {
+    let Some(Entry { body: Body::RunStarted(start), .. }) = log.first().and_then(|piece| piece.first()) else {
         return Err(format!("run {run_id}: its log does not start with run_started"));
     };
     let command = paths::remap_value(job.command.clone(), &theirs, &ours)?;
@@ -377,7 +388,8 @@ fn attempt(
     // Whatever happens to the job from here, this worktree is no longer known clean.
     shared.leave(&own_path, None);
     let t_sync = t0.elapsed();
-    let bodies = entries.into_iter().map(|e| e.body).collect();
+    // The job's in-memory journal owns its records: the one copy of the log a job makes.
+    let bodies = log.iter().flat_map(|piece| piece.iter()).map(|e| e.body.clone()).collect();
     let task = Task { run_id: run_id.to_string(), issue: issue.to_string(), command, queued, bodies, cancel };
     let Some((done, chained)) = perform(task)? else { return Ok(None) };
     let t_work = t0.elapsed();
@@ -395,7 +407,7 @@ fn attempt(
         git.push(planned.branch.as_str(), started_at.as_deref(), |tip| goes_on && on_origin(tip))?
     };
     shared.leave(&own_path, tip.clone());
-    if std::env::var_os("LOOP_WORKER_TIMES").is_some() {
+    if opts.times {
         eprintln!(
             "loop worker: {issue}: read {} ms, {} {} ms, work {} ms, push {} ms",
             t_read.as_millis(),
