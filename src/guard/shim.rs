@@ -237,8 +237,13 @@ fn record(ctx: &ShimContext, tool: &str, argv: &[String], d: &Decision, via: &st
 ///
 /// loop opens the FIFO read-write: that never blocks, and the FIFO never reports end of file
 /// between two shims, so one thread can read it for the whole phase.
+///
+/// `finish` wakes the thread at once (a pipe it polls beside the FIFO): a phase's end must not
+/// wait out a poll's timeout, which every guarded phase would pay.
 pub struct Relay {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Written by `finish` to wake the thread's poll.
+    wake: std::io::PipeWriter,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -271,6 +276,7 @@ impl Relay {
         let mut out = crate::safefs::open_log(parent, Path::new(name), crate::safefs::Log::Append)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
+        let (woken, wake) = std::io::pipe().map_err(io(fifo))?;
         let file_shown = file.display().to_string();
         let thread = std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
@@ -296,12 +302,17 @@ impl Relay {
                 if stopping {
                     return;
                 }
-                let mut pfd = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd, for the duration of the call.
-                unsafe { libc::poll(&mut pfd, 1, 50) };
+                let mut pfds = [
+                    libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                    libc::pollfd { fd: woken.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                ];
+                // No timeout is needed (a write or `finish` wakes it); one second bounds the wait
+                // should a wake-up ever be missed. An interrupted poll just loops.
+                // SAFETY: two valid pollfds, for the duration of the call.
+                unsafe { libc::poll(pfds.as_mut_ptr(), 2, 1000) };
             }
         });
-        Ok(Relay { stop, thread: Some(thread) })
+        Ok(Relay { stop, wake, thread: Some(thread) })
     }
 
     /// Drains what the shims wrote and stops.
@@ -312,6 +323,8 @@ impl Relay {
     fn stop_and_join(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         if let Some(t) = self.thread.take() {
+            // A failed write only leaves the poll's one-second bound.
+            let _ = self.wake.write_all(b"x");
             let _ = t.join();
         }
     }
