@@ -500,31 +500,15 @@ fn time_loop(repo: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Durati
 
 /// The floor one issue cannot go below: `git worktree add` of a new branch, one file written
 /// and committed in it, `git worktree remove`, each a plain git command (no fsync).
-fn floor(repo: &Path, issues: usize) -> Result<Duration, BenchError> {
-    let t = Instant::now();
-    for i in 0..issues {
-        let wt = repo.join(format!(".wt/w{i}"));
-        let w = wt.to_string_lossy();
-        git(repo, &["worktree", "add", "-q", "-b", &format!("b{i}"), &w, "HEAD"])?;
-        std::fs::write(wt.join("work.txt"), format!("work of issue {i}\n")).map_err(io)?;
-        git(&wt, &["add", "-A"])?;
-        git(&wt, &["commit", "-q", "-m", "work"])?;
-        git(repo, &["worktree", "remove", &w])?;
-    }
-    Ok(t.elapsed())
-}
-
-/// The same floor with each effect made durable as loop makes a local run's (on a file system
-/// whose `syncfs` reaches the device): git with loop's fsync settings, then one `syncfs` after
-/// the worktree add, the commit and the removal. What the plain floor leaves in the page cache
-/// (and, for a removed worktree, never writes at all), a power cut would lose; loop may not.
-fn durable_floor(repo: &Path, issues: usize) -> Result<Duration, BenchError> {
-    let settle = || crate::workspace::syncfs(repo).map_err(io);
-    let g = |dir: &Path, args: &[&str]| {
-        let mut all: Vec<&str> = crate::workspace::FSYNC_CONFIG.to_vec();
-        all.extend_from_slice(args);
-        git(dir, &all)
-    };
+///
+/// `durable`: the same floor with each effect made durable as loop makes a local run's (on a
+/// file system whose `syncfs` reaches the device): git with loop's fsync settings, then one
+/// `syncfs` after the add, the commit and the removal. What the plain floor leaves in the page
+/// cache (and, for a removed worktree, never writes at all), a power cut would lose; loop may not.
+fn floor(repo: &Path, issues: usize, durable: bool) -> Result<Duration, BenchError> {
+    let fsync: &[&str] = if durable { &crate::workspace::FSYNC_CONFIG } else { &[] };
+    let g = |dir: &Path, args: &[&str]| git(dir, &[fsync, args].concat());
+    let settle = || if durable { crate::workspace::syncfs(repo).map_err(io) } else { Ok(()) };
     let t = Instant::now();
     for i in 0..issues {
         let wt = repo.join(format!(".wt/w{i}"));
@@ -549,7 +533,7 @@ fn per_issue(dir: &Path, issues: usize, details: bool) -> Result<Row, BenchError
     // The same repository content as the runs below: a worktree checks out every file, and
     // the milestone's docs are files of it, so a bigger milestone means a bigger checkout.
     sample_repo(&floor_repo, issues)?;
-    let floor = floor(&floor_repo, issues)?;
+    let floor = floor(&floor_repo, issues, false)?;
     let _ = std::fs::remove_dir_all(&floor_repo);
     // A big size runs for hours: what is already measured is said as it comes, so a run cut
     // short still leaves a figure.
@@ -576,7 +560,7 @@ fn per_issue(dir: &Path, issues: usize, details: bool) -> Result<Row, BenchError
             timed_env("run-nofsync", &["--no-guard", "--no-review-doc"], &[("LOOP_BENCH_NO_GIT_FSYNC", "1")])?;
         let durable_repo = dir.join(format!("floor-durable-{issues}"));
         sample_repo(&durable_repo, issues)?;
-        let durable = durable_floor(&durable_repo, issues);
+        let durable = self::floor(&durable_repo, issues, true);
         let _ = std::fs::remove_dir_all(&durable_repo);
         let durable = durable?;
         notes.push(format!("with guard checks: {:.1} ms/issue", per(guarded)));
